@@ -1,0 +1,286 @@
+"""`provision`: the command line. Turns every expected error into one message and an exit code.
+
+Exit codes: 0 success (with --detailed-exitcode: and no changes), 2 changes pending (only
+with --detailed-exitcode), 1 any error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from . import __version__
+from .errors import HostError, InventoryError, ProvisionError
+from .lock import state_dir
+
+EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
+PLAN_FORMAT_VERSION = 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ProvisionError as exc:
+        print(_error_text(exc), file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return EXIT_ERROR
+    except Exception as exc:  # a bug: say so plainly; PROVISION_DEBUG=1 shows the traceback
+        if os.environ.get("PROVISION_DEBUG"):
+            raise
+        print(f"internal error: {type(exc).__name__}: {exc}\n(this is a bug in provision; "
+              "PROVISION_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _error_text(exc: ProvisionError) -> str:
+    if isinstance(exc, InventoryError):
+        n = len(exc.diagnostics)
+        return f"{exc}\n{n} problem{'s' if n != 1 else ''} found; nothing was changed."
+    return f"error: {exc}"
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="provision", description="Declarative tun/tap, address and route provisioning.")
+    p.add_argument("--version", action="version", version=f"provision {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_: str, func: Any, inventory: str = "required") -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=help_, description=help_)
+        if inventory == "required":
+            c.add_argument("inventory", metavar="INVENTORY", help="Ansible YAML inventory file")
+        elif inventory == "optional":
+            c.add_argument("inventory", metavar="INVENTORY", nargs="?", help="Ansible YAML inventory file")
+        c.add_argument("--limit", "-l", metavar="PATTERN", help="hosts or groups, comma separated; !x excludes")
+        c.add_argument("--state-dir", metavar="DIR", help="default $PROVISION_STATE_DIR or /run/provision")
+        c.set_defaults(func=func)
+        return c
+
+    command("validate", "check an inventory: schema and semantic rules", cmd_validate).add_argument(
+        "--facts", metavar="FILE", help="check route devices against a facts snapshot instead of live hosts")
+    c = command("plan", "show what apply would change", cmd_plan)
+    c.add_argument("--json", action="store_true", help="machine-readable plan (schemas/plan.schema.json)")
+    c.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when there are changes")
+    c.add_argument("--facts", metavar="FILE", help="plan against a `provision facts` snapshot, not the live kernel")
+    c.add_argument("--destroy", action="store_true", help="plan what destroy would remove")
+    c = command("apply", "change the hosts to match the inventory", cmd_apply)
+    c.add_argument("--check", action="store_true", help="change nothing: the same as plan")
+    c.add_argument("--diff", action="store_true", help="show old → new for each change")
+    c.add_argument("--json", action="store_true", help="machine-readable result")
+    c.add_argument("--lock-timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="how long to wait for another run on the same host (default 60)")
+    c = command("destroy", "remove everything provision owns on the hosts", cmd_destroy)
+    c.add_argument("--json", action="store_true", help="machine-readable result")
+    c.add_argument("--lock-timeout", type=float, default=60.0, metavar="SECONDS")
+    c = command("facts", "print the live state in the inventory's format", cmd_facts, inventory="optional")
+    c.add_argument("--json", action="store_true", help="JSON instead of YAML")
+    return p
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .reconcile import load
+
+    loaded = load(args.inventory, args.limit)
+    notes = []
+    if args.facts:
+        from .reconcile import plan_for
+
+        snapshots = _facts_file(args.facts)
+        for host in loaded.hosts:
+            if host.name in snapshots:
+                plan_for(snapshots[host.name], host, loaded.desired[host.name], loaded.inventory.source, False)
+    else:
+        notes = _check_live_devs(args, loaded)
+    n = len(loaded.inventory.hosts)
+    print(f"{args.inventory}: valid ({n} host{'s' if n != 1 else ''})")
+    for note in notes:
+        print(f"note: {note}")
+    return EXIT_OK
+
+
+def _check_live_devs(args: argparse.Namespace, loaded: Any) -> list[str]:
+    """Route devices that are not declared must exist on the host: check where we can reach it."""
+    from .connection import connect, skip_reason
+    from .reconcile import plan_for
+
+    notes = []
+    undeclared = [h for h in loaded.hosts if any(
+        e.value.get("dev") is not None and e.value.get("state") != "absent"
+        and e.value["dev"] not in {d.value.get("name") for d in h.network.get("devices", ())}
+        for e in h.network.get("routes", ()))]
+    for host in undeclared:
+        if skip_reason(host):
+            notes.append(f"{host.name}: route devices not checked ({skip_reason(host)})")
+            continue
+        try:
+            with connect(host, state_dir(args.state_dir), 0, lambda m: None) as conn:
+                plan_for(conn.observe(), host, loaded.desired[host.name], loaded.inventory.source, False)
+        except HostError as exc:
+            notes.append(f"{host.name}: route devices not checked: {exc.message}")
+        except ProvisionError as exc:
+            if isinstance(exc, InventoryError):
+                raise
+            notes.append(f"{host.name}: route devices not checked: {exc}")
+    return notes
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    return _run(args, apply=False, destroy=args.destroy)
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    return _run(args, apply=not args.check, destroy=False)
+
+
+def cmd_destroy(args: argparse.Namespace) -> int:
+    return _run(args, apply=True, destroy=True)
+
+
+def _run(args: argparse.Namespace, apply: bool, destroy: bool) -> int:
+    from .connection import connect, skip_reason
+    from .reconcile import Outcome, Status, apply_host, failure, load, plan_for
+    from .render import change_line, print_plan, recap_line, use_colour
+
+    loaded = load(args.inventory, args.limit)
+    as_json = getattr(args, "json", False)
+    colour = use_colour(sys.stdout) and not as_json
+    snapshots = _facts_file(args.facts) if getattr(args, "facts", None) else None
+    directory = None if snapshots is not None else state_dir(args.state_dir)
+    outcomes: list[Outcome] = []
+    say = (lambda m: print(m, file=sys.stderr)) if as_json else print
+    for host in loaded.hosts:
+        desired = loaded.desired[host.name]
+        reason = None if snapshots is not None else skip_reason(host)
+        if reason:
+            outcomes.append(Outcome(host.name, Status.SKIPPED, error=reason))
+            if not as_json:
+                print(f"{host.name}: skipped ({reason})")
+            continue
+        try:
+            if snapshots is not None:
+                if host.name not in snapshots:
+                    raise HostError(host.name, f"no facts for this host in {args.facts}")
+                plan = plan_for(snapshots[host.name], host, desired, loaded.inventory.source, destroy)
+                outcome = Outcome(host.name, Status.OK, plan)
+            else:
+                assert directory is not None
+                with connect(host, directory, getattr(args, "lock_timeout", 60.0), say) as conn:
+                    if apply:
+                        detail = getattr(args, "diff", False)
+
+                        def report(change: Any, name: str = host.name) -> None:
+                            if not as_json:
+                                print(f"{name}: {change_line(change, colour, detail)}", flush=True)
+                        outcome = apply_host(conn, host, desired, loaded.inventory.source, destroy, report)
+                    else:
+                        plan = plan_for(conn.observe(), host, desired, loaded.inventory.source, destroy)
+                        outcome = Outcome(host.name, Status.OK, plan)
+        except InventoryError as exc:
+            outcome = Outcome(host.name, Status.FAILED, error=str(exc))
+        except ProvisionError as exc:
+            outcome = failure(host.name, exc)
+        outcomes.append(outcome)
+        if not as_json:
+            if outcome.status is Status.FAILED:
+                print(f"{host.name}: FAILED: {outcome.error.removeprefix(host.name + ': ')}", file=sys.stderr)
+            elif not apply and outcome.plan is not None:
+                print(f"{host.name}:" + (" (destroy)" if destroy else ""))
+                print_plan(outcome.plan, colour=colour)
+            elif apply and outcome.status is Status.OK:
+                print(f"{host.name}: no changes")
+    failed = any(o.status is Status.FAILED for o in outcomes)
+    pending = any(o.plan is not None and not o.plan.empty for o in outcomes)
+    if as_json:
+        print(json.dumps(_json_result(outcomes, applied=apply), indent=2))
+    elif apply:
+        width = max((len(o.host) for o in outcomes), default=0)
+        print("\nRECAP")
+        for o in outcomes:
+            if o.status is Status.SKIPPED:
+                print(f"{o.host.ljust(width)} : skipped ({o.error})")
+                continue
+            in_sync = o.plan.in_sync if o.plan else 0
+            print(recap_line(o.host, in_sync + len(o.applied), len(o.applied), int(o.status is Status.FAILED), width))
+    if failed:
+        return EXIT_ERROR
+    if not apply and args.detailed_exitcode and pending:
+        return EXIT_CHANGES
+    return EXIT_OK
+
+
+def _json_result(outcomes: list[Any], applied: bool) -> dict[str, Any]:
+    from .plan import plan_to_dict
+
+    hosts = []
+    for o in outcomes:
+        entry: dict[str, Any] = {"host": o.host, "status": str(o.status)}
+        if o.plan is not None:
+            entry["plan"] = plan_to_dict(o.plan)
+        if applied:
+            entry["applied"] = len(o.applied)
+        if o.error:
+            entry["error" if o.status.value == "failed" else "reason"] = o.error
+        hosts.append(entry)
+    return {"format_version": PLAN_FORMAT_VERSION, "mode": "apply" if applied else "plan", "hosts": hosts}
+
+
+def cmd_facts(args: argparse.Namespace) -> int:
+    from .connection import connect, skip_reason
+    from .facts import host_vars
+    from .inventory import Host
+
+    if args.inventory:
+        from .reconcile import load
+
+        hosts = [h for h in load(args.inventory, args.limit).hosts if not skip_reason(h)]
+    else:
+        hosts = [Host("localhost", (), (), {"ansible_connection": "local"})]
+    directory = state_dir(args.state_dir)
+    doc: dict[str, Any] = {"all": {"hosts": {}}}
+    for host in hosts:
+        with connect(host, directory, 60.0, lambda m: print(m, file=sys.stderr)) as conn:
+            observed = conn.observe()
+        connection = {k: host.vars[k] for k in ("ansible_connection", "ansible_host") if k in host.vars}
+        doc["all"]["hosts"][host.name] = host_vars(observed, connection)
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        from ruamel.yaml import YAML
+
+        yaml = YAML(typ="safe", pure=True)
+        yaml.default_flow_style = False
+        yaml.dump(doc, sys.stdout)
+    return EXIT_OK
+
+
+def _facts_file(path: str) -> dict[str, Any]:
+    """Host name -> Observed, from a `provision facts` snapshot (YAML or JSON)."""
+    from .errors import Diagnostic
+    from .facts import FACTS_VAR, observed_from_vars
+    from .inventory import load_source, parse
+
+    source = load_source(path)
+    data = parse(source)
+    out = {}
+    try:
+        for name, vars_ in ((data.get("all") or {}).get("hosts") or {}).items():
+            out[str(name)] = observed_from_vars(vars_ or {})
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise InventoryError([Diagnostic((), f"not a `provision facts` snapshot ({FACTS_VAR} missing or malformed: "
+                                              f"{exc})", path)]) from exc
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())

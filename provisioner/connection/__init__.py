@@ -1,0 +1,52 @@
+"""How provision reaches a host: one small interface, one module per kind of connection.
+
+A connection is a context manager (entering it takes the host's lock and gets inside the
+host) that can `observe()` the live state and open a `transaction()` to change it. The core
+(merge, validate, plan) never assumes it runs on the target; `local` and `netns` live in
+`kernel.py`. Docker and ssh fit here as further modules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from ..errors import ConnectionError_
+from ..inventory import Host, this_machine
+from ..model import Observed
+
+LOCAL = "local"
+NETNS = "netns"
+
+
+class Transaction(Protocol):
+    def run(self, steps: list, on_step: Callable) -> None: ...
+    def rollback(self) -> list[str]: ...
+
+
+class Connection(Protocol):
+    host: str
+
+    def __enter__(self) -> Connection: ...
+    def __exit__(self, *exc: object) -> None: ...
+    def observe(self) -> Observed: ...
+    def transaction(self) -> Transaction: ...
+
+
+def skip_reason(host: Host) -> str | None:
+    """Why a host is not ours to touch from here, as ansible-pull decides it; None if it is."""
+    if host.connection is None and host.name not in this_machine():
+        return "no ansible_connection, and not this machine"
+    return None
+
+
+def connect(host: Host, state_dir: Path, lock_wait: float, notify: Callable[[str], None]) -> Connection:
+    from .kernel import KernelConnection
+
+    kind = host.connection or LOCAL
+    if kind == LOCAL:
+        return KernelConnection(host.name, None, state_dir, lock_wait, notify)
+    if kind == NETNS:
+        return KernelConnection(host.name, host.address, state_dir, lock_wait, notify)
+    raise ConnectionError_(host.name, f"ansible_connection {kind!r} is not supported (local, netns)")

@@ -1,0 +1,61 @@
+"""The `local` and `netns` connections: this machine's kernel, in some network namespace.
+
+For netns hosts the calling thread enters the namespace with setns(2) for the whole
+session, so the netlink socket and every tun device are made there, with no proxy.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+
+from ..errors import ConnectionError_
+from ..kernel import namespace
+from ..kernel.apply import Transaction
+from ..kernel.netlink import Netlink
+from ..kernel.observe import observe
+from ..lock import host_lock
+from ..model import Observed
+
+
+class KernelConnection:
+    def __init__(self, host: str, netns: str | None, state_dir: Path, lock_wait: float,
+                 notify: Callable[[str], None]):
+        self.host, self.netns = host, netns
+        self._state_dir, self._lock_wait, self._notify = state_dir, lock_wait, notify
+        self._stack = ExitStack()
+        self._sock: Netlink | None = None
+
+    def __enter__(self) -> KernelConnection:
+        try:
+            self._stack.enter_context(host_lock(self._state_dir, self.host, self._lock_wait, self._notify))
+            self._stack.enter_context(namespace.entered(self.netns))
+            self._sock = self._stack.enter_context(Netlink())
+        except OSError as exc:
+            self._stack.close()
+            raise ConnectionError_(self.host, _why(exc, self.netns)) from exc
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._sock = None
+        self._stack.close()
+
+    def observe(self) -> Observed:
+        assert self._sock is not None, "use the connection as a context manager"
+        return observe(self._sock)
+
+    def transaction(self) -> Transaction:
+        assert self._sock is not None, "use the connection as a context manager"
+        return Transaction(self.host, self._sock)
+
+
+def _why(exc: OSError, netns: str | None) -> str:
+    if exc.errno == errno.EPERM:
+        where = f"enter network namespace {netns!r}" if netns else "change the network"
+        return f"not permitted to {where}: run as root (CAP_SYS_ADMIN, CAP_NET_ADMIN)"
+    return f"cannot reach the host: {exc.strerror or exc}"

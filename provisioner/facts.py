@@ -1,0 +1,92 @@
+"""Live state in the inventory's own format, and back.
+
+`provision facts` prints an inventory: each host's `network` is what the kernel has, so it
+can start an inventory, and a `provision_facts` variable keeps what the diff also needs
+(which devices and routes we own, the names of the other interfaces), so the same file is
+a `--facts` snapshot that CI can plan against without root.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .model import MAIN_TABLE, Address, Device, DeviceType, LinkState, Observed, Route
+
+FACTS_VAR = "provision_facts"
+
+
+def device_to_dict(d: Device, addresses: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": d.name, "type": str(d.type), "state": str(d.state)}
+    if d.mtu is not None:
+        out["mtu"] = d.mtu
+    if d.mac is not None:
+        out["mac"] = d.mac
+    for f in ("owner", "group"):
+        if getattr(d, f) is not None:
+            out[f] = getattr(d, f)
+    for f in ("pi", "vnet_hdr", "multi_queue"):
+        if getattr(d, f):
+            out[f] = True
+    if addresses:
+        out["addresses"] = addresses
+    return out
+
+
+def route_to_dict(r: Route) -> dict[str, Any]:
+    out: dict[str, Any] = {"to": r.to}
+    if r.via is not None:
+        out["via"] = r.via
+    if r.dev is not None:
+        out["dev"] = r.dev
+    out["metric"] = r.metric
+    if r.table != MAIN_TABLE:
+        out["table"] = r.table
+    return out
+
+
+def host_vars(observed: Observed, connection: Mapping[str, Any]) -> dict[str, Any]:
+    by_device: dict[str, list[str]] = {}
+    for a in observed.addresses:
+        if not a.is_link_local_v6:
+            by_device.setdefault(a.device, []).append(a.cidr)
+    out: dict[str, Any] = dict(connection)
+    out["network"] = {
+        "devices": [device_to_dict(d, by_device.get(d.name, [])) for d in observed.devices],
+        "routes": [route_to_dict(r) for r in observed.routes],
+    }
+    out[FACTS_VAR] = {
+        "owned_devices": [d.name for d in observed.devices if d.managed],
+        "owned_routes": [route_to_dict(r) for r in observed.routes if r.managed],
+        "link_local": [a.cidr + " " + a.device for a in observed.addresses if a.is_link_local_v6],
+        "links": {name: kind for name, kind in observed.links},
+    }
+    return out
+
+
+def observed_from_vars(vars_: Mapping[str, Any]) -> Observed:
+    """Inverse of host_vars; raises KeyError/ValueError/TypeError on a file that is not facts."""
+    net = vars_.get("network") or {}
+    meta = vars_[FACTS_VAR]
+    owned = set(meta.get("owned_devices") or ())
+    owned_routes = {(r.get("table", MAIN_TABLE), r["to"], r["metric"]) for r in meta.get("owned_routes") or ()}
+    devices, addresses = [], []
+    for d in net.get("devices") or ():
+        devices.append(Device(
+            name=d["name"], type=DeviceType(d["type"]), state=LinkState(d.get("state", "up")),
+            mtu=d.get("mtu"), mac=d.get("mac"), owner=d.get("owner"), group=d.get("group"),
+            pi=bool(d.get("pi")), vnet_hdr=bool(d.get("vnet_hdr")), multi_queue=bool(d.get("multi_queue")),
+            managed=d["name"] in owned,
+        ))
+        addresses += [Address(d["name"], a) for a in d.get("addresses") or ()]
+    for text in meta.get("link_local") or ():
+        cidr, device = text.split(" ", 1)
+        addresses.append(Address(device, cidr))
+    routes = []
+    for r in net.get("routes") or ():
+        route = Route(to=r["to"], table=r.get("table", MAIN_TABLE), metric=r["metric"],
+                      via=r.get("via"), dev=r.get("dev"))
+        routes.append(Route(**{**route.__dict__, "managed": route.key in owned_routes}))
+    links = tuple(sorted((str(k), str(v)) for k, v in (meta.get("links") or {}).items()))
+    return Observed(tuple(sorted(devices)), tuple(sorted(addresses)),
+                    tuple(sorted(routes, key=lambda r: r.key)), links)

@@ -1,0 +1,215 @@
+"""A small synchronous rtnetlink socket: batched requests, fast dumps, the kernel's own reasons.
+
+Why not pyroute2's IPRoute on this path (measured on the 2-core test machine, 1000 taps):
+importing pyroute2 costs 0.14 s and decoding one link message through its object model
+0.2 ms (every one of the ~40 attributes becomes an object), so a dump of 1000 links,
+addresses and routes costs 0.45-0.6 s in Python, more than `ip -batch` needs to create
+them all. Here a request is a few `struct.pack` calls, many requests go to the kernel in
+one `send` (the kernel runs them in order and acknowledges each), and a dump decodes only
+the attributes the plan needs (~10 us a link). pyroute2 stays the independent oracle in
+the integration tests, which check what the kernel holds without using this code.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import struct
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+NETLINK_ROUTE = 0
+SOL_NETLINK = 270
+NETLINK_CAP_ACK = 10
+NETLINK_EXT_ACK = 11
+NETLINK_GET_STRICT_CHK = 12
+SO_SNDBUFFORCE = 32
+SO_RCVBUFFORCE = 33
+
+NLMSG_ERROR = 2
+NLMSG_DONE = 3
+NLM_F_REQUEST = 0x1
+NLM_F_MULTI = 0x2
+NLM_F_ACK = 0x4
+NLM_F_DUMP_INTR = 0x10
+NLM_F_REPLACE = 0x100
+NLM_F_EXCL = 0x200
+NLM_F_CREATE = 0x400
+NLM_F_DUMP = 0x300
+NLM_F_ACK_TLVS = 0x200
+NLMSGERR_ATTR_MSG = 1
+
+RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
+RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
+RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
+
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_EXT_MASK = 1, 3, 4, 18, 20, 29
+IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
+IFLA_TUN_OWNER, IFLA_TUN_GROUP, IFLA_TUN_TYPE, IFLA_TUN_PI, IFLA_TUN_VNET_HDR = 1, 2, 3, 4, 5
+IFLA_TUN_PERSIST, IFLA_TUN_MULTI_QUEUE = 6, 7
+RTEXT_FILTER_SKIP_STATS = 1 << 3
+IFF_UP = 0x1
+IFA_ADDRESS, IFA_LOCAL = 1, 2
+RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_TABLE = 1, 4, 5, 6, 15
+RTN_UNICAST = 1
+RT_SCOPE_UNIVERSE, RT_SCOPE_LINK, RT_SCOPE_NOWHERE = 0, 253, 255
+RTPROT_KERNEL = 2
+RT_TABLE_UNSPEC, RT_TABLE_LOCAL = 0, 255
+
+HDR = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, seq, pid
+IFINFO = struct.Struct("=BxHiII")  # family, type, index, flags, change
+IFADDR = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index
+RTMSG = struct.Struct("=BBBBBBBBI")  # family, dst_len, src_len, tos, table, protocol, scope, type, flags
+RTA = struct.Struct("=HH")
+U32 = struct.Struct("=I")
+ERR = struct.Struct("=i")
+BATCH = 256  # requests per send: their acks must fit the receive buffer
+
+
+def attr(kind: int, data: bytes) -> bytes:
+    size = RTA.size + len(data)
+    return RTA.pack(size, kind) + data + b"\0" * (-size % 4)
+
+
+def u32(kind: int, value: int) -> bytes:
+    return attr(kind, U32.pack(value))
+
+
+def attrs(data: memoryview | bytes, offset: int = 0) -> Iterator[tuple[int, memoryview]]:
+    """(type, payload) of each attribute from `offset` on; nested flags are masked off."""
+    view = memoryview(data)
+    end = len(view)
+    unpack = RTA.unpack_from
+    while offset + 4 <= end:
+        size, kind = unpack(view, offset)
+        if size < 4:
+            break
+        yield kind & 0x3FFF, view[offset + 4: offset + size]
+        offset += (size + 3) & ~3
+
+
+def cstr(value: memoryview) -> str:
+    return bytes(value).split(b"\0", 1)[0].decode(errors="replace")
+
+
+@dataclass(frozen=True)
+class Request:
+    type: int
+    flags: int
+    body: bytes
+    what: str = ""  # the resource it changes, for error messages
+
+
+@dataclass(frozen=True)
+class Ack:
+    error: int  # 0, or a positive errno
+    reason: str  # the kernel's extended-ack message, when it gave one
+
+
+class NetlinkError(OSError):
+    pass
+
+
+class Netlink:
+    """One NETLINK_ROUTE socket in whatever network namespace the calling thread was in."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+        for forced, plain, value in ((SO_SNDBUFFORCE, socket.SO_SNDBUF, 1 << 20),
+                                     (SO_RCVBUFFORCE, socket.SO_RCVBUF, 8 << 20)):
+            try:
+                self.sock.setsockopt(socket.SOL_SOCKET, forced, value)
+            except PermissionError:  # not root: the capped size still does for reading
+                self.sock.setsockopt(socket.SOL_SOCKET, plain, value)
+        for opt in (NETLINK_EXT_ACK, NETLINK_CAP_ACK, NETLINK_GET_STRICT_CHK):
+            try:
+                self.sock.setsockopt(SOL_NETLINK, opt, 1)
+            except OSError:
+                pass
+        self.sock.bind((0, 0))
+        self.seq = 0
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> Netlink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    def dump(self, msg_type: int, body: bytes) -> list[tuple[int, memoryview]]:
+        """Every (type, message) of a dump; retried whole if the kernel says it was interrupted."""
+        for _ in range(5):
+            seq = self._next_seq()
+            self.sock.send(HDR.pack(HDR.size + len(body), msg_type, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body)
+            out: list[tuple[int, memoryview]] = []
+            interrupted = False
+            while True:
+                data = memoryview(self.sock.recv(1 << 20))
+                offset = 0
+                while offset + HDR.size <= len(data):
+                    length, kind, flags, mseq, _ = HDR.unpack_from(data, offset)
+                    if length < HDR.size:
+                        raise NetlinkError(errno.EBADMSG, "malformed netlink message")
+                    msg = data[offset + HDR.size: offset + length]
+                    offset += (length + 3) & ~3
+                    if mseq != seq:
+                        continue
+                    interrupted |= bool(flags & NLM_F_DUMP_INTR)
+                    if kind == NLMSG_DONE:
+                        break
+                    if kind == NLMSG_ERROR:
+                        code = -ERR.unpack_from(msg)[0]
+                        if code:
+                            raise NetlinkError(code, os.strerror(code))
+                        continue
+                    out.append((kind, msg))
+                else:
+                    continue
+                break
+            if not interrupted:
+                return out
+        raise NetlinkError(errno.EINTR, "dump kept being interrupted by concurrent changes")
+
+    def transact(self, requests: Sequence[Request]) -> list[Ack]:
+        """Send requests in batches, in order; every one is acknowledged (the kernel keeps
+        going after a failure, so the caller learns exactly which ones took effect)."""
+        acks: list[Ack] = []
+        for start in range(0, len(requests), BATCH):
+            chunk = requests[start:start + BATCH]
+            first = self.seq + 1
+            payload = b"".join(
+                HDR.pack(HDR.size + len(r.body), r.type, r.flags | NLM_F_REQUEST | NLM_F_ACK, self._next_seq(), 0)
+                + r.body for r in chunk)
+            self.sock.send(payload)
+            got: dict[int, Ack] = {}
+            while len(got) < len(chunk):
+                data = memoryview(self.sock.recv(1 << 20))
+                offset = 0
+                while offset + HDR.size <= len(data):
+                    length, kind, flags, mseq, _ = HDR.unpack_from(data, offset)
+                    msg = data[offset + HDR.size: offset + length]
+                    offset += (length + 3) & ~3
+                    if kind == NLMSG_ERROR and first <= mseq < first + len(chunk):
+                        got[mseq - first] = _ack(msg, flags)
+            acks.extend(got[i] for i in range(len(chunk)))
+        return acks
+
+
+def _ack(msg: memoryview, flags: int) -> Ack:
+    code = -ERR.unpack_from(msg)[0]
+    reason = ""
+    if flags & NLM_F_ACK_TLVS:
+        # error(4) + the original header (payload left out: NETLINK_CAP_ACK), then TLVs
+        inner_len = HDR.unpack_from(msg, 4)[0]
+        start = 4 + (HDR.size if flags & 0x100 else inner_len)
+        for kind, value in attrs(msg, start):
+            if kind == NLMSGERR_ATTR_MSG:
+                reason = cstr(value)
+    return Ack(code, reason)

@@ -1,0 +1,129 @@
+"""The live kernel state as an `Observed` value, normalised so the diff is plain comparison.
+
+Three dumps (links without statistics, addresses, routes), decoding only the attributes
+the plan reads. Kernel-made routes (proto kernel: connected and link-local prefixes) and
+the local table are left out: nobody declares them and nothing here may touch them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+
+from ..model import OWNER_ALIAS, OWNER_PROTOCOL, Address, Device, DeviceType, LinkState, Observed, Route
+from . import netlink as nl
+
+TUN_TYPES = {1: DeviceType.TUN, 2: DeviceType.TAP}
+NO_OWNER = 0xFFFFFFFF
+
+
+def observe(sock: nl.Netlink) -> Observed:
+    links = _links(sock)
+    names = {index: name for index, (name, _, _) in links.items()}
+    devices = tuple(sorted(dev for _, _, dev in links.values() if dev is not None))
+    tun_indexes = {index for index, (_, _, dev) in links.items() if dev is not None}
+    return Observed(
+        devices=devices,
+        addresses=_addresses(sock, names, tun_indexes),
+        routes=_routes(sock, names),
+        links=tuple(sorted((name, kind) for name, kind, _ in links.values())),
+    )
+
+
+def _links(sock: nl.Netlink) -> dict[int, tuple[str, str, Device | None]]:
+    request = nl.IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + nl.u32(nl.IFLA_EXT_MASK, nl.RTEXT_FILTER_SKIP_STATS)
+    out: dict[int, tuple[str, str, Device | None]] = {}
+    for kind, msg in sock.dump(nl.RTM_GETLINK, request):
+        if kind != nl.RTM_NEWLINK:
+            continue
+        _, _, index, flags, _ = nl.IFINFO.unpack_from(msg)
+        name = alias = mac = ""
+        mtu = 0
+        link_kind = ""
+        tun: dict[int, int] = {}
+        for t, value in nl.attrs(msg, nl.IFINFO.size):
+            if t == nl.IFLA_IFNAME:
+                name = nl.cstr(value)
+            elif t == nl.IFLA_MTU:
+                mtu = nl.U32.unpack_from(value)[0]
+            elif t == nl.IFLA_ADDRESS:
+                mac = value.hex(":")
+            elif t == nl.IFLA_IFALIAS:
+                alias = nl.cstr(value)
+            elif t == nl.IFLA_LINKINFO:
+                for it, ivalue in nl.attrs(value):
+                    if it == nl.IFLA_INFO_KIND:
+                        link_kind = nl.cstr(ivalue)
+                    elif it == nl.IFLA_INFO_DATA:
+                        tun = {dt: int.from_bytes(dv, "little") for dt, dv in nl.attrs(ivalue)}
+        device = None
+        if link_kind == "tun" and tun.get(nl.IFLA_TUN_TYPE) in TUN_TYPES:
+            dtype = TUN_TYPES[tun[nl.IFLA_TUN_TYPE]]
+            owner = tun.get(nl.IFLA_TUN_OWNER, NO_OWNER)
+            group = tun.get(nl.IFLA_TUN_GROUP, NO_OWNER)
+            device = Device(
+                name=name,
+                type=dtype,
+                state=LinkState.UP if flags & nl.IFF_UP else LinkState.DOWN,
+                mtu=mtu,
+                mac=mac if dtype is DeviceType.TAP else None,
+                owner=None if owner == NO_OWNER else owner,
+                group=None if group == NO_OWNER else group,
+                pi=bool(tun.get(nl.IFLA_TUN_PI)),
+                vnet_hdr=bool(tun.get(nl.IFLA_TUN_VNET_HDR)),
+                multi_queue=bool(tun.get(nl.IFLA_TUN_MULTI_QUEUE)),
+                managed=alias == OWNER_ALIAS,
+            )
+        out[index] = (name, link_kind, device)
+    return out
+
+
+def _addresses(sock: nl.Netlink, names: dict[int, str], wanted: set[int]) -> tuple[Address, ...]:
+    out = []
+    for kind, msg in sock.dump(nl.RTM_GETADDR, nl.IFADDR.pack(socket.AF_UNSPEC, 0, 0, 0, 0)):
+        if kind != nl.RTM_NEWADDR:
+            continue
+        family, prefixlen, _, _, index = nl.IFADDR.unpack_from(msg)
+        if index not in wanted:
+            continue
+        found = {t: bytes(v) for t, v in nl.attrs(msg, nl.IFADDR.size) if t in (nl.IFA_ADDRESS, nl.IFA_LOCAL)}
+        raw = found.get(nl.IFA_LOCAL) or found.get(nl.IFA_ADDRESS)
+        if raw is None:
+            continue
+        ip = ipaddress.ip_address(raw)
+        out.append(Address(names[index], f"{ip}/{prefixlen}"))
+    return tuple(sorted(out))
+
+
+def _routes(sock: nl.Netlink, names: dict[int, str]) -> tuple[Route, ...]:
+    out = []
+    for kind, msg in sock.dump(nl.RTM_GETROUTE, nl.RTMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0, 0, 0, 0, 0)):
+        if kind != nl.RTM_NEWROUTE:
+            continue
+        family, dst_len, src_len, _, table, protocol, _, rtype, _ = nl.RTMSG.unpack_from(msg)
+        if (protocol == nl.RTPROT_KERNEL or rtype != nl.RTN_UNICAST or src_len
+                or family not in (socket.AF_INET, socket.AF_INET6)):
+            continue
+        dst = gateway = None
+        oif = metric = 0
+        for t, value in nl.attrs(msg, nl.RTMSG.size):
+            if t == nl.RTA_DST:
+                dst = bytes(value)
+            elif t == nl.RTA_GATEWAY:
+                gateway = bytes(value)
+            elif t == nl.RTA_OIF:
+                oif = nl.U32.unpack_from(value)[0]
+            elif t == nl.RTA_PRIORITY:
+                metric = nl.U32.unpack_from(value)[0]
+            elif t == nl.RTA_TABLE:
+                table = nl.U32.unpack_from(value)[0]
+        if table == nl.RT_TABLE_LOCAL:
+            continue
+        width = 4 if family == socket.AF_INET else 16
+        network = ipaddress.ip_network((dst or bytes(width), dst_len))
+        out.append(Route(
+            to=str(network), table=table, metric=metric,
+            via=str(ipaddress.ip_address(gateway)) if gateway else None,
+            dev=names.get(oif), managed=protocol == OWNER_PROTOCOL,
+        ))
+    return tuple(sorted(out, key=lambda r: r.key))

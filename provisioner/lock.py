@@ -1,0 +1,55 @@
+"""The state directory and the per-host apply lock.
+
+Two runs on one host must not interleave their steps; an flock on a file in the state
+directory serialises them and is released by the kernel if a run dies, so a crash never
+leaves a stale lock behind. The file records the holder's pid for the waiting message.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import LockTimeout
+
+DEFAULT_STATE_DIR = "/run/provision"
+STATE_DIR_ENV = "PROVISION_STATE_DIR"
+
+
+def state_dir(override: str | None = None) -> Path:
+    """--state-dir, else $PROVISION_STATE_DIR, else /run/provision; created private (0700)."""
+    path = Path(override or os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
+@contextmanager
+def host_lock(directory: Path, host: str, wait: float, notify: Callable[[str], None]) -> Iterator[None]:
+    locks = directory / "locks"
+    locks.mkdir(mode=0o700, exist_ok=True)
+    fd = os.open(locks / f"{host}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            notify(f"{host}: waiting for the lock held by pid {holder} (another provision run on this host)")
+            deadline = time.monotonic() + wait
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise LockTimeout(f"{host}: another provision run (pid {holder}) still holds the lock "
+                                          f"after {wait:g} s; try again later or raise --lock-timeout") from None
+                    time.sleep(0.05)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)

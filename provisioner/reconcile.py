@@ -1,0 +1,109 @@
+"""The pipeline, one straight line per host: load → validate → observe → plan → apply → verify
+→ keep, or roll back. Everything here is glue between the pure core and a connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from . import schema
+from .connection import Connection
+from .errors import Diagnostic, InventoryError, KernelError, ProvisionError, VerificationError, collect
+from .inventory import Host, Inventory, Source, build, load_source, parse
+from .kernel.apply import Step, steps_for
+from .model import Network, Observed
+from .plan import Change, Plan, make_plan
+from .render import change_line
+from .validate import check_devs_present, check_host, network_of
+
+
+@dataclass(frozen=True)
+class Loaded:
+    inventory: Inventory
+    hosts: tuple[Host, ...]  # the selected ones
+    desired: Mapping[str, Network]
+
+
+def load(file: str, limit: str | None = None) -> Loaded:
+    """Raises InventoryError with every problem found in the file."""
+    source = load_source(file)
+    data = parse(source)
+    problems: list[Diagnostic] = schema.check(source, data)
+    inventory = build(source, data)
+    for host in inventory.hosts:
+        try:
+            problems += check_host(source, host)
+        except (TypeError, ValueError, AttributeError, KeyError):
+            if not problems:  # a shape the schema should have caught: that is our bug
+                raise
+    collect(dict.fromkeys(problems))  # dedupe: a group's error is seen by each of its hosts
+    hosts = inventory.select(limit)
+    return Loaded(inventory, hosts, {h.name: network_of(h) for h in hosts})
+
+
+class Status(StrEnum):
+    OK = "ok"
+    CHANGED = "changed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+@dataclass
+class Outcome:
+    host: str
+    status: Status
+    plan: Plan | None = None
+    applied: list[Change] = field(default_factory=list)
+    error: str | None = None
+
+
+def plan_for(observed: Observed, host: Host, desired: Network, source: Source, destroy: bool) -> Plan:
+    """Pure: the checks that need the live state (a route's dev must exist), then the diff."""
+    if not destroy:
+        missing = check_devs_present(source, host, (name for name, _ in observed.links))
+        if missing:
+            raise InventoryError(missing)
+    return make_plan(host.name, desired, observed, destroy=destroy)
+
+
+def apply_host(conn: Connection, host: Host, desired: Network, source: Source, destroy: bool,
+               report: Callable[[Change], None]) -> Outcome:
+    """Apply, then read back and compare; any failure undoes this run's steps, in reverse."""
+    observed = conn.observe()
+    plan = plan_for(observed, host, desired, source, destroy)
+    if plan.empty:
+        return Outcome(host.name, Status.OK, plan)
+    per_change = steps_for(plan, observed)
+    steps: list[Step] = [s for _, ss in per_change for s in ss]
+    last_step = {id(ss[-1]): c for c, ss in per_change if ss}
+    applied: list[Change] = []
+
+    def on_step(step: Step) -> None:
+        change = last_step.get(id(step))
+        if change is not None:
+            applied.append(change)
+            report(change)
+
+    tx = conn.transaction()
+    try:
+        tx.run(steps, on_step)
+    except KernelError as exc:
+        undone = len(tx.done)
+        problems = tx.rollback()
+        exc.details = (*exc.details, f"rolled back the {undone} step(s) already made in this run", *problems)
+        raise
+    after = make_plan(host.name, desired, conn.observe(), destroy=destroy)
+    if not after.empty:
+        undone = len(tx.done)
+        problems = tx.rollback()
+        raise VerificationError(
+            host.name, "after apply the live state still differs from the inventory; rolled back",
+            details=[change_line(c, colour=False) for c in after.changes]
+            + [f"rolled back {undone} step(s)", *problems])
+    return Outcome(host.name, Status.CHANGED, plan, applied)
+
+
+def failure(host: str, exc: ProvisionError) -> Outcome:
+    return Outcome(host, Status.FAILED, error=str(exc))

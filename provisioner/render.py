@@ -1,0 +1,77 @@
+"""Plans, progress and recaps as text for people (coloured on a terminal) and as JSON."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, TextIO
+
+from .model import Address, Device, Route
+from .plan import Action, Change, Plan
+
+SYMBOL = {Action.CREATE: "+", Action.UPDATE: "~", Action.REPLACE: "-/+", Action.DELETE: "-"}
+COLOUR = {Action.CREATE: "32", Action.UPDATE: "33", Action.REPLACE: "35", Action.DELETE: "31"}
+
+
+def use_colour(stream: TextIO) -> bool:
+    """Colour follows the terminal, and the NO_COLOR convention (no-color.org)."""
+    return stream.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+
+
+def paint(text: str, code: str, colour: bool) -> str:
+    return f"\033[{code}m{text}\033[0m" if colour else text
+
+
+def describe(value: Device | Address | Route) -> str:
+    """The attributes that matter, in the words of the inventory."""
+    if isinstance(value, Device):
+        parts = [str(value.type), str(value.state)]
+        parts += [f"{f} {getattr(value, f)}" for f in ("mtu", "mac", "owner", "group") if getattr(value, f) is not None]
+        parts += [f for f in ("pi", "vnet_hdr", "multi_queue") if getattr(value, f)]
+        return ", ".join(parts)
+    if isinstance(value, Route):
+        return " ".join(p for p in (f"via {value.via}" if value.via else "",
+                                    f"dev {value.dev}" if value.dev else "") if p)
+    return ""
+
+
+def change_line(c: Change, colour: bool, detail: bool = True) -> str:
+    head = paint(f"{SYMBOL[c.action]} {c.kind} {c.key}", COLOUR[c.action], colour)
+    if not detail:
+        return head
+    if c.action in (Action.UPDATE, Action.REPLACE):
+        diffs = [f"{f}: {_show(getattr(c.before, f))} → {_show(getattr(c.after, f))}"
+                 for f in c.fields_changed() if f != "managed"]
+        if c.before is not None and c.after is not None and c.before.managed != c.after.managed:
+            diffs.append("owner: not provision → provision")
+        return f"{head}  ({'; '.join(diffs)})"
+    value = c.after if c.after is not None else c.before
+    what = describe(value) if value is not None else ""
+    why = f"  [{c.reason}]" if c.action is Action.DELETE else ""
+    return f"{head}{'  (' + what + ')' if what else ''}{why}"
+
+
+def _show(value: Any) -> str:
+    return "none" if value is None else str(value)
+
+
+def plan_summary(plan: Plan) -> str:
+    if plan.empty:
+        return f"{plan.host}: no changes, {plan.in_sync} resources in sync."
+    n = plan.counts()
+    parts = [f"{n[Action.CREATE]} to create", f"{n[Action.UPDATE]} to update"]
+    if n[Action.REPLACE]:
+        parts.append(f"{n[Action.REPLACE]} to replace")
+    parts.append(f"{n[Action.DELETE]} to delete")
+    return f"{plan.host}: {', '.join(parts)}; {plan.in_sync} in sync."
+
+
+def print_plan(plan: Plan, out: TextIO = sys.stdout, colour: bool | None = None) -> None:
+    colour = use_colour(out) if colour is None else colour
+    for c in plan.changes:
+        out.write(f"  {change_line(c, colour)}\n")
+    out.write(plan_summary(plan) + "\n")
+
+
+def recap_line(host: str, ok: int, changed: int, failed: int, width: int) -> str:
+    return f"{host.ljust(width)} : ok={ok} changed={changed} failed={failed}"

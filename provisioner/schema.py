@@ -1,0 +1,67 @@
+"""JSON Schema validation against the files in `schemas/`, the source of truth for formats.
+
+jsonschema reports an unknown key as one error on the parent object; a person wants it
+on the key's own line, so those are split per key. Every error is collected.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path as FsPath
+from typing import Any
+
+from .errors import Diagnostic
+from .inventory import Source
+
+INVENTORY = "inventory.schema.json"
+PLAN = "plan.schema.json"
+
+
+def schema_dir() -> FsPath:
+    """Installed wheels carry the schemas inside the package; a checkout has them at the top."""
+    here = FsPath(__file__).resolve().parent
+    for candidate in (here / "schemas", here.parent / "schemas"):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError("schemas/ not found beside the provisioner package")
+
+
+@cache
+def load_schema(name: str) -> dict[str, Any]:
+    with open(schema_dir() / name, encoding="utf-8") as f:
+        return json.load(f)
+
+
+@cache
+def validator(name: str) -> Any:
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator(load_schema(name))
+
+
+def check(source: Source, data: Any, name: str = INVENTORY) -> list[Diagnostic]:
+    out: list[Diagnostic] = []
+    for error in validator(name).iter_errors(data):
+        path = tuple(error.absolute_path)
+        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+            known = set(error.schema.get("properties", {}))
+            for key in error.instance:
+                if key not in known:
+                    out.append(source.diagnostic(path + (key,), f"unknown key {key!r}", at_key=True))
+            continue
+        out.append(source.diagnostic(path, _message(error)))
+    return sorted(out, key=lambda d: (d.line or 0, d.column or 0, d.message))
+
+
+def _message(error: Any) -> str:
+    if error.validator == "enum":
+        allowed = ", ".join(json.dumps(v) for v in error.validator_value)
+        return f"{json.dumps(error.instance, default=str)} is not one of {allowed}"
+    if error.validator == "type":
+        wanted = error.validator_value
+        wanted = " or ".join(wanted) if isinstance(wanted, list) else wanted
+        return f"expected {wanted}, got {type(error.instance).__name__} {json.dumps(error.instance, default=str)}"
+    if error.validator == "pattern" and error.absolute_path and error.absolute_path[-1] == "mac":
+        return f"{error.instance!r} is not a MAC address (like 02:00:00:00:00:01)"
+    return error.message
