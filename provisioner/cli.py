@@ -195,7 +195,8 @@ def _run(args: argparse.Namespace, apply: bool, destroy: bool) -> int:
             if outcome.status is Status.FAILED:
                 print(f"{host.name}: FAILED: {outcome.error.removeprefix(host.name + ': ')}", file=sys.stderr)
             elif not apply and outcome.plan is not None:
-                print(f"{host.name}:" + (" (destroy)" if destroy else ""))
+                if not outcome.plan.empty:
+                    print(f"{host.name}:" + (" (destroy)" if destroy else ""))
                 print_plan(outcome.plan, colour=colour)
             elif apply and outcome.status is Status.OK:
                 print(f"{host.name}: no changes")
@@ -258,7 +259,7 @@ def cmd_facts(args: argparse.Namespace) -> int:
     else:
         from ruamel.yaml import YAML
 
-        yaml = YAML(typ="safe", pure=True)
+        yaml = YAML(typ="rt")  # keeps the order of keys: name and type first, as people write them
         yaml.default_flow_style = False
         yaml.dump(doc, sys.stdout)
     return EXIT_OK
