@@ -12,7 +12,7 @@ from . import schema
 from .connection import Connection
 from .errors import Diagnostic, InventoryError, KernelError, ProvisionError, VerificationError, collect
 from .inventory import Host, Inventory, Source, build, load_source, parse
-from .kernel.apply import Step, steps_for
+from .kernel.apply import Step, schedule, steps_for
 from .model import Network, Observed
 from .plan import Change, Plan, make_plan
 from .render import change_line
@@ -76,7 +76,7 @@ def apply_host(conn: Connection, host: Host, desired: Network, source: Source, d
     if plan.empty:
         return Outcome(host.name, Status.OK, plan)
     per_change = steps_for(plan, observed)
-    steps: list[Step] = [s for _, ss in per_change for s in ss]
+    steps: list[Step] = schedule(per_change)
     last_step = {id(ss[-1]): c for c, ss in per_change if ss}
     applied: list[Change] = []
 

@@ -96,6 +96,17 @@ def steps_for(plan: Plan, observed: Observed) -> list[tuple[Change, list[Step]]]
     return out
 
 
+# The phases of a plan, in order. Within a phase steps are independent, so all tun devices
+# are created (ioctls) before their netlink settings go out in large batches.
+PHASES = ("del-route", "del-addr", "delete-link", "create-tun", "set-link", "add-addr", "add-route")
+_PHASE_OF = {verb: i for i, verb in enumerate(PHASES)} | {"replace-route": PHASES.index("add-route")}
+
+
+def schedule(per_change: list[tuple[Change, list[Step]]]) -> list[Step]:
+    """All steps in phase order (stable: the plan's order within a phase)."""
+    return sorted((s for _, steps in per_change for s in steps), key=lambda s: _PHASE_OF[s.verb])
+
+
 @dataclass
 class Transaction:
     """Runs steps; `done` keeps every step that took effect, so they can be undone."""

@@ -1,0 +1,52 @@
+# provision: `make demo` runs the bundled example, `make test` runs every test.
+# Both install what they need on a fresh Debian machine (run as root).
+
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PROVISION := $(VENV)/bin/provision
+STAMP := $(VENV)/.installed
+DEMO_NS := provision-demo-gw1 provision-demo-gw2
+DEBIAN_PACKAGES := iproute2 iputils-ping
+
+.PHONY: demo test unit bench setup system clean demo-clean
+
+$(STAMP): pyproject.toml
+	@command -v python3 >/dev/null || { apt-get update -qq && apt-get install -y -qq python3 python3-venv; }
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+setup: system $(STAMP)
+
+system:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; apt-get update -qq && apt-get install -y -qq $$missing; fi
+
+demo: setup demo-clean
+	@for ns in $(DEMO_NS); do ip netns add $$ns; done
+	@trap '$(MAKE) -s demo-clean' EXIT; set -e; \
+	echo "== provision validate inventories/demo.yaml"; $(PROVISION) validate inventories/demo.yaml; \
+	echo; echo "== provision plan inventories/demo.yaml"; $(PROVISION) plan inventories/demo.yaml; \
+	echo; echo "== provision apply inventories/demo.yaml"; $(PROVISION) apply inventories/demo.yaml; \
+	echo; echo "== ip -n provision-demo-gw1 -br addr; ip -n provision-demo-gw1 route"; \
+	ip -n provision-demo-gw1 -br addr; ip -n provision-demo-gw1 route; \
+	echo; echo "== provision plan inventories/demo.yaml --detailed-exitcode   (second plan: empty)"; \
+	$(PROVISION) plan inventories/demo.yaml --detailed-exitcode; echo "exit code $$?"; \
+	echo; echo "== provision destroy inventories/demo.yaml"; $(PROVISION) destroy inventories/demo.yaml
+
+demo-clean:
+	@for ns in $(DEMO_NS); do ip netns del $$ns 2>/dev/null || true; done
+
+test: setup
+	$(PY) -m pytest -q tests
+
+unit: $(STAMP)
+	$(PY) -m pytest -q tests/unit
+
+bench: setup
+	$(PY) bench/reconcile.py
+
+clean: demo-clean
+	rm -rf $(VENV) .pytest_cache
