@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import LockTimeout
+from .errors import LockTimeout, ProvisionError
 
 DEFAULT_STATE_DIR = "/run/provision"
 STATE_DIR_ENV = "PROVISION_STATE_DIR"
@@ -23,7 +23,11 @@ STATE_DIR_ENV = "PROVISION_STATE_DIR"
 def state_dir(override: str | None = None) -> Path:
     """--state-dir, else $PROVISION_STATE_DIR, else /run/provision; created private (0700)."""
     path = Path(override or os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR)
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ProvisionError(f"cannot use state directory {path}: {exc.strerror}; run as root, "
+                             f"or choose another with --state-dir or ${STATE_DIR_ENV}") from exc
     return path
 
 
