@@ -253,6 +253,10 @@ def test_facts_snapshot_plans_like_the_live_kernel(inv: Path, tmp_path: Path) ->
     assert json.loads(live) == json.loads(offline)
     yaml_facts = provision("facts", str(inv), state_dir=tmp_path, check_rc=0).out
     assert "name: tap0" in yaml_facts and "provision_facts:" in yaml_facts
+    starting = tmp_path / "starting.yaml"
+    starting.write_text(yaml_facts)  # usable as a starting inventory: it validates, and plans clean
+    provision("validate", str(starting), state_dir=tmp_path, check_rc=0)
+    provision("plan", str(starting), "--detailed-exitcode", state_dir=tmp_path, check_rc=0)
 
 
 def test_host_without_connection_is_skipped(tmp_path: Path) -> None:
