@@ -3,7 +3,7 @@
     ProvisionError                      root; the CLI prints it as one message, exit 1
     ├── InventoryError (ValueError)     the inventory cannot be used; carries every Diagnostic
     ├── HostError                       a problem that belongs to one host
-    │   ├── ConnectionError_            the host cannot be reached (no netns, no root, ...)
+    │   ├── UnreachableError            the host cannot be reached (no netns, no root, ...)
     │   ├── ConflictError               the inventory asks for something the live state forbids
     │   ├── KernelError                 the kernel refused a step; keeps errno and its reason
     │   └── VerificationError           after apply the live state still differs (carries the diff)
@@ -81,7 +81,7 @@ class HostError(ProvisionError):
         return where + self.message + "".join(f"\n  {d}" for d in self.details)
 
 
-class ConnectionError_(HostError):
+class UnreachableError(HostError):
     """Raised when the host cannot be reached: a missing namespace, no privileges."""
 
 

@@ -97,7 +97,8 @@ def make_plan(host: str, desired: Network, observed: Observed, *, destroy: bool 
     in_sync = 0
 
     # --- devices
-    gone: set[str] = set()  # devices whose routes and addresses the kernel drops with them
+    gone: set[str] = set()  # devices deleted or replaced: their addresses and routes go with them
+    down: set[str] = set()  # devices going down: the kernel flushes their routes, keeps addresses
     wanted = {d.name for d in desired.devices}
     for want in desired.devices:
         live = live_devices.get(want.name)
@@ -121,7 +122,7 @@ def make_plan(host: str, desired: Network, observed: Observed, *, destroy: bool 
                 why.append("adopt: not yet owned by provision")
             device_changes.append(Change(Action.UPDATE, Kind.DEVICE, want.name, live, target, ", ".join(why)))
             if target.state == LinkState.DOWN and live.state == LinkState.UP:
-                gone.add(want.name)  # the kernel flushes routes on a device that goes down
+                down.add(want.name)
         else:
             in_sync += 1
     for name in sorted(set(desired.absent_devices)):
@@ -166,7 +167,7 @@ def make_plan(host: str, desired: Network, observed: Observed, *, destroy: bool 
     for want in sorted(desired.routes, key=lambda r: (r.via is not None, r.key)):
         wanted_keys.add(want.key)
         live = live_routes.get(want.key)
-        if live is not None and live.dev in gone:
+        if live is not None and live.dev in gone | down:
             live = None  # the kernel takes it away with its device
         if live is None:
             route_adds.append(Change(Action.CREATE, Kind.ROUTE, route_key_text(want), None, want, "not present"))

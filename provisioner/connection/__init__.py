@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from ..errors import ConnectionError_
+from ..errors import UnreachableError
 from ..inventory import Host, this_machine
 from ..model import Observed
 
@@ -21,6 +21,8 @@ NETNS = "netns"
 
 
 class Transaction(Protocol):
+    done: list  # the steps that took effect, in order
+
     def run(self, steps: list, on_step: Callable) -> None: ...
     def rollback(self) -> list[str]: ...
 
@@ -49,4 +51,4 @@ def connect(host: Host, state_dir: Path, lock_wait: float, notify: Callable[[str
         return KernelConnection(host.name, None, state_dir, lock_wait, notify)
     if kind == NETNS:
         return KernelConnection(host.name, host.address, state_dir, lock_wait, notify)
-    raise ConnectionError_(host.name, f"ansible_connection {kind!r} is not supported (local, netns)")
+    raise UnreachableError(host.name, f"ansible_connection {kind!r} is not supported (local, netns)")

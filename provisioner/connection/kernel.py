@@ -11,7 +11,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
-from ..errors import ConnectionError_
+from ..errors import UnreachableError
 from ..kernel import namespace
 from ..kernel.apply import Transaction
 from ..kernel.netlink import Netlink
@@ -35,7 +35,7 @@ class KernelConnection:
             self._sock = self._stack.enter_context(Netlink())
         except OSError as exc:
             self._stack.close()
-            raise ConnectionError_(self.host, _why(exc, self.netns)) from exc
+            raise UnreachableError(self.host, _why(exc, self.netns)) from exc
         except BaseException:
             self._stack.close()
             raise

@@ -1,0 +1,65 @@
+"""Facts round-trip, and the kernel steps of a plan with their inverses (pure parts only)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+from provisioner.facts import host_vars, observed_from_vars
+from provisioner.kernel.apply import PHASES, Step, schedule, steps_for
+from provisioner.model import Address, Device, DeviceType, LinkState, Network, Observed, Route
+from provisioner.plan import make_plan
+
+OBSERVED = Observed(
+    devices=(
+        Device("tap0", DeviceType.TAP, mtu=1400, mac="02:00:00:00:00:01", owner=0),
+        Device("tun1", DeviceType.TUN, state=LinkState.DOWN, mtu=1500, pi=True, vnet_hdr=True,
+               multi_queue=True, group=5, managed=False),
+    ),
+    addresses=(Address("tap0", "198.51.100.1/24"), Address("tap0", "fd00:1::1/64"), Address("tap0", "fe80::1/64")),
+    routes=tuple(sorted((Route("10.20.0.0/16", via="198.51.100.2", dev="tap0", metric=100),
+                         Route("fd00:20::/48", table=100, metric=1024, dev="tap0"),
+                         Route("0.0.0.0/0", via="192.0.2.1", dev="eth0", managed=False)),
+                        key=lambda r: r.key)),  # observe() sorts by key
+    links=(("eth0", "veth"), ("lo", ""), ("tap0", "tun"), ("tun1", "tun")),
+)
+
+
+def test_facts_round_trip_through_json() -> None:
+    vars_ = json.loads(json.dumps(host_vars(OBSERVED, {"ansible_connection": "netns"})))
+    back = observed_from_vars(vars_)
+    assert back == OBSERVED and back.digest() == OBSERVED.digest()
+    assert vars_["network"]["devices"][0] == {
+        "name": "tap0", "type": "tap", "state": "up", "mtu": 1400, "mac": "02:00:00:00:00:01", "owner": 0,
+        "addresses": ["198.51.100.1/24", "fd00:1::1/64"]}
+
+
+def test_deleting_a_device_can_be_undone_whole() -> None:
+    plan = make_plan("h", Network(), OBSERVED)  # tap0 and its routes are ours and no longer wanted
+    steps = schedule(steps_for(plan, OBSERVED))
+    assert [s.verb for s in steps] == ["del-route", "del-route", "delete-link"]
+    undo = steps[-1].inverse()
+    assert [s.verb for s in undo] == ["create-tun", "set-link", "add-addr", "add-addr"]
+    assert undo[0].subject == OBSERVED.devices[0]
+    # its routes come back from their own inverses, after the device (rollback runs in reverse)
+    assert [s.inverse()[0].verb for s in steps[:2]] == ["add-route", "add-route"]
+
+
+def test_steps_run_in_phases() -> None:
+    desired = Network(devices=(Device("a0", DeviceType.TAP), Device("b0", DeviceType.TAP)),
+                      addresses=(Address("a0", "192.0.2.1/32"),),
+                      routes=(Route("10.0.0.0/8", dev="b0"),))
+    plan = make_plan("h", desired, Observed())
+    verbs = [s.verb for s in schedule(steps_for(plan, Observed()))]
+    assert verbs == ["create-tun", "create-tun", "set-link", "set-link", "add-addr", "add-route"]
+    assert verbs == sorted(verbs, key=PHASES.index)
+
+
+def test_updates_restore_what_they_overwrote() -> None:
+    before = OBSERVED.devices[0]
+    after = replace(before, mtu=1500)
+    (inverse,) = Step("set-link", after, before).inverse()
+    assert (inverse.subject, inverse.prior) == (before, after)
+    route = OBSERVED.routes[0]
+    (inverse,) = Step("replace-route", replace(route, via="198.51.100.9"), route).inverse()
+    assert inverse.subject == route

@@ -1,0 +1,157 @@
+"""The diff: desired + observed -> ordered, typed changes. Tables of cases, no kernel."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from provisioner.errors import ConflictError
+from provisioner.model import AbsentRoute, Address, Device, DeviceType, LinkState, Network, Observed, Route
+from provisioner.plan import Action, Kind, make_plan, plan_to_dict
+
+TAP = Device("tap0", DeviceType.TAP, mtu=1400)
+LIVE_TAP = Device("tap0", DeviceType.TAP, mtu=1400, mac="02:00:00:00:00:01")
+ADDR = Address("tap0", "198.51.100.1/24")
+ROUTE = Route("10.20.0.0/16", via="198.51.100.2", metric=100)
+LIVE_ROUTE = replace(ROUTE, dev="tap0")
+DESIRED = Network(devices=(TAP,), addresses=(ADDR,), routes=(ROUTE,))
+CONVERGED = Observed(devices=(LIVE_TAP,), addresses=(ADDR,), routes=(LIVE_ROUTE,),
+                     links=(("lo", ""), ("tap0", "tun")))
+
+
+def summary(desired: Network, observed: Observed, **kw: bool) -> list[tuple[str, str, str]]:
+    return [(str(c.action), str(c.kind), c.key) for c in make_plan("h", desired, observed, **kw).changes]
+
+
+def test_from_nothing_everything_is_created_in_dependency_order() -> None:
+    assert summary(DESIRED, Observed(links=(("lo", ""),))) == [
+        ("create", "device", "tap0"),
+        ("create", "address", "198.51.100.1/24 on tap0"),
+        ("create", "route", "10.20.0.0/16 metric 100"),
+    ]
+
+
+def test_converged_state_plans_nothing() -> None:
+    plan = make_plan("h", DESIRED, CONVERGED)
+    assert plan.empty and plan.in_sync == 3
+
+
+@pytest.mark.parametrize("live, action, reason", [
+    (replace(LIVE_TAP, mtu=1500), Action.UPDATE, "mtu"),
+    (replace(LIVE_TAP, state=LinkState.DOWN), Action.UPDATE, "state"),
+    (replace(LIVE_TAP, managed=False), Action.UPDATE, "adopt"),
+    (replace(LIVE_TAP, type=DeviceType.TUN, mac=None), Action.REPLACE, "type cannot change in place"),
+    (replace(LIVE_TAP, pi=True), Action.REPLACE, "pi"),
+    (replace(LIVE_TAP, vnet_hdr=True), Action.REPLACE, "vnet_hdr"),
+    (replace(LIVE_TAP, multi_queue=True), Action.REPLACE, "multi_queue"),
+])
+def test_device_drift(live: Device, action: Action, reason: str) -> None:
+    plan = make_plan("h", DESIRED, replace(CONVERGED, devices=(live,)))
+    device = [c for c in plan.changes if c.kind is Kind.DEVICE]
+    assert [c.action for c in device] == [action] and reason in device[0].reason
+
+
+def test_attributes_left_out_are_not_managed() -> None:
+    live = replace(LIVE_TAP, mac="02:aa:00:00:00:01", owner=1000)
+    assert make_plan("h", DESIRED, replace(CONVERGED, devices=(live,))).empty
+
+
+def test_replaced_device_gets_its_addresses_and_routes_again() -> None:
+    live = replace(LIVE_TAP, pi=True)
+    assert summary(DESIRED, replace(CONVERGED, devices=(live,))) == [
+        ("replace", "device", "tap0"),
+        ("create", "address", "198.51.100.1/24 on tap0"),
+        ("create", "route", "10.20.0.0/16 metric 100"),
+    ]
+
+
+def test_addresses_on_managed_devices_are_fully_managed_but_link_local_stays() -> None:
+    extra = (ADDR, Address("tap0", "192.0.2.7/32"), Address("tap0", "fe80::1/64"))
+    assert summary(DESIRED, replace(CONVERGED, addresses=extra)) == [
+        ("delete", "address", "192.0.2.7/32 on tap0")]
+
+
+def test_route_drift_and_adoption() -> None:
+    moved = replace(LIVE_ROUTE, via="198.51.100.3")
+    plan = make_plan("h", DESIRED, replace(CONVERGED, routes=(moved,)))
+    (change,) = plan.changes
+    assert (change.action, change.fields_changed()) == (Action.UPDATE, ("via",))
+    foreign = replace(LIVE_ROUTE, managed=False)
+    (change,) = make_plan("h", DESIRED, replace(CONVERGED, routes=(foreign,))).changes
+    assert change.action is Action.UPDATE and "adopt" in change.reason
+
+
+def test_owned_leftovers_are_removed_foreign_ones_untouched() -> None:
+    observed = replace(
+        CONVERGED,
+        devices=(LIVE_TAP, Device("old0", DeviceType.TUN, mtu=1500),
+                 Device("hand0", DeviceType.TAP, mtu=1500, managed=False)),
+        addresses=(ADDR, Address("hand0", "192.0.2.1/24")),
+        routes=(LIVE_ROUTE, Route("10.30.0.0/16", dev="old0"), Route("10.31.0.0/16", dev="hand0", managed=False)),
+        links=CONVERGED.links + (("old0", "tun"), ("hand0", "tun")),
+    )
+    assert summary(DESIRED, observed) == [
+        ("delete", "route", "10.30.0.0/16 metric 0"),
+        ("delete", "device", "old0"),
+    ]
+
+
+def test_state_absent_removes_even_what_we_do_not_own() -> None:
+    foreign_dev = Device("hand0", DeviceType.TAP, mtu=1500, managed=False)
+    foreign_routes = (Route("10.99.0.0/16", dev="eth0", metric=5, managed=False),
+                      Route("10.99.0.0/16", dev="eth0", metric=7, managed=False))
+    desired = replace(DESIRED, absent_devices=("hand0", "never-there"),
+                      absent_routes=(AbsentRoute("10.99.0.0/16"),))
+    observed = replace(CONVERGED, devices=(LIVE_TAP, foreign_dev), routes=(LIVE_ROUTE, *foreign_routes),
+                       links=CONVERGED.links + (("hand0", "tun"), ("eth0", "veth")))
+    plan = make_plan("h", desired, observed)
+    assert summary(desired, observed) == [
+        ("delete", "route", "10.99.0.0/16 metric 5"),
+        ("delete", "route", "10.99.0.0/16 metric 7"),
+        ("delete", "device", "hand0"),
+    ]
+    assert plan.in_sync == 4  # tap0, its address, its route, and the absent device that is absent
+
+
+@pytest.mark.parametrize("desired", [
+    Network(devices=(Device("eth0", DeviceType.TAP),)),
+    Network(absent_devices=("eth0",)),
+])
+def test_never_replaces_or_removes_another_kind_of_interface(desired: Network) -> None:
+    with pytest.raises(ConflictError, match="eth0"):
+        make_plan("h", desired, Observed(links=(("eth0", "veth"),)))
+
+
+def test_destroy_removes_only_what_we_own() -> None:
+    observed = replace(CONVERGED, devices=(LIVE_TAP, Device("hand0", DeviceType.TAP, managed=False)),
+                       routes=(LIVE_ROUTE, Route("10.31.0.0/16", dev="hand0", managed=False)))
+    assert summary(DESIRED, observed, destroy=True) == [
+        ("delete", "route", "10.20.0.0/16 metric 100"),
+        ("delete", "device", "tap0"),
+    ]
+
+
+def test_direct_routes_come_before_routes_through_a_gateway() -> None:
+    desired = Network(routes=(Route("10.1.0.0/16", via="192.0.2.1"), Route("192.0.2.0/24", dev="lo"),
+                              Route("fd00:9::/48", dev="lo", metric=1024)))
+    keys = [c.key for c in make_plan("h", desired, Observed(links=(("lo", ""),))).changes]
+    assert keys == ["192.0.2.0/24 metric 0", "fd00:9::/48 metric 1024", "10.1.0.0/16 metric 0"]
+
+
+def test_going_down_flushes_owned_routes_first() -> None:
+    desired = Network(devices=(replace(TAP, state=LinkState.DOWN),), addresses=(ADDR,))
+    assert summary(desired, CONVERGED) == [
+        ("delete", "route", "10.20.0.0/16 metric 100"),
+        ("update", "device", "tap0"),
+    ]
+
+
+def test_plan_is_a_serialisable_value() -> None:
+    plan = make_plan("h", DESIRED, Observed())
+    doc = json.loads(json.dumps(plan_to_dict(plan)))
+    assert doc["summary"] == {"create": 3, "update": 0, "replace": 0, "delete": 0}
+    assert doc["changes"][0]["after"]["type"] == "tap"
+    assert doc["observed_digest"] == Observed().digest()
+    assert make_plan("h", DESIRED, Observed()) == plan  # a value: the same inputs give an equal plan

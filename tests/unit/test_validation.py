@@ -1,0 +1,104 @@
+"""Bad input: every problem at once, each placed at FILE:LINE:COLUMN with its field path."""
+
+from __future__ import annotations
+
+import pytest
+
+from provisioner.errors import InventoryError
+from provisioner.reconcile import load
+from provisioner.validate import interface_name_problem
+
+HEAD = "all:\n  hosts:\n    h:\n      ansible_connection: netns\n      network:\n"
+
+
+def problems(write, body: str) -> list[str]:
+    path = write(HEAD + body)
+    with pytest.raises(InventoryError) as info:
+        load(path)
+    return [str(d).removeprefix(path + ":") for d in info.value.diagnostics]
+
+
+@pytest.mark.parametrize("body, expected", [
+    ("        devices:\n          - {name: t0, type: tun, colour: red}\n",
+     "7:35: all.hosts.h.network.devices[0].colour: unknown key 'colour'"),
+    ("        devices:\n          - {name: t0, type: tunnel}\n",
+     '7:30: all.hosts.h.network.devices[0].type: "tunnel" is not one of "tun", "tap"'),
+    ("        devices:\n          - {name: t0, type: tun, mtu: big}\n",
+     "7:40: all.hosts.h.network.devices[0].mtu: expected integer, got str \"big\""),
+    ("        devices:\n          - {name: t0}\n",
+     "7:13: all.hosts.h.network.devices[0]: 'type' is a required property"),
+    ("        devices:\n          - {name: a-very-long-name0, type: tun}\n",
+     "7:20: all.hosts.h.network.devices[0].name: interface name 'a-very-long-name0' is 17 bytes; "
+     "the kernel allows at most 15"),
+    ("        devices:\n          - {name: t0, type: tun, mac: '02:00:00:00:00:01'}\n",
+     "7:40: all.hosts.h.network.devices[0].mac: a tun device has no MAC address (mac is for tap devices)"),
+    ("        devices:\n          - {name: t0, type: tap, mac: '03:00:00:00:00:01'}\n",
+     "7:40: all.hosts.h.network.devices[0].mac: 03:00:00:00:00:01 is a multicast address; "
+     "a device needs a unicast MAC"),
+    ("        devices:\n          - {name: t0, type: tap, mac: 'zz'}\n",
+     "7:40: all.hosts.h.network.devices[0].mac: 'zz' is not a MAC address (like 02:00:00:00:00:01)"),
+    ("        devices:\n          - {name: t0, type: tap, addresses: [300.1.1.1/24]}\n",
+     "7:47: all.hosts.h.network.devices[0].addresses[0]: '300.1.1.1/24' is not an ADDRESS/PREFIX"),
+    ("        routes:\n          - {to: 10.0.0.1/8, dev: lo}\n",
+     "7:18: all.hosts.h.network.routes[0].to: '10.0.0.1/8' is not a network in CIDR form (host bits set)"),
+    ("        routes:\n          - {to: 10.0.0.0/8}\n",
+     "7:13: all.hosts.h.network.routes[0]: a route needs `via`, `dev` or both"),
+    ("        routes:\n          - {to: 10.0.0.0/8, via: 'fd00::1'}\n",
+     "7:35: all.hosts.h.network.routes[0].via: gateway fd00::1 is IPv6 but the route is IPv4"),
+    ("        routes:\n          - {to: 10.0.0.0/8, dev: lo, table: 255}\n",
+     "7:46: all.hosts.h.network.routes[0].table: table 255 (local) belongs to the kernel"),
+    ("        devices:\n          - {name: t0, type: tun, state: down}\n        routes:\n"
+     "          - {to: 10.0.0.0/8, dev: t0}\n",
+     "9:35: all.hosts.h.network.routes[0].dev: device t0 is declared down; the kernel keeps no route on a down device"),
+])
+def test_one_problem(write, body: str, expected: str) -> None:
+    assert problems(write, body) == [expected]
+
+
+def test_every_problem_is_reported_at_once(write) -> None:
+    found = problems(write, """\
+        devices:
+          - {name: t0, type: tap, addresses: [198.51.100.1/24]}
+          - {name: t1, type: tap, addresses: [198.51.100.1/25], bogus: 1}
+          - {name: t1, type: tun}
+          - {name: t2, type: tun, addresses: [198.51.100.1/32]}
+        routes:
+          - {to: 10.0.0.0/8, dev: t0}
+          - {to: 10.0.0.0/8, dev: t1}
+""")
+    assert sorted(found) == sorted([
+        "8:65: all.hosts.h.network.devices[1].bogus: unknown key 'bogus'",
+        "9:13: all.hosts.h.network.devices[2]: duplicate name 't1' (first at index 1)",
+        "10:47: all.hosts.h.network.devices[3].addresses[0]: address 198.51.100.1 is also on device t0",
+        "13:13: all.hosts.h.network.routes[1]: duplicate route to 10.0.0.0/8 (first at index 0)",
+    ])
+
+
+def test_yaml_syntax_error_has_a_position(write) -> None:
+    path = write("all:\n  hosts:\n    h: {a: 1\n")
+    with pytest.raises(InventoryError) as info:
+        load(path)
+    (d,) = info.value.diagnostics
+    assert (d.line, d.column) == (4, 1) and "YAML syntax error" in d.message
+
+
+def test_unsupported_connection(write) -> None:
+    path = write("all:\n  hosts:\n    h:\n      ansible_connection: winrm\n")
+    with pytest.raises(InventoryError, match="ansible_connection 'winrm' is not supported"):
+        load(path)
+
+
+def test_a_problem_in_a_group_is_reported_once(write) -> None:
+    path = write("all:\n  vars:\n    network:\n      routes:\n        - {to: 10.0.0.0/8}\n"
+                 "  hosts:\n    a: {ansible_connection: local}\n    b: {ansible_connection: local}\n")
+    with pytest.raises(InventoryError) as info:
+        load(path)
+    assert len(info.value.diagnostics) == 1
+
+
+@pytest.mark.parametrize("name, ok", [
+    ("tap0", True), ("x" * 15, True), ("x" * 16, False), ("é" * 8, False),
+    ("a b", False), ("a/b", False), ("a:b", False), (".", False), ("..", False),
+])
+def test_interface_names(name: str, ok: bool) -> None:
+    assert (interface_name_problem(name) is None) == ok
