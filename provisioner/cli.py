@@ -215,7 +215,7 @@ def _run(args: argparse.Namespace, apply: bool, destroy: bool) -> int:
             print(recap_line(o.host, in_sync + len(o.applied), len(o.applied), int(o.status is Status.FAILED), width))
     if failed:
         return EXIT_ERROR
-    if not apply and args.detailed_exitcode and pending:
+    if not apply and getattr(args, "detailed_exitcode", False) and pending:
         return EXIT_CHANGES
     return EXIT_OK
 

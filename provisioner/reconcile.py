@@ -31,13 +31,14 @@ def load(file: str, limit: str | None = None) -> Loaded:
     source = load_source(file)
     data = parse(source)
     problems: list[Diagnostic] = schema.check(source, data)
-    inventory = build(source, data)
-    for host in inventory.hosts:
-        try:
+    try:
+        inventory = build(source, data)
+        for host in inventory.hosts:
             problems += check_host(source, host)
-        except (TypeError, ValueError, AttributeError, KeyError):
-            if not problems:  # a shape the schema should have caught: that is our bug
-                raise
+    except (TypeError, ValueError, AttributeError, KeyError):
+        if not problems:  # a shape the schema lets through but we cannot read: our bug
+            raise
+        collect(problems)  # the schema already said what is wrong with the shape
     collect(dict.fromkeys(problems))  # dedupe: a group's error is seen by each of its hosts
     hosts = inventory.select(limit)
     return Loaded(inventory, hosts, {h.name: network_of(h) for h in hosts})

@@ -54,6 +54,10 @@ def check(source: Source, data: Any, name: str = INVENTORY) -> list[Diagnostic]:
     return sorted(out, key=lambda d: (d.line or 0, d.column or 0, d.message))
 
 
+JSON_TYPES = {dict: "object", list: "array", str: "string", int: "integer", float: "number",
+              bool: "boolean", type(None): "null"}
+
+
 def _message(error: Any) -> str:
     if error.validator == "enum":
         allowed = ", ".join(json.dumps(v) for v in error.validator_value)
@@ -61,7 +65,9 @@ def _message(error: Any) -> str:
     if error.validator == "type":
         wanted = error.validator_value
         wanted = " or ".join(wanted) if isinstance(wanted, list) else wanted
-        return f"expected {wanted}, got {type(error.instance).__name__} {json.dumps(error.instance, default=str)}"
+        got = JSON_TYPES.get(type(error.instance), type(error.instance).__name__)
+        shown = "" if error.instance is None else " " + json.dumps(error.instance, default=str)
+        return f"expected {wanted}, got {got}{shown}"
     if error.validator == "pattern" and error.absolute_path and error.absolute_path[-1] == "mac":
         return f"{error.instance!r} is not a MAC address (like 02:00:00:00:00:01)"
     return error.message

@@ -79,7 +79,11 @@ def test_apply_converges_and_second_run_changes_nothing(inv: Path, netns: str, t
     assert kernel(netns) == k
 
 
-def test_plan_detailed_exitcode_and_json(inv: Path, tmp_path: Path) -> None:
+def test_plan_detailed_exitcode_and_json(inv: Path, tmp_path: Path, netns: str) -> None:
+    before = kernel(netns)
+    check = provision("apply", str(inv), "--check", state_dir=tmp_path, check_rc=0).out
+    assert "+ device tap0" in check and "gw1: 8 to create" in check
+    assert kernel(netns) == before  # --check changes nothing
     text = provision("plan", str(inv), "--detailed-exitcode", state_dir=tmp_path, check_rc=2).out
     assert "+ device tap0" in text and "+ route 10.20.0.0/16 metric 100" in text
     doc = json.loads(provision("plan", str(inv), "--json", state_dir=tmp_path, check_rc=0).out)

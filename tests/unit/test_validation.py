@@ -24,7 +24,7 @@ def problems(write, body: str) -> list[str]:
     ("        devices:\n          - {name: t0, type: tunnel}\n",
      '7:30: all.hosts.h.network.devices[0].type: "tunnel" is not one of "tun", "tap"'),
     ("        devices:\n          - {name: t0, type: tun, mtu: big}\n",
-     "7:40: all.hosts.h.network.devices[0].mtu: expected integer, got str \"big\""),
+     "7:40: all.hosts.h.network.devices[0].mtu: expected integer, got string \"big\""),
     ("        devices:\n          - {name: t0}\n",
      "7:13: all.hosts.h.network.devices[0]: 'type' is a required property"),
     ("        devices:\n          - {name: a-very-long-name0, type: tun}\n",
