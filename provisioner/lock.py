@@ -35,7 +35,8 @@ def state_dir(override: str | None = None) -> Path:
 def host_lock(directory: Path, host: str, wait: float, notify: Callable[[str], None]) -> Iterator[None]:
     locks = directory / "locks"
     locks.mkdir(mode=0o700, exist_ok=True)
-    fd = os.open(locks / f"{host}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    safe = host.replace("/", "_").lstrip(".") or "_"  # a host name is not always a file name
+    fd = os.open(locks / f"{safe}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
