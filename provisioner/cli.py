@@ -179,7 +179,7 @@ def _run(args: argparse.Namespace, apply: bool, destroy: bool) -> int:
                     if apply:
                         detail = getattr(args, "diff", False)
 
-                        def report(change: Any, name: str = host.name) -> None:
+                        def report(change: Any, name: str = host.name, detail: bool = detail) -> None:
                             if not as_json:
                                 print(f"{name}: {change_line(change, colour, detail)}", flush=True)
                         outcome = apply_host(conn, host, desired, loaded.inventory.source, destroy, report)
@@ -193,7 +193,7 @@ def _run(args: argparse.Namespace, apply: bool, destroy: bool) -> int:
         outcomes.append(outcome)
         if not as_json:
             if outcome.status is Status.FAILED:
-                print(f"{host.name}: FAILED: {outcome.error.removeprefix(host.name + ': ')}", file=sys.stderr)
+                print(f"{host.name}: FAILED: {(outcome.error or '').removeprefix(host.name + ': ')}", file=sys.stderr)
             elif not apply and outcome.plan is not None:
                 if not outcome.plan.empty:
                     print(f"{host.name}:" + (" (destroy)" if destroy else ""))

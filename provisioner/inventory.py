@@ -46,10 +46,13 @@ class Source:
         line, col = _node_position(node)
         for i, part in enumerate(path):
             at = at_key and i == len(path) - 1
+            lc: Any = getattr(node, "lc", None)
+            if lc is None:
+                break
             if isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
-                line, col = node.lc.item(part)
+                line, col = lc.item(part)
             elif isinstance(node, dict) and part in node:
-                line, col = node.lc.key(part) if at else node.lc.value(part)
+                line, col = lc.key(part) if at else lc.value(part)
             else:
                 break
             node = node[part]

@@ -14,7 +14,7 @@ finds what it depends on.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
@@ -90,15 +90,36 @@ def make_plan(host: str, desired: Network, observed: Observed, *, destroy: bool 
     """The changes that turn `observed` into `desired`. With destroy, remove all we own."""
     if destroy:
         desired = Network()
+    devices = _plan_devices(host, desired, observed, destroy)
+    addresses = _plan_addresses(desired, observed, devices)
+    routes = _plan_routes(desired, observed, devices, destroy)
+    # Removals run first: a route is deleted before the device it uses, an address before its device.
+    changes = (*routes.removals, *addresses.removals, *devices.removals,
+               *sorted(devices.changes, key=lambda c: _DEVICE_ORDER.index(c.action)),
+               *addresses.changes, *routes.changes)
+    in_sync = devices.in_sync + addresses.in_sync + routes.in_sync
+    return Plan(host, changes, observed.digest(), in_sync)
+
+
+_DEVICE_ORDER = (Action.REPLACE, Action.CREATE, Action.UPDATE)
+_NO_LONGER = "owned by provision, no longer in the inventory"
+
+
+@dataclass
+class _Part:
+    """The changes for one kind of resource: removals go first, the rest after devices."""
+
+    removals: list[Change] = field(default_factory=list)
+    changes: list[Change] = field(default_factory=list)
+    in_sync: int = 0
+    gone: set[str] = field(default_factory=set)  # devices deleted or replaced: addresses and routes go too
+    down: set[str] = field(default_factory=set)  # devices going down: the kernel flushes their routes
+
+
+def _plan_devices(host: str, desired: Network, observed: Observed, destroy: bool) -> _Part:
+    out = _Part()
     live_devices = {d.name: d for d in observed.devices}
     link_kinds = dict(observed.links)
-    removals: list[Change] = []
-    device_changes: list[Change] = []
-    in_sync = 0
-
-    # --- devices
-    gone: set[str] = set()  # devices deleted or replaced: their addresses and routes go with them
-    down: set[str] = set()  # devices going down: the kernel flushes their routes, keeps addresses
     wanted = {d.name for d in desired.devices}
     for want in desired.devices:
         live = live_devices.get(want.name)
@@ -108,94 +129,95 @@ def make_plan(host: str, desired: Network, observed: Observed, *, destroy: bool 
                 raise ConflictError(host, f"{want.name} exists as a {kind or 'plain'} interface, not a tun/tap device; "
                                           "provision will not replace a device it does not manage",
                                     resource=f"device {want.name}")
-            device_changes.append(Change(Action.CREATE, Kind.DEVICE, want.name, None, want, "not present"))
+            out.changes.append(Change(Action.CREATE, Kind.DEVICE, want.name, None, want, "not present"))
             continue
         target = _with_unmanaged_from(want, live)
         fixed = [f for f in Device.FIXED if getattr(target, f) != getattr(live, f)]
         if fixed:
-            gone.add(want.name)
-            device_changes.append(Change(Action.REPLACE, Kind.DEVICE, want.name, live, target,
-                                         f"{', '.join(fixed)} cannot change in place"))
+            out.gone.add(want.name)
+            out.changes.append(Change(Action.REPLACE, Kind.DEVICE, want.name, live, target,
+                                      f"{', '.join(fixed)} cannot change in place"))
         elif target != live:
             why = [f for f in Device.MUTABLE if getattr(target, f) != getattr(live, f)]
             if not live.managed:
                 why.append("adopt: not yet owned by provision")
-            device_changes.append(Change(Action.UPDATE, Kind.DEVICE, want.name, live, target, ", ".join(why)))
+            out.changes.append(Change(Action.UPDATE, Kind.DEVICE, want.name, live, target, ", ".join(why)))
             if target.state == LinkState.DOWN and live.state == LinkState.UP:
-                down.add(want.name)
+                out.down.add(want.name)
         else:
-            in_sync += 1
+            out.in_sync += 1
     for name in sorted(set(desired.absent_devices)):
         live = live_devices.get(name)
         if live is not None:
-            gone.add(name)
-            removals.append(Change(Action.DELETE, Kind.DEVICE, name, live, None, "state: absent"))
+            out.gone.add(name)
+            out.removals.append(Change(Action.DELETE, Kind.DEVICE, name, live, None, "state: absent"))
         elif name in link_kinds:
             raise ConflictError(host, f"{name} is a {link_kinds[name] or 'plain'} interface; provision removes "
                                       "only tun/tap devices", resource=f"device {name}")
         else:
-            in_sync += 1
-    for live in observed.devices:
-        if live.managed and live.name not in wanted and live.name not in desired.absent_devices:
-            gone.add(live.name)
-            removals.append(Change(Action.DELETE, Kind.DEVICE, live.name, live, None,
-                                   "destroy" if destroy else "owned by provision, no longer in the inventory"))
+            out.in_sync += 1
+    for leftover in observed.devices:
+        if leftover.managed and leftover.name not in wanted and leftover.name not in desired.absent_devices:
+            out.gone.add(leftover.name)
+            out.removals.append(Change(Action.DELETE, Kind.DEVICE, leftover.name, leftover, None,
+                                       "destroy" if destroy else _NO_LONGER))
+    return out
 
-    # --- addresses: fully managed on the devices the inventory names
-    addr_removals, addr_adds = [], []
-    live_addrs: dict[str, set[Address]] = {}
+
+def _plan_addresses(desired: Network, observed: Observed, devices: _Part) -> _Part:
+    """Fully managed on the devices the inventory names (kernel-made IPv6 link-local aside)."""
+    out = _Part()
+    live_names = {d.name for d in observed.devices}
+    live: dict[str, set[Address]] = {}
     for a in observed.addresses:
-        live_addrs.setdefault(a.device, set()).add(a)
-    want_addrs: dict[str, set[Address]] = {name: set() for name in wanted}
+        live.setdefault(a.device, set()).add(a)
+    wanted: dict[str, set[Address]] = {d.name: set() for d in desired.devices}
     for a in desired.addresses:
-        want_addrs[a.device].add(a)
-    for name, want in sorted(want_addrs.items()):
-        have = set() if name in gone or name not in live_devices else live_addrs.get(name, set())
+        wanted[a.device].add(a)
+    for name, want in sorted(wanted.items()):
+        fresh = name in devices.gone or name not in live_names
+        have = set() if fresh else live.get(name, set())
         for a in sorted(want - have):
-            addr_adds.append(Change(Action.CREATE, Kind.ADDRESS, f"{a.cidr} on {a.device}", None, a,
-                                    "new device" if name not in live_devices or name in gone else "not present"))
+            out.changes.append(Change(Action.CREATE, Kind.ADDRESS, f"{a.cidr} on {a.device}", None, a,
+                                      "new device" if fresh else "not present"))
         for a in sorted(have - want):
             if not a.is_link_local_v6:
-                addr_removals.append(Change(Action.DELETE, Kind.ADDRESS, f"{a.cidr} on {a.device}", a, None,
-                                            "not in the inventory (addresses on managed devices are managed)"))
-        in_sync += len(want & have)
+                out.removals.append(Change(Action.DELETE, Kind.ADDRESS, f"{a.cidr} on {a.device}", a, None,
+                                           "not in the inventory (addresses on managed devices are managed)"))
+        out.in_sync += len(want & have)
+    return out
 
-    # --- routes
-    route_removals, route_adds = [], []
+
+def _plan_routes(desired: Network, observed: Observed, devices: _Part, destroy: bool) -> _Part:
+    out = _Part()
     live_routes = {r.key: r for r in observed.routes}
+    vanishing = devices.gone | devices.down
     wanted_keys = set()
-    for want in sorted(desired.routes, key=lambda r: (r.via is not None, r.key)):
+    for want in sorted(desired.routes, key=lambda r: (r.via is not None, r.key)):  # direct routes first
         wanted_keys.add(want.key)
         live = live_routes.get(want.key)
-        if live is not None and live.dev in gone | down:
+        if live is not None and live.dev in vanishing:
             live = None  # the kernel takes it away with its device
         if live is None:
-            route_adds.append(Change(Action.CREATE, Kind.ROUTE, route_key_text(want), None, want, "not present"))
+            out.changes.append(Change(Action.CREATE, Kind.ROUTE, route_key_text(want), None, want, "not present"))
             continue
         target = want if want.dev is not None else _replace(want, dev=live.dev)
         if target != live:
             why = [f for f in ("via", "dev") if getattr(target, f) != getattr(live, f)]
             if not live.managed:
                 why.append("adopt: not yet owned by provision")
-            route_adds.append(Change(Action.UPDATE, Kind.ROUTE, route_key_text(want), live, target, ", ".join(why)))
+            out.changes.append(Change(Action.UPDATE, Kind.ROUTE, route_key_text(want), live, target, ", ".join(why)))
         else:
-            in_sync += 1
-    for live in sorted(observed.routes, key=lambda r: r.key):
-        if live.key in wanted_keys:
+            out.in_sync += 1
+    for other in sorted(observed.routes, key=lambda r: r.key):
+        if other.key in wanted_keys:
             continue
-        absent = any(a.matches(live.key) for a in desired.absent_routes)
-        if absent or live.managed:
-            reason = "state: absent" if absent else (
-                "destroy" if destroy else "owned by provision, no longer in the inventory")
-            route_removals.append(Change(Action.DELETE, Kind.ROUTE, route_key_text(live), live, None, reason))
-    for absent in desired.absent_routes:
-        if not any(absent.matches(k) for k in live_routes):
-            in_sync += 1
-
-    # Removals run first: a route is deleted before the device it uses, an address before its device.
-    device_changes.sort(key=lambda c: [Action.REPLACE, Action.CREATE, Action.UPDATE].index(c.action))
-    changes = (*route_removals, *addr_removals, *removals, *device_changes, *addr_adds, *route_adds)
-    return Plan(host, changes, observed.digest(), in_sync)
+        named_absent = any(a.matches(other.key) for a in desired.absent_routes)
+        if named_absent or other.managed:
+            reason = "state: absent" if named_absent else ("destroy" if destroy else _NO_LONGER)
+            out.removals.append(Change(Action.DELETE, Kind.ROUTE, route_key_text(other), other, None, reason))
+    out.in_sync += sum(1 for a in desired.absent_routes if not any(a.matches(k) for k in live_routes))
+    return out
 
 
 def _with_unmanaged_from(want: Device, live: Device) -> Device:

@@ -42,7 +42,7 @@ def change_line(c: Change, colour: bool, detail: bool = True) -> str:
     if c.action in (Action.UPDATE, Action.REPLACE):
         diffs = [f"{f}: {_show(getattr(c.before, f))} → {_show(getattr(c.after, f))}"
                  for f in c.fields_changed() if f != "managed"]
-        if c.before is not None and c.after is not None and c.before.managed != c.after.managed:
+        if getattr(c.before, "managed", True) != getattr(c.after, "managed", True):
             diffs.append("owner: not provision → provision")
         return f"{head}  ({'; '.join(diffs)})"
     value = c.after if c.after is not None else c.before

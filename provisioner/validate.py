@@ -109,10 +109,10 @@ def check_host(source: Source, host: Host) -> list[Diagnostic]:
         if via is None and dev is None:
             err(p, "a route needs `via`, `dev` or both")
         if dev is not None:
-            d = declared.get(str(dev))
-            if d is not None and d.get("state") == ABSENT:
+            target = declared.get(str(dev))
+            if target is not None and target.get("state") == ABSENT:
                 err(p + ("dev",), f"device {dev} is declared absent")
-            elif d is not None and d.get("state") == LinkState.DOWN:
+            elif target is not None and target.get("state") == LinkState.DOWN:
                 err(p + ("dev",), f"device {dev} is declared down; the kernel keeps no route on a down device")
     return out
 
@@ -158,7 +158,9 @@ def _reason(exc: ValueError) -> str:
 
 def network_of(host: Host) -> Network:
     """The desired state, normalised; call only after check_host found no errors."""
-    devices, addresses, absent_devices = [], [], []
+    devices: list[Device] = []
+    addresses: list[Address] = []
+    absent_devices: list[str] = []
     for entry in host.network.get("devices", ()):
         d = entry.value
         if d.get("state") == ABSENT:
@@ -166,7 +168,8 @@ def network_of(host: Host) -> Network:
             continue
         devices.append(_device(d))
         addresses.extend(Address(str(d["name"]), canonical_interface(a)) for a in d.get("addresses") or ())
-    routes, absent_routes = [], []
+    routes: list[Route] = []
+    absent_routes: list[AbsentRoute] = []
     for entry in host.network.get("routes", ()):
         r = entry.value
         to = canonical_network(str(r["to"]))

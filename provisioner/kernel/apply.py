@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from ..errors import KernelError
 from ..model import OWNER_ALIAS, OWNER_PROTOCOL, Address, Device, LinkState, Observed, Route
-from ..plan import Action, Change, Kind, Plan
+from ..plan import Action, Change, Kind, Plan, Resource
 from . import netlink as nl
 from . import tun
 
@@ -27,8 +27,8 @@ class Step:
     """One kernel operation. `verb` is one of the names in `_ENCODERS` or `create-tun`."""
 
     verb: str
-    subject: Device | Address | Route
-    prior: Device | Route | None = None  # what a set/replace overwrites, for its inverse
+    subject: Resource
+    prior: Resource | None = None  # what a set/replace overwrites, for its inverse
     restores: tuple[Address | Route, ...] = ()  # what a link delete takes with it
 
     @property
@@ -72,26 +72,31 @@ def steps_for(plan: Plan, observed: Observed) -> list[tuple[Change, list[Step]]]
     out = []
     for c in plan.changes:
         steps: list[Step] = []
+        after, before = c.after, c.before
         if c.kind is Kind.DEVICE:
             if c.action in (Action.DELETE, Action.REPLACE):
                 assert isinstance(c.before, Device)
                 name = c.before.name
-                takes = tuple(a for a in observed.addresses if a.device == name and not a.is_link_local_v6)
+                takes: tuple[Address | Route, ...] = tuple(
+                    a for a in observed.addresses if a.device == name and not a.is_link_local_v6)
                 takes += tuple(r for r in observed.routes if r.dev == name and r.key not in deleted_routes)
                 steps.append(Step("delete-link", c.before, restores=takes))
             if c.action in (Action.CREATE, Action.REPLACE):
-                steps += [Step("create-tun", c.after), Step("set-link", c.after)]
+                assert after is not None
+                steps += [Step("create-tun", after), Step("set-link", after)]
             if c.action is Action.UPDATE:
-                steps.append(Step("set-link", c.after, c.before))
+                assert after is not None
+                steps.append(Step("set-link", after, before))
         elif c.kind is Kind.ADDRESS:
-            steps.append(Step("add-addr" if c.action is Action.CREATE else "del-addr", c.after or c.before))
+            subject = after or before
+            assert subject is not None
+            steps.append(Step("add-addr" if c.action is Action.CREATE else "del-addr", subject))
+        elif c.action is Action.DELETE:
+            assert before is not None
+            steps.append(Step("del-route", before))
         else:
-            if c.action is Action.CREATE:
-                steps.append(Step("add-route", c.after))
-            elif c.action is Action.UPDATE:
-                steps.append(Step("replace-route", c.after, c.before))
-            else:
-                steps.append(Step("del-route", c.before))
+            assert after is not None
+            steps.append(Step("add-route" if c.action is Action.CREATE else "replace-route", after, before))
         out.append((c, steps))
     return out
 
@@ -137,7 +142,7 @@ class Transaction:
         batch: list[Step] = []
 
         def flush() -> bool:
-            requests = []
+            requests: list[nl.Request | None] = []
             for s in batch:
                 try:
                     requests.append(self._encode(s))
@@ -146,7 +151,7 @@ class Transaction:
                     requests.append(None)
             sendable = [r for r in requests if r is not None]
             acks = iter(self.sock.transact(sendable))
-            for s, r in zip(batch, requests):
+            for s, r in zip(batch, requests, strict=True):
                 if r is None:
                     continue
                 ack = next(acks)
