@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 DEMO_NS := provision-demo-gw1 provision-demo-gw2
 DEBIAN_PACKAGES := iproute2 iputils-ping
 
-.PHONY: demo test unit bench setup system clean demo-clean
+.PHONY: demo test unit lint bench setup system clean demo-clean
 
 $(STAMP): pyproject.toml
 	@command -v python3 >/dev/null || { apt-get update -qq && apt-get install -y -qq python3 python3-venv; }
@@ -39,8 +39,12 @@ demo: setup demo-clean
 demo-clean:
 	@for ns in $(DEMO_NS); do ip netns del $$ns 2>/dev/null || true; done
 
-test: setup
+test: setup lint
 	$(PY) -m pytest -q tests
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check --select F,E9,B,UP --line-length 120 provisioner tests bench
+	$(VENV)/bin/mypy --ignore-missing-imports provisioner
 
 unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit
