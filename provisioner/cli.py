@@ -80,6 +80,9 @@ def parser() -> argparse.ArgumentParser:
     c = command("destroy", "remove everything provision owns on the hosts", cmd_destroy)
     c.add_argument("--json", action="store_true", help="machine-readable result")
     c.add_argument("--lock-timeout", type=float, default=60.0, metavar="SECONDS")
+    c = command("status", "show each tunnel's forwarder: state, peer, counters, last error", cmd_status,
+                inventory="optional")
+    c.add_argument("--json", action="store_true", help="machine-readable status")
     c = command("facts", "print the live state in the inventory's format", cmd_facts, inventory="optional")
     c.add_argument("--json", action="store_true", help="JSON instead of YAML")
     return p
@@ -234,6 +237,32 @@ def _json_result(outcomes: list[Any], applied: bool) -> dict[str, Any]:
             entry["error" if o.status.value == "failed" else "reason"] = o.error
         hosts.append(entry)
     return {"format_version": PLAN_FORMAT_VERSION, "mode": "apply" if applied else "plan", "hosts": hosts}
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .connection import skip_reason
+    from .render import status_table
+    from .tunnel import runtime
+
+    directory = state_dir(args.state_dir)
+    rows: list[dict[str, Any]] = []
+    if args.inventory:
+        from .reconcile import load
+
+        for host in load(args.inventory, args.limit).hosts:
+            if skip_reason(host) is None:
+                rows += runtime.status(directory, host.name)
+    else:
+        base = directory / "tunnels"
+        for host_dir in sorted(base.iterdir()) if base.is_dir() else ():
+            rows += runtime.status(directory, host_dir.name)
+    if args.json:
+        print(json.dumps({"format_version": PLAN_FORMAT_VERSION, "tunnels": rows}, indent=2))
+    elif rows:
+        print(status_table(rows))
+    else:
+        print("no tunnels")
+    return EXIT_OK
 
 
 def cmd_facts(args: argparse.Namespace) -> int:

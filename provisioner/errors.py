@@ -6,6 +6,7 @@
     │   ├── UnreachableError            the host cannot be reached (no netns, no root, ...)
     │   ├── ConflictError               the inventory asks for something the live state forbids
     │   ├── KernelError                 the kernel refused a step; keeps errno and its reason
+    │   ├── ForwarderError              a tunnel's forwarder could not be started or stopped
     │   └── VerificationError           after apply the live state still differs (carries the diff)
     └── LockTimeout (TimeoutError)      another run holds the host's lock for too long
 
@@ -91,6 +92,10 @@ class ConflictError(HostError):
 
 class VerificationError(HostError):
     """Raised when the state read back after apply still differs from the inventory."""
+
+
+class ForwarderError(HostError):
+    """Raised when a tunnel's supervisor does not come up, or does not go away, when told."""
 
 
 class KernelError(HostError):

@@ -11,7 +11,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .model import MAIN_TABLE, Address, Device, DeviceType, LinkState, Observed, Route
+from .model import (
+    MAIN_TABLE,
+    Address,
+    Device,
+    DeviceType,
+    LinkState,
+    Observed,
+    Route,
+    RunState,
+    tunnel_from_dict,
+    tunnel_to_dict,
+)
 
 FACTS_VAR = "provision_facts"
 
@@ -55,11 +66,15 @@ def host_vars(observed: Observed, connection: Mapping[str, Any]) -> dict[str, An
         "devices": [device_to_dict(d, by_device.get(d.name, [])) for d in observed.devices],
         "routes": [route_to_dict(r) for r in observed.routes],
     }
+    if observed.tunnels:  # in the explicit form: the peer's name is not a fact of this host
+        out["network"]["tunnels"] = [{"name": t.name, "device": t.device, "transport": str(t.transport),
+                                      str(t.role): t.endpoint} for t in observed.tunnels]
     out[FACTS_VAR] = {
         "owned_devices": [d.name for d in observed.devices if d.managed],
         "owned_routes": [route_to_dict(r) for r in observed.routes if r.managed],
         "link_local": [a.cidr + " " + a.device for a in observed.addresses if a.is_link_local_v6],
         "links": {name: kind for name, kind in observed.links},
+        "tunnels": [{**tunnel_to_dict(t), "state": str(t.state)} for t in observed.tunnels],
     }
     return out
 
@@ -88,5 +103,7 @@ def observed_from_vars(vars_: Mapping[str, Any]) -> Observed:
                       via=r.get("via"), dev=r.get("dev"))
         routes.append(Route(**{**route.__dict__, "managed": route.key in owned_routes}))
     links = tuple(sorted((str(k), str(v)) for k, v in (meta.get("links") or {}).items()))
+    tunnels = tuple(sorted(tunnel_from_dict(t, RunState(t.get("state", RunState.RUNNING)))
+                           for t in meta.get("tunnels") or ()))
     return Observed(tuple(sorted(devices)), tuple(sorted(addresses)),
-                    tuple(sorted(routes, key=lambda r: r.key)), links)
+                    tuple(sorted(routes, key=lambda r: r.key)), links, tunnels)

@@ -278,6 +278,7 @@ def route_key(route: Mapping[str, Any]) -> tuple[Any, Any, Any]:
 MERGE_KEYS = {
     "devices": lambda item: item.get("name"),
     "routes": route_key,
+    "tunnels": lambda item: item.get("name"),
 }
 
 

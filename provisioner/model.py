@@ -9,8 +9,10 @@ In a desired value `None` means "not managed": the live value is left as it is.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
+from typing import Any
 
 MAIN_TABLE = 254
 IPV4_DEFAULT_METRIC = 0  # what the kernel gives a route added without a metric
@@ -93,6 +95,47 @@ class AbsentRoute:
         return key[0] == self.table and key[1] == self.to and self.metric in (None, key[2])
 
 
+class Transport(StrEnum):
+    TCP = "tcp"
+    UDP = "udp"
+
+
+class Role(StrEnum):
+    LISTEN = "listen"
+    CONNECT = "connect"
+
+
+class RunState(StrEnum):
+    RUNNING = "running"
+    FAILED = "failed"  # crashed repeatedly; the supervisor gave up until the next apply
+    STOPPED = "stopped"  # the spec is there but no supervisor runs it
+
+
+@dataclass(frozen=True, order=True)
+class Tunnel:
+    """A tunnel and the forwarder that carries it: everything the forwarder needs to run.
+
+    With `peer:` the inventory names the other host; the loader has already decided the
+    role and the endpoint (see validate.resolve_tunnels). The device flags are copied from
+    the device, because the forwarder must open it with exactly those flags; a device that
+    is replaced with other flags therefore restarts its forwarder.
+    """
+
+    name: str
+    device: str
+    transport: Transport
+    role: Role
+    endpoint: str  # listen: the local "address:port" to bind; connect: the peer's "host:port"
+    peer: str | None = None  # the inventory host at the other end, when written with peer:
+    device_type: DeviceType = DeviceType.TAP
+    pi: bool = False
+    vnet_hdr: bool = False
+    multi_queue: bool = False
+    state: RunState = RunState.RUNNING
+
+    SPEC = ("device", "transport", "role", "endpoint", "peer", "device_type", "pi", "vnet_hdr", "multi_queue")
+
+
 @dataclass(frozen=True)
 class Network:
     """What a host should look like: the merged `network` variable, normalised."""
@@ -102,6 +145,7 @@ class Network:
     routes: tuple[Route, ...] = ()
     absent_devices: tuple[str, ...] = ()
     absent_routes: tuple[AbsentRoute, ...] = ()
+    tunnels: tuple[Tunnel, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -112,6 +156,7 @@ class Observed:
     addresses: tuple[Address, ...] = ()  # on tun/tap devices
     routes: tuple[Route, ...] = ()  # all tables but local, without kernel-made routes
     links: tuple[tuple[str, str], ...] = field(default=())  # (name, kind) of every interface
+    tunnels: tuple[Tunnel, ...] = ()  # the forwarders provision has set up on this host
 
     def digest(self) -> str:
         """A fingerprint of this state, so a plan can say what it was made against."""
@@ -134,3 +179,29 @@ def canonical_network(text: str) -> str:
 
 def default_metric(to: str) -> int:
     return IPV6_DEFAULT_METRIC if ":" in to else IPV4_DEFAULT_METRIC
+
+
+def split_endpoint(text: str) -> tuple[str, int]:
+    """'192.0.2.1:40839' -> ('192.0.2.1', 40839); '[fd00::1]:5' -> ('fd00::1', 5). ValueError if bad."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r} is not HOST:PORT (PORT 1-65535; IPv6 as [ADDRESS]:PORT)")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"{text!r}: write an IPv6 address in brackets, [ADDRESS]:PORT")
+    return host, int(port)
+
+
+def tunnel_to_dict(t: Tunnel) -> dict[str, Any]:
+    """The forwarder's spec (what spec.json and facts hold): every field but the run state."""
+    return {f.name: (v.value if isinstance(v, StrEnum) else v)
+            for f in fields(t) if f.name != "state" for v in (getattr(t, f.name),)}
+
+
+def tunnel_from_dict(d: Mapping[str, Any], state: RunState = RunState.RUNNING) -> Tunnel:
+    """Raises KeyError or ValueError for a dict that is not a tunnel spec."""
+    return Tunnel(
+        name=str(d["name"]), device=str(d["device"]), transport=Transport(d["transport"]), role=Role(d["role"]),
+        endpoint=str(d["endpoint"]), peer=d.get("peer"), device_type=DeviceType(d["device_type"]),
+        pi=bool(d["pi"]), vnet_hdr=bool(d["vnet_hdr"]), multi_queue=bool(d["multi_queue"]), state=state)

@@ -7,9 +7,13 @@ Ownership rules, in one place:
 - what we do not own and the inventory does not name is never touched, unless named
   with `state: absent`.
 
-The order of `changes` is the order of execution: removals first (routes, addresses,
-devices), then creations and updates (devices, addresses, routes) so that every step
-finds what it depends on.
+Tunnels are resources too: a forwarder that should run is started, one whose tunnel changed
+(or whose device is replaced, or that crashed for good) is restarted, one no longer named is
+stopped. Forwarders we did not start are not ours to know about.
+
+The order of `changes` is the order of execution: removals first (forwarders, routes,
+addresses, devices), then creations and updates (devices, addresses, routes, forwarders)
+so that every step finds what it depends on.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from .model import (
     Network,
     Observed,
     Route,
+    RunState,
+    Tunnel,
 )
 
 
@@ -40,9 +46,10 @@ class Kind(StrEnum):
     DEVICE = "device"
     ADDRESS = "address"
     ROUTE = "route"
+    TUNNEL = "tunnel"  # the tunnel's forwarder: create = start, replace = restart, delete = stop
 
 
-Resource = Device | Address | Route
+Resource = Device | Address | Route | Tunnel
 
 
 @dataclass(frozen=True)
@@ -93,11 +100,12 @@ def make_plan(host: str, desired: Network, observed: Observed, *, destroy: bool 
     devices = _plan_devices(host, desired, observed, destroy)
     addresses = _plan_addresses(desired, observed, devices)
     routes = _plan_routes(desired, observed, devices, destroy)
+    tunnels = _plan_tunnels(desired, observed, devices, destroy)
     # Removals run first: a route is deleted before the device it uses, an address before its device.
-    changes = (*routes.removals, *addresses.removals, *devices.removals,
+    changes = (*tunnels.removals, *routes.removals, *addresses.removals, *devices.removals,
                *sorted(devices.changes, key=lambda c: _DEVICE_ORDER.index(c.action)),
-               *addresses.changes, *routes.changes)
-    in_sync = devices.in_sync + addresses.in_sync + routes.in_sync
+               *addresses.changes, *routes.changes, *tunnels.changes)
+    in_sync = devices.in_sync + addresses.in_sync + routes.in_sync + tunnels.in_sync
     return Plan(host, changes, observed.digest(), in_sync)
 
 
@@ -217,6 +225,35 @@ def _plan_routes(desired: Network, observed: Observed, devices: _Part, destroy: 
             reason = "state: absent" if named_absent else ("destroy" if destroy else _NO_LONGER)
             out.removals.append(Change(Action.DELETE, Kind.ROUTE, route_key_text(other), other, None, reason))
     out.in_sync += sum(1 for a in desired.absent_routes if not any(a.matches(k) for k in live_routes))
+    return out
+
+
+def _plan_tunnels(desired: Network, observed: Observed, devices: _Part, destroy: bool) -> _Part:
+    out = _Part()
+    live = {t.name: t for t in observed.tunnels}
+    for want in desired.tunnels:
+        have = live.get(want.name)
+        if have is None:
+            out.changes.append(Change(Action.CREATE, Kind.TUNNEL, want.name, None, want, "start: not running"))
+            continue
+        changed = [f for f in Tunnel.SPEC if getattr(want, f) != getattr(have, f)]
+        if changed:
+            why = f"restart: {', '.join(changed)} changed"
+        elif have.state is RunState.FAILED:
+            why = "restart: the forwarder kept crashing (see provision status)"
+        elif have.state is not RunState.RUNNING:
+            why = "restart: its supervisor is not running"
+        elif want.device in devices.gone:
+            why = f"restart: device {want.device} is replaced"
+        else:
+            out.in_sync += 1
+            continue
+        out.changes.append(Change(Action.REPLACE, Kind.TUNNEL, want.name, have, want, why))
+    wanted = {t.name for t in desired.tunnels}
+    for have in observed.tunnels:
+        if have.name not in wanted:
+            out.removals.append(Change(Action.DELETE, Kind.TUNNEL, have.name, have, None,
+                                       "destroy" if destroy else "stop: no longer in the inventory"))
     return out
 
 

@@ -16,7 +16,7 @@ from .kernel.apply import Step, schedule, steps_for
 from .model import Network, Observed
 from .plan import Change, Plan, make_plan
 from .render import change_line
-from .validate import check_devs_present, check_host, network_of
+from .validate import check_devs_present, check_host, check_peers, network_of
 
 
 @dataclass(frozen=True)
@@ -35,13 +35,15 @@ def load(file: str, limit: str | None = None) -> Loaded:
         inventory = build(source, data)
         for host in inventory.hosts:
             problems += check_host(source, host)
+        problems += check_peers(source, inventory.hosts)
     except (TypeError, ValueError, AttributeError, KeyError):
         if not problems:  # a shape the schema lets through but we cannot read: our bug
             raise
         collect(problems)  # the schema already said what is wrong with the shape
     collect(dict.fromkeys(problems))  # dedupe: a group's error is seen by each of its hosts
     hosts = inventory.select(limit)
-    return Loaded(inventory, hosts, {h.name: network_of(h) for h in hosts})
+    everyone = {h.name: h for h in inventory.hosts}
+    return Loaded(inventory, hosts, {h.name: network_of(h, everyone) for h in hosts})
 
 
 class Status(StrEnum):

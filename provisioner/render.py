@@ -6,8 +6,8 @@ import os
 import sys
 from typing import Any, TextIO
 
-from .model import Address, Device, Route
-from .plan import Action, Change, Plan
+from .model import Address, Device, Route, Tunnel
+from .plan import Action, Change, Kind, Plan
 
 SYMBOL = {Action.CREATE: "+", Action.UPDATE: "~", Action.REPLACE: "-/+", Action.DELETE: "-"}
 COLOUR = {Action.CREATE: "32", Action.UPDATE: "33", Action.REPLACE: "35", Action.DELETE: "31"}
@@ -22,13 +22,16 @@ def paint(text: str, code: str, colour: bool) -> str:
     return f"\033[{code}m{text}\033[0m" if colour else text
 
 
-def describe(value: Device | Address | Route) -> str:
+def describe(value: Device | Address | Route | Tunnel) -> str:
     """The attributes that matter, in the words of the inventory."""
     if isinstance(value, Device):
         parts = [str(value.type), str(value.state)]
         parts += [f"{f} {getattr(value, f)}" for f in ("mtu", "mac", "owner", "group") if getattr(value, f) is not None]
         parts += [f for f in ("pi", "vnet_hdr", "multi_queue") if getattr(value, f)]
         return ", ".join(parts)
+    if isinstance(value, Tunnel):
+        text = f"{value.transport} {value.role} {value.endpoint} on {value.device}"
+        return text + (f", peer {value.peer}" if value.peer else "")
     if isinstance(value, Route):
         return " ".join(p for p in (f"via {value.via}" if value.via else "",
                                     f"dev {value.dev}" if value.dev else "") if p)
@@ -44,10 +47,12 @@ def change_line(c: Change, colour: bool, detail: bool = True) -> str:
                  for f in c.fields_changed() if f != "managed"]
         if getattr(c.before, "managed", True) != getattr(c.after, "managed", True):
             diffs.append("owner: not provision → provision")
+        if c.kind is Kind.TUNNEL:
+            return f"{head}  ({'; '.join(diffs) or describe(c.after)})  [{c.reason}]"  # type: ignore[arg-type]
         return f"{head}  ({'; '.join(diffs)})"
     value = c.after if c.after is not None else c.before
     what = describe(value) if value is not None else ""
-    why = f"  [{c.reason}]" if c.action is Action.DELETE else ""
+    why = f"  [{c.reason}]" if c.action is Action.DELETE or c.kind is Kind.TUNNEL else ""
     return f"{head}{'  (' + what + ')' if what else ''}{why}"
 
 
@@ -75,3 +80,32 @@ def print_plan(plan: Plan, out: TextIO = sys.stdout, colour: bool | None = None)
 
 def recap_line(host: str, ok: int, changed: int, failed: int, width: int) -> str:
     return f"{host.ljust(width)} : ok={ok} changed={changed} failed={failed}"
+
+
+def status_table(rows: list[dict[str, Any]]) -> str:
+    """`provision status`: one line per tunnel, columns aligned; drops and errors spelled out below."""
+    head = ("HOST", "TUNNEL", "STATE", "PID", "RESTARTS", "PEER", "RX PKTS", "RX BYTES", "TX PKTS", "TX BYTES",
+            "DROPS")
+    lines = [head]
+    notes = []
+    for r in rows:
+        drops = sum(r["drops"].values())
+        lines.append((r["host"], r["tunnel"], r["state"], str(r["pid"] or "-"), str(r["restarts"]), r["peer"] or "-",
+                      str(r["rx_packets"]), _bytes(r["rx_bytes"]), str(r["tx_packets"]), _bytes(r["tx_bytes"]),
+                      str(drops)))
+        for reason, n in sorted(r["drops"].items()):
+            notes.append(f"{r['host']}/{r['tunnel']}: dropped {n}: {reason}")
+        if r.get("last_error"):
+            notes.append(f"{r['host']}/{r['tunnel']}: last error: {r['last_error']}")
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    text = "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+                     for line in lines)
+    return text + "".join(f"\n{n}" for n in notes)
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)

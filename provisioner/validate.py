@@ -20,15 +20,19 @@ from .model import (
     DeviceType,
     LinkState,
     Network,
+    Role,
     Route,
+    Transport,
+    Tunnel,
     canonical_interface,
     canonical_network,
     default_metric,
+    split_endpoint,
 )
 
 IFNAMSIZ = 16  # the kernel's limit, including the terminating NUL
 ABSENT = "absent"
-CONNECTIONS = ("local", "netns")
+CONNECTIONS = ("local", "netns", "docker")
 LOCAL_TABLE = 255
 
 
@@ -114,7 +118,117 @@ def check_host(source: Source, host: Host) -> list[Diagnostic]:
                 err(p + ("dev",), f"device {dev} is declared absent")
             elif target is not None and target.get("state") == LinkState.DOWN:
                 err(p + ("dev",), f"device {dev} is declared down; the kernel keeps no route on a down device")
+    _check_tunnels(host, declared, err)
     return out
+
+
+def _check_tunnels(host: Host, declared: Mapping[str, Mapping[str, Any]], err: Any) -> None:
+    """The rules one host can check alone; check_peers checks the pairs."""
+    used_devices: dict[str, str] = {}
+    listening: dict[tuple[str, int], str] = {}
+    for entry in host.network.get("tunnels", ()):
+        t, p = entry.value, entry.path
+        name = str(t.get("name"))
+        forms = [k for k in ("peer", "listen", "connect") if k in t]
+        if len(forms) != 1:
+            err(p, f"tunnel {name}: give exactly one of peer, listen or connect"
+                   + (f" (found {', '.join(forms)})" if forms else ""))
+        device = str(t.get("device"))
+        target = declared.get(device)
+        if target is None or target.get("state") == ABSENT:
+            err(p + ("device",), f"tunnel {name}: device {device} is not a tun/tap device declared on {host.name}")
+        elif device in used_devices:
+            err(p + ("device",), f"tunnel {name}: device {device} already carries tunnel {used_devices[device]}; "
+                                 "one device, one forwarder")
+        used_devices.setdefault(device, name)
+        if "peer" in t and "port" not in t:
+            err(p, f"tunnel {name}: a tunnel with peer: needs port:")
+        if "port" in t and "peer" not in t:
+            err(p + ("port",), f"tunnel {name}: port goes with peer:; with listen/connect write ADDRESS:PORT")
+        for form in ("listen", "connect"):
+            if form not in t:
+                continue
+            try:
+                address, port = split_endpoint(str(t[form]))
+                if form == "listen":
+                    ipaddress.ip_address(address)
+            except ValueError as exc:
+                why = str(exc) if "PORT" in str(exc) or "bracket" in str(exc) else f"{address!r} is not an IP address"
+                err(p + (form,), f"tunnel {name}: {why}")
+                continue
+            if form == "listen":
+                _listen_once(listening, (str(t.get("transport", "tcp")), port), name, p + (form,), err)
+        if "peer" in t and "port" in t and _listens(host.name, str(t["peer"])):
+            _listen_once(listening, (str(t.get("transport", "tcp")), int(t["port"])), name, p + ("port",), err)
+
+
+def _listen_once(listening: dict[tuple[str, int], str], key: tuple[str, int], name: str, path: tuple,
+                 err: Any) -> None:
+    if key in listening:
+        err(path, f"tunnel {name}: {key[0]} port {key[1]} is already listened on by tunnel {listening[key]}")
+    listening.setdefault(key, name)
+
+
+def _listens(host: str, peer: str) -> bool:
+    """Of two peers, the one whose name sorts first listens: a rule both ends compute alike."""
+    return host < peer
+
+
+def tunnel_address(host: Host) -> str:
+    return str(host.vars.get("tunnel_address") or host.vars.get("ansible_host") or host.name)
+
+
+def check_peers(source: Source, hosts: Iterable[Host]) -> list[Diagnostic]:
+    """Both ends of every `peer:` tunnel agree: the peer exists, names us back, same transport,
+    port and kind of device, and the listening end can be reached."""
+    by_name = {h.name: h for h in hosts}
+    out = []
+    for host in by_name.values():
+        for entry in host.network.get("tunnels", ()):
+            t, p = entry.value, entry.path
+            if "peer" not in t:
+                continue
+            name, peer_name = str(t.get("name")), str(t["peer"])
+
+            def err(path: tuple, msg: str, name: str = name) -> None:
+                out.append(source.diagnostic(path, f"tunnel {name}: {msg}"))
+
+            peer = by_name.get(peer_name)
+            if peer_name == host.name:
+                err(p + ("peer",), "a host cannot be its own peer")
+                continue
+            if peer is None:
+                err(p + ("peer",), f"peer {peer_name} is not a host of this inventory")
+                continue
+            theirs = next((e.value for e in peer.network.get("tunnels", ()) if str(e.value.get("name")) == name), None)
+            if theirs is None:
+                err(p + ("peer",), f"{peer_name} declares no tunnel named {name}")
+                continue
+            if str(theirs.get("peer")) != host.name:
+                back = f"peer {theirs['peer']}" if "peer" in theirs else "listen/connect"
+                err(p + ("peer",), f"{peer_name}'s tunnel {name} has {back}, not peer {host.name}")
+                continue
+            if t.get("transport", "tcp") != theirs.get("transport", "tcp"):
+                err(p, f"transport {t.get('transport', 'tcp')} here, {theirs.get('transport', 'tcp')} on {peer_name}")
+            if t.get("port") != theirs.get("port") and "port" in t and "port" in theirs:
+                err(p + ("port",), f"port {t.get('port')} here, {theirs.get('port')} on {peer_name}")
+            mine, other = _device_flags(host, t), _device_flags(peer, theirs)
+            if mine and other and mine != other:
+                err(p + ("device",), f"the devices differ (type, pi, vnet_hdr): {mine} here, {other} on "
+                                     f"{peer_name}; the forwarders would refuse each other")
+            if not _listens(host.name, peer_name) and peer.connection == "netns" \
+                    and "tunnel_address" not in peer.vars:
+                err(p + ("peer",), f"{peer_name} listens (its name sorts first) but is a netns host without "
+                                   "tunnel_address: set it to an address this host can reach")
+    return out
+
+
+def _device_flags(host: Host, t: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    for e in host.network.get("devices", ()):
+        d = e.value
+        if str(d.get("name")) == str(t.get("device")) and d.get("state") != ABSENT:
+            return (d.get("type"), bool(d.get("pi", False)), bool(d.get("vnet_hdr", False)))
+    return None
 
 
 def check_devs_present(source: Source, host: Host, links: Iterable[str]) -> list[Diagnostic]:
@@ -140,7 +254,7 @@ def _duplicates(source: Source, host: Host, out: list[Diagnostic]) -> None:
             for i, item in enumerate(net.get(list_key) or ()):
                 k = key_of(item)
                 if k in seen:
-                    what = f"name {k!r}" if list_key == "devices" else f"route {_route_words(k)}"
+                    what = f"route {_route_words(k)}" if list_key == "routes" else f"name {k!r}"
                     path = layer_path + (NETWORK, list_key, i)
                     out.append(source.diagnostic(path, f"duplicate {what} (first at index {seen[k]})"))
                 seen.setdefault(k, i)
@@ -156,8 +270,9 @@ def _reason(exc: ValueError) -> str:
     return "host bits set" if "host bits" in text else text
 
 
-def network_of(host: Host) -> Network:
-    """The desired state, normalised; call only after check_host found no errors."""
+def network_of(host: Host, hosts: Mapping[str, Host] | None = None) -> Network:
+    """The desired state, normalised; call only after check_host and check_peers found no errors.
+    `hosts` (all of the inventory) resolves `peer:` tunnels."""
     devices: list[Device] = []
     addresses: list[Address] = []
     absent_devices: list[str] = []
@@ -183,8 +298,38 @@ def network_of(host: Host) -> Network:
             via=str(ipaddress.ip_address(via)) if via is not None else None,
             dev=str(r["dev"]) if r.get("dev") is not None else None,
         ))
+    by_name = {d.name: d for d in devices}
+    tunnels = tuple(sorted(_tunnel(host, e.value, by_name[str(e.value["device"])], hosts or {})
+                           for e in host.network.get("tunnels", ())))
     return Network(tuple(devices), tuple(sorted(addresses)), tuple(routes),
-                   tuple(absent_devices), tuple(absent_routes))
+                   tuple(absent_devices), tuple(absent_routes), tunnels)
+
+
+def _tunnel(host: Host, t: Mapping[str, Any], device: Device, hosts: Mapping[str, Host]) -> Tunnel:
+    """With peer: the host whose name sorts first listens on all addresses; the other connects."""
+    transport = Transport(t.get("transport", Transport.TCP))
+    peer = t.get("peer")
+    if peer is None:
+        role = Role.LISTEN if "listen" in t else Role.CONNECT
+        endpoint = str(t[role.value])
+    elif _listens(host.name, str(peer)):
+        role = Role.LISTEN
+        own = tunnel_address(host)
+        endpoint = f"[::]:{t['port']}" if _is_ipv6(own) else f"0.0.0.0:{t['port']}"
+    else:
+        role = Role.CONNECT
+        address = tunnel_address(hosts[str(peer)])
+        endpoint = f"[{address}]:{t['port']}" if ":" in address else f"{address}:{t['port']}"
+    return Tunnel(name=str(t["name"]), device=device.name, transport=transport, role=role, endpoint=endpoint,
+                  peer=str(peer) if peer is not None else None, device_type=device.type, pi=device.pi,
+                  vnet_hdr=device.vnet_hdr, multi_queue=device.multi_queue)
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        return ipaddress.ip_address(text).version == 6
+    except ValueError:
+        return False
 
 
 def _device(d: Mapping[str, Any]) -> Device:

@@ -1,7 +1,8 @@
 """The `local` and `netns` connections: this machine's kernel, in some network namespace.
 
 For netns hosts the calling thread enters the namespace with setns(2) for the whole
-session, so the netlink socket and every tun device are made there, with no proxy.
+session, so the netlink socket and every tun device are made there, with no proxy, and
+the tunnel supervisors it starts (forked from this thread) live there too.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import errno
 from collections.abc import Callable
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 
 from ..errors import UnreachableError
@@ -18,6 +20,8 @@ from ..kernel.netlink import Netlink
 from ..kernel.observe import observe
 from ..lock import host_lock
 from ..model import Observed
+from ..tunnel import runtime
+from ..tunnel.supervisor import Forwarders
 
 
 class KernelConnection:
@@ -47,11 +51,14 @@ class KernelConnection:
 
     def observe(self) -> Observed:
         assert self._sock is not None, "use the connection as a context manager"
-        return observe(self._sock)
+        return replace(observe(self._sock), tunnels=runtime.observe(self._state_dir, self.host))
 
     def transaction(self) -> Transaction:
         assert self._sock is not None, "use the connection as a context manager"
-        return Transaction(self.host, self._sock)
+        return Transaction(self.host, self._sock, Forwarders(self._state_dir, self.host))
+
+    def status(self) -> list[dict]:
+        return runtime.status(self._state_dir, self.host)
 
 
 def _why(exc: OSError, netns: str | None) -> str:

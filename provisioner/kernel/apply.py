@@ -1,9 +1,10 @@
-"""Carrying out a plan in the kernel as a transaction: every step knows its inverse.
+"""Carrying out a plan as a transaction: every step knows its inverse.
 
 A plan's changes become kernel steps (pure, `steps_for`); `Transaction` runs them with
 netlink requests batched, remembers which took effect, and on failure undoes those in
 reverse order before the original error is raised again (as pyroute2's NDB transactions
-and nmstate's checkpoints do).
+and nmstate's checkpoints do). Starting and stopping a tunnel's forwarder are steps too,
+carried out by the host's `Forwarders`, so a failed apply also undoes those.
 """
 
 from __future__ import annotations
@@ -12,12 +13,16 @@ import ipaddress
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from ..errors import KernelError
-from ..model import OWNER_ALIAS, OWNER_PROTOCOL, Address, Device, LinkState, Observed, Route
+from ..errors import ForwarderError, KernelError
+from ..model import OWNER_ALIAS, OWNER_PROTOCOL, Address, Device, LinkState, Observed, Route, Tunnel
 from ..plan import Action, Change, Kind, Plan, Resource
 from . import netlink as nl
 from . import tun
+
+if TYPE_CHECKING:
+    from ..tunnel.supervisor import Forwarders
 
 RTPROT_BOOT = 3  # what `ip route add` uses; given back to routes we did not own on rollback
 
@@ -38,6 +43,8 @@ class Step:
             return f"device {s.name}"
         if isinstance(s, Address):
             return f"address {s.cidr} on {s.device}"
+        if isinstance(s, Tunnel):
+            return f"tunnel {s.name}"
         return f"route {s.to}" + (f" table {s.table}" if s.table != 254 else "") + f" metric {s.metric}"
 
     def inverse(self) -> list[Step]:
@@ -60,6 +67,10 @@ class Step:
             return [Step("del-route", s)]
         if self.verb == "del-route":
             return [Step("add-route", s)]
+        if self.verb == "start-forwarder":
+            return [Step("stop-forwarder", s)]
+        if self.verb == "stop-forwarder":
+            return [Step("start-forwarder", s)]
         if self.verb == "replace-route":
             return [Step("replace-route", self.prior, s)] if self.prior is not None else []
         raise AssertionError(self.verb)
@@ -87,6 +98,11 @@ def steps_for(plan: Plan, observed: Observed) -> list[tuple[Change, list[Step]]]
             if c.action is Action.UPDATE:
                 assert after is not None
                 steps.append(Step("set-link", after, before))
+        elif c.kind is Kind.TUNNEL:
+            if before is not None:
+                steps.append(Step("stop-forwarder", before))
+            if after is not None:
+                steps.append(Step("start-forwarder", after))
         elif c.kind is Kind.ADDRESS:
             subject = after or before
             assert subject is not None
@@ -103,7 +119,9 @@ def steps_for(plan: Plan, observed: Observed) -> list[tuple[Change, list[Step]]]
 
 # The phases of a plan, in order. Within a phase steps are independent, so all tun devices
 # are created (ioctls) before their netlink settings go out in large batches.
-PHASES = ("del-route", "del-addr", "delete-link", "create-tun", "set-link", "add-addr", "add-route")
+PHASES = ("stop-forwarder", "del-route", "del-addr", "delete-link", "create-tun", "set-link", "add-addr",
+          "add-route", "start-forwarder")
+PROCESS_VERBS = ("stop-forwarder", "start-forwarder")
 _PHASE_OF = {verb: i for i, verb in enumerate(PHASES)} | {"replace-route": PHASES.index("add-route")}
 
 
@@ -118,6 +136,7 @@ class Transaction:
 
     host: str
     sock: nl.Netlink
+    forwarders: Forwarders | None = None
     done: list[Step] = field(default_factory=list)
     _index: dict[str, int] = field(default_factory=dict)
 
@@ -126,6 +145,8 @@ class Transaction:
         failure = self._execute(steps, on_step, stop=True)
         if failure:
             step, code, reason = failure[0]
+            if step.verb in PROCESS_VERBS:
+                raise ForwarderError(self.host, reason, resource=step.what)
             raise KernelError(self.host, step.what, code, reason)
 
     def rollback(self) -> list[str]:
@@ -164,7 +185,19 @@ class Transaction:
             return not failures
 
         for s in steps:
-            if s.verb == "create-tun":
+            if s.verb in PROCESS_VERBS:
+                if batch and not flush() and stop:
+                    return failures
+                try:
+                    self._process_step(s)
+                except ForwarderError as exc:
+                    failures.append((s, 0, exc.message))
+                    if stop:
+                        return failures
+                    continue
+                self._took_effect(s)
+                on_step(s)
+            elif s.verb == "create-tun":
                 if batch and not flush() and stop:
                     return failures
                 try:
@@ -182,6 +215,13 @@ class Transaction:
         if batch:
             flush()
         return failures
+
+    def _process_step(self, step: Step) -> None:
+        assert self.forwarders is not None and isinstance(step.subject, Tunnel)
+        if step.verb == "start-forwarder":
+            self.forwarders.start(step.subject)
+        else:
+            self.forwarders.stop(step.subject)
 
     def _took_effect(self, step: Step) -> None:
         self.done.append(step)

@@ -1,0 +1,576 @@
+"""One tunnel's data plane: the device on one side, a TCP stream or UDP socket on the other.
+
+Runs as its own process, `python -m provisioner.tunnel.forwarder RUN_DIR`, started (and
+restarted) by the tunnel's supervisor. Two threads: the main one keeps the connection to
+the peer and moves peer → device; the other moves device → peer. Both block in system calls
+that release the GIL, so on two cores they overlap.
+
+Speed comes from the device's offloads (see vnet.py): with `vnet_hdr` one read is up to
+64 KB, which crosses TCP as one frame and UDP as one UDP_SEGMENT send of real packets.
+Nothing from the network is trusted: frames are bounded, virtio headers sanitized, and a
+write the device refuses is a counted drop.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import logging.handlers
+import os
+import queue
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..kernel import tun
+from ..model import DeviceType, Role, Transport, Tunnel, split_endpoint, tunnel_from_dict
+from . import runtime, vnet, wire
+
+TUNSETOFFLOAD = 0x400454D0
+TUNSETVNETHDRSZ = 0x400454D8
+TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN = 0x01, 0x02, 0x04, 0x08
+SOL_UDP, UDP_SEGMENT, UDP_GRO = 17, 103, 104  # Python 3.11 has no names for these
+GSO_SEND_LIMIT = 65000  # bytes of datagrams in one UDP_SEGMENT send (the IP length limit, with room)
+READ_SIZE = wire.MAX_UNIT + 64
+PI_LEN = 4
+HELLO_INTERVAL = 0.5  # seconds between hellos while a UDP tunnel looks for its peer
+
+log = logging.getLogger("provision.forwarder")
+
+
+class Stats:
+    """Counters the status command shows. Written from two threads: plain ints under the GIL."""
+
+    def __init__(self) -> None:
+        self.state = "connecting"
+        self.peer: str | None = None
+        self.since = time.time()
+        self.rx_packets = self.rx_bytes = self.tx_packets = self.tx_bytes = 0
+        self.drops: Counter[str] = Counter()
+        self.last_error: str | None = None
+        self._logged: dict[str, float] = {}
+
+    def drop(self, reason: str) -> None:
+        self.drops[reason] += 1
+        now = time.monotonic()
+        if now - self._logged.get(reason, -60.0) > 10.0:  # a flood of drops must not flood the log
+            self._logged[reason] = now
+            log.warning("dropped a packet: %s (%d so far)", reason, self.drops[reason])
+
+    def error(self, text: str) -> None:
+        self.last_error = text
+        log.warning("%s", text)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"state": self.state, "peer": self.peer, "since": self.since,
+                "rx_packets": self.rx_packets, "rx_bytes": self.rx_bytes,
+                "tx_packets": self.tx_packets, "tx_bytes": self.tx_bytes,
+                "drops": dict(self.drops), "last_error": self.last_error}
+
+
+def open_device(t: Tunnel) -> tuple[int, bool]:
+    """Attach to the persistent device with its own flags; (fd, offloads on)."""
+    try:
+        socket.if_nametoindex(t.device)  # never let TUNSETIFF create a device of its own
+    except OSError:
+        raise SystemExit(f"device {t.device} does not exist (provision apply creates it)") from None
+    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+    flags = tun.IFF_TUN if t.device_type is DeviceType.TUN else tun.IFF_TAP
+    flags |= 0 if t.pi else tun.IFF_NO_PI
+    flags |= tun.IFF_VNET_HDR if t.vnet_hdr else 0
+    flags |= tun.IFF_MULTI_QUEUE if t.multi_queue else 0
+    try:
+        fcntl.ioctl(fd, tun.TUNSETIFF, tun.IFREQ.pack(t.device.encode(), flags))
+    except OSError as exc:
+        raise SystemExit(f"cannot attach to {t.device}: {exc.strerror} (are its flags as declared?)") from None
+    offloads = False
+    if t.vnet_hdr:
+        fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", vnet.HDR_LEN))
+        try:
+            fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN)
+            offloads = True
+        except OSError as exc:
+            log.warning("no TSO on %s (%s): one packet per read", t.device, exc.strerror)
+    return fd, offloads
+
+
+class Forwarder:
+    def __init__(self, t: Tunnel, run_dir: Path):
+        self.t, self.run_dir = t, run_dir
+        self.stats = Stats()
+        self.fd, self.offloads = open_device(t)
+        self.tap = t.device_type is DeviceType.TAP
+        self.pi = PI_LEN if t.pi else 0
+        self.hello = wire.Hello(str(t.device_type), t.pi, t.vnet_hdr)
+        self.host, self.port = split_endpoint(t.endpoint)
+        self._send_lock = threading.Lock()
+        self._conn: socket.socket | None = None  # TCP: the live connection
+        self._udp: socket.socket | None = None
+        self._udp_peer: Any = None  # UDP: where the peer was last heard from
+        self._udp_gso = True
+        self._coalescer = (vnet.Coalescer(self.tap, self._write, bytes([wire.DATA]))
+                           if t.vnet_hdr and not t.pi and t.transport is Transport.UDP else None)
+        self._udp_room = 1472  # the largest datagram that crosses the path unfragmented; see _path_room
+        self._last_heard = 0.0
+
+    # ------------------------------------------------------------ the process
+
+    def run(self) -> None:
+        threading.Thread(target=self._report_forever, daemon=True, name="stats").start()
+        if self.t.transport is Transport.TCP:
+            threading.Thread(target=self._device_to_tcp, daemon=True, name="device->peer").start()
+            self._tcp_forever()
+        else:
+            self._udp_forever()
+
+    def _report_forever(self) -> None:
+        while True:
+            runtime.write_json(self.run_dir / runtime.STATS, self.stats.to_dict())
+            time.sleep(1.0)
+
+    def _connected(self, peer: str) -> None:
+        self.stats.state, self.stats.peer, self.stats.since = "connected", peer, time.time()
+        self._last_heard = time.monotonic()
+        log.info("connected to %s", peer)
+        runtime.write_json(self.run_dir / runtime.STATS, self.stats.to_dict())
+
+    def _lost(self, why: str) -> None:
+        if self.stats.state == "connected":
+            log.info("lost the peer: %s", why)
+        self.stats.state = "connecting"
+        self.stats.error(why)
+
+    # ------------------------------------------------------------ device side
+
+    def _read_units(self) -> Any:
+        """Yield views of each unit read from the device (valid until the next one)."""
+        buf = bytearray(READ_SIZE)
+        view = memoryview(buf)
+        while True:
+            try:
+                n = os.readv(self.fd, [buf])
+            except OSError as exc:
+                if exc.errno in (errno.EINTR, errno.EAGAIN):
+                    continue
+                raise
+            yield view[:n]
+
+    def _deliver(self, unit: memoryview) -> None:
+        """One unit from the peer into the device: checked, and a refusal is a drop."""
+        parts: Sequence[bytes | memoryview] = (unit,)
+        if self.t.vnet_hdr:
+            p = self.pi
+            if len(unit) < p + vnet.HDR_LEN:
+                self.stats.drop("shorter than the virtio header")
+                return
+            try:
+                hdr = vnet.sanitize(unit[p:p + vnet.HDR_LEN], unit[p + vnet.HDR_LEN:], self.tap)
+            except vnet.BadPacket as exc:
+                self.stats.drop(str(exc))
+                return
+            parts = (unit[:p], hdr, unit[p + vnet.HDR_LEN:]) if p else (hdr, unit[vnet.HDR_LEN:])
+        self._write(parts)
+
+    def _write(self, parts: Sequence[bytes | memoryview]) -> None:
+        try:
+            n = os.writev(self.fd, parts)
+        except OSError as exc:
+            self.stats.drop(f"device refused the write: {errno.errorcode.get(exc.errno or 0, exc.errno)}")
+            return
+        self.stats.rx_packets += 1
+        self.stats.rx_bytes += n
+
+    # ------------------------------------------------------------ TCP
+
+    def _tcp_forever(self) -> None:
+        offered: queue.Queue[socket.socket] = queue.Queue()
+        if self.t.role is Role.LISTEN:
+            threading.Thread(target=self._accept_forever, args=(offered,), daemon=True, name="accept").start()
+        backoff = Backoff()
+        while True:
+            try:
+                conn = offered.get() if self.t.role is Role.LISTEN else self._tcp_connect()
+            except (OSError, wire.ProtocolError) as exc:
+                self._lost(f"connecting to {self.t.endpoint}: {_why(exc)}")
+                backoff.sleep()
+                continue
+            backoff.reset()
+            self._conn = conn
+            peer = _address(conn.getpeername())
+            self._connected(peer)
+            keepalive = threading.Thread(target=self._tcp_keepalive, args=(conn,), daemon=True)
+            keepalive.start()
+            try:
+                self._tcp_to_device(conn)
+            except (OSError, wire.ProtocolError) as exc:
+                self._lost(f"connection to {peer}: {_why(exc)}")
+            finally:
+                self._conn = None
+                conn.close()
+
+    def _tcp_connect(self) -> socket.socket:
+        conn = socket.create_connection((self.host, self.port), timeout=5.0)
+        return self._tcp_handshake(conn)
+
+    def _tcp_handshake(self, conn: socket.socket) -> socket.socket:
+        """Say hello, hear the peer's; then a blocking socket with kernel-side timeouts."""
+        conn.settimeout(5.0)
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn.sendall(wire.frame_header(wire.HELLO, len(self.hello.encode())) + self.hello.encode())
+        word = wire.FRAME.unpack(_recv_exactly(conn, wire.FRAME_LEN))[0]  # exactly the hello: no data read ahead
+        kind, length = word >> 24, word & 0xFFFFFF
+        if kind != wire.HELLO or length > 4096:
+            raise wire.ProtocolError("the peer did not start with a hello")
+        self.hello.check_peer(wire.Hello.decode(_recv_exactly(conn, length)))
+        conn.settimeout(None)
+        # No data for DEAD_AFTER seconds while the peer sends keepalives every 2 s: it is gone.
+        timeout = struct.pack("ll", int(wire.DEAD_AFTER), 0)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeout)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeout)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(wire.DEAD_AFTER * 1000))
+        return conn
+
+    def _accept_forever(self, offered: queue.Queue[socket.socket]) -> None:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        bound = Backoff()
+        while True:
+            try:
+                listener.bind((self.host, self.port))
+                break
+            except OSError as exc:  # the port is still held by a forwarder that is going away
+                self.stats.error(f"cannot listen on {self.t.endpoint}: {exc.strerror}")
+                bound.sleep()
+        listener.listen(8)
+        log.info("listening on %s (tcp)", self.t.endpoint)
+        while True:
+            conn, addr = listener.accept()
+            try:
+                self._tcp_handshake(conn)
+            except (OSError, wire.ProtocolError) as exc:
+                self.stats.error(f"refused a connection from {_address(addr)}: {_why(exc)}")
+                conn.close()
+                continue
+            old = self._conn
+            if old is not None:  # the peer came back (restarted): the new connection wins
+                log.info("a new connection from %s replaces the current one", _address(addr))
+                _shutdown(old)
+            offered.put(conn)
+
+    def _tcp_keepalive(self, conn: socket.socket) -> None:
+        frame = wire.frame_header(wire.KEEPALIVE, 0)
+        while self._conn is conn:
+            time.sleep(wire.KEEPALIVE_INTERVAL)
+            try:
+                with self._send_lock:
+                    conn.sendall(frame)
+            except OSError:
+                _shutdown(conn)
+                return
+
+    def _tcp_to_device(self, conn: socket.socket) -> None:
+        reader = wire.FrameReader()
+        while True:
+            n = conn.recv_into(reader.space())
+            if n == 0:
+                raise ConnectionError("the peer closed the connection")
+            for kind, body in reader.frames(n):
+                if body is None:
+                    self.stats.drop(f"frame larger than {wire.MAX_UNIT} bytes")
+                elif kind == wire.DATA:
+                    self._deliver(body)
+                elif kind == wire.HELLO:
+                    raise wire.ProtocolError("a second hello on one connection")
+
+    def _device_to_tcp(self) -> None:
+        for unit in self._read_units():
+            conn = self._conn
+            if conn is None:
+                self.stats.drop("no peer connected")
+                continue
+            header = wire.frame_header(wire.DATA, len(unit))
+            try:
+                with self._send_lock:
+                    sent = conn.sendmsg((header, unit))
+                    if sent < len(header) + len(unit):  # a signal cut the send short: finish it
+                        conn.sendall((header + bytes(unit))[sent:])
+            except OSError as exc:
+                self.stats.drop("send to the peer failed")
+                if self._conn is conn:
+                    self.stats.error(f"send to the peer: {_why(exc)}")
+                    _shutdown(conn)
+                continue
+            self.stats.tx_packets += 1
+            self.stats.tx_bytes += len(unit)
+
+    # ------------------------------------------------------------ UDP
+
+    def _udp_forever(self) -> None:
+        connect = self.t.role is Role.CONNECT
+        bind_host = ("::" if ":" in self.host else "0.0.0.0") if connect else self.host
+        family = socket.AF_INET6 if ":" in bind_host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        bound = Backoff()
+        while True:
+            try:
+                sock.bind((bind_host, 0 if connect else self.port))
+                break
+            except OSError as exc:
+                self.stats.error(f"cannot bind {bind_host}:{self.port}: {exc.strerror}")
+                bound.sleep()
+        try:
+            sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+        except OSError:
+            log.info("no UDP_GRO here: one datagram per receive")
+        sock.settimeout(HELLO_INTERVAL)
+        self._udp = sock
+        if not connect:
+            log.info("listening on %s (udp)", self.t.endpoint)
+        threading.Thread(target=self._device_to_udp, daemon=True, name="device->peer").start()
+        hello = bytes([wire.HELLO]) + self.hello.encode()
+        keepalive = bytes([wire.KEEPALIVE])
+        buf = bytearray(1 << 17)
+        view = memoryview(buf)
+        cmsg_space = socket.CMSG_SPACE(4)
+        last_sent = 0.0
+        while True:
+            now = time.monotonic()
+            if self.stats.state == "connected" and now - self._last_heard > wire.DEAD_AFTER:
+                self._lost(f"nothing from {self.stats.peer} for {wire.DEAD_AFTER:.0f} s")
+                if connect:
+                    self._udp_peer = None
+            if now - last_sent >= (wire.KEEPALIVE_INTERVAL if self.stats.state == "connected" else HELLO_INTERVAL):
+                last_sent = now
+                target = self._udp_peer
+                if connect and self.stats.state != "connected":
+                    try:  # resolve again each time: the peer may come back elsewhere
+                        found = socket.getaddrinfo(self.host, self.port, family, socket.SOCK_DGRAM)[0][4]
+                        target = (str(found[0]), int(found[1]))
+                    except OSError as exc:
+                        self._lost(f"resolving {self.host}: {_why(exc)}")
+                        target = None
+                    if target is not None:
+                        self._udp_send_control(sock, hello, target)
+                elif target is not None:
+                    self._udp_send_control(sock, keepalive, target)
+            try:
+                n, anc, flags, addr = sock.recvmsg_into((buf,), cmsg_space)
+            except TimeoutError:
+                continue
+            except OSError as exc:
+                self.stats.error(f"receive: {_why(exc)}")
+                continue
+            if flags & socket.MSG_TRUNC:
+                self.stats.drop("datagram larger than the receive buffer")
+                continue
+            size = n
+            for level, kind, data in anc:
+                if level == SOL_UDP and kind == UDP_GRO:
+                    size = struct.unpack("i", data[:4])[0]
+            self._udp_received(sock, view, n, size, addr, hello)
+
+    def _udp_received(self, sock: socket.socket, view: memoryview, n: int, size: int, addr: Any,
+                      hello: bytes) -> None:
+        """`n` bytes of datagrams of `size` bytes each (the last may be shorter), all from `addr`."""
+        if addr != self._udp_peer:
+            first = view[:min(size, n)]
+            if len(first) and first[0] == wire.HELLO:
+                try:
+                    self.hello.check_peer(wire.Hello.decode(first[1:]))
+                except wire.ProtocolError as exc:
+                    self.stats.error(f"refused {_address(addr)}: {exc}")
+                    return
+                if self.t.role is Role.LISTEN:
+                    self._udp_send_control(sock, hello, addr)
+                self._udp_peer = addr
+                self._udp_room = _path_room(addr, sock.family)
+                self._connected(_address(addr))
+                return
+            self.stats.drop("datagram from an unknown sender")
+            return
+        self._last_heard = time.monotonic()
+        coalescer = self._coalescer
+        continues = coalescer.continues if coalescer is not None else None
+        for off in range(0, n, size):
+            end = min(off + size, n)
+            if continues is not None and continues(view, off, end):
+                continue  # the next segment of a TCP run: already taken
+            kind = view[off]
+            if kind == wire.DATA:
+                unit = view[off + 1:end]
+                if coalescer is None:
+                    self._deliver(unit)
+                    continue
+                if len(unit) < vnet.HDR_LEN:
+                    self.stats.drop("shorter than the virtio header")
+                    continue
+                try:
+                    coalescer.add(unit)
+                except vnet.BadPacket as exc:
+                    self.stats.drop(str(exc))
+            elif kind == wire.HELLO:
+                if self.t.role is Role.LISTEN:
+                    self._udp_send_control(sock, hello, addr)
+                if self.stats.state != "connected":
+                    self._connected(_address(addr))
+        if coalescer is not None:
+            coalescer.flush()
+
+    def _udp_send_control(self, sock: socket.socket, data: bytes, addr: Any) -> None:
+        try:
+            sock.sendto(data, addr)
+        except OSError as exc:
+            self.stats.error(f"send to {_address(addr)}: {_why(exc)}")
+
+    def _device_to_udp(self) -> None:
+        sock = self._udp
+        assert sock is not None
+        data_byte = bytes([wire.DATA])
+        segmenting = self.t.vnet_hdr and self.offloads
+        for unit in self._read_units():
+            peer = self._udp_peer
+            if peer is None or self.stats.state != "connected":
+                self.stats.drop("no peer connected")
+                continue
+            p = self.pi
+            if segmenting and unit[p + 1] != vnet.GSO_NONE:
+                hdr = bytes(unit[p:p + vnet.HDR_LEN])
+                prefix = data_byte + bytes(unit[:p])
+                try:
+                    pieces = vnet.segment(hdr, unit[p + vnet.HDR_LEN:], self.tap,
+                                          self._udp_room - len(prefix) - vnet.HDR_LEN, prefix)
+                except (vnet.BadPacket, IndexError):
+                    self.stats.drop("a super-packet from the device that cannot be segmented")
+                    continue
+                self._udp_send_batch(sock, pieces, peer)
+                continue
+            try:
+                sock.sendmsg((data_byte, unit), (), 0, peer)
+            except OSError as exc:
+                self.stats.drop(f"send to the peer failed: {errno.errorcode.get(exc.errno or 0, exc.errno)}")
+                continue
+            self.stats.tx_packets += 1
+            self.stats.tx_bytes += len(unit)
+
+    def _udp_send_batch(self, sock: socket.socket, datagrams: list[bytes], peer: Any) -> None:
+        """Equal-sized datagrams (the last may be shorter) in as few UDP_SEGMENT sends as fit."""
+        size = len(datagrams[0])
+        per_send = max(1, min(vnet.MAX_SEGMENTS, GSO_SEND_LIMIT // size))
+        for i in range(0, len(datagrams), per_send):
+            chunk = datagrams[i:i + per_send]
+            try:
+                if self._udp_gso and len(chunk) > 1:
+                    try:
+                        sock.sendmsg((b"".join(chunk),), ((SOL_UDP, UDP_SEGMENT, struct.pack("=H", size)),), 0, peer)
+                    except OSError as exc:
+                        if exc.errno not in (errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP):
+                            raise
+                        log.info("no UDP_SEGMENT here (%s): one send per datagram", exc.strerror)
+                        self._udp_gso = False
+                        for d in chunk:
+                            sock.sendto(d, peer)
+                else:
+                    for d in chunk:
+                        sock.sendto(d, peer)
+            except OSError as exc:
+                self.stats.drop(f"send to the peer failed: {errno.errorcode.get(exc.errno or 0, exc.errno)}")
+                continue
+            self.stats.tx_packets += len(chunk)
+            self.stats.tx_bytes += sum(len(d) for d in chunk) - len(chunk)
+
+
+class Backoff:
+    """0.2 s, doubling, at most 5 s, so a peer that comes back is found within 5 s."""
+
+    def __init__(self, first: float = 0.2, most: float = 5.0):
+        self.first, self.most, self.delay = first, most, first
+
+    def sleep(self) -> None:
+        time.sleep(self.delay)
+        self.delay = min(self.delay * 2, self.most)
+
+    def reset(self) -> None:
+        self.delay = self.first
+
+
+def _path_room(addr: Any, family: int) -> int:
+    """The largest UDP payload that reaches `addr` without fragments: the route's MTU, less headers."""
+    IP_MTU, IPV6_MTU = 14, 24
+    probe = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        probe.connect(addr)
+        if family == socket.AF_INET6:
+            return probe.getsockopt(socket.IPPROTO_IPV6, IPV6_MTU) - 48
+        return probe.getsockopt(socket.IPPROTO_IP, IP_MTU) - 28
+    except OSError:
+        return 1472 if family == socket.AF_INET else 1452
+    finally:
+        probe.close()
+
+
+def _recv_exactly(conn: socket.socket, n: int) -> bytes:
+    data = conn.recv(n, socket.MSG_WAITALL)
+    if len(data) < n:
+        raise ConnectionError("closed during the hello")
+    return data
+
+
+def _shutdown(conn: socket.socket) -> None:
+    try:
+        conn.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def _address(addr: Any) -> str:
+    host, port = addr[0], addr[1]
+    host = host.removeprefix("::ffff:")
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.errno == errno.EAGAIN:
+        return f"no reply for {wire.DEAD_AFTER:.0f} s"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+def main(argv: list[str]) -> int:
+    run_dir = Path(argv[0])
+    handler = logging.handlers.RotatingFileHandler(run_dir / runtime.LOG, maxBytes=runtime.LOG_BYTES,
+                                                   backupCount=1)
+    handler.setFormatter(logging.Formatter("%(asctime)s forwarder[%(process)d] %(levelname)s %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    spec = runtime.read_json(run_dir / runtime.SPEC)
+    if spec is None:
+        log.error("no spec in %s", run_dir)
+        return 2
+    t = tunnel_from_dict(spec)
+    try:
+        forwarder = Forwarder(t, run_dir)
+    except SystemExit as exc:
+        log.error("%s", exc)
+        runtime.write_json(run_dir / runtime.STATS, {"state": "connecting", "last_error": str(exc)})
+        return 2
+    log.info("%s on %s (%s %s %s, offloads %s)", t.name, t.device, t.transport, t.role, t.endpoint,
+             "on" if forwarder.offloads else "off")
+    forwarder.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

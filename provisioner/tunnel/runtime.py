@@ -1,0 +1,110 @@
+"""Where a tunnel's processes keep their state, and how it is written and read.
+
+    <state dir>/tunnels/<host>/<tunnel>/
+        spec.json        the Tunnel to run; written by apply, read by supervisor and forwarder
+        supervisor.lock  flocked by the live supervisor for its whole life: at most one runs
+        supervisor.json  supervisor: pid, state (running/failed), restarts, last exit
+        stats.json       forwarder: connection state, peer, counters, drops, last error
+        forwarder.log    forwarder and supervisor log, bounded (rotated at LOG_BYTES)
+
+Every JSON file is replaced atomically (write a temporary file, rename), so a reader never
+sees half a file, even after a SIGKILL.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ..model import RunState, Tunnel, tunnel_from_dict
+
+SPEC, LOCK, SUPERVISOR, STATS, LOG = "spec.json", "supervisor.lock", "supervisor.json", "stats.json", "forwarder.log"
+LOG_BYTES = 256 * 1024
+
+
+def host_dir(state_dir: Path, host: str) -> Path:
+    return state_dir / "tunnels" / host.replace("/", "_")
+
+
+def write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f)
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Any:
+    """None when the file is missing or not (yet) valid JSON."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def supervisor_alive(run_dir: Path) -> bool:
+    """True while some process holds the supervisor lock: a fact the kernel keeps, not a pid guess."""
+    try:
+        fd = os.open(run_dir / LOCK, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def observe(state_dir: Path, host: str) -> tuple[Tunnel, ...]:
+    """The tunnels set up on `host`, each with the state of its supervisor."""
+    base = host_dir(state_dir, host)
+    out = []
+    for run_dir in sorted(base.iterdir()) if base.is_dir() else ():
+        spec = read_json(run_dir / SPEC)
+        if spec is None:
+            continue
+        if not supervisor_alive(run_dir):
+            state = RunState.STOPPED
+        else:
+            info = read_json(run_dir / SUPERVISOR) or {}
+            state = RunState.FAILED if info.get("state") == RunState.FAILED else RunState.RUNNING
+        try:
+            out.append(tunnel_from_dict(spec, state))
+        except (KeyError, ValueError):
+            continue  # written by another version: the plan starts it afresh
+    return tuple(out)
+
+
+def status(state_dir: Path, host: str) -> list[dict[str, Any]]:
+    """What `provision status` shows, per tunnel."""
+    base = host_dir(state_dir, host)
+    out = []
+    for run_dir in sorted(base.iterdir()) if base.is_dir() else ():
+        spec = read_json(run_dir / SPEC)
+        if spec is None:
+            continue
+        sup = read_json(run_dir / SUPERVISOR) or {}
+        stats = read_json(run_dir / STATS) or {}
+        alive = supervisor_alive(run_dir)
+        if not alive:
+            state = "stopped"
+        elif sup.get("state") == RunState.FAILED:
+            state = "failed"
+        else:
+            state = stats.get("state", "starting") if sup.get("forwarder_pid") else "starting"
+        out.append({
+            "host": host, "tunnel": spec["name"], "device": spec["device"], "transport": spec["transport"],
+            "role": spec["role"], "endpoint": spec["endpoint"], "state": state,
+            "pid": sup.get("forwarder_pid") if alive else None, "restarts": sup.get("restarts", 0),
+            "peer": stats.get("peer"), "rx_packets": stats.get("rx_packets", 0), "rx_bytes": stats.get("rx_bytes", 0),
+            "tx_packets": stats.get("tx_packets", 0), "tx_bytes": stats.get("tx_bytes", 0),
+            "drops": stats.get("drops", {}),
+            "last_error": stats.get("last_error") or sup.get("last_error"),
+        })
+    return out

@@ -1,0 +1,192 @@
+"""Keeping forwarders running after `provision apply` exits.
+
+The design: one small supervisor process per tunnel (`python -m provisioner.tunnel.supervisor
+RUN_DIR`), started by apply in the host's network namespace, in a session of its own. It
+runs the forwarder as its child and restarts it when it dies: after 0.1 s, doubling up to
+5 s while it keeps crashing; after 5 crashes within a minute it gives up and shows `failed`
+until the next apply restarts it. The forwarder gets SIGTERM if its supervisor dies
+(PR_SET_PDEATHSIG), so a forwarder is never left orphaned.
+
+No daemon to install, no control socket: the reconcile observes a supervisor through the
+flock it holds on `supervisor.lock` (a fact the kernel keeps, unlike a pid file), starts
+one per tunnel that should run, and stops one with SIGTERM. The lock also makes a second
+supervisor for the same tunnel exit at once, so repeated applies never duplicate one.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import logging
+import logging.handlers
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import ForwarderError
+from ..model import RunState, Tunnel, tunnel_to_dict
+from . import runtime
+
+PR_SET_PDEATHSIG = 1
+CRASHES_BEFORE_FAILED = 5
+CRASH_WINDOW = 60.0  # seconds
+HEALTHY_AFTER = 10.0  # a forwarder that ran this long resets the backoff
+START_TIMEOUT = 5.0
+STOP_TIMEOUT = 5.0
+
+log = logging.getLogger("provision.supervisor")
+
+
+# ---------------------------------------------------------------- used by apply
+
+
+class Forwarders:
+    """The forwarders of one host, as apply starts and stops them (each step has an inverse)."""
+
+    def __init__(self, state_dir: Path, host: str):
+        self.host = host
+        self.base = runtime.host_dir(state_dir, host)
+
+    def _error(self, t: Tunnel, message: str) -> ForwarderError:
+        return ForwarderError(self.host, message, resource=f"tunnel {t.name}")
+
+    def start(self, t: Tunnel) -> None:
+        run_dir = self.base / t.name
+        run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.base.parent, 0o700)
+        if runtime.supervisor_alive(run_dir):
+            raise self._error(t, "a supervisor for this tunnel is already running")
+        for stale in (runtime.SUPERVISOR, runtime.STATS):
+            (run_dir / stale).unlink(missing_ok=True)
+        runtime.write_json(run_dir / runtime.SPEC, tunnel_to_dict(t))
+        subprocess.Popen([sys.executable, "-m", "provisioner.tunnel.supervisor", str(run_dir)],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True, close_fds=True, env=_child_env())
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            info = runtime.read_json(run_dir / runtime.SUPERVISOR) or {}
+            if info.get("forwarder_pid") and runtime.supervisor_alive(run_dir):
+                return
+            time.sleep(0.02)
+        raise self._error(t, f"the supervisor did not start within {START_TIMEOUT:.0f} s "
+                                     f"(see {run_dir / runtime.LOG})")
+
+    def stop(self, t: Tunnel) -> None:
+        run_dir = self.base / t.name
+        info = runtime.read_json(run_dir / runtime.SUPERVISOR) or {}
+        if runtime.supervisor_alive(run_dir):
+            pid = int(info.get("pid") or 0)
+            if pid:
+                _kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + STOP_TIMEOUT
+            while runtime.supervisor_alive(run_dir) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if runtime.supervisor_alive(run_dir):
+                for p in (pid, int(info.get("forwarder_pid") or 0)):
+                    if p:
+                        _kill(p, signal.SIGKILL)
+                time.sleep(0.1)
+                if runtime.supervisor_alive(run_dir):
+                    raise self._error(t, f"the supervisor (pid {pid}) did not stop")
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _child_env() -> dict[str, str]:
+    """The child must import this very provisioner package, wherever it was run from."""
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+# ---------------------------------------------------------------- the supervisor process
+
+
+class Supervisor:
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self.stopping = False
+        self.child: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+        self.crashes: list[float] = []
+        self.last_error: str | None = None
+
+    def record(self, state: RunState) -> None:
+        runtime.write_json(self.run_dir / runtime.SUPERVISOR, {
+            "pid": os.getpid(), "forwarder_pid": self.child.pid if self.child else None, "state": str(state),
+            "restarts": self.restarts, "last_error": self.last_error})
+
+    def on_sigterm(self, *_: Any) -> None:
+        self.stopping = True
+        if self.child is not None and self.child.poll() is None:
+            self.child.terminate()
+
+    def run(self) -> int:
+        delay = 0.1
+        while not self.stopping:
+            started = time.monotonic()
+            with open(self.run_dir / runtime.LOG, "ab") as log_file:  # a crash's traceback lands in the log
+                self.child = subprocess.Popen(
+                    [sys.executable, "-m", "provisioner.tunnel.forwarder", str(self.run_dir)],
+                    stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, preexec_fn=_die_with_parent)
+            self.record(RunState.RUNNING)
+            code = self.child.wait()
+            if self.stopping:
+                break
+            ran = time.monotonic() - started
+            stats = runtime.read_json(self.run_dir / runtime.STATS) or {}
+            how = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
+            self.last_error = f"forwarder {how}" + (f": {stats['last_error']}" if stats.get("last_error") else "")
+            log.warning("%s after %.1f s; restarting", self.last_error, ran)
+            self.restarts += 1
+            now = time.monotonic()
+            self.crashes = [t for t in self.crashes if now - t < CRASH_WINDOW] + [now]
+            if len(self.crashes) >= CRASHES_BEFORE_FAILED:
+                self.child = None
+                self.record(RunState.FAILED)
+                log.error("%d crashes within %.0f s: giving up until the next apply", len(self.crashes),
+                          CRASH_WINDOW)
+                while not self.stopping:
+                    signal.pause()
+                break
+            delay = 0.1 if ran > HEALTHY_AFTER else min(delay * 2, 5.0) if self.restarts > 1 else 0.1
+            time.sleep(delay)
+        log.info("stopped")
+        return 0
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def main(argv: list[str]) -> int:
+    run_dir = Path(argv[0])
+    lock = os.open(run_dir / runtime.LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return 0  # another supervisor runs this tunnel: never two
+    handler = logging.handlers.WatchedFileHandler(run_dir / runtime.LOG)  # the forwarder rotates this file
+    handler.setFormatter(logging.Formatter("%(asctime)s supervisor[%(process)d] %(levelname)s %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    supervisor = Supervisor(run_dir)
+    signal.signal(signal.SIGTERM, supervisor.on_sigterm)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return supervisor.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
