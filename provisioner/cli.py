@@ -18,6 +18,7 @@ from .errors import HostError, InventoryError, ProvisionError
 from .lock import state_dir
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
+CONNECTIONS = ("local", "netns", "docker")
 PLAN_FORMAT_VERSION = 1
 
 
@@ -60,6 +61,8 @@ def parser() -> argparse.ArgumentParser:
         elif inventory == "optional":
             c.add_argument("inventory", metavar="INVENTORY", nargs="?", help="Ansible YAML inventory file")
         c.add_argument("--limit", "-l", metavar="PATTERN", help="hosts or groups, comma separated; !x excludes")
+        c.add_argument("--connection", "-c", metavar="KIND", choices=CONNECTIONS,
+                       help="reach every host this way instead of its ansible_connection (as ansible -c)")
         c.add_argument("--state-dir", metavar="DIR", help="default $PROVISION_STATE_DIR or /run/provision")
         c.set_defaults(func=func)
         return c
@@ -91,10 +94,14 @@ def parser() -> argparse.ArgumentParser:
 # ---------------------------------------------------------------- commands
 
 
-def cmd_validate(args: argparse.Namespace) -> int:
+def _load(args: argparse.Namespace) -> Any:
     from .reconcile import load
 
-    loaded = load(args.inventory, args.limit)
+    return load(args.inventory, args.limit, getattr(args, "connection", None))
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    loaded = _load(args)
     notes = []
     if args.facts:
         from .reconcile import plan_for
@@ -123,6 +130,9 @@ def _check_live_devs(args: argparse.Namespace, loaded: Any) -> list[str]:
         and e.value["dev"] not in {d.value.get("name") for d in h.network.get("devices", ())}
         for e in h.network.get("routes", ()))]
     for host in undeclared:
+        if host.connection == "docker":
+            notes.append(f"{host.name}: route devices are checked inside the container by plan and apply")
+            continue
         if skip_reason(host):
             notes.append(f"{host.name}: route devices not checked ({skip_reason(host)})")
             continue
@@ -152,10 +162,10 @@ def cmd_destroy(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, apply: bool, destroy: bool) -> int:
     from .connection import connect, skip_reason
-    from .reconcile import Outcome, Status, apply_host, failure, load, plan_for
+    from .reconcile import Outcome, Status, apply_host, failure, plan_for, remote_outcome
     from .render import change_line, print_plan, recap_line, use_colour
 
-    loaded = load(args.inventory, args.limit)
+    loaded = _load(args)
     as_json = getattr(args, "json", False)
     colour = use_colour(sys.stdout) and not as_json
     snapshots = _facts_file(args.facts) if getattr(args, "facts", None) else None
@@ -171,7 +181,12 @@ def _run(args: argparse.Namespace, apply: bool, destroy: bool) -> int:
                 print(f"{host.name}: skipped ({reason})")
             continue
         try:
-            if snapshots is not None:
+            if snapshots is None and host.connection == "docker":
+                outcome = remote_outcome(host, args.inventory, _remote_argv(args, apply, destroy))
+                if apply and not as_json:
+                    for change in outcome.applied:
+                        print(f"{host.name}: {change_line(change, colour, getattr(args, 'diff', False))}")
+            elif snapshots is not None:
                 if host.name not in snapshots:
                     raise HostError(host.name, f"no facts for this host in {args.facts}")
                 plan = plan_for(snapshots[host.name], host, desired, loaded.inventory.source, destroy)
@@ -223,6 +238,15 @@ def _run(args: argparse.Namespace, apply: bool, destroy: bool) -> int:
     return EXIT_OK
 
 
+def _remote_argv(args: argparse.Namespace, apply: bool, destroy: bool) -> list[str]:
+    """The same command, to run inside a container for one host."""
+    if destroy and apply:
+        return ["destroy", "--lock-timeout", str(args.lock_timeout)]
+    if apply:
+        return ["apply", "--lock-timeout", str(args.lock_timeout)]
+    return ["plan", "--destroy"] if destroy else ["plan"]
+
+
 def _json_result(outcomes: list[Any], applied: bool) -> dict[str, Any]:
     from .plan import plan_to_dict
 
@@ -247,10 +271,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     directory = state_dir(args.state_dir)
     rows: list[dict[str, Any]] = []
     if args.inventory:
-        from .reconcile import load
+        for host in _load(args).hosts:
+            if host.connection == "docker":
+                from .connection.docker import run_inside
 
-        for host in load(args.inventory, args.limit).hosts:
-            if skip_reason(host) is None:
+                rows += run_inside(host, args.inventory, ["status"]).get("tunnels", [])
+            elif skip_reason(host) is None:
                 rows += runtime.status(directory, host.name)
     else:
         base = directory / "tunnels"
@@ -271,17 +297,22 @@ def cmd_facts(args: argparse.Namespace) -> int:
     from .inventory import Host
 
     if args.inventory:
-        from .reconcile import load
-
-        hosts = [h for h in load(args.inventory, args.limit).hosts if not skip_reason(h)]
+        hosts = [h for h in _load(args).hosts if not skip_reason(h)]
     else:
         hosts = [Host("localhost", (), (), {"ansible_connection": "local"})]
     directory = state_dir(args.state_dir)
     doc: dict[str, Any] = {"all": {"hosts": {}}}
     for host in hosts:
+        connection = {k: host.vars[k] for k in ("ansible_connection", "ansible_host") if k in host.vars}
+        if host.connection == "docker":
+            from .connection.docker import run_inside
+
+            inside = run_inside(host, args.inventory, ["facts"])["all"]["hosts"][host.name]
+            doc["all"]["hosts"][host.name] = {**connection, **{k: v for k, v in inside.items()
+                                                               if k not in ("ansible_connection", "ansible_host")}}
+            continue
         with connect(host, directory, 60.0, lambda m: print(m, file=sys.stderr)) as conn:
             observed = conn.observe()
-        connection = {k: host.vars[k] for k in ("ansible_connection", "ansible_host") if k in host.vars}
         doc["all"]["hosts"][host.name] = host_vars(observed, connection)
     if args.json:
         print(json.dumps(doc, indent=2))

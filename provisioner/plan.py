@@ -26,12 +26,14 @@ from .errors import ConflictError
 from .model import (
     Address,
     Device,
+    DeviceType,
     LinkState,
     Network,
     Observed,
     Route,
     RunState,
     Tunnel,
+    tunnel_from_dict,
 )
 
 
@@ -293,3 +295,24 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         ],
     }
 
+
+
+def plan_from_dict(d: dict[str, Any]) -> Plan:
+    """Inverse of plan_to_dict: how a plan made inside a container comes back to the controller."""
+    changes = tuple(
+        Change(Action(c["action"]), Kind(c["kind"]), c["key"], _resource(Kind(c["kind"]), c["before"]),
+               _resource(Kind(c["kind"]), c["after"]), c["reason"])
+        for c in d["changes"])
+    return Plan(d["host"], changes, d["observed_digest"], int(d["in_sync"]))
+
+
+def _resource(kind: Kind, d: dict[str, Any] | None) -> Resource | None:
+    if d is None:
+        return None
+    if kind is Kind.DEVICE:
+        return Device(**{**d, "type": DeviceType(d["type"]), "state": LinkState(d["state"])})
+    if kind is Kind.ADDRESS:
+        return Address(**d)
+    if kind is Kind.ROUTE:
+        return Route(**d)
+    return tunnel_from_dict(d, RunState(d.get("state", RunState.RUNNING)))

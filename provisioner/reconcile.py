@@ -5,12 +5,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from . import schema
 from .connection import Connection
-from .errors import Diagnostic, InventoryError, KernelError, ProvisionError, VerificationError, collect
+from .errors import Diagnostic, HostError, InventoryError, KernelError, ProvisionError, VerificationError, collect
 from .inventory import Host, Inventory, Source, build, load_source, parse
 from .kernel.apply import Step, schedule, steps_for
 from .model import Network, Observed
@@ -26,8 +26,9 @@ class Loaded:
     desired: Mapping[str, Network]
 
 
-def load(file: str, limit: str | None = None) -> Loaded:
-    """Raises InventoryError with every problem found in the file."""
+def load(file: str, limit: str | None = None, connection: str | None = None) -> Loaded:
+    """Raises InventoryError with every problem found in the file. `connection` overrides
+    every host's ansible_connection (how `provision` runs itself inside a container)."""
     source = load_source(file)
     data = parse(source)
     problems: list[Diagnostic] = schema.check(source, data)
@@ -42,6 +43,8 @@ def load(file: str, limit: str | None = None) -> Loaded:
         collect(problems)  # the schema already said what is wrong with the shape
     collect(dict.fromkeys(problems))  # dedupe: a group's error is seen by each of its hosts
     hosts = inventory.select(limit)
+    if connection is not None:
+        hosts = tuple(replace(h, vars={**h.vars, "ansible_connection": connection}) for h in hosts)
     everyone = {h.name: h for h in inventory.hosts}
     return Loaded(inventory, hosts, {h.name: network_of(h, everyone) for h in hosts})
 
@@ -110,3 +113,18 @@ def apply_host(conn: Connection, host: Host, desired: Network, source: Source, d
 
 def failure(host: str, exc: ProvisionError) -> Outcome:
     return Outcome(host, Status.FAILED, error=str(exc))
+
+
+def remote_outcome(host: Host, inventory_file: str, argv: list[str]) -> Outcome:
+    """Run the command for `host` inside its container and bring the outcome back."""
+    from .connection.docker import run_inside
+    from .plan import plan_from_dict
+
+    result = run_inside(host, inventory_file, argv)
+    entry = next((h for h in result.get("hosts", ()) if h.get("host") == host.name), None)
+    if entry is None:
+        raise HostError(host.name, f"provision in the container said nothing about {host.name}")
+    plan = plan_from_dict(entry["plan"]) if entry.get("plan") else None
+    status = Status(entry["status"])
+    applied = list(plan.changes) if plan is not None and status is Status.CHANGED else []
+    return Outcome(host.name, status, plan, applied, entry.get("error") or entry.get("reason"))

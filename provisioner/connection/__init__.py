@@ -3,7 +3,8 @@
 A connection is a context manager (entering it takes the host's lock and gets inside the
 host) that can `observe()` the live state and open a `transaction()` to change it. The core
 (merge, validate, plan) never assumes it runs on the target; `local` and `netns` live in
-`kernel.py`. Docker and ssh fit here as further modules.
+`kernel.py`. A `docker` host is different in kind: the whole command runs inside the
+container (`docker.py`), because its forwarders must live there after we are gone.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ..model import Observed
 
 LOCAL = "local"
 NETNS = "netns"
+DOCKER = "docker"
 
 
 class Transaction(Protocol):
@@ -51,4 +53,6 @@ def connect(host: Host, state_dir: Path, lock_wait: float, notify: Callable[[str
         return KernelConnection(host.name, None, state_dir, lock_wait, notify)
     if kind == NETNS:
         return KernelConnection(host.name, host.address, state_dir, lock_wait, notify)
-    raise UnreachableError(host.name, f"ansible_connection {kind!r} is not supported (local, netns)")
+    if kind == DOCKER:
+        raise UnreachableError(host.name, "a docker host is provisioned inside its container (run_inside)")
+    raise UnreachableError(host.name, f"ansible_connection {kind!r} is not supported (local, netns, docker)")
