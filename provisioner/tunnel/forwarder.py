@@ -28,7 +28,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from ..kernel import tun
 from ..model import DeviceType, Role, Transport, Tunnel, split_endpoint, tunnel_from_dict
@@ -160,8 +160,17 @@ class Forwarder:
             except OSError as exc:
                 if exc.errno in (errno.EINTR, errno.EAGAIN):
                     continue
-                raise
+                self._device_gone(exc)
             yield view[:n]
+
+    def _device_gone(self, exc: OSError) -> NoReturn:
+        """The device was deleted under us (EBADFD): nothing to forward. Exit, so the supervisor
+        counts it, and the next plan shows the device to create."""
+        self.stats.state = "connecting"
+        self.stats.error(f"device {self.t.device} is gone ({exc.strerror})")
+        runtime.write_json(self.run_dir / runtime.STATS, self.stats.to_dict())
+        logging.shutdown()
+        os._exit(3)
 
     def _deliver(self, unit: memoryview) -> None:
         """One unit from the peer into the device: checked, and a refusal is a drop."""
@@ -183,6 +192,8 @@ class Forwarder:
         try:
             n = os.writev(self.fd, parts)
         except OSError as exc:
+            if exc.errno == errno.EBADFD:
+                self._device_gone(exc)
             self.stats.drop(f"device refused the write: {errno.errorcode.get(exc.errno or 0, exc.errno)}")
             return
         self.stats.rx_packets += 1

@@ -1,0 +1,224 @@
+"""Tunnels between real network namespaces, through the real `provision` command.
+
+Two namespaces joined by a veth pair stand for two hosts on a network; provision creates a
+tun/tap device on each and the forwarders between them. The fixtures delete the namespaces
+and kill every process in them (supervisors and forwarders included) whatever happens.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from provisioner.tunnel import wire
+
+from .helpers import provision, write_inventory
+
+PAIR = """\
+all:
+  vars:
+    ansible_connection: netns
+  hosts:
+    gw1:
+      ansible_host: {ns1}
+      tunnel_address: 192.0.2.1
+      network:
+        devices:
+          - {name: tap0, type: tap, vnet_hdr: true, addresses: [198.51.100.1/24]}
+        tunnels:
+          - {name: core, device: tap0, peer: gw2, port: {port}, transport: {transport}}
+    gw2:
+      ansible_host: {ns2}
+      tunnel_address: 192.0.2.2
+      network:
+        devices:
+          - {name: tap0, type: tap, vnet_hdr: true, addresses: [198.51.100.2/24]}
+        tunnels:
+          - {name: core, device: tap0, peer: gw1, port: {port}, transport: {transport}}
+"""
+
+
+@pytest.fixture
+def hosts(make_netns: Callable[[], str]) -> tuple[str, str]:
+    """Two namespaces on one link: 192.0.2.1 and 192.0.2.2."""
+    ns1, ns2 = make_netns(), make_netns()
+    subprocess.run(["ip", "link", "add", "u1", "netns", ns1, "type", "veth", "peer", "name", "u2", "netns", ns2],
+                   check=True)
+    for ns, dev, addr in ((ns1, "u1", "192.0.2.1/24"), (ns2, "u2", "192.0.2.2/24")):
+        subprocess.run(["ip", "-n", ns, "addr", "add", addr, "dev", dev], check=True)
+        subprocess.run(["ip", "-n", ns, "link", "set", dev, "up"], check=True)
+    return ns1, ns2
+
+
+def inventory(tmp_path: Path, hosts: tuple[str, str], transport: str = "tcp", port: str = "40839") -> Path:
+    return write_inventory(tmp_path / "inventory.yaml", PAIR, ns1=hosts[0], ns2=hosts[1], transport=transport,
+                           port=port)
+
+
+def status(inv: Path, state: Path) -> dict[str, dict[str, Any]]:
+    out = provision("status", str(inv), "--json", state_dir=state, check_rc=0).out
+    return {row["host"]: row for row in json.loads(out)["tunnels"]}
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        time.sleep(0.05)
+
+
+def pings(ns: str, address: str, count: int = 3) -> bool:
+    return subprocess.run(["ip", "netns", "exec", ns, "ping", "-c", str(count), "-i", "0.2", "-W", "1", address],
+                          capture_output=True).returncode == 0
+
+
+def processes(ns: str) -> list[str]:
+    """The command lines of every process inside a namespace."""
+    pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
+    out = []
+    for pid in pids:
+        try:
+            out.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except FileNotFoundError:
+            pass
+    return out
+
+
+def connected(inv: Path, state: Path) -> dict[str, dict[str, Any]] | None:
+    rows = status(inv, state)
+    return rows if rows and all(r["state"] == "connected" for r in rows.values()) else None
+
+
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+def test_a_tunnel_carries_packets_and_a_killed_forwarder_comes_back(tmp_path: Path, hosts: tuple[str, str],
+                                                                    transport: str) -> None:
+    state = tmp_path / "state"
+    inv = inventory(tmp_path, hosts, transport)
+    plan = provision("plan", str(inv), state_dir=state, check_rc=0).out
+    assert f"+ tunnel core  ({transport} listen 0.0.0.0:40839 on tap0, peer gw2)  [start: not running]" in plan
+    assert f"+ tunnel core  ({transport} connect 192.0.2.1:40839 on tap0, peer gw1)" in plan
+    provision("apply", str(inv), state_dir=state, check_rc=0)
+    wait_for("both ends connected", lambda: connected(inv, state), 10)
+    assert pings(hosts[0], "198.51.100.2")
+    assert "no changes, 3 resources in sync" in provision("plan", str(inv), state_dir=state, check_rc=0).out
+
+    before = status(inv, state)["gw2"]
+    os.kill(before["pid"], signal.SIGKILL)
+    t0 = time.monotonic()
+    after = wait_for("a new forwarder", lambda: (r := status(inv, state)["gw2"])["pid"] not in (None, before["pid"])
+                     and r, 2.0)
+    assert time.monotonic() - t0 < 2.0 and after["restarts"] == 1
+    wait_for("ping across again", lambda: pings(hosts[0], "198.51.100.2", 1), 15)
+    assert "forwarder killed by signal 9" in status(inv, state)["gw2"]["last_error"]
+    assert provision("plan", str(inv), "--detailed-exitcode", state_dir=state).rc == 0
+
+
+def test_repeated_applies_run_one_forwarder_changes_restart_and_destroy_leaves_nothing(
+        tmp_path: Path, hosts: tuple[str, str]) -> None:
+    state = tmp_path / "state"
+    inv = inventory(tmp_path, hosts)
+    for _ in range(3):
+        provision("apply", str(inv), state_dir=state, check_rc=0)
+    for ns in hosts:
+        running = processes(ns)
+        assert sum("provisioner.tunnel.supervisor" in p for p in running) == 1, running
+        assert sum("provisioner.tunnel.forwarder" in p for p in running) == 1, running
+    old = status(inv, state)["gw1"]["pid"]
+
+    moved = inventory(tmp_path, hosts, port="40850")
+    plan = provision("plan", str(moved), state_dir=state, check_rc=0).out
+    assert "-/+ tunnel core  (endpoint: 0.0.0.0:40839 → 0.0.0.0:40850)  [restart: endpoint changed]" in plan
+    provision("apply", str(moved), state_dir=state, check_rc=0)
+    rows = wait_for("reconnected on the new port", lambda: connected(moved, state), 10)
+    assert rows["gw1"]["pid"] != old and rows["gw1"]["endpoint"] == "0.0.0.0:40850"
+
+    without = tmp_path / "without.yaml"
+    without.write_text("".join(line for line in moved.read_text().splitlines(keepends=True)
+                               if "tunnels:" not in line and "{name: core" not in line))
+    out = provision("apply", str(without), state_dir=state, check_rc=0).out
+    assert "gw1: - tunnel core" in out and "gw2: - tunnel core" in out
+    assert not any("provisioner.tunnel" in p for ns in hosts for p in processes(ns))
+
+    provision("apply", str(moved), state_dir=state, check_rc=0)
+    out = provision("destroy", str(moved), state_dir=state, check_rc=0).out
+    assert "gw1: - tunnel core" in out and "gw1: - device tap0" in out
+    assert not any("provisioner.tunnel" in p for ns in hosts for p in processes(ns))
+    assert list((state / "tunnels").glob("*/*")) == []
+
+
+def test_a_forwarder_that_keeps_crashing_is_failed_until_apply_repairs_it(tmp_path: Path,
+                                                                           hosts: tuple[str, str]) -> None:
+    state = tmp_path / "state"
+    inv = inventory(tmp_path, hosts)
+    provision("apply", str(inv), state_dir=state, check_rc=0)
+    subprocess.run(["ip", "-n", hosts[1], "link", "del", "tap0"], check=True)  # its forwarder loses the device
+    row = wait_for("failed", lambda: (r := status(inv, state)["gw2"])["state"] == "failed" and r, 15)
+    assert row["restarts"] >= 5 and "device tap0 does not exist" in row["last_error"]
+    text = provision("status", str(inv), state_dir=state, check_rc=0).out
+    assert "gw2   core    failed" in text and "gw2/core: last error:" in text
+    plan = provision("plan", str(inv), state_dir=state, check_rc=0).out
+    assert "+ device tap0" in plan
+    assert "-/+ tunnel core" in plan and "state: failed → running" in plan
+    provision("apply", str(inv), state_dir=state, check_rc=0)
+    wait_for("connected again", lambda: connected(inv, state), 10)
+    assert pings(hosts[0], "198.51.100.2")
+
+
+def test_a_peer_that_vanishes_is_noticed_and_found_again(tmp_path: Path, hosts: tuple[str, str]) -> None:
+    state = tmp_path / "state"
+    inv = inventory(tmp_path, hosts)
+    provision("apply", str(inv), state_dir=state, check_rc=0)
+    wait_for("connected", lambda: connected(inv, state), 10)
+    subprocess.run(["ip", "-n", hosts[1], "link", "set", "u2", "down"], check=True)  # no FIN, no RST: silence
+    t0 = time.monotonic()
+    wait_for("gw1 notices", lambda: status(inv, state)["gw1"]["state"] == "connecting", 12)
+    assert time.monotonic() - t0 < 10.5
+    subprocess.run(["ip", "-n", hosts[1], "link", "set", "u2", "up"], check=True)
+    wait_for("connected again", lambda: connected(inv, state), 20)
+    assert pings(hosts[0], "198.51.100.2")
+    assert status(inv, state)["gw1"]["restarts"] == 0, "reconnected inside the same forwarder"
+
+
+def test_garbage_from_the_network_is_counted_and_dropped(tmp_path: Path, hosts: tuple[str, str]) -> None:
+    state = tmp_path / "state"
+    inv = inventory(tmp_path, hosts)
+    provision("apply", str(inv), state_dir=state, check_rc=0)
+    rows = wait_for("connected", lambda: connected(inv, state), 10)
+    listener, peer = rows["gw1"], rows["gw2"]
+    from provisioner.kernel import namespace
+
+    os.kill(peer["pid"], signal.SIGSTOP)  # the real peer must not win its connection back mid-test
+
+    hello = wire.Hello("tap", False, True).encode()
+    bad_gso = struct.pack("<BBHHHH", 1, 3, 54, 1448, 34, 16) + bytes(100)  # UFO: not allowed
+    bad_csum = struct.pack("<BBHHHH", 1, 0, 0, 0, 90, 16) + bytes(100)  # checksum beyond the packet
+    with namespace.entered(hosts[1]):
+        attacker = socket.create_connection(("192.0.2.1", 40839), timeout=5)
+    with attacker:
+        attacker.sendall(wire.frame_header(wire.HELLO, len(hello)) + hello)
+        attacker.recv(4096)
+        for unit in (bad_gso, bad_csum, b"short"):
+            attacker.sendall(wire.frame_header(wire.DATA, len(unit)) + unit)
+        attacker.sendall(wire.frame_header(wire.DATA, wire.MAX_UNIT + 1) + bytes(wire.MAX_UNIT + 1))
+        drops = wait_for("drops counted", lambda: (d := status(inv, state)["gw1"]["drops"]) and sum(d.values()) >= 4
+                         and d, 5)
+    assert any("gso_type 0x3 is not allowed" in k for k in drops)
+    assert any("checksum offsets point outside the packet" in k for k in drops)
+    assert any("larger than" in k for k in drops)
+    assert status(inv, state)["gw1"]["pid"] == listener["pid"], "the forwarder did not crash"
+    os.kill(peer["pid"], signal.SIGCONT)
+    wait_for("the real peer is back", lambda: pings(hosts[0], "198.51.100.2", 1), 15)
