@@ -1,0 +1,151 @@
+"""The bundled example inventories, applied to real containers from this machine.
+
+For each: `provision apply` from the controller provisions every container (the reconcile
+runs inside each), packets cross every tunnel, a 10 s saturating iperf3 flow completes with
+the forwarders up, a forwarder killed with SIGKILL is back within 2 s, a peer container that
+is restarted is provisioned again and found again by the other end, and nothing is left.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from docker.models.containers import Container
+
+from provisioner.reconcile import load
+
+from ..integration.helpers import Result
+from ..integration.helpers import provision as run_provision
+
+ROOT = Path(__file__).resolve().parents[2]
+INVENTORIES = ["docker-l2-tcp.yaml", "docker-l3-udp.yaml", "docker-hub.yaml"]
+
+
+@dataclass(frozen=True)
+class Pair:
+    tunnel: str
+    listener: str  # inventory host names
+    connector: str
+    listener_ip: str  # their addresses inside the tunnel
+    connector_ip: str
+
+
+def pairs(inventory: Path) -> tuple[dict[str, str], list[Pair]]:
+    """Container of each host, and every tunnel with the address of each end on its device."""
+    loaded = load(str(inventory))
+    containers = {h.name: h.address for h in loaded.hosts}
+
+    def ip_on(host: str, device: str) -> str:
+        cidr = next(a.cidr for a in loaded.desired[host].addresses if a.device == device)
+        return str(ipaddress.ip_interface(cidr).ip)
+
+    out = []
+    for host, net in loaded.desired.items():
+        for t in net.tunnels:
+            if t.role == "listen" and t.peer:
+                theirs = next(x for x in loaded.desired[t.peer].tunnels if x.name == t.name)
+                out.append(Pair(t.name, host, t.peer, ip_on(host, t.device), ip_on(t.peer, theirs.device)))
+    return containers, out
+
+
+def provision(*args: str, rc: int | None = 0) -> Result:
+    """The controller's `provision` (its own state directory is not used for docker hosts)."""
+    return run_provision(*args, state_dir=Path("/tmp/provision-controller"), check_rc=rc)
+
+
+def status(inventory: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    rows = json.loads(provision("status", str(inventory), "--json").out)["tunnels"]
+    return {(r["host"], r["tunnel"]): r for r in rows}
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        time.sleep(0.1)
+
+
+def pings(c: Container, address: str, count: int = 3) -> bool:
+    return c.exec_run(["ping", "-c", str(count), "-i", "0.2", "-W", "1", address]).exit_code == 0
+
+
+def all_connected(inventory: Path) -> dict[tuple[str, str], dict[str, Any]] | None:
+    rows = status(inventory)
+    return rows if rows and all(r["state"] == "connected" for r in rows.values()) else None
+
+
+@pytest.mark.parametrize("name", INVENTORIES)
+def test_example_inventory_on_containers(name: str, containers: Callable[[list[str]], dict[str, Container]]) -> None:
+    inventory = ROOT / "inventories" / name
+    names, tunnels = pairs(inventory)
+    box = containers(list(names.values()))
+    by_host = {host: box[c] for host, c in names.items()}
+
+    provision("apply", str(inventory))
+    assert provision("plan", str(inventory), "--detailed-exitcode").rc == 0
+    wait_for("every tunnel connected", lambda: all_connected(inventory), 15)
+    for p in tunnels:
+        assert pings(by_host[p.listener], p.connector_ip), f"{p.tunnel}: {p.listener} → {p.connector}"
+        assert pings(by_host[p.connector], p.listener_ip), f"{p.tunnel}: {p.connector} → {p.listener}"
+
+    # A saturating TCP flow for 10 s through each tunnel, with the forwarders up all along.
+    before = status(inventory)
+    for p in tunnels:
+        server = by_host[p.connector]
+        server.exec_run(["iperf3", "-s", "-1", "-D"])
+        time.sleep(0.3)
+        run = by_host[p.listener].exec_run(["iperf3", "-c", p.connector_ip, "-t", "10", "-J"])
+        report = json.loads(run.output)
+        assert run.exit_code == 0 and "error" not in report, report.get("error")
+        received = report["end"]["sum_received"]
+        assert received["seconds"] >= 9.5 and received["bytes"] > 0, received
+        print(f"{name} {p.tunnel}: {received['bits_per_second'] / 1e9:.2f} Gbit/s, "
+              f"{report['end']['sum_sent'].get('retransmits')} retransmits")
+    after = wait_for("still connected", lambda: all_connected(inventory), 10)
+    for key, row in after.items():
+        assert row["pid"] == before[key]["pid"] and row["restarts"] == 0, f"{key} restarted during the flow"
+        assert row["rx_bytes"] + row["tx_bytes"] > 10_000_000, row
+
+    # SIGKILL a forwarder: running again within 2 s, and packets cross again.
+    victim = tunnels[0]
+    host = by_host[victim.connector]
+    old = status(inventory)[(victim.connector, victim.tunnel)]["pid"]
+    host.exec_run(["kill", "-9", str(old)])
+    t0 = time.monotonic()
+    wait_for("a new forwarder process", lambda: _forwarder_pids(host) and old not in _forwarder_pids(host), 2.0)
+    assert time.monotonic() - t0 < 2.0
+    wait_for("ping after the restart", lambda: pings(by_host[victim.listener], victim.connector_ip, 1), 15)
+
+    # Restart the peer container: its devices and forwarders are gone until apply runs again;
+    # the other end keeps its forwarder and finds the peer again.
+    survivor = status(inventory)[(victim.listener, victim.tunnel)]
+    host.restart(timeout=1)
+    assert provision("plan", str(inventory), "--limit", victim.connector, "--detailed-exitcode", rc=None).rc == 2
+    provision("apply", str(inventory))
+    wait_for("ping after the peer's restart", lambda: pings(by_host[victim.listener], victim.connector_ip, 1), 20)
+    rows = wait_for("every tunnel connected again", lambda: all_connected(inventory), 15)
+    assert rows[(victim.listener, victim.tunnel)]["pid"] == survivor["pid"], "the surviving end reconnected itself"
+
+    out = provision("destroy", str(inventory)).out
+    assert "- tunnel" in out
+    for c in box.values():
+        assert not _forwarder_pids(c), "destroy stops every forwarder"
+    assert subprocess.run(["pgrep", "-f", "provisioner.tunnel"], capture_output=True).returncode == 1, \
+        "no forwarder runs on the controller"
+
+
+def _forwarder_pids(c: Container) -> list[int]:
+    out = c.exec_run(["pgrep", "-f", "provisioner.tunnel.forwarder"]).output.decode()
+    return [int(x) for x in out.split()]
