@@ -7,9 +7,9 @@ PY := $(VENV)/bin/python
 PROVISION := $(VENV)/bin/provision
 STAMP := $(VENV)/.installed
 DEMO_NS := provision-demo-gw1 provision-demo-gw2
-DEBIAN_PACKAGES := iproute2 iputils-ping
+DEBIAN_PACKAGES := iproute2 iputils-ping procps iperf3 socat
 
-.PHONY: demo test unit lint bench setup system clean demo-clean
+.PHONY: demo test unit lint bench bench-tunnel docker setup system clean demo-clean
 
 $(STAMP): pyproject.toml
 	@command -v python3 >/dev/null || { apt-get update -qq && apt-get install -y -qq python3 python3-venv; }
@@ -26,20 +26,31 @@ system:
 
 demo: setup demo-clean
 	@for ns in $(DEMO_NS); do ip netns add $$ns; done
+	@ip link add demo-u1 netns provision-demo-gw1 type veth peer name demo-u2 netns provision-demo-gw2
+	@ip -n provision-demo-gw1 addr add 192.0.2.129/25 dev demo-u1; ip -n provision-demo-gw1 link set demo-u1 up
+	@ip -n provision-demo-gw2 addr add 192.0.2.130/25 dev demo-u2; ip -n provision-demo-gw2 link set demo-u2 up
 	@trap '$(MAKE) -s demo-clean' EXIT; set -e; \
 	echo "== provision validate inventories/demo.yaml"; $(PROVISION) validate inventories/demo.yaml; \
 	echo; echo "== provision plan inventories/demo.yaml"; $(PROVISION) plan inventories/demo.yaml; \
 	echo; echo "== provision apply inventories/demo.yaml"; $(PROVISION) apply inventories/demo.yaml; \
 	echo; echo "== ip -n provision-demo-gw1 -br addr; ip -n provision-demo-gw1 route"; \
 	ip -n provision-demo-gw1 -br addr; ip -n provision-demo-gw1 route; \
+	echo; echo "== ping across the tunnel: gw1 198.51.100.1 -> gw2 198.51.100.11"; \
+	for i in 1 2 3 4 5 6 7 8 9 10; do ip netns exec provision-demo-gw1 ping -c 1 -W 1 198.51.100.11 >/dev/null && break; sleep 0.3; done; \
+	ip netns exec provision-demo-gw1 ping -c 3 -i 0.2 198.51.100.11 | tail -2; \
+	echo; echo "== provision status inventories/demo.yaml"; $(PROVISION) status inventories/demo.yaml; \
 	echo; echo "== provision plan inventories/demo.yaml --detailed-exitcode   (second plan: empty)"; \
 	$(PROVISION) plan inventories/demo.yaml --detailed-exitcode; echo "exit code $$?"; \
 	echo; echo "== provision destroy inventories/demo.yaml"; $(PROVISION) destroy inventories/demo.yaml
 
 demo-clean:
-	@for ns in $(DEMO_NS); do ip netns del $$ns 2>/dev/null || true; done
+	@for ns in $(DEMO_NS); do ip netns pids $$ns 2>/dev/null | xargs -r kill -9; ip netns del $$ns 2>/dev/null || true; done
 
-test: setup lint
+# The Docker engine (installed and started if missing) and the test image, built locally.
+docker: setup
+	$(PY) tests/docker/provide.py
+
+test: setup lint docker
 	$(PY) -m pytest -q tests
 
 lint: $(STAMP)
@@ -51,6 +62,9 @@ unit: $(STAMP)
 
 bench: setup
 	$(PY) bench/reconcile.py
+
+bench-tunnel: setup
+	$(PY) bench/tunnel.py
 
 clean: demo-clean
 	rm -rf $(VENV) .pytest_cache
