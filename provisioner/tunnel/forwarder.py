@@ -17,6 +17,7 @@ import errno
 import fcntl
 import logging
 import logging.handlers
+import mmap
 import os
 import queue
 import signal
@@ -69,11 +70,70 @@ class Stats:
         self.last_error = text
         log.warning("%s", text)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, outbound: Outbound | None = None) -> dict[str, Any]:
+        tx_packets, tx_bytes, drops = self.tx_packets, self.tx_bytes, Counter(self.drops)
+        if outbound is not None:  # the sending process counts for itself
+            tx_packets, tx_bytes, sent_drops = outbound.counts()
+            drops.update(sent_drops)
         return {"state": self.state, "peer": self.peer, "since": self.since,
                 "rx_packets": self.rx_packets, "rx_bytes": self.rx_bytes,
-                "tx_packets": self.tx_packets, "tx_bytes": self.tx_bytes,
-                "drops": dict(self.drops), "last_error": self.last_error}
+                "tx_packets": tx_packets, "tx_bytes": tx_bytes,
+                "drops": {k: v for k, v in drops.items() if v}, "last_error": self.last_error}
+
+
+class Outbound:
+    """What the two processes of a UDP forwarder share, in one anonymous shared mapping.
+
+    The receiving process hears the peer and says where to send (and how large a datagram
+    may be); the sending process reads that and publishes its counters. A seqlock keeps the
+    sender from using half an update: the generation is odd while it is being written.
+    """
+
+    PEER = struct.Struct("<QHHB16s")  # generation, port, room, family (0 none, 4, 6), address
+    COUNTS = struct.Struct("<QQQQQ")  # packets, bytes, then drops by the reasons below
+    DROPS = ("no peer connected", "send to the peer failed",
+             "a super-packet from the device that cannot be segmented")
+
+    def __init__(self) -> None:
+        self.mm = mmap.mmap(-1, self.PEER.size + self.COUNTS.size)
+        self._seen = -1
+        self._peer: tuple[Any, int] = (None, 1472)
+
+    def set_peer(self, addr: Any, room: int) -> None:
+        gen = self.generation() + 1
+        struct.pack_into("<Q", self.mm, 0, gen)  # odd: being written
+        family, packed = 0, b""
+        if addr is not None:
+            family = 6 if ":" in addr[0] else 4
+            packed = socket.inet_pton(socket.AF_INET6 if family == 6 else socket.AF_INET, addr[0])
+        self.PEER.pack_into(self.mm, 0, gen, addr[1] if addr else 0, room, family, packed)
+        struct.pack_into("<Q", self.mm, 0, gen + 1)
+
+    def generation(self) -> int:
+        return int(struct.unpack_from("<Q", self.mm, 0)[0])
+
+    def peer(self) -> tuple[Any, int]:
+        """(address or None, room): cheap when nothing changed, which is almost always."""
+        gen = self.generation()
+        if gen == self._seen:
+            return self._peer
+        while True:
+            gen, port, room, family, packed = self.PEER.unpack_from(self.mm, 0)
+            if not gen % 2 and gen == self.generation():
+                break
+        addr = None
+        if family:
+            size = 16 if family == 6 else 4
+            addr = (socket.inet_ntop(socket.AF_INET6 if family == 6 else socket.AF_INET, packed[:size]), port)
+        self._seen, self._peer = gen, (addr, room)
+        return self._peer
+
+    def publish(self, packets: int, nbytes: int, drops: list[int]) -> None:
+        self.COUNTS.pack_into(self.mm, self.PEER.size, packets, nbytes, *drops)
+
+    def counts(self) -> tuple[int, int, dict[str, int]]:
+        packets, nbytes, *drops = self.COUNTS.unpack_from(self.mm, self.PEER.size)
+        return packets, nbytes, dict(zip(self.DROPS, drops, strict=True))
 
 
 def open_device(t: Tunnel) -> tuple[int, bool]:
@@ -115,10 +175,9 @@ class Forwarder:
         self._conn: socket.socket | None = None  # TCP: the live connection
         self._udp: socket.socket | None = None
         self._udp_peer: Any = None  # UDP: where the peer was last heard from
-        self._udp_gso = True
         self._coalescer = (vnet.Coalescer(self.tap, self._write, bytes([wire.DATA]))
                            if t.vnet_hdr and not t.pi and t.transport is Transport.UDP else None)
-        self._udp_room = 1472  # the largest datagram that crosses the path unfragmented; see _path_room
+        self._outbound: Outbound | None = None  # UDP: shared with the sending process
         self._last_heard = 0.0
 
     # ------------------------------------------------------------ the process
@@ -133,14 +192,17 @@ class Forwarder:
 
     def _report_forever(self) -> None:
         while True:
-            runtime.write_json(self.run_dir / runtime.STATS, self.stats.to_dict())
+            self._report()
             time.sleep(1.0)
+
+    def _report(self) -> None:
+        runtime.write_json(self.run_dir / runtime.STATS, self.stats.to_dict(self._outbound))
 
     def _connected(self, peer: str) -> None:
         self.stats.state, self.stats.peer, self.stats.since = "connected", peer, time.time()
         self._last_heard = time.monotonic()
         log.info("connected to %s", peer)
-        runtime.write_json(self.run_dir / runtime.STATS, self.stats.to_dict())
+        self._report()
 
     def _lost(self, why: str) -> None:
         if self.stats.state == "connected":
@@ -168,7 +230,7 @@ class Forwarder:
         counts it, and the next plan shows the device to create."""
         self.stats.state = "connecting"
         self.stats.error(f"device {self.t.device} is gone ({exc.strerror})")
-        runtime.write_json(self.run_dir / runtime.STATS, self.stats.to_dict())
+        self._report()
         logging.shutdown()
         os._exit(3)
 
@@ -345,21 +407,29 @@ class Forwarder:
             sock.setsockopt(SOL_UDP, UDP_GRO, 1)
         except OSError:
             log.info("no UDP_GRO here: one datagram per receive")
-        sock.settimeout(HELLO_INTERVAL)
+        # A blocking socket whose receives give up after HELLO_INTERVAL (kernel-side, so that a
+        # receive is one system call, not a poll and a receive).
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, int(HELLO_INTERVAL * 1e6)))
         self._udp = sock
         if not connect:
             log.info("listening on %s (udp)", self.t.endpoint)
-        threading.Thread(target=self._device_to_udp, daemon=True, name="device->peer").start()
+        self._start_sender(sock)
         hello = bytes([wire.HELLO]) + self.hello.encode()
         keepalive = bytes([wire.KEEPALIVE])
-        buf = bytearray(1 << 17)
-        view = memoryview(buf)
+        # Two receive buffers, used in turn, so that a run of segments being glued together
+        # can continue from one receive into the next (see Coalescer.holds).
+        buffers = (bytearray(1 << 17), bytearray(1 << 17))
+        views = tuple(memoryview(b) for b in buffers)
+        turn = 0
+        coalescer = self._coalescer
         cmsg_space = socket.CMSG_SPACE(4)
         last_sent = 0.0
         while True:
             now = time.monotonic()
             if self.stats.state == "connected" and now - self._last_heard > wire.DEAD_AFTER:
                 self._lost(f"nothing from {self.stats.peer} for {wire.DEAD_AFTER:.0f} s")
+                assert self._outbound is not None
+                self._outbound.set_peer(None, 0)
                 if connect:
                     self._udp_peer = None
             if now - last_sent >= (wire.KEEPALIVE_INTERVAL if self.stats.state == "connected" else HELLO_INTERVAL):
@@ -376,13 +446,24 @@ class Forwarder:
                         self._udp_send_control(sock, hello, target)
                 elif target is not None:
                     self._udp_send_control(sock, keepalive, target)
+            buf, view = buffers[turn], views[turn]
+            if coalescer is not None and coalescer.holds(buf):
+                coalescer.flush()
             try:
-                n, anc, flags, addr = sock.recvmsg_into((buf,), cmsg_space)
-            except TimeoutError:
+                if coalescer is not None and coalescer.pending:
+                    try:  # more of the run may be queued; if not, deliver what we have now
+                        n, anc, flags, addr = sock.recvmsg_into((buf,), cmsg_space, socket.MSG_DONTWAIT)
+                    except BlockingIOError:
+                        coalescer.flush()
+                        continue
+                else:
+                    n, anc, flags, addr = sock.recvmsg_into((buf,), cmsg_space)
+            except BlockingIOError:  # SO_RCVTIMEO: time for the keepalive bookkeeping
                 continue
             except OSError as exc:
                 self.stats.error(f"receive: {_why(exc)}")
                 continue
+            turn ^= 1
             if flags & socket.MSG_TRUNC:
                 self.stats.drop("datagram larger than the receive buffer")
                 continue
@@ -406,7 +487,8 @@ class Forwarder:
                 if self.t.role is Role.LISTEN:
                     self._udp_send_control(sock, hello, addr)
                 self._udp_peer = addr
-                self._udp_room = _path_room(addr, sock.family)
+                assert self._outbound is not None
+                self._outbound.set_peer(addr, _path_room(addr, sock.family))
                 self._connected(_address(addr))
                 return
             self.stats.drop("datagram from an unknown sender")
@@ -436,8 +518,6 @@ class Forwarder:
                     self._udp_send_control(sock, hello, addr)
                 if self.stats.state != "connected":
                     self._connected(_address(addr))
-        if coalescer is not None:
-            coalescer.flush()
 
     def _udp_send_control(self, sock: socket.socket, data: bytes, addr: Any) -> None:
         try:
@@ -445,61 +525,91 @@ class Forwarder:
         except OSError as exc:
             self.stats.error(f"send to {_address(addr)}: {_why(exc)}")
 
-    def _device_to_udp(self) -> None:
-        sock = self._udp
-        assert sock is not None
+    def _start_sender(self, sock: socket.socket) -> None:
+        """Device → peer runs in a process of its own: per-packet work in Python is what limits
+        UDP, and two processes do not share a GIL. It dies with us (PR_SET_PDEATHSIG); if it
+        dies, we exit too, and the supervisor starts the pair again."""
+        self._outbound = Outbound()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                runtime.die_with_parent(signal.SIGKILL)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                self._device_to_udp(sock, self._outbound)
+            finally:
+                os._exit(1)
+
+        def sender_died(*_: Any) -> None:
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                self.stats.error("the sending process died")
+                self._report()
+                logging.shutdown()
+                os._exit(4)
+
+        signal.signal(signal.SIGCHLD, sender_died)
+
+    def _device_to_udp(self, sock: socket.socket, outbound: Outbound) -> None:
         data_byte = bytes([wire.DATA])
         segmenting = self.t.vnet_hdr and self.offloads
+        packets = nbytes = 0
+        drops = [0] * len(Outbound.DROPS)
+        no_peer, send_failed, unsegmentable = range(3)
+        gso = True
         for unit in self._read_units():
-            peer = self._udp_peer
-            if peer is None or self.stats.state != "connected":
-                self.stats.drop("no peer connected")
-                continue
-            p = self.pi
-            if segmenting and unit[p + 1] != vnet.GSO_NONE:
-                hdr = bytes(unit[p:p + vnet.HDR_LEN])
+            peer, room = outbound.peer()
+            if peer is None:
+                drops[no_peer] += 1
+            elif segmenting and unit[self.pi + 1] != vnet.GSO_NONE:
+                p = self.pi
                 prefix = data_byte + bytes(unit[:p])
                 try:
-                    pieces = vnet.segment(hdr, unit[p + vnet.HDR_LEN:], self.tap,
-                                          self._udp_room - len(prefix) - vnet.HDR_LEN, prefix)
+                    pieces = vnet.segment(unit[p:p + vnet.HDR_LEN], unit[p + vnet.HDR_LEN:], self.tap,
+                                          room - len(prefix) - vnet.HDR_LEN, prefix)
                 except (vnet.BadPacket, IndexError):
-                    self.stats.drop("a super-packet from the device that cannot be segmented")
-                    continue
-                self._udp_send_batch(sock, pieces, peer)
-                continue
-            try:
-                sock.sendmsg((data_byte, unit), (), 0, peer)
-            except OSError as exc:
-                self.stats.drop(f"send to the peer failed: {errno.errorcode.get(exc.errno or 0, exc.errno)}")
-                continue
-            self.stats.tx_packets += 1
-            self.stats.tx_bytes += len(unit)
-
-    def _udp_send_batch(self, sock: socket.socket, datagrams: list[bytes], peer: Any) -> None:
-        """Equal-sized datagrams (the last may be shorter) in as few UDP_SEGMENT sends as fit."""
-        size = len(datagrams[0])
-        per_send = max(1, min(vnet.MAX_SEGMENTS, GSO_SEND_LIMIT // size))
-        for i in range(0, len(datagrams), per_send):
-            chunk = datagrams[i:i + per_send]
-            try:
-                if self._udp_gso and len(chunk) > 1:
-                    try:
-                        sock.sendmsg((b"".join(chunk),), ((SOL_UDP, UDP_SEGMENT, struct.pack("=H", size)),), 0, peer)
-                    except OSError as exc:
-                        if exc.errno not in (errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP):
-                            raise
-                        log.info("no UDP_SEGMENT here (%s): one send per datagram", exc.strerror)
-                        self._udp_gso = False
-                        for d in chunk:
-                            sock.sendto(d, peer)
+                    drops[unsegmentable] += 1
                 else:
+                    sent, gso = _send_batch(sock, pieces, peer, gso)
+                    packets += sent
+                    nbytes += sum(len(d) for d in pieces[:sent]) - sent * len(prefix)
+                    drops[send_failed] += len(pieces) - sent
+            else:
+                try:
+                    sock.sendmsg((data_byte, unit), (), 0, peer)
+                    packets += 1
+                    nbytes += len(unit)
+                except OSError:
+                    drops[send_failed] += 1
+            outbound.publish(packets, nbytes, drops)
+
+
+def _send_batch(sock: socket.socket, datagrams: list[bytes], peer: Any, gso: bool) -> tuple[int, bool]:
+    """Equal-sized datagrams (the last may be shorter) in as few UDP_SEGMENT sends as fit.
+    Returns how many were sent, and whether UDP_SEGMENT is still worth trying."""
+    size = len(datagrams[0])
+    most = max(1, min(vnet.MAX_SEGMENTS, GSO_SEND_LIMIT // size))
+    sends = -(-len(datagrams) // most)
+    per_send = -(-len(datagrams) // sends)  # even sends: 24 + 23, not 44 + 3
+    sent = 0
+    for i in range(0, len(datagrams), per_send):
+        chunk = datagrams[i:i + per_send]
+        try:
+            if gso and len(chunk) > 1:
+                try:
+                    sock.sendmsg((b"".join(chunk),), ((SOL_UDP, UDP_SEGMENT, struct.pack("=H", size)),), 0, peer)
+                except OSError as exc:
+                    if exc.errno not in (errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP):
+                        raise
+                    log.info("no UDP_SEGMENT here (%s): one send per datagram", exc.strerror)
+                    gso = False
                     for d in chunk:
                         sock.sendto(d, peer)
-            except OSError as exc:
-                self.stats.drop(f"send to the peer failed: {errno.errorcode.get(exc.errno or 0, exc.errno)}")
-                continue
-            self.stats.tx_packets += len(chunk)
-            self.stats.tx_bytes += sum(len(d) for d in chunk) - len(chunk)
+            else:
+                for d in chunk:
+                    sock.sendto(d, peer)
+        except OSError:
+            continue
+        sent += len(chunk)
+    return sent, gso
 
 
 class Backoff:

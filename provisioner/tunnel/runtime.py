@@ -108,3 +108,12 @@ def status(state_dir: Path, host: str) -> list[dict[str, Any]]:
             "last_error": stats.get("last_error") or sup.get("last_error"),
         })
     return out
+
+
+def die_with_parent(sig: int) -> None:
+    """Ask the kernel to send `sig` to this process when its parent dies (PR_SET_PDEATHSIG):
+    a forwarder never outlives its supervisor, nor a sending process its forwarder."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig)

@@ -15,7 +15,6 @@ supervisor for the same tunnel exit at once, so repeated applies never duplicate
 
 from __future__ import annotations
 
-import ctypes
 import fcntl
 import logging
 import logging.handlers
@@ -32,7 +31,6 @@ from ..errors import ForwarderError
 from ..model import RunState, Tunnel, tunnel_to_dict
 from . import runtime
 
-PR_SET_PDEATHSIG = 1
 CRASHES_BEFORE_FAILED = 5
 CRASH_WINDOW = 60.0  # seconds
 HEALTHY_AFTER = 10.0  # a forwarder that ran this long resets the backoff
@@ -140,7 +138,8 @@ class Supervisor:
             with open(self.run_dir / runtime.LOG, "ab") as log_file:  # a crash's traceback lands in the log
                 self.child = subprocess.Popen(
                     [sys.executable, "-m", "provisioner.tunnel.forwarder", str(self.run_dir)],
-                    stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, preexec_fn=_die_with_parent)
+                    stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
+                    preexec_fn=lambda: runtime.die_with_parent(signal.SIGTERM))
             self.record(RunState.RUNNING)
             code = self.child.wait()
             if self.stopping:
@@ -165,11 +164,6 @@ class Supervisor:
             time.sleep(delay)
         log.info("stopped")
         return 0
-
-
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def main(argv: list[str]) -> int:

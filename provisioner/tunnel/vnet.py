@@ -16,6 +16,7 @@ userspace forwarder fast. Three things are done with it here:
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Callable, Sequence
 
@@ -120,6 +121,11 @@ def ipv4_checksum(header: bytes | bytearray | memoryview) -> int:
     return ~_fold(_ones_sum(header)) & 0xFFFF
 
 
+@functools.lru_cache(maxsize=64)
+def _struct(fmt: str) -> struct.Struct:
+    return struct.Struct(fmt)
+
+
 class _Headers:
     """Builds the headers of consecutive segments of one TCP flow, fast.
 
@@ -150,7 +156,7 @@ class _Headers:
         else:
             pieces = (self.prefix + t[:l3 + 4] + tcp_len.to_bytes(2, "big") + t[l3 + 6:l4 + 4], d)
             fmt = f">{len(pieces[0])}sI{len(d)}s"
-        return struct.Struct(fmt), pieces
+        return _struct(fmt), pieces
 
     def make(self, ip_len: int, ip_id: int, seq: int, flags: int) -> bytes:
         st, p = self.run(ip_len, flags)
@@ -241,16 +247,44 @@ class Coalescer:
         self._pack: Callable[..., bytes] = struct.pack
         self._pieces: tuple[bytes, ...] = ()
         self._ip_id = self._seq = self._first_id = self._first_seq = self._base = 0
+        self._flags = TCP_ACK  # of the run's last segment
+
+    @property
+    def pending(self) -> bool:
+        return self._first is not None
+
+    def holds(self, buffer: bytearray) -> bool:
+        """True if the run so far lives (partly) in `buffer`: flush before refilling it."""
+        return self._first is not None and self._first.obj is buffer
 
     def continues(self, view: memoryview, start: int, end: int) -> bool:
         """Takes the datagram view[start:end] if it is the exact next segment of the run."""
         hl = self._hl
-        if end - start != self._datagram_len or view[start:start + hl] != self._expect:
+        if end - start != self._datagram_len:
+            return self._tail(view, start, end)
+        if view[start:start + hl] != self._expect:
             return False  # (with no run, _datagram_len is 0)
         self._payloads.append(view[start + hl:end])
         self._bytes += self._seg
         self._step()
         return True
+
+    def _tail(self, view: memoryview, start: int, end: int) -> bool:
+        """A shorter segment, with or without PSH, ends the run: the last one of a super-packet."""
+        hl, size = self._hl, end - start - self._hl
+        if self._first is None or not 0 < size < self._seg:
+            return False
+        headers = self._headers
+        assert headers is not None
+        ip_len = len(headers.t) - headers.l3 + size
+        for flags in (TCP_ACK | TCP_PSH, TCP_ACK):
+            if view[start:start + hl] == headers.make(ip_len, self._ip_id, self._seq, flags):
+                self._payloads.append(view[start + hl:end])
+                self._bytes += size
+                self._flags = flags
+                self.flush()
+                return True
+        return False
 
     def _step(self) -> None:
         """Predict the next segment of the run; or flush it when one write can take no more."""
@@ -292,6 +326,7 @@ class Coalescer:
         self._bytes = end - l3 + size
         self._datagram_len = len(self.lead) + len(unit)
         st, self._pieces = headers.run(self._bytes, tcp_flags)
+        self._flags = tcp_flags
         self._pack, self._base = st.pack, headers.ip_base + self._bytes
         self._ip_id = self._first_id = int.from_bytes(pkt[l3 + 4:l3 + 6], "big") if version == 4 else 0
         self._seq = self._first_seq = int.from_bytes(pkt[l4 + 4:l4 + 8], "big")
@@ -308,7 +343,7 @@ class Coalescer:
             return
         headers = self._headers
         assert headers is not None
-        h = headers.make(self._bytes, self._first_id, self._first_seq, TCP_ACK)
+        h = headers.make(self._bytes, self._first_id, self._first_seq, self._flags)
         gso = GSO_TCPV4 if headers.v4 else GSO_TCPV6
         vnet = HDR.pack(F_NEEDS_CSUM, gso, self.end_of_headers, self._seg, headers.l4, TCP_CSUM_OFFSET)
         self._write((vnet, h[len(headers.prefix):], *self._payloads))

@@ -71,9 +71,9 @@ def test_segment_then_coalesce_gives_back_the_super_packet(version: int, tap: bo
             coalescer.add(view[off + 1:end])
         off = end
     coalescer.flush()
-    assert len(written) == 2, "one super-packet, then the PSH segment on its own"
-    body = b"".join(w[vnet.HDR_LEN + headers:] for w in written)
-    assert body == payload
+    assert len(written) == 1, "the whole super-packet again, its shorter PSH segment included"
+    assert written[0][vnet.HDR_LEN + headers - 32 + 13] == vnet.TCP_ACK | vnet.TCP_PSH
+    assert written[0][vnet.HDR_LEN + headers:] == payload
     flags, gso, hdr_len, gso_size, csum_start, csum_offset = HDR.unpack(written[0][:vnet.HDR_LEN])
     assert (flags, gso, hdr_len, csum_start, csum_offset) == (
         vnet.F_NEEDS_CSUM, vnet.GSO_TCPV4 if version == 4 else vnet.GSO_TCPV6, headers, headers - 32, 16)
