@@ -19,10 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from jsonschema import Draft202012Validator
 
 from provisioner.tunnel import wire
 
 from .helpers import provision, write_inventory
+
+ROOT = Path(__file__).resolve().parents[2]
 
 PAIR = """\
 all:
@@ -111,6 +114,10 @@ def test_a_tunnel_carries_packets_and_a_killed_forwarder_comes_back(tmp_path: Pa
     plan = provision("plan", str(inv), state_dir=state, check_rc=0).out
     assert f"+ tunnel core  ({transport} listen 0.0.0.0:40839 on tap0, peer gw2)  [start: not running]" in plan
     assert f"+ tunnel core  ({transport} connect 192.0.2.1:40839 on tap0, peer gw1)" in plan
+    doc = json.loads(provision("plan", str(inv), "--json", state_dir=state, check_rc=0).out)
+    Draft202012Validator(json.loads((ROOT / "schemas" / "plan.schema.json").read_text())).validate(doc)
+    change = doc["hosts"][0]["plan"]["changes"][-1]
+    assert (change["kind"], change["action"], change["after"]["role"]) == ("tunnel", "create", "listen")
     provision("apply", str(inv), state_dir=state, check_rc=0)
     wait_for("both ends connected", lambda: connected(inv, state), 10)
     assert pings(hosts[0], "198.51.100.2")
