@@ -61,19 +61,23 @@ def provision(*args: str, rc: int | None = 0) -> Result:
     return run_provision(*args, state_dir=Path("/tmp/provision-controller"), check_rc=rc)
 
 
+def status_rows(inventory: Path) -> list[dict[str, Any]]:
+    return list(json.loads(provision("status", str(inventory), "--json").out)["tunnels"])
+
+
 def status(inventory: Path) -> dict[tuple[str, str], dict[str, Any]]:
-    rows = json.loads(provision("status", str(inventory), "--json").out)["tunnels"]
-    return {(r["host"], r["tunnel"]): r for r in rows}
+    return {(r["host"], r["tunnel"]): r for r in status_rows(inventory)}
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float) -> Any:
+def wait_for(what: str, check: Callable[[], Any], timeout: float, show: Callable[[], Any] | None = None) -> Any:
+    """check() until it is true; if it never is, fail saying what show() gives then."""
     deadline = time.monotonic() + timeout
     while True:
         value = check()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
+            raise AssertionError(f"not within {timeout} s: {what}" + (f"\n{show()}" if show else ""))
         time.sleep(0.1)
 
 
@@ -95,7 +99,8 @@ def test_example_inventory_on_containers(name: str, containers: Callable[[list[s
 
     provision("apply", str(inventory))
     assert provision("plan", str(inventory), "--detailed-exitcode").rc == 0
-    wait_for("every tunnel connected", lambda: all_connected(inventory), 15)
+    wait_for("every tunnel connected", lambda: all_connected(inventory), 15,
+             lambda: json.dumps(status_rows(inventory), indent=1))
     for p in tunnels:
         assert pings(by_host[p.listener], p.connector_ip), f"{p.tunnel}: {p.listener} → {p.connector}"
         assert pings(by_host[p.connector], p.listener_ip), f"{p.tunnel}: {p.connector} → {p.listener}"
@@ -113,7 +118,8 @@ def test_example_inventory_on_containers(name: str, containers: Callable[[list[s
         assert received["seconds"] >= 9.5 and received["bytes"] > 0, received
         print(f"{name} {p.tunnel}: {received['bits_per_second'] / 1e9:.2f} Gbit/s, "
               f"{report['end']['sum_sent'].get('retransmits')} retransmits")
-    after = wait_for("still connected", lambda: all_connected(inventory), 10)
+    after = wait_for("still connected", lambda: all_connected(inventory), 10,
+             lambda: json.dumps(status_rows(inventory), indent=1))
     for key, row in after.items():
         assert row["pid"] == before[key]["pid"] and row["restarts"] == 0, f"{key} restarted during the flow"
         assert row["rx_bytes"] + row["tx_bytes"] > 10_000_000, row
@@ -135,7 +141,8 @@ def test_example_inventory_on_containers(name: str, containers: Callable[[list[s
     assert provision("plan", str(inventory), "--limit", victim.connector, "--detailed-exitcode", rc=None).rc == 2
     provision("apply", str(inventory))
     wait_for("ping after the peer's restart", lambda: pings(by_host[victim.listener], victim.connector_ip, 1), 20)
-    rows = wait_for("every tunnel connected again", lambda: all_connected(inventory), 15)
+    rows = wait_for("every tunnel connected again", lambda: all_connected(inventory), 15,
+             lambda: json.dumps(status_rows(inventory), indent=1))
     assert rows[(victim.listener, victim.tunnel)]["pid"] == survivor["pid"], "the surviving end reconnected itself"
 
     out = provision("destroy", str(inventory)).out
