@@ -16,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,14 +62,19 @@ def supervisor_alive(run_dir: Path) -> bool:
         os.close(fd)
 
 
-def observe(state_dir: Path, host: str) -> tuple[Tunnel, ...]:
-    """The tunnels set up on `host`, each with the state of its supervisor."""
+def _run_dirs(state_dir: Path, host: str) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Each tunnel directory of the host that has a spec, with the spec."""
     base = host_dir(state_dir, host)
-    out = []
     for run_dir in sorted(base.iterdir()) if base.is_dir() else ():
         spec = read_json(run_dir / SPEC)
-        if spec is None:
-            continue
+        if spec is not None:
+            yield run_dir, spec
+
+
+def observe(state_dir: Path, host: str) -> tuple[Tunnel, ...]:
+    """The tunnels set up on `host`, each with the state of its supervisor."""
+    out = []
+    for run_dir, spec in _run_dirs(state_dir, host):
         if not supervisor_alive(run_dir):
             state = RunState.STOPPED
         else:
@@ -83,12 +89,8 @@ def observe(state_dir: Path, host: str) -> tuple[Tunnel, ...]:
 
 def status(state_dir: Path, host: str) -> list[dict[str, Any]]:
     """What `provision status` shows, per tunnel."""
-    base = host_dir(state_dir, host)
     out = []
-    for run_dir in sorted(base.iterdir()) if base.is_dir() else ():
-        spec = read_json(run_dir / SPEC)
-        if spec is None:
-            continue
+    for run_dir, spec in _run_dirs(state_dir, host):
         sup = read_json(run_dir / SUPERVISOR) or {}
         stats = read_json(run_dir / STATS) or {}
         alive = supervisor_alive(run_dir)

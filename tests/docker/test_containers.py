@@ -22,7 +22,7 @@ from docker.models.containers import Container
 
 from provisioner.reconcile import load
 
-from ..integration.helpers import Result
+from ..integration.helpers import Result, wait_for
 from ..integration.helpers import provision as run_provision
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,18 +67,6 @@ def status_rows(inventory: Path) -> list[dict[str, Any]]:
 
 def status(inventory: Path) -> dict[tuple[str, str], dict[str, Any]]:
     return {(r["host"], r["tunnel"]): r for r in status_rows(inventory)}
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float, show: Callable[[], Any] | None = None) -> Any:
-    """check() until it is true; if it never is, fail saying what show() gives then."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}" + (f"\n{show()}" if show else ""))
-        time.sleep(0.1)
 
 
 def pings(c: Container, address: str, count: int = 3) -> bool:

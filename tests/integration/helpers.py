@@ -6,8 +6,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pyroute2 import NetNS
 
@@ -73,3 +76,15 @@ def kernel(ns: str) -> dict:
             routes.add((table, f"{dst}/{r['dst_len']}" if dst else "default", r.get_attr("RTA_PRIORITY") or 0,
                         r.get_attr("RTA_GATEWAY"), names.get(r.get_attr("RTA_OIF")), r["proto"]))
     return {"links": links, "addrs": addrs, "routes": routes}
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float, show: Callable[[], Any] | None = None) -> Any:
+    """check() until it is true; if it never is, fail saying what show() gives then."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}" + (f"\n{show()}" if show else ""))
+        time.sleep(0.05)

@@ -23,7 +23,7 @@ from jsonschema import Draft202012Validator
 
 from provisioner.tunnel import wire
 
-from .helpers import provision, write_inventory
+from .helpers import provision, wait_for, write_inventory
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,17 +71,6 @@ def inventory(tmp_path: Path, hosts: tuple[str, str], transport: str = "tcp", po
 def status(inv: Path, state: Path) -> dict[str, dict[str, Any]]:
     out = provision("status", str(inv), "--json", state_dir=state, check_rc=0).out
     return {row["host"]: row for row in json.loads(out)["tunnels"]}
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.05)
 
 
 def pings(ns: str, address: str, count: int = 3) -> bool:
