@@ -78,6 +78,12 @@ def all_connected(inventory: Path) -> dict[tuple[str, str], dict[str, Any]] | No
     return rows if rows and all(r["state"] == "connected" for r in rows.values()) else None
 
 
+def wait_connected(inventory: Path, what: str, timeout: float) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every tunnel connected within timeout; if not, the failure shows every tunnel's status."""
+    return wait_for(what, lambda: all_connected(inventory), timeout,
+                    lambda: json.dumps(status_rows(inventory), indent=1))
+
+
 @pytest.mark.parametrize("name", INVENTORIES)
 def test_example_inventory_on_containers(name: str, containers: Callable[[list[str]], dict[str, Container]]) -> None:
     inventory = ROOT / "inventories" / name
@@ -87,8 +93,7 @@ def test_example_inventory_on_containers(name: str, containers: Callable[[list[s
 
     provision("apply", str(inventory))
     assert provision("plan", str(inventory), "--detailed-exitcode").rc == 0
-    wait_for("every tunnel connected", lambda: all_connected(inventory), 15,
-             lambda: json.dumps(status_rows(inventory), indent=1))
+    wait_connected(inventory, "every tunnel connected", 15)
     for p in tunnels:
         assert pings(by_host[p.listener], p.connector_ip), f"{p.tunnel}: {p.listener} → {p.connector}"
         assert pings(by_host[p.connector], p.listener_ip), f"{p.tunnel}: {p.connector} → {p.listener}"
@@ -106,8 +111,7 @@ def test_example_inventory_on_containers(name: str, containers: Callable[[list[s
         assert received["seconds"] >= 9.5 and received["bytes"] > 0, received
         print(f"{name} {p.tunnel}: {received['bits_per_second'] / 1e9:.2f} Gbit/s, "
               f"{report['end']['sum_sent'].get('retransmits')} retransmits")
-    after = wait_for("still connected", lambda: all_connected(inventory), 10,
-             lambda: json.dumps(status_rows(inventory), indent=1))
+    after = wait_connected(inventory, "still connected", 10)
     for key, row in after.items():
         assert row["pid"] == before[key]["pid"] and row["restarts"] == 0, f"{key} restarted during the flow"
         assert row["rx_bytes"] + row["tx_bytes"] > 10_000_000, row
@@ -129,8 +133,7 @@ def test_example_inventory_on_containers(name: str, containers: Callable[[list[s
     assert provision("plan", str(inventory), "--limit", victim.connector, "--detailed-exitcode", rc=None).rc == 2
     provision("apply", str(inventory))
     wait_for("ping after the peer's restart", lambda: pings(by_host[victim.listener], victim.connector_ip, 1), 20)
-    rows = wait_for("every tunnel connected again", lambda: all_connected(inventory), 15,
-             lambda: json.dumps(status_rows(inventory), indent=1))
+    rows = wait_connected(inventory, "every tunnel connected again", 15)
     assert rows[(victim.listener, victim.tunnel)]["pid"] == survivor["pid"], "the surviving end reconnected itself"
 
     out = provision("destroy", str(inventory)).out
