@@ -9,7 +9,9 @@ STAMP := $(VENV)/.installed
 DEMO_NS := provision-demo-gw1 provision-demo-gw2
 DEBIAN_PACKAGES := iproute2 iputils-ping procps iperf3 socat
 
-.PHONY: demo test unit lint bench bench-tunnel docker setup system clean demo-clean
+TUNNEL_KEYS := lab core wan east west  # the bundled inventories' key files, in inventories/keys/
+
+.PHONY: demo test unit lint bench bench-tunnel docker setup system clean demo-clean keys
 
 $(STAMP): pyproject.toml
 	@command -v python3 >/dev/null || { apt-get update -qq && apt-get install -y -qq python3 python3-venv; }
@@ -18,7 +20,11 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[test]'
 	touch $@
 
-setup: system $(STAMP)
+setup: system $(STAMP) keys
+
+# Tunnel keys are secrets: never in git. Each bundled inventory's key is made here once.
+keys: $(STAMP)
+	@for k in $(TUNNEL_KEYS); do f=inventories/keys/$$k.key; [ -f $$f ] || $(PROVISION) keygen $$f; done
 
 system:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

@@ -2,8 +2,8 @@
 
 Two network namespaces joined by a veth pair (192.0.2.1, 192.0.2.2). Over it, one at a
 time: nothing (the limit), the classic socat TUN tunnel over TCP, socat over UDP
-(UDP-DATAGRAM on both ends), and provision's tunnels over TCP and UDP, set up by the real
-`provision apply`. For each: the median of BENCH_ROUNDS (3) runs of one iperf3 TCP stream
+(UDP-DATAGRAM on both ends), and provision's tunnels over TCP and UDP, encrypted (the
+default) and `insecure: true`, set up by the real `provision apply`. For each: the median of BENCH_ROUNDS (3) runs of one iperf3 TCP stream
 for BENCH_SECONDS (10) each, the added ping
 RTT (median of 20 pings, less the bare link's), and the CPU the tunnel's processes used
 (both ends, as a share of one core). Figures are noisy on a shared VM: the targets are
@@ -32,6 +32,7 @@ UNDERLAY = ("192.0.2.1", "192.0.2.2")
 INNER = ("198.51.100.1", "198.51.100.2")
 PROVISION = [sys.executable, "-m", "provisioner"]
 TICKS = os.sysconf("SC_CLK_TCK")
+KIND = {True: "encrypted", False: "insecure: true"}
 
 INVENTORY = """\
 all:
@@ -43,13 +44,13 @@ all:
       tunnel_address: {ua}
       network:
         devices: [{{name: tap0, type: tap, vnet_hdr: true, addresses: [{ia}/24]}}]
-        tunnels: [{{name: bench, device: tap0, peer: b, port: 40839, transport: {transport}}}]
+        tunnels: [{{name: bench, device: tap0, peer: b, port: 40839, transport: {transport}, {security}}}]
     b:
       ansible_host: {b}
       tunnel_address: {ub}
       network:
         devices: [{{name: tap0, type: tap, vnet_hdr: true, addresses: [{ib}/24]}}]
-        tunnels: [{{name: bench, device: tap0, peer: a, port: 40839, transport: {transport}}}]
+        tunnels: [{{name: bench, device: tap0, peer: a, port: 40839, transport: {transport}, {security}}}]
 """
 
 
@@ -212,11 +213,13 @@ def socat(kind: str) -> Iterator[Callable[[], str]]:
 
 
 @contextmanager
-def provisioned(transport: str, work: Path) -> Iterator[None]:
-    inv = work / f"bench-{transport}.yaml"
-    inv.write_text(INVENTORY.format(a=NS[0], b=NS[1], ua=UNDERLAY[0], ub=UNDERLAY[1], ia=INNER[0], ib=INNER[1],
-                                    transport=transport))
+def provisioned(transport: str, secure: bool, work: Path) -> Iterator[None]:
+    inv = work / f"bench-{transport}-{'secure' if secure else 'insecure'}.yaml"
     env = {**os.environ, "PROVISION_STATE_DIR": str(work / "state"), "NO_COLOR": "1"}
+    if secure and not (work / "bench.key").exists():
+        subprocess.run([*PROVISION, "keygen", str(work / "bench.key")], check=True, stdout=subprocess.DEVNULL)
+    inv.write_text(INVENTORY.format(a=NS[0], b=NS[1], ua=UNDERLAY[0], ub=UNDERLAY[1], ia=INNER[0], ib=INNER[1],
+                                    transport=transport, security="key_file: bench.key" if secure else "insecure: true"))
     subprocess.run([*PROVISION, "apply", str(inv)], check=True, env=env, stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -255,10 +258,11 @@ def main() -> None:
         with socat("udp"):
             rows.append(measure("socat over UDP (UDP-DATAGRAM)", INNER[0], "socat", bare))
         for transport in ("tcp", "udp"):
-            with provisioned(transport, work):
-                rows.append(measure(f"provision tunnel over {transport.upper()}", INNER[0],
-                                    "provisioner.tunnel.forwarder", bare))
-                rows[-1].note = "256 MB arrived intact" if intact(INNER[0]) else "DATA CORRUPTED"
+            for secure in (True, False):
+                with provisioned(transport, secure, work):
+                    rows.append(measure(f"provision over {transport.upper()}, {KIND[secure]}", INNER[0],
+                                        "provisioner.tunnel.forwarder", bare))
+                    rows[-1].note = "256 MB arrived intact" if intact(INNER[0]) else "DATA CORRUPTED"
     finally:
         teardown()
     report(rows, bare)
@@ -278,14 +282,19 @@ def report(rows: list[Row], bare: float) -> None:
     by = {r.what: r for r in rows}
     veth = by["bare veth (the limit)"].gbits or float("nan")
     socat_udp = by["socat over UDP (UDP-DATAGRAM)"].gbits or float("nan")
-    tcp = by["provision tunnel over TCP"].gbits or 0.0
-    udp = by["provision tunnel over UDP"].gbits or 0.0
-    checks = [("TCP tunnel / bare veth", tcp / veth, 0.40, "≥ 0.40"),
-              ("UDP tunnel / socat over UDP", udp / socat_udp, 5.0, "≥ 5")]
-    print("\n| ratio | measured | target | |")
+    checks = []
+    for secure, tcp_share in ((True, 0.25), (False, 0.40)):
+        tcp, udp = (by[f"provision over {t}, {KIND[secure]}"] for t in ("TCP", "UDP"))
+        checks += [(f"TCP, {KIND[secure]} / bare veth", (tcp.gbits or 0.0) / veth, tcp_share, "≥"),
+                   (f"UDP, {KIND[secure]} / socat over UDP", (udp.gbits or 0.0) / socat_udp, 5.0, "≥")]
+        if secure:
+            checks += [(f"added ping RTT over {r.what.split(',')[0][-3:]}, encrypted (ms)", r.rtt_ms or 0.0, 0.5, "<")
+                       for r in (tcp, udp)]
+    print("\n| check | measured | target | |")
     print("|---|---|---|---|")
-    for name, value, limit, text in checks:
-        print(f"| {name} | {value:.2f} | {text} | {'met' if value >= limit else 'MISSED'} |")
+    for name, value, limit, op in checks:
+        met = value >= limit if op == "≥" else value < limit
+        print(f"| {name} | {value:.2f} | {op} {limit:g} | {'met' if met else 'MISSED'} |")
 
 
 if __name__ == "__main__":

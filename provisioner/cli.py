@@ -88,16 +88,33 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="machine-readable status")
     c = command("facts", "print the live state in the inventory's format", cmd_facts, inventory="optional")
     c.add_argument("--json", action="store_true", help="JSON instead of YAML")
+    c = sub.add_parser("keygen", help="write a new random tunnel key (mode 0600) for key_file",
+                       description="Write a new random tunnel key (32 bytes, base64) with mode 0600. Give the "
+                                   "same file to both ends of a tunnel as key_file.")
+    c.add_argument("path", metavar="PATH")
+    c.add_argument("--force", action="store_true", help="replace an existing key (a rotation: plan shows it)")
+    c.set_defaults(func=cmd_keygen)
     return p
 
 
 # ---------------------------------------------------------------- commands
 
 
-def _load(args: argparse.Namespace) -> Any:
+def _load(args: argparse.Namespace, act: bool = False) -> Any:
     from .reconcile import load
 
-    return load(args.inventory, args.limit, getattr(args, "connection", None))
+    loaded = load(args.inventory, args.limit, getattr(args, "connection", None), act)
+    for warning in loaded.warnings:
+        print(warning, file=sys.stderr)
+    return loaded
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from .keys import keygen
+
+    key_id = keygen(args.path, args.force)
+    print(f"{args.path}: new key {key_id} (mode 0600); give both ends of the tunnel this file as key_file")
+    return EXIT_OK
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -165,7 +182,7 @@ def _run(args: argparse.Namespace, apply: bool, destroy: bool) -> int:
     from .reconcile import Outcome, Status, apply_host, failure, plan_for, remote_outcome
     from .render import change_line, print_plan, recap_line, use_colour
 
-    loaded = _load(args)
+    loaded = _load(args, act=not destroy and not getattr(args, "facts", None))
     as_json = getattr(args, "json", False)
     colour = use_colour(sys.stdout) and not as_json
     snapshots = _facts_file(args.facts) if getattr(args, "facts", None) else None

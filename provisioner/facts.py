@@ -20,6 +20,7 @@ from .model import (
     Observed,
     Route,
     RunState,
+    Tunnel,
     tunnel_from_dict,
     tunnel_to_dict,
 )
@@ -67,8 +68,7 @@ def host_vars(observed: Observed, connection: Mapping[str, Any]) -> dict[str, An
         "routes": [route_to_dict(r) for r in observed.routes],
     }
     if observed.tunnels:  # in the explicit form: the peer's name is not a fact of this host
-        out["network"]["tunnels"] = [{"name": t.name, "device": t.device, "transport": str(t.transport),
-                                      str(t.role): t.endpoint} for t in observed.tunnels]
+        out["network"]["tunnels"] = [_tunnel_vars(t) for t in observed.tunnels]
     out[FACTS_VAR] = {
         "owned_devices": [d.name for d in observed.devices if d.managed],
         "owned_routes": [route_to_dict(r) for r in observed.routes if r.managed],
@@ -76,6 +76,14 @@ def host_vars(observed: Observed, connection: Mapping[str, Any]) -> dict[str, An
         "links": {name: kind for name, kind in observed.links},
         "tunnels": [{**tunnel_to_dict(t), "state": str(t.state)} for t in observed.tunnels],
     }
+    return out
+
+
+def _tunnel_vars(t: Tunnel) -> dict[str, Any]:
+    """A running tunnel as an inventory entry: where its key is, never the key."""
+    out: dict[str, Any] = {"name": t.name, "device": t.device, "transport": str(t.transport), str(t.role): t.endpoint}
+    out.update({"key_file": t.key_file} if t.key_file else {"insecure": True})
+    out.update({k: v for k, v in (("compress", t.compress), ("user", t.user), ("group", t.group)) if v})
     return out
 
 

@@ -21,13 +21,18 @@ STATE_DIR_ENV = "PROVISION_STATE_DIR"
 
 
 def state_dir(override: str | None = None) -> Path:
-    """--state-dir, else $PROVISION_STATE_DIR, else /run/provision; created private (0700)."""
+    """--state-dir, else $PROVISION_STATE_DIR, else /run/provision; created private (0700).
+    One that others may write is refused: its tunnel specs say what runs as root."""
     path = Path(override or os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR)
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = path.stat()
     except OSError as exc:
         raise ProvisionError(f"cannot use state directory {path}: {exc.strerror}; run as root, "
                              f"or choose another with --state-dir or ${STATE_DIR_ENV}") from exc
+    if st.st_mode & 0o022 or st.st_uid not in (0, os.geteuid()):
+        raise ProvisionError(f"state directory {path} may be written by other users (mode "
+                             f"{st.st_mode & 0o7777:04o}, uid {st.st_uid}); use a private one (chmod 700)")
     return path
 
 

@@ -131,9 +131,19 @@ class Tunnel:
     pi: bool = False
     vnet_hdr: bool = False
     multi_queue: bool = False
+    key_file: str | None = None  # absolute; None: insecure (plaintext, unauthenticated)
+    key_id: str | None = None  # the key's public id (keys.key_id); desired None: not known here
+    compress: bool = False
+    user: str | None = None  # the forwarder drops to this user (and group) after opening its sockets
+    group: str | None = None
     state: RunState = RunState.RUNNING
 
-    SPEC = ("device", "transport", "role", "endpoint", "peer", "device_type", "pi", "vnet_hdr", "multi_queue")
+    SPEC = ("device", "transport", "role", "endpoint", "peer", "device_type", "pi", "vnet_hdr", "multi_queue",
+            "key_file", "key_id", "compress", "user", "group")
+
+    @property
+    def secure(self) -> bool:
+        return self.key_file is not None
 
 
 @dataclass(frozen=True)
@@ -204,4 +214,10 @@ def tunnel_from_dict(d: Mapping[str, Any], state: RunState = RunState.RUNNING) -
     return Tunnel(
         name=str(d["name"]), device=str(d["device"]), transport=Transport(d["transport"]), role=Role(d["role"]),
         endpoint=str(d["endpoint"]), peer=d.get("peer"), device_type=DeviceType(d["device_type"]),
-        pi=bool(d["pi"]), vnet_hdr=bool(d["vnet_hdr"]), multi_queue=bool(d["multi_queue"]), state=state)
+        pi=bool(d["pi"]), vnet_hdr=bool(d["vnet_hdr"]), multi_queue=bool(d["multi_queue"]),
+        key_file=_text(d.get("key_file")), key_id=_text(d.get("key_id")), compress=bool(d.get("compress", False)),
+        user=_text(d.get("user")), group=_text(d.get("group")), state=state)
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)

@@ -9,13 +9,14 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from . import schema
-from .connection import Connection
+from .connection import LOCAL, NETNS, Connection, skip_reason
 from .errors import Diagnostic, HostError, InventoryError, KernelError, ProvisionError, VerificationError, collect
 from .inventory import Host, Inventory, Source, build, load_source, parse
 from .kernel.apply import Step, schedule, steps_for
 from .model import Network, Observed
 from .plan import Change, Plan, make_plan
 from .render import change_line
+from .resolve import resolve
 from .validate import check_devs_present, check_host, check_peers, network_of
 
 
@@ -24,11 +25,14 @@ class Loaded:
     inventory: Inventory
     hosts: tuple[Host, ...]  # the selected ones
     desired: Mapping[str, Network]
+    warnings: tuple[Diagnostic, ...] = ()
 
 
-def load(file: str, limit: str | None = None, connection: str | None = None) -> Loaded:
+def load(file: str, limit: str | None = None, connection: str | None = None, act: bool = False) -> Loaded:
     """Raises InventoryError with every problem found in the file. `connection` overrides
-    every host's ansible_connection (how `provision` runs itself inside a container)."""
+    every host's ansible_connection (how `provision` runs itself inside a container). `act`:
+    the command is about to change the selected hosts from here, so their key files and users
+    must be there; otherwise (validate, plan --facts, destroy) what is missing is a warning."""
     source = load_source(file)
     data = parse(source)
     problems: list[Diagnostic] = schema.check(source, data)
@@ -45,8 +49,14 @@ def load(file: str, limit: str | None = None, connection: str | None = None) -> 
     hosts = inventory.select(limit)
     if connection is not None:
         hosts = tuple(replace(h, vars={**h.vars, "ansible_connection": connection}) for h in hosts)
+    acted_on = {h.name for h in hosts if skip_reason(h) is None} if act else set()
+    here = {h.name for h in hosts if h.connection in (None, LOCAL, NETNS)}
+    resolved, found = resolve(source, inventory.hosts, acted_on, quiet=act, here=here)
+    problems = list(dict.fromkeys(problems + found))
+    collect(problems)
     everyone = {h.name: h for h in inventory.hosts}
-    return Loaded(inventory, hosts, {h.name: network_of(h, everyone) for h in hosts})
+    desired = {h.name: network_of(h, everyone, source, resolved) for h in hosts}
+    return Loaded(inventory, hosts, desired, tuple(d for d in problems if d.severity != "error"))
 
 
 class Status(StrEnum):

@@ -31,7 +31,10 @@ def describe(value: Device | Address | Route | Tunnel) -> str:
         return ", ".join(parts)
     if isinstance(value, Tunnel):
         text = f"{value.transport} {value.role} {value.endpoint} on {value.device}"
-        return text + (f", peer {value.peer}" if value.peer else "")
+        text += f", peer {value.peer}" if value.peer else ""
+        text += f", key {value.key_file}" if value.secure else ", INSECURE: no key, plaintext"
+        text += ", compressed" if value.compress else ""
+        return text + (f", as {value.user}" + (f":{value.group}" if value.group else "") if value.user else "")
     if isinstance(value, Route):
         return " ".join(p for p in (f"via {value.via}" if value.via else "",
                                     f"dev {value.dev}" if value.dev else "") if p)
@@ -44,7 +47,9 @@ def change_line(c: Change, colour: bool, detail: bool = True) -> str:
         return head
     if c.action in (Action.UPDATE, Action.REPLACE):
         diffs = [f"{f}: {_show(getattr(c.before, f))} → {_show(getattr(c.after, f))}"
-                 for f in c.fields_changed() if f != "managed"]
+                 for f in c.fields_changed() if f not in ("managed", "key_id")]
+        if "key_id" in c.fields_changed():
+            diffs.append("key: rotated")
         if getattr(c.before, "managed", True) != getattr(c.after, "managed", True):
             diffs.append("owner: not provision → provision")
         if c.kind is Kind.TUNNEL:
@@ -84,13 +89,15 @@ def recap_line(host: str, ok: int, changed: int, failed: int, width: int) -> str
 
 def status_table(rows: list[dict[str, Any]]) -> str:
     """`provision status`: one line per tunnel, columns aligned; drops and errors spelled out below."""
-    head = ("HOST", "TUNNEL", "STATE", "PID", "RESTARTS", "PEER", "RX PKTS", "RX BYTES", "TX PKTS", "TX BYTES",
-            "DROPS")
+    head = ("HOST", "TUNNEL", "STATE", "SECURITY", "PID", "RESTARTS", "PEER", "RX PKTS", "RX BYTES", "TX PKTS",
+            "TX BYTES", "DROPS")
     lines = [head]
     notes = []
     for r in rows:
         drops = sum(r["drops"].values())
-        lines.append((r["host"], r["tunnel"], r["state"], str(r["pid"] or "-"), str(r["restarts"]), r["peer"] or "-",
+        security = ("encrypted" + ("+lz4" if r.get("compress") else "")) if r.get("encrypted") else "INSECURE"
+        lines.append((r["host"], r["tunnel"], r["state"], security, str(r["pid"] or "-"), str(r["restarts"]),
+                      r["peer"] or "-",
                       str(r["rx_packets"]), _bytes(r["rx_bytes"]), str(r["tx_packets"]), _bytes(r["tx_bytes"]),
                       str(drops)))
         for reason, n in sorted(r["drops"].items()):

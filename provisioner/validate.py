@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from .errors import Diagnostic
 from .inventory import Host, Source
+from .resolve import Resolved, ids, key_path
 from .model import (
     MAIN_TABLE,
     AbsentRoute,
@@ -118,11 +120,12 @@ def check_host(source: Source, host: Host) -> list[Diagnostic]:
                 err(p + ("dev",), f"device {dev} is declared absent")
             elif target is not None and target.get("state") == LinkState.DOWN:
                 err(p + ("dev",), f"device {dev} is declared down; the kernel keeps no route on a down device")
-    _check_tunnels(host, declared, err)
+    _check_tunnels(host, declared, err,
+                   lambda path, msg: out.append(source.diagnostic(path, msg, severity="warning")))
     return out
 
 
-def _check_tunnels(host: Host, declared: Mapping[str, Mapping[str, Any]], err: Any) -> None:
+def _check_tunnels(host: Host, declared: Mapping[str, Mapping[str, Any]], err: Any, warn: Any) -> None:
     """The rules one host can check alone; check_peers checks the pairs."""
     used_devices: dict[str, str] = {}
     listening: dict[tuple[str, int], str] = {}
@@ -141,6 +144,16 @@ def _check_tunnels(host: Host, declared: Mapping[str, Mapping[str, Any]], err: A
             err(p + ("device",), f"tunnel {name}: device {device} already carries tunnel {used_devices[device]}; "
                                  "one device, one forwarder")
         used_devices.setdefault(device, name)
+        if t.get("insecure") is True and "key_file" in t:
+            err(p + ("insecure",), f"tunnel {name}: insecure: true and key_file contradict each other; keep one")
+        elif t.get("insecure") is not True and "key_file" not in t:
+            err(p, f"tunnel {name}: no key_file; a tunnel is encrypted and authenticated unless it says "
+                   "insecure: true (make a key with: provision keygen PATH)")
+        elif t.get("insecure") is True:
+            warn(p + ("insecure",), f"tunnel {name} is insecure: its packets cross the network in plaintext, "
+                                    "and anyone who can reach its port can read and inject them")
+        if "group" in t and "user" not in t:
+            err(p + ("group",), f"tunnel {name}: group goes with user:")
         if "peer" in t and "port" not in t:
             err(p, f"tunnel {name}: a tunnel with peer: needs port:")
         if "port" in t and "peer" not in t:
@@ -208,6 +221,8 @@ def check_peers(source: Source, hosts: Iterable[Host]) -> list[Diagnostic]:
                 back = f"peer {theirs['peer']}" if "peer" in theirs else "listen/connect"
                 err(p + ("peer",), f"{peer_name}'s tunnel {name} has {back}, not peer {host.name}")
                 continue
+            if bool(t.get("insecure")) != bool(theirs.get("insecure")):
+                err(p, f"insecure: {bool(t.get('insecure'))} here, {bool(theirs.get('insecure'))} on {peer_name}")
             if t.get("transport", "tcp") != theirs.get("transport", "tcp"):
                 err(p, f"transport {t.get('transport', 'tcp')} here, {theirs.get('transport', 'tcp')} on {peer_name}")
             if t.get("port") != theirs.get("port") and "port" in t and "port" in theirs:
@@ -270,9 +285,14 @@ def _reason(exc: ValueError) -> str:
     return "host bits set" if "host bits" in text else text
 
 
-def network_of(host: Host, hosts: Mapping[str, Host] | None = None) -> Network:
+def network_of(host: Host, hosts: Mapping[str, Host] | None = None, source: Source | None = None,
+               resolved: Resolved | None = None) -> Network:
     """The desired state, normalised; call only after check_host and check_peers found no errors.
-    `hosts` (all of the inventory) resolves `peer:` tunnels."""
+    `hosts` (all of the inventory) resolves `peer:` tunnels; `source` and `resolved` their key
+    files and users."""
+    resolved = resolved or Resolved()
+    run_as = {str(e.value["device"]): ids(resolved, _text(e.value.get("user")), _text(e.value.get("group")))
+              for e in host.network.get("tunnels", ())}
     devices: list[Device] = []
     addresses: list[Address] = []
     absent_devices: list[str] = []
@@ -281,7 +301,13 @@ def network_of(host: Host, hosts: Mapping[str, Host] | None = None) -> Network:
         if d.get("state") == ABSENT:
             absent_devices.append(str(d["name"]))
             continue
-        devices.append(_device(d))
+        device = _device(d)
+        uid, gid = run_as.get(device.name, (None, None))
+        if device.owner is None and uid is not None:
+            device = replace(device, owner=uid)
+        if device.group is None and gid is not None and "group" in _tunnel_on(host, device.name):
+            device = replace(device, group=gid)
+        devices.append(device)
         addresses.extend(Address(str(d["name"]), canonical_interface(a)) for a in d.get("addresses") or ())
     routes: list[Route] = []
     absent_routes: list[AbsentRoute] = []
@@ -299,13 +325,22 @@ def network_of(host: Host, hosts: Mapping[str, Host] | None = None) -> Network:
             dev=str(r["dev"]) if r.get("dev") is not None else None,
         ))
     by_name = {d.name: d for d in devices}
-    tunnels = tuple(sorted(_tunnel(host, e.value, by_name[str(e.value["device"])], hosts or {})
+    tunnels = tuple(sorted(_tunnel(host, e.value, by_name[str(e.value["device"])], hosts or {}, source, resolved)
                            for e in host.network.get("tunnels", ())))
     return Network(tuple(devices), tuple(sorted(addresses)), tuple(routes),
                    tuple(absent_devices), tuple(absent_routes), tunnels)
 
 
-def _tunnel(host: Host, t: Mapping[str, Any], device: Device, hosts: Mapping[str, Host]) -> Tunnel:
+def _tunnel_on(host: Host, device: str) -> Mapping[str, Any]:
+    return next((e.value for e in host.network.get("tunnels", ()) if str(e.value.get("device")) == device), {})
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _tunnel(host: Host, t: Mapping[str, Any], device: Device, hosts: Mapping[str, Host], source: Source | None,
+            resolved: Resolved) -> Tunnel:
     """With peer: the host whose name sorts first listens on all addresses; the other connects."""
     transport = Transport(t.get("transport", Transport.TCP))
     peer = t.get("peer")
@@ -320,9 +355,12 @@ def _tunnel(host: Host, t: Mapping[str, Any], device: Device, hosts: Mapping[str
         role = Role.CONNECT
         address = tunnel_address(hosts[str(peer)])
         endpoint = f"[{address}]:{t['port']}" if ":" in address else f"{address}:{t['port']}"
+    key_file = key_path(source, str(t["key_file"])) if "key_file" in t and source is not None else None
     return Tunnel(name=str(t["name"]), device=device.name, transport=transport, role=role, endpoint=endpoint,
                   peer=str(peer) if peer is not None else None, device_type=device.type, pi=device.pi,
-                  vnet_hdr=device.vnet_hdr, multi_queue=device.multi_queue)
+                  vnet_hdr=device.vnet_hdr, multi_queue=device.multi_queue, key_file=key_file,
+                  key_id=resolved.key_ids.get(key_file) if key_file else None, compress=bool(t.get("compress")),
+                  user=_text(t.get("user")), group=_text(t.get("group")))
 
 
 def _is_ipv6(text: str) -> bool:

@@ -1,7 +1,8 @@
 """The `docker` connection: a host that is a container, reached through the Docker SDK.
 
 As with Ansible's docker connection, the work happens inside the container: the inventory
-file is copied in, and the container's own `provision` runs the same command for that one
+file is copied in (with the key files its tunnels name, mode 0600, into a directory only
+root can read), and the container's own `provision` runs the same command for that one
 host with `--connection local --json`. So the netlink calls, the lock and the tunnel
 forwarders all live in the container's namespaces and outlive the controller's command;
 the controller only validates, fans out, and prints what comes back.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import posixpath
 import tarfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +22,7 @@ from typing import Any
 from ..errors import HostError, UnreachableError
 from ..inventory import Host
 
-INBOX = "/tmp"  # where the inventory is put inside the container
+INBOX = "/run/provision-inbox"  # where the inventory and its keys are put inside the container
 NOT_FOUND = (126, 127)  # the shell's "cannot execute" and "not found"
 
 
@@ -31,11 +33,19 @@ def run_inside(host: Host, inventory_file: str, argv: Sequence[str]) -> dict[str
     name = f"provision-inventory-{hashlib.sha256(data).hexdigest()[:12]}.yaml"
     archive = io.BytesIO()
     with tarfile.open(fileobj=archive, mode="w") as tar:
-        info = tarfile.TarInfo(name)
-        info.size, info.mode = len(data), 0o600
-        tar.addfile(info, io.BytesIO(data))
+        _add(tar, INBOX.lstrip("/"), None)
+        _add(tar, f"{INBOX.lstrip('/')}/{name}", data)
+        for inside, outside in _key_files(host, inventory_file):
+            try:
+                key = Path(outside).read_bytes()
+            except OSError as exc:
+                raise HostError(host.name, f"key file {outside}: {exc.strerror}") from None
+            parts = inside.lstrip("/").split("/")
+            for i in range(1, len(parts)):
+                _add(tar, "/".join(parts[:i]), None)
+            _add(tar, "/".join(parts), key)
     try:
-        container.put_archive(INBOX, archive.getvalue())
+        container.put_archive("/", archive.getvalue())
         command = ["provision", *argv, f"{INBOX}/{name}", "--limit", host.name, "--connection", "local", "--json"]
         code, (out, err) = container.exec_run(command, demux=True)
     except _docker_errors() as exc:
@@ -48,6 +58,36 @@ def run_inside(host: Host, inventory_file: str, argv: Sequence[str]) -> dict[str
     except ValueError:
         raise HostError(host.name, f"provision in container {host.address} failed (exit {code}): "
                                    f"{err_text or out_text.strip() or 'no output'}") from None
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes | None) -> None:
+    """A file (mode 0600) or, with no data, a directory (0700), owned by root."""
+    info = tarfile.TarInfo(name)
+    info.uid = info.gid = 0
+    if data is None:
+        if not (name + "/").startswith(INBOX.lstrip("/") + "/"):
+            return  # never touch the modes of directories the container already has (/run, /etc ...)
+        info.type, info.mode = tarfile.DIRTYPE, 0o700
+        tar.addfile(info)
+        return
+    info.size, info.mode = len(data), 0o600
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _key_files(host: Host, inventory_file: str) -> list[tuple[str, str]]:
+    """(path in the container, path here) of each key file the host's tunnels name: relative
+    ones resolve against the inventory's directory on both sides, as `key_path` does."""
+    from ..inventory import Source
+    from ..resolve import key_path
+
+    here = Source(inventory_file, "")
+    out = []
+    for entry in host.network.get("tunnels", ()):
+        raw = entry.value.get("key_file")
+        if raw is not None:
+            inside = posixpath.normpath(posixpath.join(INBOX, str(raw)))
+            out.append((inside, key_path(here, str(raw))))
+    return out
 
 
 def _container(host: Host) -> Any:

@@ -1,12 +1,18 @@
 """One tunnel's data plane: the device on one side, a TCP stream or UDP socket on the other.
 
 Runs as its own process, `python -m provisioner.tunnel.forwarder RUN_DIR`, started (and
-restarted) by the tunnel's supervisor. The main thread keeps the connection to the peer and
-moves peer → device. Device → peer runs beside it: over TCP in a second thread (both block
-in system calls that release the GIL, so on two cores they overlap), over UDP in a forked
-process, because there the per-packet Python work is the limit and two processes do not
-share a GIL.
+restarted) by the tunnel's supervisor. It reads its key, attaches to the device and opens
+its socket, then drops root and every capability (privileges.py) before it hears a byte.
+Its log goes to stderr and its counters, one JSON line a second, to stdout: both are pipes
+to the supervisor, which writes the files, so the forwarder needs no file access at all.
 
+The main thread keeps the connection to the peer and moves peer → device. Device → peer runs
+beside it: over TCP in a second thread (both block in system calls that release the GIL,
+so on two cores they overlap), over UDP in a forked process, because there the per-packet
+Python work is the limit and two processes do not share a GIL.
+
+Every session starts with session.py's handshake, and every unit is sealed with the
+session's keys: nothing reaches the device that the peer holding the key did not send, once.
 Speed comes from the device's offloads (see vnet.py): with `vnet_hdr` one read is up to
 64 KB, which crosses TCP as one frame and UDP as one UDP_SEGMENT send of real packets.
 Nothing from the network is trusted: frames are bounded, virtio headers sanitized, and a
@@ -15,10 +21,14 @@ write the device refuses is a counted drop.
 
 from __future__ import annotations
 
+# Everything the forwarder uses is imported now, not when first needed: once it has dropped
+# root, the Python installation may be unreadable (a virtualenv under /root). getaddrinfo
+# looks up the idna codec at its first call.
+import encodings.idna  # noqa: F401
 import errno
 import fcntl
+import json
 import logging
-import logging.handlers
 import mmap
 import os
 import queue
@@ -33,9 +43,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from .. import keys
 from ..kernel import tun
 from ..model import DeviceType, Role, Transport, Tunnel, split_endpoint, tunnel_from_dict
-from . import runtime, vnet, wire
+from . import privileges, runtime, session, vnet, wire
+from .session import Session
 
 TUNSETOFFLOAD = 0x400454D0
 TUNSETVNETHDRSZ = 0x400454D8
@@ -46,11 +58,12 @@ READ_SIZE = wire.MAX_UNIT + 64
 PI_LEN = 4
 CARRIER_CONGESTION = b"cubic"  # for the TCP connection that carries a tunnel
 BATCH = 8  # units read from the device and sent to a TCP peer at once, at most
-HELLO_INTERVAL = 0.5  # seconds between hellos while a UDP tunnel looks for its peer
+HELLO_INTERVAL = 0.5  # seconds between handshake messages while a UDP tunnel looks for its peer
+HANDSHAKE_TIMEOUT = 5.0  # seconds a TCP peer has to complete the handshake
+MAX_HANDSHAKES = 16  # TCP handshakes in progress at once; more connections are closed at once
+MAX_PENDING = 64  # UDP handshakes awaiting their CONFIRM
 
 log = logging.getLogger("provision.forwarder")
-
-
 class Stats:
     """Counters the status command shows. Written from two threads: plain ints under the GIL."""
 
@@ -74,6 +87,11 @@ class Stats:
         self.last_error = text
         log.warning("%s", text)
 
+    def refused(self, who: str, why: str) -> None:
+        """A handshake that failed: counted by reason, and logged as rarely as drops are."""
+        self.last_error = f"refused {who}: {why}"
+        self.drop(f"handshake refused: {why}")
+
     def to_dict(self, outbound: Outbound | None = None) -> dict[str, Any]:
         tx_packets, tx_bytes, drops = self.tx_packets, self.tx_bytes, Counter(self.drops)
         if outbound is not None:  # the sending process counts for itself
@@ -88,12 +106,16 @@ class Stats:
 class Outbound:
     """What the two processes of a UDP forwarder share, in one anonymous shared mapping.
 
-    The receiving process hears the peer and says where to send (and how large a datagram
-    may be); the sending process reads that and publishes its counters. A seqlock keeps the
-    sender from using half an update: the generation is odd while it is being written.
+    The receiving process makes the sessions and hears the peer; it says where to send, how
+    large a datagram may be, and with which session's data key. The sending process reads
+    that and publishes its counters. A seqlock keeps the sender from using half an update:
+    the generation is odd while it is being written. The mapping is anonymous: the key in it
+    exists only in these two processes' memory.
     """
 
-    PEER = struct.Struct("<QHHB16s")  # generation, port, room, family (0 none, 4, 6), address
+    # generation, port, room, family (0 none, 4, 6), address, session id,
+    # flags (1 a session, 2 with a key, 4 compressed), the session's data key for sending
+    PEER = struct.Struct("<QHHB16sIB32s")
     COUNTS = struct.Struct("<QQQQQ")  # packets, bytes, then drops by the reasons below
     DROPS = ("no peer connected", "send to the peer failed",
              "a super-packet from the device that cannot be segmented")
@@ -101,35 +123,39 @@ class Outbound:
     def __init__(self) -> None:
         self.mm = mmap.mmap(-1, self.PEER.size + self.COUNTS.size)
         self._seen = -1
-        self._peer: tuple[Any, int] = (None, 1472)
+        self._peer: tuple[Any, int, Session | None] = (None, 1472, None)
 
-    def set_peer(self, addr: Any, room: int) -> None:
+    def set_peer(self, addr: Any, room: int, s: Session | None) -> None:
         gen = self.generation() + 1
         struct.pack_into("<Q", self.mm, 0, gen)  # odd: being written
         family, packed = 0, b""
         if addr is not None:
             family = 6 if ":" in addr[0] else 4
             packed = socket.inet_pton(socket.AF_INET6 if family == 6 else socket.AF_INET, addr[0])
-        self.PEER.pack_into(self.mm, 0, gen, addr[1] if addr else 0, room, family, packed)
+        flags = 0 if s is None else 1 | (2 if s.send is not None else 0) | (4 if s.compress else 0)
+        key = s.send if s is not None and s.send is not None else b""
+        self.PEER.pack_into(self.mm, 0, gen, addr[1] if addr else 0, room, family, packed,
+                            s.id if s is not None else 0, flags, key)
         struct.pack_into("<Q", self.mm, 0, gen + 1)
 
     def generation(self) -> int:
         return int(struct.unpack_from("<Q", self.mm, 0)[0])
 
-    def peer(self) -> tuple[Any, int]:
-        """(address or None, room): cheap when nothing changed, which is almost always."""
+    def peer(self) -> tuple[Any, int, Session | None]:
+        """(address or None, room, session with its send key or None): cheap when nothing changed."""
         gen = self.generation()
         if gen == self._seen:
             return self._peer
         while True:
-            gen, port, room, family, packed = self.PEER.unpack_from(self.mm, 0)
+            gen, port, room, family, packed, sid, flags, key = self.PEER.unpack_from(self.mm, 0)
             if not gen % 2 and gen == self.generation():
                 break
         addr = None
         if family:
             size = 16 if family == 6 else 4
             addr = (socket.inet_ntop(socket.AF_INET6 if family == 6 else socket.AF_INET, packed[:size]), port)
-        self._seen, self._peer = gen, (addr, room)
+        s = Session(sid, key if flags & 2 else None, None, None, None, bool(flags & 4)) if flags & 1 else None
+        self._seen, self._peer = gen, (addr, room, s)
         return self._peer
 
     def publish(self, packets: int, nbytes: int, drops: list[int]) -> None:
@@ -166,23 +192,78 @@ def open_device(t: Tunnel) -> tuple[int, bool]:
     return fd, offloads
 
 
+
 class Forwarder:
-    def __init__(self, t: Tunnel, run_dir: Path):
-        self.t, self.run_dir = t, run_dir
+    def __init__(self, t: Tunnel):
+        """Everything that needs privilege, done before privileges.drop(): read the key, attach to
+        the device, bind the socket."""
+        self.t = t
         self.stats = Stats()
+        self.psk = keys.read_key(t.key_file) if t.key_file else None
         self.fd, self.offloads = open_device(t)
         self.tap = t.device_type is DeviceType.TAP
         self.pi = PI_LEN if t.pi else 0
-        self.hello = wire.Hello(str(t.device_type), t.pi, t.vnet_hdr)
+        self.hello = session.Hello(str(t.device_type), t.pi, t.vnet_hdr, t.secure, t.compress)
         self.host, self.port = split_endpoint(t.endpoint)
+        self._report_lock = threading.Lock()
+        # TCP: the live connection and the sealer of what we send on it, swapped together
         self._send_lock = threading.Lock()
-        self._conn: socket.socket | None = None  # TCP: the live connection
-        self._udp: socket.socket | None = None
-        self._udp_peer: Any = None  # UDP: where the peer was last heard from
-        self._coalescer = (vnet.Coalescer(self.tap, self._write, bytes([wire.DATA]))
+        self._conn: socket.socket | None = None
+        self._sealer = session.StreamSealer(None, False)
+        self._listener = self._bind_tcp() if t.transport is Transport.TCP and t.role is Role.LISTEN else None
+        # UDP: the session, the peer it is with, and the two openers and the control sealer
+        self._udp = self._bind_udp() if t.transport is Transport.UDP else None
+        self._udp_peer: Any = None
+        self._session: Session | None = None
+        self._confirmed = False  # the initiator heard the listener within the session
+        self._opener: session.DatagramOpener | None = None
+        self._control_opener: session.DatagramOpener | None = None
+        self._control_sealer: session.DatagramSealer | None = None
+        self._initiator: session.Initiator | None = None
+        self._confirm = b""  # the initiator's CONFIRM datagram, sent again until heard
+        self._pending: dict[int, tuple[Any, session.Pending]] = {}  # listener: session id -> (address, half)
+        self._coalescer = (vnet.Coalescer(self.tap, self._write)
                            if t.vnet_hdr and not t.pi and t.transport is Transport.UDP else None)
-        self._outbound: Outbound | None = None  # UDP: shared with the sending process
+        self._outbound: Outbound | None = None
         self._last_heard = 0.0
+
+    def _bind_tcp(self) -> socket.socket:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._bind(listener, (self.host, self.port))
+        listener.listen(16)
+        log.info("listening on %s (tcp)", self.t.endpoint)
+        return listener
+
+    def _bind_udp(self) -> socket.socket:
+        connect = self.t.role is Role.CONNECT
+        bind_host = ("::" if ":" in self.host else "0.0.0.0") if connect else self.host
+        sock = socket.socket(socket.AF_INET6 if ":" in bind_host else socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        self._bind(sock, (bind_host, 0 if connect else self.port))
+        try:
+            sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+        except OSError:
+            log.info("no UDP_GRO here: one datagram per receive")
+        # A blocking socket whose receives give up after HELLO_INTERVAL (kernel-side, so that a
+        # receive is one system call, not a poll and a receive).
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, int(HELLO_INTERVAL * 1e6)))
+        if not connect:
+            log.info("listening on %s (udp)", self.t.endpoint)
+        return sock
+
+    def _bind(self, sock: socket.socket, where: tuple[str, int]) -> None:
+        bound = Backoff()
+        while True:
+            try:
+                sock.bind(where)
+                return
+            except OSError as exc:  # the port is still held by a forwarder that is going away
+                self.stats.error(f"cannot bind {self.t.endpoint}: {exc.strerror}")
+                self._report()
+                bound.sleep()
 
     # ------------------------------------------------------------ the process
 
@@ -200,7 +281,13 @@ class Forwarder:
             time.sleep(1.0)
 
     def _report(self) -> None:
-        runtime.write_json(self.run_dir / runtime.STATS, self.stats.to_dict(self._outbound))
+        """One line of counters to the supervisor, which keeps them in stats.json."""
+        line = json.dumps(self.stats.to_dict(self._outbound)).encode() + b"\n"
+        with self._report_lock:
+            try:
+                os.write(1, line)
+            except OSError:
+                pass  # the supervisor is gone; PR_SET_PDEATHSIG ends us
 
     def _connected(self, peer: str) -> None:
         self.stats.state, self.stats.peer, self.stats.since = "connected", peer, time.time()
@@ -241,7 +328,7 @@ class Forwarder:
         logging.shutdown()
         os._exit(3)
 
-    def _deliver(self, unit: memoryview) -> None:
+    def _deliver(self, unit: memoryview | bytes) -> None:
         """One unit from the peer into the device: checked, and a refusal is a drop."""
         parts: Sequence[bytes | memoryview] = (unit,)
         if self.t.vnet_hdr:
@@ -271,211 +358,190 @@ class Forwarder:
     # ------------------------------------------------------------ TCP
 
     def _tcp_forever(self) -> None:
-        offered: queue.Queue[socket.socket] = queue.Queue()
-        if self.t.role is Role.LISTEN:
+        offered: queue.Queue[tuple[socket.socket, Session]] = queue.Queue()
+        if self._listener is not None:
             threading.Thread(target=self._accept_forever, args=(offered,), daemon=True, name="accept").start()
         backoff = Backoff()
         while True:
             try:
-                conn = offered.get() if self.t.role is Role.LISTEN else self._tcp_connect()
+                conn, s = offered.get() if self._listener is not None else self._tcp_connect()
+                peer = _address(conn.getpeername())
             except (OSError, wire.ProtocolError) as exc:
                 self._lost(f"connecting to {self.t.endpoint}: {_why(exc)}")
                 backoff.sleep()
                 continue
             backoff.reset()
-            self._conn = conn
-            peer = _address(conn.getpeername())
+            with self._send_lock:
+                self._conn, self._sealer = conn, session.StreamSealer(s.send, s.compress)
             self._connected(peer)
-            keepalive = threading.Thread(target=self._tcp_keepalive, args=(conn,), daemon=True)
-            keepalive.start()
+            threading.Thread(target=self._tcp_keepalive, args=(conn,), daemon=True).start()
             try:
-                self._tcp_to_device(conn)
+                self._tcp_to_device(conn, session.StreamOpener(s.receive, s.compress, wire.MAX_UNIT))
             except (OSError, wire.ProtocolError) as exc:
                 self._lost(f"connection to {peer}: {_why(exc)}")
             finally:
-                self._conn = None
+                with self._send_lock:
+                    if self._conn is conn:
+                        self._conn = None
                 conn.close()
 
-    def _tcp_connect(self) -> socket.socket:
-        conn = socket.create_connection((self.host, self.port), timeout=5.0)
-        return self._tcp_handshake(conn)
+    def _tcp_connect(self) -> tuple[socket.socket, Session]:
+        conn = socket.create_connection((self.host, self.port), timeout=HANDSHAKE_TIMEOUT)
+        try:
+            _carrier(conn)
+            initiator = session.Initiator(self.hello, self.psk)
+            _send_frame(conn, wire.INIT, initiator.init)
+            confirm, s = initiator.on_reply(_expect_frame(conn, wire.REPLY))
+            _send_frame(conn, wire.CONFIRM, confirm)
+        except session.HandshakeError as exc:
+            conn.close()
+            self.stats.refused(self.t.endpoint, str(exc))
+            raise
+        except BaseException:
+            conn.close()
+            raise
+        _established(conn)
+        return conn, s
 
-    def _tcp_handshake(self, conn: socket.socket) -> socket.socket:
-        """Say hello, hear the peer's; then a blocking socket with kernel-side timeouts."""
-        conn.settimeout(5.0)
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        try:  # BBR, a common default, paces with timers: under a tunnel that only costs CPU (~15% here)
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, CARRIER_CONGESTION)
-        except OSError:
-            pass  # not built into this kernel: the host's default
-        conn.sendall(wire.frame_header(wire.HELLO, len(self.hello.encode())) + self.hello.encode())
-        word = wire.FRAME.unpack(_recv_exactly(conn, wire.FRAME_LEN))[0]  # exactly the hello: no data read ahead
-        kind, length = word >> 24, word & 0xFFFFFF
-        if kind != wire.HELLO or length > 4096:
-            raise wire.ProtocolError("the peer did not start with a hello")
-        self.hello.check_peer(wire.Hello.decode(_recv_exactly(conn, length)))
-        conn.settimeout(None)
-        # No data for DEAD_AFTER seconds while the peer sends keepalives every 2 s: it is gone.
-        timeout = struct.pack("ll", int(wire.DEAD_AFTER), 0)
-        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeout)
-        conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeout)
-        conn.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(wire.DEAD_AFTER * 1000))
-        return conn
-
-    def _accept_forever(self, offered: queue.Queue[socket.socket]) -> None:
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        listener = socket.socket(family, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        bound = Backoff()
+    def _accept_forever(self, offered: queue.Queue[tuple[socket.socket, Session]]) -> None:
+        """Each handshake in a thread of its own, so that a peer that stalls (or an attacker)
+        delays nobody; a connection replaces the current one only once it has proven the key."""
+        assert self._listener is not None
+        slots = threading.BoundedSemaphore(MAX_HANDSHAKES)
         while True:
-            try:
-                listener.bind((self.host, self.port))
-                break
-            except OSError as exc:  # the port is still held by a forwarder that is going away
-                self.stats.error(f"cannot listen on {self.t.endpoint}: {exc.strerror}")
-                bound.sleep()
-        listener.listen(8)
-        log.info("listening on %s (tcp)", self.t.endpoint)
-        while True:
-            conn, addr = listener.accept()
-            try:
-                self._tcp_handshake(conn)
-            except (OSError, wire.ProtocolError) as exc:
-                self.stats.error(f"refused a connection from {_address(addr)}: {_why(exc)}")
+            conn, addr = self._listener.accept()
+            if not slots.acquire(blocking=False):
                 conn.close()
+                self.stats.drop("handshake refused: too many at once")
                 continue
-            old = self._conn
-            if old is not None:  # the peer came back (restarted): the new connection wins
-                log.info("a new connection from %s replaces the current one", _address(addr))
-                _shutdown(old)
-            offered.put(conn)
+            threading.Thread(target=self._tcp_respond, args=(conn, addr, offered, slots), daemon=True).start()
+
+    def _tcp_respond(self, conn: socket.socket, addr: Any, offered: queue.Queue[tuple[socket.socket, Session]],
+                     slots: threading.BoundedSemaphore) -> None:
+        try:
+            conn.settimeout(HANDSHAKE_TIMEOUT)
+            _carrier(conn)
+            reply, pending = session.Responder(self.hello, self.psk).on_init(_expect_frame(conn, wire.INIT))
+            _send_frame(conn, wire.REPLY, reply)
+            s = pending.on_confirm(_expect_frame(conn, wire.CONFIRM))
+            _established(conn)
+        except (OSError, wire.ProtocolError) as exc:
+            self.stats.refused(_address(addr), _why(exc))
+            conn.close()
+            return
+        finally:
+            slots.release()
+        old = self._conn
+        if old is not None:  # the peer came back (restarted): the new connection wins
+            log.info("a new connection from %s replaces the current one", _address(addr))
+            _shutdown(old)
+        offered.put((conn, s))
 
     def _tcp_keepalive(self, conn: socket.socket) -> None:
-        frame = wire.frame_header(wire.KEEPALIVE, 0)
         while self._conn is conn:
             time.sleep(wire.KEEPALIVE_INTERVAL)
             try:
                 with self._send_lock:
-                    conn.sendall(frame)
+                    if self._conn is not conn:
+                        return
+                    word, body = self._sealer.seal(wire.KEEPALIVE, b"")
+                    conn.sendall(word + bytes(body))
             except OSError:
                 _shutdown(conn)
                 return
 
-    def _tcp_to_device(self, conn: socket.socket) -> None:
+    def _tcp_to_device(self, conn: socket.socket, opener: session.StreamOpener) -> None:
+        """A frame that fails authentication ends the connection: in a TCP stream it can only be
+        an attack or corruption, and the peer reconnects with a fresh session."""
         reader = wire.FrameReader()
+        data = (wire.DATA, wire.DATA_LZ4)
         while True:
             n = conn.recv_into(reader.space())
             if n == 0:
                 raise ConnectionError("the peer closed the connection")
             for kind, body in reader.frames(n):
                 if body is None:
-                    self.stats.drop(f"frame larger than {wire.MAX_UNIT} bytes")
-                elif kind == wire.DATA:
-                    self._deliver(body)
-                elif kind == wire.HELLO:
-                    raise wire.ProtocolError("a second hello on one connection")
+                    opener.skip()
+                    self.stats.drop(f"frame larger than {wire.MAX_BODY} bytes")
+                elif kind in data or kind == wire.KEEPALIVE:
+                    try:
+                        unit = opener.open(kind, body)
+                    except session.Rejected as exc:
+                        self.stats.drop(str(exc))
+                        raise
+                    if kind != wire.KEEPALIVE:
+                        self._deliver(unit)
+                else:
+                    raise wire.ProtocolError(f"frame of type {kind} within a session")
 
     def _device_to_tcp(self) -> None:
         """Units go out in batches: after one blocking read, whatever else the device already
         holds (a read that does not wait, RWF_NOWAIT) joins it, up to BATCH units, in one send.
         Under load that is fewer sends and fewer wake-ups of the peer; alone, a unit waits for
-        nothing."""
+        nothing. Sealing happens under the send lock: the counter must follow the stream."""
         bufs = [bytearray(READ_SIZE) for _ in range(BATCH)]
         views = [memoryview(b) for b in bufs]
+        units: list[memoryview] = []
         parts: list[bytes | memoryview] = []
         nowait = os.RWF_NOWAIT
         while True:
             n = self._read(bufs[0])
-            parts.clear()
-            parts += (wire.frame_header(wire.DATA, n), views[0][:n])
-            units, nbytes = 1, n
+            units.clear()
+            units.append(views[0][:n])
+            nbytes = n
             for i in range(1, BATCH):
                 try:
                     n = os.preadv(self.fd, [bufs[i]], -1, nowait)
                 except OSError:
                     break
-                parts += (wire.frame_header(wire.DATA, n), views[i][:n])
-                units += 1
+                units.append(views[i][:n])
                 nbytes += n
-            conn = self._conn
-            if conn is None:
-                self.stats.drop("no peer connected", units)
-                continue
-            try:
-                with self._send_lock:
+            with self._send_lock:
+                conn, seal = self._conn, self._sealer.seal
+                if conn is None:
+                    self.stats.drop("no peer connected", len(units))
+                    continue
+                parts.clear()
+                for unit in units:
+                    parts += seal(wire.DATA, unit)
+                try:
                     _sendmsg_all(conn, parts)
-            except OSError as exc:
-                self.stats.drop("send to the peer failed", units)
-                if self._conn is conn:
+                except OSError as exc:
+                    self.stats.drop("send to the peer failed", len(units))
                     self.stats.error(f"send to the peer: {_why(exc)}")
                     _shutdown(conn)
-                continue
-            self.stats.tx_packets += units
+                    continue
+            self.stats.tx_packets += len(units)
             self.stats.tx_bytes += nbytes
 
     # ------------------------------------------------------------ UDP
 
     def _udp_forever(self) -> None:
-        connect = self.t.role is Role.CONNECT
-        bind_host = ("::" if ":" in self.host else "0.0.0.0") if connect else self.host
-        family = socket.AF_INET6 if ":" in bind_host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-        bound = Backoff()
-        while True:
-            try:
-                sock.bind((bind_host, 0 if connect else self.port))
-                break
-            except OSError as exc:
-                self.stats.error(f"cannot bind {bind_host}:{self.port}: {exc.strerror}")
-                bound.sleep()
-        try:
-            sock.setsockopt(SOL_UDP, UDP_GRO, 1)
-        except OSError:
-            log.info("no UDP_GRO here: one datagram per receive")
-        # A blocking socket whose receives give up after HELLO_INTERVAL (kernel-side, so that a
-        # receive is one system call, not a poll and a receive).
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, int(HELLO_INTERVAL * 1e6)))
-        self._udp = sock
-        if not connect:
-            log.info("listening on %s (udp)", self.t.endpoint)
+        sock = self._udp
+        assert sock is not None
         self._start_sender(sock)
-        hello = bytes([wire.HELLO]) + self.hello.encode()
-        keepalive = bytes([wire.KEEPALIVE])
-        # Two receive buffers, used in turn, so that a run of segments being glued together
-        # can continue from one receive into the next (see Coalescer.holds).
+        # Two receive buffers, used in turn, so that a run of segments being glued together can
+        # continue from one receive into the next (see Coalescer.holds); and a plaintext buffer
+        # beside each, where datagrams are decrypted to.
         buffers = (bytearray(1 << 17), bytearray(1 << 17))
+        plains = (bytearray(1 << 17), bytearray(1 << 17))
         views = tuple(memoryview(b) for b in buffers)
+        plain_views = tuple(memoryview(b) for b in plains)
         turn = 0
         coalescer = self._coalescer
         cmsg_space = socket.CMSG_SPACE(4)
         last_sent = 0.0
         while True:
             now = time.monotonic()
-            if self.stats.state == "connected" and now - self._last_heard > wire.DEAD_AFTER:
-                self._lost(f"nothing from {self.stats.peer} for {wire.DEAD_AFTER:.0f} s")
-                assert self._outbound is not None
-                self._outbound.set_peer(None, 0)
-                if connect:
-                    self._udp_peer = None
-            if now - last_sent >= (wire.KEEPALIVE_INTERVAL if self.stats.state == "connected" else HELLO_INTERVAL):
+            if self._session is not None and now - self._last_heard > wire.DEAD_AFTER:
+                self._lost(f"nothing from {_address(self._udp_peer)} for {wire.DEAD_AFTER:.0f} s")
+                self._udp_deactivate()
+            interval = wire.KEEPALIVE_INTERVAL if self._session is not None and self._confirmed else HELLO_INTERVAL
+            if now - last_sent >= interval:
                 last_sent = now
-                target = self._udp_peer
-                if connect and self.stats.state != "connected":
-                    try:  # resolve again each time: the peer may come back elsewhere
-                        found = socket.getaddrinfo(self.host, self.port, family, socket.SOCK_DGRAM)[0][4]
-                        target = (str(found[0]), int(found[1]))
-                    except OSError as exc:
-                        self._lost(f"resolving {self.host}: {_why(exc)}")
-                        target = None
-                    if target is not None:
-                        self._udp_send_control(sock, hello, target)
-                elif target is not None:
-                    self._udp_send_control(sock, keepalive, target)
+                self._udp_tick(sock)
             buf, view = buffers[turn], views[turn]
-            if coalescer is not None and coalescer.holds(buf):
+            if coalescer is not None and (coalescer.holds(buf) or coalescer.holds(plains[turn])):
                 coalescer.flush()
             try:
                 if coalescer is not None and coalescer.pending:
@@ -491,7 +557,6 @@ class Forwarder:
             except OSError as exc:
                 self.stats.error(f"receive: {_why(exc)}")
                 continue
-            turn ^= 1
             if flags & socket.MSG_TRUNC:
                 self.stats.drop("datagram larger than the receive buffer")
                 continue
@@ -499,41 +564,76 @@ class Forwarder:
             for level, kind, data in anc:
                 if level == SOL_UDP and kind == UDP_GRO:
                     size = struct.unpack("i", data[:4])[0]
-            self._udp_received(sock, view, n, size, addr, hello)
+            self._udp_received(sock, view, plain_views[turn], n, size, addr)
+            turn ^= 1
 
-    def _udp_received(self, sock: socket.socket, view: memoryview, n: int, size: int, addr: Any,
-                      hello: bytes) -> None:
-        """`n` bytes of datagrams of `size` bytes each (the last may be shorter), all from `addr`."""
-        if addr != self._udp_peer:
-            first = view[:min(size, n)]
-            if len(first) and first[0] == wire.HELLO:
-                try:
-                    self.hello.check_peer(wire.Hello.decode(first[1:]))
-                except wire.ProtocolError as exc:
-                    self.stats.error(f"refused {_address(addr)}: {exc}")
-                    return
-                if self.t.role is Role.LISTEN:
-                    self._udp_send_control(sock, hello, addr)
-                self._udp_peer = addr
-                assert self._outbound is not None
-                self._outbound.set_peer(addr, _path_room(addr, sock.family))
-                self._connected(_address(addr))
+    def _udp_tick(self, sock: socket.socket) -> None:
+        """Every HELLO_INTERVAL while looking for the peer, every KEEPALIVE_INTERVAL after."""
+        if self.t.role is Role.CONNECT and self._session is None:
+            try:  # resolve again each time: the peer may come back elsewhere
+                found = socket.getaddrinfo(self.host, self.port, sock.family, socket.SOCK_DGRAM)[0][4]
+            except OSError as exc:
+                self._lost(f"resolving {self.host}: {_why(exc)}")
                 return
-            self.stats.drop("datagram from an unknown sender")
-            return
+            if self._initiator is None:
+                self._initiator = session.Initiator(self.hello, self.psk)
+            self._udp_send_control(sock, _handshake(wire.INIT, 0, self._initiator.init), (str(found[0]), int(found[1])))
+        elif self._session is not None and not self._confirmed:
+            self._udp_send_control(sock, self._confirm, self._udp_peer)
+        elif self._session is not None:
+            self._udp_keepalive(sock)
+
+    def _udp_keepalive(self, sock: socket.socket) -> None:
+        assert self._control_sealer is not None
+        self._udp_send_control(sock, self._control_sealer.seal(wire.KEEPALIVE), self._udp_peer)
+
+    def _udp_activate(self, addr: Any, s: Session, sock: socket.socket, confirmed: bool) -> None:
+        self._session, self._udp_peer, self._confirmed = s, addr, confirmed
+        self._opener = session.DatagramOpener(s.receive, s.id, s.compress, wire.MAX_UNIT)
+        self._control_opener = session.DatagramOpener(s.receive_control, s.id, False, 0)
+        self._control_sealer = session.DatagramSealer(s.send_control, s.id, False)
+        assert self._outbound is not None
+        self._outbound.set_peer(addr, _path_room(addr, sock.family), s)
         self._last_heard = time.monotonic()
+        if confirmed:
+            self._connected(_address(addr))
+
+    def _udp_deactivate(self) -> None:
+        self._session = self._opener = self._control_opener = self._control_sealer = None
+        self._initiator, self._confirmed = None, False
+        if self.t.role is Role.CONNECT:
+            self._udp_peer = None
+        assert self._outbound is not None
+        self._outbound.set_peer(None, 0, None)
+
+    def _udp_received(self, sock: socket.socket, view: memoryview, plain: memoryview, n: int, size: int,
+                      addr: Any) -> None:
+        """`n` bytes of datagrams of `size` bytes each (the last may be shorter), all from `addr`.
+        Units are opened into `plain` at the offset their datagram had in `view`."""
+        heard = False
         coalescer = self._coalescer
-        continues = coalescer.continues if coalescer is not None else None
+        opener = self._opener if addr == self._udp_peer else None
+        data = (wire.DATA, wire.DATA_LZ4)
         for off in range(0, n, size):
             end = min(off + size, n)
-            if continues is not None and continues(view, off, end):
-                continue  # the next segment of a TCP run: already taken
             kind = view[off]
-            if kind == wire.DATA:
-                unit = view[off + 1:end]
+            if kind in data:
+                if opener is None:
+                    self.stats.drop("datagram from an unknown sender")
+                    continue
+                try:
+                    unit = opener.open_into(view[off:end], plain[off:end])
+                except session.Rejected as exc:
+                    self.stats.drop(str(exc))
+                    continue
+                heard = True
                 if coalescer is None:
                     self._deliver(unit)
                     continue
+                if isinstance(unit, bytes):  # decompressed: the coalescer writes into what it keeps
+                    unit = memoryview(bytearray(unit))
+                if coalescer.continues(unit, 0, len(unit)):
+                    continue  # the next segment of a TCP run: already taken
                 if len(unit) < vnet.HDR_LEN:
                     self.stats.drop("shorter than the virtio header")
                     continue
@@ -541,11 +641,54 @@ class Forwarder:
                     coalescer.add(unit)
                 except vnet.BadPacket as exc:
                     self.stats.drop(str(exc))
-            elif kind == wire.HELLO:
-                if self.t.role is Role.LISTEN:
-                    self._udp_send_control(sock, hello, addr)
-                if self.stats.state != "connected":
+            else:
+                heard |= self._udp_control(sock, kind, view[off:end], plain[off:end], addr)
+        if heard:
+            self._last_heard = time.monotonic()
+
+    def _udp_control(self, sock: socket.socket, kind: int, datagram: memoryview, plain: memoryview,
+                     addr: Any) -> bool:
+        """A keepalive or handshake datagram; True if it proved the peer is there."""
+        listener = self.t.role is Role.LISTEN
+        if len(datagram) < session.DATAGRAM_LEN:
+            self.stats.drop("datagram shorter than its header")
+            return False
+        sid = session.DATAGRAM.unpack_from(datagram)[1]
+        body = datagram[session.DATAGRAM_LEN:]
+        try:
+            if kind == wire.KEEPALIVE:
+                if self._control_opener is None or addr != self._udp_peer:
+                    self.stats.drop("datagram from an unknown sender")
+                    return False
+                self._control_opener.open_into(datagram, plain)
+                if not self._confirmed:
+                    self._confirmed = True
                     self._connected(_address(addr))
+                return True
+            if kind == wire.INIT and listener:
+                reply, pending = session.Responder(self.hello, self.psk).on_init(body)
+                if len(self._pending) >= MAX_PENDING:
+                    del self._pending[next(iter(self._pending))]
+                self._pending[pending.session.id] = (addr, pending)
+                self._udp_send_control(sock, _handshake(wire.REPLY, 0, reply), addr)
+            elif kind == wire.REPLY and not listener and self._initiator is not None and self._session is None:
+                confirm, s = self._initiator.on_reply(body)
+                self._confirm = _handshake(wire.CONFIRM, s.id, confirm)
+                self._udp_send_control(sock, self._confirm, addr)
+                self._udp_activate(addr, s, sock, confirmed=False)
+            elif kind == wire.CONFIRM and listener and sid in self._pending and self._pending[sid][0] == addr:
+                s = self._pending[sid][1].on_confirm(body)
+                if self._session is None or self._session.id != s.id:
+                    self._udp_activate(addr, s, sock, confirmed=True)
+                self._udp_keepalive(sock)  # the initiator waits for a word from us in the session
+                return True
+            else:
+                self.stats.drop(f"unexpected datagram of type {kind}")
+        except session.Rejected as exc:
+            self.stats.drop(str(exc))
+        except session.HandshakeError as exc:
+            self.stats.refused(_address(addr), str(exc))
+        return False
 
     def _udp_send_control(self, sock: socket.socket, data: bytes, addr: Any) -> None:
         try:
@@ -577,32 +720,46 @@ class Forwarder:
         signal.signal(signal.SIGCHLD, sender_died)
 
     def _device_to_udp(self, sock: socket.socket, outbound: Outbound) -> None:
-        data_byte = bytes([wire.DATA])
+        """Each unit sealed into `out` as whole datagrams, then sent; a super-packet is first cut
+        into real segments, sealed one by one, and sent with UDP_SEGMENT."""
         segmenting = self.t.vnet_hdr and self.offloads
         packets = nbytes = 0
         drops = [0] * len(Outbound.DROPS)
         no_peer, send_failed, unsegmentable = range(3)
         gso = True
+        sealer: session.DatagramSealer | None = None
+        out = memoryview(bytearray(2 * READ_SIZE))
+        prefix = b""
         for unit in self._read_units():
-            peer, room = outbound.peer()
-            if peer is None:
+            peer, room, s = outbound.peer()
+            if peer is None or s is None:
                 drops[no_peer] += 1
-            elif segmenting and unit[self.pi + 1] != vnet.GSO_NONE:
+                outbound.publish(packets, nbytes, drops)
+                continue
+            if sealer is None or (sealer.id, sealer.key) != (s.id, s.send):  # a new session: never a new
+                sealer = session.DatagramSealer(s.send, s.id, s.compress)  # counter on an old key
+            if segmenting and unit[self.pi + 1] != vnet.GSO_NONE:
                 p = self.pi
-                prefix = data_byte + bytes(unit[:p])
+                prefix = bytes(unit[:p])
                 try:
                     pieces = vnet.segment(unit[p:p + vnet.HDR_LEN], unit[p + vnet.HDR_LEN:], self.tap,
-                                          room - len(prefix) - vnet.HDR_LEN, prefix)
+                                          room - sealer.overhead - len(prefix) - vnet.HDR_LEN, prefix)
                 except (vnet.BadPacket, IndexError):
                     drops[unsegmentable] += 1
-                else:
-                    sent, gso = _send_batch(sock, pieces, peer, gso)
-                    packets += sent
-                    nbytes += sum(len(d) for d in pieces[:sent]) - sent * len(prefix)
-                    drops[send_failed] += len(pieces) - sent
+                    outbound.publish(packets, nbytes, drops)
+                    continue
+                lengths, pos = [], 0
+                for piece in pieces:
+                    size = sealer.seal_into(wire.DATA, piece, out[pos:])
+                    lengths.append(size)
+                    pos += size
+                sent, gso = _send_sealed(sock, out, lengths, peer, gso)
+                packets += sent
+                nbytes += sum(len(d) for d in pieces[:sent]) - sent * len(prefix)
+                drops[send_failed] += len(pieces) - sent
             else:
                 try:
-                    sock.sendmsg((data_byte, unit), (), 0, peer)
+                    sock.sendto(out[:sealer.seal_into(wire.DATA, unit, out)], peer)
                     packets += 1
                     nbytes += len(unit)
                 except OSError:
@@ -610,34 +767,84 @@ class Forwarder:
             outbound.publish(packets, nbytes, drops)
 
 
-def _send_batch(sock: socket.socket, datagrams: list[bytes], peer: Any, gso: bool) -> tuple[int, bool]:
-    """Equal-sized datagrams (the last may be shorter) in as few UDP_SEGMENT sends as fit.
-    Returns how many were sent, and whether UDP_SEGMENT is still worth trying."""
-    size = len(datagrams[0])
+def _send_sealed(sock: socket.socket, out: memoryview, lengths: list[int], peer: Any, gso: bool) -> tuple[int, bool]:
+    """The datagrams laid end to end in `out`, in as few UDP_SEGMENT sends as fit: that needs
+    all but the last of a send to be of one size. Returns how many were sent, and whether
+    UDP_SEGMENT is still worth trying."""
+    size = lengths[0]
+    uniform = all(n == size for n in lengths[:-1]) and lengths[-1] <= size
+    if not (gso and uniform and len(lengths) > 1):
+        return _send_each(sock, out, lengths, peer), gso
     most = max(1, min(vnet.MAX_SEGMENTS, GSO_SEND_LIMIT // size))
-    sends = -(-len(datagrams) // most)
-    per_send = -(-len(datagrams) // sends)  # even sends: 24 + 23, not 44 + 3
+    sends = -(-len(lengths) // most)
+    per_send = -(-len(lengths) // sends)  # even sends: 24 + 23, not 44 + 3
     sent = 0
-    for i in range(0, len(datagrams), per_send):
-        chunk = datagrams[i:i + per_send]
+    for i in range(0, len(lengths), per_send):
+        count = min(per_send, len(lengths) - i)
+        start, end = i * size, i * size + sum(lengths[i:i + count])
         try:
-            if gso and len(chunk) > 1:
-                try:
-                    sock.sendmsg((b"".join(chunk),), ((SOL_UDP, UDP_SEGMENT, struct.pack("=H", size)),), 0, peer)
-                except OSError as exc:
-                    if exc.errno not in (errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP):
-                        raise
-                    log.info("no UDP_SEGMENT here (%s): one send per datagram", exc.strerror)
-                    gso = False
-                    for d in chunk:
-                        sock.sendto(d, peer)
+            if count > 1:
+                sock.sendmsg((out[start:end],), ((SOL_UDP, UDP_SEGMENT, struct.pack("=H", size)),), 0, peer)
             else:
-                for d in chunk:
-                    sock.sendto(d, peer)
-        except OSError:
-            continue
-        sent += len(chunk)
+                sock.sendto(out[start:end], peer)
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP):
+                continue
+            log.info("no UDP_SEGMENT here (%s): one send per datagram", exc.strerror)
+            return sent + _send_each(sock, out[start:], lengths[i:], peer), False
+        sent += count
     return sent, gso
+
+
+def _send_each(sock: socket.socket, out: memoryview, lengths: list[int], peer: Any) -> int:
+    sent = pos = 0
+    for n in lengths:
+        try:
+            sock.sendto(out[pos:pos + n], peer)
+            sent += 1
+        except OSError:
+            pass
+        pos += n
+    return sent
+
+
+def _handshake(kind: int, sid: int, body: bytes) -> bytes:
+    """A handshake datagram: the usual header (counter 0, never checked), then the message."""
+    return session.DATAGRAM.pack(kind, sid, 0) + body
+
+
+def _send_frame(conn: socket.socket, kind: int, body: bytes) -> None:
+    conn.sendall(wire.frame_header(kind, len(body)) + body)
+
+
+def _expect_frame(conn: socket.socket, kind: int) -> bytes:
+    """The next frame, which must be a handshake message of `kind` (and short): exactly it, so
+    that nothing after it is read ahead."""
+    word = wire.FRAME.unpack(_recv_exactly(conn, wire.FRAME_LEN))[0]
+    got, length = word >> 24, word & 0xFFFFFF
+    if got != kind or length > 4096:
+        raise wire.ProtocolError("the peer does not speak provision's handshake")
+    return _recv_exactly(conn, length)
+
+
+def _carrier(conn: socket.socket) -> None:
+    conn.settimeout(HANDSHAKE_TIMEOUT)
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:  # BBR, a common default, paces with timers: under a tunnel that only costs CPU (~15% here)
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, CARRIER_CONGESTION)
+    except OSError:
+        pass  # not built into this kernel: the host's default
+
+
+def _established(conn: socket.socket) -> None:
+    """After the handshake: a blocking socket with kernel-side timeouts. No data for DEAD_AFTER
+    seconds while the peer sends keepalives every 2 s: it is gone."""
+    conn.settimeout(None)
+    timeout = struct.pack("ll", int(wire.DEAD_AFTER), 0)
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeout)
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeout)
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(wire.DEAD_AFTER * 1000))
 
 
 class Backoff:
@@ -706,9 +913,9 @@ def _why(exc: BaseException) -> str:
 
 
 def main(argv: list[str]) -> int:
+    """stdout and stderr are the supervisor's pipes: counters on one, the log on the other."""
     run_dir = Path(argv[0])
-    handler = logging.handlers.RotatingFileHandler(run_dir / runtime.LOG, maxBytes=runtime.LOG_BYTES,
-                                                   backupCount=1)
+    handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s forwarder[%(process)d] %(levelname)s %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -718,13 +925,16 @@ def main(argv: list[str]) -> int:
         return 2
     t = tunnel_from_dict(spec)
     try:
-        forwarder = Forwarder(t, run_dir)
-    except SystemExit as exc:
-        log.error("%s", exc)
-        runtime.write_json(run_dir / runtime.STATS, {"state": "connecting", "last_error": str(exc)})
+        forwarder = Forwarder(t)
+        uid, gid = privileges.drop(t.user, t.group)
+    except (SystemExit, keys.KeyFileError, privileges.PrivilegeError, OSError) as exc:
+        why = str(exc) if not isinstance(exc, OSError) else f"{exc.strerror or exc}"
+        log.error("%s", why)
+        os.write(1, json.dumps({"state": "connecting", "last_error": why}).encode() + b"\n")
         return 2
-    log.info("%s on %s (%s %s %s, offloads %s)", t.name, t.device, t.transport, t.role, t.endpoint,
-             "on" if forwarder.offloads else "off")
+    log.info("%s on %s (%s %s %s, %s, offloads %s), running as uid %d gid %d without capabilities",
+             t.name, t.device, t.transport, t.role, t.endpoint,
+             "encrypted" if t.secure else "INSECURE: plaintext", "on" if forwarder.offloads else "off", uid, gid)
     forwarder.run()
     return 0
 

@@ -7,8 +7,10 @@
         stats.json       forwarder: connection state, peer, counters, drops, last error
         forwarder.log    forwarder and supervisor log, bounded (rotated at LOG_BYTES)
 
-Every JSON file is replaced atomically (write a temporary file, rename), so a reader never
-sees half a file, even after a SIGKILL.
+Every file here is written by root (apply and the supervisor) in directories only root can
+write: the forwarder runs unprivileged and sends its counters and log lines to the
+supervisor through pipes. Every JSON file is replaced atomically (write a temporary file,
+rename), so a reader never sees half a file, even after a SIGKILL.
 """
 
 from __future__ import annotations
@@ -103,6 +105,8 @@ def status(state_dir: Path, host: str) -> list[dict[str, Any]]:
         out.append({
             "host": host, "tunnel": spec["name"], "device": spec["device"], "transport": spec["transport"],
             "role": spec["role"], "endpoint": spec["endpoint"], "state": state,
+            "encrypted": spec.get("key_file") is not None, "compress": bool(spec.get("compress")),
+            "user": spec.get("user"),
             "pid": sup.get("forwarder_pid") if alive else None, "restarts": sup.get("restarts", 0),
             "peer": stats.get("peer"), "rx_packets": stats.get("rx_packets", 0), "rx_bytes": stats.get("rx_bytes", 0),
             "tx_packets": stats.get("tx_packets", 0), "tx_bytes": stats.get("tx_bytes", 0),

@@ -16,6 +16,7 @@ supervisor for the same tunnel exit at once, so repeated applies never duplicate
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import logging.handlers
 import os
@@ -23,9 +24,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from ..errors import ForwarderError
 from ..model import RunState, Tunnel, tunnel_to_dict
@@ -37,7 +39,10 @@ HEALTHY_AFTER = 10.0  # a forwarder that ran this long resets the backoff
 START_TIMEOUT = 5.0
 STOP_TIMEOUT = 5.0
 
+MAX_LINE = 64 * 1024
+
 log = logging.getLogger("provision.supervisor")
+forwarder_log = logging.getLogger("provision.forwarder-output")  # lines already formatted by the forwarder
 
 
 # ---------------------------------------------------------------- used by apply
@@ -126,6 +131,22 @@ class Supervisor:
             "pid": os.getpid(), "forwarder_pid": self.child.pid if self.child else None, "state": str(state),
             "restarts": self.restarts, "last_error": self.last_error})
 
+    def keep_stats(self, pipe: IO[bytes]) -> None:
+        """The forwarder's counters, a JSON line a second, into stats.json. The forwarder runs
+        unprivileged and writes no files: what it says is bounded and parsed, never trusted."""
+        for line in iter(lambda: pipe.readline(MAX_LINE), b""):
+            try:
+                stats = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(stats, dict):
+                runtime.write_json(self.run_dir / runtime.STATS, stats)
+
+    def keep_log(self, pipe: IO[bytes]) -> None:
+        """The forwarder's log lines (and a crash's traceback) into the bounded log."""
+        for line in iter(lambda: pipe.readline(MAX_LINE), b""):
+            forwarder_log.info("%s", line.decode(errors="replace").rstrip("\n"))
+
     def on_sigterm(self, *_: Any) -> None:
         self.stopping = True
         if self.child is not None and self.child.poll() is None:
@@ -135,13 +156,19 @@ class Supervisor:
         delay = 0.1
         while not self.stopping:
             started = time.monotonic()
-            with open(self.run_dir / runtime.LOG, "ab") as log_file:  # a crash's traceback lands in the log
-                self.child = subprocess.Popen(
-                    [sys.executable, "-m", "provisioner.tunnel.forwarder", str(self.run_dir)],
-                    stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
-                    preexec_fn=lambda: runtime.die_with_parent(signal.SIGTERM))
+            self.child = child = subprocess.Popen(
+                [sys.executable, "-m", "provisioner.tunnel.forwarder", str(self.run_dir)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                preexec_fn=lambda: runtime.die_with_parent(signal.SIGTERM))
+            assert child.stdout is not None and child.stderr is not None
+            pumps = [threading.Thread(target=self.keep_stats, args=(child.stdout,), daemon=True),
+                     threading.Thread(target=self.keep_log, args=(child.stderr,), daemon=True)]
+            for pump in pumps:
+                pump.start()
             self.record(RunState.RUNNING)
-            code = self.child.wait()
+            code = child.wait()
+            for pump in pumps:  # the pipes end with the forwarder (and its sending process)
+                pump.join(timeout=1.0)
             if self.stopping:
                 break
             ran = time.monotonic() - started
@@ -166,6 +193,15 @@ class Supervisor:
         return 0
 
 
+class _LogFormat(logging.Formatter):
+    """The supervisor's own records get a prefix; the forwarder's lines come with theirs."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.name == forwarder_log.name:
+            return record.getMessage()
+        return super().format(record)
+
+
 def main(argv: list[str]) -> int:
     run_dir = Path(argv[0])
     lock = os.open(run_dir / runtime.LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -173,8 +209,8 @@ def main(argv: list[str]) -> int:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return 0  # another supervisor runs this tunnel: never two
-    handler = logging.handlers.WatchedFileHandler(run_dir / runtime.LOG)  # the forwarder rotates this file
-    handler.setFormatter(logging.Formatter("%(asctime)s supervisor[%(process)d] %(levelname)s %(message)s"))
+    handler = logging.handlers.RotatingFileHandler(run_dir / runtime.LOG, maxBytes=runtime.LOG_BYTES, backupCount=1)
+    handler.setFormatter(_LogFormat("%(asctime)s supervisor[%(process)d] %(levelname)s %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     supervisor = Supervisor(run_dir)
     signal.signal(signal.SIGTERM, supervisor.on_sigterm)

@@ -14,86 +14,19 @@ import socket
 import struct
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator
 
-from provisioner.tunnel import wire
+from provisioner.tunnel import session, wire
 
-from .helpers import provision, wait_for, write_inventory
+from .helpers import provision, wait_for
+from .pair import INSECURE, SECURE, connected, hosts, inventory, pings, processes, status
+
+__all__ = ["hosts"]  # a fixture
 
 ROOT = Path(__file__).resolve().parents[2]
-
-PAIR = """\
-all:
-  vars:
-    ansible_connection: netns
-  hosts:
-    gw1:
-      ansible_host: {ns1}
-      tunnel_address: 192.0.2.1
-      network:
-        devices:
-          - {name: tap0, type: tap, vnet_hdr: true, addresses: [198.51.100.1/24]}
-        tunnels:
-          - {name: core, device: tap0, peer: gw2, port: {port}, transport: {transport}}
-    gw2:
-      ansible_host: {ns2}
-      tunnel_address: 192.0.2.2
-      network:
-        devices:
-          - {name: tap0, type: tap, vnet_hdr: true, addresses: [198.51.100.2/24]}
-        tunnels:
-          - {name: core, device: tap0, peer: gw1, port: {port}, transport: {transport}}
-"""
-
-
-@pytest.fixture
-def hosts(make_netns: Callable[[], str]) -> tuple[str, str]:
-    """Two namespaces on one link: 192.0.2.1 and 192.0.2.2."""
-    ns1, ns2 = make_netns(), make_netns()
-    subprocess.run(["ip", "link", "add", "u1", "netns", ns1, "type", "veth", "peer", "name", "u2", "netns", ns2],
-                   check=True)
-    for ns, dev, addr in ((ns1, "u1", "192.0.2.1/24"), (ns2, "u2", "192.0.2.2/24")):
-        subprocess.run(["ip", "-n", ns, "addr", "add", addr, "dev", dev], check=True)
-        subprocess.run(["ip", "-n", ns, "link", "set", dev, "up"], check=True)
-    return ns1, ns2
-
-
-def inventory(tmp_path: Path, hosts: tuple[str, str], transport: str = "tcp", port: str = "40839") -> Path:
-    return write_inventory(tmp_path / "inventory.yaml", PAIR, ns1=hosts[0], ns2=hosts[1], transport=transport,
-                           port=port)
-
-
-def status(inv: Path, state: Path) -> dict[str, dict[str, Any]]:
-    out = provision("status", str(inv), "--json", state_dir=state, check_rc=0).out
-    return {row["host"]: row for row in json.loads(out)["tunnels"]}
-
-
-def pings(ns: str, address: str, count: int = 3) -> bool:
-    return subprocess.run(["ip", "netns", "exec", ns, "ping", "-c", str(count), "-i", "0.2", "-W", "1", address],
-                          capture_output=True).returncode == 0
-
-
-def processes(ns: str) -> list[str]:
-    """The command lines of every process inside a namespace."""
-    pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
-    out = []
-    for pid in pids:
-        try:
-            out.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode())
-        except FileNotFoundError:
-            pass
-    return out
-
-
-def connected(inv: Path, state: Path) -> dict[str, dict[str, Any]] | None:
-    rows = status(inv, state)
-    return rows if rows and all(r["state"] == "connected" for r in rows.values()) else None
-
 
 @pytest.mark.parametrize("transport", ["tcp", "udp"])
 def test_a_tunnel_carries_packets_and_a_killed_forwarder_comes_back(tmp_path: Path, hosts: tuple[str, str],
@@ -101,8 +34,10 @@ def test_a_tunnel_carries_packets_and_a_killed_forwarder_comes_back(tmp_path: Pa
     state = tmp_path / "state"
     inv = inventory(tmp_path, hosts, transport)
     plan = provision("plan", str(inv), state_dir=state, check_rc=0).out
-    assert f"+ tunnel core  ({transport} listen 0.0.0.0:40839 on tap0, peer gw2)  [start: not running]" in plan
-    assert f"+ tunnel core  ({transport} connect 192.0.2.1:40839 on tap0, peer gw1)" in plan
+    key = tmp_path / "core.key"
+    assert f"+ tunnel core  ({transport} listen 0.0.0.0:40839 on tap0, peer gw2, key {key})  [start: not running]" \
+        in plan
+    assert f"+ tunnel core  ({transport} connect 192.0.2.1:40839 on tap0, peer gw1, key {key})" in plan
     doc = json.loads(provision("plan", str(inv), "--json", state_dir=state, check_rc=0).out)
     Draft202012Validator(json.loads((ROOT / "schemas" / "plan.schema.json").read_text())).validate(doc)
     change = doc["hosts"][0]["plan"]["changes"][-1]
@@ -189,9 +124,11 @@ def test_a_peer_that_vanishes_is_noticed_and_found_again(tmp_path: Path, hosts: 
     assert status(inv, state)["gw1"]["restarts"] == 0, "reconnected inside the same forwarder"
 
 
-def test_garbage_from_the_network_is_counted_and_dropped(tmp_path: Path, hosts: tuple[str, str]) -> None:
+def test_garbage_on_an_insecure_tunnel_is_counted_and_dropped(tmp_path: Path, hosts: tuple[str, str]) -> None:
+    """Without a key anyone can join an insecure tunnel: what they send is still checked
+    before the kernel sees it (an encrypted tunnel drops it sooner: test_secure_tunnels)."""
     state = tmp_path / "state"
-    inv = inventory(tmp_path, hosts)
+    inv = inventory(tmp_path, hosts, security=INSECURE)
     provision("apply", str(inv), state_dir=state, check_rc=0)
     rows = wait_for("connected", lambda: connected(inv, state), 10)
     listener, peer = rows["gw1"], rows["gw2"]
@@ -199,17 +136,19 @@ def test_garbage_from_the_network_is_counted_and_dropped(tmp_path: Path, hosts: 
 
     os.kill(peer["pid"], signal.SIGSTOP)  # the real peer must not win its connection back mid-test
 
-    hello = wire.Hello("tap", False, True).encode()
+    initiator = session.Initiator(session.Hello("tap", False, True, secure=False), None)
     bad_gso = struct.pack("<BBHHHH", 1, 3, 54, 1448, 34, 16) + bytes(100)  # UFO: not allowed
     bad_csum = struct.pack("<BBHHHH", 1, 0, 0, 0, 90, 16) + bytes(100)  # checksum beyond the packet
     with namespace.entered(hosts[1]):
         attacker = socket.create_connection(("192.0.2.1", 40839), timeout=5)
     with attacker:
-        attacker.sendall(wire.frame_header(wire.HELLO, len(hello)) + hello)
-        attacker.recv(4096)
+        attacker.sendall(wire.frame_header(wire.INIT, len(initiator.init)) + initiator.init)
+        word = int.from_bytes(attacker.recv(4, socket.MSG_WAITALL), "big")
+        confirm, _ = initiator.on_reply(attacker.recv(word & 0xFFFFFF, socket.MSG_WAITALL))
+        attacker.sendall(wire.frame_header(wire.CONFIRM, len(confirm)) + confirm)
         for unit in (bad_gso, bad_csum, b"short"):
             attacker.sendall(wire.frame_header(wire.DATA, len(unit)) + unit)
-        attacker.sendall(wire.frame_header(wire.DATA, wire.MAX_UNIT + 1) + bytes(wire.MAX_UNIT + 1))
+        attacker.sendall(wire.frame_header(wire.DATA, wire.MAX_BODY + 1) + bytes(wire.MAX_BODY + 1))
         drops = wait_for("drops counted", lambda: (d := status(inv, state)["gw1"]["drops"]) and sum(d.values()) >= 4
                          and d, 5)
     assert any("gso_type 0x3 is not allowed" in k for k in drops)
@@ -252,19 +191,19 @@ def transfer_intact(receiver_ns: str, sender_ns: str, address: str) -> bool:
         rx.kill()
 
 
-@pytest.mark.parametrize(("flags", "transport"), [
-    ("type: tun, pi: true, multi_queue: true", "udp"),
-    ("type: tun, vnet_hdr: true", "tcp"),
-    ("type: tun, vnet_hdr: true", "udp"),
-    ("type: tap", "tcp"),
+@pytest.mark.parametrize(("flags", "transport", "security"), [
+    ("type: tun, pi: true, multi_queue: true", "udp", SECURE),
+    ("type: tun, vnet_hdr: true", "tcp", SECURE + ", compress: true"),
+    ("type: tun, vnet_hdr: true", "udp", INSECURE),
+    ("type: tap", "tcp", INSECURE),
 ])
 def test_devices_with_other_flags_carry_packets_intact(tmp_path: Path, hosts: tuple[str, str], flags: str,
-                                                       transport: str) -> None:
+                                                       transport: str, security: str) -> None:
     """The forwarder opens the device with the flags it was made with (tun or tap, pi,
     vnet_hdr, multi_queue), and a bulk TCP flow through it, segmented and coalesced where
     there are offloads, arrives unchanged."""
     state = tmp_path / "state"
-    inv = inventory(tmp_path, hosts, transport)
+    inv = inventory(tmp_path, hosts, transport, security=security)
     inv.write_text(inv.read_text().replace("name: tap0, type: tap, vnet_hdr: true", f"name: dev0, {flags}")
                    .replace("device: tap0", "device: dev0"))
     provision("apply", str(inv), state_dir=state, check_rc=0)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pwd
 from dataclasses import replace
 
 import pytest
 
+from provisioner import keys
 from provisioner.errors import InventoryError
 from provisioner.facts import host_vars, observed_from_vars
 from provisioner.model import Device, DeviceType, Network, Observed, Role, RunState, Transport, Tunnel
@@ -20,12 +22,12 @@ all:
       tunnel_address: 192.0.2.1
       network:
         devices: [{{name: tap0, type: tap, vnet_hdr: true}}]
-        tunnels: [{{name: core, device: tap0, peer: gw2, port: 40839{one}}}]
+        tunnels: [{{name: core, device: tap0, peer: gw2, port: 40839, key_file: core.key{one}}}]
     gw2:
       tunnel_address: {address}
       network:
         devices: [{{name: tap0, type: {type2}, vnet_hdr: true}}]
-        tunnels: [{{name: {name2}, device: tap0, peer: {peer2}, port: {port2}{two}}}]
+        tunnels: [{{name: {name2}, device: tap0, peer: {peer2}, port: {port2}, key_file: core.key{two}}}]
 """
 
 
@@ -162,5 +164,85 @@ def test_facts_keep_tunnels_for_plans_against_snapshots() -> None:
     observed = replace(LIVE, tunnels=(replace(TUN, state=RunState.FAILED),))
     vars_ = host_vars(observed, {"ansible_connection": "netns"})
     assert vars_["network"]["tunnels"] == [{"name": "core", "device": "tap0", "transport": "tcp",
-                                            "connect": "192.0.2.1:40839"}]
+                                            "connect": "192.0.2.1:40839", "insecure": True}]
     assert observed_from_vars(vars_).tunnels == observed.tunnels
+
+
+# ------------------------------------------------------------------ keys and least privilege
+
+@pytest.mark.parametrize("body, expected", [
+    ("        devices: [{name: a, type: tap}]\n        tunnels: [{name: t, device: a, connect: 'x:7'}]\n",
+     "tunnel t: no key_file; a tunnel is encrypted and authenticated unless it says insecure: true "
+     "(make a key with: provision keygen PATH)"),
+    ("        devices: [{name: a, type: tap}]\n"
+     "        tunnels: [{name: t, device: a, connect: 'x:7', insecure: true, key_file: k}]\n",
+     "tunnel t: insecure: true and key_file contradict each other"),
+    ("        devices: [{name: a, type: tap}]\n"
+     "        tunnels: [{name: t, device: a, connect: 'x:7', insecure: true, group: adm}]\n",
+     "tunnel t: group goes with user:"),
+])
+def test_a_tunnel_is_secure_unless_it_says_otherwise(write, body: str, expected: str) -> None:
+    found = problems(write, HOST + body)
+    assert any(expected in p for p in found), found
+
+
+def test_an_insecure_tunnel_loads_with_a_warning_at_its_line(write) -> None:
+    loaded = load(write(pair(one=", insecure: true", two=", insecure: true").replace(", key_file: core.key", "")))
+    assert [(w.line, w.severity) for w in loaded.warnings] == [(9, "warning"), (14, "warning")]
+    assert "tunnel core is insecure: its packets cross the network in plaintext" in str(loaded.warnings[0])
+    assert not loaded.desired["gw1"].tunnels[0].secure
+
+
+def test_both_ends_must_agree_on_insecure(write) -> None:
+    text = pair(two=", insecure: true").replace("port: {port2}, key_file: core.key", "")
+    text = text.replace("port: 40839, key_file: core.key, insecure: true", "port: 40839, insecure: true")
+    assert any("insecure: False here, True on gw2" in p for p in problems(write, text))
+
+
+def test_key_files_are_read_here_and_only_their_ids_travel(write, tmp_path) -> None:
+    key_id = keys.keygen(tmp_path / "core.key")
+    loaded = load(write(pair()))
+    t = loaded.desired["gw2"].tunnels[0]
+    assert (t.key_file, t.key_id) == (str(tmp_path / "core.key"), key_id)
+    assert loaded.warnings == ()
+
+
+def test_the_two_ends_of_a_tunnel_must_hold_the_same_key(write, tmp_path) -> None:
+    keys.keygen(tmp_path / "core.key")
+    keys.keygen(tmp_path / "other.key")
+    text = pair().replace("port: 40839, key_file: core.key}]\n    gw2", "port: 40839, key_file: other.key}]\n    gw2")
+    assert any("gw1 and gw2 hold different keys" in p for p in problems(write, text))
+
+
+def test_a_key_file_others_can_read_is_an_error_everywhere(write, tmp_path) -> None:
+    keys.keygen(tmp_path / "core.key")
+    (tmp_path / "core.key").chmod(0o640)
+    assert any("accessible by group or others (mode 0640)" in p for p in problems(write, pair()))
+
+
+def test_a_missing_key_is_an_error_only_for_hosts_about_to_be_changed(write) -> None:
+    path = write(pair())
+    assert [w.severity for w in load(path).warnings] == ["warning"]  # validate, plan --facts: CI has no keys
+    with pytest.raises(InventoryError, match="No such file or directory"):
+        load(path, limit="gw1", act=True)
+
+
+def test_the_device_of_a_tunnel_that_runs_as_a_user_is_owned_by_it(write) -> None:
+    text = HOST + ("        devices: [{name: a, type: tap}]\n"
+                   "        tunnels: [{name: t, device: a, connect: 'x:7', insecure: true, user: nobody}]\n")
+    loaded = load(write(text), act=True)
+    nobody = pwd.getpwnam("nobody").pw_uid
+    assert loaded.desired["h"].devices[0].owner == nobody
+    assert loaded.desired["h"].tunnels[0].user == "nobody"
+    clash = text.replace("{name: a, type: tap}", "{name: a, type: tap, owner: 0}")
+    assert any("runs as nobody (uid 65534) but its device a has owner: 0" in p for p in problems(write, clash))
+    with pytest.raises(InventoryError, match="no user 'no-such-user' on this host"):
+        load(write(text.replace("user: nobody", "user: no-such-user")), act=True)
+
+
+def test_a_rotated_key_restarts_the_forwarder_and_an_unknown_one_does_not() -> None:
+    live = replace(LIVE, tunnels=(replace(TUN, key_file="/k", key_id="0123456789abcdef"),))
+    rotated = replace(WANT, tunnels=(replace(TUN, key_file="/k", key_id="fedcba9876543210"),))
+    assert tunnel_changes(rotated, live) == [("replace", "core", "restart: key changed")]
+    unknown = replace(WANT, tunnels=(replace(TUN, key_file="/k", key_id=None),))  # plan --facts: no key here
+    assert tunnel_changes(unknown, live) == []

@@ -145,17 +145,8 @@ def test_frames_survive_any_cut_of_the_stream() -> None:
 
 
 def test_an_oversized_frame_is_skipped_and_the_stream_stays_in_step() -> None:
-    big = wire.MAX_UNIT + 1
+    big = wire.MAX_BODY + 1
     stream = (wire.frame_header(wire.DATA, 5) + b"hello" + wire.frame_header(wire.DATA, big) + bytes(big)
               + wire.frame_header(wire.DATA, 5) + b"world")
     chunks = [stream[i:i + 4096] for i in range(0, len(stream), 4096)]
     assert frames(chunks) == [(wire.DATA, b"hello"), (wire.DATA, None), (wire.DATA, b"world")]
-
-
-def test_hello_refuses_a_peer_with_another_kind_of_device() -> None:
-    ours = wire.Hello("tap", False, True)
-    ours.check_peer(wire.Hello.decode(ours.encode()))
-    with pytest.raises(wire.ProtocolError, match="device differs"):
-        ours.check_peer(wire.Hello("tun", False, True))
-    with pytest.raises(wire.ProtocolError, match="not provision's"):
-        wire.Hello.decode(b"GET / HTTP/1.1")

@@ -1,0 +1,96 @@
+"""Two hosts joined by a tunnel, for the tunnel tests: two namespaces on one veth link
+(192.0.2.1 and 192.0.2.2), the inventory that joins them, and how to look at the result."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from provisioner import keys
+
+from .helpers import provision, write_inventory
+
+PAIR = """\
+all:
+  vars:
+    ansible_connection: netns
+  hosts:
+    gw1:
+      ansible_host: {ns1}
+      tunnel_address: 192.0.2.1
+      network:
+        devices:
+          - {name: tap0, type: tap, vnet_hdr: true, addresses: [198.51.100.1/24]}
+        tunnels:
+          - {name: core, device: tap0, peer: gw2, port: {port}, transport: {transport}, {security}}
+    gw2:
+      ansible_host: {ns2}
+      tunnel_address: 192.0.2.2
+      network:
+        devices:
+          - {name: tap0, type: tap, vnet_hdr: true, addresses: [198.51.100.2/24]}
+        tunnels:
+          - {name: core, device: tap0, peer: gw1, port: {port}, transport: {transport}, {security}}
+"""
+SECURE = "key_file: core.key"
+INSECURE = "insecure: true"
+
+
+@pytest.fixture
+def hosts(make_netns: Callable[[], str]) -> tuple[str, str]:
+    """Two namespaces on one link: 192.0.2.1 and 192.0.2.2."""
+    ns1, ns2 = make_netns(), make_netns()
+    subprocess.run(["ip", "link", "add", "u1", "netns", ns1, "type", "veth", "peer", "name", "u2", "netns", ns2],
+                   check=True)
+    for ns, dev, addr in ((ns1, "u1", "192.0.2.1/24"), (ns2, "u2", "192.0.2.2/24")):
+        subprocess.run(["ip", "-n", ns, "addr", "add", addr, "dev", dev], check=True)
+        subprocess.run(["ip", "-n", ns, "link", "set", dev, "up"], check=True)
+    return ns1, ns2
+
+
+def inventory(tmp_path: Path, hosts: tuple[str, str], transport: str = "tcp", port: str = "40839",
+              security: str = SECURE) -> Path:
+    """The pair's inventory; with the default security, its key file `core.key` is made beside it."""
+    if security.startswith(SECURE) and not (tmp_path / "core.key").exists():
+        keys.keygen(tmp_path / "core.key")
+    return write_inventory(tmp_path / "inventory.yaml", PAIR, ns1=hosts[0], ns2=hosts[1], transport=transport,
+                           port=port, security=security)
+
+
+def status(inv: Path, state: Path) -> dict[str, dict[str, Any]]:
+    out = provision("status", str(inv), "--json", state_dir=state, check_rc=0).out
+    return {row["host"]: row for row in json.loads(out)["tunnels"]}
+
+
+def pings(ns: str, address: str, count: int = 3) -> bool:
+    return subprocess.run(["ip", "netns", "exec", ns, "ping", "-c", str(count), "-i", "0.2", "-W", "1", address],
+                          capture_output=True).returncode == 0
+
+
+def processes(ns: str) -> list[str]:
+    """The command lines of every process inside a namespace."""
+    pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
+    out = []
+    for pid in pids:
+        try:
+            out.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except FileNotFoundError:
+            pass
+    return out
+
+
+def connected(inv: Path, state: Path) -> dict[str, dict[str, Any]] | None:
+    rows = status(inv, state)
+    return rows if rows and all(r["state"] == "connected" for r in rows.values()) else None
+
+
+def device_rx(ns: str, device: str) -> int:
+    """Packets the device has taken from its forwarder (a tun/tap write counts as received)."""
+    out = subprocess.run(["ip", "-n", ns, "-s", "-j", "link", "show", device], capture_output=True, text=True,
+                         check=True).stdout
+    return int(json.loads(out)[0]["stats64"]["rx"]["packets"])
