@@ -240,8 +240,10 @@ def _plan_tunnels(desired: Network, observed: Observed, devices: _Part, destroy:
             continue
         if want.key_id is None:  # the key is not readable here (a plan --facts in CI): assume it is the same
             want = _replace(want, key_id=have.key_id)
-        changed = [f for f in Tunnel.SPEC if getattr(want, f) != getattr(have, f)]
-        if changed:
+        changed = _spec_changes(have, want)
+        if _rekeys(have, want):
+            why = REKEY
+        elif changed:
             why = f"restart: {', '.join('key' if f == 'key_id' else f for f in changed)} changed"
         elif have.state is RunState.FAILED:
             why = "restart: the forwarder kept crashing (see provision status)"
@@ -259,6 +261,25 @@ def _plan_tunnels(desired: Network, observed: Observed, devices: _Part, destroy:
             out.removals.append(Change(Action.DELETE, Kind.TUNNEL, have.name, have, None,
                                        "destroy" if destroy else "stop: no longer in the inventory"))
     return out
+
+
+KEY_FIELDS = {"key_file", "key_id"}
+REKEY = "rekey: the forwarder restarts with the new key and accepts the old one until the peer has the new one"
+
+
+def is_rekey(c: Change) -> bool:
+    """A key rotation of a running forwarder: its supervisor restarts it holding both keys, so
+    that each end's restart costs one reconnect, whichever end is applied first."""
+    return isinstance(c.before, Tunnel) and isinstance(c.after, Tunnel) and _rekeys(c.before, c.after)
+
+
+def _rekeys(have: Tunnel, want: Tunnel) -> bool:
+    changed = _spec_changes(have, want)
+    return bool(changed) and set(changed) <= KEY_FIELDS and have.state is RunState.RUNNING
+
+
+def _spec_changes(have: Tunnel, want: Tunnel) -> list[str]:
+    return [f for f in Tunnel.SPEC if getattr(want, f) != getattr(have, f)]
 
 
 def _with_unmanaged_from(want: Device, live: Device) -> Device:

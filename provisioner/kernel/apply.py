@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import ForwarderError, KernelError
 from ..model import OWNER_ALIAS, OWNER_PROTOCOL, Address, Device, LinkState, Observed, Route, Tunnel
-from ..plan import Action, Change, Kind, Plan, Resource
+from ..plan import Action, Change, Kind, Plan, Resource, is_rekey
 from . import netlink as nl
 from . import tun
 
@@ -71,6 +71,8 @@ class Step:
             return [Step("stop-forwarder", s)]
         if self.verb == "stop-forwarder":
             return [Step("start-forwarder", s)]
+        if self.verb == "rekey-forwarder":
+            return [Step("rekey-forwarder", self.prior, s)] if self.prior is not None else []
         if self.verb == "replace-route":
             return [Step("replace-route", self.prior, s)] if self.prior is not None else []
         raise AssertionError(self.verb)
@@ -99,10 +101,14 @@ def steps_for(plan: Plan, observed: Observed) -> list[tuple[Change, list[Step]]]
                 assert after is not None
                 steps.append(Step("set-link", after, before))
         elif c.kind is Kind.TUNNEL:
-            if before is not None:
-                steps.append(Step("stop-forwarder", before))
-            if after is not None:
-                steps.append(Step("start-forwarder", after))
+            if is_rekey(c):
+                assert after is not None
+                steps.append(Step("rekey-forwarder", after, before))
+            else:
+                if before is not None:
+                    steps.append(Step("stop-forwarder", before))
+                if after is not None:
+                    steps.append(Step("start-forwarder", after))
         elif c.kind is Kind.ADDRESS:
             subject = after or before
             assert subject is not None
@@ -121,8 +127,9 @@ def steps_for(plan: Plan, observed: Observed) -> list[tuple[Change, list[Step]]]
 # are created (ioctls) before their netlink settings go out in large batches.
 PHASES = ("stop-forwarder", "del-route", "del-addr", "delete-link", "create-tun", "set-link", "add-addr",
           "add-route", "start-forwarder")
-PROCESS_VERBS = ("stop-forwarder", "start-forwarder")
-_PHASE_OF = {verb: i for i, verb in enumerate(PHASES)} | {"replace-route": PHASES.index("add-route")}
+PROCESS_VERBS = ("stop-forwarder", "start-forwarder", "rekey-forwarder")
+_PHASE_OF = {verb: i for i, verb in enumerate(PHASES)} | {"replace-route": PHASES.index("add-route"),
+                                                          "rekey-forwarder": PHASES.index("start-forwarder")}
 
 
 def schedule(per_change: list[tuple[Change, list[Step]]]) -> list[Step]:
@@ -220,6 +227,8 @@ class Transaction:
         assert self.forwarders is not None and isinstance(step.subject, Tunnel)
         if step.verb == "start-forwarder":
             self.forwarders.start(step.subject)
+        elif step.verb == "rekey-forwarder":
+            self.forwarders.rekey(step.subject)
         else:
             self.forwarders.stop(step.subject)
 

@@ -23,16 +23,28 @@ IFF_MULTI_QUEUE = 0x0100
 IFF_NO_PI = 0x1000
 IFF_VNET_HDR = 0x4000
 IFREQ = struct.Struct("16sH22x")  # struct ifreq: name, flags, the rest of the union
+TUNSETOFFLOAD = 0x400454D0
+TUNSETVNETHDRSZ = 0x400454D8
+TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN = 0x01, 0x02, 0x04, 0x08
+VNET_HDR_LEN = 10
+
+
+class AttachError(OSError):
+    """The device to attach to is missing, or was made with other flags."""
 
 
 def flags_of(device: Device) -> int:
     """The TUNSETIFF flags that match this device; a forwarder must open it with the same."""
-    flags = IFF_TUN if device.type is DeviceType.TUN else IFF_TAP
-    if not device.pi:
+    return flags_for(device.type, device.pi, device.vnet_hdr, device.multi_queue)
+
+
+def flags_for(kind: DeviceType, pi: bool, vnet_hdr: bool, multi_queue: bool) -> int:
+    flags = IFF_TUN if kind is DeviceType.TUN else IFF_TAP
+    if not pi:
         flags |= IFF_NO_PI
-    if device.vnet_hdr:
+    if vnet_hdr:
         flags |= IFF_VNET_HDR
-    if device.multi_queue:
+    if multi_queue:
         flags |= IFF_MULTI_QUEUE
     return flags
 
@@ -49,3 +61,29 @@ def create(device: Device) -> None:
         fcntl.ioctl(fd, TUNSETPERSIST, 1)
     finally:
         os.close(fd)
+
+
+def attach(name: str, flags: int) -> tuple[int, bool]:
+    """A descriptor attached to the persistent device `name` with its own flags, and whether TSO
+    is on (with vnet_hdr: then one read is up to 64 KB). What a forwarder reads and writes."""
+    import socket
+
+    try:
+        socket.if_nametoindex(name)  # never let TUNSETIFF create a device of its own
+    except OSError:
+        raise AttachError(f"device {name} does not exist (provision apply creates it)") from None
+    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+    try:
+        fcntl.ioctl(fd, TUNSETIFF, IFREQ.pack(name.encode(), flags))
+    except OSError as exc:
+        os.close(fd)
+        raise AttachError(f"cannot attach to {name}: {exc.strerror} (are its flags as declared?)") from None
+    offloads = False
+    if flags & IFF_VNET_HDR:
+        fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", VNET_HDR_LEN))
+        try:
+            fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN)
+            offloads = True
+        except OSError:
+            pass  # an old kernel: one packet per read
+    return fd, offloads

@@ -24,9 +24,9 @@ from __future__ import annotations
 # Everything the forwarder uses is imported now, not when first needed: once it has dropped
 # root, the Python installation may be unreadable (a virtualenv under /root). getaddrinfo
 # looks up the idna codec at its first call.
+import base64
 import encodings.idna  # noqa: F401
 import errno
-import fcntl
 import json
 import logging
 import mmap
@@ -41,17 +41,13 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from .. import keys
-from ..kernel import tun
 from ..model import DeviceType, Role, Transport, Tunnel, split_endpoint, tunnel_from_dict
 from . import privileges, runtime, session, vnet, wire
 from .session import Session
 
-TUNSETOFFLOAD = 0x400454D0
-TUNSETVNETHDRSZ = 0x400454D8
-TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN = 0x01, 0x02, 0x04, 0x08
 SOL_UDP, UDP_SEGMENT, UDP_GRO = 17, 103, 104  # Python 3.11 has no names for these
 GSO_SEND_LIMIT = 65000  # bytes of datagrams in one UDP_SEGMENT send (the IP length limit, with room)
 READ_SIZE = wire.MAX_UNIT + 64
@@ -74,6 +70,7 @@ class Stats:
         self.rx_packets = self.rx_bytes = self.tx_packets = self.tx_bytes = 0
         self.drops: Counter[str] = Counter()
         self.last_error: str | None = None
+        self.key_id: str | None = None  # of the key the current session was made with
         self._logged: dict[str, float] = {}
 
     def drop(self, reason: str, count: int = 1) -> None:
@@ -100,7 +97,8 @@ class Stats:
         return {"state": self.state, "peer": self.peer, "since": self.since,
                 "rx_packets": self.rx_packets, "rx_bytes": self.rx_bytes,
                 "tx_packets": tx_packets, "tx_bytes": tx_bytes,
-                "drops": {k: v for k, v in drops.items() if v}, "last_error": self.last_error}
+                "drops": {k: v for k, v in drops.items() if v}, "last_error": self.last_error,
+                "key_id": self.key_id}
 
 
 class Outbound:
@@ -166,41 +164,14 @@ class Outbound:
         return packets, nbytes, dict(zip(self.DROPS, drops, strict=True))
 
 
-def open_device(t: Tunnel) -> tuple[int, bool]:
-    """Attach to the persistent device with its own flags; (fd, offloads on)."""
-    try:
-        socket.if_nametoindex(t.device)  # never let TUNSETIFF create a device of its own
-    except OSError:
-        raise SystemExit(f"device {t.device} does not exist (provision apply creates it)") from None
-    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
-    flags = tun.IFF_TUN if t.device_type is DeviceType.TUN else tun.IFF_TAP
-    flags |= 0 if t.pi else tun.IFF_NO_PI
-    flags |= tun.IFF_VNET_HDR if t.vnet_hdr else 0
-    flags |= tun.IFF_MULTI_QUEUE if t.multi_queue else 0
-    try:
-        fcntl.ioctl(fd, tun.TUNSETIFF, tun.IFREQ.pack(t.device.encode(), flags))
-    except OSError as exc:
-        raise SystemExit(f"cannot attach to {t.device}: {exc.strerror} (are its flags as declared?)") from None
-    offloads = False
-    if t.vnet_hdr:
-        fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", vnet.HDR_LEN))
-        try:
-            fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN)
-            offloads = True
-        except OSError as exc:
-            log.warning("no TSO on %s (%s): one packet per read", t.device, exc.strerror)
-    return fd, offloads
-
-
-
 class Forwarder:
-    def __init__(self, t: Tunnel):
-        """Everything that needs privilege, done before privileges.drop(): read the key, attach to
-        the device, bind the socket."""
+    def __init__(self, t: Tunnel, grant: Grant):
+        """Everything that needs privilege is done before privileges.drop(): binding the socket
+        here; the device and the keys come from the supervisor (see Grant)."""
         self.t = t
         self.stats = Stats()
-        self.psk = keys.read_key(t.key_file) if t.key_file else None
-        self.fd, self.offloads = open_device(t)
+        self.psks, self.previous_until = dict(grant.psks), grant.previous_until
+        self.fd, self.offloads = grant.device_fd, grant.offloads
         self.tap = t.device_type is DeviceType.TAP
         self.pi = PI_LEN if t.pi else 0
         self.hello = session.Hello(str(t.device_type), t.pi, t.vnet_hdr, t.secure, t.compress)
@@ -226,6 +197,7 @@ class Forwarder:
                            if t.vnet_hdr and not t.pi and t.transport is Transport.UDP else None)
         self._outbound: Outbound | None = None
         self._last_heard = 0.0
+        self._hinted = 0.0  # when we last told a sender we do not know its session
 
     def _bind_tcp(self) -> socket.socket:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
@@ -288,6 +260,22 @@ class Forwarder:
                 os.write(1, line)
             except OSError:
                 pass  # the supervisor is gone; PR_SET_PDEATHSIG ends us
+
+    def _keys(self) -> session.Keys:
+        """The keys to offer and accept now: the previous one only while the rotation lasts."""
+        if len(self.psks) > 1 and time.time() > self.previous_until:
+            self._only_newest("the previous key's time is up")
+        return self.psks
+
+    def _session_made(self, s: Session) -> None:
+        self.stats.key_id = s.key_id
+        if len(self.psks) > 1 and s.key_id == next(iter(self.psks)):
+            self._only_newest("a session was made with the new key")
+
+    def _only_newest(self, why: str) -> None:
+        newest = next(iter(self.psks))
+        self.psks = {newest: self.psks[newest]}
+        log.info("key rotation complete (%s): the previous key is no longer accepted", why)
 
     def _connected(self, peer: str) -> None:
         self.stats.state, self.stats.peer, self.stats.since = "connected", peer, time.time()
@@ -371,6 +359,7 @@ class Forwarder:
                 backoff.sleep()
                 continue
             backoff.reset()
+            self._session_made(s)
             with self._send_lock:
                 self._conn, self._sealer = conn, session.StreamSealer(s.send, s.compress)
             self._connected(peer)
@@ -389,9 +378,9 @@ class Forwarder:
         conn = socket.create_connection((self.host, self.port), timeout=HANDSHAKE_TIMEOUT)
         try:
             _carrier(conn)
-            initiator = session.Initiator(self.hello, self.psk)
+            initiator = session.Initiator(self.hello, self._keys())
             _send_frame(conn, wire.INIT, initiator.init)
-            confirm, s = initiator.on_reply(_expect_frame(conn, wire.REPLY))
+            confirm, s = initiator.on_reply(_expect_frame(conn, wire.REPLY, refusal=True))
             _send_frame(conn, wire.CONFIRM, confirm)
         except session.HandshakeError as exc:
             conn.close()
@@ -421,12 +410,17 @@ class Forwarder:
         try:
             conn.settimeout(HANDSHAKE_TIMEOUT)
             _carrier(conn)
-            reply, pending = session.Responder(self.hello, self.psk).on_init(_expect_frame(conn, wire.INIT))
+            reply, pending = session.Responder(self.hello, self._keys()).on_init(_expect_frame(conn, wire.INIT))
             _send_frame(conn, wire.REPLY, reply)
             s = pending.on_confirm(_expect_frame(conn, wire.CONFIRM))
             _established(conn)
         except (OSError, wire.ProtocolError) as exc:
             self.stats.refused(_address(addr), _why(exc))
+            if isinstance(exc, session.HandshakeError):
+                try:
+                    _send_frame(conn, wire.REFUSED, session.refusal(str(exc)))
+                except OSError:
+                    pass
             conn.close()
             return
         finally:
@@ -536,7 +530,8 @@ class Forwarder:
             if self._session is not None and now - self._last_heard > wire.DEAD_AFTER:
                 self._lost(f"nothing from {_address(self._udp_peer)} for {wire.DEAD_AFTER:.0f} s")
                 self._udp_deactivate()
-            interval = wire.KEEPALIVE_INTERVAL if self._session is not None and self._confirmed else HELLO_INTERVAL
+            steady = self._session is not None and self._confirmed and self._initiator is None
+            interval = wire.KEEPALIVE_INTERVAL if steady else HELLO_INTERVAL
             if now - last_sent >= interval:
                 last_sent = now
                 self._udp_tick(sock)
@@ -576,11 +571,13 @@ class Forwarder:
                 self._lost(f"resolving {self.host}: {_why(exc)}")
                 return
             if self._initiator is None:
-                self._initiator = session.Initiator(self.hello, self.psk)
+                self._initiator = session.Initiator(self.hello, self._keys())
             self._udp_send_control(sock, _handshake(wire.INIT, 0, self._initiator.init), (str(found[0]), int(found[1])))
         elif self._session is not None and not self._confirmed:
             self._udp_send_control(sock, self._confirm, self._udp_peer)
         elif self._session is not None:
+            if self._initiator is not None:  # a new handshake while the session carries on
+                self._udp_send_control(sock, _handshake(wire.INIT, 0, self._initiator.init), self._udp_peer)
             self._udp_keepalive(sock)
 
     def _udp_keepalive(self, sock: socket.socket) -> None:
@@ -589,6 +586,7 @@ class Forwarder:
 
     def _udp_activate(self, addr: Any, s: Session, sock: socket.socket, confirmed: bool) -> None:
         self._session, self._udp_peer, self._confirmed = s, addr, confirmed
+        self._session_made(s)
         self._opener = session.DatagramOpener(s.receive, s.id, s.compress, wire.MAX_UNIT)
         self._control_opener = session.DatagramOpener(s.receive_control, s.id, False, 0)
         self._control_sealer = session.DatagramSealer(s.send_control, s.id, False)
@@ -620,6 +618,7 @@ class Forwarder:
             if kind in data:
                 if opener is None:
                     self.stats.drop("datagram from an unknown sender")
+                    self._unknown_session(sock, view[off:end], addr)
                     continue
                 try:
                     unit = opener.open_into(view[off:end], plain[off:end])
@@ -659,6 +658,7 @@ class Forwarder:
             if kind == wire.KEEPALIVE:
                 if self._control_opener is None or addr != self._udp_peer:
                     self.stats.drop("datagram from an unknown sender")
+                    self._unknown_session(sock, datagram, addr)
                     return False
                 self._control_opener.open_into(datagram, plain)
                 if not self._confirmed:
@@ -666,13 +666,14 @@ class Forwarder:
                     self._connected(_address(addr))
                 return True
             if kind == wire.INIT and listener:
-                reply, pending = session.Responder(self.hello, self.psk).on_init(body)
+                reply, pending = session.Responder(self.hello, self._keys()).on_init(body)
                 if len(self._pending) >= MAX_PENDING:
                     del self._pending[next(iter(self._pending))]
                 self._pending[pending.session.id] = (addr, pending)
                 self._udp_send_control(sock, _handshake(wire.REPLY, 0, reply), addr)
-            elif kind == wire.REPLY and not listener and self._initiator is not None and self._session is None:
+            elif kind == wire.REPLY and not listener and self._initiator is not None:
                 confirm, s = self._initiator.on_reply(body)
+                self._initiator = None  # one session per handshake: a replayed REPLY finds none
                 self._confirm = _handshake(wire.CONFIRM, s.id, confirm)
                 self._udp_send_control(sock, self._confirm, addr)
                 self._udp_activate(addr, s, sock, confirmed=False)
@@ -682,13 +683,35 @@ class Forwarder:
                     self._udp_activate(addr, s, sock, confirmed=True)
                 self._udp_keepalive(sock)  # the initiator waits for a word from us in the session
                 return True
+            elif kind == wire.UNKNOWN_SESSION and not listener:
+                if self._session is not None and sid == self._session.id and self._initiator is None:
+                    log.info("the listener no longer knows our session (it restarted): a new handshake")
+                    self._initiator = session.Initiator(self.hello, self._keys())
+                    self._udp_send_control(sock, _handshake(wire.INIT, 0, self._initiator.init), addr)
+            elif kind == wire.REFUSED and not listener and self._initiator is not None:
+                self.stats.refused(_address(addr), str(session.refused(body)))
             else:
                 self.stats.drop(f"unexpected datagram of type {kind}")
         except session.Rejected as exc:
             self.stats.drop(str(exc))
         except session.HandshakeError as exc:
             self.stats.refused(_address(addr), str(exc))
+            if listener and kind == wire.INIT:
+                self._udp_send_control(sock, _handshake(wire.REFUSED, 0, session.refusal(str(exc))), addr)
         return False
+
+    def _unknown_session(self, sock: socket.socket, datagram: memoryview, addr: Any) -> None:
+        """A listener that restarted (a new key) hears the old session: it says so, at most twice a
+        second, so the peer makes a new one at once instead of after DEAD_AFTER. The hint is not
+        authenticated, and need not be: it only makes the peer start a handshake beside its session."""
+        if self.t.role is not Role.LISTEN or len(datagram) < session.DATAGRAM_LEN:
+            return
+        now = time.monotonic()
+        if now - self._hinted < HELLO_INTERVAL:
+            return
+        self._hinted = now
+        sid = session.DATAGRAM.unpack_from(datagram)[1]
+        self._udp_send_control(sock, _handshake(wire.UNKNOWN_SESSION, sid, b""), addr)
 
     def _udp_send_control(self, sock: socket.socket, data: bytes, addr: Any) -> None:
         try:
@@ -817,14 +840,17 @@ def _send_frame(conn: socket.socket, kind: int, body: bytes) -> None:
     conn.sendall(wire.frame_header(kind, len(body)) + body)
 
 
-def _expect_frame(conn: socket.socket, kind: int) -> bytes:
+def _expect_frame(conn: socket.socket, kind: int, refusal: bool = False) -> bytes:
     """The next frame, which must be a handshake message of `kind` (and short): exactly it, so
-    that nothing after it is read ahead."""
+    that nothing after it is read ahead. With `refusal`, the listener may say why it refuses us."""
     word = wire.FRAME.unpack(_recv_exactly(conn, wire.FRAME_LEN))[0]
     got, length = word >> 24, word & 0xFFFFFF
-    if got != kind or length > 4096:
+    if length > 4096 or (got != kind and not (refusal and got == wire.REFUSED)):
         raise wire.ProtocolError("the peer does not speak provision's handshake")
-    return _recv_exactly(conn, length)
+    body = _recv_exactly(conn, length)
+    if got == wire.REFUSED:
+        raise session.refused(body)
+    return body
 
 
 def _carrier(conn: socket.socket) -> None:
@@ -848,9 +874,10 @@ def _established(conn: socket.socket) -> None:
 
 
 class Backoff:
-    """0.2 s, doubling, at most 5 s, so a peer that comes back is found within 5 s."""
+    """0.05 s, doubling, at most 5 s: a peer restarting (a new key) is back within a few tries,
+    and one that is gone is looked for every 5 s."""
 
-    def __init__(self, first: float = 0.2, most: float = 5.0):
+    def __init__(self, first: float = 0.05, most: float = 5.0):
         self.first, self.most, self.delay = first, most, first
 
     def sleep(self) -> None:
@@ -912,6 +939,33 @@ def _why(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+@dataclass(frozen=True, repr=False)
+class Grant:
+    """What the supervisor hands a forwarder it starts, on its stdin (one JSON line): the device,
+    already attached (it keeps its own descriptor, so the device keeps its carrier while the
+    forwarder restarts, and the kernel keeps its neighbours), and the keys, newest first. The
+    others are rotated-out keys, accepted until `previous_until` or a session with the newest."""
+
+    device_fd: int
+    offloads: bool
+    psks: dict[str, bytes]
+    previous_until: float
+
+    @classmethod
+    def read(cls, t: Tunnel) -> Grant:
+        try:
+            d = json.loads(sys.stdin.buffer.readline(16384) or b"{}")
+            if "error" in d:
+                raise SystemExit(str(d["error"]))
+            psks = {str(k): base64.b64decode(v) for k, v in d.get("keys", {}).items()}
+            grant = cls(int(d["device_fd"]), bool(d["offloads"]), psks, float(d.get("previous_until") or 0.0))
+        except (ValueError, TypeError, AttributeError, KeyError):
+            raise SystemExit("the supervisor's grant is unreadable") from None
+        if t.secure and not psks:
+            raise SystemExit("no key for an encrypted tunnel")
+        return grant
+
+
 def main(argv: list[str]) -> int:
     """stdout and stderr are the supervisor's pipes: counters on one, the log on the other."""
     run_dir = Path(argv[0])
@@ -925,9 +979,9 @@ def main(argv: list[str]) -> int:
         return 2
     t = tunnel_from_dict(spec)
     try:
-        forwarder = Forwarder(t)
+        forwarder = Forwarder(t, Grant.read(t))
         uid, gid = privileges.drop(t.user, t.group)
-    except (SystemExit, keys.KeyFileError, privileges.PrivilegeError, OSError) as exc:
+    except (SystemExit, privileges.PrivilegeError, OSError) as exc:
         why = str(exc) if not isinstance(exc, OSError) else f"{exc.strerror or exc}"
         log.error("%s", why)
         os.write(1, json.dumps({"state": "connecting", "last_error": why}).encode() + b"\n")

@@ -106,12 +106,14 @@ def status(state_dir: Path, host: str) -> list[dict[str, Any]]:
             "host": host, "tunnel": spec["name"], "device": spec["device"], "transport": spec["transport"],
             "role": spec["role"], "endpoint": spec["endpoint"], "state": state,
             "encrypted": spec.get("key_file") is not None, "compress": bool(spec.get("compress")),
+            "key_id": stats.get("key_id"),  # the (public) id of the key the current session was made with
             "user": spec.get("user"),
             "pid": sup.get("forwarder_pid") if alive else None, "restarts": sup.get("restarts", 0),
             "peer": stats.get("peer"), "rx_packets": stats.get("rx_packets", 0), "rx_bytes": stats.get("rx_bytes", 0),
             "tx_packets": stats.get("tx_packets", 0), "tx_bytes": stats.get("tx_bytes", 0),
             "drops": stats.get("drops", {}),
-            "last_error": stats.get("last_error") or sup.get("last_error"),
+            "last_error": (sup.get("last_error") if state == "failed" else None) or stats.get("last_error")
+            or sup.get("last_error"),
         })
     return out
 

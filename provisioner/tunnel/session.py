@@ -40,8 +40,8 @@ import hmac
 import json
 import os
 import struct
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 
 import lz4.block
 from cryptography.exceptions import InvalidTag
@@ -66,32 +66,47 @@ class HandshakeError(ProtocolError):
     """The peer is not a provision forwarder with our key and a compatible device."""
 
 
+def refusal(why: str) -> bytes:
+    """What a listener tells an initiator it refuses: a hint for the other side's status, never
+    trusted for anything else (it is not authenticated)."""
+    return why.encode()[:200]
+
+
+def refused(body: bytes | memoryview) -> HandshakeError:
+    text = bytes(body[:200]).decode("ascii", errors="replace")
+    return HandshakeError("the listener refused us: " + "".join(c if c.isprintable() else "?" for c in text))
+
+
 class Rejected(ProtocolError):
     """A frame or datagram that must not reach the device; the message is the drop reason."""
 
 
 @dataclass(frozen=True)
 class Hello:
-    """What each end says about itself in the handshake; both must agree on all but `compress`."""
+    """What each end says about itself in the handshake; both must agree on all but `compress`.
+    `keys`: the ids (keys.key_id) of the pre-shared keys this end holds, newest first; in a
+    REPLY, the one the listener chose. Ids are public: they name a key, they do not reveal it."""
 
     device_type: str
     pi: bool
     vnet_hdr: bool
     secure: bool = True
     compress: bool = False
+    keys: tuple[str, ...] = ()
     version: int = PROTOCOL
 
     def encode(self) -> bytes:
         return json.dumps({"provision": self.version, "type": self.device_type, "pi": self.pi,
-                           "vnet_hdr": self.vnet_hdr, "secure": self.secure, "compress": self.compress},
-                          sort_keys=True).encode()
+                           "vnet_hdr": self.vnet_hdr, "secure": self.secure, "compress": self.compress,
+                           "keys": list(self.keys)}, sort_keys=True).encode()
 
     @classmethod
     def decode(cls, data: bytes | memoryview) -> Hello:
         try:
             d = json.loads(bytes(data))
             return cls(str(d["type"]), bool(d["pi"]), bool(d["vnet_hdr"]), bool(d.get("secure", False)),
-                       bool(d.get("compress", False)), int(d["provision"]))
+                       bool(d.get("compress", False)), tuple(str(k) for k in d.get("keys", ())[:4]),
+                       int(d["provision"]))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise HandshakeError("the peer's hello is not provision's") from exc
 
@@ -118,9 +133,10 @@ class Session:
     send_control: bytes | None
     receive_control: bytes | None
     compress: bool
+    key_id: str | None = None  # the pre-shared key it was made with
 
     def __repr__(self) -> str:
-        return f"Session(id={self.id:#010x}, secure={self.send is not None}, compress={self.compress})"
+        return f"Session(id={self.id:#010x}, key={self.key_id}, compress={self.compress})"
 
 
 def _derive(psk: bytes, init: bytes, reply_unsigned: bytes, ni: bytes, nr: bytes) -> list[bytes]:
@@ -133,22 +149,26 @@ def _tag(key: bytes, label: bytes) -> bytes:
     return hmac.new(key, label, hashlib.sha256).digest()
 
 
-def _session(sid: int, keys: list[bytes] | None, initiator: bool, compress: bool) -> Session:
+def _session(sid: int, keys: list[bytes] | None, initiator: bool, compress: bool, key_id: str | None) -> Session:
     if keys is None:
         return Session(sid, None, None, None, None, compress)
     _, i2r, r2i, ci2r, cr2i = keys
     if initiator:
-        return Session(sid, i2r, r2i, ci2r, cr2i, compress)
-    return Session(sid, r2i, i2r, cr2i, ci2r, compress)
+        return Session(sid, i2r, r2i, ci2r, cr2i, compress, key_id)
+    return Session(sid, r2i, i2r, cr2i, ci2r, compress, key_id)
+
+
+Keys = Mapping[str, bytes]  # key id -> pre-shared key, newest first; empty for an insecure tunnel
 
 
 class Initiator:
-    """The connecting end's half of the handshake."""
+    """The connecting end's half of the handshake. It offers every key it holds (during a key
+    rotation, the new one and the one before), and the listener picks one both hold."""
 
-    def __init__(self, hello: Hello, psk: bytes | None, random: Callable[[int], bytes] = os.urandom):
-        self.hello, self.psk = hello, psk
+    def __init__(self, hello: Hello, psks: Keys, random: Callable[[int], bytes] = os.urandom):
+        self.hello, self.psks = replace(hello, keys=tuple(psks)), psks
         self.nonce = random(NONCE_BYTES)
-        self.init = self.nonce + hello.encode()
+        self.init = self.nonce + self.hello.encode()
 
     def on_reply(self, body: bytes | memoryview) -> tuple[bytes, Session]:
         """The CONFIRM body to send, and the session, from the listener's REPLY."""
@@ -160,13 +180,16 @@ class Initiator:
         peer = Hello.decode(body[NONCE_BYTES + 4 + TAG_BYTES:])
         self.hello.check_peer(peer)
         compress = self.hello.compress and peer.compress
-        if self.psk is None:
-            return bytes(TAG_BYTES), _session(sid, None, True, compress)
+        if not self.hello.secure:
+            return bytes(TAG_BYTES), _session(sid, None, True, compress, None)
+        chosen = peer.keys[0] if len(peer.keys) == 1 else ""
+        if chosen not in self.psks:
+            raise HandshakeError("the peer does not hold this tunnel's key")
         unsigned = body[:NONCE_BYTES + 4] + body[NONCE_BYTES + 4 + TAG_BYTES:]
-        keys = _derive(self.psk, self.init, unsigned, self.nonce, nr)
+        keys = _derive(self.psks[chosen], self.init, unsigned, self.nonce, nr)
         if not hmac.compare_digest(tag_r, _tag(keys[0], b"reply")):
             raise HandshakeError("the peer does not hold this tunnel's key")
-        return _tag(keys[0], b"confirm"), _session(sid, keys, True, compress)
+        return _tag(keys[0], b"confirm"), _session(sid, keys, True, compress, chosen)
 
 
 @dataclass(frozen=True, repr=False)
@@ -185,8 +208,8 @@ class Pending:
 class Responder:
     """The listening end's half of the handshake; it keeps no state between INITs."""
 
-    def __init__(self, hello: Hello, psk: bytes | None, random: Callable[[int], bytes] = os.urandom):
-        self.hello, self.psk, self.random = hello, psk, random
+    def __init__(self, hello: Hello, psks: Keys, random: Callable[[int], bytes] = os.urandom):
+        self.hello, self.psks, self.random = hello, psks, random
 
     def on_init(self, body: bytes | memoryview) -> tuple[bytes, Pending]:
         """The REPLY body to send, and what the CONFIRM must be."""
@@ -197,13 +220,17 @@ class Responder:
         self.hello.check_peer(peer)
         compress = self.hello.compress and peer.compress
         nr, sid = self.random(NONCE_BYTES), int.from_bytes(self.random(4), "big")
-        tail = self.hello.encode()
         head = nr + sid.to_bytes(4, "big")
-        if self.psk is None:
-            return head + bytes(TAG_BYTES) + tail, Pending(None, _session(sid, None, False, compress))
-        keys = _derive(self.psk, init, head + tail, init[:NONCE_BYTES], nr)
+        if not self.hello.secure:
+            tail = self.hello.encode()
+            return head + bytes(TAG_BYTES) + tail, Pending(None, _session(sid, None, False, compress, None))
+        chosen = next((k for k in peer.keys if k in self.psks), None)  # the peer's newest that we hold
+        if chosen is None:
+            raise HandshakeError("the peer does not hold this tunnel's key")
+        tail = replace(self.hello, keys=(chosen,)).encode()
+        keys = _derive(self.psks[chosen], init, head + tail, init[:NONCE_BYTES], nr)
         reply = head + _tag(keys[0], b"reply") + tail
-        return reply, Pending(_tag(keys[0], b"confirm"), _session(sid, keys, False, compress))
+        return reply, Pending(_tag(keys[0], b"confirm"), _session(sid, keys, False, compress, chosen))
 
 
 def _compress(unit: bytes | memoryview) -> bytes:

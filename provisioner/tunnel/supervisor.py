@@ -15,6 +15,7 @@ supervisor for the same tunnel exit at once, so repeated applies never duplicate
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import json
 import logging
@@ -29,8 +30,10 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from .. import keys
 from ..errors import ForwarderError
-from ..model import RunState, Tunnel, tunnel_to_dict
+from ..kernel import tun
+from ..model import RunState, Tunnel, tunnel_from_dict, tunnel_to_dict
 from . import runtime
 
 CRASHES_BEFORE_FAILED = 5
@@ -38,6 +41,8 @@ CRASH_WINDOW = 60.0  # seconds
 HEALTHY_AFTER = 10.0  # a forwarder that ran this long resets the backoff
 START_TIMEOUT = 5.0
 STOP_TIMEOUT = 5.0
+ROLLOVER = 600.0  # seconds a rotated-out key is still accepted, at most
+DEVICE_GONE = 3  # the forwarder's exit status when its device was deleted
 
 MAX_LINE = 64 * 1024
 
@@ -79,6 +84,24 @@ class Forwarders:
         raise self._error(t, f"the supervisor did not start within {START_TIMEOUT:.0f} s "
                                      f"(see {run_dir / runtime.LOG})")
 
+    def rekey(self, t: Tunnel) -> None:
+        """A new key for a running forwarder: the supervisor restarts it holding the new key and
+        the previous one (see Supervisor.reload), so the tunnel is down for one reconnect."""
+        run_dir = self.base / t.name
+        info = runtime.read_json(run_dir / runtime.SUPERVISOR) or {}
+        pid, old = int(info.get("pid") or 0), info.get("forwarder_pid")
+        if not pid or not runtime.supervisor_alive(run_dir):
+            raise self._error(t, "its supervisor is not running")
+        runtime.write_json(run_dir / runtime.SPEC, tunnel_to_dict(t))
+        _kill(pid, signal.SIGHUP)
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            info = runtime.read_json(run_dir / runtime.SUPERVISOR) or {}
+            if info.get("forwarder_pid") not in (None, old):
+                return
+            time.sleep(0.02)
+        raise self._error(t, f"the forwarder was not restarted with the new key within {START_TIMEOUT:.0f} s")
+
     def stop(self, t: Tunnel) -> None:
         run_dir = self.base / t.name
         info = runtime.read_json(run_dir / runtime.SUPERVISOR) or {}
@@ -118,13 +141,28 @@ def _child_env() -> dict[str, str]:
 
 
 class Supervisor:
+    """Runs one forwarder, and hands it its keys.
+
+    The forwarder cannot read its key file (it has dropped root before it could need to
+    again), so the supervisor reads it and gives the key to each forwarder it starts, on its
+    stdin. On SIGHUP (a key rotation) it restarts the forwarder with the new key *and* the
+    one before: the forwarder offers and accepts both until a session is made with the new
+    one, or for ROLLOVER seconds. So whichever end of a tunnel is rotated first, the tunnel
+    keeps working on the old key until the other end has the new one.
+    """
+
     def __init__(self, run_dir: Path):
         self.run_dir = run_dir
         self.stopping = False
+        self.reloading = False
         self.child: subprocess.Popen[bytes] | None = None
         self.restarts = 0
         self.crashes: list[float] = []
         self.last_error: str | None = None
+        self.device_fd: int | None = None
+        self.offloads = False
+        self.key: tuple[str, bytes] | None = None  # (id, key) the forwarder was last given
+        self.previous: tuple[str, bytes, float] | None = None  # the key before a rotation, and until when
 
     def record(self, state: RunState) -> None:
         runtime.write_json(self.run_dir / runtime.SUPERVISOR, {
@@ -141,40 +179,82 @@ class Supervisor:
                 continue
             if isinstance(stats, dict):
                 runtime.write_json(self.run_dir / runtime.STATS, stats)
+                if self.key is not None and stats.get("key_id") == self.key[0]:
+                    self.previous = None  # a session with the new key: the rotation is complete
 
     def keep_log(self, pipe: IO[bytes]) -> None:
         """The forwarder's log lines (and a crash's traceback) into the bounded log."""
         for line in iter(lambda: pipe.readline(MAX_LINE), b""):
             forwarder_log.info("%s", line.decode(errors="replace").rstrip("\n"))
 
+    def grant(self, fd: int) -> bytes:
+        """The JSON line a new forwarder reads on its stdin (forwarder.Grant): the device's
+        descriptor and its keys, newest first; or why it cannot have them."""
+        spec = runtime.read_json(self.run_dir / runtime.SPEC) or {}
+        device = {"device_fd": fd, "offloads": self.offloads}
+        if not spec.get("key_file"):
+            return json.dumps(device).encode() + b"\n"
+        try:
+            key = keys.read_key(spec["key_file"])
+        except keys.KeyFileError as exc:
+            return json.dumps({"error": str(exc)}).encode() + b"\n"
+        self.key = (keys.key_id(key), key)
+        given = {self.key[0]: key}
+        until = 0.0
+        if self.previous is not None and self.previous[0] != self.key[0] and time.time() < self.previous[2]:
+            given[self.previous[0]] = self.previous[1]
+            until = self.previous[2]
+        return json.dumps({**device, "keys": {k: base64.b64encode(v).decode() for k, v in given.items()},
+                           "previous_until": until}).encode() + b"\n"
+
+    def on_sighup(self, *_: Any) -> None:
+        """A new spec with a new key: keep the current key as the previous one, restart the forwarder."""
+        if self.key is not None:
+            self.previous = (*self.key, time.time() + ROLLOVER)
+        self.reloading = True
+        if self.child is not None and self.child.poll() is None:
+            self.child.terminate()
+
     def on_sigterm(self, *_: Any) -> None:
         self.stopping = True
         if self.child is not None and self.child.poll() is None:
             self.child.terminate()
 
+    def device(self) -> int:
+        """Our descriptor on the device, attached once and handed to every forwarder we start."""
+        if self.device_fd is None:
+            spec = tunnel_from_dict(runtime.read_json(self.run_dir / runtime.SPEC) or {})
+            flags = tun.flags_for(spec.device_type, spec.pi, spec.vnet_hdr, spec.multi_queue)
+            self.device_fd, self.offloads = tun.attach(spec.device, flags)
+        return self.device_fd
+
+    def forget_device(self) -> None:
+        if self.device_fd is not None:
+            os.close(self.device_fd)
+            self.device_fd = None
+
     def run(self) -> int:
         delay = 0.1
         while not self.stopping:
             started = time.monotonic()
-            self.child = child = subprocess.Popen(
-                [sys.executable, "-m", "provisioner.tunnel.forwarder", str(self.run_dir)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                preexec_fn=lambda: runtime.die_with_parent(signal.SIGTERM))
-            assert child.stdout is not None and child.stderr is not None
-            pumps = [threading.Thread(target=self.keep_stats, args=(child.stdout,), daemon=True),
-                     threading.Thread(target=self.keep_log, args=(child.stderr,), daemon=True)]
-            for pump in pumps:
-                pump.start()
-            self.record(RunState.RUNNING)
-            code = child.wait()
-            for pump in pumps:  # the pipes end with the forwarder (and its sending process)
-                pump.join(timeout=1.0)
-            if self.stopping:
-                break
+            self.reloading = False
+            try:
+                fd = self.device()
+            except (tun.AttachError, KeyError, ValueError) as exc:
+                code, self.last_error = None, f"forwarder not started: {exc}"
+            else:
+                code = self.run_forwarder(fd)
+                if self.stopping:
+                    break
+                if self.reloading:  # asked for (a new key): not a crash, and no waiting
+                    log.info("restarting the forwarder with a new key")
+                    continue
+                stats = runtime.read_json(self.run_dir / runtime.STATS) or {}
+                how = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
+                self.last_error = f"forwarder {how}" + (f": {stats['last_error']}" if stats.get("last_error") else "")
+                if code == DEVICE_GONE:
+                    self.forget_device()
             ran = time.monotonic() - started
-            stats = runtime.read_json(self.run_dir / runtime.STATS) or {}
-            how = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
-            self.last_error = f"forwarder {how}" + (f": {stats['last_error']}" if stats.get("last_error") else "")
             log.warning("%s after %.1f s; restarting", self.last_error, ran)
             self.restarts += 1
             now = time.monotonic()
@@ -191,6 +271,28 @@ class Supervisor:
             time.sleep(delay)
         log.info("stopped")
         return 0
+
+    def run_forwarder(self, fd: int) -> int:
+        """One forwarder, from start to exit; its exit status (negative: the signal)."""
+        self.child = child = subprocess.Popen(
+            [sys.executable, "-m", "provisioner.tunnel.forwarder", str(self.run_dir)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(fd,),
+            preexec_fn=lambda: runtime.die_with_parent(signal.SIGTERM))
+        assert child.stdin is not None and child.stdout is not None and child.stderr is not None
+        try:
+            child.stdin.write(self.grant(fd))
+            child.stdin.close()
+        except OSError:
+            pass  # it died already: its status says why
+        pumps = [threading.Thread(target=self.keep_stats, args=(child.stdout,), daemon=True),
+                 threading.Thread(target=self.keep_log, args=(child.stderr,), daemon=True)]
+        for pump in pumps:
+            pump.start()
+        self.record(RunState.RUNNING)
+        code = child.wait()
+        for pump in pumps:  # the pipes end with the forwarder (and its sending process)
+            pump.join(timeout=1.0)
+        return code
 
 
 class _LogFormat(logging.Formatter):
@@ -214,6 +316,7 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     supervisor = Supervisor(run_dir)
     signal.signal(signal.SIGTERM, supervisor.on_sigterm)
+    signal.signal(signal.SIGHUP, supervisor.on_sighup)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     return supervisor.run()
 

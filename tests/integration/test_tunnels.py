@@ -136,7 +136,7 @@ def test_garbage_on_an_insecure_tunnel_is_counted_and_dropped(tmp_path: Path, ho
 
     os.kill(peer["pid"], signal.SIGSTOP)  # the real peer must not win its connection back mid-test
 
-    initiator = session.Initiator(session.Hello("tap", False, True, secure=False), None)
+    initiator = session.Initiator(session.Hello("tap", False, True, secure=False), {})
     bad_gso = struct.pack("<BBHHHH", 1, 3, 54, 1448, 34, 16) + bytes(100)  # UFO: not allowed
     bad_csum = struct.pack("<BBHHHH", 1, 0, 0, 0, 90, 16) + bytes(100)  # checksum beyond the packet
     with namespace.entered(hosts[1]):

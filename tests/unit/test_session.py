@@ -27,8 +27,13 @@ K1, K2 = bytes(range(32)), bytes(range(1, 33))
 HELLO = Hello("tap", False, True)
 
 
+def held(*psks: bytes | None) -> dict[str, bytes]:
+    """Keys as a forwarder holds them: by id, newest first."""
+    return {keys.key_id(k): k for k in psks if k is not None}
+
+
 def handshake(ki: bytes | None = K1, kr: bytes | None = K1, hi: Hello = HELLO, hr: Hello = HELLO):
-    initiator, responder = Initiator(hi, ki), Responder(hr, kr)
+    initiator, responder = Initiator(hi, held(ki)), Responder(hr, held(kr))
     reply, pending = responder.on_init(initiator.init)
     confirm, mine = initiator.on_reply(reply)
     return mine, pending.on_confirm(confirm)
@@ -50,14 +55,14 @@ def test_every_handshake_makes_new_keys() -> None:
 def test_a_peer_without_the_key_is_refused_by_either_end() -> None:
     with pytest.raises(HandshakeError, match="does not hold this tunnel's key"):
         handshake(K1, K2)  # the initiator checks the listener's tag first
-    initiator, responder = Initiator(HELLO, K2), Responder(HELLO, K1)
+    initiator, responder = Initiator(HELLO, held(K1)), Responder(HELLO, held(K1))
     reply, pending = responder.on_init(initiator.init)
     with pytest.raises(HandshakeError, match="does not hold"):
-        pending.on_confirm(os.urandom(32))  # an initiator that cannot make the tag
+        pending.on_confirm(os.urandom(32))  # an initiator that names the key but cannot make the tag
 
 
 def test_a_recorded_handshake_replayed_later_does_not_verify() -> None:
-    initiator, responder = Initiator(HELLO, K1), Responder(HELLO, K1)
+    initiator, responder = Initiator(HELLO, held(K1)), Responder(HELLO, held(K1))
     reply, _ = responder.on_init(initiator.init)
     confirm, _ = initiator.on_reply(reply)
     _, later = responder.on_init(initiator.init)  # the attacker replays INIT, then the old CONFIRM
@@ -66,7 +71,7 @@ def test_a_recorded_handshake_replayed_later_does_not_verify() -> None:
 
 
 def test_an_altered_hello_breaks_the_tag() -> None:
-    initiator, responder = Initiator(HELLO, K1), Responder(Hello("tap", False, True, compress=True), K1)
+    initiator, responder = Initiator(HELLO, held(K1)), Responder(Hello("tap", False, True, compress=True), held(K1))
     reply, _ = responder.on_init(initiator.init)
     forged = reply.replace(b'"compress": true', b'"compress": false')
     assert forged != reply
@@ -80,14 +85,25 @@ def test_an_altered_hello_breaks_the_tag() -> None:
 ])
 def test_an_incompatible_peer_is_refused(theirs: Hello, message: str) -> None:
     with pytest.raises(HandshakeError, match=message):
-        Responder(HELLO, K1).on_init(Initiator(theirs, K1).init)
+        Responder(HELLO, held(K1)).on_init(Initiator(theirs, held(K1)).init)
 
 
 def test_garbage_is_not_a_hello() -> None:
     with pytest.raises(HandshakeError):
-        Responder(HELLO, K1).on_init(b"GET / HTTP/1.1\r\n" * 4)
+        Responder(HELLO, held(K1)).on_init(b"GET / HTTP/1.1\r\n" * 4)
     with pytest.raises(HandshakeError):
-        Initiator(HELLO, K1).on_reply(b"short")
+        Initiator(HELLO, held(K1)).on_reply(b"short")
+
+
+def test_during_a_rotation_the_newest_key_both_hold_is_used() -> None:
+    both = Initiator(HELLO, held(K2, K1)), Responder(HELLO, held(K1))
+    reply, pending = both[1].on_init(both[0].init)
+    confirm, mine = both[0].on_reply(reply)
+    assert pending.on_confirm(confirm).key_id == mine.key_id == keys.key_id(K1), "the end not yet rotated: old key"
+    initiator, responder = Initiator(HELLO, held(K2, K1)), Responder(HELLO, held(K2, K1))
+    assert responder.on_init(initiator.init)[1].session.key_id == keys.key_id(K2), "both rotated: new key"
+    with pytest.raises(HandshakeError, match="does not hold"):
+        Responder(HELLO, held(K1)).on_init(Initiator(HELLO, held(K2)).init)
 
 
 def test_compression_is_used_only_when_both_ask() -> None:

@@ -11,7 +11,7 @@ from provisioner import keys
 from provisioner.errors import InventoryError
 from provisioner.facts import host_vars, observed_from_vars
 from provisioner.model import Device, DeviceType, Network, Observed, Role, RunState, Transport, Tunnel
-from provisioner.plan import Action, Kind, make_plan, plan_from_dict, plan_to_dict
+from provisioner.plan import REKEY, Action, Kind, make_plan, plan_from_dict, plan_to_dict
 from provisioner.reconcile import load
 
 PAIR = """
@@ -243,6 +243,6 @@ def test_the_device_of_a_tunnel_that_runs_as_a_user_is_owned_by_it(write) -> Non
 def test_a_rotated_key_restarts_the_forwarder_and_an_unknown_one_does_not() -> None:
     live = replace(LIVE, tunnels=(replace(TUN, key_file="/k", key_id="0123456789abcdef"),))
     rotated = replace(WANT, tunnels=(replace(TUN, key_file="/k", key_id="fedcba9876543210"),))
-    assert tunnel_changes(rotated, live) == [("replace", "core", "restart: key changed")]
+    assert tunnel_changes(rotated, live) == [("replace", "core", REKEY)]
     unknown = replace(WANT, tunnels=(replace(TUN, key_file="/k", key_id=None),))  # plan --facts: no key here
     assert tunnel_changes(unknown, live) == []
