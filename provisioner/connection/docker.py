@@ -22,7 +22,8 @@ from typing import Any
 from ..errors import HostError, UnreachableError
 from ..inventory import Host
 
-INBOX = "/run/provision-inbox"  # where the inventory and its keys are put inside the container
+INBOX = "/var/lib/provision/inbox"  # inventory and keys, in the container (not /run: often a tmpfs, which
+# `docker cp` and put_archive cannot write to)
 NOT_FOUND = (126, 127)  # the shell's "cannot execute" and "not found"
 
 

@@ -771,12 +771,7 @@ class Forwarder:
                     drops[unsegmentable] += 1
                     outbound.publish(packets, nbytes, drops)
                     continue
-                lengths, pos = [], 0
-                for piece in pieces:
-                    size = sealer.seal_into(wire.DATA, piece, out[pos:])
-                    lengths.append(size)
-                    pos += size
-                sent, gso = _send_sealed(sock, out, lengths, peer, gso)
+                sent, gso = _send_sealed(sock, out, sealer.seal_all(pieces, out), peer, gso)
                 packets += sent
                 nbytes += sum(len(d) for d in pieces[:sent]) - sent * len(prefix)
                 drops[send_failed] += len(pieces) - sent
