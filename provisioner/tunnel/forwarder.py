@@ -611,28 +611,31 @@ class Forwarder:
         heard = False
         coalescer = self._coalescer
         opener = self._opener if addr == self._udp_peer else None
+        open_into = opener.open_into if opener is not None else None
+        continues = coalescer.continues if coalescer is not None else None
         data = (wire.DATA, wire.DATA_LZ4)
         for off in range(0, n, size):
-            end = min(off + size, n)
+            end = off + size if off + size < n else n
             kind = view[off]
             if kind in data:
-                if opener is None:
+                if open_into is None:
                     self.stats.drop("datagram from an unknown sender")
                     self._unknown_session(sock, view[off:end], addr)
                     continue
                 try:
-                    unit = opener.open_into(view[off:end], plain[off:end])
+                    unit = open_into(view[off:end], plain[off:end])
                 except session.Rejected as exc:
                     self.stats.drop(str(exc))
                     continue
                 heard = True
-                if coalescer is None:
+                if continues is None:
                     self._deliver(unit)
                     continue
                 if isinstance(unit, bytes):  # decompressed: the coalescer writes into what it keeps
                     unit = memoryview(bytearray(unit))
-                if coalescer.continues(unit, 0, len(unit)):
+                if continues(unit, 0, len(unit)):
                     continue  # the next segment of a TCP run: already taken
+                assert coalescer is not None
                 if len(unit) < vnet.HDR_LEN:
                     self.stats.drop("shorter than the virtio header")
                     continue

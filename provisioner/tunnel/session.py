@@ -346,24 +346,33 @@ class DatagramSealer:
         """DATA datagrams for `units`, end to end in `out`; their lengths. The fast path of a
         super-packet's segments (per datagram: one pack, one copy, one AEAD call)."""
         aead = self.aead
-        if aead is None or self.compress:
+        if self.compress:
             lengths, pos = [], 0
             for unit in units:
                 n = self.seal_into(DATA, unit, out[pos:])
                 lengths.append(n)
                 pos += n
             return lengths
-        encrypt, pack, sid, counter = aead.encrypt_into, DATAGRAM.pack, self.id, self.counter
+        pack, sid, counter = DATAGRAM.pack, self.id, self.counter
         lengths, pos = [], 0
-        for unit in units:
-            header = pack(DATA, sid, counter)
-            counter += 1
-            body = pos + DATAGRAM_LEN
-            end = body + len(unit) + AEAD_TAG
-            out[pos:body] = header
-            encrypt(header[4:], unit, header, out[body:end])
-            lengths.append(end - pos)
-            pos = end
+        if aead is None:
+            for unit in units:
+                end = pos + DATAGRAM_LEN + len(unit)
+                out[pos:end] = pack(DATA, sid, counter) + unit
+                counter += 1
+                lengths.append(end - pos)
+                pos = end
+        else:
+            encrypt = aead.encrypt_into
+            for unit in units:
+                header = pack(DATA, sid, counter)
+                counter += 1
+                body = pos + DATAGRAM_LEN
+                end = body + len(unit) + AEAD_TAG
+                out[pos:body] = header
+                encrypt(header[4:], unit, header, out[body:end])
+                lengths.append(end - pos)
+                pos = end
         if counter >= MAX_COUNTER:
             raise OverflowError("session exhausted its counters")
         self.counter = counter
