@@ -1,10 +1,11 @@
 """One tunnel's data plane: the device on one side, a TCP stream or UDP socket on the other.
 
 Runs as its own process, `python -m provisioner.tunnel.forwarder RUN_DIR`, started (and
-restarted) by the tunnel's supervisor. It reads its key, attaches to the device and opens
-its socket, then drops root and every capability (privileges.py) before it hears a byte.
-Its log goes to stderr and its counters, one JSON line a second, to stdout: both are pipes
-to the supervisor, which writes the files, so the forwarder needs no file access at all.
+restarted) by the tunnel's supervisor, which hands it the attached device and the keys
+(Grant). It opens its socket, then drops root and every capability (privileges.py) before
+it hears a byte. Its log goes to stderr and its counters, one JSON line a second, to
+stdout: both are pipes to the supervisor, which writes the files, so the forwarder needs no
+file access at all.
 
 The main thread keeps the connection to the peer and moves peer → device. Device → peer runs
 beside it: over TCP in a second thread (both block in system calls that release the GIL,
@@ -40,8 +41,8 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NoReturn
 
 from ..model import DeviceType, Role, Transport, Tunnel, split_endpoint, tunnel_from_dict
@@ -60,6 +61,8 @@ MAX_HANDSHAKES = 16  # TCP handshakes in progress at once; more connections are 
 MAX_PENDING = 64  # UDP handshakes awaiting their CONFIRM
 
 log = logging.getLogger("provision.forwarder")
+
+
 class Stats:
     """Counters the status command shows. Written from two threads: plain ints under the GIL."""
 
@@ -198,6 +201,7 @@ class Forwarder:
         self._outbound: Outbound | None = None
         self._last_heard = 0.0
         self._hinted = 0.0  # when we last told a sender we do not know its session
+        self._run_next = -1  # UDP: the counter that would continue the coalescer's run
 
     def _bind_tcp(self) -> socket.socket:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
@@ -314,7 +318,7 @@ class Forwarder:
         self.stats.error(f"device {self.t.device} is gone ({exc.strerror})")
         self._report()
         logging.shutdown()
-        os._exit(3)
+        os._exit(runtime.DEVICE_GONE)
 
     def _deliver(self, unit: memoryview | bytes) -> None:
         """One unit from the peer into the device: checked, and a refusal is a drop."""
@@ -613,7 +617,8 @@ class Forwarder:
         opener = self._opener if addr == self._udp_peer else None
         open_into = opener.open_into if opener is not None else None
         continues = coalescer.continues if coalescer is not None else None
-        data = (wire.DATA, wire.DATA_LZ4)
+        append = coalescer.append if coalescer is not None else None
+        data = (wire.DATA, wire.DATA_CONT, wire.DATA_LZ4)
         for off in range(0, n, size):
             end = off + size if off + size < n else n
             kind = view[off]
@@ -628,13 +633,18 @@ class Forwarder:
                     self.stats.drop(str(exc))
                     continue
                 heard = True
-                if continues is None:
+                if continues is None or append is None or opener is None:
                     self._deliver(unit)
                     continue
                 if isinstance(unit, bytes):  # decompressed: the coalescer writes into what it keeps
                     unit = memoryview(bytearray(unit))
+                counter = opener.counter
+                if opener.kind == wire.DATA_CONT and counter == self._run_next and append(unit):
+                    self._run_next = counter + 1  # the sender says: the same super-packet, next segment
+                    continue
                 if continues(unit, 0, len(unit)):
-                    continue  # the next segment of a TCP run: already taken
+                    self._run_next = counter + 1  # the next segment of a TCP run: already taken
+                    continue
                 assert coalescer is not None
                 if len(unit) < vnet.HDR_LEN:
                     self.stats.drop("shorter than the virtio header")
@@ -643,6 +653,8 @@ class Forwarder:
                     coalescer.add(unit)
                 except vnet.BadPacket as exc:
                     self.stats.drop(str(exc))
+                    continue
+                self._run_next = counter + 1 if coalescer.pending else -1
             else:
                 heard |= self._udp_control(sock, kind, view[off:end], plain[off:end], addr)
         if heard:
@@ -682,10 +694,11 @@ class Forwarder:
                 self._udp_activate(addr, s, sock, confirmed=False)
             elif kind == wire.CONFIRM and listener and sid in self._pending and self._pending[sid][0] == addr:
                 s = self._pending[sid][1].on_confirm(body)
-                if self._session is None or self._session.id != s.id:
+                fresh = self._session is None or self._session.id != s.id
+                if fresh:
                     self._udp_activate(addr, s, sock, confirmed=True)
                 self._udp_keepalive(sock)  # the initiator waits for a word from us in the session
-                return True
+                return fresh  # a CONFIRM again (ours was lost, or it is replayed) proves nothing new
             elif kind == wire.UNKNOWN_SESSION and not listener:
                 if self._session is not None and sid == self._session.id and self._initiator is None:
                     log.info("the listener no longer knows our session (it restarted): a new handshake")

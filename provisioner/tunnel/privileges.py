@@ -1,8 +1,9 @@
 """Giving up what a forwarder no longer needs, once its device and socket are open.
 
 A forwarder reads packets from the network, so it is the part of provision an attacker
-talks to. Everything that needs privilege happens before it hears a byte: reading the key,
-attaching to the device (CAP_NET_ADMIN), binding its port. Then it drops, for good:
+talks to. Everything that needs privilege happens before it hears a byte: its supervisor
+reads the key and attaches to the device (CAP_NET_ADMIN) and hands both over; the forwarder
+binds its port (a low one needs CAP_NET_BIND_SERVICE). Then it drops, for good:
 
 - every capability, from the bounding and ambient sets as well (nothing can be regained);
 - root: it becomes the tunnel's `user:`/`group:`, or `nobody` when the tunnel names none.

@@ -26,6 +26,7 @@ from ..model import RunState, Tunnel, tunnel_from_dict
 
 SPEC, LOCK, SUPERVISOR, STATS, LOG = "spec.json", "supervisor.lock", "supervisor.json", "stats.json", "forwarder.log"
 LOG_BYTES = 256 * 1024
+DEVICE_GONE = 3  # a forwarder's exit status when its device was deleted under it
 
 
 def host_dir(state_dir: Path, host: str) -> Path:

@@ -15,6 +15,10 @@ K: the pre-shared key from the tunnel's key file):
         = confirm key ‖ data I→R ‖ data R→I ‖ control I→R ‖ control R→I
     tag_R = HMAC-SHA-256(confirm key, "reply"),  tag_I = HMAC-SHA-256(confirm key, "confirm")
 
+A hello names the keys its end holds by their public ids (keys.key_id), newest first; the
+listener picks the newest both hold and names it in its REPLY. That is how a key rotation
+works without downtime: for a while a forwarder holds the new key and the one before.
+
 Both ends contribute fresh randomness, so every session has keys of its own, and a recorded
 handshake replayed later derives keys nobody holds. Each end proves it holds K with a tag
 over the whole transcript (hellos included, so they cannot be altered) before the other
@@ -49,7 +53,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from .wire import DATA, DATA_LZ4, ProtocolError, frame_header
+from .wire import DATA, DATA_CONT, DATA_LZ4, ProtocolError, frame_header
 
 PROTOCOL = 2
 NONCE_BYTES, TAG_BYTES, AEAD_TAG = 32, 32, 16
@@ -343,8 +347,9 @@ class DatagramSealer:
         return end
 
     def seal_all(self, units: list[bytes], out: memoryview) -> list[int]:
-        """DATA datagrams for `units`, end to end in `out`; their lengths. The fast path of a
-        super-packet's segments (per datagram: one pack, one copy, one AEAD call)."""
+        """Datagrams for the segments of one super-packet, end to end in `out`; their lengths.
+        The first is DATA, the others DATA_CONT, so the receiver can glue them back without
+        checking each one's headers. The fast path (per datagram: one pack, one AEAD call)."""
         aead = self.aead
         if self.compress:
             lengths, pos = [], 0
@@ -355,18 +360,21 @@ class DatagramSealer:
             return lengths
         pack, sid, counter = DATAGRAM.pack, self.id, self.counter
         lengths, pos = [], 0
+        kind = DATA
         if aead is None:
             for unit in units:
                 end = pos + DATAGRAM_LEN + len(unit)
-                out[pos:end] = pack(DATA, sid, counter) + unit
+                out[pos:end] = pack(kind, sid, counter) + unit
                 counter += 1
+                kind = DATA_CONT
                 lengths.append(end - pos)
                 pos = end
         else:
             encrypt = aead.encrypt_into
             for unit in units:
-                header = pack(DATA, sid, counter)
+                header = pack(kind, sid, counter)
                 counter += 1
+                kind = DATA_CONT
                 body = pos + DATAGRAM_LEN
                 end = body + len(unit) + AEAD_TAG
                 out[pos:body] = header
@@ -394,6 +402,7 @@ class DatagramOpener:
         self.id, self.compress, self.limit = session_id, compress, limit
         self.top = -1
         self.seen = 0
+        self.kind = self.counter = 0  # of the datagram opened last
 
     def open_into(self, datagram: memoryview, out: memoryview) -> memoryview | bytes:
         """The unit in `datagram` (decrypted into `out`, which must be large enough); or Rejected."""
@@ -402,6 +411,7 @@ class DatagramOpener:
         kind, sid, counter = _unpack_header(datagram)
         if sid != self.id:
             raise Rejected("datagram of another session")
+        self.kind, self.counter = kind, counter
         top = self.top
         if counter <= top:
             behind = top - counter

@@ -5,12 +5,16 @@ RUN_DIR`), started by apply in the host's network namespace, in a session of its
 runs the forwarder as its child and restarts it when it dies: after 0.1 s, doubling up to
 5 s while it keeps crashing; after 5 crashes within a minute it gives up and shows `failed`
 until the next apply restarts it. The forwarder gets SIGTERM if its supervisor dies
-(PR_SET_PDEATHSIG), so a forwarder is never left orphaned.
+(PR_SET_PDEATHSIG), so a forwarder is never left orphaned. The supervisor is the tunnel's
+privileged half: it attaches to the device and reads the key, and hands both to each
+forwarder it starts (which drops root before it hears the network); it writes the
+forwarder's counters and log lines, which arrive through pipes.
 
 No daemon to install, no control socket: the reconcile observes a supervisor through the
 flock it holds on `supervisor.lock` (a fact the kernel keeps, unlike a pid file), starts
-one per tunnel that should run, and stops one with SIGTERM. The lock also makes a second
-supervisor for the same tunnel exit at once, so repeated applies never duplicate one.
+one per tunnel that should run, stops one with SIGTERM, and asks one to take a new key
+with SIGHUP. The lock also makes a second supervisor for the same tunnel exit at once, so
+repeated applies never duplicate one.
 """
 
 from __future__ import annotations
@@ -42,7 +46,6 @@ HEALTHY_AFTER = 10.0  # a forwarder that ran this long resets the backoff
 START_TIMEOUT = 5.0
 STOP_TIMEOUT = 5.0
 ROLLOVER = 600.0  # seconds a rotated-out key is still accepted, at most
-DEVICE_GONE = 3  # the forwarder's exit status when its device was deleted
 
 MAX_LINE = 64 * 1024
 
@@ -86,7 +89,7 @@ class Forwarders:
 
     def rekey(self, t: Tunnel) -> None:
         """A new key for a running forwarder: the supervisor restarts it holding the new key and
-        the previous one (see Supervisor.reload), so the tunnel is down for one reconnect."""
+        the previous one (see Supervisor.on_sighup), so the tunnel is down for one reconnect."""
         run_dir = self.base / t.name
         info = runtime.read_json(run_dir / runtime.SUPERVISOR) or {}
         pid, old = int(info.get("pid") or 0), info.get("forwarder_pid")
@@ -252,7 +255,7 @@ class Supervisor:
                 stats = runtime.read_json(self.run_dir / runtime.STATS) or {}
                 how = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
                 self.last_error = f"forwarder {how}" + (f": {stats['last_error']}" if stats.get("last_error") else "")
-                if code == DEVICE_GONE:
+                if code == runtime.DEVICE_GONE:
                     self.forget_device()
             ran = time.monotonic() - started
             log.warning("%s after %.1f s; restarting", self.last_error, ran)

@@ -269,6 +269,33 @@ class Coalescer:
         self._step()
         return True
 
+    def append(self, unit: memoryview) -> bool:
+        """Takes `unit` as the run's next segment on its sender's word, without predicting its
+        headers: the sender cut both from one super-packet and said so (DATA_CONT, in a datagram
+        that verified, right after the run's last). Only its length and TCP flags are looked at;
+        the super-packet written is built from the run's first headers, as always."""
+        headers = self._headers
+        if self._first is None or headers is None:
+            return False
+        hl, seg = self._hl, self._seg
+        size = len(unit) - hl
+        if not 0 < size <= seg:
+            return False
+        flags = unit[HDR_LEN + headers.l4 + 13]
+        if flags != TCP_ACK and (size == seg or flags != TCP_ACK | TCP_PSH):
+            return False
+        self._payloads.append(unit[hl:])
+        self._bytes += size
+        self._ip_id = (self._ip_id + 1) & 0xFFFF
+        self._seq = (self._seq + seg) & 0xFFFFFFFF
+        self._expect = b""  # continues() no longer predicts this run
+        if size < seg:
+            self._flags = flags
+            self.flush()
+        elif len(self._payloads) >= MAX_SEGMENTS or self._bytes + seg > MAX_IP_PACKET:
+            self.flush()
+        return True
+
     def _tail(self, view: memoryview, start: int, end: int) -> bool:
         """A shorter segment, with or without PSH, ends the run: the last one of a super-packet."""
         hl, size = self._hl, end - start - self._hl
