@@ -47,7 +47,7 @@ def resolve(source: Source, hosts: Iterable[Host], strict: Iterable[str] = (), q
     groups: dict[str, int] = {}
     out: list[Diagnostic] = []
     local, acting = set(here), set(strict)
-    ends: dict[str, list[tuple[Host, tuple, str]]] = {}  # tunnel name -> (host, path, key path)
+    ends: dict[tuple, list[tuple[Host, tuple, str]]] = {}  # (tunnel, both hosts) -> (host, path, key path)
     for host in hosts:
         for entry in host.network.get("tunnels", ()):
             t, p = entry.value, entry.path
@@ -58,7 +58,8 @@ def resolve(source: Source, hosts: Iterable[Host], strict: Iterable[str] = (), q
                     key_ids[path] = _key_id(source, p + ("key_file",), name, path,
                                             "error" if host.name in acting else "quiet" if quiet else "warning", out)
                 if "peer" in t:
-                    ends.setdefault(name, []).append((host, p, path))
+                    pair_key = (name, *sorted((host.name, str(t["peer"]))))
+                    ends.setdefault(pair_key, []).append((host, p, path))
             if host.name not in local:
                 continue
             if "user" in t and str(t["user"]) not in users:
@@ -66,7 +67,7 @@ def resolve(source: Source, hosts: Iterable[Host], strict: Iterable[str] = (), q
             _device_owner(source, host, t, p, users, out)
             if "group" in t and str(t["group"]) not in groups:
                 _group(source, p + ("group",), name, str(t["group"]), host.name in acting, groups, out)
-    for name, pair in ends.items():
+    for (name, *_), pair in ends.items():
         ids = {key_ids[path] for _, _, path in pair}
         if len(pair) == 2 and None not in ids and len(ids) == 2:
             (a, pa, _), (b, _, _) = pair
@@ -125,10 +126,8 @@ def _group(source: Source, path: tuple, tunnel: str, group: str, strict: bool,
 
 
 def ids(resolved: Resolved, user: str | None, group: str | None) -> tuple[int | None, int | None]:
-    """(uid, gid) the forwarder runs as and the device is owned by; None where not known here."""
-    uid = gid = None
-    if user is not None and user in resolved.users:
-        uid, gid = resolved.users[user]
-    if group is not None:
-        gid = resolved.groups.get(group)
+    """(owner, group) of the device of a tunnel that runs as `user`/`group`: None where the
+    tunnel does not say, or the name is not known here."""
+    uid = resolved.users[user][0] if user is not None and user in resolved.users else None
+    gid = resolved.groups.get(group) if group is not None else None
     return uid, gid

@@ -305,7 +305,7 @@ def network_of(host: Host, hosts: Mapping[str, Host] | None = None, source: Sour
         uid, gid = run_as.get(device.name, (None, None))
         if device.owner is None and uid is not None:
             device = replace(device, owner=uid)
-        if device.group is None and gid is not None and "group" in _tunnel_on(host, device.name):
+        if device.group is None and gid is not None:
             device = replace(device, group=gid)
         devices.append(device)
         addresses.extend(Address(str(d["name"]), canonical_interface(a)) for a in d.get("addresses") or ())
@@ -329,10 +329,6 @@ def network_of(host: Host, hosts: Mapping[str, Host] | None = None, source: Sour
                            for e in host.network.get("tunnels", ())))
     return Network(tuple(devices), tuple(sorted(addresses)), tuple(routes),
                    tuple(absent_devices), tuple(absent_routes), tunnels)
-
-
-def _tunnel_on(host: Host, device: str) -> Mapping[str, Any]:
-    return next((e.value for e in host.network.get("tunnels", ()) if str(e.value.get("device")) == device), {})
 
 
 def _text(value: Any) -> str | None:
