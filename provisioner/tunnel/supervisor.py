@@ -83,6 +83,8 @@ class Forwarders:
             info = runtime.read_json(run_dir / runtime.SUPERVISOR) or {}
             if info.get("forwarder_pid") and runtime.supervisor_alive(run_dir):
                 return
+            if info.get("last_error") and not info.get("forwarder_pid"):
+                raise self._error(t, info["last_error"])
             time.sleep(0.02)
         raise self._error(t, f"the supervisor did not start within {START_TIMEOUT:.0f} s "
                                      f"(see {run_dir / runtime.LOG})")
@@ -144,11 +146,12 @@ def _child_env() -> dict[str, str]:
 
 
 class Supervisor:
-    """Runs one forwarder, and hands it its keys.
+    """Runs one forwarder, and hands it the device and its keys.
 
-    The forwarder cannot read its key file (it has dropped root before it could need to
-    again), so the supervisor reads it and gives the key to each forwarder it starts, on its
-    stdin. On SIGHUP (a key rotation) it restarts the forwarder with the new key *and* the
+    The forwarder never holds root while it talks to the network, so the supervisor attaches
+    to the device once (and keeps its descriptor, so the device keeps its carrier across
+    forwarder restarts) and reads the key file, and gives both to each forwarder it starts,
+    on its stdin. On SIGHUP (a key rotation) it restarts the forwarder with the new key *and* the
     one before: the forwarder offers and accepts both until a session is made with the new
     one, or for ROLLOVER seconds. So whichever end of a tunnel is rotated first, the tunnel
     keeps working on the old key until the other end has the new one.
@@ -244,7 +247,8 @@ class Supervisor:
             try:
                 fd = self.device()
             except (tun.AttachError, KeyError, ValueError) as exc:
-                code, self.last_error = None, f"forwarder not started: {exc}"
+                self.child, self.last_error = None, f"forwarder not started: {exc}"
+                self.record(RunState.RUNNING)  # apply's start() reads the reason from here
             else:
                 code = self.run_forwarder(fd)
                 if self.stopping:
