@@ -230,18 +230,18 @@ class Coalescer:
     are written as one super-packet; everything else is written as it came. After the first
     segment of a run the next one's bytes up to its payload are predicted exactly, so the
     common case (`continues`) costs one comparison and one pack. `write(parts)` gets the
-    pieces of one writev. `lead` is what precedes each unit in a datagram (the type byte).
+    pieces of one writev.
     """
 
-    def __init__(self, tap: bool, write: Callable[[Sequence[bytes | memoryview]], None], lead: bytes = b""):
-        self.tap, self.lead = tap, lead
+    def __init__(self, tap: bool, write: Callable[[Sequence[bytes | memoryview]], None]):
+        self.tap = tap
         self._write = write
         self._first: memoryview | None = None  # the first unit of the run
         self._payloads: list[memoryview] = []
         self._headers: _Headers | None = None
         self._expect = b""  # the exact bytes before the payload of the run's next datagram
         self._hl = 0  # their length
-        self._datagram_len = 0  # and the datagram's
+        self._unit_len = 0  # and the whole unit's
         self._bytes = 0  # IP length of the run so far
         self._seg = 0  # payload per segment
         self._pack: Callable[..., bytes] = struct.pack
@@ -260,10 +260,10 @@ class Coalescer:
     def continues(self, view: memoryview, start: int, end: int) -> bool:
         """Takes the datagram view[start:end] if it is the exact next segment of the run."""
         hl = self._hl
-        if end - start != self._datagram_len:
+        if end - start != self._unit_len:
             return self._tail(view, start, end)
         if view[start:start + hl] != self._expect:
-            return False  # (with no run, _datagram_len is 0)
+            return False  # (with no run, _unit_len is 0)
         self._payloads.append(view[start + hl:end])
         self._bytes += self._seg
         self._step()
@@ -329,7 +329,7 @@ class Coalescer:
             self._expect = self._pack(p[0], seq, p[1])
 
     def add(self, unit: memoryview) -> None:
-        """A unit that does not continue the run (after `lead`). Raises BadPacket for one that
+        """A unit that does not continue the run. Raises BadPacket for one that
         must not reach the device. `unit` must be writable: its virtio header is replaced by
         the sanitized one. (A unit `continues` takes is the checked one's exact continuation.)"""
         self.flush()
@@ -348,23 +348,23 @@ class Coalescer:
         if csum_start != l4 or size == 0 or tcp_flags != TCP_ACK:  # PSH, FIN, SYN, ...: deliver as it is
             self._write((unit,))
             return
-        headers = _Headers(pkt[:end], l3, l4, version, self.lead + bytes(unit[:HDR_LEN]))
+        headers = _Headers(pkt[:end], l3, l4, version, bytes(unit[:HDR_LEN]))
         self._first, self._headers, self._payloads, self._seg = unit, headers, [pkt[end:]], size
         self._bytes = end - l3 + size
-        self._datagram_len = len(self.lead) + len(unit)
+        self._unit_len = len(unit)
         st, self._pieces = headers.run(self._bytes, tcp_flags)
         self._flags = tcp_flags
         self._pack, self._base = st.pack, headers.ip_base + self._bytes
         self._ip_id = self._first_id = int.from_bytes(pkt[l3 + 4:l3 + 6], "big") if version == 4 else 0
         self._seq = self._first_seq = int.from_bytes(pkt[l4 + 4:l4 + 8], "big")
-        self._hl = self._datagram_len - size
+        self._hl = self._unit_len - size
         self._step()
 
     def flush(self) -> None:
         first = self._first
         if first is None:
             return
-        self._first, self._datagram_len = None, 0
+        self._first, self._unit_len = None, 0
         if len(self._payloads) == 1:
             self._write((first,))
             return

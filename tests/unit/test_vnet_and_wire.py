@@ -62,12 +62,12 @@ def test_segment_then_coalesce_gives_back_the_super_packet(version: int, tap: bo
         assert vnet.ipv4_checksum(seg[l3:l3 + 20]) == 0, "IPv4 header checksum is valid"
         assert int.from_bytes(seg[l3 + 2:l3 + 4], "big") == len(seg) - l3
     written: list[bytes] = []
-    coalescer = vnet.Coalescer(tap, lambda parts: written.append(b"".join(bytes(p) for p in parts)), b"\0")
+    coalescer = vnet.Coalescer(tap, lambda parts: written.append(b"".join(bytes(p) for p in parts)))
     buf = bytearray(b"".join(segments))
     view, size, off = memoryview(buf), len(segments[0]), 0
     while off < len(buf):
         end = min(off + size, len(buf))
-        if not coalescer.continues(view, off, end):
+        if not coalescer.continues(view, off + 1, end):  # each unit after its one-byte prefix
             coalescer.add(view[off + 1:end])
         off = end
     coalescer.flush()
