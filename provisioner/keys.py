@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import hashlib
 import hmac
 import os
@@ -27,10 +28,11 @@ KEY_BYTES = 32
 
 
 class KeyFileError(ProvisionError):
-    """A key file that cannot be used. Its message names the file, never what is in it."""
+    """A key file that cannot be used. Its message names the file, never what is in it.
+    `missing`: it could not be opened here at all (absent, or not ours to read)."""
 
-    def __init__(self, path: str | os.PathLike[str], message: str):
-        self.path = str(path)
+    def __init__(self, path: str | os.PathLike[str], message: str, missing: bool = False):
+        self.path, self.missing = str(path), missing
         super().__init__(f"key file {self.path}: {message}")
 
 
@@ -62,8 +64,9 @@ def read_key(path: str | os.PathLike[str]) -> bytes:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)  # a symlink is followed: its target is checked
     except OSError as exc:
-        hint = " (make one with: provision keygen PATH)" if exc.errno == 2 else ""
-        raise KeyFileError(path, (exc.strerror or "cannot be read") + hint) from None
+        hint = " (make one with: provision keygen PATH)" if exc.errno == errno.ENOENT else ""
+        raise KeyFileError(path, (exc.strerror or "cannot be read") + hint,
+                           missing=exc.errno in (errno.ENOENT, errno.EACCES, errno.ENOTDIR)) from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):

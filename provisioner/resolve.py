@@ -31,9 +31,9 @@ class Resolved:
     groups: Mapping[str, int] = field(default_factory=dict)  # group as written -> gid
 
 
-def key_path(source: Source, raw: str) -> str:
+def key_path(inventory_file: str, raw: str) -> str:
     """A key_file as written, made absolute: relative paths start at the inventory's directory."""
-    return os.path.normpath(Path(source.file).resolve().parent / os.path.expanduser(raw))
+    return os.path.normpath(Path(inventory_file).resolve().parent / os.path.expanduser(raw))
 
 
 def resolve(source: Source, hosts: Iterable[Host], strict: Iterable[str] = (), quiet: bool = False,
@@ -53,7 +53,7 @@ def resolve(source: Source, hosts: Iterable[Host], strict: Iterable[str] = (), q
             t, p = entry.value, entry.path
             name = str(t.get("name"))
             if "key_file" in t:
-                path = key_path(source, str(t["key_file"]))
+                path = key_path(source.file, str(t["key_file"]))
                 if path not in key_ids or (host.name in acting and key_ids[path] is None):
                     key_ids[path] = _key_id(source, p + ("key_file",), name, path,
                                             "error" if host.name in acting else "quiet" if quiet else "warning", out)
@@ -96,8 +96,7 @@ def _key_id(source: Source, path: tuple, tunnel: str, file: str, missing_is: str
     try:
         return keys.key_id(keys.read_key(file))
     except keys.KeyFileError as exc:
-        missing = not os.path.exists(file) or not os.access(file, os.R_OK)
-        severity = missing_is if missing else "error"
+        severity = missing_is if exc.missing else "error"
         if severity != "quiet":
             why = str(exc) + ("; it must be there on the host" if severity == "warning" else "")
             out.append(source.diagnostic(path, f"tunnel {tunnel}: {why}", severity=severity))

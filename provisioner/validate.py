@@ -351,7 +351,7 @@ def _tunnel(host: Host, t: Mapping[str, Any], device: Device, hosts: Mapping[str
         role = Role.CONNECT
         address = tunnel_address(hosts[str(peer)])
         endpoint = f"[{address}]:{t['port']}" if ":" in address else f"{address}:{t['port']}"
-    key_file = key_path(source, str(t["key_file"])) if "key_file" in t and source is not None else None
+    key_file = key_path(source.file, str(t["key_file"])) if "key_file" in t and source is not None else None
     return Tunnel(name=str(t["name"]), device=device.name, transport=transport, role=role, endpoint=endpoint,
                   peer=str(peer) if peer is not None else None, device_type=device.type, pi=device.pi,
                   vnet_hdr=device.vnet_hdr, multi_queue=device.multi_queue, key_file=key_file,

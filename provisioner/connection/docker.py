@@ -78,16 +78,14 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes | None) -> None:
 def _key_files(host: Host, inventory_file: str) -> list[tuple[str, str]]:
     """(path in the container, path here) of each key file the host's tunnels name: relative
     ones resolve against the inventory's directory on both sides, as `key_path` does."""
-    from ..inventory import Source
     from ..resolve import key_path
 
-    here = Source(inventory_file, "")
     out = []
     for entry in host.network.get("tunnels", ()):
         raw = entry.value.get("key_file")
         if raw is not None:
             inside = posixpath.normpath(posixpath.join(INBOX, str(raw)))
-            out.append((inside, key_path(here, str(raw))))
+            out.append((inside, key_path(inventory_file, str(raw))))
     return out
 
 
