@@ -574,15 +574,20 @@ class Forwarder:
             except OSError as exc:
                 self._lost(f"resolving {self.host}: {_why(exc)}")
                 return
-            if self._initiator is None:
-                self._initiator = session.Initiator(self.hello, self._keys())
-            self._udp_send_control(sock, _handshake(wire.INIT, 0, self._initiator.init), (str(found[0]), int(found[1])))
+            self._udp_send_init(sock, (str(found[0]), int(found[1])))
         elif self._session is not None and not self._confirmed:
             self._udp_send_control(sock, self._confirm, self._udp_peer)
         elif self._session is not None:
             if self._initiator is not None:  # a new handshake while the session carries on
-                self._udp_send_control(sock, _handshake(wire.INIT, 0, self._initiator.init), self._udp_peer)
+                self._udp_send_init(sock, self._udp_peer)
             self._udp_keepalive(sock)
+
+    def _udp_send_init(self, sock: socket.socket, addr: Any) -> None:
+        """INIT of the handshake in progress (a new one if none is): the same INIT again until a
+        REPLY comes, however slow the path."""
+        if self._initiator is None:
+            self._initiator = session.Initiator(self.hello, self._keys())
+        self._udp_send_control(sock, _handshake(wire.INIT, 0, self._initiator.init), addr)
 
     def _udp_keepalive(self, sock: socket.socket) -> None:
         assert self._control_sealer is not None
@@ -702,8 +707,7 @@ class Forwarder:
             elif kind == wire.UNKNOWN_SESSION and not listener:
                 if self._session is not None and sid == self._session.id and self._initiator is None:
                     log.info("the listener no longer knows our session (it restarted): a new handshake")
-                    self._initiator = session.Initiator(self.hello, self._keys())
-                    self._udp_send_control(sock, _handshake(wire.INIT, 0, self._initiator.init), addr)
+                    self._udp_send_init(sock, addr)
             elif kind == wire.REFUSED and not listener and self._initiator is not None:
                 self.stats.refused(_address(addr), str(session.refused(body)))
             else:

@@ -78,16 +78,8 @@ class Forwarders:
         subprocess.Popen([sys.executable, "-m", "provisioner.tunnel.supervisor", str(run_dir)],
                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          start_new_session=True, close_fds=True, env=_child_env())
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            info = runtime.read_json(run_dir / runtime.SUPERVISOR) or {}
-            if info.get("forwarder_pid") and runtime.supervisor_alive(run_dir):
-                return
-            if info.get("last_error") and not info.get("forwarder_pid"):
-                raise self._error(t, info["last_error"])
-            time.sleep(0.02)
-        raise self._error(t, f"the supervisor did not start within {START_TIMEOUT:.0f} s "
-                                     f"(see {run_dir / runtime.LOG})")
+        self._await_forwarder(t, None, f"the supervisor did not start within {START_TIMEOUT:.0f} s "
+                                       f"(see {run_dir / runtime.LOG})")
 
     def rekey(self, t: Tunnel) -> None:
         """A new key for a running forwarder: the supervisor restarts it holding the new key and
@@ -99,13 +91,22 @@ class Forwarders:
             raise self._error(t, "its supervisor is not running")
         runtime.write_json(run_dir / runtime.SPEC, tunnel_to_dict(t))
         _kill(pid, signal.SIGHUP)
+        self._await_forwarder(t, old, f"the forwarder was not restarted with the new key within {START_TIMEOUT:.0f} s")
+
+    def _await_forwarder(self, t: Tunnel, old: int | None, late: str) -> None:
+        """Until the supervisor records a running forwarder other than `old`; raises its recorded
+        reason if it records one and no forwarder, or `late` after START_TIMEOUT."""
+        run_dir = self.base / t.name
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             info = runtime.read_json(run_dir / runtime.SUPERVISOR) or {}
-            if info.get("forwarder_pid") not in (None, old):
+            pid = info.get("forwarder_pid")
+            if pid and pid != old and runtime.supervisor_alive(run_dir):
                 return
+            if info.get("last_error") and not pid:
+                raise self._error(t, info["last_error"])
             time.sleep(0.02)
-        raise self._error(t, f"the forwarder was not restarted with the new key within {START_TIMEOUT:.0f} s")
+        raise self._error(t, late)
 
     def stop(self, t: Tunnel) -> None:
         run_dir = self.base / t.name
