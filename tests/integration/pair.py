@@ -13,7 +13,7 @@ import pytest
 
 from provisioner import keys
 
-from .helpers import provision, write_inventory
+from .helpers import provision, wait_for, write_inventory
 
 PAIR = """\
 all:
@@ -60,6 +60,15 @@ def inventory(tmp_path: Path, hosts: tuple[str, str], transport: str = "tcp", po
         keys.keygen(tmp_path / "core.key")
     return write_inventory(tmp_path / "inventory.yaml", PAIR, ns1=hosts[0], ns2=hosts[1], transport=transport,
                            port=port, security=security)
+
+
+def up(tmp_path: Path, hosts: tuple[str, str], transport: str = "tcp", security: str = SECURE) -> tuple[Path, Path]:
+    """The pair applied and connected: (inventory, state directory)."""
+    state = tmp_path / "state"
+    inv = inventory(tmp_path, hosts, transport, security=security)
+    provision("apply", str(inv), state_dir=state, check_rc=0)
+    wait_for("both ends connected", lambda: connected(inv, state), 10)
+    return inv, state
 
 
 def status(inv: Path, state: Path) -> dict[str, dict[str, Any]]:

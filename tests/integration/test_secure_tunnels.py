@@ -31,7 +31,7 @@ from provisioner.plan import REKEY
 from provisioner.tunnel import session, wire
 
 from .helpers import provision, wait_for
-from .pair import SECURE, connected, device_rx, hosts, inventory, pings, status
+from .pair import SECURE, connected, device_rx, hosts, inventory, pings, status, up
 
 __all__ = ["hosts"]  # a fixture
 PORT = 40839
@@ -98,14 +98,6 @@ def freeze(pid: int) -> list[int]:
 def thaw(frozen: list[int]) -> None:
     for p in frozen:
         os.kill(p, signal.SIGCONT)
-
-
-def up(tmp_path: Path, hosts: tuple[str, str], transport: str, security: str = SECURE) -> tuple[Path, Path]:
-    state = tmp_path / "state"
-    inv = inventory(tmp_path, hosts, transport, security=security)
-    provision("apply", str(inv), state_dir=state, check_rc=0)
-    wait_for("both ends connected", lambda: connected(inv, state), 10)
-    return inv, state
 
 
 # ------------------------------------------------------------------ the tests

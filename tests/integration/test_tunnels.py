@@ -22,7 +22,7 @@ from jsonschema import Draft202012Validator
 from provisioner.tunnel import session, wire
 
 from .helpers import provision, wait_for
-from .pair import INSECURE, SECURE, connected, hosts, inventory, pings, processes, status
+from .pair import INSECURE, SECURE, connected, hosts, inventory, pings, processes, status, up
 
 __all__ = ["hosts"]  # a fixture
 
@@ -110,10 +110,7 @@ def test_a_forwarder_that_keeps_crashing_is_failed_until_apply_repairs_it(tmp_pa
 
 
 def test_a_peer_that_vanishes_is_noticed_and_found_again(tmp_path: Path, hosts: tuple[str, str]) -> None:
-    state = tmp_path / "state"
-    inv = inventory(tmp_path, hosts)
-    provision("apply", str(inv), state_dir=state, check_rc=0)
-    wait_for("connected", lambda: connected(inv, state), 10)
+    inv, state = up(tmp_path, hosts)
     subprocess.run(["ip", "-n", hosts[1], "link", "set", "u2", "down"], check=True)  # no FIN, no RST: silence
     t0 = time.monotonic()
     wait_for("gw1 notices", lambda: status(inv, state)["gw1"]["state"] == "connecting", 12)
@@ -127,10 +124,8 @@ def test_a_peer_that_vanishes_is_noticed_and_found_again(tmp_path: Path, hosts: 
 def test_garbage_on_an_insecure_tunnel_is_counted_and_dropped(tmp_path: Path, hosts: tuple[str, str]) -> None:
     """Without a key anyone can join an insecure tunnel: what they send is still checked
     before the kernel sees it (an encrypted tunnel drops it sooner: test_secure_tunnels)."""
-    state = tmp_path / "state"
-    inv = inventory(tmp_path, hosts, security=INSECURE)
-    provision("apply", str(inv), state_dir=state, check_rc=0)
-    rows = wait_for("connected", lambda: connected(inv, state), 10)
+    inv, state = up(tmp_path, hosts, security=INSECURE)
+    rows = status(inv, state)
     listener, peer = rows["gw1"], rows["gw2"]
     from provisioner.kernel import namespace
 
