@@ -54,6 +54,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"provision {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    def forks(c: argparse.ArgumentParser) -> None:
+        c.add_argument("--forks", "-f", type=_positive, default=1, metavar="N",
+                       help="work on N hosts at once, each in its own process (default 1, as listed)")
+
     def command(name: str, help_: str, func: Any, inventory: str = "required") -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=help_, description=help_)
         if inventory == "required":
@@ -67,22 +71,31 @@ def parser() -> argparse.ArgumentParser:
         c.set_defaults(func=func)
         return c
 
+    facts_help = ("a `provision facts` snapshot, or a directory of them (one per host; hosts without one "
+                  "are skipped); may be given more than once")
     command("validate", "check an inventory: schema and semantic rules", cmd_validate).add_argument(
-        "--facts", metavar="FILE", help="check route devices against a facts snapshot instead of live hosts")
+        "--facts", metavar="PATH", action="append", help="check route devices against " + facts_help)
     c = command("plan", "show what apply would change", cmd_plan)
-    c.add_argument("--json", action="store_true", help="machine-readable plan (schemas/plan.schema.json)")
+    c.add_argument("--format", choices=("text", "json", "markdown"), default="text",
+                   help="text (default); json (schemas/plan.schema.json); markdown (a table per host, for a "
+                        "pull-request comment)")
+    c.add_argument("--json", action="store_true", help="the same as --format json")
     c.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when there are changes")
-    c.add_argument("--facts", metavar="FILE", help="plan against a `provision facts` snapshot, not the live kernel")
+    c.add_argument("--facts", metavar="PATH", action="append", help="plan against " + facts_help +
+                   ", not the live kernel")
     c.add_argument("--destroy", action="store_true", help="plan what destroy would remove")
+    forks(c)
     c = command("apply", "change the hosts to match the inventory", cmd_apply)
     c.add_argument("--check", action="store_true", help="change nothing: the same as plan")
     c.add_argument("--diff", action="store_true", help="show old → new for each change")
     c.add_argument("--json", action="store_true", help="machine-readable result")
     c.add_argument("--lock-timeout", type=float, default=60.0, metavar="SECONDS",
                    help="how long to wait for another run on the same host (default 60)")
+    forks(c)
     c = command("destroy", "remove everything provision owns on the hosts", cmd_destroy)
     c.add_argument("--json", action="store_true", help="machine-readable result")
     c.add_argument("--lock-timeout", type=float, default=60.0, metavar="SECONDS")
+    forks(c)
     c = command("status", "show each tunnel's forwarder: state, peer, counters, last error", cmd_status,
                 inventory="optional")
     c.add_argument("--json", action="store_true", help="machine-readable status")
@@ -95,6 +108,16 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--force", action="store_true", help="replace an existing key (a rotation: plan shows it)")
     c.set_defaults(func=cmd_keygen)
     return p
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
 
 
 # ---------------------------------------------------------------- commands
@@ -123,7 +146,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if args.facts:
         from .reconcile import plan_for
 
-        snapshots = _facts_file(args.facts)
+        snapshots = _snapshots(args.facts)
         for host in loaded.hosts:
             if host.name in snapshots:
                 plan_for(snapshots[host.name], host, loaded.desired[host.name], loaded.inventory.source, False)
@@ -178,67 +201,55 @@ def cmd_destroy(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, apply: bool, destroy: bool) -> int:
-    from .connection import connect, skip_reason
-    from .reconcile import Outcome, Status, apply_host, failure, plan_for, remote_outcome
-    from .render import change_line, print_plan, recap_line, use_colour
+    from . import fleet
+    from .reconcile import Outcome, Status
+    from .render import change_line, plan_markdown, print_plan, recap_line, use_colour
 
-    loaded = _load(args, act=not destroy and not getattr(args, "facts", None))
-    as_json = getattr(args, "json", False)
-    colour = use_colour(sys.stdout) and not as_json
-    snapshots = _facts_file(args.facts) if getattr(args, "facts", None) else None
-    directory = None if snapshots is not None else state_dir(args.state_dir)
+    facts = getattr(args, "facts", None)
+    loaded = _load(args, act=not destroy and not facts)
+    form = "json" if getattr(args, "json", False) else getattr(args, "format", "text")
+    as_text = form == "text"
+    colour = use_colour(sys.stdout) and as_text
+    detail = getattr(args, "diff", False)
+    job = fleet.Job(args.inventory, apply=apply, destroy=destroy,
+                    state_dir=None if facts else state_dir(args.state_dir),
+                    snapshots=_snapshots(facts) if facts else None, snapshots_from=", ".join(facts or ()),
+                    skip_unsnapshotted=any(os.path.isdir(f) for f in facts or ()),
+                    lock_timeout=getattr(args, "lock_timeout", 60.0))
+
+    def report(host: str, change: Any) -> None:
+        if as_text:
+            print(f"{host}: {change_line(change, colour, detail)}", flush=True)
+
+    def notify(message: str) -> None:
+        print(message, file=sys.stdout if as_text else sys.stderr, flush=True)
+
     outcomes: list[Outcome] = []
-    say = (lambda m: print(m, file=sys.stderr)) if as_json else print
-    for host in loaded.hosts:
-        desired = loaded.desired[host.name]
-        reason = None if snapshots is not None else skip_reason(host)
-        if reason:
-            outcomes.append(Outcome(host.name, Status.SKIPPED, error=reason))
-            if not as_json:
-                print(f"{host.name}: skipped ({reason})")
-            continue
-        try:
-            if snapshots is None and host.connection == "docker":
-                outcome = remote_outcome(host, args.inventory, _remote_argv(args, apply, destroy))
-                if apply and not as_json:
-                    for change in outcome.applied:
-                        print(f"{host.name}: {change_line(change, colour, getattr(args, 'diff', False))}")
-            elif snapshots is not None:
-                if host.name not in snapshots:
-                    raise HostError(host.name, f"no facts for this host in {args.facts}")
-                plan = plan_for(snapshots[host.name], host, desired, loaded.inventory.source, destroy)
-                outcome = Outcome(host.name, Status.OK, plan)
-            else:
-                assert directory is not None
-                with connect(host, directory, getattr(args, "lock_timeout", 60.0), say) as conn:
-                    if apply:
-                        detail = getattr(args, "diff", False)
-
-                        def report(change: Any, name: str = host.name, detail: bool = detail) -> None:
-                            if not as_json:
-                                print(f"{name}: {change_line(change, colour, detail)}", flush=True)
-                        outcome = apply_host(conn, host, desired, loaded.inventory.source, destroy, report)
-                    else:
-                        plan = plan_for(conn.observe(), host, desired, loaded.inventory.source, destroy)
-                        outcome = Outcome(host.name, Status.OK, plan)
-        except InventoryError as exc:
-            outcome = Outcome(host.name, Status.FAILED, error=str(exc))
-        except ProvisionError as exc:
-            outcome = failure(host.name, exc)
+    remote = {h.name for h in loaded.hosts if h.connection == "docker"}
+    for outcome in fleet.run(loaded, job, args.forks, report, notify):
         outcomes.append(outcome)
-        if not as_json:
-            if outcome.status is Status.FAILED:
-                print(f"{host.name}: FAILED: {(outcome.error or '').removeprefix(host.name + ': ')}", file=sys.stderr)
-            elif not apply and outcome.plan is not None:
-                if not outcome.plan.empty:
-                    print(f"{host.name}:" + (" (destroy)" if destroy else ""))
-                print_plan(outcome.plan, colour=colour)
-            elif apply and outcome.status is Status.OK:
-                print(f"{host.name}: no changes")
+        if not as_text:
+            continue
+        if outcome.status is Status.SKIPPED:
+            print(f"{outcome.host}: skipped ({outcome.error})")
+        elif outcome.status is Status.FAILED:
+            print(f"{outcome.host}: FAILED: {(outcome.error or '').removeprefix(outcome.host + ': ')}",
+                  file=sys.stderr)
+        elif not apply and outcome.plan is not None:
+            if not outcome.plan.empty:
+                print(f"{outcome.host}:" + (" (destroy)" if destroy else ""))
+            print_plan(outcome.plan, colour=colour)
+        elif apply and outcome.host in remote:  # changes made inside a container are told afterwards
+            for change in outcome.applied:
+                report(outcome.host, change)
+        if apply and outcome.status is Status.OK:
+            print(f"{outcome.host}: no changes")
     failed = any(o.status is Status.FAILED for o in outcomes)
     pending = any(o.plan is not None and not o.plan.empty for o in outcomes)
-    if as_json:
+    if form == "json":
         print(json.dumps(_json_result(outcomes, applied=apply), indent=2))
+    elif form == "markdown":
+        print(plan_markdown(outcomes, destroy=destroy), end="")
     elif apply:
         width = max((len(o.host) for o in outcomes), default=0)
         print("\nRECAP")
@@ -253,15 +264,6 @@ def _run(args: argparse.Namespace, apply: bool, destroy: bool) -> int:
     if not apply and getattr(args, "detailed_exitcode", False) and pending:
         return EXIT_CHANGES
     return EXIT_OK
-
-
-def _remote_argv(args: argparse.Namespace, apply: bool, destroy: bool) -> list[str]:
-    """The same command, to run inside a container for one host."""
-    if destroy and apply:
-        return ["destroy", "--lock-timeout", str(args.lock_timeout)]
-    if apply:
-        return ["apply", "--lock-timeout", str(args.lock_timeout)]
-    return ["plan", "--destroy"] if destroy else ["plan"]
 
 
 def _json_result(outcomes: list[Any], applied: bool) -> dict[str, Any]:
@@ -342,22 +344,10 @@ def cmd_facts(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _facts_file(path: str) -> dict[str, Any]:
-    """Host name -> Observed, from a `provision facts` snapshot (YAML or JSON)."""
-    from .errors import Diagnostic
-    from .facts import FACTS_VAR, observed_from_vars
-    from .inventory import load_source, parse
+def _snapshots(paths: list[str]) -> dict[str, Any]:
+    from .facts import load_snapshots
 
-    source = load_source(path)
-    data = parse(source)
-    out = {}
-    try:
-        for name, vars_ in ((data.get("all") or {}).get("hosts") or {}).items():
-            out[str(name)] = observed_from_vars(vars_ or {})
-    except (AttributeError, KeyError, TypeError, ValueError) as exc:
-        raise InventoryError([Diagnostic((), f"not a `provision facts` snapshot ({FACTS_VAR} missing or malformed: "
-                                              f"{exc})", path)]) from exc
-    return out
+    return load_snapshots(paths)
 
 
 if __name__ == "__main__":

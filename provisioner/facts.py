@@ -8,7 +8,8 @@ a `--facts` snapshot that CI can plan against without root.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .model import (
@@ -115,3 +116,27 @@ def observed_from_vars(vars_: Mapping[str, Any]) -> Observed:
                            for t in meta.get("tunnels") or ()))
     return Observed(tuple(sorted(devices)), tuple(sorted(addresses)),
                     tuple(sorted(routes, key=lambda r: r.key)), links, tunnels)
+
+
+def load_snapshots(paths: Sequence[str]) -> dict[str, Observed]:
+    """Host name → Observed, from `provision facts` snapshots: files (YAML or JSON), or
+    directories of them (`*.json`, `*.yaml`, `*.yml`), as CI keeps one file per host."""
+    from .errors import Diagnostic, InventoryError
+    from .inventory import load_source, parse
+
+    files: list[str] = []
+    for path in paths:
+        if os.path.isdir(path):
+            files += sorted(os.path.join(path, f) for f in os.listdir(path) if f.endswith((".json", ".yaml", ".yml")))
+        else:
+            files.append(path)
+    out: dict[str, Observed] = {}
+    for file in files:
+        data = parse(load_source(file))
+        try:
+            for name, vars_ in ((data.get("all") or {}).get("hosts") or {}).items():
+                out[str(name)] = observed_from_vars(vars_ or {})
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise InventoryError([Diagnostic((), f"not a `provision facts` snapshot ({FACTS_VAR} missing or "
+                                                 f"malformed: {exc})", file)]) from exc
+    return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import Any, TextIO
 
@@ -116,3 +117,37 @@ def _bytes(n: int) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024  # type: ignore[assignment]
     return str(n)
+
+
+def plan_markdown(outcomes: list[Any], destroy: bool = False) -> str:
+    """Plans as GitHub/GitLab-flavoured Markdown: one line of totals, then per host a heading and
+    a compact table, for a pull-request comment. `outcomes` are reconcile.Outcome values."""
+    changed = [o for o in outcomes if o.plan is not None and not o.plan.empty]
+    failed = [o for o in outcomes if o.status == "failed"]
+    title = "provision plan" + (" (destroy)" if destroy else "")
+    totals = [f"{len(changed)} host{'s' if len(changed) != 1 else ''} with changes",
+              f"{sum(1 for o in outcomes if o.plan is not None and o.plan.empty)} without"]
+    totals += [f"**{len(failed)} failed**"] if failed else []
+    totals += [f"{n} skipped" for n in [sum(1 for o in outcomes if o.status == "skipped")] if n]
+    out = [f"### {title}: {', '.join(totals)}", ""]
+    for o in outcomes:
+        if o.status == "failed":
+            out += [f"#### ❌ `{o.host}`: failed", "", "```", (o.error or "").strip(), "```", ""]
+        elif o.status == "skipped":
+            out += [f"#### `{o.host}`: skipped ({_md(o.error or '')})", ""]
+        elif o.plan is not None and o.plan.empty:
+            out += [f"#### `{o.host}`: no changes ({o.plan.in_sync} in sync)", ""]
+        elif o.plan is not None:
+            out += [f"#### `{o.host}`: {plan_summary(o.plan).split(': ', 1)[1]}", "",
+                    "| | resource | change |", "|:-:|---|---|"]
+            for c in o.plan.changes:
+                _, _, detail = change_line(c, colour=False).partition("  ")
+                detail = re.sub(r"^\((.*)\)(?=\s*(\[|$))", r"\1", detail.strip())
+                out.append(f"| `{SYMBOL[c.action]}` | {c.kind} `{_md(c.key)}` | {_md(detail)} |")
+            out.append("")
+    return "\n".join(out)
+
+
+def _md(text: str) -> str:
+    """A table cell: pipes and line breaks would end the cell."""
+    return text.replace("|", "\\|").replace("\n", " ")
