@@ -101,6 +101,33 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="machine-readable status")
     c = command("facts", "print the live state in the inventory's format", cmd_facts, inventory="optional")
     c.add_argument("--json", action="store_true", help="JSON instead of YAML")
+    c = sub.add_parser("pull", help="keep this host on the inventory in a git branch (a GitOps agent)",
+                       description="Fetch REPO's branch and reconcile this host to the inventory at its commit: "
+                                   "a commit is adopted only if it validates and applies (and verifies); else it "
+                                   "is recorded as rejected and the host stays on the last good commit, whose "
+                                   "drift every run repairs. Only fast-forwards are followed. See `status`.")
+    c.add_argument("repo", metavar="REPO", help="a git URL or a local path")
+    c.add_argument("--branch", "-b", metavar="B", help="default: the repository's default branch")
+    c.add_argument("--inventory", "-i", metavar="PATH", default="inventory.yaml",
+                   help="the inventory's path in the repository (default inventory.yaml)")
+    c.add_argument("--host", metavar="NAME", help="this host's name in the inventory (default: the hostname)")
+    when = c.add_mutually_exclusive_group()
+    when.add_argument("--interval", type=float, metavar="SECONDS", help="run again every SECONDS, until SIGTERM")
+    when.add_argument("--once", action="store_true", help="run once (the default)")
+    c.add_argument("--verify-signatures", action="store_true",
+                   help="apply only commits signed (git SSH signing) by a key in --allowed-signers")
+    c.add_argument("--allowed-signers", metavar="FILE", help="an ssh allowed-signers file (ssh-keygen(1))")
+    c.add_argument("--no-repair", dest="repair", action="store_false",
+                   help="report drift from the last good commit instead of repairing it")
+    c.add_argument("--allow-reset", action="store_true", help="follow a rewritten (force-pushed) branch")
+    c.add_argument("--retry", action="store_true", help="try the branch's commit again even if it was rejected")
+    c.add_argument("--facts-out", metavar="FILE",
+                   help="after each run write this host's `provision facts --json` here (a snapshot for CI)")
+    c.add_argument("--connection", "-c", metavar="KIND", choices=CONNECTIONS,
+                   help="reach the host this way (default: its ansible_connection, else local)")
+    c.add_argument("--state-dir", metavar="DIR", help="default $PROVISION_STATE_DIR or /run/provision")
+    c.add_argument("--lock-timeout", type=float, default=60.0, metavar="SECONDS")
+    c.set_defaults(func=cmd_pull)
     c = sub.add_parser("keygen", help="write a new random tunnel key (mode 0600) for key_file",
                        description="Write a new random tunnel key (32 bytes, base64) with mode 0600. Give the "
                                    "same file to both ends of a tunnel as key_file.")
@@ -138,6 +165,28 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     key_id = keygen(args.path, args.force)
     print(f"{args.path}: new key {key_id} (mode 0600); give both ends of the tunnel this file as key_file")
     return EXIT_OK
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    import socket
+
+    from .pull.agent import Agent, Options, loop
+
+    if args.verify_signatures != bool(args.allowed_signers):
+        raise ProvisionError("--verify-signatures and --allowed-signers FILE go together")
+    if args.allowed_signers and not os.path.isfile(args.allowed_signers):
+        raise ProvisionError(f"allowed-signers file {args.allowed_signers}: no such file")
+    if args.interval is not None and args.interval <= 0:
+        raise ProvisionError("--interval must be more than 0 seconds")
+    local = "://" not in args.repo and ":" not in args.repo.split("/", 1)[0]  # not a URL nor host:path
+    repo = os.path.abspath(args.repo) if local else args.repo  # one agent per repository, wherever run from
+    options = Options(repo, args.branch, args.inventory, args.host or socket.gethostname(),
+                      state_dir(args.state_dir), args.connection,
+                      os.path.abspath(args.allowed_signers) if args.allowed_signers else None,
+                      args.repair, args.allow_reset, args.retry, args.lock_timeout, args.facts_out)
+    agent = Agent(options, lambda line: print(f"provision pull: {line}", flush=True))
+    with agent.locked():
+        return loop(agent, args.interval)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -284,13 +333,17 @@ def _json_result(outcomes: list[Any], applied: bool) -> dict[str, Any]:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from .connection import skip_reason
-    from .render import status_table
+    from .pull.agent import records
+    from .render import pull_status, status_table
     from .tunnel import runtime
 
     directory = state_dir(args.state_dir)
     rows: list[dict[str, Any]] = []
+    agents = records(directory)
     if args.inventory:
-        for host in _load(args).hosts:
+        hosts = _load(args).hosts
+        agents = [a for a in agents if a["host"] in {h.name for h in hosts}]
+        for host in hosts:
             if host.connection == "docker":
                 from .connection.docker import run_inside
 
@@ -302,11 +355,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         for host_dir in sorted(base.iterdir()) if base.is_dir() else ():
             rows += runtime.status(directory, host_dir.name)
     if args.json:
-        print(json.dumps({"format_version": PLAN_FORMAT_VERSION, "tunnels": rows}, indent=2))
-    elif rows:
-        print(status_table(rows))
-    else:
-        print("no tunnels")
+        print(json.dumps({"format_version": PLAN_FORMAT_VERSION, "tunnels": rows, "pull": agents}, indent=2))
+        return EXIT_OK
+    print(status_table(rows) if rows else "no tunnels")
+    for agent in agents:
+        print("\n" + pull_status(agent))
     return EXIT_OK
 
 

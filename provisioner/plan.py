@@ -101,7 +101,7 @@ def make_plan(host: str, desired: Network, observed: Observed, *, destroy: bool 
         desired = Network()
     devices = _plan_devices(host, desired, observed, destroy)
     addresses = _plan_addresses(desired, observed, devices)
-    routes = _plan_routes(desired, observed, devices, destroy)
+    routes = _plan_routes(desired, observed, devices, destroy, addresses.readdressed)
     tunnels = _plan_tunnels(desired, observed, devices, destroy)
     # Removals run first: a route is deleted before the device it uses, an address before its device.
     changes = (*tunnels.removals, *routes.removals, *addresses.removals, *devices.removals,
@@ -124,6 +124,7 @@ class _Part:
     in_sync: int = 0
     gone: set[str] = field(default_factory=set)  # devices deleted or replaced: addresses and routes go too
     down: set[str] = field(default_factory=set)  # devices going down: the kernel flushes their routes
+    readdressed: set[str] = field(default_factory=set)  # devices losing an address: their routes may go too
 
 
 def _plan_devices(host: str, desired: Network, observed: Observed, destroy: bool) -> _Part:
@@ -192,13 +193,18 @@ def _plan_addresses(desired: Network, observed: Observed, devices: _Part) -> _Pa
                                       "new device" if fresh else "not present"))
         for a in sorted(have - want):
             if not a.is_link_local_v6:
+                out.readdressed.add(name)
                 out.removals.append(Change(Action.DELETE, Kind.ADDRESS, f"{a.cidr} on {a.device}", a, None,
                                            "not in the inventory (addresses on managed devices are managed)"))
         out.in_sync += len(want & have)
     return out
 
 
-def _plan_routes(desired: Network, observed: Observed, devices: _Part, destroy: bool) -> _Part:
+def _plan_routes(desired: Network, observed: Observed, devices: _Part, destroy: bool,
+                 readdressed: set[str]) -> _Part:
+    """`readdressed`: devices that lose an address. The kernel may take their routes with it
+    (IPv4 flushes them all when the last address goes), so those in sync are re-asserted
+    (a replace) after the address changes instead of being trusted."""
     out = _Part()
     live_routes = {r.key: r for r in observed.routes}
     vanishing = devices.gone | devices.down
@@ -217,6 +223,9 @@ def _plan_routes(desired: Network, observed: Observed, devices: _Part, destroy: 
             if not live.managed:
                 why.append("adopt: not yet owned by provision")
             out.changes.append(Change(Action.UPDATE, Kind.ROUTE, route_key_text(want), live, target, ", ".join(why)))
+        elif live.dev in readdressed and not destroy:
+            out.changes.append(Change(Action.UPDATE, Kind.ROUTE, route_key_text(want), live, target,
+                                      f"re-asserted: {live.dev} loses an address, which can take the route"))
         else:
             out.in_sync += 1
     for other in sorted(observed.routes, key=lambda r: r.key):

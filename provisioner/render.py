@@ -55,7 +55,7 @@ def change_line(c: Change, colour: bool, detail: bool = True) -> str:
             diffs.append("owner: not provision → provision")
         if c.kind is Kind.TUNNEL:
             return f"{head}  ({'; '.join(diffs) or describe(c.after)})  [{c.reason}]"  # type: ignore[arg-type]
-        return f"{head}  ({'; '.join(diffs)})"
+        return f"{head}  ({'; '.join(diffs)})" if diffs else f"{head}  [{c.reason}]"
     value = c.after if c.after is not None else c.before
     what = describe(value) if value is not None else ""
     why = f"  [{c.reason}]" if c.action is Action.DELETE or c.kind is Kind.TUNNEL else ""
@@ -109,6 +109,22 @@ def status_table(rows: list[dict[str, Any]]) -> str:
     text = "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
                      for line in lines)
     return text + "".join(f"\n{n}" for n in notes)
+
+
+def pull_status(record: dict[str, Any]) -> str:
+    """A pull agent's record (pull/record.py, as saved) for `provision status`."""
+    lines = [f"PULL AGENT for {record['host']}: {record['repo']} ({record['branch']}), {record['inventory']}"]
+    run = record.get("last_run")
+    if run:
+        lines.append(f"  last run   {run['at']} ({run['seconds']:.1f} s, run {record.get('runs', 0)}): "
+                     f"{'ok' if run['ok'] else 'NOT OK'}: {run['result']}")
+    lines.append(f"  fetched    {record.get('fetched') or '-'}")
+    good = record.get("good")
+    lines.append(f"  last good  {good} (since {record.get('good_at')})" if good else "  last good  -")
+    for r in record.get("rejected") or ():
+        reason = r["reason"].replace("\n", "\n             ")
+        lines.append(f"  rejected   {r['commit'][:12]} at {r['at']}: {reason}")
+    return "\n".join(lines)
 
 
 def _bytes(n: int) -> str:

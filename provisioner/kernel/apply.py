@@ -61,8 +61,8 @@ class Step:
             return back
         if self.verb == "add-addr":
             return [Step("del-addr", s)]
-        if self.verb == "del-addr":
-            return [Step("add-addr", s)]
+        if self.verb == "del-addr":  # and the routes the kernel may have taken with the address
+            return [Step("add-addr", s), *(Step("replace-route", r) for r in self.restores)]
         if self.verb == "add-route":
             return [Step("del-route", s)]
         if self.verb == "del-route":
@@ -73,8 +73,8 @@ class Step:
             return [Step("start-forwarder", s)]
         if self.verb == "rekey-forwarder":
             return [Step("rekey-forwarder", self.prior, s)] if self.prior is not None else []
-        if self.verb == "replace-route":
-            return [Step("replace-route", self.prior, s)] if self.prior is not None else []
+        if self.verb == "replace-route":  # a re-asserted route (prior == subject) has nothing to undo
+            return [Step("replace-route", self.prior, s)] if self.prior not in (None, s) else []
         raise AssertionError(self.verb)
 
 
@@ -112,7 +112,12 @@ def steps_for(plan: Plan, observed: Observed) -> list[tuple[Change, list[Step]]]
         elif c.kind is Kind.ADDRESS:
             subject = after or before
             assert subject is not None
-            steps.append(Step("add-addr" if c.action is Action.CREATE else "del-addr", subject))
+            if c.action is Action.CREATE:
+                steps.append(Step("add-addr", subject))
+            else:
+                assert isinstance(subject, Address)
+                steps.append(Step("del-addr", subject, restores=tuple(
+                    r for r in observed.routes if r.dev == subject.device and r.key not in deleted_routes)))
         elif c.action is Action.DELETE:
             assert before is not None
             steps.append(Step("del-route", before))

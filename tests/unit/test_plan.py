@@ -10,6 +10,8 @@ import pytest
 from provisioner.errors import ConflictError
 from provisioner.model import AbsentRoute, Address, Device, DeviceType, LinkState, Network, Observed, Route
 from provisioner.plan import Action, Kind, make_plan, plan_to_dict
+from provisioner.kernel.apply import steps_for
+from provisioner.render import change_line
 
 TAP = Device("tap0", DeviceType.TAP, mtu=1400)
 LIVE_TAP = Device("tap0", DeviceType.TAP, mtu=1400, mac="02:00:00:00:00:01")
@@ -70,7 +72,23 @@ def test_replaced_device_gets_its_addresses_and_routes_again() -> None:
 def test_addresses_on_managed_devices_are_fully_managed_but_link_local_stays() -> None:
     extra = (ADDR, Address("tap0", "192.0.2.7/32"), Address("tap0", "fe80::1/64"))
     assert summary(DESIRED, replace(CONVERGED, addresses=extra)) == [
-        ("delete", "address", "192.0.2.7/32 on tap0")]
+        ("delete", "address", "192.0.2.7/32 on tap0"),
+        ("update", "route", "10.20.0.0/16 metric 100")]  # re-asserted: see the next test
+
+
+def test_routes_on_a_device_losing_an_address_are_re_asserted_and_restored_on_rollback() -> None:
+    """IPv4 flushes a device's routes when its last address goes: the kernel, not the plan,
+    would otherwise decide whether they survive an address change."""
+    moved = replace(CONVERGED, addresses=(Address("tap0", "192.0.2.9/24"),))
+    plan = make_plan("h", DESIRED, moved)
+    (route,) = [c for c in plan.changes if c.kind is Kind.ROUTE]
+    assert route.action is Action.UPDATE and route.before == route.after and "re-asserted" in route.reason
+    assert "re-asserted" in change_line(route, colour=False)
+    steps = dict((c.key, s) for c, s in steps_for(plan, moved))
+    (delete,) = steps["192.0.2.9/24 on tap0"]
+    assert [s.verb for s in delete.inverse()] == ["add-addr", "replace-route"]
+    (reassert,) = steps[route.key]
+    assert reassert.verb == "replace-route" and reassert.inverse() == []
 
 
 def test_route_drift_and_adoption() -> None:

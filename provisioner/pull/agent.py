@@ -1,0 +1,256 @@
+"""`provision pull`: keep this host on the inventory at the tip of a git branch (ansible-pull style).
+
+Each run: fetch the branch; decide about its commit (`record.decide`); adopt it only if its
+inventory validates and its apply succeeds, verification included (the apply's own rollback
+leaves the host as it was when it does not); otherwise record the rejection and repair drift
+from the last good commit, which is also what a run with nothing new does. Everything the
+agent knows is one JSON record, rewritten atomically at the end of each run, so a run killed
+at any point is simply done again by the next one. Host changes go through the same pipeline,
+and the same per-host lock, as `provision apply`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+import signal
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ..errors import InventoryError, ProvisionError
+from ..reconcile import Loaded, Outcome, Status
+from . import record as rec
+from .git import GitError, Repository
+
+STATE = "agent.json"
+
+
+@dataclass(frozen=True)
+class Options:
+    repo: str
+    branch: str | None  # None: the repository's default branch
+    inventory: str  # the inventory's path inside the repository
+    host: str
+    state_dir: Path
+    connection: str | None = None
+    allowed_signers: str | None = None  # set: only commits signed by one of these keys are applied
+    repair: bool = True
+    allow_reset: bool = False
+    retry: bool = False
+    lock_timeout: float = 60.0
+    facts_out: str | None = None
+
+
+class Agent:
+    def __init__(self, options: Options, say: Callable[[str], None]):
+        self.o, self.say = options, say
+        slug = hashlib.sha256("\0".join((options.repo, options.branch or "", options.inventory, options.host))
+                              .encode()).hexdigest()[:12]
+        self.dir = options.state_dir / "pull" / slug
+        self.repo = Repository(self.dir / "repo.git")
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """One agent per repository, branch, inventory and host at a time."""
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.dir / "agent.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                raise ProvisionError(f"another pull agent (pid {holder}) is running for this repository and "
+                                     "host") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            yield
+        finally:
+            os.close(fd)
+
+    def record(self) -> rec.Record:
+        saved = rec.load(self.dir / STATE)
+        fresh = rec.Record(self.o.repo, self.o.branch or "HEAD", self.o.inventory, self.o.host)
+        return rec.Record.from_dict(saved) if saved else fresh
+
+    def run_once(self) -> rec.Run:
+        """One fetch → decide → adopt or repair; the record is saved whatever happens."""
+        started, clock = _now(), time.monotonic()
+        record = self.record()
+        ok, result = False, ""
+        try:
+            record, ok, result = self._run(record, started)
+        except ProvisionError as exc:
+            result = f"error: {exc}"
+        run = rec.Run(started, round(time.monotonic() - clock, 3), ok, result)
+        rec.save(replace(record, last_run=run, runs=record.runs + 1), self.dir / STATE)
+        self._prune(record)
+        self.say(f"{'ok' if ok else 'NOT OK'}: {result}")
+        return run
+
+    def _run(self, record: rec.Record, now: str) -> tuple[rec.Record, bool, str]:
+        self.repo.ensure()
+        try:
+            commit = self.repo.fetch(self.o.repo, self.o.branch)
+        except GitError as exc:
+            return record, False, f"{exc}; {self._stay(record)[1]}"
+        record = replace(record, fetched=commit)
+        decision = rec.decide(
+            record, commit,
+            fast_forward=record.good is None or self.repo.is_ancestor(record.good, commit),
+            signature=self._signature(record, commit),
+            retry=self.o.retry, allow_reset=self.o.allow_reset)
+        if decision.verdict is rec.Verdict.ADOPT:
+            self.say(f"trying {commit[:12]} ({self.repo.subject(commit)})")
+            outcome = self._reconcile(commit, apply=True)
+            if outcome.status is not Status.FAILED:
+                self.repo.keep_good(commit)
+                n = len(outcome.applied)
+                return record.adopt(commit, now), True, f"adopted {commit[:12]}: {n} change{'s' * (n != 1)}"
+            reason = outcome.error or "failed"
+            record = record.reject(commit, reason, now)
+            self.say(f"rejected {commit[:12]}: {reason}")
+            return record, False, f"rejected {commit[:12]}; {self._stay(record)[1]}"
+        if decision.verdict is rec.Verdict.REFUSE:
+            record = record.reject(commit, decision.reason, now)
+            self.say(f"refused: {decision.reason}")
+            return record, False, f"refused {commit[:12]}; {self._stay(record)[1]}"
+        in_sync, stay = self._stay(record)
+        if commit == record.good:
+            return record, in_sync, stay
+        return record, False, f"{decision.reason}; {stay}"
+
+    def _signature(self, record: rec.Record, commit: str) -> tuple[bool, str] | None:
+        if self.o.allowed_signers is None or commit == record.good:
+            return None
+        return self.repo.verify_signature(commit, self.o.allowed_signers)
+
+    def _stay(self, record: rec.Record) -> tuple[bool, str]:
+        """Keep the host on the last good commit: repair drift, or only report it.
+        (in sync with it afterwards, what was done)."""
+        if record.good is None:
+            return False, "no good commit yet: the host is left as it is"
+        good = record.good[:12]
+        try:
+            outcome = self._reconcile(record.good, apply=self.o.repair)
+        except ProvisionError as exc:
+            outcome = Outcome(self.o.host, Status.FAILED, error=str(exc))
+        if outcome.status is Status.FAILED:
+            return False, f"error repairing from {good}: {outcome.error}"
+        if self.o.repair:
+            n = len(outcome.applied)
+            return True, f"on {good}" + (f", repaired {n} drifted resource{'s' * (n != 1)}" if n else ", in sync")
+        pending = len(outcome.plan.changes) if outcome.plan else 0
+        if pending:
+            return False, f"drift from {good}: {pending} change{'s' * (pending != 1)} not repaired (--no-repair)"
+        return True, f"on {good}, in sync"
+
+    def _reconcile(self, commit: str, apply: bool) -> Outcome:
+        """The commit's inventory, for this host, through the same pipeline as `provision apply`."""
+        from .. import fleet
+
+        tree = self.repo.extract(commit, self.dir / "trees" / commit)
+        file = tree / self.o.inventory
+        try:
+            loaded = self._load(file, apply)
+        except InventoryError as exc:
+            return Outcome(self.o.host, Status.FAILED,
+                           error=str(exc).replace(f"{tree}/", f"{commit[:12]}:") + "\n(the inventory is not valid)")
+        job = fleet.Job(str(file), apply=apply, state_dir=self.o.state_dir, lock_timeout=self.o.lock_timeout)
+        outcome = fleet.run_host(loaded, loaded.hosts[0], job,
+                                 lambda host, change: self.say(f"{host}: {_change(change)}"), self.say)
+        if outcome.status is Status.SKIPPED:
+            return replace(outcome, status=Status.FAILED, error=f"{self.o.host}: skipped ({outcome.error})")
+        if self.o.facts_out:
+            self._write_facts(loaded)
+        return outcome
+
+    def _load(self, file: Path, act: bool) -> Loaded:
+        from ..reconcile import load
+
+        if not file.is_file():
+            from ..errors import Diagnostic
+
+            raise InventoryError([Diagnostic((), "no such file in the commit", str(file))])
+        loaded = load(str(file), self.o.host, self.o.connection, act)
+        if self.o.connection is None and loaded.hosts[0].connection is None:
+            loaded = load(str(file), self.o.host, "local", act)  # the agent runs on the host itself
+        return loaded
+
+    def _write_facts(self, loaded: Loaded) -> None:
+        """This host's `provision facts` snapshot, for CI to plan pull requests against."""
+        import json
+
+        from ..connection import DOCKER, connect
+        from ..facts import host_vars
+
+        host = loaded.hosts[0]
+        if host.connection == DOCKER:
+            return
+        with connect(host, self.o.state_dir, self.o.lock_timeout, self.say) as conn:
+            observed = conn.observe()
+        connection = {k: host.vars[k] for k in ("ansible_connection", "ansible_host") if k in host.vars}
+        doc = {"all": {"hosts": {host.name: host_vars(observed, connection)}}}
+        out = Path(self.o.facts_out or "")
+        tmp = out.with_name(f".{out.name}.tmp")
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")
+        tmp.replace(out)
+
+    def _prune(self, record: rec.Record) -> None:
+        """Trees of commits other than the good one and the latest are not needed again."""
+        keep = {record.good, record.fetched}
+        trees = self.dir / "trees"
+        for tree in trees.iterdir() if trees.is_dir() else ():
+            if tree.name not in keep:
+                shutil.rmtree(tree, ignore_errors=True)
+
+
+def _change(change: Any) -> str:
+    from ..render import change_line
+
+    return change_line(change, colour=False)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def loop(agent: Agent, interval: float | None) -> int:
+    """Run every `interval` seconds (once, with None) until SIGTERM or SIGINT, which end it
+    between runs: a run in progress finishes, so an apply is never cut in half by a stop."""
+    stopping = False
+
+    def stop(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop)
+    last: rec.Run | None = None
+    while not stopping:
+        last = agent.run_once()
+        if interval is None:
+            break
+        deadline = time.monotonic() + interval
+        while not stopping and time.monotonic() < deadline:
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+    if interval is not None:
+        agent.say("stopped")
+    return 0 if last is None or last.ok else 1
+
+
+def records(state_dir: Path) -> list[dict[str, Any]]:
+    """Every agent's record under the state directory, for `provision status`."""
+    base = state_dir / "pull"
+    out = []
+    for path in sorted(base.glob(f"*/{STATE}")) if base.is_dir() else ():
+        saved = rec.load(path)
+        if saved:
+            out.append(saved)
+    return out

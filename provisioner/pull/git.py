@@ -1,0 +1,125 @@
+"""The agent's view of git: a private bare repository that it fetches one branch into, and
+the few questions it asks of it. A thin layer over the `git` command, which already knows
+every transport (paths, file://, ssh, https) and how to check an SSH signature.
+
+Git is never allowed to ask anything (no terminal prompts, ssh in batch mode), and every
+call has a timeout: an agent must not hang on a host that nobody is looking at.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+from ..errors import ProvisionError
+
+TIMEOUT = 120.0
+GOOD_REF = "refs/provision/good"  # keeps the last good commit from being garbage-collected
+FETCHED_REF = "refs/provision/fetched"
+
+
+class GitError(ProvisionError):
+    """Raised when git cannot do what the agent asked: fetch, find a commit, read a tree."""
+
+
+class Repository:
+    def __init__(self, path: Path):
+        self.path = path
+
+    def ensure(self) -> None:
+        """Create the bare repository once; after a kill, drop the lock files git left behind
+        (we hold the agent's lock, so no other git runs here)."""
+        if not (self.path / "HEAD").exists():
+            tmp = self.path.with_name(self.path.name + ".new")
+            shutil.rmtree(tmp, ignore_errors=True)
+            self._git("init", "--quiet", "--bare", str(tmp), cwd=self.path.parent)
+            tmp.rename(self.path)
+        for stale in self.path.rglob("*.lock"):
+            stale.unlink(missing_ok=True)
+
+    def fetch(self, url: str, branch: str | None) -> str:
+        """The branch's commit in `url` (its default branch if None), fetched with its history."""
+        try:
+            self._git("fetch", "--quiet", "--no-tags", "--force", "--", url,
+                      f"+{'refs/heads/' + branch if branch else 'HEAD'}:{FETCHED_REF}")
+        except GitError as exc:
+            text = str(exc)
+            if "couldn't find remote ref" in text:
+                raise GitError(f"branch {branch!r} does not exist in {url}") from None
+            raise GitError(f"cannot fetch {url}: {text}") from None
+        return self._git("rev-parse", "--verify", f"{FETCHED_REF}^{{commit}}").strip()
+
+    def is_ancestor(self, old: str, new: str) -> bool:
+        """True when `new` is `old` or descends from it: a fast-forward."""
+        code = self._run("merge-base", "--is-ancestor", old, new).returncode
+        if code not in (0, 1):
+            return False  # `old` is gone from the repository: not a fast-forward we can prove
+        return code == 0
+
+    def verify_signature(self, commit: str, allowed_signers: str) -> tuple[bool, str]:
+        """(signed by a key in the allowed-signers file, git's own words), with SSH signing."""
+        p = self._run("-c", "gpg.format=ssh", "-c", f"gpg.ssh.allowedSignersFile={allowed_signers}",
+                      "verify-commit", "--raw", commit)
+        words = " ".join((p.stderr or "").split())
+        if p.returncode == 0:
+            return True, words
+        if not words or "no signature" in words.lower():
+            words = "the commit is not signed"
+        return False, words
+
+    def keep_good(self, commit: str) -> None:
+        self._git("update-ref", GOOD_REF, commit)
+
+    def subject(self, commit: str) -> str:
+        return self._git("log", "-1", "--format=%s", commit).strip()
+
+    def extract(self, commit: str, into: Path) -> Path:
+        """The commit's files at `into` (made whole, then renamed into place, so a kill never
+        leaves half a tree that looks complete)."""
+        if into.is_dir():
+            return into
+        p = subprocess.run(["git", "-C", str(self.path), "archive", "--format=tar", commit],
+                           capture_output=True, timeout=TIMEOUT, env=_env())
+        if p.returncode != 0:
+            raise GitError(f"cannot read commit {commit[:12]}: {_last_line(p.stderr.decode(errors='replace'))}")
+        tmp = into.with_name(into.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(mode=0o700, parents=True)
+        with tarfile.open(fileobj=io.BytesIO(p.stdout)) as tar:
+            if hasattr(tarfile, "data_filter"):  # Python ≥ 3.11.4: refuse links and paths out of the tree
+                tar.extractall(tmp, filter="data")
+            else:
+                tar.extractall(tmp)  # git archive of our own fetched commit: paths stay inside
+        tmp.rename(into)
+        return into
+
+    def _run(self, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        try:
+            return subprocess.run(["git", *(("-C", str(self.path)) if cwd is None else ()), *args],
+                                  capture_output=True, text=True, timeout=TIMEOUT, env=_env(), cwd=cwd)
+        except FileNotFoundError:
+            raise GitError("git is not installed (apt-get install git)") from None
+        except subprocess.TimeoutExpired:
+            raise GitError(f"git {args[0]} did not finish in {TIMEOUT:g} s") from None
+
+    def _git(self, *args: str, cwd: Path | None = None) -> str:
+        p = self._run(*args, cwd=cwd)
+        if p.returncode != 0:
+            raise GitError(_last_line(p.stderr) or f"git {args[0]} failed (exit {p.returncode})")
+        return p.stdout
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "LC_ALL": "C",
+            "GIT_SSH_COMMAND": os.environ.get("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")}
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    fatal = [line.removeprefix("fatal: ").removeprefix("error: ").rstrip(".")
+             for line in lines if line.startswith(("fatal:", "error:"))]
+    return "; ".join(fatal) if fatal else (lines or [""])[-1]
