@@ -10,7 +10,17 @@ from enum import StrEnum
 
 from . import schema
 from .connection import LOCAL, NETNS, Connection, skip_reason
-from .errors import Diagnostic, HostError, InventoryError, KernelError, ProvisionError, VerificationError, collect
+from .errors import (
+    Diagnostic,
+    HostError,
+    InventoryError,
+    KernelError,
+    LockTimeout,
+    ProvisionError,
+    UnreachableError,
+    VerificationError,
+    collect,
+)
 from .inventory import Host, Inventory, Source, build, load_source, parse
 from .kernel.apply import Step, schedule, steps_for
 from .model import Network, Observed
@@ -73,6 +83,7 @@ class Outcome:
     plan: Plan | None = None
     applied: list[Change] = field(default_factory=list)
     error: str | None = None
+    transient: bool = False  # failed for a reason outside the inventory (busy or unreachable): try again later
 
 
 def plan_for(observed: Observed, host: Host, desired: Network, source: Source, destroy: bool) -> Plan:
@@ -122,7 +133,7 @@ def apply_host(conn: Connection, host: Host, desired: Network, source: Source, d
 
 
 def failure(host: str, exc: ProvisionError) -> Outcome:
-    return Outcome(host, Status.FAILED, error=str(exc))
+    return Outcome(host, Status.FAILED, error=str(exc), transient=isinstance(exc, UnreachableError | LockTimeout))
 
 
 def remote_outcome(host: Host, inventory_file: str, argv: list[str]) -> Outcome:

@@ -13,7 +13,7 @@ from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 
-from ..errors import UnreachableError
+from ..errors import LockTimeout, UnreachableError
 from ..kernel import namespace
 from ..kernel.apply import Transaction
 from ..kernel.netlink import Netlink
@@ -37,6 +37,9 @@ class KernelConnection:
             self._stack.enter_context(host_lock(self._state_dir, self.host, self._lock_wait, self._notify))
             self._stack.enter_context(namespace.entered(self.netns))
             self._sock = self._stack.enter_context(Netlink())
+        except LockTimeout:  # a TimeoutError, so an OSError: but the host is fine, only busy
+            self._stack.close()
+            raise
         except OSError as exc:
             self._stack.close()
             raise UnreachableError(self.host, _why(exc, self.netns)) from exc

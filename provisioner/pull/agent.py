@@ -82,6 +82,8 @@ class Agent:
     def run_once(self) -> rec.Run:
         """One fetch → decide → adopt or repair; the record is saved whatever happens."""
         started, clock = _now(), time.monotonic()
+        for leftover in self.dir.glob(f".{STATE}.*"):  # a save cut short by a kill
+            leftover.unlink(missing_ok=True)
         record = self.record()
         ok, result = False, ""
         try:
@@ -114,11 +116,13 @@ class Agent:
                 n = len(outcome.applied)
                 return record.adopt(commit, now), True, f"adopted {commit[:12]}: {n} change{'s' * (n != 1)}"
             reason = outcome.error or "failed"
+            if outcome.transient:  # not the commit's fault: the next run tries it again
+                return record, False, f"could not apply {commit[:12]} now: {reason}"
             record = record.reject(commit, reason, now)
             self.say(f"rejected {commit[:12]}: {reason}")
             return record, False, f"rejected {commit[:12]}; {self._stay(record)[1]}"
         if decision.verdict is rec.Verdict.REFUSE:
-            record = record.reject(commit, decision.reason, now)
+            record = record.reject(commit, decision.reason, now, refused=True)
             self.say(f"refused: {decision.reason}")
             return record, False, f"refused {commit[:12]}; {self._stay(record)[1]}"
         in_sync, stay = self._stay(record)
@@ -207,7 +211,7 @@ class Agent:
         keep = {record.good, record.fetched}
         trees = self.dir / "trees"
         for tree in trees.iterdir() if trees.is_dir() else ():
-            if tree.name not in keep:
+            if tree.name not in keep:  # and trees a kill left half-extracted
                 shutil.rmtree(tree, ignore_errors=True)
 
 

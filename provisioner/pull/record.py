@@ -24,6 +24,7 @@ class Rejection:
     commit: str
     reason: str
     at: str
+    refused: bool = False  # not tried (rewritten branch, signature): judged afresh by every run
 
 
 @dataclass(frozen=True)
@@ -47,12 +48,13 @@ class Record:
     last_run: Run | None = None
     runs: int = 0
 
-    def rejection(self, commit: str) -> Rejection | None:
-        return next((r for r in self.rejected if r.commit == commit), None)
+    def failure(self, commit: str) -> Rejection | None:
+        """The commit's earlier rejection after it was tried (invalid, or its apply failed)."""
+        return next((r for r in self.rejected if r.commit == commit and not r.refused), None)
 
-    def reject(self, commit: str, reason: str, at: str) -> Record:
+    def reject(self, commit: str, reason: str, at: str, refused: bool = False) -> Record:
         kept = tuple(r for r in self.rejected if r.commit != commit)
-        return replace(self, rejected=(*kept, Rejection(commit, reason, at))[-KEEP_REJECTED:])
+        return replace(self, rejected=(*kept, Rejection(commit, reason, at, refused))[-KEEP_REJECTED:])
 
     def adopt(self, commit: str, at: str) -> Record:
         return replace(self, good=commit, good_at=at, rejected=tuple(r for r in self.rejected if r.commit != commit))
@@ -86,17 +88,18 @@ def decide(record: Record, commit: str, *, fast_forward: bool, signature: tuple[
     signatures are not required."""
     if commit == record.good:
         return Decision(Verdict.STAY, "already on this commit")
-    earlier = record.rejection(commit)
-    if earlier is not None and not retry:
-        first = earlier.reason.splitlines()[0] if earlier.reason else "no reason"
-        return Decision(Verdict.STAY, f"commit {commit[:12]} was rejected before ({first}); "
-                                      "waiting for a new commit (or --retry)")
+    # refusals are judged afresh each run: cheap, and --allow-reset or a new signers file may lift them
     if not fast_forward and not allow_reset:
         return Decision(Verdict.REFUSE, f"the branch was rewritten: {commit[:12]} does not descend from the last "
                                         f"good commit {(record.good or '')[:12]}; refusing it (--allow-reset "
                                         "follows a rewritten branch)")
     if signature is not None and not signature[0]:
         return Decision(Verdict.REFUSE, f"commit {commit[:12]} is not signed by an allowed key: {signature[1]}")
+    earlier = record.failure(commit)  # an inventory that failed does not fail less the next time
+    if earlier is not None and not retry:
+        first = earlier.reason.splitlines()[0] if earlier.reason else "no reason"
+        return Decision(Verdict.STAY, f"commit {commit[:12]} was rejected before ({first}); "
+                                      "waiting for a new commit (or --retry)")
     return Decision(Verdict.ADOPT)
 
 
