@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PROVISION := $(VENV)/bin/provision
 STAMP := $(VENV)/.installed
 DEMO_NS := provision-demo-gw1 provision-demo-gw2
-DEBIAN_PACKAGES := iproute2 iputils-ping procps iperf3 socat
+DEBIAN_PACKAGES := iproute2 iputils-ping procps iperf3 socat git openssh-client systemd
 
 TUNNEL_KEYS := lab core wan east west  # the bundled inventories' key files, in inventories/keys/
 

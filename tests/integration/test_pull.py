@@ -231,3 +231,23 @@ def test_the_agent_shares_the_apply_lock(repo: Repo, netns: str, tmp_path: Path)
         out = pull(repo, state, "--lock-timeout", "0.5", rc=1)
     assert "another provision run" in out and "tap0" not in kernel(netns)["links"]
     assert "adopted" in pull(repo, state, rc=0)
+
+
+def test_the_shipped_systemd_units_verify(tmp_path: Path) -> None:
+    """contrib/systemd as installed: the service pointed at this provision and the example
+    environment file, checked by systemd's own verifier."""
+    import shutil
+    import sys
+
+    root = Path(__file__).resolve().parents[2] / "contrib" / "systemd"
+    env = tmp_path / "pull.env"
+    shutil.copy(root / "pull.env.example", env)
+    provision_bin = Path(sys.executable).with_name("provision")
+    service = (root / "provision-pull.service").read_text()
+    assert "KillMode=process" in service and "RuntimeDirectoryPreserve=yes" in service
+    (tmp_path / "provision-pull.service").write_text(
+        service.replace("/etc/provision/pull.env", str(env)).replace("/usr/local/bin/provision", str(provision_bin)))
+    shutil.copy(root / "provision-pull.timer", tmp_path)
+    p = subprocess.run(["systemd-analyze", "verify", "provision-pull.service", "provision-pull.timer"],
+                       cwd=tmp_path, capture_output=True, text=True)
+    assert p.returncode == 0 and not p.stderr.strip(), p.stderr
