@@ -11,7 +11,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from . import __version__
 from .errors import HostError, InventoryError, ProvisionError
@@ -49,8 +49,16 @@ def _error_text(exc: ProvisionError) -> str:
     return f"error: {exc}"
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors exit 1 like every other error: argparse's 2 means "changes pending" here."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="provision", description="Declarative tun/tap, address and route provisioning.")
+    p = _Parser(prog="provision", description="Declarative tun/tap, address and route provisioning.")
     p.add_argument("--version", action="version", version=f"provision {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -3,7 +3,7 @@
 1. An engine that answers: docker.io is installed with apt if dockerd is missing, and dockerd
    is started in the background if no daemon answers (CI machines run no services).
 2. A base image, built locally because there is no registry here: debootstrap (minbase,
-   bookworm) with python3, iproute2, ping, iperf3 and procps, imported with `docker import`.
+   bookworm) with python3, iproute2, ping, iperf3, procps and sshd (for Ansible), imported with `docker import`.
 3. The project image on top: the wheels of provision and its dependencies, built on this
    machine (inside a container the package index fails certificate checks), installed in a
    venv with --no-index.
@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / "build"
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
-PACKAGES = ("python3", "python3-venv", "iproute2", "iputils-ping", "iperf3", "procps")
+PACKAGES = ("python3", "python3-venv", "iproute2", "iputils-ping", "iperf3", "procps", "openssh-server")
 BASE = "provision-base"
 IMAGE = "provision-test"
 DOCKERFILE = """\

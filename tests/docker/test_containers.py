@@ -91,8 +91,8 @@ def test_example_inventory_on_containers(name: str, containers: Callable[[list[s
     box = containers(list(names.values()))
     by_host = {host: box[c] for host, c in names.items()}
 
-    provision("apply", str(inventory))
-    assert provision("plan", str(inventory), "--detailed-exitcode").rc == 0
+    provision("apply", str(inventory), "--forks", "3")  # the containers in parallel
+    assert provision("plan", str(inventory), "--detailed-exitcode", "--forks", "3").rc == 0
     wait_connected(inventory, "every tunnel connected", 15)
     for p in tunnels:
         assert pings(by_host[p.listener], p.connector_ip), f"{p.tunnel}: {p.listener} → {p.connector}"
@@ -136,7 +136,7 @@ def test_example_inventory_on_containers(name: str, containers: Callable[[list[s
     rows = wait_connected(inventory, "every tunnel connected again", 15)
     assert rows[(victim.listener, victim.tunnel)]["pid"] == survivor["pid"], "the surviving end reconnected itself"
 
-    out = provision("destroy", str(inventory)).out
+    out = provision("destroy", str(inventory), "--forks", "3").out
     assert "- tunnel" in out
     for c in box.values():
         assert not _forwarder_pids(c), "destroy stops every forwarder"
