@@ -11,7 +11,7 @@ DEBIAN_PACKAGES := iproute2 iputils-ping procps iperf3 socat git openssh-client 
 
 TUNNEL_KEYS := lab core wan east west  # the bundled inventories' key files, in inventories/keys/
 
-.PHONY: demo test unit lint bench bench-tunnel docker setup system clean demo-clean keys
+.PHONY: demo test unit lint bench bench-tunnel bench-fleet docker setup system clean demo-clean keys
 
 $(STAMP): pyproject.toml
 	@command -v python3 >/dev/null || { apt-get update -qq && apt-get install -y -qq python3 python3-venv; }
@@ -71,6 +71,9 @@ bench: setup
 
 bench-tunnel: setup
 	$(PY) bench/tunnel.py
+
+bench-fleet: setup
+	$(PY) bench/fleet.py
 
 clean: demo-clean
 	rm -rf $(VENV) .pytest_cache

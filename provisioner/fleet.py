@@ -9,11 +9,8 @@ dies, is that host's failure alone: the others go on and the recap reports it.
 
 from __future__ import annotations
 
-import multiprocessing
 import sys
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +54,10 @@ def run(loaded: Loaded, job: Job, forks: int, report: Report, notify: Notify) ->
         for host in hosts:
             yield run_host(loaded, host, job, report, notify)
         return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
     global _inherited
     _inherited = (loaded, job, report, notify)
     sys.stdout.flush()
