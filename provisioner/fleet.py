@@ -60,6 +60,7 @@ def run(loaded: Loaded, job: Job, forks: int, report: Report, notify: Notify) ->
 
     global _inherited
     _inherited = (loaded, job, report, notify)
+    _warm(loaded, job)
     sys.stdout.flush()
     sys.stderr.flush()  # or the workers would print what is still in our buffers again
     try:
@@ -72,6 +73,20 @@ def run(loaded: Loaded, job: Job, forks: int, report: Report, notify: Notify) ->
                     yield Outcome(host.name, Status.FAILED, error=f"{host.name}: its worker process died")
     finally:
         _inherited = None
+
+
+def _warm(loaded: Loaded, job: Job) -> None:
+    """Import, once and before forking, what every worker would otherwise import for itself:
+    the connections' modules are imported lazily, on first use. And freeze the heap, so the
+    workers' garbage collector does not copy every page it scans."""
+    import gc
+
+    if job.snapshots is None:
+        from .connection import kernel  # noqa: F401
+        from .kernel import apply  # noqa: F401
+        if any(h.connection == DOCKER for h in loaded.hosts):
+            from .connection import docker  # noqa: F401
+    gc.freeze()
 
 
 _inherited: tuple[Loaded, Job, Report, Notify] | None = None  # what forked workers read (never pickled)
