@@ -4,6 +4,9 @@ tap devices, addresses and routes, with `--forks 1` and `--forks 8`, in one run.
 Each figure is a whole `provision` process timed from outside (start, imports, the 50-host
 inventory, every host), median of several rounds. Each round makes fresh namespaces, so a
 converge starts from nothing. Compare the ratios: they come from the same run.
+
+Then the same on containers (docker hosts, BENCH_CONTAINERS of them, 0 to skip), where a
+host's work is a `provision` run inside its container: what forks are for.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ HOSTS = int(os.environ.get("BENCH_HOSTS", "50"))
 DEVICES = int(os.environ.get("BENCH_DEVICES", "20"))
 REPEAT = int(os.environ.get("BENCH_REPEAT", "3"))
 FORKS = tuple(int(f) for f in os.environ.get("BENCH_FORKS", "1,8").split(","))
+CONTAINERS = int(os.environ.get("BENCH_CONTAINERS", "8"))
 PREFIX = "pfleet-"
 PROVISION = [sys.executable, "-m", "provisioner"]
 
@@ -34,6 +38,48 @@ def inventory(hosts: int) -> str:
         lines += [f"          - {{to: 172.{16 + h // 50}.{(h % 50) * 5 + i // 4}.{(i % 4) * 64}/26, via: 10.{h}.{i}.2}}"
                   for i in range(DEVICES)]
     return "\n".join(lines) + "\n"
+
+
+def docker_inventory(names: list[str]) -> str:
+    lines = ["all:", "  hosts:"]
+    for h, name in enumerate(names):
+        lines += [f"    {name}:", "      ansible_connection: docker", f"      ansible_host: {name}",
+                  "      network:", "        devices:"]
+        lines += [f"          - {{name: ft{i}, type: tap, addresses: [10.{h}.{i}.1/24]}}" for i in range(5)]
+    return "\n".join(lines) + "\n"
+
+
+def containers(work: Path, env: dict[str, str]) -> dict[str, list[float]]:
+    """Converge and no-op plan of CONTAINERS docker hosts, forks 1 and 8 (destroy between rounds)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.docker import provide
+
+    client = provide.engine()
+    image = provide.project_image(client, provide.base_image(client))
+    names = [f"pfleet-c{i}" for i in range(CONTAINERS)]
+    inv = work / "containers.yaml"
+    inv.write_text(docker_inventory(names))
+    net = client.networks.create("pfleet-bench", labels={"provision-bench": "1"})
+    made = []
+    results: dict[str, list[float]] = {}
+    try:
+        for name in names:
+            made.append(client.containers.run(image, name=name, detach=True, network=net.name, init=True,
+                                              cap_add=["NET_ADMIN"], devices=["/dev/net/tun"], tmpfs={"/run": ""},
+                                              labels={"provision-bench": "1"}))
+        for _ in range(REPEAT):
+            for forks in FORKS:
+                f = ["--forks", str(forks)]
+                results.setdefault(f"converge, forks {forks}", []).append(
+                    timed([*PROVISION, "apply", str(inv), *f], env, "changed=10 "))
+                results.setdefault(f"no-op plan, forks {forks}", []).append(
+                    timed([*PROVISION, "plan", str(inv), "--detailed-exitcode", *f], env, "no changes"))
+                timed([*PROVISION, "destroy", str(inv), *f], env, "RECAP")
+    finally:
+        for c in made:
+            c.remove(force=True)
+        net.remove()
+    return results
 
 
 def timed(cmd: list[str], env: dict[str, str], expect: str) -> float:
@@ -96,6 +142,20 @@ def main() -> None:
     print("|---|---|---|---|")
     for name, value, target in checks:
         print(f"| {name} | {value:.2f} | ≤ {target:g} | {'met' if value <= target else '**missed**'} |")
+    if CONTAINERS:
+        try:
+            found = containers(work, env)
+        except Exception as exc:  # the engine or the image: the netns figures above stand alone
+            print(f"\ncontainers skipped: {type(exc).__name__}: {exc}")
+            return
+        med = {k: statistics.median(v) for k, v in found.items()}
+        print(f"\n{CONTAINERS} containers (docker hosts), each 5 taps with an address; median of {REPEAT} rounds\n")
+        print("| what | seconds |")
+        print("|---|---|")
+        for k, v in med.items():
+            print(f"| {k} | {v:.3f} |")
+        for what in ("converge", "no-op plan"):
+            print(f"| {what}: forks 8 / forks 1 | {med[f'{what}, forks 8'] / med[f'{what}, forks 1']:.2f} |")
 
 
 if __name__ == "__main__":
