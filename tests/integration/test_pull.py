@@ -80,8 +80,12 @@ def record(state: Path, branch: str = "main") -> dict:
 def test_adopts_a_commit_then_repairs_drift_and_shows_it_in_status(repo: Repo, netns: str, tmp_path: Path) -> None:
     state = tmp_path / "state"
     first = repo.commit(inventory(netns), "edge: tap0")
-    out = pull(repo, state, rc=0)
+    snapshot = tmp_path / "edge.json"
+    out = pull(repo, state, "--facts-out", str(snapshot), rc=0)
     assert f"adopted {first[:12]}: 3 changes" in out
+    (repo.path / "inventory.yaml").write_text(inventory(netns))  # CI plans the commit against the snapshot
+    provision("plan", str(repo.path / "inventory.yaml"), "--facts", str(snapshot), "--detailed-exitcode",
+              state_dir=state, check_rc=0)
     good = network(netns)
     assert ("tap0", "192.0.2.1/24") in good["addrs"]
     assert "in sync" in pull(repo, state, rc=0)  # nothing new, nothing drifted
@@ -187,6 +191,7 @@ def test_sigkill_in_the_middle_of_runs_leaves_a_whole_record_and_the_next_run_co
     first = repo.commit(inventory(netns), "small")
     pull(repo, state, rc=0)
     big = repo.commit(inventory(netns, taps=300), "300 more taps")
+    interrupted = 0
     for delay in (0.0, 0.05, 0.15, 0.3):
         p = _agent(repo, state)
         _wait_line(p, "trying")  # the apply of 300 devices is under way
@@ -195,6 +200,8 @@ def test_sigkill_in_the_middle_of_runs_leaves_a_whole_record_and_the_next_run_co
         p.wait()
         saved = record(state)  # whole JSON, never half a file
         assert saved["good"] in (first, big)
+        interrupted += saved["good"] == first
+    assert interrupted, "no kill landed before the adoption was recorded"
     out = pull(repo, state, rc=0)
     assert f"adopted {big[:12]}" in out or "in sync" in out, out
     assert record(state)["good"] == big
