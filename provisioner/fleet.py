@@ -123,4 +123,3 @@ def run_host(loaded: Loaded, host: Host, job: Job, report: Report, notify: Notif
         return Outcome(host.name, Status.FAILED, error=str(exc))
     except ProvisionError as exc:
         return failure(host.name, exc)
-

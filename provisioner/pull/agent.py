@@ -136,8 +136,8 @@ class Agent:
         return self.repo.verify_signature(commit, self.o.allowed_signers)
 
     def _stay(self, record: rec.Record) -> tuple[bool, str]:
-        """Keep the host on the last good commit: repair drift, or only report it.
-        (in sync with it afterwards, what was done)."""
+        """Keep the host on the last good commit: repair drift, or only report it. Returns
+        whether the host is in sync with that commit afterwards, and what was done."""
         if record.good is None:
             return False, "no good commit yet: the host is left as it is"
         good = record.good[:12]
