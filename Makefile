@@ -7,11 +7,12 @@ PY := $(VENV)/bin/python
 PROVISION := $(VENV)/bin/provision
 STAMP := $(VENV)/.installed
 DEMO_NS := provision-demo-gw1 provision-demo-gw2
-DEBIAN_PACKAGES := iproute2 iputils-ping procps iperf3 socat git openssh-client systemd
+DEBIAN_PACKAGES := iproute2 iputils-ping procps iperf3 socat
+TEST_PACKAGES := git openssh-client systemd  # the pull agent's git, ssh-keygen and ssh for Ansible, systemd-analyze
 
 TUNNEL_KEYS := lab core wan east west  # the bundled inventories' key files, in inventories/keys/
 
-.PHONY: demo test unit lint bench bench-tunnel bench-fleet docker setup system clean demo-clean keys
+.PHONY: demo test unit lint bench bench-tunnel bench-fleet docker setup system packages clean demo-clean keys
 
 $(STAMP): pyproject.toml
 	@command -v python3 >/dev/null || { apt-get update -qq && apt-get install -y -qq python3 python3-venv; }
@@ -27,8 +28,11 @@ keys: $(STAMP)
 	@for k in $(TUNNEL_KEYS); do f=inventories/keys/$$k.key; [ -f $$f ] || $(PROVISION) keygen $$f; done
 
 system:
-	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then echo "installing:$$missing"; apt-get update -qq && apt-get install -y -qq $$missing; fi
+	@$(MAKE) -s packages PACKAGES="$(DEBIAN_PACKAGES)"
+
+packages:
+	@missing=""; for p in $(PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq $$missing; fi
 
 demo: setup demo-clean
 	@for ns in $(DEMO_NS); do ip netns add $$ns; done
@@ -57,6 +61,7 @@ docker: setup
 	$(PY) tests/docker/provide.py
 
 test: setup lint docker
+	@$(MAKE) -s packages PACKAGES="$(TEST_PACKAGES)"
 	$(PY) -m pytest -q tests
 
 lint: $(STAMP)
