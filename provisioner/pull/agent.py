@@ -159,7 +159,10 @@ class Agent:
         """The commit's inventory, for this host, through the same pipeline as `provision apply`."""
         from .. import fleet
 
-        tree = self.repo.extract(commit, self.dir / "trees" / commit)
+        try:
+            tree = self.repo.extract(commit, self.dir / "trees" / commit, os.path.dirname(self.o.inventory) or ".")
+        except GitError as exc:  # the commit itself is at fault (a link out of the tree)
+            return Outcome(self.o.host, Status.FAILED, error=str(exc))
         file = tree / self.o.inventory
         try:
             loaded = self._load(file, apply)

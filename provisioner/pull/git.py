@@ -77,23 +77,27 @@ class Repository:
     def subject(self, commit: str) -> str:
         return self._git("log", "-1", "--format=%s", commit).strip()
 
-    def extract(self, commit: str, into: Path) -> Path:
-        """The commit's files at `into` (made whole, then renamed into place, so a kill never
-        leaves half a tree that looks complete)."""
+    def extract(self, commit: str, into: Path, under: str = ".") -> Path:
+        """The commit's files below `under` at `into` (made whole, then renamed into place, so a
+        kill never leaves half a tree that looks complete)."""
         if into.is_dir():
             return into
-        p = subprocess.run(["git", "-C", str(self.path), "archive", "--format=tar", commit],
+        p = subprocess.run(["git", "-C", str(self.path), "archive", "--format=tar", commit, "--", under],
                            capture_output=True, timeout=TIMEOUT, env=_env())
         if p.returncode != 0:
             raise GitError(f"cannot read commit {commit[:12]}: {_last_line(p.stderr.decode(errors='replace'))}")
         tmp = into.with_name(into.name + ".partial")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(mode=0o700, parents=True)
-        with tarfile.open(fileobj=io.BytesIO(p.stdout)) as tar:
-            if hasattr(tarfile, "data_filter"):  # Python ≥ 3.11.4: refuse links and paths out of the tree
-                tar.extractall(tmp, filter="data")
-            else:
-                tar.extractall(tmp)  # git archive of our own fetched commit: paths stay inside
+        try:
+            with tarfile.open(fileobj=io.BytesIO(p.stdout)) as tar:
+                if hasattr(tarfile, "data_filter"):  # Python ≥ 3.11.4: refuse links out of the tree
+                    tar.extractall(tmp, filter="data")
+                else:
+                    tar.extractall(tmp)  # git trees hold no `..` or absolute paths
+        except (tarfile.TarError, OSError) as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise GitError(f"commit {commit[:12]} cannot be checked out safely: {exc}") from None
         tmp.rename(into)
         return into
 

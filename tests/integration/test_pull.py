@@ -53,9 +53,10 @@ class Repo:
         return subprocess.run(["git", "-C", str(self.path), *args], check=True, capture_output=True,
                               text=True).stdout.strip()
 
-    def commit(self, text: str, message: str, *extra: str) -> str:
-        (self.path / "inventory.yaml").write_text(text)
-        self.git("add", "inventory.yaml")
+    def commit(self, text: str, message: str, *extra: str, path: str = "inventory.yaml") -> str:
+        (self.path / path).parent.mkdir(exist_ok=True)
+        (self.path / path).write_text(text)
+        self.git("add", path)
         self.git("commit", "-q", "--allow-empty", "-m", message, *extra)
         return self.git("rev-parse", "HEAD")
 
@@ -258,3 +259,23 @@ def test_the_shipped_systemd_units_verify(tmp_path: Path) -> None:
     p = subprocess.run(["systemd-analyze", "verify", "provision-pull.service", "provision-pull.timer"],
                        cwd=tmp_path, capture_output=True, text=True)
     assert p.returncode == 0 and not p.stderr.strip(), p.stderr
+
+
+def test_a_commit_with_a_link_out_of_its_tree_is_rejected_not_followed(repo: Repo, netns: str,
+                                                                       tmp_path: Path) -> None:
+    """Only the inventory's directory is checked out: a link elsewhere in the repository does
+    not matter, one beside the inventory rejects the commit."""
+    state = tmp_path / "state"
+    (repo.path / "elsewhere").symlink_to("/etc")
+    repo.git("add", "elsewhere")
+    good = repo.commit(inventory(netns), "good, with a link outside the inventory's directory", path="net/hosts.yaml")
+    pull(repo, state, "--inventory", "net/hosts.yaml", rc=0)
+    (repo.path / "net" / "escape").symlink_to("/etc")
+    repo.git("add", "net/escape")
+    bad = repo.commit(inventory(netns, address="192.0.2.5/24"), "a link to /etc beside the inventory",
+                      path="net/hosts.yaml")
+    out = pull(repo, state, "--inventory", "net/hosts.yaml", rc=1)
+    assert f"rejected {bad[:12]}: commit {bad[:12]} cannot be checked out safely" in out, out
+    assert ("tap0", "192.0.2.1/24") in kernel(netns)["addrs"]
+    (saved,) = [json.loads(p.read_text()) for p in state.glob("pull/*/agent.json")]
+    assert saved["good"] == good
