@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import posixpath
 import shutil
 import subprocess
 import tarfile
@@ -91,10 +92,10 @@ class Repository:
         tmp.mkdir(mode=0o700, parents=True)
         try:
             with tarfile.open(fileobj=io.BytesIO(p.stdout)) as tar:
-                if hasattr(tarfile, "data_filter"):  # Python ≥ 3.11.4: refuse links out of the tree
-                    tar.extractall(tmp, filter="data")
-                else:
-                    tar.extractall(tmp)  # git trees hold no `..` or absolute paths
+                for member in tar.getmembers():
+                    _inside(member)
+                extra = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}  # Python ≥ 3.11.4
+                tar.extractall(tmp, **extra)  # type: ignore[arg-type]
         except (tarfile.TarError, OSError) as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             raise GitError(f"commit {commit[:12]} cannot be checked out safely: {exc}") from None
@@ -115,6 +116,14 @@ class Repository:
         if p.returncode != 0:
             raise GitError(_last_line(p.stderr) or f"git {args[0]} failed (exit {p.returncode})")
         return p.stdout
+
+
+def _inside(member: tarfile.TarInfo) -> None:
+    """Git trees hold no `..` or absolute paths, but a symbolic link may point anywhere."""
+    if member.issym() or member.islnk():
+        target = posixpath.normpath(posixpath.join(posixpath.dirname(member.name), member.linkname))
+        if posixpath.isabs(member.linkname) or target == ".." or target.startswith("../"):
+            raise tarfile.TarError(f"{member.name} links out of the tree (to {member.linkname})")
 
 
 def _env() -> dict[str, str]:
