@@ -39,7 +39,7 @@ class Repository:
             shutil.rmtree(tmp, ignore_errors=True)
             self._git("init", "--quiet", "--bare", str(tmp), cwd=self.path.parent)
             tmp.rename(self.path)
-        for stale in self.path.rglob("*.lock"):
+        for stale in [*self.path.glob("*.lock"), *(self.path / "refs").rglob("*.lock")]:  # index, FETCH_HEAD, refs
             stale.unlink(missing_ok=True)
 
     def fetch(self, url: str, branch: str | None) -> str:
