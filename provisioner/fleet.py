@@ -3,8 +3,9 @@
 Each host is independent once the inventory is valid: its own connection, lock, plan and
 transaction. So hosts run in forked worker processes (the GIL would serialise threads, and
 a netns host enters its namespace for the whole run); a worker inherits the loaded inventory
-by the fork and sends back only the host's Outcome. A host that fails, or a worker that
-dies, is that host's failure alone: the others go on and the recap reports it.
+by the fork and sends back only the host's Outcome. A host that fails is that host's
+failure alone: the others go on and the recap reports it. (A worker killed from outside
+breaks the pool: the hosts not finished by then are reported failed, none is left out.)
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ def run(loaded: Loaded, job: Job, forks: int, report: Report, notify: Notify) ->
                 try:
                     yield future.result()
                 except BrokenProcessPool:
-                    yield Outcome(host.name, Status.FAILED, error=f"{host.name}: its worker process died")
+                    yield Outcome(host.name, Status.FAILED, error=f"{host.name}: a worker process died before "
+                                                                  "this host was done")
     finally:
         _inherited = None
 
