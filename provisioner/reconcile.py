@@ -38,11 +38,13 @@ class Loaded:
     warnings: tuple[Diagnostic, ...] = ()
 
 
-def load(file: str, limit: str | None = None, connection: str | None = None, act: bool = False) -> Loaded:
+def load(file: str, limit: str | None = None, connection: str | None = None, act: bool = False,
+         default_connection: str | None = None) -> Loaded:
     """Raises InventoryError with every problem found in the file. `connection` overrides
-    every host's ansible_connection (how `provision` runs itself inside a container). `act`:
-    the command is about to change the selected hosts from here, so their key files and users
-    must be there; otherwise (validate, plan --facts, destroy) what is missing is a warning."""
+    every host's ansible_connection (how `provision` runs itself inside a container);
+    `default_connection` is for the hosts that have none (the pull agent, on the host itself).
+    `act`: the command is about to change the selected hosts from here, so their key files and
+    users must be there; otherwise (validate, plan --facts, destroy) what is missing is a warning."""
     source = load_source(file)
     data = parse(source)
     problems: list[Diagnostic] = schema.check(source, data)
@@ -56,9 +58,7 @@ def load(file: str, limit: str | None = None, connection: str | None = None, act
             raise
         collect(problems)  # the schema already said what is wrong with the shape
     collect(dict.fromkeys(problems))  # dedupe: a group's error is seen by each of its hosts
-    hosts = inventory.select(limit)
-    if connection is not None:
-        hosts = tuple(replace(h, vars={**h.vars, "ansible_connection": connection}) for h in hosts)
+    hosts = tuple(_reached(h, connection or h.connection or default_connection) for h in inventory.select(limit))
     acted_on = {h.name for h in hosts if skip_reason(h) is None} if act else set()
     here = {h.name for h in hosts if h.connection in (None, LOCAL, NETNS)}
     resolved, found = resolve(source, inventory.hosts, acted_on, quiet=act, here=here)
@@ -67,6 +67,12 @@ def load(file: str, limit: str | None = None, connection: str | None = None, act
     everyone = {h.name: h for h in inventory.hosts}
     desired = {h.name: network_of(h, everyone, source, resolved) for h in hosts}
     return Loaded(inventory, hosts, desired, tuple(d for d in problems if d.severity != "error"))
+
+
+def _reached(host: Host, connection: str | None) -> Host:
+    if connection == host.connection:
+        return host
+    return replace(host, vars={**host.vars, "ansible_connection": connection})
 
 
 class Status(StrEnum):

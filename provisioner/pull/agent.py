@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ..connection import LOCAL
 from ..errors import InventoryError, ProvisionError
 from ..reconcile import Loaded, Outcome, Status
 from . import record as rec
@@ -185,10 +186,7 @@ class Agent:
             from ..errors import Diagnostic
 
             raise InventoryError([Diagnostic((), "no such file in the commit", str(file))])
-        loaded = load(str(file), self.o.host, self.o.connection, act)
-        if self.o.connection is None and loaded.hosts[0].connection is None:
-            loaded = load(str(file), self.o.host, "local", act)  # the agent runs on the host itself
-        return loaded
+        return load(str(file), self.o.host, self.o.connection, act, default_connection=LOCAL)  # we are on the host
 
     def _write_facts(self, loaded: Loaded) -> None:
         """This host's `provision facts` snapshot, for CI to plan pull requests against."""
