@@ -373,7 +373,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_facts(args: argparse.Namespace) -> int:
     from .connection import connect, skip_reason
-    from .facts import host_vars
+    from .facts import CONNECTION_VARS, host_vars, reached_by
     from .inventory import Host
 
     if args.inventory:
@@ -383,13 +383,13 @@ def cmd_facts(args: argparse.Namespace) -> int:
     directory = state_dir(args.state_dir)
     doc: dict[str, Any] = {"all": {"hosts": {}}}
     for host in hosts:
-        connection = {k: host.vars[k] for k in ("ansible_connection", "ansible_host") if k in host.vars}
+        connection = reached_by(host.vars)
         if host.connection == "docker":
             from .connection.docker import run_inside
 
             inside = run_inside(host, args.inventory, ["facts"])["all"]["hosts"][host.name]
             doc["all"]["hosts"][host.name] = {**connection, **{k: v for k, v in inside.items()
-                                                               if k not in ("ansible_connection", "ansible_host")}}
+                                                               if k not in CONNECTION_VARS}}
             continue
         with connect(host, directory, 60.0, lambda m: print(m, file=sys.stderr)) as conn:
             observed = conn.observe()

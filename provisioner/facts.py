@@ -27,6 +27,11 @@ from .model import (
 )
 
 FACTS_VAR = "provision_facts"
+CONNECTION_VARS = ("ansible_connection", "ansible_host")  # kept in a snapshot: how the host is reached
+
+
+def reached_by(vars_: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: vars_[k] for k in CONNECTION_VARS if k in vars_}
 
 
 def device_to_dict(d: Device, addresses: list[str]) -> dict[str, Any]:

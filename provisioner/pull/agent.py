@@ -26,6 +26,7 @@ from typing import Any
 
 from ..connection import LOCAL
 from ..errors import InventoryError, ProvisionError
+from ..inventory import Host
 from ..reconcile import Loaded, Outcome, Status
 from . import record as rec
 from .git import GitError, Repository
@@ -56,6 +57,7 @@ class Agent:
                               .encode()).hexdigest()[:12]
         self.dir = options.state_dir / "pull" / slug
         self.repo = Repository(self.dir / "repo.git")
+        self._host: Host | None = None  # as the last inventory read describes it: for --facts-out
 
     @contextmanager
     def locked(self) -> Iterator[None]:
@@ -91,6 +93,8 @@ class Agent:
             record, ok, result = self._run(record, started)
         except ProvisionError as exc:
             result = f"error: {exc}"
+        if self.o.facts_out and self._host is not None:
+            self._write_facts(self._host)
         run = rec.Run(started, round(time.monotonic() - clock, 3), ok, result)
         rec.save(replace(record, last_run=run, runs=record.runs + 1), self.dir / STATE)
         self._prune(record)
@@ -173,10 +177,9 @@ class Agent:
         job = fleet.Job(str(file), apply=apply, state_dir=self.o.state_dir, lock_timeout=self.o.lock_timeout)
         outcome = fleet.run_host(loaded, loaded.hosts[0], job,
                                  lambda host, change: self.say(f"{host}: {_change(change)}"), self.say)
+        self._host = loaded.hosts[0]
         if outcome.status is Status.SKIPPED:
             return replace(outcome, status=Status.FAILED, error=f"{self.o.host}: skipped ({outcome.error})")
-        if self.o.facts_out:
-            self._write_facts(loaded)
         return outcome
 
     def _load(self, file: Path, act: bool) -> Loaded:
@@ -188,20 +191,19 @@ class Agent:
             raise InventoryError([Diagnostic((), "no such file in the commit", str(file))])
         return load(str(file), self.o.host, self.o.connection, act, default_connection=LOCAL)  # we are on the host
 
-    def _write_facts(self, loaded: Loaded) -> None:
-        """This host's `provision facts` snapshot, for CI to plan pull requests against."""
+    def _write_facts(self, host: Host) -> None:
+        """This host's `provision facts` snapshot, for CI to plan pull requests against: once
+        a run, after whatever the run changed."""
         import json
 
         from ..connection import DOCKER, connect
-        from ..facts import host_vars
+        from ..facts import host_vars, reached_by
 
-        host = loaded.hosts[0]
         if host.connection == DOCKER:
             return
         with connect(host, self.o.state_dir, self.o.lock_timeout, self.say) as conn:
             observed = conn.observe()
-        connection = {k: host.vars[k] for k in ("ansible_connection", "ansible_host") if k in host.vars}
-        doc = {"all": {"hosts": {host.name: host_vars(observed, connection)}}}
+        doc = {"all": {"hosts": {host.name: host_vars(observed, reached_by(host.vars))}}}
         out = Path(self.o.facts_out or "")
         tmp = out.with_name(f".{out.name}.tmp")
         tmp.write_text(json.dumps(doc, indent=2) + "\n")
