@@ -41,25 +41,38 @@ def host_lock(directory: Path, host: str, wait: float, notify: Callable[[str], N
     locks = directory / "locks"
     locks.mkdir(mode=0o700, exist_ok=True)
     safe = host.replace("/", "_").lstrip(".") or "_"  # a host name is not always a file name
-    fd = os.open(locks / f"{safe}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+    def busy(fd: int, holder: str) -> None:
+        notify(f"{host}: waiting for the lock held by pid {holder} (another provision run on this host)")
+        deadline = time.monotonic() + wait
+        while not _try(fd):
+            if time.monotonic() >= deadline:
+                raise LockTimeout(f"{host}: another provision run (pid {holder}) still holds the lock "
+                                  f"after {wait:g} s; try again later or raise --lock-timeout")
+            time.sleep(0.05)
+
+    with pid_lock(locks / f"{safe}.lock", busy):
+        yield
+
+
+@contextmanager
+def pid_lock(path: Path, busy: Callable[[int, str], None]) -> Iterator[None]:
+    """An flock on `path`, which then holds our pid. When another process has it, `busy(fd, its
+    pid)` decides: wait until `_try(fd)` succeeds, or raise. The kernel drops the lock with its holder."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            notify(f"{host}: waiting for the lock held by pid {holder} (another provision run on this host)")
-            deadline = time.monotonic() + wait
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise LockTimeout(f"{host}: another provision run (pid {holder}) still holds the lock "
-                                          f"after {wait:g} s; try again later or raise --lock-timeout") from None
-                    time.sleep(0.05)
+        if not _try(fd):
+            busy(fd, os.pread(fd, 32, 0).decode(errors="replace").strip() or "?")
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield
     finally:
         os.close(fd)
+
+
+def _try(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False

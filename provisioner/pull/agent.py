@@ -11,7 +11,6 @@ and the same per-host lock, as `provision apply`.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import shutil
@@ -27,6 +26,7 @@ from typing import Any
 from ..connection import LOCAL
 from ..errors import InventoryError, ProvisionError
 from ..inventory import Host
+from ..lock import pid_lock
 from ..reconcile import Loaded, Outcome, Status
 from . import record as rec
 from .git import GitError, Repository
@@ -62,20 +62,12 @@ class Agent:
     @contextmanager
     def locked(self) -> Iterator[None]:
         """One agent per repository, branch, inventory and host at a time."""
+        def busy(fd: int, holder: str) -> None:
+            raise ProvisionError(f"another pull agent (pid {holder}) is running for this repository and host")
+
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(self.dir / "agent.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-                raise ProvisionError(f"another pull agent (pid {holder}) is running for this repository and "
-                                     "host") from None
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, str(os.getpid()).encode(), 0)
+        with pid_lock(self.dir / "agent.lock", busy):
             yield
-        finally:
-            os.close(fd)
 
     def record(self) -> rec.Record:
         saved = rec.load(self.dir / STATE)
