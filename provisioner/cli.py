@@ -201,9 +201,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     loaded = _load(args)
     notes = []
     if args.facts:
+        from .facts import load_snapshots
         from .reconcile import plan_for
 
-        snapshots = _snapshots(args.facts)
+        snapshots = load_snapshots(args.facts)
         for host in loaded.hosts:
             if host.name in snapshots:
                 plan_for(snapshots[host.name], host, loaded.desired[host.name], loaded.inventory.source, False)
@@ -259,6 +260,7 @@ def cmd_destroy(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, apply: bool, destroy: bool) -> int:
     from . import fleet
+    from .facts import load_snapshots
     from .reconcile import Outcome, Status
     from .render import change_line, plan_markdown, print_plan, recap_line, use_colour
 
@@ -270,7 +272,7 @@ def _run(args: argparse.Namespace, apply: bool, destroy: bool) -> int:
     detail = getattr(args, "diff", False)
     job = fleet.Job(args.inventory, apply=apply, destroy=destroy,
                     state_dir=None if facts else state_dir(args.state_dir),
-                    snapshots=_snapshots(facts) if facts else None, snapshots_from=", ".join(facts or ()),
+                    snapshots=load_snapshots(facts) if facts else None, snapshots_from=", ".join(facts or ()),
                     skip_unsnapshotted=any(os.path.isdir(f) for f in facts or ()),
                     lock_timeout=getattr(args, "lock_timeout", 60.0))
 
@@ -403,12 +405,6 @@ def cmd_facts(args: argparse.Namespace) -> int:
         yaml.default_flow_style = False
         yaml.dump(doc, sys.stdout)
     return EXIT_OK
-
-
-def _snapshots(paths: list[str]) -> dict[str, Any]:
-    from .facts import load_snapshots
-
-    return load_snapshots(paths)
 
 
 if __name__ == "__main__":

@@ -84,8 +84,7 @@ def _warm(loaded: Loaded, job: Job) -> None:
     import gc
 
     if job.snapshots is None:
-        from .connection import kernel  # noqa: F401
-        from .kernel import apply  # noqa: F401
+        from .connection import kernel  # noqa: F401  (and through it the kernel and tunnel modules)
         if any(h.connection == DOCKER for h in loaded.hosts):
             from .connection import docker  # noqa: F401
     gc.freeze()

@@ -82,6 +82,11 @@ def steps_for(plan: Plan, observed: Observed) -> list[tuple[Change, list[Step]]]
     """Pure: the kernel steps of each change, in the plan's order."""
     deleted_routes = {c.before.key for c in plan.changes
                       if c.kind is Kind.ROUTE and c.action is Action.DELETE and isinstance(c.before, Route)}
+
+    def kept_routes_on(device: str) -> tuple[Route, ...]:
+        """What the kernel may take with the device or its address, and an undo puts back."""
+        return tuple(r for r in observed.routes if r.dev == device and r.key not in deleted_routes)
+
     out = []
     for c in plan.changes:
         steps: list[Step] = []
@@ -92,7 +97,7 @@ def steps_for(plan: Plan, observed: Observed) -> list[tuple[Change, list[Step]]]
                 name = c.before.name
                 takes: tuple[Address | Route, ...] = tuple(
                     a for a in observed.addresses if a.device == name and not a.is_link_local_v6)
-                takes += tuple(r for r in observed.routes if r.dev == name and r.key not in deleted_routes)
+                takes += kept_routes_on(name)
                 steps.append(Step("delete-link", c.before, restores=takes))
             if c.action in (Action.CREATE, Action.REPLACE):
                 assert after is not None
@@ -116,8 +121,7 @@ def steps_for(plan: Plan, observed: Observed) -> list[tuple[Change, list[Step]]]
                 steps.append(Step("add-addr", subject))
             else:
                 assert isinstance(subject, Address)
-                steps.append(Step("del-addr", subject, restores=tuple(
-                    r for r in observed.routes if r.dev == subject.device and r.key not in deleted_routes)))
+                steps.append(Step("del-addr", subject, restores=kept_routes_on(subject.device)))
         elif c.action is Action.DELETE:
             assert before is not None
             steps.append(Step("del-route", before))
