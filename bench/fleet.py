@@ -12,12 +12,13 @@ host's work is a `provision` run inside its container: what forks are for.
 from __future__ import annotations
 
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from report import medians, print_seconds
 
 HOSTS = int(os.environ.get("BENCH_HOSTS", "50"))
 DEVICES = int(os.environ.get("BENCH_DEVICES", "20"))
@@ -123,13 +124,9 @@ def main() -> None:
                   flush=True)
     finally:
         namespaces("del")
-    med = {k: statistics.median(v) for k, v in results.items()}
-    print(f"\n{HOSTS} hosts (network namespaces), each {DEVICES} taps with an address and a route; "
-          f"median of {REPEAT} rounds, on {os.cpu_count()} cores\n")
-    print("| what | seconds |")
-    print("|---|---|")
-    for k, v in med.items():
-        print(f"| {k} | {v:.3f} |")
+    med = medians(results)
+    print_seconds(f"{HOSTS} hosts (network namespaces), each {DEVICES} taps with an address and a route; "
+                  f"median of {REPEAT} rounds, on {os.cpu_count()} cores", med)
     checks = [
         ("converge: forks 8 / forks 1", med["converge, forks 8"] / med["converge, forks 1"], 0.6),
         ("no-op plan: forks 8 / forks 1", med["no-op plan, forks 8"] / med["no-op plan, forks 1"], 0.6),
@@ -148,12 +145,9 @@ def main() -> None:
         except Exception as exc:  # the engine or the image: the netns figures above stand alone
             print(f"\ncontainers skipped: {type(exc).__name__}: {exc}")
             return
-        med = {k: statistics.median(v) for k, v in found.items()}
-        print(f"\n{CONTAINERS} containers (docker hosts), each 5 taps with an address; median of {REPEAT} rounds\n")
-        print("| what | seconds |")
-        print("|---|---|")
-        for k, v in med.items():
-            print(f"| {k} | {v:.3f} |")
+        med = medians(found)
+        print_seconds(f"{CONTAINERS} containers (docker hosts), each 5 taps with an address; "
+                      f"median of {REPEAT} rounds", med)
         for what in ("converge", "no-op plan"):
             print(f"| {what}: forks 8 / forks 1 | {med[f'{what}, forks 8'] / med[f'{what}, forks 1']:.2f} |")
 

@@ -8,12 +8,13 @@ Figures are noisy on a shared VM: compare within one run, which is what the rati
 from __future__ import annotations
 
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from report import medians, print_seconds
 
 N = int(os.environ.get("BENCH_DEVICES", "1000"))
 REPEAT = int(os.environ.get("BENCH_REPEAT", "5"))
@@ -106,12 +107,8 @@ def main() -> None:
     finally:
         for ns in ("provision-bench-ip", "provision-bench"):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-    med = {k: statistics.median(v) for k, v in results.items()}
-    print(f"\n{N} tap devices, each with one address and one route; median of {REPEAT} rounds\n")
-    print("| what | seconds |")
-    print("|---|---|")
-    for k, v in med.items():
-        print(f"| {k} | {v:.3f} |")
+    med = medians(results)
+    print_seconds(f"{N} tap devices, each with one address and one route; median of {REPEAT} rounds", med)
     print(f"| peak memory (max RSS of a provision process) | {memory:.0f} MB |")
     ratios = {
         "converge / ip -batch": med["converge"] / med["ip -batch"],
