@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import sys
 from typing import Any, TextIO
 
@@ -46,6 +45,12 @@ def change_line(c: Change, colour: bool, detail: bool = True) -> str:
     head = paint(f"{SYMBOL[c.action]} {c.kind} {c.key}", COLOUR[c.action], colour)
     if not detail:
         return head
+    what, why = change_detail(c)
+    return f"{head}{'  (' + what + ')' if what else ''}{'  [' + why + ']' if why else ''}"
+
+
+def change_detail(c: Change) -> tuple[str, str]:
+    """(what changes, or what the resource is; why), either possibly empty."""
     if c.action in (Action.UPDATE, Action.REPLACE):
         diffs = [f"{f}: {_show(getattr(c.before, f))} → {_show(getattr(c.after, f))}"
                  for f in c.fields_changed() if f not in ("managed", "key_id")]
@@ -54,12 +59,11 @@ def change_line(c: Change, colour: bool, detail: bool = True) -> str:
         if getattr(c.before, "managed", True) != getattr(c.after, "managed", True):
             diffs.append("owner: not provision → provision")
         if c.kind is Kind.TUNNEL:
-            return f"{head}  ({'; '.join(diffs) or describe(c.after)})  [{c.reason}]"  # type: ignore[arg-type]
-        return f"{head}  ({'; '.join(diffs)})" if diffs else f"{head}  [{c.reason}]"
+            return "; ".join(diffs) or describe(c.after), c.reason  # type: ignore[arg-type]
+        return ("; ".join(diffs), "") if diffs else ("", c.reason)
     value = c.after if c.after is not None else c.before
     what = describe(value) if value is not None else ""
-    why = f"  [{c.reason}]" if c.action is Action.DELETE or c.kind is Kind.TUNNEL else ""
-    return f"{head}{'  (' + what + ')' if what else ''}{why}"
+    return what, c.reason if c.action is Action.DELETE or c.kind is Kind.TUNNEL else ""
 
 
 def _show(value: Any) -> str:
@@ -157,8 +161,8 @@ def plan_markdown(outcomes: list[Any], destroy: bool = False) -> str:
             out += [f"#### `{o.host}`: {plan_summary(o.plan).split(': ', 1)[1]}", "",
                     "| | resource | change |", "|:-:|---|---|"]
             for c in o.plan.changes:
-                _, _, detail = change_line(c, colour=False).partition("  ")
-                detail = re.sub(r"^\((.*)\)(?=\s*(\[|$))", r"\1", detail.strip())
+                what, why = change_detail(c)
+                detail = "  ".join(p for p in (what, f"[{why}]" if why else "") if p)
                 out.append(f"| `{SYMBOL[c.action]}` | {c.kind} `{_md(c.key)}` | {_md(detail)} |")
             out.append("")
     return "\n".join(out)
