@@ -6,36 +6,21 @@ does not stop the others."""
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import subprocess
-import tarfile
 from pathlib import Path
 
 import pytest
 from ruamel.yaml import YAML
 
+from tests.docker.archive import put
 from tests.integration.helpers import PROVISION
 from tests.integration.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 PLAYBOOK_DIR = ROOT / "examples" / "ansible"
 NAMES = ["pv-ans1", "pv-ans2", "pv-ans3"]
-
-
-def put_file(container, path: str, data: bytes, mode: int) -> None:  # type: ignore[no-untyped-def]
-    archive = io.BytesIO()
-    with tarfile.open(fileobj=archive, mode="w") as tar:
-        parts = path.strip("/").split("/")
-        for i in range(1, len(parts)):
-            info = tarfile.TarInfo("/".join(parts[:i]))
-            info.type, info.mode = tarfile.DIRTYPE, 0o700 if parts[i - 1] in (".ssh", "provision", "keys") else 0o755
-            tar.addfile(info)
-        info = tarfile.TarInfo("/".join(parts))
-        info.size, info.mode = len(data), mode
-        tar.addfile(info, io.BytesIO(data))
-    container.put_archive("/", archive.getvalue())
 
 
 def inventory(ips: dict[str, str], private_key: Path, mtu: int = 1500, broken: bool = False) -> dict:
@@ -73,8 +58,9 @@ def fleet(containers, tmp_path: Path):  # type: ignore[no-untyped-def]
     subprocess.run([*PROVISION, "keygen", str(tmp_path / "core.key")], check=True, capture_output=True)
     ips = {}
     for name, c in made.items():
-        put_file(c, "/root/.ssh/authorized_keys", (tmp_path / "id.pub").read_bytes(), 0o600)
-        put_file(c, "/etc/provision/keys/core.key", (tmp_path / "core.key").read_bytes(), 0o600)
+        put(c, {"/root/.ssh/authorized_keys": (tmp_path / "id.pub").read_bytes(),
+                "/etc/provision/keys/core.key": (tmp_path / "core.key").read_bytes()},
+            mode=0o600, dirs=["/root/.ssh", "/etc/provision", "/etc/provision/keys"], dir_mode=0o700)
         code, out = c.exec_run(["sh", "-c", "ssh-keygen -A >/dev/null && mkdir -p /run/sshd && /usr/sbin/sshd"])
         assert code == 0, out
         c.reload()

@@ -5,14 +5,13 @@ each workflow: no change, changes pending, and an invalid inventory."""
 
 from __future__ import annotations
 
-import io
-import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from ruamel.yaml import YAML
 
+from tests.docker.archive import put
 from tests.integration.helpers import provision
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,23 +49,6 @@ def workflows() -> dict[str, tuple[str, dict[str, str], str]]:
     }
 
 
-def put(container, files: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
-    """Files (and their directories) into the container, owned by the unprivileged user."""
-    archive = io.BytesIO()
-    with tarfile.open(fileobj=archive, mode="w") as tar:
-        dirs = {str(Path(WORK, name).parent) for name in files} | {"/home/ci", WORK}
-        for d in sorted(dirs):
-            info = tarfile.TarInfo(d.lstrip("/"))
-            info.type, info.mode, info.uid, info.gid = tarfile.DIRTYPE, 0o755, NOBODY, NOBODY
-            tar.addfile(info)
-        for name, text in files.items():
-            data = text.encode()
-            info = tarfile.TarInfo(f"{WORK.lstrip('/')}/{name}")
-            info.size, info.mode, info.uid, info.gid = len(data), 0o644, NOBODY, NOBODY
-            tar.addfile(info, io.BytesIO(data))
-    container.put_archive("/", archive.getvalue())
-
-
 @pytest.fixture
 def snapshots(make_netns: Callable[[], str], tmp_path: Path) -> dict[str, str]:
     """facts/gw1.json and facts/gw2.json, of two namespaces provisioned by the real apply."""
@@ -89,7 +71,8 @@ def test_the_example_workflow_as_a_non_root_user(workflow: str, snapshots: dict[
     clean = snapshots["inventory.yaml"]
 
     def run(inventory: str) -> tuple[int, str, str, str]:
-        put(container, {**snapshots, "inventory.yaml": inventory})
+        files = {f"{WORK}/{name}": text.encode() for name, text in {**snapshots, "inventory.yaml": inventory}.items()}
+        put(container, files, mode=0o644, dirs=["/home/ci", WORK, f"{WORK}/facts"], owner=NOBODY)
         container.exec_run(["rm", "-f", f"{WORK}/plan.md", f"{WORK}/{exit_file}"])
         code, out = container.exec_run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script],
                                        user=f"{NOBODY}:{NOBODY}", workdir=WORK, environment=env)
