@@ -56,6 +56,7 @@ PI_LEN = 4
 CARRIER_CONGESTION = b"cubic"  # for the TCP connection that carries a tunnel
 BATCH = 8  # units read from the device and sent to a TCP peer at once, at most
 HELLO_INTERVAL = 0.5  # seconds between handshake messages while a UDP tunnel looks for its peer
+HELLO_FAST, HELLO_FAST_FOR = 0.05, 1.0  # ... but every 0.05 s in the first second it looks
 HANDSHAKE_TIMEOUT = 5.0  # seconds a TCP peer has to complete the handshake
 MAX_HANDSHAKES = 16  # TCP handshakes in progress at once; more connections are closed at once
 MAX_PENDING = 64  # UDP handshakes awaiting their CONFIRM
@@ -202,6 +203,11 @@ class Forwarder:
         self._last_heard = 0.0
         self._hinted = 0.0  # when we last told a sender we do not know its session
         self._run_next = -1  # UDP: the counter that would continue the coalescer's run
+        # When the peer has just gone (it said CLOSE) or we have just started, it is most likely
+        # restarting, which takes about 0.1 s: handshake messages go every HELLO_FAST for a while,
+        # so the tunnel is back as soon as the peer is, not up to HELLO_INTERVAL later.
+        self._looking_since = time.monotonic()
+        self._receive_timeout = HELLO_INTERVAL  # what SO_RCVTIMEO is set to
 
     def _bind_tcp(self) -> socket.socket:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
@@ -249,7 +255,10 @@ class Forwarder:
             threading.Thread(target=self._device_to_tcp, daemon=True, name="device->peer").start()
             self._tcp_forever()
         else:
-            self._udp_forever()
+            try:
+                self._udp_forever()
+            finally:
+                self._udp_close()
 
     def _report_forever(self) -> None:
         while True:
@@ -535,10 +544,12 @@ class Forwarder:
                 self._lost(f"nothing from {_address(self._udp_peer)} for {wire.DEAD_AFTER:.0f} s")
                 self._udp_deactivate()
             steady = self._session is not None and self._confirmed and self._initiator is None
-            interval = wire.KEEPALIVE_INTERVAL if steady else HELLO_INTERVAL
+            fast = not steady and now - self._looking_since < HELLO_FAST_FOR
+            interval = wire.KEEPALIVE_INTERVAL if steady else HELLO_FAST if fast else HELLO_INTERVAL
             if now - last_sent >= interval:
                 last_sent = now
                 self._udp_tick(sock)
+            self._udp_receive_timeout(sock, HELLO_FAST if fast else HELLO_INTERVAL)
             buf, view = buffers[turn], views[turn]
             if coalescer is not None and (coalescer.holds(buf) or coalescer.holds(plains[turn])):
                 coalescer.flush()
@@ -566,8 +577,16 @@ class Forwarder:
             self._udp_received(sock, view, plain_views[turn], n, size, addr)
             turn ^= 1
 
+    def _udp_receive_timeout(self, sock: socket.socket, seconds: float) -> None:
+        """Wake up in time for the next handshake message. Set only when it changes (twice per
+        handshake), so that the data path pays no system call for it."""
+        if seconds != self._receive_timeout:
+            self._receive_timeout = seconds
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, int(seconds * 1e6)))
+
     def _udp_tick(self, sock: socket.socket) -> None:
-        """Every HELLO_INTERVAL while looking for the peer, every KEEPALIVE_INTERVAL after."""
+        """While looking for the peer: every HELLO_FAST at first, then every HELLO_INTERVAL.
+        Every KEEPALIVE_INTERVAL after."""
         if self.t.role is Role.CONNECT and self._session is None:
             try:  # resolve again each time: the peer may come back elsewhere
                 found = socket.getaddrinfo(self.host, self.port, sock.family, socket.SOCK_DGRAM)[0][4]
@@ -593,6 +612,15 @@ class Forwarder:
         assert self._control_sealer is not None
         self._udp_send_control(sock, self._control_sealer.seal(wire.KEEPALIVE), self._udp_peer)
 
+    def _udp_close(self) -> None:
+        """Tell the peer this session ends (a UDP peer has no FIN to hear), so that it starts a
+        new handshake at once instead of after DEAD_AFTER of silence: a restart for a new key then
+        costs what a reconnect costs. Runs as SIGTERM's SystemExit unwinds the receive loop; the
+        control sealer has no other user, and a seal the signal cut short was never sent, so no
+        counter goes out twice."""
+        if self._udp is not None and self._control_sealer is not None and self._udp_peer is not None:
+            self._udp_send_control(self._udp, self._control_sealer.seal(wire.CLOSE), self._udp_peer)
+
     def _udp_activate(self, addr: Any, s: Session, sock: socket.socket, confirmed: bool) -> None:
         self._session, self._udp_peer, self._confirmed = s, addr, confirmed
         self._session_made(s)
@@ -612,6 +640,7 @@ class Forwarder:
             self._udp_peer = None
         assert self._outbound is not None
         self._outbound.set_peer(None, 0, None)
+        self._looking_since = time.monotonic()
 
     def _udp_received(self, sock: socket.socket, view: memoryview, plain: memoryview, n: int, size: int,
                       addr: Any) -> None:
@@ -675,12 +704,16 @@ class Forwarder:
         sid = session.DATAGRAM.unpack_from(datagram)[1]
         body = datagram[session.DATAGRAM_LEN:]
         try:
-            if kind == wire.KEEPALIVE:
+            if kind in (wire.KEEPALIVE, wire.CLOSE):
                 if self._control_opener is None or addr != self._udp_peer:
                     self.stats.drop("datagram from an unknown sender")
                     self._unknown_session(sock, datagram, addr)
                     return False
                 self._control_opener.open_into(datagram, plain)
+                if kind == wire.CLOSE:
+                    self._lost(f"{_address(addr)} closed the session (its forwarder stopped or is restarting)")
+                    self._udp_deactivate()
+                    return False
                 if not self._confirmed:
                     self._confirmed = True
                     self._connected(_address(addr))
@@ -708,6 +741,7 @@ class Forwarder:
                 if self._session is not None and sid == self._session.id and self._initiator is None:
                     log.info("the listener no longer knows our session (it restarted): a new handshake")
                     self._udp_send_init(sock, addr)
+                    self._looking_since = time.monotonic()
             elif kind == wire.REFUSED and not listener and self._initiator is not None:
                 self.stats.refused(_address(addr), str(session.refused(body)))
             else:

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 # Frame and datagram types (the top byte of a TCP frame word, the first byte of a datagram).
 DATA, INIT, KEEPALIVE, CONFIRM, DATA_LZ4, REPLY, UNKNOWN_SESSION, REFUSED = 0, 1, 2, 3, 4, 5, 6, 7
 DATA_CONT = 8  # UDP: a segment of the same super-packet as the datagram before it (see vnet.Coalescer.append)
+CLOSE = 9  # UDP: the sender's forwarder is stopping; sealed like a keepalive, so only the peer can end a session
 FRAME = struct.Struct(">I")
 FRAME_LEN = FRAME.size
 MAX_UNIT = 65535 + 4 + 10 + 18  # an IP packet of 64 KB, pi, virtio header, Ethernet + VLAN

@@ -126,10 +126,14 @@ def test_forged_replayed_old_and_truncated_datagrams_never_reach_the_device(tmp_
 
         flipped = at(top + 5)
         flipped[-20] ^= 0x40
+        sid = int.from_bytes(newest[4:8], "big")
+        forger = session.DatagramSealer(os.urandom(32), sid, False)
+        forger.counter = 1 << 20  # ahead of the window: refused for its tag, not as a replay
+        close = forger.seal(wire.CLOSE)  # "I am going", but not from the peer
         attacks = {
             "replayed": [newest],
             "older than the replay window": [recorded[0][1]],
-            "datagram failed authentication": [bytes(flipped), bytes(at(1 << 40)), bytes(at(top + 6)[:40])],
+            "datagram failed authentication": [bytes(flipped), bytes(at(1 << 40)), bytes(at(top + 6)[:40]), close],
             "datagram shorter than its authentication tag": [bytes(at(top + 7)[:20])],
             "datagram shorter than its header": [newest[:5]],
         }
@@ -146,6 +150,7 @@ def test_forged_replayed_old_and_truncated_datagrams_never_reach_the_device(tmp_
     finally:
         thaw(frozen)
     assert status(inv, state)["gw1"]["pid"] == listener["pid"]
+    assert "closed the session" not in (state / "tunnels/gw1/core/forwarder.log").read_text()
     assert pings(hosts[0], "198.51.100.2"), "the tunnel stays up for the real peer"
 
 
