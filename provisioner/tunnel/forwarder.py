@@ -231,7 +231,7 @@ class Forwarder:
             log.info("no UDP_GRO here: one datagram per receive")
         # A blocking socket whose receives give up after HELLO_INTERVAL (kernel-side, so that a
         # receive is one system call, not a poll and a receive).
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, int(HELLO_INTERVAL * 1e6)))
+        _set_receive_timeout(sock, HELLO_INTERVAL)
         if not connect:
             log.info("listening on %s (udp)", self.t.endpoint)
         return sock
@@ -549,7 +549,10 @@ class Forwarder:
             if now - last_sent >= interval:
                 last_sent = now
                 self._udp_tick(sock)
-            self._udp_receive_timeout(sock, HELLO_FAST if fast else HELLO_INTERVAL)
+            wait = HELLO_FAST if fast else HELLO_INTERVAL
+            if wait != self._receive_timeout:  # twice per handshake: the data path pays no system call
+                self._receive_timeout = wait
+                _set_receive_timeout(sock, wait)
             buf, view = buffers[turn], views[turn]
             if coalescer is not None and (coalescer.holds(buf) or coalescer.holds(plains[turn])):
                 coalescer.flush()
@@ -576,13 +579,6 @@ class Forwarder:
                     size = struct.unpack("i", data[:4])[0]
             self._udp_received(sock, view, plain_views[turn], n, size, addr)
             turn ^= 1
-
-    def _udp_receive_timeout(self, sock: socket.socket, seconds: float) -> None:
-        """Wake up in time for the next handshake message. Set only when it changes (twice per
-        handshake), so that the data path pays no system call for it."""
-        if seconds != self._receive_timeout:
-            self._receive_timeout = seconds
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, int(seconds * 1e6)))
 
     def _udp_tick(self, sock: socket.socket) -> None:
         """While looking for the peer: every HELLO_FAST at first, then every HELLO_INTERVAL.
@@ -935,6 +931,11 @@ class Backoff:
 
     def reset(self) -> None:
         self.delay = self.first
+
+
+def _set_receive_timeout(sock: socket.socket, seconds: float) -> None:
+    """Receives give up after `seconds` (under 1): the UDP loop wakes for its handshake messages."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, int(seconds * 1e6)))
 
 
 def _path_room(addr: Any, family: int) -> int:
