@@ -1,0 +1,64 @@
+"""What a forwarder reports to its supervisor once a second: one bounded JSON line on stdout.
+
+Its size does not depend on anything a peer sends: the drop reasons are a closed set, the
+error texts are ours, the peer is an address we format.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from enum import StrEnum
+from typing import Any
+
+from .drops import Drops
+
+log = logging.getLogger("provision.forwarder")
+
+
+class LinkState(StrEnum):
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.state = LinkState.CONNECTING
+        self.peer: str | None = None
+        self.since = time.time()
+        self.rx_packets = self.rx_bytes = self.tx_packets = self.tx_bytes = 0
+        self.drops = Drops()
+        self.last_error: str | None = None
+        self.last_error_at: float | None = None
+        self.handshakes = 0
+        self.last_handshake: float | None = None
+        self.peer_key: str | None = None
+
+    def error(self, text: str) -> None:
+        if text != self.last_error:
+            log.warning("%s", text)
+        self.last_error, self.last_error_at = text, time.time()
+
+    def set_state(self, state: LinkState, peer: str | None) -> None:
+        if state is not self.state or peer != self.peer:
+            if state is LinkState.CONNECTED:
+                log.info("connected to %s", peer)
+            elif self.state is LinkState.CONNECTED:
+                log.info("lost the peer %s", self.peer)
+            self.state, self.peer, self.since = state, peer, time.time()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"state": self.state.value, "peer": self.peer, "since": self.since, "at": time.time(),
+                "rx_packets": self.rx_packets, "rx_bytes": self.rx_bytes,
+                "tx_packets": self.tx_packets, "tx_bytes": self.tx_bytes,
+                "drops": self.drops.to_dict(), "last_error": self.last_error, "last_error_at": self.last_error_at,
+                "handshakes": self.handshakes, "last_handshake": self.last_handshake, "peer_key": self.peer_key}
+
+    def report(self) -> None:
+        """One line to the supervisor, which keeps it in stats.json."""
+        try:
+            os.write(1, json.dumps(self.to_dict()).encode() + b"\n")
+        except OSError:
+            pass  # the supervisor is gone; PR_SET_PDEATHSIG ends us

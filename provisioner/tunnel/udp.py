@@ -1,0 +1,324 @@
+"""The UDP carrier: one thread, one poll loop over the device and the socket, both directions.
+
+Every datagram is one WireGuard message. What arrives is checked at fixed offsets before
+anything else: the first four bytes are the type (a little-endian u32, so WireGuard's three
+reserved bytes must be zero) and the size must be the type's (handshake messages) or at
+least the transport minimum. Transport messages go straight to their keypair (a dict lookup,
+the replay window, one AEAD); handshake messages go through the gate (gate.py) to the
+peer's state machine (peer.py). A datagram that raises anything is a counted INTERNAL drop
+and a rate-limited log line, never the end of the loop.
+
+Device → peer: whatever the device holds is read without waiting (its offloads are off over
+UDP, so one read is one packet), sealed, and sent in runs of equal-sized datagrams with one
+UDP_SEGMENT send each. Peer → device: a receive takes a run of datagrams at once (UDP_GRO).
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import logging
+import select
+import socket
+import struct
+import time
+from typing import Any
+
+from ..model import Role, Tunnel, split_endpoint
+from . import noise
+from .device import READ_SIZE, Device, DeviceGone
+from .drops import Drop
+from .keypair import Keypair
+from .peer import Peer
+from .stats import LinkState, Stats
+
+SOL_UDP, UDP_SEGMENT, UDP_GRO = 17, 103, 104  # Python 3.11 has no names for these
+GSO_SEND_LIMIT = 65000  # bytes of datagrams in one UDP_SEGMENT send
+MAX_SEGMENTS = 64  # the kernel's UDP_MAX_SEGMENTS
+SEND_BATCH = 64  # units read from the device per turn of the loop, at most
+RECEIVE_BATCH = 16  # receives per turn of the loop, at most
+MAX_STAGED = 128  # units kept while a handshake is under way (WireGuard's queue length)
+REPORT_EVERY = 1.0
+HANDSHAKE_SIZES = {noise.MSG_INITIATION: noise.INITIATION_LEN, noise.MSG_RESPONSE: noise.RESPONSE_LEN,
+                   noise.MSG_COOKIE_REPLY: noise.COOKIE_REPLY_LEN}
+TRANSPORT = noise.MSG_TRANSPORT
+
+log = logging.getLogger("provision.forwarder")
+
+
+def source_key(addr: Any) -> bytes:
+    """The source as WireGuard's cookie MACs it: address bytes, then the port (big-endian)."""
+    host = addr[0]
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.inet_pton(family, host) + int(addr[1]).to_bytes(2, "big")
+
+
+def address_text(addr: Any) -> str:
+    host = str(addr[0]).removeprefix("::ffff:")
+    return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
+
+
+def bind(t: Tunnel) -> socket.socket:
+    """The socket, bound while we still may (a low port needs privilege)."""
+    host, port = split_endpoint(t.endpoint)
+    connect = t.role is Role.CONNECT
+    bind_host = ("::" if ":" in host else "0.0.0.0") if connect else host
+    sock = socket.socket(socket.AF_INET6 if ":" in bind_host else socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+    sock.bind((bind_host, 0 if connect else port))
+    try:
+        sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+    except OSError:
+        log.info("no UDP_GRO here: one datagram per receive")
+    sock.setblocking(False)
+    return sock
+
+
+class UdpCarrier:
+    def __init__(self, t: Tunnel, device: Device, peer: Peer | None, sock: socket.socket, stats: Stats):
+        self.t, self.device, self.peer, self.sock, self.stats = t, device, peer, sock, stats
+        self.drop = stats.drops
+        self.host, self.port = split_endpoint(t.endpoint)
+        self.endpoint: Any = None  # where the peer is: resolved (connect), or learned from it (listen)
+        self.staged: collections.deque[bytes | memoryview] = collections.deque(maxlen=MAX_STAGED)
+        self.gso = True
+        self._internal_logged = -60.0
+        self._last_report = 0.0
+
+    # ------------------------------------------------------------ the loop
+
+    def run(self) -> None:
+        poller = select.poll()
+        poller.register(self.device.fd, select.POLLIN)
+        poller.register(self.sock.fileno(), select.POLLIN)
+        dev_fd, sock_fd = self.device.fd, self.sock.fileno()
+        rbuf = bytearray(READ_SIZE)
+        gbuf = bytearray(1 << 17)
+        if self.t.role is Role.CONNECT:
+            self._resolve()
+        while True:
+            now = time.monotonic()
+            wait = self._tick(now)
+            for fd, _ in poller.poll(wait * 1000):
+                if fd == sock_fd:
+                    self._receive(gbuf)
+                elif fd == dev_fd:
+                    self._send_from_device(rbuf)
+
+    def _tick(self, now: float) -> float:
+        """Timers: handshakes, keepalives, the report. Returns how long the loop may sleep."""
+        peer = self.peer
+        wait = 0.5
+        if peer is not None:
+            if self.endpoint is not None or self.t.role is Role.CONNECT:
+                for msg in peer.due(now):
+                    if self.endpoint is None and not self._resolve():
+                        break
+                    self._send(msg, self.endpoint)
+            wait = min(wait, peer.next_event(now))
+            state = LinkState.CONNECTED if peer.connected(now) else LinkState.CONNECTING
+            self.stats.handshakes, self.stats.last_handshake = peer.handshakes, peer.last_handshake
+        else:
+            if self.t.role is Role.CONNECT and now - self._last_keepalive >= 2.0 and self._resolve():
+                self._send(b"", self.endpoint)
+                self._last_keepalive = now
+            state = LinkState.CONNECTED if now - self._heard < 15.0 else LinkState.CONNECTING
+        self.stats.set_state(state, address_text(self.endpoint) if self.endpoint else None)
+        if now - self._last_report >= REPORT_EVERY:
+            self._last_report = now
+            self.stats.report()
+        return max(0.001, min(wait, REPORT_EVERY - (now - self._last_report)))
+
+    _last_keepalive = -60.0
+    _heard = -60.0
+
+    def _resolve(self) -> bool:
+        try:  # resolve again each time: the peer may come back elsewhere
+            found = socket.getaddrinfo(self.host, self.port, self.sock.family, socket.SOCK_DGRAM)[0][4]
+        except OSError as exc:
+            self.stats.error(f"resolving {self.host}: {exc.strerror or exc}")
+            return False
+        self.endpoint = (str(found[0]), int(found[1]))
+        return True
+
+    def _send(self, data: bytes | memoryview, addr: Any) -> None:
+        try:
+            self.sock.sendto(data, addr)
+        except BlockingIOError:
+            self.drop(Drop.SEND_FAILED)
+        except OSError as exc:
+            self.drop(Drop.SEND_FAILED)
+            self.stats.error(f"send to {address_text(addr)}: {exc.strerror or exc}")
+
+    # ------------------------------------------------------------ device → peer
+
+    def _send_from_device(self, rbuf: bytearray) -> None:
+        device, peer, stats = self.device, self.peer, self.stats
+        view = memoryview(rbuf)
+        now = time.monotonic()
+        kp = peer.sender(now) if peer is not None else None
+        out: list[bytes | memoryview] = []
+        nbytes = 0
+        for _ in range(SEND_BATCH):
+            n = device.read(rbuf)
+            if n == 0:
+                break
+            payload = device.payload(view[:n])
+            nbytes += n - device.skip
+            if peer is None:
+                out.append(bytes(payload))
+            elif kp is None:
+                if len(self.staged) == MAX_STAGED:
+                    self.drop(Drop.NO_SESSION)  # the oldest goes, as in WireGuard
+                self.staged.append(bytes(payload))
+            else:
+                out.append(kp.seal(payload))
+        if out:
+            if self.endpoint is None:
+                self.drop(Drop.NO_SESSION, len(out))
+                return
+            sent = self._send_all(out, self.endpoint)
+            stats.tx_packets += sent
+            stats.tx_bytes += nbytes
+            if peer is not None:
+                peer.last_sent = now
+
+    def _flush_staged(self, kp: Keypair) -> None:
+        if not self.staged or self.endpoint is None:
+            return
+        out = [kp.seal(p) for p in self.staged]
+        self.staged.clear()
+        self.stats.tx_packets += self._send_all(out, self.endpoint)
+
+    def _send_all(self, msgs: list[bytes | memoryview], addr: Any) -> int:
+        """Runs of equal-sized datagrams (the last of a run may be shorter) in one UDP_SEGMENT send each."""
+        sent, i, count = 0, 0, len(msgs)
+        while i < count:
+            size = len(msgs[i])
+            j = i + 1
+            limit = min(count, i + min(MAX_SEGMENTS, max(1, GSO_SEND_LIMIT // max(size, 1))))
+            while j < limit and len(msgs[j]) == size:
+                j += 1
+            if j < limit and len(msgs[j]) < size:
+                j += 1  # a shorter one may end the run
+            if j - i > 1 and self.gso:
+                try:
+                    self.sock.sendmsg([b"".join(msgs[i:j])], [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))], 0,
+                                      addr)
+                    sent += j - i
+                except OSError as exc:
+                    if exc.errno in (errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP):
+                        log.info("no UDP_SEGMENT here (%s): one send per datagram", exc.strerror)
+                        self.gso = False
+                        continue
+                    self.drop(Drop.SEND_FAILED, j - i)
+            else:
+                for m in msgs[i:j]:
+                    try:
+                        self.sock.sendto(m, addr)
+                        sent += 1
+                    except OSError:
+                        self.drop(Drop.SEND_FAILED)
+            i = j
+        return sent
+
+    # ------------------------------------------------------------ peer → device
+
+    def _receive(self, buf: bytearray) -> None:
+        view = memoryview(buf)
+        space = socket.CMSG_SPACE(4)
+        for _ in range(RECEIVE_BATCH):
+            try:
+                n, anc, flags, addr = self.sock.recvmsg_into((buf,), space)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # an ICMP error for something we sent, reported here
+                self.stats.error(f"receive: {exc.strerror or exc}")
+                continue
+            if flags & socket.MSG_TRUNC:
+                self.drop(Drop.MALFORMED)
+                continue
+            size = n
+            for level, kind, data in anc:
+                if level == SOL_UDP and kind == UDP_GRO and len(data) >= 4:
+                    size = struct.unpack_from("=i", data)[0] or n
+            now = time.monotonic()
+            for off in range(0, n, size):
+                try:
+                    self._datagram(view[off:min(off + size, n)], addr, now)
+                except DeviceGone:
+                    raise
+                except Exception:  # one datagram never ends the loop
+                    self._internal()
+
+    def _internal(self) -> None:
+        self.drop(Drop.INTERNAL)
+        now = time.monotonic()
+        if now - self._internal_logged > 10.0:
+            self._internal_logged = now
+            log.exception("a datagram raised (logged at most every 10 s)")
+
+    def _datagram(self, d: memoryview, addr: Any, now: float) -> None:
+        peer = self.peer
+        if peer is None:
+            self._plain_datagram(d, addr, now)
+            return
+        n = len(d)
+        kind = int.from_bytes(d[:4], "little") if n >= 4 else -1
+        if kind == TRANSPORT and n >= noise.TRANSPORT_MIN_LEN:
+            kp = peer.keypairs.get(int.from_bytes(d[4:8], "little"))
+            if kp is None:
+                self.drop(Drop.UNKNOWN_INDEX)
+                hello = peer.stranger(now)
+                if hello is not None:
+                    self._send(hello, addr)
+                return
+            if now - kp.created >= 180.0:
+                self.drop(Drop.EXPIRED)
+                return
+            plain = kp.open(d)
+            if plain is None:
+                self.drop(Drop.DECRYPT_FAILED)
+                return
+            was_confirmed = kp.confirmed
+            peer.heard(kp, now)
+            if addr != self.endpoint:
+                self.endpoint = addr  # roaming: the peer is where its last authenticated message came from
+            if not was_confirmed:
+                self._flush_staged(kp)
+            if plain:
+                why = self.device.deliver(plain)
+                if why is None:
+                    self.stats.rx_packets += 1
+                    self.stats.rx_bytes += len(plain)
+                else:
+                    self.drop(why)
+            return
+        if HANDSHAKE_SIZES.get(kind) != n:
+            self.drop(Drop.MALFORMED)
+            return
+        had = peer.current
+        why, reply = peer.on_handshake(d, source_key(addr), now)
+        if reply is not None:
+            self._send(reply, addr)
+        if why is not None:
+            self.drop(why)
+            return
+        if kind != noise.MSG_COOKIE_REPLY:
+            self.endpoint = addr
+        if peer.current is not had and peer.current is not None:
+            self._flush_staged(peer.current)
+
+    def _plain_datagram(self, d: memoryview, addr: Any, now: float) -> None:
+        """An insecure tunnel: the datagram is the unit; anyone may send one (that is what insecure means)."""
+        self._heard = now
+        if self.t.role is Role.LISTEN:
+            self.endpoint = addr
+        if len(d):
+            why = self.device.deliver(d)
+            if why is None:
+                self.stats.rx_packets += 1
+                self.stats.rx_bytes += len(d)
+            else:
+                self.drop(why)
