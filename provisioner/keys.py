@@ -1,13 +1,20 @@
-"""Tunnel keys: the pre-shared secret both ends of a tunnel hold, one file each.
+"""Tunnel keys, as WireGuard has them: a static X25519 key pair per host, and an optional
+pre-shared key per tunnel.
 
-A key file holds 32 random bytes in base64 on one line, as `provision keygen` writes it
-(the format WireGuard uses for its keys). Like ssh with a private key, provision refuses a
-key file that group or others can read or write, or that someone other than root or us
-owns: a secret that others can read is no longer a secret, and one they can write is theirs.
+A key file holds 32 bytes in base64 on one line: the format of `wg genkey` and `wg genpsk`,
+so a key made by either tool works in the other. The private key stays on its host, in a file
+only root (or the user running provision) may read; its public key is what the inventory
+holds (`tunnel_public_key`). A pre-shared key (`psk_file`) is the same on both ends.
 
-The key never leaves this module except into a forwarder's memory. What the rest of
-provision sees is the key's id: a keyed hash of it, so that a plan can say "the key
-changed" and two ends can be checked to hold the same key, without the key itself.
+A key file is a secret that someone else may have put in our way, so reading one is done
+as ssh reads a private key and more: never through a symbolic link, never blocking on a
+FIFO, only a regular file of at most a few hundred bytes, with no access for group or
+others and owned by root or by us. A secret others can read is no longer a secret, and one
+they can write is theirs.
+
+Secrets never leave this module except into a forwarder's memory. What the rest of
+provision sees is a public key, or for a pre-shared key its id: a keyed hash, so that a
+plan can say "the psk changed" and two ends can be checked to hold the same one.
 """
 
 from __future__ import annotations
@@ -22,9 +29,13 @@ import secrets
 import stat
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
 from .errors import ProvisionError
 
 KEY_BYTES = 32
+MAX_FILE_BYTES = 256  # a key file is 45 bytes; anything much larger is not one
+DEFAULT_PRIVATE_KEY_FILE = "/etc/provision/tunnel.key"
 
 
 class KeyFileError(ProvisionError):
@@ -37,34 +48,57 @@ class KeyFileError(ProvisionError):
 
 
 def keygen(path: str | os.PathLike[str], force: bool = False) -> str:
-    """Write a new random key with mode 0600; its id. An existing file is kept unless `force`,
-    and then replaced atomically, so a reader sees the old key or the new one, never half."""
-    target = Path(path)
+    """Write a new X25519 private key with mode 0600; its public key (base64), for the inventory.
+    An existing file is kept unless `force`, and then replaced atomically."""
+    private = bytearray(secrets.token_bytes(KEY_BYTES))
+    private[0] &= 248  # clamped as `wg genkey` does (X25519 clamps anyway: the same key either way)
+    private[31] = (private[31] & 127) | 64
+    _write(Path(path), bytes(private), force)
+    return public_key(bytes(private))
+
+
+def pskgen(path: str | os.PathLike[str], force: bool = False) -> str:
+    """Write a new random pre-shared key with mode 0600; its id."""
+    psk = secrets.token_bytes(KEY_BYTES)
+    _write(Path(path), psk, force)
+    return key_id(psk)
+
+
+def _write(target: Path, key: bytes, force: bool) -> None:
+    """So a reader sees the old key or the new one, never half of one."""
     if target.exists() and not force:
-        raise KeyFileError(target, "already exists (use --force to replace it: that rotates the key)")
-    key = secrets.token_bytes(KEY_BYTES)
-    text = base64.b64encode(key) + b"\n"
+        raise KeyFileError(target, "already exists (use --force to replace it: that changes the key)")
     try:
         target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
-            os.write(fd, text)
+            os.write(fd, encode(key).encode() + b"\n")
             os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, target)
     except OSError as exc:
         raise KeyFileError(target, f"cannot write it: {exc.strerror}") from None
-    return key_id(key)
 
 
-def read_key(path: str | os.PathLike[str]) -> bytes:
-    """The key in the file, after the checks ssh makes of a private key."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)  # a symlink is followed: its target is checked
+def read_private(path: str | os.PathLike[str]) -> bytes:
+    """This host's private key (32 bytes), after the checks in the module's docstring."""
+    return _read(path, "a private key (write one with: provision keygen PATH)")
+
+
+def read_psk(path: str | os.PathLike[str]) -> bytes:
+    """A tunnel's pre-shared key (32 bytes), after the same checks."""
+    return _read(path, "a pre-shared key (write one with: provision keygen --psk PATH)")
+
+
+def _read(path: str | os.PathLike[str], what: str) -> bytes:
+    try:  # O_NONBLOCK: a FIFO put in our way must not hang us; O_NOFOLLOW: nor a link lead elsewhere
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
-        hint = " (make one with: provision keygen PATH)" if exc.errno == errno.ENOENT else ""
+        if exc.errno == errno.ELOOP:
+            raise KeyFileError(path, "is a symbolic link; name the file itself") from None
+        hint = f" (it should be {what})" if exc.errno == errno.ENOENT else ""
         raise KeyFileError(path, (exc.strerror or "cannot be read") + hint,
                            missing=exc.errno in (errno.ENOENT, errno.EACCES, errno.ENOTDIR)) from None
     try:
@@ -76,19 +110,35 @@ def read_key(path: str | os.PathLike[str]) -> bytes:
                                      f"run: chmod 600 {path}")
         if st.st_uid not in (0, os.geteuid()):
             raise KeyFileError(path, f"is owned by uid {st.st_uid}, not by root or by this user")
-        data = os.read(fd, 256)
+        if st.st_size > MAX_FILE_BYTES:
+            raise KeyFileError(path, f"is {st.st_size} bytes: not {what}")
+        data = os.read(fd, MAX_FILE_BYTES + 1)
     finally:
         os.close(fd)
-    try:
-        key = base64.b64decode(data.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        key = b""
-    if len(key) != KEY_BYTES:
-        raise KeyFileError(path, f"is not a provision key ({KEY_BYTES} bytes in base64 on one line; "
-                                 "write one with: provision keygen PATH)")
+    key = decode(data.decode("ascii", "replace").strip()) if len(data) <= MAX_FILE_BYTES else None
+    if key is None:
+        raise KeyFileError(path, f"is not {what}: {KEY_BYTES} bytes in base64 on one line")
     return key
 
 
+def decode(text: str) -> bytes | None:
+    """The 32 bytes a base64 key stands for, or None if it is not one."""
+    try:
+        key = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return key if len(key) == KEY_BYTES else None
+
+
+def encode(key: bytes) -> str:
+    return base64.b64encode(key).decode()
+
+
+def public_key(private: bytes) -> str:
+    """The public key (base64) of a private key: what `wg pubkey` prints for it."""
+    return encode(X25519PrivateKey.from_private_bytes(private).public_key().public_bytes_raw())
+
+
 def key_id(key: bytes) -> str:
-    """A public name for a key: the same key gives the same id, and the id gives away nothing."""
+    """A public name for a pre-shared key: the same key gives the same id, and the id gives away nothing."""
     return hmac.new(key, b"provision key id v1", hashlib.sha256).hexdigest()[:16]

@@ -131,19 +131,22 @@ class Tunnel:
     pi: bool = False
     vnet_hdr: bool = False
     multi_queue: bool = False
-    key_file: str | None = None  # absolute; None: insecure (plaintext, unauthenticated)
-    key_id: str | None = None  # the key's public id (keys.key_id); desired None: not known here
+    private_key_file: str | None = None  # absolute, this host's X25519 private key; None: insecure (plaintext)
+    public_key: str | None = None  # this host's public key (base64) as the inventory says
+    peer_public_key: str | None = None  # the other end's public key (base64)
+    psk_file: str | None = None  # absolute; the optional pre-shared key mixed into the handshake
+    psk_id: str | None = None  # keys.key_id of the psk; desired None: not known here
     compress: bool = False
     user: str | None = None  # the forwarder drops to this user (and group) after opening its sockets
     group: str | None = None
     state: RunState = RunState.RUNNING
 
     SPEC = ("device", "transport", "role", "endpoint", "peer", "device_type", "pi", "vnet_hdr", "multi_queue",
-            "key_file", "key_id", "compress", "user", "group")
+            "private_key_file", "public_key", "peer_public_key", "psk_file", "psk_id", "compress", "user", "group")
 
     @property
     def secure(self) -> bool:
-        return self.key_file is not None
+        return self.private_key_file is not None
 
 
 @dataclass(frozen=True)
@@ -215,7 +218,9 @@ def tunnel_from_dict(d: Mapping[str, Any], state: RunState = RunState.RUNNING) -
         name=str(d["name"]), device=str(d["device"]), transport=Transport(d["transport"]), role=Role(d["role"]),
         endpoint=str(d["endpoint"]), peer=d.get("peer"), device_type=DeviceType(d["device_type"]),
         pi=bool(d["pi"]), vnet_hdr=bool(d["vnet_hdr"]), multi_queue=bool(d["multi_queue"]),
-        key_file=_text(d.get("key_file")), key_id=_text(d.get("key_id")), compress=bool(d.get("compress", False)),
+        private_key_file=_text(d.get("private_key_file")), public_key=_text(d.get("public_key")),
+        peer_public_key=_text(d.get("peer_public_key")), psk_file=_text(d.get("psk_file")),
+        psk_id=_text(d.get("psk_id")), compress=bool(d.get("compress", False)),
         user=_text(d.get("user")), group=_text(d.get("group")), state=state)
 
 

@@ -12,14 +12,13 @@ forwarder's counters and log lines, which arrive through pipes.
 
 No daemon to install, no control socket: the reconcile observes a supervisor through the
 flock it holds on `supervisor.lock` (a fact the kernel keeps, unlike a pid file), starts
-one per tunnel that should run, stops one with SIGTERM, and asks one to take a new key
-with SIGHUP. The lock also makes a second supervisor for the same tunnel exit at once, so
+one per tunnel that should run, stops one with SIGTERM, and asks one to restart its
+forwarder with new keys with SIGHUP (the device stays attached meanwhile). The lock also makes a second supervisor for the same tunnel exit at once, so
 repeated applies never duplicate one.
 """
 
 from __future__ import annotations
 
-import base64
 import fcntl
 import json
 import logging
@@ -45,7 +44,6 @@ CRASH_WINDOW = 60.0  # seconds
 HEALTHY_AFTER = 10.0  # a forwarder that ran this long resets the backoff
 START_TIMEOUT = 5.0
 STOP_TIMEOUT = 5.0
-ROLLOVER = 600.0  # seconds a rotated-out key is still accepted, at most
 
 MAX_LINE = 64 * 1024
 
@@ -82,8 +80,8 @@ class Forwarders:
                                        f"(see {run_dir / runtime.LOG})")
 
     def rekey(self, t: Tunnel) -> None:
-        """A new key for a running forwarder: the supervisor restarts it holding the new key and
-        the previous one (see Supervisor.on_sighup), so the tunnel is down for one reconnect."""
+        """New keys for a running forwarder: the supervisor restarts it with them (see
+        Supervisor.on_sighup) and keeps the device attached, so the tunnel is down for one handshake."""
         run_dir = self.base / t.name
         info = runtime.read_json(run_dir / runtime.SUPERVISOR) or {}
         pid, old = int(info.get("pid") or 0), info.get("forwarder_pid")
@@ -151,11 +149,9 @@ class Supervisor:
 
     The forwarder never holds root while it talks to the network, so the supervisor attaches
     to the device once (and keeps its descriptor, so the device keeps its carrier across
-    forwarder restarts) and reads the key file, and gives both to each forwarder it starts,
-    on its stdin. On SIGHUP (a key rotation) it restarts the forwarder with the new key *and* the
-    one before: the forwarder offers and accepts both until a session is made with the new
-    one, or for ROLLOVER seconds. So whichever end of a tunnel is rotated first, the tunnel
-    keeps working on the old key until the other end has the new one.
+    forwarder restarts) and reads the key files, and gives both to each forwarder it starts,
+    on its stdin. On SIGHUP (new keys) it restarts the forwarder, which reads them afresh: an
+    old key is never accepted once a new one is given.
     """
 
     def __init__(self, run_dir: Path):
@@ -168,8 +164,6 @@ class Supervisor:
         self.last_error: str | None = None
         self.device_fd: int | None = None
         self.offloads = False
-        self.key: tuple[str, bytes] | None = None  # (id, key) the forwarder was last given
-        self.previous: tuple[str, bytes, float] | None = None  # the key before a rotation, and until when
 
     def record(self, state: RunState) -> None:
         runtime.write_json(self.run_dir / runtime.SUPERVISOR, {
@@ -186,8 +180,6 @@ class Supervisor:
                 continue
             if isinstance(stats, dict):
                 runtime.write_json(self.run_dir / runtime.STATS, stats)
-                if self.key is not None and stats.get("key_id") == self.key[0]:
-                    self.previous = None  # a session with the new key: the rotation is complete
 
     def keep_log(self, pipe: IO[bytes]) -> None:
         """The forwarder's log lines (and a crash's traceback) into the bounded log."""
@@ -196,28 +188,21 @@ class Supervisor:
 
     def grant(self, fd: int) -> bytes:
         """The JSON line a new forwarder reads on its stdin (forwarder.Grant): the device's
-        descriptor and its keys, newest first; or why it cannot have them."""
+        descriptor, this host's private key and the tunnel's pre-shared key if it has one
+        (base64); or why it cannot have them."""
         spec = runtime.read_json(self.run_dir / runtime.SPEC) or {}
-        device = {"device_fd": fd, "offloads": self.offloads}
-        if not spec.get("key_file"):
-            return json.dumps(device).encode() + b"\n"
+        grant: dict[str, Any] = {"device_fd": fd, "offloads": self.offloads}
         try:
-            key = keys.read_key(spec["key_file"])
+            if spec.get("private_key_file"):
+                grant["private_key"] = keys.encode(keys.read_private(spec["private_key_file"]))
+                if spec.get("psk_file"):
+                    grant["psk"] = keys.encode(keys.read_psk(spec["psk_file"]))
         except keys.KeyFileError as exc:
             return json.dumps({"error": str(exc)}).encode() + b"\n"
-        self.key = (keys.key_id(key), key)
-        given = {self.key[0]: key}
-        until = 0.0
-        if self.previous is not None and self.previous[0] != self.key[0] and time.time() < self.previous[2]:
-            given[self.previous[0]] = self.previous[1]
-            until = self.previous[2]
-        return json.dumps({**device, "keys": {k: base64.b64encode(v).decode() for k, v in given.items()},
-                           "previous_until": until}).encode() + b"\n"
+        return json.dumps(grant).encode() + b"\n"
 
     def on_sighup(self, *_: Any) -> None:
-        """A new spec with a new key: keep the current key as the previous one, restart the forwarder."""
-        if self.key is not None:
-            self.previous = (*self.key, time.time() + ROLLOVER)
+        """A new spec with new keys: restart the forwarder (it is given them afresh)."""
         self.reloading = True
         if self.child is not None and self.child.poll() is None:
             self.child.terminate()
@@ -254,8 +239,8 @@ class Supervisor:
                 code = self.run_forwarder(fd)
                 if self.stopping:
                     break
-                if self.reloading:  # asked for (a new key): not a crash, and no waiting
-                    log.info("restarting the forwarder with a new key")
+                if self.reloading:  # asked for (new keys): not a crash, and no waiting
+                    log.info("restarting the forwarder with new keys")
                     continue
                 stats = runtime.read_json(self.run_dir / runtime.STATS) or {}
                 how = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
