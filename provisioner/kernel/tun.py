@@ -63,9 +63,10 @@ def create(device: Device) -> None:
         os.close(fd)
 
 
-def attach(name: str, flags: int) -> tuple[int, bool]:
+def attach(name: str, flags: int, offloads: bool = True) -> tuple[int, bool]:
     """A descriptor attached to the persistent device `name` with its own flags, and whether TSO
-    is on (with vnet_hdr: then one read is up to 64 KB). What a forwarder reads and writes."""
+    is on (with vnet_hdr and `offloads`: then one read is up to 64 KB). What a forwarder reads
+    and writes. Over UDP a forwarder sends every packet as one message, so it asks for none."""
     import socket
 
     try:
@@ -78,12 +79,13 @@ def attach(name: str, flags: int) -> tuple[int, bool]:
     except OSError as exc:
         os.close(fd)
         raise AttachError(f"cannot attach to {name}: {exc.strerror} (are its flags as declared?)") from None
-    offloads = False
+    if not flags & IFF_VNET_HDR:
+        offloads = False
     if flags & IFF_VNET_HDR:
         fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", VNET_HDR_LEN))
         try:
-            fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN)
-            offloads = True
+            fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN if offloads else 0)
+            offloads = bool(offloads)
         except OSError:
-            pass  # an old kernel: one packet per read
+            offloads = False  # an old kernel: one packet per read
     return fd, offloads

@@ -352,8 +352,9 @@ class TcpCarrier:
     def _carry(self, conn: socket.socket) -> None:
         peer = self.peer
         addr = conn.getpeername()
-        conn.setblocking(True)
-        conn.settimeout(TICK)
+        conn.settimeout(None)  # blocking, with kernel-side timeouts: a receive is one system call
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, int(TICK * 1e6)))
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", int(DEAD_AFTER), 0))
         with self.lock:
             self.conn = conn
         self.stats.set_state(LinkState.CONNECTED, address_text(addr))
@@ -373,7 +374,7 @@ class TcpCarrier:
             self._report(now)
             try:
                 n = conn.recv_into(reader.space())
-            except (TimeoutError, BlockingIOError, InterruptedError):
+            except (BlockingIOError, InterruptedError):  # SO_RCVTIMEO: time for the timers
                 continue
             if n == 0:
                 raise ConnectionError("the peer closed the connection")

@@ -33,6 +33,7 @@ from .peer import Peer
 from .stats import LinkState, Stats
 
 SOL_UDP, UDP_SEGMENT, UDP_GRO = 17, 103, 104  # Python 3.11 has no names for these
+IP_MTU_DISCOVER, IPV6_MTU_DISCOVER, IP_PMTUDISC_DONT, IP_MTU, IPV6_MTU = 10, 23, 0, 14, 24
 GSO_SEND_LIMIT = 65000  # bytes of datagrams in one UDP_SEGMENT send
 MAX_SEGMENTS = 64  # the kernel's UDP_MAX_SEGMENTS
 SEND_BATCH = 64  # units read from the device per turn of the loop, at most
@@ -67,6 +68,12 @@ def bind(t: Tunnel) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
     sock.bind((bind_host, 0 if connect else port))
+    # A message larger than the path is fragmented by the kernel rather than refused: the
+    # device's MTU, not the path, decides how large a packet gets (WireGuard picks 1420).
+    if sock.family == socket.AF_INET:
+        sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DONT)
+    else:
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER, IP_PMTUDISC_DONT)
     try:
         sock.setsockopt(SOL_UDP, UDP_GRO, 1)
     except OSError:
@@ -83,6 +90,8 @@ class UdpCarrier:
         self.endpoint: Any = None  # where the peer is: resolved (connect), or learned from it (listen)
         self.staged: collections.deque[bytes | memoryview] = collections.deque(maxlen=MAX_STAGED)
         self.gso = True
+        self.room = 0  # the largest datagram that reaches the endpoint unfragmented (UDP_SEGMENT's limit)
+        self._room_for: Any = None
         self._internal_logged = -60.0
         self._last_report = 0.0
 
@@ -191,8 +200,27 @@ class UdpCarrier:
         self.staged.clear()
         self.stats.tx_packets += self._send_all(out, self.endpoint)
 
+    def _path_room(self, addr: Any) -> int:
+        """The largest UDP payload that reaches `addr` without fragments: the route's MTU, less headers."""
+        if addr != self._room_for:
+            self._room_for = addr
+            probe = socket.socket(self.sock.family, socket.SOCK_DGRAM)
+            try:
+                probe.connect(addr)
+                if self.sock.family == socket.AF_INET6:
+                    self.room = probe.getsockopt(socket.IPPROTO_IPV6, IPV6_MTU) - 48
+                else:
+                    self.room = probe.getsockopt(socket.IPPROTO_IP, IP_MTU) - 28
+            except OSError:
+                self.room = 1232
+            finally:
+                probe.close()
+        return self.room
+
     def _send_all(self, msgs: list[bytes | memoryview], addr: Any) -> int:
-        """Runs of equal-sized datagrams (the last of a run may be shorter) in one UDP_SEGMENT send each."""
+        """Runs of equal-sized datagrams (the last of a run may be shorter) in one UDP_SEGMENT send
+        each, when they fit the path (the kernel refuses segments larger than it)."""
+        room = self._path_room(addr)
         sent, i, count = 0, 0, len(msgs)
         while i < count:
             size = len(msgs[i])
@@ -202,7 +230,7 @@ class UdpCarrier:
                 j += 1
             if j < limit and len(msgs[j]) < size:
                 j += 1  # a shorter one may end the run
-            if j - i > 1 and self.gso:
+            if j - i > 1 and self.gso and size <= room:
                 try:
                     self.sock.sendmsg([b"".join(msgs[i:j])], [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))], 0,
                                       addr)
