@@ -9,9 +9,9 @@ and handed on as tunnel_public_key; a peer's tunnel_private_key_file is none of 
 business and stays behind.
 """
 
-import os
-
 from __future__ import annotations
+
+import os
 
 from typing import Any
 
