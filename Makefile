@@ -10,7 +10,7 @@ DEMO_NS := provision-demo-gw1 provision-demo-gw2
 DEBIAN_PACKAGES := iproute2 iputils-ping procps iperf3 socat
 TEST_PACKAGES := git openssh-client systemd  # the pull agent's git, ssh-keygen and ssh for Ansible, systemd-analyze
 
-TUNNEL_KEYS := lab core wan east west  # the bundled inventories' key files, in inventories/keys/
+TUNNEL_HOSTS := gw1 gw2 site-a site-b hub spoke-east spoke-west  # the bundled inventories' hosts with tunnels
 
 .PHONY: demo test unit lint bench bench-tunnel bench-fleet docker setup system packages clean demo-clean keys
 
@@ -23,9 +23,12 @@ $(STAMP): pyproject.toml
 
 setup: system $(STAMP) keys
 
-# Tunnel keys are secrets: never in git. Each bundled inventory's key is made here once.
+# Private keys are secrets: never in git. Each bundled host's key pair is made here once:
+# keys/HOST.key (0600) and its public key keys/HOST.pub, which the inventories read through
+# tunnel_public_key_file. A pair with a half missing is made anew.
 keys: $(STAMP)
-	@for k in $(TUNNEL_KEYS); do f=inventories/keys/$$k.key; [ -f $$f ] || $(PROVISION) keygen $$f; done
+	@for h in $(TUNNEL_HOSTS); do k=inventories/keys/$$h.key; p=inventories/keys/$$h.pub; \
+	  [ -f $$k ] && [ -f $$p ] || $(PROVISION) keygen --force $$k --public-file $$p >/dev/null || exit 1; done
 
 system:
 	@$(MAKE) -s packages PACKAGES="$(DEBIAN_PACKAGES)"

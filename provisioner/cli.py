@@ -136,11 +136,18 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--state-dir", metavar="DIR", help="default $PROVISION_STATE_DIR or /run/provision")
     c.add_argument("--lock-timeout", type=float, default=60.0, metavar="SECONDS")
     c.set_defaults(func=cmd_pull)
-    c = sub.add_parser("keygen", help="write a new random tunnel key (mode 0600) for key_file",
-                       description="Write a new random tunnel key (32 bytes, base64) with mode 0600. Give the "
-                                   "same file to both ends of a tunnel as key_file.")
+    c = sub.add_parser("keygen", help="write a host's tunnel private key (mode 0600) and print its public key",
+                       description="Write a new X25519 private key (32 bytes in base64, as `wg genkey`) to PATH "
+                                   "with mode 0600, and print its public key as the line to paste into the "
+                                   "host's inventory entry (tunnel_public_key: KEY). Give the host "
+                                   "tunnel_private_key_file: PATH. With --psk, write a pre-shared key for "
+                                   "psk_file instead (the same file on both ends of a tunnel).")
     c.add_argument("path", metavar="PATH")
-    c.add_argument("--force", action="store_true", help="replace an existing key (a rotation: plan shows it)")
+    c.add_argument("--force", action="store_true", help="replace an existing key (plan shows the change)")
+    kind = c.add_mutually_exclusive_group()
+    kind.add_argument("--psk", action="store_true", help="a pre-shared key for a tunnel's psk_file")
+    kind.add_argument("--public-file", metavar="FILE",
+                      help="also write the public key to FILE (for tunnel_public_key_file)")
     c.set_defaults(func=cmd_keygen)
     return p
 
@@ -168,10 +175,19 @@ def _load(args: argparse.Namespace, act: bool = False) -> Any:
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
-    from .keys import keygen
+    from . import keys
 
-    key_id = keygen(args.path, args.force)
-    print(f"{args.path}: new key {key_id} (mode 0600); give both ends of the tunnel this file as key_file")
+    if args.psk:
+        psk_id = keys.pskgen(args.path, args.force)
+        print(f"{args.path}: new pre-shared key {psk_id} (mode 0600); name this file as psk_file on both ends "
+              "of the tunnel", file=sys.stderr)
+        return EXIT_OK
+    public = keys.keygen(args.path, args.force)
+    if args.public_file:
+        keys.write_public(args.public_file, public)
+    print(f"{args.path}: new private key (mode 0600); give the host tunnel_private_key_file: {args.path} "
+          "and this public key:", file=sys.stderr)
+    print(f"tunnel_public_key: {public}")
     return EXIT_OK
 
 
@@ -375,8 +391,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_facts(args: argparse.Namespace) -> int:
     from .connection import connect, skip_reason
-    from .facts import CONNECTION_VARS, host_vars, reached_by
+    from .facts import CONNECTION_VARS, host_key, host_vars, reached_by
     from .inventory import Host
+    from .resolve import private_key_path
 
     if args.inventory:
         hosts = [h for h in _load(args).hosts if not skip_reason(h)]
@@ -395,7 +412,8 @@ def cmd_facts(args: argparse.Namespace) -> int:
             continue
         with connect(host, directory, 60.0, lambda m: print(m, file=sys.stderr)) as conn:
             observed = conn.observe()
-        doc["all"]["hosts"][host.name] = host_vars(observed, connection)
+        configured = private_key_path(args.inventory, host) if "tunnel_private_key_file" in host.vars else None
+        doc["all"]["hosts"][host.name] = host_vars(observed, connection, host_key(observed, configured))
     if args.json:
         print(json.dumps(doc, indent=2))
     else:

@@ -63,12 +63,16 @@ def route_to_dict(r: Route) -> dict[str, Any]:
     return out
 
 
-def host_vars(observed: Observed, connection: Mapping[str, Any]) -> dict[str, Any]:
+def host_vars(observed: Observed, connection: Mapping[str, Any],
+              host_key: tuple[str, str] | None = None) -> dict[str, Any]:
+    """`host_key`: (the private key file, its public key), when the host has one (see host_key)."""
     by_device: dict[str, list[str]] = {}
     for a in observed.addresses:
         if not a.is_link_local_v6:
             by_device.setdefault(a.device, []).append(a.cidr)
     out: dict[str, Any] = dict(connection)
+    if host_key is not None:
+        out["tunnel_private_key_file"], out["tunnel_public_key"] = host_key
     out["network"] = {
         "devices": [device_to_dict(d, by_device.get(d.name, [])) for d in observed.devices],
         "routes": [route_to_dict(r) for r in observed.routes],
@@ -86,11 +90,30 @@ def host_vars(observed: Observed, connection: Mapping[str, Any]) -> dict[str, An
 
 
 def _tunnel_vars(t: Tunnel) -> dict[str, Any]:
-    """A running tunnel as an inventory entry: where its key is, never the key."""
+    """A running tunnel as an inventory entry: public keys and where the psk is, never a secret."""
     out: dict[str, Any] = {"name": t.name, "device": t.device, "transport": str(t.transport), str(t.role): t.endpoint}
-    out.update({"key_file": t.key_file} if t.key_file else {"insecure": True})
+    if not t.secure:
+        out["insecure"] = True
+    elif t.peer_public_key is not None:
+        out["public_key"] = t.peer_public_key
+    if t.psk_file:
+        out["psk_file"] = t.psk_file
     out.update({k: v for k, v in (("compress", t.compress), ("user", t.user), ("group", t.group)) if v})
     return out
+
+
+def host_key(observed: Observed, configured: str | None = None) -> tuple[str, str] | None:
+    """(file, public key) of the private key this host's forwarders use: the one running tunnels
+    were given, else `configured` (the inventory's), else the default; None if there is none
+    here (or it is not fit to use: `validate` and `apply` say why)."""
+    from . import keys
+
+    running = [t.private_key_file for t in observed.tunnels if t.private_key_file]
+    path = running[0] if running else configured or keys.DEFAULT_PRIVATE_KEY_FILE
+    try:
+        return path, keys.public_key(keys.read_private(path))
+    except keys.KeyFileError:
+        return None
 
 
 def observed_from_vars(vars_: Mapping[str, Any]) -> Observed:

@@ -53,27 +53,33 @@ def keygen(path: str | os.PathLike[str], force: bool = False) -> str:
     private = bytearray(secrets.token_bytes(KEY_BYTES))
     private[0] &= 248  # clamped as `wg genkey` does (X25519 clamps anyway: the same key either way)
     private[31] = (private[31] & 127) | 64
-    _write(Path(path), bytes(private), force)
+    _write(Path(path), encode(bytes(private)).encode(), force)
     return public_key(bytes(private))
+
+
+def write_public(path: str | os.PathLike[str], public: str) -> None:
+    """The public key (base64) into a file anyone may read, for `tunnel_public_key_file`."""
+    _write(Path(path), public.encode(), force=True, mode=0o644)
 
 
 def pskgen(path: str | os.PathLike[str], force: bool = False) -> str:
     """Write a new random pre-shared key with mode 0600; its id."""
     psk = secrets.token_bytes(KEY_BYTES)
-    _write(Path(path), psk, force)
+    _write(Path(path), encode(psk).encode(), force)
     return key_id(psk)
 
 
-def _write(target: Path, key: bytes, force: bool) -> None:
+def _write(target: Path, text: bytes, force: bool, mode: int = 0o600) -> None:
     """So a reader sees the old key or the new one, never half of one."""
     if target.exists() and not force:
         raise KeyFileError(target, "already exists (use --force to replace it: that changes the key)")
     try:
         target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
         try:
-            os.write(fd, encode(key).encode() + b"\n")
+            os.fchmod(fd, mode)  # whatever the umask says
+            os.write(fd, text + b"\n")
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -92,7 +98,13 @@ def read_psk(path: str | os.PathLike[str]) -> bytes:
     return _read(path, "a pre-shared key (write one with: provision keygen --psk PATH)")
 
 
-def _read(path: str | os.PathLike[str], what: str) -> bytes:
+def read_public(path: str | os.PathLike[str]) -> str:
+    """A public key (base64) from a file; not a secret, but still read as hostile input."""
+    return encode(_read(path, "a public key (one line of base64, as provision keygen --public-file writes)",
+                        secret=False))
+
+
+def _read(path: str | os.PathLike[str], what: str, secret: bool = True) -> bytes:
     try:  # O_NONBLOCK: a FIFO put in our way must not hang us; O_NOFOLLOW: nor a link lead elsewhere
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
@@ -105,10 +117,10 @@ def _read(path: str | os.PathLike[str], what: str) -> bytes:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise KeyFileError(path, "is not a regular file")
-        if st.st_mode & 0o077:
+        if secret and st.st_mode & 0o077:
             raise KeyFileError(path, f"is accessible by group or others (mode {stat.S_IMODE(st.st_mode):04o}); "
                                      f"run: chmod 600 {path}")
-        if st.st_uid not in (0, os.geteuid()):
+        if secret and st.st_uid not in (0, os.geteuid()):
             raise KeyFileError(path, f"is owned by uid {st.st_uid}, not by root or by this user")
         if st.st_size > MAX_FILE_BYTES:
             raise KeyFileError(path, f"is {st.st_size} bytes: not {what}")

@@ -247,13 +247,11 @@ def _plan_tunnels(desired: Network, observed: Observed, devices: _Part, destroy:
         if have is None:
             out.changes.append(Change(Action.CREATE, Kind.TUNNEL, want.name, None, want, "start: not running"))
             continue
-        if want.key_id is None:  # the key is not readable here (a plan --facts in CI): assume it is the same
-            want = _replace(want, key_id=have.key_id)
+        unknown = {f: getattr(have, f) for f in UNKNOWABLE if getattr(want, f) is None and want.secure}
+        want = _replace(want, **unknown)  # not readable here (a plan --facts in CI): assume it is the same
         changed = _spec_changes(have, want)
-        if _rekeys(have, want):
-            why = REKEY
-        elif changed:
-            why = f"restart: {', '.join('key' if f == 'key_id' else f for f in changed)} changed"
+        if changed:
+            why = "restart: " + ", ".join(dict.fromkeys(KEY_FIELDS.get(f, f) for f in changed)) + " changed"
         elif have.state is RunState.FAILED:
             why = "restart: the forwarder kept crashing (see provision status)"
         elif have.state is not RunState.RUNNING:
@@ -272,19 +270,21 @@ def _plan_tunnels(desired: Network, observed: Observed, devices: _Part, destroy:
     return out
 
 
-KEY_FIELDS = {"key_file", "key_id"}
-REKEY = "rekey: the forwarder restarts with the new key and accepts the old one until the peer has the new one"
+# The key fields of a tunnel, and how a plan names a change of each.
+KEY_FIELDS = {"private_key_file": "key", "public_key": "key", "peer_public_key": "peer key", "psk_file": "psk",
+              "psk_id": "psk"}
+UNKNOWABLE = ("public_key", "peer_public_key", "psk_id")  # None in a desired tunnel: a file not readable here
 
 
 def is_rekey(c: Change) -> bool:
-    """A key rotation of a running forwarder: its supervisor restarts it holding both keys, so
-    that each end's restart costs one reconnect, whichever end is applied first."""
+    """Only keys change on a running forwarder: its supervisor restarts the forwarder with the
+    new ones and keeps the device attached (no stop and start of the supervisor)."""
     return isinstance(c.before, Tunnel) and isinstance(c.after, Tunnel) and _rekeys(c.before, c.after)
 
 
 def _rekeys(have: Tunnel, want: Tunnel) -> bool:
     changed = _spec_changes(have, want)
-    return bool(changed) and set(changed) <= KEY_FIELDS and have.state is RunState.RUNNING
+    return bool(changed) and set(changed) <= KEY_FIELDS.keys() and have.state is RunState.RUNNING
 
 
 def _spec_changes(have: Tunnel, want: Tunnel) -> list[str]:

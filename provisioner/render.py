@@ -32,7 +32,10 @@ def describe(value: Device | Address | Route | Tunnel) -> str:
     if isinstance(value, Tunnel):
         text = f"{value.transport} {value.role} {value.endpoint} on {value.device}"
         text += f", peer {value.peer}" if value.peer else ""
-        text += f", key {value.key_file}" if value.secure else ", INSECURE: no key, plaintext"
+        if value.secure:
+            text += f", encrypted, peer key {short_key(value.peer_public_key)}" + (", psk" if value.psk_file else "")
+        else:
+            text += ", INSECURE: no key, plaintext"
         text += ", compressed" if value.compress else ""
         return text + (f", as {value.user}" + (f":{value.group}" if value.group else "") if value.user else "")
     if isinstance(value, Route):
@@ -52,10 +55,10 @@ def change_line(c: Change, colour: bool, detail: bool = True) -> str:
 def change_detail(c: Change) -> tuple[str, str]:
     """(what changes, or what the resource is; why), either possibly empty."""
     if c.action in (Action.UPDATE, Action.REPLACE):
-        diffs = [f"{f}: {_show(getattr(c.before, f))} → {_show(getattr(c.after, f))}"
-                 for f in c.fields_changed() if f not in ("managed", "key_id")]
-        if "key_id" in c.fields_changed():
-            diffs.append("key: rotated")
+        diffs = [f"{f}: {_show(getattr(c.before, f), f)} → {_show(getattr(c.after, f), f)}"
+                 for f in c.fields_changed() if f not in ("managed", "psk_id")]
+        if "psk_id" in c.fields_changed():
+            diffs.append("psk: changed")
         if getattr(c.before, "managed", True) != getattr(c.after, "managed", True):
             diffs.append("owner: not provision → provision")
         if c.kind is Kind.TUNNEL:
@@ -66,8 +69,18 @@ def change_detail(c: Change) -> tuple[str, str]:
     return what, c.reason if c.action is Action.DELETE or c.kind is Kind.TUNNEL else ""
 
 
-def _show(value: Any) -> str:
-    return "none" if value is None else str(value)
+def _show(value: Any, field: str = "") -> str:
+    if value is None:
+        return "none"
+    return short_key(value) if field in PUBLIC_KEY_FIELDS else str(value)
+
+
+PUBLIC_KEY_FIELDS = ("public_key", "peer_public_key")
+
+
+def short_key(public: str | None) -> str:
+    """A public key as people compare them at a glance (as `wg show` does, shortened)."""
+    return "unknown" if public is None else public[:8] + "…"
 
 
 def plan_summary(plan: Plan) -> str:

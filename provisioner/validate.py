@@ -11,9 +11,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
+from . import keys
 from .errors import Diagnostic
 from .inventory import Host, Source
-from .resolve import Resolved, ids, key_path
+from .resolve import Resolved, ids, key_path, private_key_path, public_key_of, var_path
+from .tunnel.privileges import DEFAULT_USER
 from .model import (
     MAIN_TABLE,
     AbsentRoute,
@@ -36,6 +38,10 @@ IFNAMSIZ = 16  # the kernel's limit, including the terminating NUL
 ABSENT = "absent"
 CONNECTIONS = ("local", "netns", "docker")
 LOCAL_TABLE = 255
+ROOT_NAMES = ("root", "0")  # as user: or group:; resolve also refuses a name that means uid/gid 0 on the host
+KEY_FILE_MIGRATION = ("key_file is the old shared-key form. Tunnels now use WireGuard keys: give each host "
+                      "tunnel_private_key_file (provision keygen PATH writes one and prints its public key) and "
+                      "tunnel_public_key; to keep the old key as an extra pre-shared key, rename key_file to psk_file.")
 
 
 def interface_name_problem(name: str) -> str | None:
@@ -122,7 +128,25 @@ def check_host(source: Source, host: Host) -> list[Diagnostic]:
                 err(p + ("dev",), f"device {dev} is declared down; the kernel keeps no route on a down device")
     _check_tunnels(host, declared, err,
                    lambda path, msg: out.append(source.diagnostic(path, msg, severity="warning")))
+    _check_host_keys(host, err)
     return out
+
+
+def _check_host_keys(host: Host, err: Any) -> None:
+    """A host with an encrypted tunnel says what its public key is: its peers need it, and
+    apply checks it against the private key on the host."""
+    where = var_path(host, "tunnel_public_key")
+    if "tunnel_public_key" in host.vars and "tunnel_public_key_file" in host.vars:
+        err(where, f"host {host.name}: tunnel_public_key and tunnel_public_key_file both given; keep one")
+    text = host.vars.get("tunnel_public_key")
+    if text is not None and keys.decode(str(text)) is None:
+        err(where, f"host {host.name}: tunnel_public_key is not a public key (32 bytes in base64, "
+                   "as provision keygen PATH prints it)")
+    secure = [str(e.value.get("name")) for e in host.network.get("tunnels", ()) if e.value.get("insecure") is not True]
+    if secure and "tunnel_public_key" not in host.vars and "tunnel_public_key_file" not in host.vars:
+        err(host.path, f"host {host.name}: tunnel {secure[0]} is encrypted but the host has no tunnel_public_key "
+                       "(provision keygen PATH writes a private key and prints its public key; give the host "
+                       "both: tunnel_private_key_file: PATH and tunnel_public_key: KEY)")
 
 
 def _check_tunnels(host: Host, declared: Mapping[str, Mapping[str, Any]], err: Any, warn: Any) -> None:
@@ -144,16 +168,13 @@ def _check_tunnels(host: Host, declared: Mapping[str, Mapping[str, Any]], err: A
             err(p + ("device",), f"tunnel {name}: device {device} already carries tunnel {used_devices[device]}; "
                                  "one device, one forwarder")
         used_devices.setdefault(device, name)
-        if t.get("insecure") is True and "key_file" in t:
-            err(p + ("insecure",), f"tunnel {name}: insecure: true and key_file contradict each other; keep one")
-        elif t.get("insecure") is not True and "key_file" not in t:
-            err(p, f"tunnel {name}: no key_file; a tunnel is encrypted and authenticated unless it says "
-                   "insecure: true (make a key with: provision keygen PATH)")
-        elif t.get("insecure") is True:
-            warn(p + ("insecure",), f"tunnel {name} is insecure: its packets cross the network in plaintext, "
-                                    "and anyone who can reach its port can read and inject them")
+        _check_tunnel_keys(name, t, p, err, warn)
         if "group" in t and "user" not in t:
             err(p + ("group",), f"tunnel {name}: group goes with user:")
+        for field in ("user", "group"):
+            if field in t and str(t[field]) in ROOT_NAMES:
+                err(p + (field,), f"tunnel {name}: {field}: {t[field]} is root; a forwarder never runs as root "
+                                  f"(leave {field} out: it runs as {DEFAULT_USER}, a system user provision creates)")
         if "peer" in t and "port" not in t:
             err(p, f"tunnel {name}: a tunnel with peer: needs port:")
         if "port" in t and "peer" not in t:
@@ -173,6 +194,25 @@ def _check_tunnels(host: Host, declared: Mapping[str, Mapping[str, Any]], err: A
                 _listen_once(listening, (str(t.get("transport", "tcp")), port), name, p + (form,), err)
         if "peer" in t and "port" in t and _listens(host.name, str(t["peer"])):
             _listen_once(listening, (str(t.get("transport", "tcp")), int(t["port"])), name, p + ("port",), err)
+
+
+def _check_tunnel_keys(name: str, t: Mapping[str, Any], p: tuple, err: Any, warn: Any) -> None:
+    if "key_file" in t:
+        err(p + ("key_file",), f"tunnel {name}: {KEY_FILE_MIGRATION}")
+    if t.get("insecure") is True:
+        given = [k for k in ("public_key", "psk_file") if k in t]
+        if given:
+            err(p + ("insecure",), f"tunnel {name}: insecure: true and {given[0]} contradict each other; keep one")
+        warn(p + ("insecure",), f"tunnel {name} is insecure: its packets cross the network in plaintext, "
+                                "and anyone who can reach its port can read and inject them")
+        return
+    if "peer" in t and "public_key" in t:
+        err(p + ("public_key",), f"tunnel {name}: public_key goes with listen/connect; with peer: the key is "
+                                 f"the tunnel_public_key of host {t['peer']}")
+    elif "peer" not in t and "public_key" not in t and "key_file" not in t:
+        err(p, f"tunnel {name}: no public_key: give the other end's public key (base64), or insecure: true")
+    if "public_key" in t and keys.decode(str(t["public_key"])) is None:
+        err(p + ("public_key",), f"tunnel {name}: public_key is not a public key (32 bytes in base64)")
 
 
 def _listen_once(listening: dict[tuple[str, int], str], key: tuple[str, int], name: str, path: tuple,
@@ -223,6 +263,10 @@ def check_peers(source: Source, hosts: Iterable[Host]) -> list[Diagnostic]:
                 continue
             if bool(t.get("insecure")) != bool(theirs.get("insecure")):
                 err(p, f"insecure: {bool(t.get('insecure'))} here, {bool(theirs.get('insecure'))} on {peer_name}")
+            if not t.get("insecure") and ("psk_file" in t) != ("psk_file" in theirs):
+                err(p, f"psk_file {'here but not' if 'psk_file' in t else 'on ' + peer_name + ' but not here'}"
+                       f"{' on ' + peer_name if 'psk_file' in t else ''}: both ends hold the same pre-shared key, "
+                       "or neither does")
             if t.get("transport", "tcp") != theirs.get("transport", "tcp"):
                 err(p, f"transport {t.get('transport', 'tcp')} here, {theirs.get('transport', 'tcp')} on {peer_name}")
             if t.get("port") != theirs.get("port") and "port" in t and "port" in theirs:
@@ -351,12 +395,22 @@ def _tunnel(host: Host, t: Mapping[str, Any], device: Device, hosts: Mapping[str
         role = Role.CONNECT
         address = tunnel_address(hosts[str(peer)])
         endpoint = f"[{address}]:{t['port']}" if ":" in address else f"{address}:{t['port']}"
-    key_file = key_path(source.file, str(t["key_file"])) if "key_file" in t and source is not None else None
+    secure = t.get("insecure") is not True
+    inventory_file = source.file if source is not None else ""
+    private = private_key_path(inventory_file, host) if secure else None
+    psk_file = key_path(inventory_file, str(t["psk_file"])) if secure and "psk_file" in t else None
+    if not secure:
+        peer_key = None
+    elif peer is not None:
+        peer_key = public_key_of(hosts[str(peer)], resolved) if str(peer) in hosts else None
+    else:
+        peer_key = _text(t.get("public_key"))
     return Tunnel(name=str(t["name"]), device=device.name, transport=transport, role=role, endpoint=endpoint,
                   peer=str(peer) if peer is not None else None, device_type=device.type, pi=device.pi,
-                  vnet_hdr=device.vnet_hdr, multi_queue=device.multi_queue, key_file=key_file,
-                  key_id=resolved.key_ids.get(key_file) if key_file else None, compress=bool(t.get("compress")),
-                  user=_text(t.get("user")), group=_text(t.get("group")))
+                  vnet_hdr=device.vnet_hdr, multi_queue=device.multi_queue, private_key_file=private,
+                  public_key=public_key_of(host, resolved) if secure else None, peer_public_key=peer_key,
+                  psk_file=psk_file, psk_id=resolved.psk_ids.get(psk_file) if psk_file else None,
+                  compress=bool(t.get("compress")), user=_text(t.get("user")), group=_text(t.get("group")))
 
 
 def _is_ipv6(text: str) -> bool:

@@ -1,8 +1,8 @@
 """The `docker` connection: a host that is a container, reached through the Docker SDK.
 
 As with Ansible's docker connection, the work happens inside the container: the inventory
-file is copied in (with the key files its tunnels name, mode 0600, into a directory only
-root can read), and the container's own `provision` runs the same command for that one
+file is copied in (with the host's private key file and the pre-shared key files its
+tunnels name, mode 0600, into a directory only root can read), and the container's own `provision` runs the same command for that one
 host with `--connection local --json`. So the netlink calls, the lock and the tunnel
 forwarders all live in the container's namespaces and outlive the controller's command;
 the controller only validates, fans out, and prints what comes back.
@@ -15,10 +15,11 @@ import io
 import json
 import posixpath
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .. import keys
 from ..errors import HostError, UnreachableError
 from ..inventory import Host
 
@@ -36,11 +37,11 @@ def run_inside(host: Host, inventory_file: str, argv: Sequence[str]) -> dict[str
     with tarfile.open(fileobj=archive, mode="w") as tar:
         _add(tar, INBOX.lstrip("/"), None)
         _add(tar, f"{INBOX.lstrip('/')}/{name}", data)
-        for inside, outside in _key_files(host, inventory_file):
-            try:
-                key = Path(outside).read_bytes()
-            except OSError as exc:
-                raise HostError(host.name, f"key file {outside}: {exc.strerror}") from None
+        for inside, outside, read in _key_files(host, inventory_file):
+            try:  # with the checks of any key file: never through a link, never from a FIFO
+                key = keys.encode(read(outside)).encode() + b"\n"
+            except keys.KeyFileError as exc:
+                raise HostError(host.name, str(exc)) from None
             parts = inside.lstrip("/").split("/")
             for i in range(1, len(parts)):
                 _add(tar, "/".join(parts[:i]), None)
@@ -75,18 +76,18 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes | None) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def _key_files(host: Host, inventory_file: str) -> list[tuple[str, str]]:
-    """(path in the container, path here) of each key file the host's tunnels name: relative
-    ones resolve against the inventory's directory on both sides, as `key_path` does."""
+def _key_files(host: Host, inventory_file: str) -> list[tuple[str, str, Callable[[str], bytes]]]:
+    """(path in the container, path here) of each key file the host's tunnels use: its private
+    key (when tunnel_private_key_file names one: the default is the container's own) and the
+    pre-shared keys. Relative paths resolve against the inventory's directory on both sides,
+    as `key_path` does; absolute ones are the same path inside."""
     from ..resolve import key_path
 
-    out = []
-    for entry in host.network.get("tunnels", ()):
-        raw = entry.value.get("key_file")
-        if raw is not None:
-            inside = posixpath.normpath(posixpath.join(INBOX, str(raw)))
-            out.append((inside, key_path(inventory_file, str(raw))))
-    return out
+    secure = [e.value for e in host.network.get("tunnels", ()) if e.value.get("insecure") is not True]
+    named = [(host.vars.get("tunnel_private_key_file"), keys.read_private)] if secure else []
+    named += [(t.get("psk_file"), keys.read_psk) for t in secure]
+    return [(posixpath.normpath(posixpath.join(INBOX, str(raw))), key_path(inventory_file, str(raw)), read)
+            for raw, read in dict(named).items() if raw is not None]
 
 
 def _container(host: Host) -> Any:

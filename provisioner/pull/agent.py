@@ -189,13 +189,13 @@ class Agent:
         import json
 
         from ..connection import DOCKER, connect
-        from ..facts import host_vars, reached_by
+        from ..facts import host_key, host_vars, reached_by
 
         if host.connection == DOCKER:
             return
         with connect(host, self.o.state_dir, self.o.lock_timeout, self.say) as conn:
             observed = conn.observe()
-        doc = {"all": {"hosts": {host.name: host_vars(observed, reached_by(host.vars))}}}
+        doc = {"all": {"hosts": {host.name: host_vars(observed, reached_by(host.vars), host_key(observed))}}}
         out = Path(self.o.facts_out or "")
         tmp = out.with_name(f".{out.name}.tmp")
         tmp.write_text(json.dumps(doc, indent=2) + "\n")

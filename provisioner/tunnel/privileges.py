@@ -6,7 +6,10 @@ reads the key and attaches to the device (CAP_NET_ADMIN) and hands both over; th
 binds its port (a low one needs CAP_NET_BIND_SERVICE). Then it drops, for good:
 
 - every capability, from the bounding and ambient sets as well (nothing can be regained);
-- root: it becomes the tunnel's `user:`/`group:`, or `nobody` when the tunnel names none.
+- root: it becomes the tunnel's `user:`/`group:`, or the system user `provision-tunnel`
+  (which apply creates when it is missing) when the tunnel names none. Not `nobody`: every
+  other daemon that runs as nobody could signal a forwarder running as nobody (SIGSTOP froze
+  one while `status` still said connected). uid 0 and gid 0 are refused, by name or number.
   Changing uid also makes the process non-dumpable, so other processes of that user cannot
   ptrace it or read its memory (where the session keys are);
 - no_new_privs, so no setuid program it could be tricked into running brings any back.
@@ -21,11 +24,15 @@ import grp
 import os
 import pwd
 import signal
+import subprocess
+import time
 
 PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 24, 38, 47, 4
 LINUX_CAPABILITY_VERSION_3 = 0x20080522
-DEFAULT_USER = "nobody"
-NOBODY = 65534
+DEFAULT_USER = "provision-tunnel"  # and its group of the same name
+USERADD = ("useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
+           "--shell", "/usr/sbin/nologin", "--comment", "provision tunnel forwarders", DEFAULT_USER)
+USERADD_TIMEOUT = 10.0  # seconds: useradd fails at once (exit 10) while another holds /etc/passwd's lock
 
 
 class PrivilegeError(RuntimeError):
@@ -41,26 +48,59 @@ class _CapData(ctypes.Structure):
 
 
 def ids_of(user: str | None, group: str | None) -> tuple[int, int]:
-    """(uid, gid) for a user and group given by name or number; `nobody` when no user."""
+    """(uid, gid) for a user and group given by name or number; DEFAULT_USER when no user.
+    Never root: a forwarder is what the network talks to."""
     if user is None:
         try:
             entry = pwd.getpwnam(DEFAULT_USER)
-            return entry.pw_uid, entry.pw_gid
         except KeyError:
-            return NOBODY, NOBODY
-    try:
-        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+            raise PrivilegeError(f"no user {DEFAULT_USER} on this host (apply creates it)") from None
         uid, gid = entry.pw_uid, entry.pw_gid
-    except KeyError:
-        if not user.isdigit():
-            raise PrivilegeError(f"no user {user!r} on this host") from None
-        uid = gid = int(user)
-    if group is not None:
+    else:
         try:
-            gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+            entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+            uid, gid = entry.pw_uid, entry.pw_gid
         except KeyError:
-            raise PrivilegeError(f"no group {group!r} on this host") from None
+            if not user.isdigit():
+                raise PrivilegeError(f"no user {user!r} on this host") from None
+            uid = gid = int(user)
+        if group is not None:
+            try:
+                gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+            except KeyError:
+                raise PrivilegeError(f"no group {group!r} on this host") from None
+    if uid == 0:
+        raise PrivilegeError(f"user {user or DEFAULT_USER} is root (uid 0): a forwarder never runs as root")
+    if gid == 0:
+        raise PrivilegeError(f"group {group or user or DEFAULT_USER} is root's (gid 0): a forwarder never "
+                             "runs with it")
     return uid, gid
+
+
+def ensure_default_user() -> None:
+    """Create DEFAULT_USER (a system user and group, no home, no shell) unless it exists.
+    Several applies on one machine (netns hosts share /etc/passwd) may race: useradd then
+    fails, for a lock or because the user now exists, and looking again settles it."""
+    deadline = time.monotonic() + USERADD_TIMEOUT
+    while True:
+        try:
+            pwd.getpwnam(DEFAULT_USER)
+            return
+        except KeyError:
+            pass
+        try:
+            done = subprocess.run(USERADD, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
+        except OSError as exc:
+            raise PrivilegeError(f"cannot create user {DEFAULT_USER}: {exc.strerror} (is useradd installed?)") \
+                from None
+        if done.returncode == 0 or time.monotonic() > deadline:
+            try:
+                pwd.getpwnam(DEFAULT_USER)
+                return
+            except KeyError:
+                why = done.stderr.strip().splitlines()[-1:] or [f"exit {done.returncode}"]
+                raise PrivilegeError(f"cannot create user {DEFAULT_USER}: {why[0]}") from None
+        time.sleep(0.05)
 
 
 def drop(user: str | None, group: str | None, death_signal: int = signal.SIGTERM) -> tuple[int, int]:

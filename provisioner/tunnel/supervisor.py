@@ -37,7 +37,7 @@ from .. import keys
 from ..errors import ForwarderError
 from ..kernel import tun
 from ..model import RunState, Transport, Tunnel, tunnel_from_dict, tunnel_to_dict
-from . import runtime
+from . import privileges, runtime
 
 CRASHES_BEFORE_FAILED = 5
 CRASH_WINDOW = 60.0  # seconds
@@ -65,6 +65,11 @@ class Forwarders:
         return ForwarderError(self.host, message, resource=f"tunnel {t.name}")
 
     def start(self, t: Tunnel) -> None:
+        if t.user is None:  # the forwarder runs as the default user: it must exist before it drops to it
+            try:
+                privileges.ensure_default_user()
+            except privileges.PrivilegeError as exc:
+                raise self._error(t, str(exc)) from None
         run_dir = self.base / t.name
         run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.base.parent, 0o700)

@@ -23,6 +23,8 @@ all:
     gw1:
       ansible_host: {ns1}
       tunnel_address: 192.0.2.1
+      tunnel_private_key_file: gw1.key
+      tunnel_public_key: {public1}
       network:
         devices:
           - {name: tap0, type: tap, vnet_hdr: true, addresses: [198.51.100.1/24]}
@@ -31,13 +33,16 @@ all:
     gw2:
       ansible_host: {ns2}
       tunnel_address: 192.0.2.2
+      tunnel_private_key_file: gw2.key
+      tunnel_public_key: {public2}
       network:
         devices:
           - {name: tap0, type: tap, vnet_hdr: true, addresses: [198.51.100.2/24]}
         tunnels:
           - {name: core, device: tap0, peer: gw1, port: {port}, transport: {transport}, {security}}
 """
-SECURE = "key_file: core.key"
+SECURE = "insecure: false"  # the default, said out loud: WireGuard keys, gw1.key and gw2.key beside the inventory
+PSK = "psk_file: core.psk"  # with SECURE, a pre-shared key too (made beside the inventory)
 INSECURE = "insecure: true"
 
 
@@ -55,11 +60,20 @@ def hosts(make_netns: Callable[[], str]) -> tuple[str, str]:
 
 def inventory(tmp_path: Path, hosts: tuple[str, str], transport: str = "tcp", port: str = "40839",
               security: str = SECURE) -> Path:
-    """The pair's inventory; with the default security, its key file `core.key` is made beside it."""
-    if security.startswith(SECURE) and not (tmp_path / "core.key").exists():
-        keys.keygen(tmp_path / "core.key")
+    """The pair's inventory. Each host's key pair (gw1.key, gw2.key) is made beside it unless
+    there, and so is core.psk when `security` names it."""
+    if PSK in security and not (tmp_path / "core.psk").exists():
+        keys.pskgen(tmp_path / "core.psk")
     return write_inventory(tmp_path / "inventory.yaml", PAIR, ns1=hosts[0], ns2=hosts[1], transport=transport,
-                           port=port, security=security)
+                           port=port, security=security, public1=key_pair(tmp_path / "gw1.key"),
+                           public2=key_pair(tmp_path / "gw2.key"))
+
+
+def key_pair(private: Path) -> str:
+    """The public key of the private key file `private`, made first if it is not there."""
+    if private.exists():
+        return keys.public_key(keys.read_private(private))
+    return keys.keygen(private)
 
 
 def up(tmp_path: Path, hosts: tuple[str, str], transport: str = "tcp", security: str = SECURE) -> tuple[Path, Path]:

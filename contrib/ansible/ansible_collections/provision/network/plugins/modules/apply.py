@@ -15,7 +15,7 @@ description:
 version_added: 0.1.0
 options:
   key_dir:
-    description: Where relative C(key_file) paths of tunnels are found on the target.
+    description: Where relative key file paths (the host's C(tunnel_private_key_file), tunnels' C(psk_file)) are found on the target.
     type: path
     default: /etc/provision
   provision:
@@ -67,11 +67,16 @@ SYMBOL = {"create": "+", "update": "~", "replace": "-/+", "delete": "-"}
 
 
 def with_key_dir(inventory, key_dir):
-    """Relative key_file paths are the target's key_dir's, not the temporary inventory's."""
+    """Relative key file paths are the target's key_dir's, not the temporary inventory's."""
+
+    def absolute(mapping, key):
+        if isinstance(mapping, dict) and mapping.get(key) and not os.path.isabs(str(mapping[key])):
+            mapping[key] = os.path.join(key_dir, str(mapping[key]))
+
     for host in inventory["all"]["hosts"].values():
+        absolute(host, "tunnel_private_key_file")
         for tunnel in ((host or {}).get("network") or {}).get("tunnels") or []:
-            if isinstance(tunnel, dict) and tunnel.get("key_file") and not os.path.isabs(tunnel["key_file"]):
-                tunnel["key_file"] = os.path.join(key_dir, tunnel["key_file"])
+            absolute(tunnel, "psk_file")
     return inventory
 
 
