@@ -1,4 +1,4 @@
-"""The data plane's pure parts: virtio headers, segmentation and coalescing, framing."""
+"""The data plane's pure parts: virtio headers, segmentation and coalescing, TCP framing."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import struct
 
 import pytest
 
-from provisioner.tunnel import vnet, wire
+from provisioner.tunnel import vnet
+from provisioner.tunnel.tcp import MAX_MESSAGE, FrameError, FrameReader, frame
 from provisioner.tunnel.vnet import HDR, BadPacket
 
 MSS = 1448
@@ -124,29 +125,40 @@ def test_sanitize_recomputes_hdr_len() -> None:
     assert HDR.unpack(vnet.sanitize(lying, pkt, False))[2] == 52
 
 
-def frames(chunks: list[bytes], size: int = 1 << 18) -> list[tuple[int, bytes | None]]:
-    reader, out = wire.FrameReader(size), []
+def frames(chunks: list[bytes], size: int = 1 << 18) -> list[bytes]:
+    reader, out = FrameReader(size), []
     for chunk in chunks:
         while chunk:
             space = reader.space()
             n = min(len(space), len(chunk))
             space[:n] = chunk[:n]
             chunk = chunk[n:]
-            out += [(k, bytes(v) if v is not None else None) for k, v in reader.frames(n)]
+            out += [bytes(v) for v in reader.frames(n)]
     return out
+
+
+def stream_of(units: list[bytes]) -> bytes:
+    return b"".join(b"".join(bytes(p) for p in frame(u)) for u in units)
 
 
 def test_frames_survive_any_cut_of_the_stream() -> None:
     units = [os.urandom(n) for n in (1, 1500, 65_000, 40, 30_000, 9000)]
-    stream = b"".join(wire.frame_header(wire.DATA, len(u)) + u for u in units)
+    stream = stream_of(units)
     for cut in (1, 3, 1000, 7777, 65_536):
         chunks = [stream[i:i + cut] for i in range(0, len(stream), cut)]
-        assert frames(chunks) == [(wire.DATA, u) for u in units]
+        assert frames(chunks) == units
 
 
-def test_an_oversized_frame_is_skipped_and_the_stream_stays_in_step() -> None:
-    big = wire.MAX_BODY + 1
-    stream = (wire.frame_header(wire.DATA, 5) + b"hello" + wire.frame_header(wire.DATA, big) + bytes(big)
-              + wire.frame_header(wire.DATA, 5) + b"world")
-    chunks = [stream[i:i + 4096] for i in range(0, len(stream), 4096)]
-    assert frames(chunks) == [(wire.DATA, b"hello"), (wire.DATA, None), (wire.DATA, b"world")]
+@pytest.mark.parametrize("length", [0, MAX_MESSAGE + 1, 0xFFFFFFFF])
+def test_a_frame_of_no_or_too_many_bytes_ends_the_stream(length: int) -> None:
+    stream = stream_of([b"hello"]) + struct.pack(">I", length) + bytes(64)
+    with pytest.raises(FrameError):
+        frames([stream])
+
+
+def test_a_handshake_reader_takes_nothing_longer_than_an_initiation() -> None:
+    reader = FrameReader(0, 148)
+    space = reader.space()
+    space[:4] = struct.pack(">I", 149)
+    with pytest.raises(FrameError):
+        reader.frames(4)
