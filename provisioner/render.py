@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import Any, TextIO
 
 from .model import Address, Device, Route, Tunnel
@@ -113,19 +114,29 @@ def status_table(rows: list[dict[str, Any]]) -> str:
     notes = []
     for r in rows:
         drops = sum(r["drops"].values())
-        security = ("encrypted" + ("+lz4" if r.get("compress") else "")) if r.get("encrypted") else "INSECURE"
+        security = (("wireguard" if r.get("wireguard") else "encrypted") + ("+lz4" if r.get("compress") else "")) \
+            if r.get("encrypted") else "INSECURE"
         lines.append((r["host"], r["tunnel"], r["state"], security, str(r["pid"] or "-"), str(r["restarts"]),
                       r["peer"] or "-",
                       str(r["rx_packets"]), _bytes(r["rx_bytes"]), str(r["tx_packets"]), _bytes(r["tx_bytes"]),
                       str(drops)))
         for reason, n in sorted(r["drops"].items()):
             notes.append(f"{r['host']}/{r['tunnel']}: dropped {n}: {reason}")
-        if r.get("last_error"):
-            notes.append(f"{r['host']}/{r['tunnel']}: last error: {r['last_error']}")
+        error_at, since = r.get("last_error_at"), r.get("since")
+        healthy_since = r["state"] == "connected" and error_at and since and error_at < since
+        if r.get("last_error") and not healthy_since:  # an error from before the tunnel came up is history
+            when = f" ({_ago(error_at)})" if error_at else ""
+            notes.append(f"{r['host']}/{r['tunnel']}: last error{when}: {r['last_error']}")
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     text = "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
                      for line in lines)
     return text + "".join(f"\n{n}" for n in notes)
+
+
+def _ago(at: float) -> str:
+    seconds = max(0, int(time.time() - at))
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
+    return f"at {stamp}, {seconds} s ago" if seconds < 3600 else f"at {stamp}"
 
 
 def pull_status(record: dict[str, Any]) -> str:

@@ -38,7 +38,7 @@ class Drop(StrEnum):
     BAD_VNET = "virtio header that does not check out"
     DECOMPRESS_FAILED = "compressed unit that does not decompress"
     # local
-    NO_SESSION = "no session with the peer (queue full)"
+    NO_SESSION = "no session with the peer yet"
     SEND_FAILED = "send to the peer failed"
     DEVICE_REFUSED = "device refused the write"
     UNSEGMENTABLE = "super-packet the peer's device cannot take"

@@ -18,6 +18,8 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import time
+from enum import StrEnum
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from ..model import RunState, Tunnel, tunnel_from_dict
 
 SPEC, LOCK, SUPERVISOR, STATS, LOG = "spec.json", "supervisor.lock", "supervisor.json", "stats.json", "forwarder.log"
 LOG_BYTES = 256 * 1024
+STALE_AFTER = 5.0  # seconds without a report from a forwarder (it reports every second): it is stuck
 DEVICE_GONE = 3  # a forwarder's exit status when its device was deleted under it
 
 
@@ -90,24 +93,49 @@ def observe(state_dir: Path, host: str) -> tuple[Tunnel, ...]:
     return tuple(out)
 
 
+class Health(StrEnum):
+    """What `status` says of a tunnel."""
+
+    STARTING = "starting"  # the supervisor runs, its forwarder has not reported yet
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    UNRESPONSIVE = "unresponsive"  # the forwarder stopped reporting (stopped, or stuck)
+    FAILED = "failed"  # crashed repeatedly; the supervisor gave up until the next apply
+    STOPPED = "stopped"
+
+
+def health(alive: bool, sup: dict[str, Any], stats: dict[str, Any], now: float) -> Health:
+    if not alive:
+        return Health.STOPPED
+    if sup.get("state") == RunState.FAILED:
+        return Health.FAILED
+    if not sup.get("forwarder_pid") or "state" not in stats:
+        return Health.STARTING
+    at = stats.get("at")
+    if isinstance(at, int | float) and now - at > STALE_AFTER:
+        return Health.UNRESPONSIVE
+    return Health.CONNECTED if stats.get("state") == Health.CONNECTED else Health.CONNECTING
+
+
 def status(state_dir: Path, host: str) -> list[dict[str, Any]]:
     """What `provision status` shows, per tunnel."""
     out = []
+    now = time.time()
     for run_dir, spec in _run_dirs(state_dir, host):
         sup = read_json(run_dir / SUPERVISOR) or {}
         stats = read_json(run_dir / STATS) or {}
+        if not isinstance(stats, dict):
+            stats = {}
         alive = supervisor_alive(run_dir)
-        if not alive:
-            state = "stopped"
-        elif sup.get("state") == RunState.FAILED:
-            state = "failed"
-        else:
-            state = stats.get("state", "starting") if sup.get("forwarder_pid") else "starting"
+        state = health(alive, sup, stats, now)
         out.append({
             "host": host, "tunnel": spec["name"], "device": spec["device"], "transport": spec["transport"],
-            "role": spec["role"], "endpoint": spec["endpoint"], "state": state,
-            "encrypted": spec.get("key_file") is not None, "compress": bool(spec.get("compress")),
-            "key_id": stats.get("key_id"),  # the (public) id of the key the current session was made with
+            "role": spec["role"], "endpoint": spec["endpoint"], "state": state.value,
+            "encrypted": spec.get("private_key_file") is not None, "compress": bool(spec.get("compress")),
+            "wireguard": spec.get("device_type") == "tun" and spec.get("transport") == "udp",
+            "peer_key": spec.get("peer_public_key"), "handshakes": stats.get("handshakes", 0),
+            "last_handshake": stats.get("last_handshake"), "since": stats.get("since"),
+            "last_error_at": stats.get("last_error_at"),
             "user": spec.get("user"),
             "pid": sup.get("forwarder_pid") if alive else None, "restarts": sup.get("restarts", 0),
             "peer": stats.get("peer"), "rx_packets": stats.get("rx_packets", 0), "rx_bytes": stats.get("rx_bytes", 0),

@@ -379,8 +379,8 @@ class TcpCarrier:
             if n == 0:
                 raise ConnectionError("the peer closed the connection")
             last_heard = time.monotonic()
-            for msg in reader.frames(n):
-                self._message(conn, msg, source, last_heard)
+            for frame_ in reader.frames(n):
+                self._message(conn, frame_, source, last_heard)
 
     def _message(self, conn: socket.socket, msg: memoryview, source: bytes, now: float) -> None:
         peer = self.peer

@@ -26,7 +26,10 @@ FIRST_RETRY = 0.1  # an initiation that gets no response is sent again after 0.1
 MIN_INITIATION_INTERVAL = 1 / 50  # WireGuard refuses initiations from one peer faster than this
 
 
-def retry_after(attempt: int, jitter: random.Random = random.Random()) -> float:
+_JITTER = random.Random()
+
+
+def retry_after(attempt: int) -> float:
     """Seconds until an unanswered initiation is sent again, with WireGuard's jitter of up to 1/3 s."""
     base = min(REKEY_TIMEOUT, FIRST_RETRY * (2 ** attempt))
-    return base + jitter.uniform(0.0, min(base, 1.0) / 3)
+    return base + _JITTER.uniform(0.0, min(base, 1.0) / 3)

@@ -196,7 +196,7 @@ class UdpCarrier:
     def _flush_staged(self, kp: Keypair) -> None:
         if not self.staged or self.endpoint is None:
             return
-        out = [kp.seal(p) for p in self.staged]
+        out: list[bytes | memoryview] = [kp.seal(p) for p in self.staged]
         self.staged.clear()
         self.stats.tx_packets += self._send_all(out, self.endpoint)
 

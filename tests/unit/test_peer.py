@@ -149,7 +149,7 @@ def test_an_unanswered_initiation_is_sent_again_soon_then_at_rekey_timeout() -> 
         t = connector.retry_at
         gaps.append(t)
         assert [m[0] for m in connector.due(t)][:1] == [noise.MSG_INITIATION]
-    steps = [b - a for a, b in zip(gaps, gaps[1:])]
+    steps = [b - a for a, b in zip(gaps, gaps[1:], strict=False)]
     assert steps[0] < 0.5 and timers.REKEY_TIMEOUT <= steps[-1] <= timers.REKEY_TIMEOUT + 0.34
 
 
