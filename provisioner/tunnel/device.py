@@ -32,6 +32,7 @@ from .drops import Drop
 PI_LEN = 4
 PI_IPV4, PI_IPV6, PI_NONE = struct.pack("!HH", 0, 0x0800), struct.pack("!HH", 0, 0x86DD), struct.pack("!HH", 0, 0)
 NO_VNET = bytes(vnet.HDR_LEN)
+NOTHING = b"\0"  # our form's keepalive: a flags byte and no unit (insecure tunnels send it)
 COMPRESSED = 1
 MAX_UNIT = 65535 + vnet.HDR_LEN + 18  # an IP packet of 64 KB, its virtio header, Ethernet + VLAN
 READ_SIZE = MAX_UNIT + PI_LEN + 64
@@ -92,6 +93,8 @@ class Device:
         """Write what a peer sent (already authenticated); the reason if it is not written."""
         if self.wireguard:
             return self._deliver_ip(plain)
+        if plain == NOTHING or not plain:
+            return None
         if len(plain) < 1 + vnet.HDR_LEN:
             return Drop.BAD_INNER
         flags, head, packet = plain[0], plain[1:1 + vnet.HDR_LEN], plain[1 + vnet.HDR_LEN:]

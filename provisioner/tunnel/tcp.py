@@ -34,11 +34,11 @@ from typing import Any
 
 from ..model import Role, Tunnel, split_endpoint
 from . import noise
-from .device import MAX_UNIT, READ_SIZE, Device
+from .device import MAX_UNIT, NOTHING, READ_SIZE, Device
 from .drops import Drop
 from .peer import Peer
 from .stats import LinkState, Stats
-from .timers import DEAD_AFTER
+from .timers import DEAD_AFTER, KEEPALIVE_INTERVAL
 from .udp import address_text, source_key
 
 LENGTH = struct.Struct(">I")
@@ -58,6 +58,10 @@ class FrameError(ValueError):
     """The stream is not a sequence of frames we accept."""
 
 
+class FrameTooLarge(FrameError):
+    """A frame of no bytes, or of more than the reader takes."""
+
+
 class FrameReader:
     """Cuts a TCP byte stream into frames without copying whole frames. Feed it what
     `recv_into(space())` filled; it yields each complete message (a view, valid until the next
@@ -65,9 +69,21 @@ class FrameReader:
 
     def __init__(self, size: int = 1 << 18, limit: int = MAX_MESSAGE):
         self.limit = limit
-        self.buf = bytearray(max(size, limit + LENGTH.size))
+        self.error: FrameTooLarge | None = None  # found after the frames frames() returned: raised next
+        self.size = size
+        self.buf = bytearray(min(size, 4 * (limit + LENGTH.size)))  # small while the limit is
         self.view = memoryview(self.buf)
         self.start = self.filled = 0
+
+    def allow(self, limit: int) -> None:
+        """Take frames up to `limit` from now on (a connection that proved itself)."""
+        self.limit = limit
+        if len(self.buf) < self.size:
+            rest = self.buf[self.start:self.filled]
+            self.buf = bytearray(self.size)
+            self.buf[:len(rest)] = rest
+            self.view = memoryview(self.buf)
+            self.start, self.filled = 0, len(rest)
 
     def space(self) -> memoryview:
         if len(self.buf) - self.filled < self.limit + LENGTH.size:
@@ -77,13 +93,20 @@ class FrameReader:
         return self.view[self.filled:]
 
     def frames(self, n: int) -> list[memoryview]:
+        """The complete frames among what arrived. A bad length ends the stream: the frames before
+        it are returned first, and the next call raises."""
+        if self.error is not None:
+            raise self.error
         self.filled += n
         view, pos, end = self.view, self.start, self.filled
         out = []
         while end - pos >= 4:
             length = LENGTH.unpack_from(view, pos)[0]
             if length == 0 or length > self.limit:
-                raise FrameError(f"frame of {length} bytes")
+                self.error = FrameTooLarge(f"frame of {length} bytes")
+                if not out:
+                    raise self.error
+                break
             if end - pos - 4 < length:
                 break
             out.append(view[pos + 4:pos + 4 + length])
@@ -127,7 +150,8 @@ class Pending:
 
     def __init__(self, conn: socket.socket, addr: Any, deadline: float, secure: bool):
         self.conn, self.addr, self.deadline = conn, addr, deadline
-        self.reader = FrameReader(0, noise.INITIATION_LEN) if secure else FrameReader()
+        # Until its initiation is accepted a connection may send nothing longer than one.
+        self.reader = FrameReader(limit=noise.INITIATION_LEN if secure else MAX_MESSAGE)
         self.doomed = False
         self.early: list[bytes] = []
 
@@ -151,16 +175,21 @@ class TcpCarrier:
             threading.Thread(target=self._vet_forever, daemon=True, name="accept").start()
         delay = 0.05
         while True:
-            conn = self._next_connection()
-            if conn is None:
+            p = self._next_connection()
+            if p is None:
                 self._report(time.monotonic())
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
             delay = 0.05
+            conn = p.conn
             try:
-                self._carry(conn)
-            except (OSError, FrameError) as exc:
+                self._carry(p)
+            except FrameError as exc:  # counted where it was found; a reader's too, here
+                if isinstance(exc, FrameTooLarge):
+                    self.drop(Drop.BAD_FRAME)
+                self.stats.error(f"connection to {self.stats.peer}: {_why(exc)}")
+            except OSError as exc:
                 self.stats.error(f"connection to {self.stats.peer}: {_why(exc)}")
             finally:
                 with self.lock:
@@ -169,16 +198,13 @@ class TcpCarrier:
                 _shutdown(conn)
                 conn.close()
 
-    def _next_connection(self) -> socket.socket | None:
+    def _next_connection(self) -> Pending | None:
         if self.listener is not None:
             while not self.offered:
                 self.arrived.wait(TICK)
                 self.arrived.clear()
                 self._report(time.monotonic())
-            p = self.offered.popleft()
-            for msg in p.early:  # an insecure peer's first frames
-                self._deliver(msg)
-            return p.conn
+            return self.offered.popleft()
         try:
             return self._connect()
         except (OSError, FrameError) as exc:
@@ -198,14 +224,15 @@ class TcpCarrier:
 
     # ------------------------------------------------------------ connecting end
 
-    def _connect(self) -> socket.socket:
+    def _connect(self) -> Pending:
         conn = socket.create_connection((self.host, self.port), timeout=CONNECT_TIMEOUT)
         try:
             _tune(conn)
+            p = Pending(conn, conn.getpeername(), 0.0, secure=False)
             peer = self.peer
             if peer is None:
-                return conn
-            reader = FrameReader(0, noise.RESPONSE_LEN)
+                return p
+            reader = p.reader
             deadline = time.monotonic() + CONNECT_TIMEOUT
             with self.lock:
                 conn.sendall(b"".join(frame(peer.initiation(time.monotonic()))))
@@ -230,7 +257,7 @@ class TcpCarrier:
                             continue
                         assert reply is not None  # the keepalive that confirms the session
                         conn.sendall(b"".join(frame(reply)))
-                        return conn
+                        return p
         except BaseException:
             conn.close()
             raise
@@ -330,6 +357,7 @@ class TcpCarrier:
                     p.doomed = True
                     return False
             if why is None:
+                p.reader.allow(MAX_MESSAGE)
                 return True
             self.drop(why)
             if reply is None:  # refused for good; a cookie reply leaves it time to try again
@@ -349,8 +377,8 @@ class TcpCarrier:
 
     # ------------------------------------------------------------ carrying
 
-    def _carry(self, conn: socket.socket) -> None:
-        peer = self.peer
+    def _carry(self, p: Pending) -> None:
+        peer, conn, reader = self.peer, p.conn, p.reader
         addr = conn.getpeername()
         conn.settimeout(None)  # blocking, with kernel-side timeouts: a receive is one system call
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, int(TICK * 1e6)))
@@ -358,9 +386,12 @@ class TcpCarrier:
         with self.lock:
             self.conn = conn
         self.stats.set_state(LinkState.CONNECTED, address_text(addr))
-        reader = FrameReader()
+        for msg in p.early:  # an insecure peer's first frames, read while it was vetted
+            self._deliver(msg)
+        if reader.error is not None:
+            raise reader.error
         source = source_key(addr)
-        last_heard = time.monotonic()
+        last_heard, last_keepalive = time.monotonic(), 0.0
         while True:
             now = time.monotonic()
             if peer is not None:
@@ -369,8 +400,13 @@ class TcpCarrier:
                         conn.sendall(b"".join(frame(msg)))
                 if now - peer.last_heard > DEAD_AFTER:
                     raise ConnectionError(f"nothing from the peer for {DEAD_AFTER:.0f} s")
-            elif now - last_heard > DEAD_AFTER:
-                raise ConnectionError(f"nothing from the peer for {DEAD_AFTER:.0f} s")
+            else:
+                if now - last_heard > DEAD_AFTER:
+                    raise ConnectionError(f"nothing from the peer for {DEAD_AFTER:.0f} s")
+                if now - last_keepalive >= KEEPALIVE_INTERVAL:  # insecure: a unit of nothing
+                    with self.lock:
+                        conn.sendall(b"".join(frame(NOTHING)))
+                    last_keepalive = now
             self._report(now)
             try:
                 n = conn.recv_into(reader.space())
@@ -381,6 +417,8 @@ class TcpCarrier:
             last_heard = time.monotonic()
             for frame_ in reader.frames(n):
                 self._message(conn, frame_, source, last_heard)
+            if reader.error is not None:
+                raise reader.error
 
     def _message(self, conn: socket.socket, msg: memoryview, source: bytes, now: float) -> None:
         peer = self.peer

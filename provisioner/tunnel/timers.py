@@ -20,7 +20,8 @@ KEEPALIVE_TIMEOUT = 10.0
 # nothing, so that `status` can tell a live peer from a gone one (DEAD_AFTER without a word);
 # a stock WireGuard peer should set PersistentKeepalive for the same.
 KEEPALIVE_INTERVAL = 2.0
-DEAD_AFTER = KEEPALIVE_TIMEOUT + REKEY_TIMEOUT  # WireGuard's "no reply to what we sent" limit
+DEAD_AFTER = 4 * KEEPALIVE_INTERVAL  # four keepalives missed: the peer is gone (WireGuard's own limit,
+# KEEPALIVE_TIMEOUT + REKEY_TIMEOUT, is for peers that send no keepalives of their own)
 FIRST_RETRY = 0.1  # an initiation that gets no response is sent again after 0.1 s, doubling to REKEY_TIMEOUT:
 # the peer is most likely restarting (about 0.1 s), so it is back as soon as the peer is
 MIN_INITIATION_INTERVAL = 1 / 50  # WireGuard refuses initiations from one peer faster than this

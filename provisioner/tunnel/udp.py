@@ -107,13 +107,17 @@ class UdpCarrier:
         if self.t.role is Role.CONNECT:
             self._resolve()
         while True:
-            now = time.monotonic()
-            wait = self._tick(now)
-            for fd, _ in poller.poll(wait * 1000):
-                if fd == sock_fd:
-                    self._receive(gbuf)
-                elif fd == dev_fd:
-                    self._send_from_device(rbuf)
+            try:
+                wait = self._tick(time.monotonic())
+                for fd, _ in poller.poll(wait * 1000):
+                    if fd == sock_fd:
+                        self._receive(gbuf)
+                    elif fd == dev_fd:
+                        self._send_from_device(rbuf)
+            except DeviceGone:
+                raise
+            except Exception:  # nothing ends the loop but the device going away
+                self._internal()
 
     def _tick(self, now: float) -> float:
         """Timers: handshakes, keepalives, the report. Returns how long the loop may sleep."""
@@ -272,6 +276,9 @@ class UdpCarrier:
                 if level == SOL_UDP and kind == UDP_GRO and len(data) >= 4:
                     size = struct.unpack_from("=i", data)[0] or n
             now = time.monotonic()
+            if n == 0:  # an empty datagram (an insecure keepalive)
+                self._datagram(view[:0], addr, now)
+                continue
             for off in range(0, n, size):
                 try:
                     self._datagram(view[off:min(off + size, n)], addr, now)

@@ -150,14 +150,19 @@ def test_frames_survive_any_cut_of_the_stream() -> None:
 
 
 @pytest.mark.parametrize("length", [0, MAX_MESSAGE + 1, 0xFFFFFFFF])
-def test_a_frame_of_no_or_too_many_bytes_ends_the_stream(length: int) -> None:
+def test_a_frame_of_no_or_too_many_bytes_ends_the_stream_after_the_frames_before_it(length: int) -> None:
+    reader = FrameReader()
     stream = stream_of([b"hello"]) + struct.pack(">I", length) + bytes(64)
+    reader.space()[:len(stream)] = stream
+    assert [bytes(f) for f in reader.frames(len(stream))] == [b"hello"]
+    assert isinstance(reader.error, FrameError)
     with pytest.raises(FrameError):
-        frames([stream])
+        reader.frames(0)
 
 
 def test_a_handshake_reader_takes_nothing_longer_than_an_initiation() -> None:
-    reader = FrameReader(0, 148)
+    reader = FrameReader(limit=148)
+    assert len(reader.buf) < 1024, "a connection that has proven nothing holds little memory"
     space = reader.space()
     space[:4] = struct.pack(">I", 149)
     with pytest.raises(FrameError):
