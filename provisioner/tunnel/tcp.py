@@ -99,7 +99,7 @@ class FrameReader:
             raise self.error
         self.filled += n
         view, pos, end = self.view, self.start, self.filled
-        out = []
+        out: list[memoryview] = []
         while end - pos >= 4:
             length = LENGTH.unpack_from(view, pos)[0]
             if length == 0 or length > self.limit:
