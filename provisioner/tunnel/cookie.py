@@ -9,8 +9,9 @@ spends a Diffie-Hellman on it.
     reply = type 3 ‖ 0 0 0 ‖ receiver ‖ nonce (24) ‖ XAEAD(HASH("cookie--" ‖ S_responder), nonce,
             cookie, aad = mac1 of the message answered)
 
-MAC is keyed BLAKE2s with a 16-byte output. XChaCha20-Poly1305 is HChaCha20 (below, in Python:
-one block, once per cookie reply) followed by `cryptography`'s ChaCha20-Poly1305.
+MAC is keyed BLAKE2s with a 16-byte output. XChaCha20-Poly1305 is HChaCha20 (below, from one
+ChaCha20 block) followed by `cryptography`'s ChaCha20-Poly1305 with the subkey and the nonce's
+last 8 bytes (draft-irtf-cfrg-xchacha §2.3).
 
 Pure: the time is passed in (`now`, seconds on a monotonic clock), randomness is a parameter.
 Every check looks at the size and the type word first; compares are constant-time.
@@ -25,6 +26,7 @@ import struct
 from collections.abc import Callable
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from provisioner.tunnel.noise import (
@@ -80,39 +82,25 @@ def _fresh(since: float, now: float) -> bool:
 
 _MASK32 = 0xFFFFFFFF
 _SIGMA = struct.unpack("<4I", b"expand 32-byte k")
-
-
-def _rotl(v: int, n: int) -> int:
-    return ((v << n) & _MASK32) | (v >> (32 - n))
-
-
-def _quarter(s: list[int], a: int, b: int, c: int, d: int) -> None:
-    s[a] = (s[a] + s[b]) & _MASK32
-    s[d] = _rotl(s[d] ^ s[a], 16)
-    s[c] = (s[c] + s[d]) & _MASK32
-    s[b] = _rotl(s[b] ^ s[c], 12)
-    s[a] = (s[a] + s[b]) & _MASK32
-    s[d] = _rotl(s[d] ^ s[a], 8)
-    s[c] = (s[c] + s[d]) & _MASK32
-    s[b] = _rotl(s[b] ^ s[c], 7)
+_ZERO_BLOCK = bytes(64)
 
 
 def hchacha20(key: bytes, nonce16: bytes) -> bytes:
-    """HChaCha20 (draft-irtf-cfrg-xchacha §2.2): the ChaCha20 block function's 20 rounds over
-    (constants, key, 16-byte nonce), without the final addition; words 0-3 and 12-15 out."""
+    """HChaCha20 (draft-irtf-cfrg-xchacha §2.2): the 20 ChaCha rounds over (constants, key, 16-byte
+    nonce), words 0-3 and 12-15 out, without ChaCha20's final addition of the input. ChaCha20 with
+    the 16 bytes as its counter ‖ nonce computes exactly that block plus the input, so one C call
+    and a subtraction of the known input words (constants, nonce) give it: ≈ 10x faster than the
+    rounds in Python, and a cookie reply is what we send while under load."""
     if len(key) != KEY_LEN or len(nonce16) != 16:
         raise ValueError("HChaCha20 takes a 32-byte key and a 16-byte nonce")
-    s = [*_SIGMA, *struct.unpack("<8I", key), *struct.unpack("<4I", nonce16)]
-    for _ in range(10):
-        _quarter(s, 0, 4, 8, 12)
-        _quarter(s, 1, 5, 9, 13)
-        _quarter(s, 2, 6, 10, 14)
-        _quarter(s, 3, 7, 11, 15)
-        _quarter(s, 0, 5, 10, 15)
-        _quarter(s, 1, 6, 11, 12)
-        _quarter(s, 2, 7, 8, 13)
-        _quarter(s, 3, 4, 9, 14)
-    return struct.pack("<8I", *s[0:4], *s[12:16])
+    block = Cipher(algorithms.ChaCha20(key, nonce16), mode=None).encryptor().update(_ZERO_BLOCK)
+    words = struct.unpack("<16I", block)
+    nonce = struct.unpack("<4I", nonce16)
+    return struct.pack(
+        "<8I",
+        *((words[i] - _SIGMA[i]) & _MASK32 for i in range(4)),
+        *((words[12 + i] - nonce[i]) & _MASK32 for i in range(4)),
+    )
 
 
 def _xaead(key: bytes, nonce: bytes) -> tuple[ChaCha20Poly1305, bytes]:

@@ -46,6 +46,37 @@ def test_hchacha20_matches_the_draft_vector() -> None:  # draft-irtf-cfrg-xchach
     assert cookie.hchacha20(key, nonce).hex() == expected
 
 
+def hchacha20_by_the_rounds(key: bytes, nonce16: bytes) -> bytes:
+    """The draft's definition, round by round: the independent reference for cookie.hchacha20."""
+    import struct
+
+    def rotl(v: int, n: int) -> int:
+        return ((v << n) & 0xFFFFFFFF) | (v >> (32 - n))
+
+    def quarter(s: list[int], a: int, b: int, c: int, d: int) -> None:
+        for x, y, z, r in ((a, b, d, 16), (c, d, b, 12), (a, b, d, 8), (c, d, b, 7)):
+            s[x] = (s[x] + s[y]) & 0xFFFFFFFF
+            s[z] = rotl(s[z] ^ s[x], r)
+
+    s = [*struct.unpack("<4I", b"expand 32-byte k"), *struct.unpack("<8I", key), *struct.unpack("<4I", nonce16)]
+    for _ in range(10):
+        for a, b, c, d in ((0, 4, 8, 12), (1, 5, 9, 13), (2, 6, 10, 14), (3, 7, 11, 15),
+                           (0, 5, 10, 15), (1, 6, 11, 12), (2, 7, 8, 13), (3, 4, 9, 14)):
+            quarter(s, a, b, c, d)
+    return struct.pack("<8I", *s[0:4], *s[12:16])
+
+
+def test_hchacha20_equals_the_rounds_for_any_key_and_nonce() -> None:
+    import os
+
+    assert hchacha20_by_the_rounds(bytes(range(32)), bytes.fromhex("000000090000004a0000000031415927")).hex() == (
+        "82413b4227b27bfed30e42508a877d73a0f9e4d58a74a853c12ec41326d3ecdc"
+    )
+    for nonce in [bytes(16), b"\xff" * 16] + [os.urandom(16) for _ in range(30)]:
+        key = os.urandom(32)
+        assert cookie.hchacha20(key, nonce) == hchacha20_by_the_rounds(key, nonce)
+
+
 def test_xchacha20poly1305_matches_the_draft_vector() -> None:  # draft-irtf-cfrg-xchacha-03 §A.3.1
     key = bytes(range(0x80, 0xA0))
     nonce = bytes(range(0x40, 0x58))

@@ -25,7 +25,7 @@ EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "150"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 REASONS = {noise.BAD_SIZE, noise.BAD_TYPE, noise.BAD_KEY, noise.BAD_STATIC, noise.BAD_TIMESTAMP,
-           noise.BAD_RESPONSE, noise.UNKNOWN_RECEIVER}
+           noise.BAD_RESPONSE, noise.UNKNOWN_RECEIVER, noise.UNKNOWN_PEER}
 PSK = bytes(range(32))
 SOURCE = bytes([198, 51, 100, 7, 0xCA, 0x6C])
 
@@ -40,6 +40,7 @@ def _valid_initiation() -> tuple[bytearray, noise.InitiatorState]:
 
 
 INITIATION, STATE = _valid_initiation()
+PRECOMPUTED = {INITIATOR.public: noise.static_secret(RESPONDER, INITIATOR.public)}
 RESPONSE = noise.create_response(RESPONDER, noise.consume_initiation(RESPONDER, INITIATION), PSK, 77)[0]
 CookieGenerator(INITIATOR.public).add_macs(RESPONSE, 0.0)
 
@@ -77,6 +78,8 @@ def refused_or_decoded(call):  # noqa: ANN001, ANN201 - a tiny helper for the te
 @given(hostile(bytes(INITIATION), noise.HEADER_INITIATION))
 def test_consume_initiation_only_refuses(msg: bytes) -> None:
     result = refused_or_decoded(lambda: noise.consume_initiation(RESPONDER, msg))
+    known = refused_or_decoded(lambda: noise.consume_initiation(RESPONDER, msg, PRECOMPUTED))
+    assert (result is None) is (known is None)
     if result is not None:  # decrypted: then the static and timestamp must be the ones sealed
         assert result.peer_public == INITIATOR.public and msg[8:116] == INITIATION[8:116]
 

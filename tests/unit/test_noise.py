@@ -68,7 +68,24 @@ def test_precomputed_static_secret_gives_the_same_message(pair: tuple[Identity, 
     pre = noise.create_initiation(a, b.public, PSK, 7, TIME, precomputed_ss=ss, ephemeral_private=eph)[0]
     assert plain == pre
     init = noise.consume_initiation(b, pre, precomputed={a.public: noise.static_secret(b, a.public)})
-    assert init.peer_public == a.public
+    assert init.peer_public == a.public and init.timestamp == TIME
+
+
+def test_with_precomputed_secrets_an_unknown_peer_is_refused(pair: tuple[Identity, Identity]) -> None:
+    a, b = pair
+    stranger = Identity.from_private(noise.generate_private())
+    msg1, _ = noise.create_initiation(stranger, b.public, PSK, 1, TIME)
+    assert noise.consume_initiation(b, msg1).peer_public == stranger.public  # not judged without the map
+    with pytest.raises(HandshakeError) as refused:
+        noise.consume_initiation(b, msg1, precomputed={a.public: noise.static_secret(b, a.public)})
+    assert refused.value.reason == noise.UNKNOWN_PEER
+
+
+def test_an_identity_refuses_a_public_key_that_is_not_its_own() -> None:
+    with pytest.raises(ValueError):
+        Identity(noise.generate_private(), noise.public_of(noise.generate_private()))
+    with pytest.raises(ValueError):
+        Identity.from_private(bytes(31))
 
 
 @pytest.mark.parametrize("offset", range(noise.INITIATION_LEN - 32))  # up to mac1: macs are not the handshake's
