@@ -373,3 +373,19 @@ def test_facts_read_the_public_key_from_the_private_key_in_use(tmp_path) -> None
     assert host_key(running) == (str(tmp_path / "h.key"), PUBLIC1)
     assert host_key(Observed(), str(tmp_path / "h.key")) == (str(tmp_path / "h.key"), PUBLIC1)
     assert host_key(Observed(), str(tmp_path / "none.key")) is None
+
+
+def test_a_docker_host_is_given_its_private_key_its_psks_and_the_public_key_files_it_reads(write, tmp_path) -> None:
+    """The provision run inside the container reads the inventory there: every key file it
+    names for that host must come along (a peer's private key never does)."""
+    from provisioner.connection.docker import INBOX, _key_files
+    from provisioner.inventory import build, load_source, parse
+
+    text = pair(one=", psk_file: core.psk", two=", psk_file: core.psk").replace("netns", "docker")
+    text = text.replace(f"tunnel_public_key: {PUBLIC2}", "tunnel_public_key_file: gw2.pub")
+    path = write(text)
+    gw1 = build(load_source(path), parse(load_source(path))).hosts[0]
+    files = {inside: (outside, read.__name__) for inside, outside, read in _key_files(gw1, path)}
+    assert files == {f"{INBOX}/gw1.key": (str(tmp_path / "gw1.key"), "read_private"),
+                     f"{INBOX}/core.psk": (str(tmp_path / "core.psk"), "read_psk"),
+                     f"{INBOX}/gw2.pub": (str(tmp_path / "gw2.pub"), "_read_public")}
