@@ -26,7 +26,7 @@ def _ids(pid: int) -> tuple[list[str], list[str]]:
 
 
 def test_forwarders_run_as_their_own_user_that_nobody_cannot_signal(tmp_path: Path, hosts: tuple[str, str]) -> None:
-    inv, state = up(tmp_path, hosts, "udp", security=INSECURE)  # the identity is the same with keys
+    inv, state = up(tmp_path, hosts, "udp")  # WireGuard keys (the identity is the same without)
     entry = pwd.getpwnam(DEFAULT_USER)  # apply created it (if this machine did not have it yet)
     assert entry.pw_uid != 0 and entry.pw_gid != 0 and entry.pw_shell == "/usr/sbin/nologin"
     for row in status(inv, state).values():
