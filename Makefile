@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 DEMO_NS := provision-demo-gw1 provision-demo-gw2
 DEBIAN_PACKAGES := iproute2 iputils-ping procps iperf3 socat
 TEST_PACKAGES := git openssh-client systemd  # the pull agent's git, ssh-keygen and ssh for Ansible, systemd-analyze
-TEST_PACKAGES += wireguard-go wireguard-tools  # a stock WireGuard peer (wg configures it)
+TEST_PACKAGES += wireguard-go wireguard-tools  # a stock WireGuard peer (wg configures it, and checks key formats)
 
 TUNNEL_HOSTS := gw1 gw2 site-a site-b hub spoke-east spoke-west  # the bundled inventories' hosts with tunnels
 

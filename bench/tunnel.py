@@ -42,13 +42,13 @@ all:
     a:
       ansible_host: {a}
       tunnel_address: {ua}
-      network:
+{keys_a}      network:
         devices: [{{name: tap0, type: tap, vnet_hdr: true, addresses: [{ia}/24]}}]
         tunnels: [{{name: bench, device: tap0, peer: b, port: 40839, transport: {transport}, {security}}}]
     b:
       ansible_host: {b}
       tunnel_address: {ub}
-      network:
+{keys_b}      network:
         devices: [{{name: tap0, type: tap, vnet_hdr: true, addresses: [{ib}/24]}}]
         tunnels: [{{name: bench, device: tap0, peer: a, port: 40839, transport: {transport}, {security}}}]
 """
@@ -216,10 +216,17 @@ def socat(kind: str) -> Iterator[Callable[[], str]]:
 def provisioned(transport: str, secure: bool, work: Path) -> Iterator[None]:
     inv = work / f"bench-{transport}-{'secure' if secure else 'insecure'}.yaml"
     env = {**os.environ, "PROVISION_STATE_DIR": str(work / "state"), "NO_COLOR": "1"}
-    if secure and not (work / "bench.key").exists():
-        subprocess.run([*PROVISION, "keygen", str(work / "bench.key")], check=True, stdout=subprocess.DEVNULL)
+    host_keys = {}
+    for host in ("a", "b"):  # each host's key pair, made once (provision keygen prints the public key line)
+        private, public = work / f"bench-{host}.key", work / f"bench-{host}.pub"
+        if secure and not (private.exists() and public.exists()):
+            subprocess.run([*PROVISION, "keygen", "--force", str(private), "--public-file", str(public)], check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        host_keys[f"keys_{host}"] = (f"      tunnel_private_key_file: {private}\n"
+                                     f"      tunnel_public_key_file: {public}\n") if secure else ""
     inv.write_text(INVENTORY.format(a=NS[0], b=NS[1], ua=UNDERLAY[0], ub=UNDERLAY[1], ia=INNER[0], ib=INNER[1],
-                                    transport=transport, security="key_file: bench.key" if secure else "insecure: true"))
+                                    transport=transport, security="insecure: false" if secure else "insecure: true",
+                                    **host_keys))
     subprocess.run([*PROVISION, "apply", str(inv)], check=True, env=env, stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:

@@ -70,4 +70,10 @@ def _message(error: Any) -> str:
         return f"expected {wanted}, got {got}{shown}"
     if error.validator == "pattern" and error.absolute_path and error.absolute_path[-1] == "mac":
         return f"{error.instance!r} is not a MAC address (like 02:00:00:00:00:01)"
+    if error.validator == "pattern" and error.absolute_path and error.absolute_path[-1] in PUBLIC_KEYS:
+        return (f"{error.instance!r} is not a public key (32 bytes in base64, as `provision keygen` or "
+                "`wg pubkey` prints it)")
     return error.message
+
+
+PUBLIC_KEYS = ("public_key", "tunnel_public_key")

@@ -11,7 +11,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from . import keys
 from .errors import Diagnostic
 from .inventory import Host, Source
 from .resolve import Resolved, ids, key_path, private_key_path, public_key_of, var_path
@@ -138,10 +137,6 @@ def _check_host_keys(host: Host, err: Any) -> None:
     where = var_path(host, "tunnel_public_key")
     if "tunnel_public_key" in host.vars and "tunnel_public_key_file" in host.vars:
         err(where, f"host {host.name}: tunnel_public_key and tunnel_public_key_file both given; keep one")
-    text = host.vars.get("tunnel_public_key")
-    if text is not None and keys.decode(str(text)) is None:
-        err(where, f"host {host.name}: tunnel_public_key is not a public key (32 bytes in base64, "
-                   "as provision keygen PATH prints it)")
     secure = [str(e.value.get("name")) for e in host.network.get("tunnels", ()) if e.value.get("insecure") is not True]
     if secure and "tunnel_public_key" not in host.vars and "tunnel_public_key_file" not in host.vars:
         err(host.path, f"host {host.name}: tunnel {secure[0]} is encrypted but the host has no tunnel_public_key "
@@ -211,8 +206,6 @@ def _check_tunnel_keys(name: str, t: Mapping[str, Any], p: tuple, err: Any, warn
                                  f"the tunnel_public_key of host {t['peer']}")
     elif "peer" not in t and "public_key" not in t and "key_file" not in t:
         err(p, f"tunnel {name}: no public_key: give the other end's public key (base64), or insecure: true")
-    if "public_key" in t and keys.decode(str(t["public_key"])) is None:
-        err(p + ("public_key",), f"tunnel {name}: public_key is not a public key (32 bytes in base64)")
 
 
 def _listen_once(listening: dict[tuple[str, int], str], key: tuple[str, int], name: str, path: tuple,

@@ -77,17 +77,35 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes | None) -> None:
 
 
 def _key_files(host: Host, inventory_file: str) -> list[tuple[str, str, Callable[[str], bytes]]]:
-    """(path in the container, path here) of each key file the host's tunnels use: its private
-    key (when tunnel_private_key_file names one: the default is the container's own) and the
-    pre-shared keys. Relative paths resolve against the inventory's directory on both sides,
-    as `key_path` does; absolute ones are the same path inside."""
+    """(path in the container, path here, how to read it) of each key file the host's tunnels
+    use: its private key (when tunnel_private_key_file names one: the default is the
+    container's own), the pre-shared keys, and the public key files (tunnel_public_key_file)
+    of the host and its peers. Relative paths resolve against the inventory's directory on
+    both sides, as `key_path` does; absolute ones are the same path inside."""
     from ..resolve import key_path
 
     secure = [e.value for e in host.network.get("tunnels", ()) if e.value.get("insecure") is not True]
-    named = [(host.vars.get("tunnel_private_key_file"), keys.read_private)] if secure else []
-    named += [(t.get("psk_file"), keys.read_psk) for t in secure]
+    named: list[tuple[Any, Callable[[str], bytes]]] = []
+    if secure:
+        named.append((host.vars.get("tunnel_private_key_file"), keys.read_private))
+        named += [(t.get("psk_file"), keys.read_psk) for t in secure]
+        peers = {str(t["peer"]) for t in secure if "peer" in t}
+        named += [(h.vars.get("tunnel_public_key_file"), _read_public) for h in _hosts(inventory_file)
+                  if (h.name == host.name or h.name in peers) and "tunnel_public_key" not in h.vars]
     return [(posixpath.normpath(posixpath.join(INBOX, str(raw))), key_path(inventory_file, str(raw)), read)
             for raw, read in dict(named).items() if raw is not None]
+
+
+def _read_public(path: str) -> bytes:
+    return keys.decode(keys.read_public(path)) or b""
+
+
+def _hosts(inventory_file: str) -> tuple[Host, ...]:
+    """The inventory's hosts (the caller validated it): where the peers' public key files are named."""
+    from ..inventory import build, load_source, parse
+
+    source = load_source(inventory_file)
+    return build(source, parse(source)).hosts
 
 
 def _container(host: Host) -> Any:

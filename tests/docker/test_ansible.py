@@ -24,13 +24,19 @@ NAMES = ["pv-ans1", "pv-ans2", "pv-ans3"]
 
 
 def inventory(ips: dict[str, str], private_key: Path, mtu: int = 1500, broken: bool = False) -> dict:
+    """pv-ans1 has its tunnel public key inline, pv-ans2 in a file beside the inventory (which the
+    action reads on the controller); their private keys are in the targets' key_dir."""
     def host(name: str, n: int) -> dict:
         h = {"ansible_host": ips[name], "tunnel_address": ips[name],
              "network": {"devices": [{"name": "tap0", "type": "tap", "mtu": mtu if n == 1 else 1500,
                                       "addresses": [f"198.51.100.{n}/24"]}]}}
         if n in (1, 2):
-            h["network"]["tunnels"] = [{"name": "core", "device": "tap0", "peer": NAMES[2 - n], "port": 40900,
-                                        "key_file": "keys/core.key"}]
+            h["tunnel_private_key_file"] = f"keys/{name}.key"
+            if n == 1:
+                h["tunnel_public_key"] = (private_key.parent / f"{name}.pub").read_text().strip()
+            else:
+                h["tunnel_public_key_file"] = f"{name}.pub"
+            h["network"]["tunnels"] = [{"name": "core", "device": "tap0", "peer": NAMES[2 - n], "port": 40900}]
         else:
             via = "203.0.113.99" if broken else "198.51.100.254"  # 203.0.113.99: no route to it
             h["network"]["routes"] = [{"to": "192.0.2.0/24", "via": via}]
@@ -55,11 +61,12 @@ def recap(out: str) -> dict[str, dict[str, int]]:
 def fleet(containers, tmp_path: Path):  # type: ignore[no-untyped-def]
     made = containers(NAMES)
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "id")], check=True)
-    subprocess.run([*PROVISION, "keygen", str(tmp_path / "core.key")], check=True, capture_output=True)
     ips = {}
     for name, c in made.items():
+        subprocess.run([*PROVISION, "keygen", str(tmp_path / f"{name}.key"), "--public-file",
+                        str(tmp_path / f"{name}.pub")], check=True, capture_output=True)
         put(c, {"/root/.ssh/authorized_keys": (tmp_path / "id.pub").read_bytes(),
-                "/etc/provision/keys/core.key": (tmp_path / "core.key").read_bytes()},
+                f"/etc/provision/keys/{name}.key": (tmp_path / f"{name}.key").read_bytes()},
             mode=0o600, dirs=["/root/.ssh", "/etc/provision", "/etc/provision/keys"], dir_mode=0o700)
         code, out = c.exec_run(["sh", "-c", "ssh-keygen -A >/dev/null && mkdir -p /run/sshd && /usr/sbin/sshd"])
         assert code == 0, out

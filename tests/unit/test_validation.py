@@ -102,3 +102,15 @@ def test_a_problem_in_a_group_is_reported_once(write) -> None:
 ])
 def test_interface_names(name: str, ok: bool) -> None:
     assert (interface_name_problem(name) is None) == ok
+
+
+def test_an_old_key_file_tunnel_gets_the_migration_at_its_line(write) -> None:
+    """The shared-key form is gone: the error says exactly what to write instead, where it was."""
+    body = ("        devices: [{name: tap0, type: tap}]\n"
+            "        tunnels:\n"
+            "          - {name: lab, device: tap0, connect: '192.0.2.1:40839', key_file: keys/lab.key}\n")
+    found = problems(write, body)
+    assert ("8:77: all.hosts.h.network.tunnels[0].key_file: tunnel lab: key_file is the old shared-key form. "
+            "Tunnels now use WireGuard keys: give each host tunnel_private_key_file (provision keygen PATH writes "
+            "one and prints its public key) and tunnel_public_key; to keep the old key as an extra pre-shared key, "
+            "rename key_file to psk_file.") in found, found
