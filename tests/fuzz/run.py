@@ -66,7 +66,8 @@ def main() -> int:
     results = run(args.targets or list(TARGETS), args.seconds)
     failed = {n: rc for n, rc in results.items() if rc}
     for name, rc in results.items():
-        print(f"{name:15} {'CRASH (exit %d): input kept in tests/fuzz/crashes/%s/' % (rc, name) if rc else 'ok'}")
+        verdict = f"CRASH (exit {rc}): input kept in tests/fuzz/crashes/{name}/" if rc else "ok"
+        print(f"{name:15} {verdict}")
     return 1 if failed else 0
 
 
