@@ -41,7 +41,7 @@ all:
         devices:
           - {name: wg0, type: tun, mtu: 1420, addresses: [198.51.100.1/24]}
         tunnels:
-          - {name: wg, device: wg0, transport: udp, {role}, public_key: {peer_public}}
+          - {name: wg, device: wg0, transport: udp, {role}, public_key: '{peer_public}'}
 """
 
 
@@ -163,7 +163,7 @@ def test_provision_and_wireguard_go_handshake_carry_traffic_rekey_and_recover(
     ns, go = pair
     public = wg_key(tmp_path / "pv.key")
     go.wg("set", go.name, "peer", public, "allowed-ips", "198.51.100.1/32")  # it learns the endpoint
-    inv, state = apply(tmp_path, ns, go, public, f"connect: 192.0.2.2:{WG_PORT}", PROVISION_TUNNEL_REKEY_AFTER="4")
+    inv, state = apply(tmp_path, ns, go, public, f"connect: '192.0.2.2:{WG_PORT}'", PROVISION_TUNNEL_REKEY_AFTER="4")
     wait_for("wireguard-go saw a handshake", go.latest_handshake, 10, show=lambda: go.wg("show", go.name))
     assert pings(ns, "198.51.100.2", 3), "provision -> wireguard-go"
     assert pings(go.ns, "198.51.100.1", 3), "wireguard-go -> provision"
@@ -191,7 +191,7 @@ def test_wireguard_go_connects_to_a_listening_provision(tmp_path: Path, pair: tu
     """The other way round: provision only listens; wireguard-go knows its endpoint and starts."""
     ns, go = pair
     public = wg_key(tmp_path / "pv.key")
-    inv, state = apply(tmp_path, ns, go, public, f"listen: 0.0.0.0:{PROVISION_PORT}")
+    inv, state = apply(tmp_path, ns, go, public, f"listen: '0.0.0.0:{PROVISION_PORT}'")
     go.wg("set", go.name, "peer", public, "endpoint", f"192.0.2.1:{PROVISION_PORT}", "allowed-ips",
           "198.51.100.1/32", "persistent-keepalive", "1")
     wait_for("wireguard-go saw a handshake", go.latest_handshake, 10, show=lambda: go.wg("show", go.name))
