@@ -9,11 +9,12 @@ STAMP := $(VENV)/.installed
 DEMO_NS := provision-demo-gw1 provision-demo-gw2
 DEBIAN_PACKAGES := iproute2 iputils-ping procps iperf3 socat
 TEST_PACKAGES := git openssh-client systemd  # the pull agent's git, ssh-keygen and ssh for Ansible, systemd-analyze
-TEST_PACKAGES += wireguard-go wireguard-tools  # a stock WireGuard peer (wg configures it, and checks key formats)
+TEST_PACKAGES += wireguard-go wireguard-tools  # a stock WireGuard peer for the interop tests (wg configures it)
+FUZZ_SECONDS := 60  # per target, for `make fuzz`
 
 TUNNEL_HOSTS := gw1 gw2 site-a site-b hub spoke-east spoke-west  # the bundled inventories' hosts with tunnels
 
-.PHONY: demo test unit lint bench bench-tunnel bench-fleet docker setup system packages clean demo-clean keys
+.PHONY: demo test unit lint fuzz bench bench-tunnel bench-fleet docker setup system packages clean demo-clean keys
 
 $(STAMP): pyproject.toml
 	@command -v python3 >/dev/null || { apt-get update -qq && apt-get install -y -qq python3 python3-venv; }
@@ -74,6 +75,11 @@ lint: $(STAMP)
 
 unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit
+
+# Coverage-guided fuzzing (atheris) of every decoder the network reaches, FUZZ_SECONDS each;
+# a crash is kept in tests/fuzz/crashes/TARGET/ and replayed by `make test` from then on.
+fuzz: $(STAMP)
+	$(PY) -m tests.fuzz.run --seconds $(FUZZ_SECONDS)
 
 bench: setup
 	$(PY) bench/reconcile.py

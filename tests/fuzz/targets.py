@@ -1,0 +1,235 @@
+"""Fuzz targets: every decoder a packet from the network reaches, and the inventory loader.
+
+Each target takes arbitrary bytes and may end in only one way: a return value of the kinds the
+code promises, or the one typed error the decoder documents. Anything else (an IndexError, a
+struct.error, an assertion, a KeyError, a hang) is a crash, and the fuzzer keeps its input.
+
+Random bytes never get past an AEAD tag, so each protocol target also starts from a VALID
+message made here with fixed keys and lets the fuzzer bend it (see `shaped`): a flipped bit,
+a cut, a patched byte. Coverage then reaches the code behind the checks, not only the checks.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from provisioner.errors import ProvisionError
+from provisioner.tunnel import noise, tcp, vnet
+from provisioner.tunnel.cookie import CookieChecker, CookieGenerator
+from provisioner.tunnel.device import Device
+from provisioner.tunnel.drops import Drop
+from provisioner.tunnel.keypair import Keypair
+from provisioner.tunnel.peer import Peer
+
+Target = Callable[[bytes], None]
+NOW = 1000.0
+
+
+def _fixed(seed: int) -> bytes:
+    return bytes((seed * 37 + i * 11) & 0xFF for i in range(32))
+
+
+ALICE = noise.Identity.from_private(_fixed(1))  # the initiator
+BOB = noise.Identity.from_private(_fixed(2))  # the responder: the side under test
+PSK = _fixed(3)
+SOURCE = bytes([192, 0, 2, 2]) + struct.pack(">H", 51820)
+
+
+def shaped(data: bytes, valid: bytes) -> bytes:
+    """The fuzzer's bytes as a message: raw, or a valid message bent by them."""
+    if not data:
+        return valid
+    mode, rest = data[0] % 4, data[1:]
+    if mode == 0:
+        return rest
+    if mode == 1:  # flip bits
+        return bytes(a ^ b for a, b in zip(valid, rest.ljust(len(valid), b"\0"), strict=False))
+    if mode == 2:  # cut, and maybe extend
+        return valid[:rest[0]] + rest[1:] if rest else valid[:0]
+    out = bytearray(valid)  # patch: (offset, value) pairs
+    for i in range(0, len(rest) - 1, 2):
+        out[rest[i] % len(out)] = rest[i + 1]
+    return bytes(out)
+
+
+# ------------------------------------------------------------------ valid messages to bend
+
+def _initiation() -> tuple[bytes, noise.InitiatorState]:
+    msg, state = noise.create_initiation(ALICE, BOB.public, PSK, 0x11223344, noise.tai64n(NOW),
+                                         ephemeral_private=_fixed(4))
+    CookieGenerator(BOB.public).add_macs(msg, NOW)
+    return bytes(msg), state
+
+
+INITIATION, ALICE_STATE = _initiation()
+_response, _bob_keys = noise.create_response(BOB, noise.consume_initiation(BOB, INITIATION), PSK, 0x55667788,
+                                             ephemeral_private=_fixed(5))
+CookieGenerator(ALICE.public).add_macs(_response, NOW)
+RESPONSE = bytes(_response)
+ALICE_KEYS = noise.consume_response(ALICE, ALICE_STATE, PSK, RESPONSE)
+TRANSPORT = Keypair(ALICE_KEYS, NOW).seal(bytes.fromhex("4500001c0001000040017cd9c0000201c0000202") + bytes(8))
+COOKIE_REPLY = CookieChecker(BOB.public, random=lambda n: bytes(n)).reply(INITIATION, SOURCE, NOW)  # BOB, under load
+
+
+# ------------------------------------------------------------------ the targets
+
+def initiation(data: bytes) -> None:
+    try:
+        got = noise.consume_initiation(BOB, shaped(data, INITIATION))
+    except noise.HandshakeError:
+        return
+    assert len(got.peer_public) == 32 and len(got.timestamp) == 12
+
+
+def response(data: bytes) -> None:
+    try:
+        keys = noise.consume_response(ALICE, ALICE_STATE, PSK, shaped(data, RESPONSE))
+    except noise.HandshakeError:
+        return
+    assert len(keys.send) == len(keys.receive) == 32
+
+
+def cookie_reply(data: bytes) -> None:
+    generator = CookieGenerator(BOB.public)
+    generator.add_macs(bytearray(INITIATION), NOW)
+    assert generator.consume_reply(shaped(data, COOKIE_REPLY), NOW) in (True, False)
+
+
+def macs(data: bytes) -> None:
+    checker = CookieChecker(BOB.public, random=lambda n: bytes(n))
+    msg = shaped(data, INITIATION)
+    assert checker.mac1_ok(msg) in (True, False)
+    assert checker.mac2_ok(msg, SOURCE, NOW) in (True, False)
+
+
+def transport(data: bytes) -> None:
+    """A keypair opening what arrives for it (the carrier checked type and size first, as here)."""
+    msg = shaped(data, TRANSPORT)
+    if len(msg) < noise.TRANSPORT_MIN_LEN or msg[:4] != noise.HEADER_TRANSPORT:
+        return
+    plain = Keypair(_bob_keys, NOW).open(msg)
+    assert plain is None or isinstance(plain, bytes)
+
+
+class _Receiver:
+    """BOB's peer state, kept across inputs as a forwarder keeps it across datagrams."""
+
+    def __init__(self) -> None:
+        self.peer = Peer(BOB, ALICE.public, PSK, NOW, keep_up=False)
+        self.now = NOW
+
+    def datagram(self, msg: bytes) -> None:
+        """As udp.py dispatches one: type and size at fixed offsets, then the peer."""
+        self.now += 0.25
+        sizes = {noise.MSG_INITIATION: noise.INITIATION_LEN, noise.MSG_RESPONSE: noise.RESPONSE_LEN,
+                 noise.MSG_COOKIE_REPLY: noise.COOKIE_REPLY_LEN}
+        kind = int.from_bytes(msg[:4], "little") if len(msg) >= 4 else -1
+        if kind == noise.MSG_TRANSPORT and len(msg) >= noise.TRANSPORT_MIN_LEN:
+            got = self.peer.open(msg, self.now)
+            assert isinstance(got, bytes | Drop)
+        elif sizes.get(kind) == len(msg):
+            why, reply = self.peer.on_handshake(msg, SOURCE, self.now)
+            assert why is None or isinstance(why, Drop)
+            assert reply is None or isinstance(reply, bytes)
+        for out in self.peer.due(self.now):
+            assert isinstance(out, bytes)
+
+
+_receiver: _Receiver | None = None
+
+
+def peer(data: bytes) -> None:
+    global _receiver
+    if _receiver is None:
+        _receiver = _Receiver()
+    seeds = (INITIATION, RESPONSE, COOKIE_REPLY, TRANSPORT)
+    _receiver.datagram(shaped(data[1:], seeds[data[0] % 4]) if data else INITIATION)
+
+
+def tcp_frames(data: bytes) -> None:
+    """The TCP framing: fed in pieces whose sizes the fuzzer picks, it yields exactly the frames
+    in the stream, or FrameError; never a frame of 0 or over the limit, never a byte twice."""
+    limit = 1 + (data[0] if data else 0) * 7
+    reader = tcp.FrameReader(size=64, limit=limit)
+    stream, pos, got = data[1:], 0, b""
+    try:
+        while pos < len(stream):
+            step = 1 + stream[pos] % 23
+            piece = stream[pos:pos + step]
+            space = reader.space()
+            space[:len(piece)] = piece
+            for f in reader.frames(len(piece)):
+                assert 0 < len(f) <= limit
+                got += struct.pack(">I", len(f)) + bytes(f)
+            pos += step
+    except tcp.FrameError:
+        return
+    assert stream.startswith(got)
+
+
+def virtio_header(data: bytes) -> None:
+    """vnet.sanitize: the header we hand the kernel is ours, or BadPacket."""
+    tap = bool(data[:1]) and data[0] & 1 == 1
+    try:
+        hdr = vnet.sanitize(data[1:11].ljust(10, b"\0"), data[11:], tap)
+    except vnet.BadPacket:
+        return
+    assert len(hdr) == vnet.HDR_LEN
+
+
+_devnull = os.open(os.devnull, os.O_WRONLY)
+_devices = [Device(_devnull, tap=bool(m & 1), pi=bool(m & 2), vnet_hdr=bool(m & 4), wireguard=bool(m & 8),
+                   compress=bool(m & 16)) for m in range(32)]
+
+
+def device(data: bytes) -> None:
+    """What a peer's authenticated payload becomes at the device, in every device form."""
+    if not data:
+        return
+    got = _devices[data[0] % 32].deliver(data[1:])
+    assert got is None or isinstance(got, Drop)
+
+
+_inventory_dir = Path(tempfile.mkdtemp(prefix="provision-fuzz-"))
+
+
+def inventory(data: bytes) -> None:
+    """The whole loader (YAML, schema, checks, resolve): only ProvisionError, never a traceback."""
+    from provisioner import reconcile
+
+    path = _inventory_dir / "inventory.yaml"
+    path.write_bytes(data)
+    try:
+        reconcile.load(str(path))
+    except ProvisionError:
+        return
+
+
+TARGETS: dict[str, Target] = {
+    "initiation": initiation,
+    "response": response,
+    "cookie_reply": cookie_reply,
+    "macs": macs,
+    "transport": transport,
+    "peer": peer,
+    "tcp_frames": tcp_frames,
+    "virtio_header": virtio_header,
+    "device": device,
+    "inventory": inventory,
+}
+SEEDS: dict[str, list[bytes]] = {
+    "initiation": [b"\x00" + INITIATION, b"\x01", b"\x03\x05\x00"],
+    "response": [b"\x00" + RESPONSE, b"\x01"],
+    "cookie_reply": [b"\x00" + COOKIE_REPLY, b"\x01"],
+    "macs": [b"\x00" + INITIATION],
+    "transport": [b"\x00" + TRANSPORT, b"\x01"],
+    "peer": [bytes([i, 1]) for i in range(4)],
+    "tcp_frames": [b"\xff" + struct.pack(">I", 5) + b"hello" + struct.pack(">I", 2) + b"ok"],
+    "virtio_header": [b"\x00" + vnet.HDR.pack(1, 1, 54, 1448, 34, 16) + bytes(80)],
+    "device": [bytes([8]) + bytes.fromhex("4500001c0001000040017cd9c0000201c0000202") + bytes(8)],
+    "inventory": [p.read_bytes() for p in sorted((Path(__file__).resolve().parents[2] / "inventories").glob("*.yaml"))],
+}

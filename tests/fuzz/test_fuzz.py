@@ -1,0 +1,38 @@
+"""The fuzz targets in `make test`: every kept crash replayed, every seed passed, and a short
+coverage-guided pass of each target (FUZZ_SECONDS, default 3 s; `make fuzz` runs longer)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import pytest
+
+from .run import CRASHES, ROOT
+from .targets import SEEDS, TARGETS
+
+SHORT = int(os.environ.get("FUZZ_SECONDS", "3"))
+
+
+def test_every_crash_the_fuzzer_once_found_is_handled() -> None:
+    for path in sorted(p for p in CRASHES.glob("*/*") if p.is_file()):
+        try:
+            TARGETS[path.parent.name](path.read_bytes())
+        except BaseException as exc:
+            raise AssertionError(f"{path.relative_to(ROOT)} crashes {path.parent.name} again") from exc
+
+
+@pytest.mark.parametrize("name", sorted(TARGETS))
+def test_the_seeds_pass(name: str) -> None:
+    assert SEEDS[name], "every target starts from at least one valid input"
+    for seed in SEEDS[name]:
+        TARGETS[name](seed)
+
+
+@pytest.mark.parametrize("name", sorted(TARGETS))
+def test_a_short_fuzzing_pass_finds_no_crash(name: str) -> None:
+    before = set(CRASHES.glob(f"{name}/*"))
+    p = subprocess.run([sys.executable, "-m", "tests.fuzz.run", "--one", name, "--seconds", str(SHORT)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=SHORT + 120)
+    found = sorted(set(CRASHES.glob(f"{name}/*")) - before)
+    assert p.returncode == 0 and not found, f"{name} crashed; input kept in {found}\n{p.stderr[-4000:]}"
