@@ -118,8 +118,13 @@ class Peer:
         return out
 
     def next_event(self, now: float) -> float:
-        """Seconds until due() may have something to say (at most KEEPALIVE_INTERVAL)."""
-        return max(0.0, min(self.retry_at - now, KEEPALIVE_INTERVAL - (now - self.last_sent), KEEPALIVE_INTERVAL))
+        """Seconds until due() may have something to say (at most KEEPALIVE_INTERVAL): an idle
+        forwarder wakes a few times a second, never in a loop."""
+        wait = min(self.retry_at - now, KEEPALIVE_INTERVAL)
+        kp = self.current
+        if kp is not None and kp.confirmed:
+            wait = min(wait, KEEPALIVE_INTERVAL - (now - self.last_sent))
+        return max(0.01, wait)
 
     def _expire(self, now: float) -> None:
         for name in ("previous", "current", "next"):

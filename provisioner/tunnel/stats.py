@@ -42,12 +42,14 @@ class Stats:
         self.last_error, self.last_error_at = text, time.time()
 
     def set_state(self, state: LinkState, peer: str | None) -> None:
+        """A change is reported at once, not at the next second: `status` is never behind a change."""
         if state is not self.state or peer != self.peer:
             if state is LinkState.CONNECTED:
                 log.info("connected to %s", peer)
             elif self.state is LinkState.CONNECTED:
                 log.info("lost the peer %s", self.peer)
             self.state, self.peer, self.since = state, peer, time.time()
+            self.report()
 
     def to_dict(self) -> dict[str, Any]:
         return {"state": self.state.value, "peer": self.peer, "since": self.since, "at": time.time(),

@@ -272,6 +272,7 @@ class Supervisor:
 
     def run_forwarder(self, fd: int) -> int:
         """One forwarder, from start to exit; its exit status (negative: the signal)."""
+        (self.run_dir / runtime.STATS).unlink(missing_ok=True)  # the last forwarder's counters are not this one's
         self.child = child = subprocess.Popen(
             [sys.executable, "-m", "provisioner.tunnel.forwarder", str(self.run_dir)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(fd,),

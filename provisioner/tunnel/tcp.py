@@ -385,6 +385,8 @@ class TcpCarrier:
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", int(DEAD_AFTER), 0))
         with self.lock:
             self.conn = conn
+        if peer is not None:
+            self.stats.handshakes, self.stats.last_handshake = peer.handshakes, peer.last_handshake
         self.stats.set_state(LinkState.CONNECTED, address_text(addr))
         for msg in p.early:  # an insecure peer's first frames, read while it was vetted
             self._deliver(msg)

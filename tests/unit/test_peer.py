@@ -171,3 +171,10 @@ def test_drop_reasons_are_a_closed_set_with_bounded_counters() -> None:
         drops(Drop.MALFORMED)
     assert drops.to_dict() == {Drop.MALFORMED.value: 10_000}
     assert len(drops.counts) == len(Drop)
+
+
+def test_an_idle_peer_never_asks_to_be_woken_in_a_loop() -> None:
+    listener, connector = pair()
+    assert listener.next_event(1000.0) >= 0.01, "no session, no endpoint: nothing to do but wait"
+    handshake(listener, connector)
+    assert 0.01 <= listener.next_event(1000.5) <= timers.KEEPALIVE_INTERVAL
