@@ -51,41 +51,9 @@ class Device:
         self.wireguard = wireguard  # WireGuard's own payload form (see the module docstring)
         self.compress = compress and not wireguard
         self.mtu = mtu
-        self.skip = (PI_LEN if pi else 0) + (vnet.HDR_LEN if vnet_hdr else 0)  # bytes before the packet in a read
-        self.carries_vnet = vnet_hdr and not wireguard  # our form over TCP keeps the virtio header
 
-    # ------------------------------------------------------------ reading
-
-    def read(self, buf: bytearray) -> int:
-        """One unit into buf; 0 when none is waiting (a non-blocking descriptor)."""
-        try:
-            return os.readv(self.fd, [buf])
-        except BlockingIOError:
-            return 0
-        except InterruptedError:
-            return 0
-        except OSError as exc:
-            if exc.errno == errno.EBADFD:
-                raise DeviceGone(str(exc.strerror)) from None
-            raise
-
-    def payload(self, view: memoryview) -> bytes | memoryview:
-        """What to seal for a unit just read (`view` = the whole read)."""
-        if self.wireguard:
-            packet = view[self.skip:]
-            n = len(packet)
-            padded = min((n + 15) & ~15, max(n, self.mtu))
-            return bytes(packet) + bytes(padded - n) if padded != n else packet
-        body = view[PI_LEN:] if self.pi else view
-        if self.vnet_hdr:
-            head, packet = bytes(body[:vnet.HDR_LEN]), body[vnet.HDR_LEN:]
-        else:
-            head, packet = NO_VNET, body
-        if self.compress and len(packet) > 64:  # the packet, never the header
-            packed = lz4.block.compress(packet, store_size=False)
-            if len(packed) < len(packet):
-                return b"\x01" + head + packed
-        return b"\x00" + head + packet
+    def reader(self) -> UnitReader:
+        return UnitReader(self)
 
     # ------------------------------------------------------------ writing
 
@@ -157,9 +125,189 @@ class Device:
         return None
 
 
+class UnitReader:
+    """A buffer, and the iovecs that lay one device read out as the payload to seal, with no copy:
+    a `pi` header and (in WireGuard's form) the virtio header land in scratch space; in our form
+    the unit lands after a flags byte and the virtio header (the device's own, or zeros)."""
+
+    def __init__(self, device: Device):
+        self.fd, self.wireguard, self.mtu = device.fd, device.wireguard, device.mtu
+        self.compress = device.compress
+        self.buf = bytearray(READ_SIZE + 1 + vnet.HDR_LEN + 16)
+        self.view = memoryview(self.buf)
+        scratch: list[memoryview] = []
+        if device.pi:
+            scratch.append(memoryview(bytearray(PI_LEN)))
+        if device.wireguard:
+            if device.vnet_hdr:
+                scratch.append(memoryview(bytearray(vnet.HDR_LEN)))
+            self.start = 0
+        else:
+            self.start = 1 if device.vnet_hdr else 1 + vnet.HDR_LEN  # bytes 1..10 stay zero
+        self.skipped = sum(len(x) for x in scratch)
+        self.iov = [*scratch, self.view[self.start:self.start + READ_SIZE]]
+
+    def read(self) -> memoryview | bytes | None:
+        """The next unit's payload (valid until the next read), or None when none is waiting."""
+        try:
+            n = os.readv(self.fd, self.iov)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError as exc:
+            if exc.errno == errno.EBADFD:
+                raise DeviceGone(str(exc.strerror)) from None
+            raise
+        m = n - self.skipped
+        if m <= 0:
+            return b""
+        if self.wireguard:  # padded with zeros to a multiple of 16, as WireGuard pads
+            padded = min((m + 15) & ~15, max(m, self.mtu))
+            if padded != m:
+                self.buf[m:padded] = bytes(padded - m)
+            return self.view[:padded]
+        end = self.start + m
+        if self.compress and end - 1 - vnet.HDR_LEN > 64:  # the packet, never the header
+            packed = lz4.block.compress(self.view[1 + vnet.HDR_LEN:end], store_size=False)
+            if len(packed) < end - 1 - vnet.HDR_LEN:
+                return b"\x01" + bytes(self.view[1:1 + vnet.HDR_LEN]) + packed
+        return self.view[:end]
+
+
 def device_mtu(name: str) -> int:
     try:
         with open(f"/sys/class/net/{name}/mtu") as f:
             return int(f.read())
     except (OSError, ValueError):
         return 1420
+
+
+class Gro:
+    """Userspace GRO for the UDP carrier, where every packet arrives in a datagram of its own:
+    consecutive in-order segments of one TCP flow are written to the device as one super-packet
+    (vnet.Coalescer), so the kernel takes 64 KB per write instead of 1.4 KB. Needs a device
+    with vnet_hdr (and no pi).
+
+    A packet arrives with its full TCP checksum, which differs from packet to packet; to glue
+    segments the checksum field is set to the pseudo-header's partial sum and the packet marked
+    NEEDS_CSUM, exactly as a TSO device hands a segment over: the kernel finishes the checksum
+    if the packet leaves this host, and a local socket trusts it, as it trusts every write to a
+    tun (the AEAD, not the TCP checksum, is what proves the bytes came from the peer intact).
+
+    Each packet is decrypted to `room(size)`, which leaves the 10 bytes of its virtio header in
+    front of it; the run being glued lives in that buffer, so a run continues from one receive
+    into the next, and is written out when the buffer is full or nothing more is waiting.
+    """
+
+    def __init__(self, device: Device):
+        self.device = device
+        self.l3 = vnet.ETH_LEN if device.tap else 0
+        self.delivered = 0  # packets and bytes handed to the device (or to a run)
+        self.bytes = 0
+        self.drops: list[Drop] = []
+        self.coalescer = vnet.Coalescer(device.tap, self._write)
+        self.buffer = memoryview(bytearray(1 << 18))
+        self.pos = 0
+
+    def _write(self, parts: Sequence[bytes | memoryview]) -> None:
+        why = self.device.write(parts)
+        if why is not None:
+            self.drops.append(why)
+
+    def room(self, size: int) -> tuple[memoryview, int]:
+        """(buffer, offset) where `size` bytes of plaintext go, with a header's room before them."""
+        buf = self.buffer
+        if self.pos + vnet.HDR_LEN + size > len(buf):
+            self.coalescer.flush()
+            self.pos = 0
+        at = self.pos + vnet.HDR_LEN
+        self.pos = at + size
+        return buf, at
+
+    def take(self, buf: memoryview, at: int, size: int) -> Drop | None:
+        """The plaintext at buf[at:at+size] (from room()), authenticated: to the device, glued to
+        the run when it continues it."""
+        device = self.device
+        if device.wireguard:
+            if size == 0:
+                return None
+            packet_len = _ip_length(buf[at:at + size])
+            if packet_len is None:
+                return Drop.BAD_INNER
+            u = at - vnet.HDR_LEN
+        else:  # our form: flags, virtio header, frame
+            if size == 1 and buf[at] == 0:
+                return None  # a keepalive
+            if size < 1 + vnet.HDR_LEN or buf[at] != 0:  # compressed or odd: the plain way
+                self.coalescer.flush()
+                return device.deliver(buf[at:at + size])
+            u, packet_len = at + 1, size - 1 - vnet.HDR_LEN
+        end = u + vnet.HDR_LEN + packet_len
+        self.delivered += 1
+        self.bytes += packet_len
+        try:
+            if _as_segment(buf, u, self.l3):
+                if not self.coalescer.continues(buf, u, end):
+                    self.coalescer.add(buf[u:end])
+            else:
+                if device.wireguard:
+                    vnet.HDR.pack_into(buf, u, 0, vnet.GSO_NONE, 0, 0, 0, 0)
+                self.coalescer.add(buf[u:end])
+        except vnet.BadPacket:
+            self.delivered -= 1
+            return Drop.BAD_VNET
+        return None
+
+    def flush(self) -> None:
+        self.coalescer.flush()
+        if not self.coalescer.pending:
+            self.pos = 0
+
+
+def _ip_length(packet: memoryview) -> int | None:
+    """The IP packet's own length, if it is one that fits `packet` (WireGuard's padding after it)."""
+    n = len(packet)
+    version = packet[0] >> 4 if n else 0
+    if version == 4 and n >= 20:
+        length = packet[2] << 8 | packet[3]
+    elif version == 6 and n >= 40:
+        length = 40 + (packet[4] << 8 | packet[5])
+    else:
+        return None
+    return length if 20 <= length <= n else None
+
+
+_V4_ADDRS, _V6_ADDRS = struct.Struct("!4H"), struct.Struct("!16H")
+
+
+def _as_segment(buf: memoryview, u: int, l3: int) -> bool:
+    """Makes the packet behind the header room at buf[u] a TCP segment as a TSO device gives it
+    (NEEDS_CSUM, the pseudo-header's sum in the checksum field), if it is a TCP packet with a
+    payload and nothing unusual; False (and nothing written) for everything else."""
+    p = u + vnet.HDR_LEN + l3
+    if l3 and (buf[p - 2] << 8 | buf[p - 1]) not in (vnet.ETHERTYPE_IPV4, vnet.ETHERTYPE_IPV6):
+        return False
+    version = buf[p] >> 4
+    if version == 4:
+        ihl = (buf[p] & 0x0F) * 4
+        if ihl != 20 or buf[p + 9] != vnet.IPPROTO_TCP or (buf[p + 6] & 0x3F) or buf[p + 7]:
+            return False  # options or fragments: as it came
+        tcp_len = (buf[p + 2] << 8 | buf[p + 3]) - 20
+        pseudo = sum(_V4_ADDRS.unpack_from(buf, p + 12))
+        l4 = p + 20
+    elif version == 6:
+        if buf[p + 6] != vnet.IPPROTO_TCP:
+            return False
+        tcp_len = buf[p + 4] << 8 | buf[p + 5]
+        pseudo = sum(_V6_ADDRS.unpack_from(buf, p + 8))
+        l4 = p + 40
+    else:
+        return False
+    if tcp_len <= (buf[l4 + 12] >> 4) * 4:
+        return False  # no payload: nothing to glue
+    total = pseudo + vnet.IPPROTO_TCP + tcp_len
+    total = (total & 0xFFFF) + (total >> 16)
+    total = (total & 0xFFFF) + (total >> 16)
+    buf[l4 + 16] = total >> 8
+    buf[l4 + 17] = total & 0xFF
+    vnet.HDR.pack_into(buf, u, vnet.F_NEEDS_CSUM, vnet.GSO_NONE, 0, 0, l4 - u - vnet.HDR_LEN, vnet.TCP_CSUM_OFFSET)
+    return True

@@ -20,7 +20,9 @@ from .replay import ReplayWindow
 from .timers import REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME, REKEY_AFTER_MESSAGES, REKEY_AFTER_TIME
 
 HEADER = struct.Struct("<IIQ")
+NONCE = struct.Struct("<4xQ")
 ZERO4 = b"\0\0\0\0"
+TAG_LEN = 16
 
 
 class Expired(Exception):
@@ -29,15 +31,16 @@ class Expired(Exception):
 
 class Keypair:
     __slots__ = ("local_index", "remote_index", "initiator", "created", "send_counter", "replay",
-                 "_seal", "_open", "_prefix", "confirmed")
+                 "_seal", "_open", "_seal_into", "_open_into", "_prefix", "confirmed")
 
     def __init__(self, keys: SessionKeys, now: float):
         self.local_index, self.remote_index, self.initiator = keys.local_index, keys.remote_index, keys.initiator
         self.created = now
         self.send_counter = 0
         self.replay = ReplayWindow()
-        self._seal = ChaCha20Poly1305(keys.send).encrypt
-        self._open = ChaCha20Poly1305(keys.receive).decrypt
+        sealer, opener = ChaCha20Poly1305(keys.send), ChaCha20Poly1305(keys.receive)
+        self._seal, self._seal_into = sealer.encrypt, sealer.encrypt_into
+        self._open, self._open_into = opener.decrypt, opener.decrypt_into
         self._prefix = struct.pack("<II", MSG_TRANSPORT, keys.remote_index)
         # The responder may not send on a keypair until the initiator has used it: that is how it
         # knows the initiator derived the same keys (WireGuard's "next" keypair).
@@ -50,6 +53,33 @@ class Keypair:
         self.send_counter = n + 1
         c = n.to_bytes(8, "little")
         return self._prefix + c + self._seal(ZERO4 + c, payload, None)
+
+    def seal_into(self, payload: bytes | memoryview, buf: memoryview, pos: int) -> int:
+        """The transport message for `payload` written into buf at pos, without a copy of its own;
+        returns where it ends. The hot path: one struct pack and one AEAD call."""
+        n = self.send_counter
+        if n >= REJECT_AFTER_MESSAGES:
+            raise Expired
+        self.send_counter = n + 1
+        HEADER.pack_into(buf, pos, MSG_TRANSPORT, self.remote_index, n)
+        end = pos + TRANSPORT_HEADER_LEN + len(payload) + TAG_LEN
+        self._seal_into(NONCE.pack(n), payload, None, buf[pos + TRANSPORT_HEADER_LEN:end])
+        return end
+
+    def open_into(self, msg: memoryview, out: memoryview) -> int:
+        """open(), decrypting into `out`: the payload's length, or -1 (replayed, too old, forged)."""
+        counter = HEADER.unpack_from(msg)[2]
+        replay = self.replay
+        if not replay.check(counter):
+            return -1
+        size = len(msg) - TRANSPORT_HEADER_LEN - TAG_LEN
+        try:
+            self._open_into(NONCE.pack(counter), msg[TRANSPORT_HEADER_LEN:], None, out[:size])
+        except InvalidTag:
+            return -1
+        if not replay.accept(counter):
+            return -1
+        return size
 
     def open(self, msg: bytes | memoryview) -> bytes | None:
         """The payload of a transport message addressed to this keypair (its type, size and index

@@ -26,19 +26,22 @@ from typing import Any
 
 from ..model import Role, Tunnel, split_endpoint
 from . import noise
-from .device import READ_SIZE, Device, DeviceGone
+from .device import READ_SIZE, Device, DeviceGone, Gro
 from .drops import Drop
 from .keypair import Keypair
 from .peer import Peer
 from .stats import LinkState, Stats
 
 SOL_UDP, UDP_SEGMENT, UDP_GRO = 17, 103, 104  # Python 3.11 has no names for these
+MSG_TRUNC = int(socket.MSG_TRUNC)  # a plain int: IntFlag arithmetic costs a microsecond a datagram
 IP_MTU_DISCOVER, IPV6_MTU_DISCOVER, IP_PMTUDISC_DONT, IP_MTU, IPV6_MTU = 10, 23, 0, 14, 24
 GSO_SEND_LIMIT = 65000  # bytes of datagrams in one UDP_SEGMENT send
 MAX_SEGMENTS = 64  # the kernel's UDP_MAX_SEGMENTS
 SEND_BATCH = 64  # units read from the device per turn of the loop, at most
 RECEIVE_BATCH = 16  # receives per turn of the loop, at most
 MAX_STAGED = 128  # units kept while a handshake is under way (WireGuard's queue length)
+OUT_SIZE = 1 << 18  # bytes of sealed datagrams per turn of the loop, at most (with OUT_SLACK to spare)
+OUT_SLACK = READ_SIZE + 64
 REPORT_EVERY = 1.0
 HANDSHAKE_SIZES = {noise.MSG_INITIATION: noise.INITIATION_LEN, noise.MSG_RESPONSE: noise.RESPONSE_LEN,
                    noise.MSG_COOKIE_REPLY: noise.COOKIE_REPLY_LEN}
@@ -90,6 +93,10 @@ class UdpCarrier:
         self.endpoint: Any = None  # where the peer is: resolved (connect), or learned from it (listen)
         self.staged: collections.deque[bytes | memoryview] = collections.deque(maxlen=MAX_STAGED)
         self.gso = True
+        self.reader = device.reader()
+        self.out = memoryview(bytearray(OUT_SIZE))  # sealed datagrams, side by side, for one send
+        self.plain = memoryview(bytearray(1 << 17))  # where a datagram is decrypted to (without GRO)
+        self.gro = Gro(device) if device.vnet_hdr and not device.pi else None
         self.room = 0  # the largest datagram that reaches the endpoint unfragmented (UDP_SEGMENT's limit)
         self._room_for: Any = None
         self._internal_logged = -60.0
@@ -102,7 +109,6 @@ class UdpCarrier:
         poller.register(self.device.fd, select.POLLIN)
         poller.register(self.sock.fileno(), select.POLLIN)
         dev_fd, sock_fd = self.device.fd, self.sock.fileno()
-        rbuf = bytearray(READ_SIZE)
         gbuf = bytearray(1 << 17)
         if self.t.role is Role.CONNECT:
             self._resolve()
@@ -113,7 +119,7 @@ class UdpCarrier:
                     if fd == sock_fd:
                         self._receive(gbuf)
                     elif fd == dev_fd:
-                        self._send_from_device(rbuf)
+                        self._send_from_device()
             except DeviceGone:
                 raise
             except Exception:  # nothing ends the loop but the device going away
@@ -166,43 +172,63 @@ class UdpCarrier:
 
     # ------------------------------------------------------------ device → peer
 
-    def _send_from_device(self, rbuf: bytearray) -> None:
-        device, peer, stats = self.device, self.peer, self.stats
-        view = memoryview(rbuf)
+    def _send_from_device(self) -> None:
+        """What the device holds, up to SEND_BATCH units, sealed side by side into one buffer and sent
+        in as few sends as the sizes allow."""
+        peer, reader, out = self.peer, self.reader, self.out
         now = time.monotonic()
         kp = peer.sender(now) if peer is not None else None
-        out: list[bytes | memoryview] = []
-        nbytes = 0
+        lengths: list[int] = []
+        pos = nbytes = 0
+        room = len(out) - OUT_SLACK
         for _ in range(SEND_BATCH):
-            n = device.read(rbuf)
-            if n == 0:
+            payload = reader.read()
+            if payload is None:
                 break
-            payload = device.payload(view[:n])
-            nbytes += n - device.skip
-            if peer is None:
-                out.append(bytes(payload))
-            elif kp is None:
+            size = len(payload)
+            if size == 0:
+                continue
+            nbytes += size
+            if kp is not None:
+                end = kp.seal_into(payload, out, pos)
+            elif peer is None:  # insecure: the unit as it is
+                end = pos + size
+                out[pos:end] = payload
+            else:
                 if len(self.staged) == MAX_STAGED:
                     self.drop(Drop.NO_SESSION)  # the oldest goes, as in WireGuard
                 self.staged.append(bytes(payload))
-            else:
-                out.append(kp.seal(payload))
-        if out:
-            if self.endpoint is None:
-                self.drop(Drop.NO_SESSION, len(out))
-                return
-            sent = self._send_all(out, self.endpoint)
-            stats.tx_packets += sent
-            stats.tx_bytes += nbytes
-            if peer is not None:
-                peer.last_sent = now
+                continue
+            lengths.append(end - pos)
+            pos = end
+            if pos > room:
+                break
+        if lengths:
+            self._send_out(lengths, nbytes, now)
+
+    def _send_out(self, lengths: list[int], nbytes: int, now: float) -> None:
+        if self.endpoint is None:
+            self.drop(Drop.NO_SESSION, len(lengths))
+            return
+        self.stats.tx_packets += self._send_all(self.out, lengths, self.endpoint)
+        self.stats.tx_bytes += nbytes
+        if self.peer is not None:
+            self.peer.last_sent = now
 
     def _flush_staged(self, kp: Keypair) -> None:
+        """What waited for a session goes out on it, in order."""
         if not self.staged or self.endpoint is None:
             return
-        out: list[bytes | memoryview] = [kp.seal(p) for p in self.staged]
+        lengths: list[int] = []
+        pos = nbytes = 0
+        while self.staged and pos < len(self.out) - OUT_SLACK:
+            payload = self.staged.popleft()
+            end = kp.seal_into(payload, self.out, pos)
+            lengths.append(end - pos)
+            nbytes += len(payload)
+            pos = end
+        self._send_out(lengths, nbytes, time.monotonic())
         self.staged.clear()
-        self.stats.tx_packets += self._send_all(out, self.endpoint)
 
     def _path_room(self, addr: Any) -> int:
         """The largest UDP payload that reaches `addr` without fragments: the route's MTU, less headers."""
@@ -221,23 +247,26 @@ class UdpCarrier:
                 probe.close()
         return self.room
 
-    def _send_all(self, msgs: list[bytes | memoryview], addr: Any) -> int:
-        """Runs of equal-sized datagrams (the last of a run may be shorter) in one UDP_SEGMENT send
-        each, when they fit the path (the kernel refuses segments larger than it)."""
+    def _send_all(self, buf: memoryview, lengths: list[int], addr: Any) -> int:
+        """The datagrams laid end to end in buf: runs of equal size (the last of a run may be
+        shorter) in one UDP_SEGMENT send each, when they fit the path (the kernel refuses larger
+        segments); returns how many were sent."""
         room = self._path_room(addr)
-        sent, i, count = 0, 0, len(msgs)
+        sent, i, count, pos = 0, 0, len(lengths), 0
+        sock = self.sock
         while i < count:
-            size = len(msgs[i])
-            j = i + 1
-            limit = min(count, i + min(MAX_SEGMENTS, max(1, GSO_SEND_LIMIT // max(size, 1))))
-            while j < limit and len(msgs[j]) == size:
+            size = lengths[i]
+            j, end = i + 1, pos + size
+            limit = min(count, i + min(MAX_SEGMENTS, max(1, GSO_SEND_LIMIT // size)))
+            while j < limit and lengths[j] == size:
+                end += size
                 j += 1
-            if j < limit and len(msgs[j]) < size:
-                j += 1  # a shorter one may end the run
+            if j < limit and lengths[j] < size:  # a shorter one may end the run
+                end += lengths[j]
+                j += 1
             if j - i > 1 and self.gso and size <= room:
                 try:
-                    self.sock.sendmsg([b"".join(msgs[i:j])], [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))], 0,
-                                      addr)
+                    sock.sendmsg((buf[pos:end],), ((SOL_UDP, UDP_SEGMENT, struct.pack("=H", size)),), 0, addr)
                     sent += j - i
                 except OSError as exc:
                     if exc.errno in (errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP):
@@ -246,13 +275,15 @@ class UdpCarrier:
                         continue
                     self.drop(Drop.SEND_FAILED, j - i)
             else:
-                for m in msgs[i:j]:
+                p = pos
+                for k in range(i, j):
                     try:
-                        self.sock.sendto(m, addr)
+                        sock.sendto(buf[p:p + lengths[k]], addr)
                         sent += 1
                     except OSError:
                         self.drop(Drop.SEND_FAILED)
-            i = j
+                    p += lengths[k]
+            i, pos = j, end
         return sent
 
     # ------------------------------------------------------------ peer → device
@@ -264,11 +295,11 @@ class UdpCarrier:
             try:
                 n, anc, flags, addr = self.sock.recvmsg_into((buf,), space)
             except (BlockingIOError, InterruptedError):
-                return
+                break
             except OSError as exc:  # an ICMP error for something we sent, reported here
                 self.stats.error(f"receive: {exc.strerror or exc}")
                 continue
-            if flags & socket.MSG_TRUNC:
+            if flags & MSG_TRUNC:
                 self.drop(Drop.MALFORMED)
                 continue
             size = n
@@ -286,6 +317,12 @@ class UdpCarrier:
                     raise
                 except Exception:  # one datagram never ends the loop
                     self._internal()
+        gro = self.gro
+        if gro is not None:  # nothing more waiting: the run so far goes to the device now
+            gro.flush()
+            for why in gro.drops:
+                self.drop(why)
+            gro.drops.clear()
 
     def _internal(self) -> None:
         self.drop(Drop.INTERNAL)
@@ -312,8 +349,14 @@ class UdpCarrier:
             if now - kp.created >= 180.0:
                 self.drop(Drop.EXPIRED)
                 return
-            plain = kp.open(d)
-            if plain is None:
+            gro = self.gro
+            if gro is not None:
+                buf, at = gro.room(n - noise.TRANSPORT_MIN_LEN)
+                size = kp.open_into(d, buf[at:])
+            else:
+                buf, at = self.plain, 0
+                size = kp.open_into(d, buf)
+            if size < 0:
                 self.drop(Drop.DECRYPT_FAILED)
                 return
             was_confirmed = kp.confirmed
@@ -322,11 +365,11 @@ class UdpCarrier:
                 self.endpoint = addr  # roaming: the peer is where its last authenticated message came from
             if not was_confirmed:
                 self._flush_staged(kp)
-            if plain:
-                why = self.device.deliver(plain)
+            if size:
+                why = gro.take(buf, at, size) if gro is not None else self.device.deliver(buf[:size])
                 if why is None:
                     self.stats.rx_packets += 1
-                    self.stats.rx_bytes += len(plain)
+                    self.stats.rx_bytes += size
                 else:
                     self.drop(why)
             return
@@ -351,7 +394,13 @@ class UdpCarrier:
         if self.t.role is Role.LISTEN:
             self.endpoint = addr
         if len(d):
-            why = self.device.deliver(d)
+            gro = self.gro
+            if gro is not None:  # the run must not live in the receive buffer: a copy
+                buf, at = gro.room(len(d))
+                buf[at:at + len(d)] = d
+                why = gro.take(buf, at, len(d))
+            else:
+                why = self.device.deliver(d)
             if why is None:
                 self.stats.rx_packets += 1
                 self.stats.rx_bytes += len(d)
