@@ -148,9 +148,17 @@ def _check_tunnels(host: Host, declared: Mapping[str, Mapping[str, Any]], err: A
     """The rules one host can check alone; check_peers checks the pairs."""
     used_devices: dict[str, str] = {}
     listening: dict[tuple[str, int], str] = {}
+    peers: dict[str, str] = {}  # the other end (host, or public key) of each encrypted tunnel -> tunnel
     for entry in host.network.get("tunnels", ()):
         t, p = entry.value, entry.path
         name = str(t.get("name"))
+        other = str(t["peer"]) if "peer" in t else str(t["public_key"]) if "public_key" in t else None
+        if other is not None and t.get("insecure") is not True:
+            if other in peers:  # WireGuard's rule: one peer per pair of keys
+                err(p, f"tunnel {name}: tunnel {peers[other]} already joins {host.name} to this peer with the same "
+                       "keys; a handshake recorded on one would be taken by the other. Carry both over one tunnel, "
+                       "or give one of them another host key")
+            peers.setdefault(other, name)
         forms = [k for k in ("peer", "listen", "connect") if k in t]
         if len(forms) != 1:
             err(p, f"tunnel {name}: give exactly one of peer, listen or connect"

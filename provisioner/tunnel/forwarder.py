@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import encodings.idna  # noqa: F401
+import ipaddress
 import json
 import logging
 import os
@@ -48,6 +49,7 @@ class Grant:
     offloads: bool
     private_key: bytes | None
     psk: bytes | None
+    endpoint: tuple[str, int] | None = None  # where the last forwarder heard its peer
 
     @classmethod
     def read(cls, t: Tunnel) -> Grant:
@@ -59,7 +61,7 @@ class Grant:
                 raise SystemExit(str(d["error"]))
             private = base64.b64decode(d["private_key"], validate=True) if d.get("private_key") else None
             psk = base64.b64decode(d["psk"], validate=True) if d.get("psk") else None
-            grant = cls(int(d["device_fd"]), bool(d["offloads"]), private, psk)
+            grant = cls(int(d["device_fd"]), bool(d["offloads"]), private, psk, endpoint_of(d.get("endpoint")))
         except (ValueError, TypeError, KeyError, binascii.Error):
             raise SystemExit("the supervisor's grant is unreadable") from None
         if t.secure and (grant.private_key is None or len(grant.private_key) != noise.KEY_LEN):
@@ -67,6 +69,19 @@ class Grant:
         if grant.psk is not None and len(grant.psk) != noise.KEY_LEN:
             raise SystemExit("the pre-shared key is not 32 bytes")
         return grant
+
+
+def endpoint_of(text: object) -> tuple[str, int] | None:
+    """"192.0.2.2:40839" or "[fd00::2]:40839" (as stats.json says it) as an address; None for anything else."""
+    if not isinstance(text, str) or ":" not in text:
+        return None
+    host, _, port = text.rpartition(":")
+    try:
+        address = ipaddress.ip_address(host.removeprefix("[").removesuffix("]"))
+        number = int(port)
+    except ValueError:
+        return None
+    return (str(address), number) if 0 < number < 65536 else None
 
 
 def make_peer(t: Tunnel, grant: Grant, now: float) -> Peer | None:
@@ -101,7 +116,8 @@ def main(argv: list[str]) -> int:
         stats.peer_key = t.peer_public_key
         carrier: udp.UdpCarrier | tcp.TcpCarrier
         if t.transport is Transport.UDP:
-            carrier = udp.UdpCarrier(t, device, peer, udp.bind(t), stats)
+            carrier = udp.UdpCarrier(t, device, peer, udp.bind(t), stats,
+                                     grant.endpoint if t.role is Role.LISTEN else None)
         else:
             carrier = tcp.TcpCarrier(t, device, peer, tcp.bind(t), stats)
         uid, gid = privileges.drop(t.user, t.group)

@@ -11,10 +11,14 @@ after it (as wireguard-go's device/receive.go and ratelimiter/ do):
    mac2 too: a MAC under a cookie that only a sender who received our cookie reply at its
    source address holds. Without one, the sender gets a cookie reply (at most
    COOKIE_REPLIES_PER_SECOND in all), and its message goes no further;
-4. a token bucket per source address (WireGuard's 20 a second, burst 5) and one for all
-   sources together (DH_PER_SECOND), in tables of bounded size.
+4. a token bucket per source address (WireGuard's 20 a second, burst 5; an IPv6 source by its
+   /64, as Linux's ratelimiter keys it), in a table of bounded size.
 
-Every table here is bounded, so no sequence of packets can grow the process.
+The peer's own address (where its last authenticated message came from: `trusted`) is never
+counted with the rest: a flood of spoofed sources that keeps us under load uses up the shared
+budgets for cookie replies (COOKIE_REPLIES_PER_SECOND, a bound on the CPU they cost) and for
+Diffie-Hellman work (DH_PER_SECOND), never the peer's. Every table here is bounded, so no
+sequence of packets can grow the process.
 """
 
 from __future__ import annotations
@@ -25,8 +29,8 @@ from .drops import Drop
 UNDER_LOAD = 16  # handshake messages a second that put us under load (one peer needs one every few seconds)
 UNDER_LOAD_FOR = 1.0  # seconds we stay under load after it passes (WireGuard's underLoadAfterTime)
 PER_SOURCE_RATE, PER_SOURCE_BURST = 20.0, 5.0
-DH_PER_SECOND = 100.0
-COOKIE_REPLIES_PER_SECOND = 200.0
+DH_PER_SECOND = 100.0  # handshakes from everyone but the peer's own address
+COOKIE_REPLIES_PER_SECOND = 1000.0  # likewise: 70 µs each here, so at most 7 % of a core
 MAX_SOURCES = 4096  # entries in the per-source table; past it, unknown sources wait for the next sweep
 
 
@@ -54,6 +58,7 @@ class Gate:
         self._swept = now
         self._dh = Bucket(DH_PER_SECOND, DH_PER_SECOND, now)
         self._cookies = Bucket(COOKIE_REPLIES_PER_SECOND, COOKIE_REPLIES_PER_SECOND, now)
+        self.trusted = b""  # the address (no port) of the peer's last authenticated message
 
     def under_load(self, now: float) -> bool:
         return now < self._load_until
@@ -68,13 +73,22 @@ class Gate:
         self._in_window += 1
         if self._in_window > UNDER_LOAD:
             self._load_until = now + UNDER_LOAD_FOR
+        address = source[:-2]
+        if len(address) == 16:
+            address = address[:8]  # an IPv6 source by its /64: one host owns many addresses
+        ours = address == self.trusted
         if now < self._load_until and not self.checker.mac2_ok(msg, source, now):
-            if self._cookies.take(now):
+            if ours or self._cookies.take(now):
                 return self.checker.reply(msg, source, now)
             return Drop.BAD_MAC2
-        if not self._source_ok(source[:-2], now) or not self._dh.take(now):
+        if not self._source_ok(address, now) or not (ours or self._dh.take(now)):
             return Drop.RATE_LIMITED
         return None
+
+    def trust(self, source: bytes) -> None:
+        """The peer's authenticated message came from `source`: its address gets its own budgets."""
+        address = source[:-2]
+        self.trusted = address[:8] if len(address) == 16 else address
 
     def _source_ok(self, address: bytes, now: float) -> bool:
         if now - self._swept >= 1.0:  # forget sources whose bucket is full again

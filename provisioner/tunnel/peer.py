@@ -42,7 +42,6 @@ from .timers import (
 )
 
 INDEX = struct.Struct("<I")
-STRANGER_INTERVAL = 1.0  # at most one initiation a second to a source of data for no session we hold
 
 
 class Peer:
@@ -55,6 +54,7 @@ class Peer:
         self.gate = Gate(cookie_checker if isinstance(cookie_checker, CookieChecker)
                          else CookieChecker(me.public), now)
         self.cookies = CookieGenerator(peer_public)
+        self.static = noise.static_secret(me, peer_public)  # DH(S_me, S_peer), the same for every handshake
         self.keypairs: dict[int, Keypair] = {}
         self.current: Keypair | None = None
         self.previous: Keypair | None = None
@@ -69,7 +69,6 @@ class Peer:
         self.last_initiation = -float("inf")
         self.last_heard = -float("inf")
         self.last_sent = -float("inf")
-        self.last_stranger = -float("inf")
         self.handshakes = 0
         self.last_handshake: float | None = None  # wall clock, for status
 
@@ -149,7 +148,7 @@ class Peer:
             self.attempt += 1
         self.pending_index = self._new_index()
         msg, self.pending = noise.create_initiation(self.me, self.peer_public, self.psk, self.pending_index,
-                                                    noise.tai64n(time.time()))
+                                                    noise.tai64n(time.time()), precomputed_ss=self.static)
         self.cookies.add_macs(msg, now)
         self.retry_at = now + retry_after(self.attempt)
         return bytes(msg)
@@ -163,20 +162,26 @@ class Peer:
             if self.pending is None or INDEX.unpack_from(msg, 4)[0] != self.pending_index:
                 return Drop.UNEXPECTED_RESPONSE, None
             return (None if self.cookies.consume_reply(msg, now) else Drop.HANDSHAKE_REFUSED), None
+        if kind == noise.MSG_RESPONSE and (self.pending is None or INDEX.unpack_from(msg, 8)[0] != self.pending_index):
+            return Drop.UNEXPECTED_RESPONSE, None  # before the gate: it costs nothing, and no DH budget
         verdict = self.gate.admit(msg, source, now)
         if isinstance(verdict, Drop):
             return verdict, None
         if verdict is not None:
             return Drop.BAD_MAC2, verdict  # under load: a cookie reply, and no handshake
         try:
-            if kind == noise.MSG_INITIATION:
-                return self._on_initiation(msg, now)
-            return self._on_response(msg, now)
+            why, reply = self._on_initiation(msg, now) if kind == noise.MSG_INITIATION else self._on_response(msg, now)
         except HandshakeError:
             return Drop.HANDSHAKE_REFUSED, None
+        if why is None:
+            self.gate.trust(source)
+        return why, reply
 
     def _on_initiation(self, msg: bytes | memoryview, now: float) -> tuple[Drop | None, bytes | None]:
-        init = noise.consume_initiation(self.me, msg)
+        try:  # a key other than the peer's costs one DH, not two
+            init = noise.consume_initiation(self.me, msg, {self.peer_public: self.static})
+        except HandshakeError as exc:
+            return (Drop.UNKNOWN_PEER if exc.reason == noise.UNKNOWN_PEER else Drop.HANDSHAKE_REFUSED), None
         if init.peer_public != self.peer_public:
             return Drop.UNKNOWN_PEER, None
         if init.timestamp <= self.last_timestamp:
@@ -194,8 +199,7 @@ class Peer:
         return None, bytes(response)
 
     def _on_response(self, msg: bytes | memoryview, now: float) -> tuple[Drop | None, bytes | None]:
-        if self.pending is None or INDEX.unpack_from(msg, 8)[0] != self.pending_index:
-            return Drop.UNEXPECTED_RESPONSE, None
+        assert self.pending is not None
         keys = noise.consume_response(self.me, self.pending, self.psk, msg)
         self.pending, self.pending_index, self.retry_at = None, 0, float("inf")
         self._install(Keypair(keys, now))
@@ -236,12 +240,3 @@ class Peer:
         if kp is self.next:
             self.next = None
             self._install(kp)
-
-    def stranger(self, now: float) -> bytes | None:
-        """Data for a session we do not hold (we restarted, and the peer still uses the old one):
-        an initiation to its source, at most once per STRANGER_INTERVAL, when we have no session.
-        The source is not authenticated; the worst a forger gets is one initiation a second."""
-        if (self.current is not None and self.current.usable(now)) or now - self.last_stranger < STRANGER_INTERVAL:
-            return None
-        self.last_stranger = now
-        return self.initiation(now)

@@ -35,11 +35,15 @@ class Stats:
         self.handshakes = 0
         self.last_handshake: float | None = None
         self.peer_key: str | None = None
+        self._logged = 0.0
 
     def error(self, text: str) -> None:
-        if text != self.last_error:
+        """Kept for status; logged when it is new, and at most once a second whatever it says."""
+        now = time.time()
+        if text != self.last_error and now - self._logged >= 1.0:
+            self._logged = now
             log.warning("%s", text)
-        self.last_error, self.last_error_at = text, time.time()
+        self.last_error, self.last_error_at = text, now
 
     def set_state(self, state: LinkState, peer: str | None) -> None:
         """A change is reported at once, not at the next second: `status` is never behind a change."""

@@ -197,6 +197,9 @@ class Supervisor:
         (base64); or why it cannot have them."""
         spec = runtime.read_json(self.run_dir / runtime.SPEC) or {}
         grant: dict[str, Any] = {"device_fd": fd, "offloads": self.offloads}
+        last = runtime.read_json(self.run_dir / runtime.STATS)
+        if isinstance(last, dict) and isinstance(last.get("peer"), str):
+            grant["endpoint"] = last["peer"][:64]  # where the peer was: checked by the forwarder
         try:
             if spec.get("private_key_file"):
                 grant["private_key"] = keys.encode(keys.read_private(spec["private_key_file"]))
@@ -272,6 +275,7 @@ class Supervisor:
 
     def run_forwarder(self, fd: int) -> int:
         """One forwarder, from start to exit; its exit status (negative: the signal)."""
+        grant = self.grant(fd)  # (it reads where the last forwarder's peer was, from its counters)
         (self.run_dir / runtime.STATS).unlink(missing_ok=True)  # the last forwarder's counters are not this one's
         self.child = child = subprocess.Popen(
             [sys.executable, "-m", "provisioner.tunnel.forwarder", str(self.run_dir)],
@@ -279,7 +283,7 @@ class Supervisor:
             preexec_fn=lambda: runtime.die_with_parent(signal.SIGTERM))
         assert child.stdin is not None and child.stdout is not None and child.stderr is not None
         try:
-            child.stdin.write(self.grant(fd))
+            child.stdin.write(grant)
             child.stdin.close()
         except OSError:
             pass  # it died already: its status says why

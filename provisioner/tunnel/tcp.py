@@ -167,6 +167,7 @@ class TcpCarrier:
         self.arrived = threading.Event()
         self.plain = memoryview(bytearray(MAX_MESSAGE))  # where a frame is decrypted to (main thread)
         self._last_report = 0.0
+        self._internal_logged = -60.0
 
     # ------------------------------------------------------------ the process
 
@@ -192,6 +193,9 @@ class TcpCarrier:
                 self.stats.error(f"connection to {self.stats.peer}: {_why(exc)}")
             except OSError as exc:
                 self.stats.error(f"connection to {self.stats.peer}: {_why(exc)}")
+            except Exception:  # a connection never ends the forwarder: it is dropped, and counted
+                self.drop(Drop.INTERNAL)
+                self._log_internal("carrying a connection raised")
             finally:
                 with self.lock:
                     if self.conn is conn:
@@ -212,6 +216,12 @@ class TcpCarrier:
             self.stats.set_state(LinkState.CONNECTING, None)
             self.stats.error(f"connecting to {self.t.endpoint}: {_why(exc)}")
             return None
+
+    def _log_internal(self, what: str) -> None:
+        now = time.monotonic()
+        if now - self._internal_logged > 10.0:  # a traceback at most every 10 s
+            self._internal_logged = now
+            log.exception("%s (logged at most every 10 s)", what)
 
     def _report(self, now: float) -> None:
         if now - self._last_report >= 1.0:
@@ -300,7 +310,7 @@ class TcpCarrier:
                             close(fd)
             except Exception:  # a connection never ends the accepting thread
                 self.drop(Drop.INTERNAL)
-                log.exception("vetting a connection raised")
+                self._log_internal("vetting a connection raised")
                 time.sleep(0.01)
 
     def _accept(self, listener: socket.socket, pending: dict[int, Pending], poller: select.poll,

@@ -86,11 +86,17 @@ def bind(t: Tunnel) -> socket.socket:
 
 
 class UdpCarrier:
-    def __init__(self, t: Tunnel, device: Device, peer: Peer | None, sock: socket.socket, stats: Stats):
+    def __init__(self, t: Tunnel, device: Device, peer: Peer | None, sock: socket.socket, stats: Stats,
+                 endpoint: Any = None):
         self.t, self.device, self.peer, self.sock, self.stats = t, device, peer, sock, stats
         self.drop = stats.drops
         self.host, self.port = split_endpoint(t.endpoint)
-        self.endpoint: Any = None  # where the peer is: resolved (connect), or learned from it (listen)
+        # Where the peer is: resolved (connect), or learned from it (listen). A listener that restarts
+        # is told where the peer was (by its supervisor, from the last forwarder's counters), and
+        # starts a handshake there at once instead of waiting for the peer to notice the silence.
+        self.endpoint: Any = endpoint
+        if endpoint is not None and peer is not None:
+            peer.want_session(time.monotonic())
         self.staged: collections.deque[bytes | memoryview] = collections.deque(maxlen=MAX_STAGED)
         self.gso = True
         self.reader = device.reader()
@@ -161,14 +167,15 @@ class UdpCarrier:
         self.endpoint = (str(found[0]), int(found[1]))
         return True
 
-    def _send(self, data: bytes | memoryview, addr: Any) -> None:
+    def _send(self, data: bytes | memoryview, addr: Any, quiet: bool = False) -> None:
         try:
             self.sock.sendto(data, addr)
         except BlockingIOError:
             self.drop(Drop.SEND_FAILED)
         except OSError as exc:
             self.drop(Drop.SEND_FAILED)
-            self.stats.error(f"send to {address_text(addr)}: {exc.strerror or exc}")
+            if not quiet:
+                self.stats.error(f"send to {address_text(addr)}: {exc.strerror or exc}")
 
     # ------------------------------------------------------------ device → peer
 
@@ -341,10 +348,7 @@ class UdpCarrier:
         if kind == TRANSPORT and n >= noise.TRANSPORT_MIN_LEN:
             kp = peer.keypairs.get(int.from_bytes(d[4:8], "little"))
             if kp is None:
-                self.drop(Drop.UNKNOWN_INDEX)
-                hello = peer.stranger(now)
-                if hello is not None:
-                    self._send(hello, addr)
+                self.drop(Drop.UNKNOWN_INDEX)  # WireGuard answers nothing it cannot place
                 return
             if now - kp.created >= 180.0:
                 self.drop(Drop.EXPIRED)
@@ -378,8 +382,8 @@ class UdpCarrier:
             return
         had = peer.current
         why, reply = peer.on_handshake(d, source_key(addr), now)
-        if reply is not None:
-            self._send(reply, addr)
+        if reply is not None:  # a response, or a cookie reply to a source nobody vouched for: no log
+            self._send(reply, addr, quiet=why is not None)
         if why is not None:
             self.drop(why)
             return

@@ -153,16 +153,40 @@ def test_an_unanswered_initiation_is_sent_again_soon_then_at_rekey_timeout() -> 
     assert steps[0] < 0.5 and timers.REKEY_TIMEOUT <= steps[-1] <= timers.REKEY_TIMEOUT + 0.34
 
 
-def test_data_for_a_session_we_lost_brings_one_initiation_a_second() -> None:
+def test_a_restarted_listener_that_knows_where_its_peer_was_starts_the_handshake() -> None:
+    listener, connector = pair()
+    handshake(listener, connector)
+    restarted = Peer(listener.me, listener.peer_public, None, 1001.0, keep_up=False)
+    assert restarted.due(1001.0) == [], "a listener with nothing to say stays quiet"
+    restarted.want_session(1001.0)  # what the carrier does when its supervisor says where the peer was
+    [hello] = restarted.due(1001.0)
+    why, response = connector.on_handshake(hello, A_SOURCE, 1001.0)  # the connector answers it
+    assert why is None and response is not None
+    assert restarted.on_handshake(response, B_SOURCE, 1001.0)[0] is None and restarted.connected(1001.0)
+
+
+def test_data_for_no_session_is_answered_with_nothing() -> None:
     listener, connector = pair()
     handshake(listener, connector)
     restarted = Peer(listener.me, listener.peer_public, None, 1001.0, keep_up=False)
     assert restarted.open(connector.sender(1001.0).seal(b"x"), 1001.0) is Drop.UNKNOWN_INDEX
-    hello = restarted.stranger(1001.0)
-    assert hello is not None and restarted.stranger(1001.5) is None
-    why, response = connector.on_handshake(hello, A_SOURCE, 1001.0)  # the connector answers it
-    assert why is None and response is not None
-    assert restarted.on_handshake(response, B_SOURCE, 1001.0)[0] is None and restarted.connected(1001.0)
+    assert restarted.due(1001.0) == [] and restarted.pending is None
+
+
+def test_a_flood_from_spoofed_sources_never_takes_the_peers_cookie_or_handshake_budget() -> None:
+    listener, connector = pair()
+    handshake(listener, connector)  # the peer's address is now the trusted one
+    now = 1001.0
+    flood = Peer(noise.Identity.from_private(noise.generate_private()), listener.me.public, None, now, keep_up=True)
+    msg = flood.initiation(now)
+    for i in range(5000):  # spoofed sources, valid mac1 (the public key is public): under load, cookies spent
+        listener.on_handshake(msg, bytes([203, 0, 113, i % 250]) + i.to_bytes(2, "big"), now)
+    assert listener.gate.under_load(now)
+    why, reply = listener.on_handshake(connector.initiation(now), B_SOURCE, now)
+    assert why is Drop.BAD_MAC2 and reply is not None, "the peer still gets its cookie"
+    assert connector.on_handshake(reply, A_SOURCE, now) == (None, None)
+    why, response = listener.on_handshake(connector.initiation(now + 0.05), B_SOURCE, now + 0.05)
+    assert why is None and response is not None, "and its handshake"
 
 
 def test_drop_reasons_are_a_closed_set_with_bounded_counters() -> None:

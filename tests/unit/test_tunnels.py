@@ -389,3 +389,16 @@ def test_a_docker_host_is_given_its_private_key_its_psks_and_the_public_key_file
     assert files == {f"{INBOX}/gw1.key": (str(tmp_path / "gw1.key"), "read_private"),
                      f"{INBOX}/core.psk": (str(tmp_path / "core.psk"), "read_psk"),
                      f"{INBOX}/gw2.pub": (str(tmp_path / "gw2.pub"), "_read_public")}
+
+
+def test_two_encrypted_tunnels_between_the_same_keys_are_refused(write) -> None:
+    """A handshake recorded on one would be fresh on the other (each has its own timestamps):
+    WireGuard's one peer per pair of keys. Found by the attacker's review of the protocol."""
+    text = pair().replace("tunnels: [{name: core, device: tap0, peer: gw2, port: 40839}]",
+                          "tunnels: [{name: core, device: tap0, peer: gw2, port: 40839},"
+                          " {name: more, device: tap1, peer: gw2, port: 40840}]")
+    text = text.replace("devices: [{name: tap0, type: tap, vnet_hdr: true}]\n        tunnels: [{name: core",
+                        "devices: [{name: tap0, type: tap, vnet_hdr: true}, {name: tap1, type: tap}]\n"
+                        "        tunnels: [{name: core", 1)
+    with pytest.raises(InventoryError, match="tunnel more: tunnel core already joins gw1 to this peer"):
+        load(write(text))
