@@ -71,7 +71,7 @@ class FrameReader:
         self.limit = limit
         self.error: FrameTooLarge | None = None  # found after the frames frames() returned: raised next
         self.size = size
-        self.buf = bytearray(min(size, 4 * (limit + LENGTH.size)))  # small while the limit is
+        self.buf = bytearray(max(min(size, 4 * (limit + LENGTH.size)), limit + LENGTH.size))  # small while the limit is
         self.view = memoryview(self.buf)
         self.start = self.filled = 0
 
