@@ -158,14 +158,14 @@ def tcp_frames(data: bytes) -> None:
     stream, pos, got = data[1:], 0, b""
     try:
         while pos < len(stream):
-            step = 1 + stream[pos] % 23
-            piece = stream[pos:pos + step]
             space = reader.space()
+            assert len(space) >= 1, "room for at least a byte, always"
+            piece = stream[pos:pos + min(1 + stream[pos] % 23, len(space))]  # as recv_into fills it
             space[:len(piece)] = piece
             for f in reader.frames(len(piece)):
                 assert 0 < len(f) <= limit
                 got += struct.pack(">I", len(f)) + bytes(f)
-            pos += step
+            pos += len(piece)
     except tcp.FrameError:
         return
     assert stream.startswith(got)
