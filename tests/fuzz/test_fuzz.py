@@ -36,3 +36,10 @@ def test_a_short_fuzzing_pass_finds_no_crash(name: str) -> None:
                        capture_output=True, text=True, timeout=SHORT + 120)
     found = sorted(set(CRASHES.glob(f"{name}/*")) - before)
     assert p.returncode == 0 and not found, f"{name} crashed; input kept in {found}\n{p.stderr[-4000:]}"
+
+
+def test_an_empty_datagram_does_not_end_the_udp_receive_loop() -> None:
+    """Found by the fuzzer (crashes/udp_receive/crash-da39a3…, the empty input): a zero-length
+    datagram made the receive loop step through it by 0 bytes (range() raised outside the
+    per-datagram catch-all) and the forwarder exited; five, and the supervisor gave up."""
+    TARGETS["udp_receive"](b"")
