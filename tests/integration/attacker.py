@@ -123,11 +123,18 @@ def load_packets(path: Path) -> list[bytes]:
     return out
 
 
-def flood(ns: str, packets: Path, rate: int, seconds: float) -> subprocess.Popen[str]:
-    """The flood, started in its own process; .communicate() gives the number sent."""
-    return subprocess.Popen([sys.executable, "-m", "tests.integration.attacker", "flood", ns, str(packets), str(rate),
-                             str(seconds)], stdout=subprocess.PIPE, text=True,
-                            cwd=Path(__file__).resolve().parents[2])
+@contextmanager
+def flooding(ns: str, packets: Path, rate: int, seconds: float) -> Iterator[Callable[[], int]]:
+    """The flood, started in its own process; the block gets a function that waits for its end
+    and gives the number of packets sent. The process is killed if the block leaves early."""
+    p = subprocess.Popen([sys.executable, "-m", "tests.integration.attacker", "flood", ns, str(packets), str(rate),
+                          str(seconds)], stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2])
+    try:
+        yield lambda: int(p.communicate(timeout=seconds + 60)[0])
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.wait()
 
 
 def _flood(ns: str, file: str, rate: int, seconds: float) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pwd
 import random
 import signal
 import socket
@@ -28,7 +29,7 @@ import pytest
 
 from provisioner.kernel import namespace
 
-from .attacker import capturing, cpu_seconds, flood, ip_udp, raw_sender, rss_kb, save_packets
+from .attacker import capturing, cpu_seconds, flooding, ip_udp, raw_sender, rss_kb, save_packets
 from .helpers import wait_for
 from .pair import connected, hosts, pings, status, up
 
@@ -111,44 +112,57 @@ def icmp_payloads(seen: list, pattern: bytes) -> list[bytes]:
 def test_replayed_initiation_response_and_data_never_reach_the_device(tmp_path: Path, hosts: tuple[str, str]) -> None:
     """Before: pending handshakes were never removed once confirmed, so a recorded CONFIRM
     re-activated an old session with an empty replay window: replayed data reached the device.
-    Now a replayed initiation has a timestamp that is not newer, a replayed response answers no
-    handshake in progress, and replayed data falls behind the window or under a gone session."""
+    Now a replayed initiation has a timestamp that is not newer (refused, and not answered), a
+    replayed response answers no handshake in progress, and replayed data falls behind the
+    replay window (gw1 still holds the recorded session as its previous one) or under a session
+    that is gone (gw2 was restarted since)."""
     inv, state = up(tmp_path, hosts, "udp")
     with capturing(hosts[0], "u1") as wire:
         os.kill(status(inv, state)["gw2"]["pid"], signal.SIGKILL)  # a fresh handshake, recorded
         wait_for("reconnected", lambda: connected(inv, state), 10)
-        subprocess.run(["ip", "netns", "exec", hosts[1], "ping", "-c", "5", "-i", "0.1", "-p", "a5a5", "198.51.100.1"],
-                       capture_output=True, timeout=20)
-        subprocess.run(["ip", "netns", "exec", hosts[0], "ping", "-c", "5", "-i", "0.1", "-p", "a5a5", "198.51.100.2"],
-                       capture_output=True, timeout=20)
+        for ns, to in ((hosts[1], "198.51.100.1"), (hosts[0], "198.51.100.2")):
+            subprocess.run(["ip", "netns", "exec", ns, "ping", "-c", "5", "-i", "0.1", "-p", "a5a5", to],
+                           capture_output=True, timeout=20)
     recorded = [u for s in wire if (u := s.udp()) and PORT in (u[0][1], u[1][1])]
-    kinds = {p[0] for _, _, p in recorded}
-    assert len(recorded) >= 10 and {1, 2} <= kinds, f"a handshake and data were recorded: types {kinds}"
+    to_gw1 = [p for _, dst, p in recorded if dst == LISTENER]
+    assert {1, 4} <= {p[0] for p in to_gw1} and 2 in {p[0] for _, dst, p in recorded if dst != LISTENER}, \
+        f"an initiation, a response and data were recorded: {[(d, p[0]) for _, d, p in recorded]}"
     # Another session replaces the recorded one: now all that was recorded is old.
     old = status(inv, state)["gw2"]["pid"]
     os.kill(old, signal.SIGKILL)
     wait_for("reconnected", lambda: (r := connected(inv, state)) and r["gw2"]["pid"] != old, 10)
     assert pings(hosts[0], "198.51.100.2", 2)
     rows = settled(inv, state)
-    counted = {h: handshake_count(r) for h, r in rows.items()}
-    with capturing(hosts[0], "tap0") as at1, capturing(hosts[1], "tap0") as at2:
-        for _ in range(3):
+    host, port = rows["gw1"]["peer"].rsplit(":", 1)
+    gw2_now = (host, int(port))  # gw2's new forwarder has another port: replay to where gw2 is now
+    rounds = 3
+    with capturing(hosts[0], "tap0") as at1, capturing(hosts[1], "tap0") as at2, capturing(hosts[0], "u1") as during:
+        for _ in range(rounds):
             for src, dst, payload in recorded:  # each to where it went, from where it came
-                sender = hosts[1] if dst[0] == "192.0.2.1" else hosts[0]
-                with raw_sender(sender) as send:
-                    send(ip_udp(src, dst, payload))
+                with raw_sender(hosts[1] if dst == LISTENER else hosts[0]) as send:
+                    send(ip_udp(src, dst if dst == LISTENER else gw2_now, payload))
             time.sleep(0.3)
         time.sleep(0.5)
     replayed = icmp_payloads(at1, b"\xa5\xa5") + icmp_payloads(at2, b"\xa5\xa5")
     assert not replayed, f"{len(replayed)} replayed packets reached a device"
+    answers = [u for s in during if (u := s.udp()) and u[0] == LISTENER and u[2][:1] == b"\x02"
+               and u[2] not in {p for _, _, p in recorded}]
+    assert not answers, "gw1 answered a replayed initiation"
     after = settled(inv, state)
     assert {h: r["pid"] for h, r in after.items()} == {h: r["pid"] for h, r in rows.items()}
-    assert {h: handshake_count(r) for h, r in after.items()} == counted, "a replayed handshake made a session"
+    assert {h: handshake_count(r) for h, r in after.items()} == {h: handshake_count(r) for h, r in rows.items()}, \
+        "a replayed handshake made a session"
     assert pings(hosts[0], "198.51.100.2", 2), "the real session is untouched"
-    drops = after["gw1"]["drops"]
-    assert drops.get("initiation with a timestamp not newer than the last", 0) >= 1, drops
-    assert drops.get("data replayed or too old for the window", 0) + drops.get("data for no session we hold", 0) >= 1, \
-        drops
+
+    def more(host: str, reason: str) -> int:
+        return after[host]["drops"].get(reason, 0) - rows[host]["drops"].get(reason, 0)
+
+    initiations = sum(p[0] == 1 for p in to_gw1)
+    assert more("gw1", "initiation with a timestamp not newer than the last") >= rounds * initiations, after["gw1"]
+    assert more("gw2", "response or cookie reply to no handshake of ours") >= rounds, after["gw2"]
+    data = rounds * sum(p[0] == 4 for p in to_gw1)
+    assert more("gw1", "data replayed or too old for the window") + more("gw1", "data for no session we hold") \
+        >= data - 2, (data, after["gw1"]["drops"])
 
 
 def ping_gap_after(ns: str, address: str, action: object, seconds: float = 4.0) -> float:
@@ -293,8 +307,8 @@ def test_60000_initiations_from_random_sources_neither_grow_nor_stall_the_forwar
     pid = status(inv, state)["gw1"]["pid"]
     packets = initiations(60000, public_key_of(tmp_path, "gw1"), random.Random(4))
     rss_before = rss_kb(pid)
-    attack = flood(hosts[1], save_packets(tmp_path / "initiations", packets), 20000, len(packets) / 20000)
-    sent = int(attack.communicate(timeout=60)[0])
+    with flooding(hosts[1], save_packets(tmp_path / "initiations", packets), 20000, len(packets) / 20000) as attack:
+        sent = attack()
     flooded = time.monotonic()
     assert sent >= len(packets)
     assert Path(f"/proc/{pid}").exists(), "the forwarder died under the flood"
@@ -330,7 +344,7 @@ def test_a_nobody_process_cannot_signal_a_forwarder(tmp_path: Path, hosts: tuple
     pids = forwarder_pids(inv, state)
     for host, pid in pids.items():
         uid = int(Path(f"/proc/{pid}/status").read_text().split("Uid:")[1].split()[0])
-        assert uid != 0, f"{host}'s forwarder runs as root"
+        assert uid == pwd.getpwnam("provision-tunnel").pw_uid, f"{host}'s forwarder runs as uid {uid}"
         p = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "kill", "-STOP",
                             str(pid)], capture_output=True, text=True)
         stopped = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
@@ -372,11 +386,11 @@ def test_a_10s_flood_of_forged_packets_passes_every_ping_and_nothing_forged(tmp_
     file = save_packets(tmp_path / "forged", forged)
     pid = status(inv, state)["gw1"]["pid"]
     with capturing(hosts[0], "tap0") as device:
-        attack = flood(hosts[1], file, 10000, 10.0)
-        time.sleep(0.2)
-        ping = subprocess.run(["ip", "netns", "exec", hosts[1], "ping", "-c", "100", "-i", "0.1", "-W", "1", "-p",
-                               "5a5a", "198.51.100.1"], capture_output=True, text=True, timeout=60)
-        sent = int(attack.communicate(timeout=30)[0])
+        with flooding(hosts[1], file, 10000, 10.0) as attack:
+            time.sleep(0.2)
+            ping = subprocess.run(["ip", "netns", "exec", hosts[1], "ping", "-c", "100", "-i", "0.1", "-W", "1", "-p",
+                                   "5a5a", "198.51.100.1"], capture_output=True, text=True, timeout=60)
+            sent = attack()
     answered = int(ping.stdout.split(" received")[0].rsplit(" ", 1)[1])
     arrived = [s for s in device if not s.outgoing]
     ours = icmp_payloads(arrived, b"\x5a\x5a")
