@@ -186,6 +186,40 @@ def udp_receive(data: bytes) -> None:
     _carrier.carrier._receive(_carrier.buf)
 
 
+class _Vetting:
+    """BOB's TCP listener vetting a new connection (one end of a socket pair is the connection)."""
+
+    def __init__(self) -> None:
+        t = Tunnel(name="fuzz", device="fuzz0", transport=Transport.TCP, role=Role.LISTEN, endpoint="127.0.0.1:1",
+                   device_type=DeviceType.TUN)
+        device = Device(os.open(os.devnull, os.O_WRONLY), tap=False, pi=False, vnet_hdr=False, wireguard=False,
+                        compress=False)
+        self.carrier = tcp.TcpCarrier(t, device, Peer(BOB, ALICE.public, PSK, NOW, keep_up=False), None, Stats())
+        self.now = NOW
+
+
+_vetting: _Vetting | None = None
+
+
+def tcp_vet(data: bytes) -> None:
+    """What a new TCP connection sends before it is the tunnel's: the listener reads it, answers
+    or drops it; nothing escapes, and the connection is either accepted, pending or doomed."""
+    global _vetting
+    if _vetting is None:
+        _vetting = _Vetting()
+    _vetting.now += 0.25
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        ours.setblocking(False)
+        p = tcp.Pending(ours, ("192.0.2.2", 51820), _vetting.now + tcp.HANDSHAKE_DEADLINE, True)
+        stream = shaped(data, struct.pack(">I", len(INITIATION)) + INITIATION)
+        theirs.sendall(stream[:60000])
+        theirs.shutdown(socket.SHUT_WR)
+        for _ in range(64):
+            if _vetting.carrier._vet(p, _vetting.now) or p.doomed:
+                return
+
+
 def tcp_frames(data: bytes) -> None:
     """The TCP framing: fed in pieces whose sizes the fuzzer picks, it yields exactly the frames
     in the stream, or FrameError; never a frame of 0 or over the limit, never a byte twice."""
@@ -253,6 +287,7 @@ TARGETS: dict[str, Target] = {
     "transport": transport,
     "peer": peer,
     "udp_receive": udp_receive,
+    "tcp_vet": tcp_vet,
     "tcp_frames": tcp_frames,
     "virtio_header": virtio_header,
     "device": device,
@@ -266,6 +301,7 @@ SEEDS: dict[str, list[bytes]] = {
     "transport": [b"\x00" + TRANSPORT, b"\x01"],
     "peer": [bytes([i, 1]) for i in range(4)],
     "udp_receive": [bytes([i, 1]) for i in range(4)],
+    "tcp_vet": [b"\x01", b"\x00", b"\x02\x03"],
     "tcp_frames": [b"\xff" + struct.pack(">I", 5) + b"hello" + struct.pack(">I", 2) + b"ok"],
     "virtio_header": [b"\x00" + vnet.HDR.pack(1, 1, 54, 1448, 34, 16) + bytes(80)],
     "device": [bytes([8]) + bytes.fromhex("4500001c0001000040017cd9c0000201c0000202") + bytes(8)],
