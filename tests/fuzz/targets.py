@@ -221,16 +221,24 @@ def tcp_vet(data: bytes) -> None:
 
 
 def tcp_frames(data: bytes) -> None:
-    """The TCP framing: fed in pieces whose sizes the fuzzer picks, it yields exactly the frames
-    in the stream, or FrameError; never a frame of 0 or over the limit, never a byte twice."""
-    limit = 1 + (data[0] if data else 0) * 7
-    reader = tcp.FrameReader(size=64, limit=limit)
-    stream, pos, got = data[1:], 0, b""
+    """The TCP framing as a connection uses it: small frames until it has proven itself, then
+    `allow()` (at a point the fuzzer picks); fed in pieces whose sizes the fuzzer picks, as
+    recv_into(space()) fills them. It yields exactly the frames in the stream, or FrameError;
+    never a frame of 0 or over the limit, never a byte twice, never no room to receive into."""
+    if len(data) < 3:
+        return
+    first, then, switch_at = 1 + data[0] * 3, tcp.MAX_MESSAGE if data[1] & 1 else 1 + data[1] * 50, data[2]
+    reader = tcp.FrameReader(limit=first)
+    limit, stream, pos, got, n = first, data[3:], 0, b"", 0
     try:
         while pos < len(stream):
+            if n == switch_at:
+                reader.allow(then)
+                limit = then
+            n += 1
             space = reader.space()
-            assert len(space) >= 1, "room for at least a byte, always"
-            piece = stream[pos:pos + min(1 + stream[pos] % 23, len(space))]  # as recv_into fills it
+            assert len(space) > 0, "no room to receive into: the connection would stall"
+            piece = stream[pos:pos + min(1 + stream[pos] % 23, len(space))]
             space[:len(piece)] = piece
             for f in reader.frames(len(piece)):
                 assert 0 < len(f) <= limit
@@ -302,7 +310,7 @@ SEEDS: dict[str, list[bytes]] = {
     "peer": [bytes([i, 1]) for i in range(4)],
     "udp_receive": [bytes([i, 1]) for i in range(4)],
     "tcp_vet": [b"\x01", b"\x00", b"\x02\x03"],
-    "tcp_frames": [b"\xff" + struct.pack(">I", 5) + b"hello" + struct.pack(">I", 2) + b"ok"],
+    "tcp_frames": [b"\xff\x01\x01" + struct.pack(">I", 5) + b"hello" + struct.pack(">I", 2) + b"ok"],
     "virtio_header": [b"\x00" + vnet.HDR.pack(1, 1, 54, 1448, 34, 16) + bytes(80)],
     "device": [bytes([8]) + bytes.fromhex("4500001c0001000040017cd9c0000201c0000202") + bytes(8)],
     "inventory": [p.read_bytes() for p in sorted((Path(__file__).resolve().parents[2] / "inventories").glob("*.yaml"))],
