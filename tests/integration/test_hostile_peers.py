@@ -140,6 +140,8 @@ def test_replayed_initiation_response_and_data_never_reach_the_device(tmp_path: 
             for src, dst, payload in recorded:  # each to where it went, from where it came
                 with raw_sender(hosts[1] if dst == LISTENER else hosts[0]) as send:
                     send(ip_udp(src, dst if dst == LISTENER else gw2_now, payload))
+                    if dst == LISTENER:  # and from elsewhere: a replay must not move the peer's endpoint
+                        send(ip_udp(("192.0.2.99", 4444), dst, payload))
             time.sleep(0.3)
         time.sleep(0.5)
     replayed = icmp_payloads(at1, b"\xa5\xa5") + icmp_payloads(at2, b"\xa5\xa5")
@@ -153,15 +155,16 @@ def test_replayed_initiation_response_and_data_never_reach_the_device(tmp_path: 
     assert {h: r["pid"] for h, r in after.items()} == {h: r["pid"] for h, r in rows.items()}
     assert {h: handshake_count(r) for h, r in after.items()} == {h: handshake_count(r) for h, r in rows.items()}, \
         "a replayed handshake made a session"
+    assert after["gw1"]["peer"] == rows["gw1"]["peer"], "a replayed message moved the peer's endpoint"
     assert pings(hosts[0], "198.51.100.2", 2), "the real session is untouched"
 
     def more(host: str, reason: str) -> int:
         return after[host]["drops"].get(reason, 0) - rows[host]["drops"].get(reason, 0)
 
-    initiations = sum(p[0] == 1 for p in to_gw1)
+    initiations = 2 * sum(p[0] == 1 for p in to_gw1)  # from gw2's address, and from elsewhere
     assert more("gw1", "initiation with a timestamp not newer than the last") >= rounds * initiations, after["gw1"]
     assert more("gw2", "response or cookie reply to no handshake of ours") >= rounds, after["gw2"]
-    data = rounds * sum(p[0] == 4 for p in to_gw1)
+    data = 2 * rounds * sum(p[0] == 4 for p in to_gw1)
     assert more("gw1", "data replayed or too old for the window") + more("gw1", "data for no session we hold") \
         >= data - 2, (data, after["gw1"]["drops"])
 
