@@ -396,9 +396,13 @@ class TcpCarrier:
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", int(DEAD_AFTER), 0))
         with self.lock:
             self.conn = conn
+            # A listener has only sent its response: the session is the tunnel's once the initiator
+            # uses it (its first message confirms it), not before (a peer with another psk never does).
+            unconfirmed = peer.next if peer is not None and self.t.role is Role.LISTEN else None
         if peer is not None:
             self.stats.handshakes, self.stats.last_handshake = peer.handshakes, peer.last_handshake
-        self.stats.set_state(LinkState.CONNECTED, address_text(addr))
+        if unconfirmed is None:
+            self.stats.set_state(LinkState.CONNECTED, address_text(addr))
         for msg in p.early:  # an insecure peer's first frames, read while it was vetted
             self._deliver(msg)
         if reader.error is not None:
@@ -430,6 +434,9 @@ class TcpCarrier:
             last_heard = time.monotonic()
             for frame_ in reader.frames(n):
                 self._message(conn, frame_, source, last_heard)
+            if unconfirmed is not None and peer is not None and peer.current is unconfirmed:
+                unconfirmed = None
+                self.stats.set_state(LinkState.CONNECTED, address_text(addr))
             if reader.error is not None:
                 raise reader.error
 

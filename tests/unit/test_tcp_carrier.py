@@ -1,0 +1,83 @@
+"""The TCP carrier's listening end over a real loopback connection (no root, no device): when
+it tells `status` that the tunnel is connected."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import types
+
+from provisioner.model import Role
+from provisioner.tunnel import noise
+from provisioner.tunnel.peer import Peer
+from provisioner.tunnel.stats import LinkState, Stats
+from provisioner.tunnel.tcp import FrameReader, Pending, TcpCarrier, frame
+from provisioner.tunnel.udp import source_key
+
+
+def listening_end(psk_listener: bytes, psk_connector: bytes) -> tuple[list[LinkState], Peer, socket.socket, bytes]:
+    """A listener whose connection's initiation was accepted (as _vet does), carried in a thread;
+    (every state it reported, the connecting Peer, the connecting socket, the response it read)."""
+    a, b = noise.Identity.from_private(noise.generate_private()), noise.Identity.from_private(noise.generate_private())
+    now = time.monotonic()
+    listener = Peer(a, b.public, psk_listener, now, keep_up=False)
+    connector = Peer(b, a.public, psk_connector, now, keep_up=True)
+    server = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(server.getsockname())
+    conn, addr = server.accept()
+    server.close()
+    why, response = listener.on_handshake(connector.initiation(now), source_key(addr), now)
+    assert why is None and response is not None
+    conn.sendall(b"".join(frame(response)))
+    stats = Stats()
+    states: list[LinkState] = []
+    report = stats.set_state
+
+    def record(state: LinkState, peer: str | None) -> None:
+        states.append(state)
+        report(state, peer)
+
+    stats.set_state = record  # type: ignore[method-assign]
+    stats.report = lambda: None  # type: ignore[method-assign]
+    t = types.SimpleNamespace(role=Role.LISTEN, endpoint="127.0.0.1:1")
+    carrier = TcpCarrier(t, None, listener, None, stats)  # type: ignore[arg-type]
+
+    def carry() -> None:
+        try:
+            carrier._carry(Pending(conn, addr, 0.0, True))
+        except (ConnectionError, OSError, ValueError):
+            pass
+
+    threading.Thread(target=carry, daemon=True).start()
+    reader = FrameReader()
+    client.settimeout(2)
+    got = reader.frames(client.recv_into(reader.space()))
+    assert len(got) == 1 and len(got[0]) == noise.RESPONSE_LEN
+    return states, connector, client, bytes(got[0])
+
+
+def test_a_listener_is_connected_only_once_the_initiator_has_confirmed_the_session() -> None:
+    """A psk that differs: the initiator cannot verify the response and hangs up. The listener
+    must not have said `connected` meanwhile (it did, for up to a second per attempt)."""
+    states, connector, client, response = listening_end(bytes(32), b"\1" * 32)
+    why, _ = connector.on_handshake(response, b"", time.monotonic())
+    assert why is not None
+    time.sleep(0.3)
+    client.close()
+    time.sleep(0.2)
+    assert LinkState.CONNECTED not in states, states
+
+
+def test_a_listener_is_connected_at_the_initiators_first_message() -> None:
+    states, connector, client, response = listening_end(bytes(32), bytes(32))
+    why, keepalive = connector.on_handshake(response, b"", time.monotonic())
+    assert why is None and keepalive is not None
+    time.sleep(0.2)
+    assert LinkState.CONNECTED not in states, "connected before the initiator confirmed"
+    client.sendall(b"".join(frame(keepalive)))
+    deadline = time.monotonic() + 2
+    while LinkState.CONNECTED not in states and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert LinkState.CONNECTED in states
+    client.close()
