@@ -23,6 +23,7 @@ import enum
 import json
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -376,7 +377,8 @@ def main() -> None:
     for tool in ("iperf3", "socat", "ping", "wireguard-go", "wg"):
         if subprocess.run(["which", tool], capture_output=True).returncode:
             raise SystemExit(f"{tool} is missing: `make bench-tunnel` installs it")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that the cleanup below runs
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that the cleanup below runs,
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background
     codes = checkouts()
     work = Path(tempfile.mkdtemp(prefix="provision-bench-tunnel-"))
     rows: list[Row] = []
@@ -407,6 +409,7 @@ def main() -> None:
                             rows.append(row)
     finally:
         teardown()
+        shutil.rmtree(work, ignore_errors=True)
     print_table(rows, bare)
     if len(codes) > 1:
         no_regression({r.what: r for r in rows}, *codes)
@@ -458,4 +461,7 @@ def _num(value: float | None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # the namespaces and processes are gone already (main's finally)
+        raise SystemExit(130) from None
