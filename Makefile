@@ -14,7 +14,7 @@ FUZZ_SECONDS := 60  # per target, for `make fuzz`
 
 TUNNEL_HOSTS := gw1 gw2 site-a site-b hub spoke-east spoke-west  # the bundled inventories' hosts with tunnels
 
-.PHONY: demo test unit lint fuzz bench bench-tunnel bench-fleet docker setup system packages clean demo-clean keys
+.PHONY: demo test unit lint fuzz bench bench-tunnel bench-baseline bench-fleet docker setup system packages clean demo-clean keys
 
 $(STAMP): pyproject.toml
 	@command -v python3 >/dev/null || { apt-get update -qq && apt-get install -y -qq python3 python3-venv; }
@@ -84,8 +84,21 @@ fuzz: $(STAMP)
 bench: setup
 	$(PY) bench/reconcile.py
 
-bench-tunnel: setup
-	$(PY) bench/tunnel.py
+# bench-tunnel measures the code before the WireGuard rewrite beside this one, in the same run:
+# BENCH_BASELINE names a checkout of it with its own .venv (its own `make setup`); unset, it is
+# a detached worktree of BASELINE_REF (main before issue 11) at .cache/baseline, made and set up here.
+# Debian's wireguard-go is a measured peer.
+BASELINE_REF ?= a9998500552fda365d8f46ecbe592545a98e3cf4
+BENCH_PACKAGES := wireguard-go wireguard-tools
+
+bench-tunnel: setup $(if $(BENCH_BASELINE),,bench-baseline)
+	@$(MAKE) -s packages PACKAGES="$(BENCH_PACKAGES)"
+	BENCH_BASELINE=$(abspath $(or $(BENCH_BASELINE),.cache/baseline)) $(PY) bench/tunnel.py
+
+bench-baseline:
+	@[ -d .cache/baseline ] || git worktree add --detach .cache/baseline $(BASELINE_REF)
+	@git -C .cache/baseline checkout -q --detach $(BASELINE_REF)
+	@$(MAKE) -s -C .cache/baseline setup
 
 bench-fleet: setup
 	$(PY) bench/fleet.py
