@@ -23,6 +23,7 @@ HEADER = struct.Struct("<IIQ")
 NONCE = struct.Struct("<4xQ")
 ZERO4 = b"\0\0\0\0"
 TAG_LEN = 16
+FORGED, REPLAYED = -1, -2  # what open_into says instead of a length
 
 
 class Expired(Exception):
@@ -67,18 +68,19 @@ class Keypair:
         return end
 
     def open_into(self, msg: memoryview, out: memoryview) -> int:
-        """open(), decrypting into `out`: the payload's length, or -1 (replayed, too old, forged)."""
+        """open(), decrypting into `out`: the payload's length, or REPLAYED (seen, or too old for
+        the window) or FORGED (does not authenticate)."""
         counter = HEADER.unpack_from(msg)[2]
         replay = self.replay
         if not replay.check(counter):
-            return -1
+            return REPLAYED
         size = len(msg) - TRANSPORT_HEADER_LEN - TAG_LEN
         try:
             self._open_into(NONCE.pack(counter), msg[TRANSPORT_HEADER_LEN:], None, out[:size])
         except InvalidTag:
-            return -1
+            return FORGED
         if not replay.accept(counter):
-            return -1
+            return REPLAYED
         return size
 
     def open(self, msg: bytes | memoryview) -> bytes | None:
@@ -111,4 +113,4 @@ def transport_index(msg: bytes | memoryview) -> int:
     return int(HEADER.unpack_from(msg)[1])
 
 
-__all__ = ["HEADER", "Expired", "Keypair", "transport_index", "TRANSPORT_MIN_LEN"]
+__all__ = ["FORGED", "HEADER", "REPLAYED", "Expired", "Keypair", "transport_index", "TRANSPORT_MIN_LEN"]

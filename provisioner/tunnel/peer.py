@@ -228,6 +228,9 @@ class Peer:
             return Drop.UNKNOWN_INDEX
         if now - kp.created >= REJECT_AFTER_TIME:
             return Drop.EXPIRED
+        counter = int.from_bytes(bytes(msg[8:16]), "little")
+        if not kp.replay.check(counter):
+            return Drop.REPLAYED
         plain = kp.open(msg)
         if plain is None:
             return Drop.DECRYPT_FAILED

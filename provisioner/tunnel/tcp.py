@@ -37,6 +37,7 @@ from .device import MAX_UNIT, NOTHING, Device
 from .drops import Drop
 from .peer import Peer
 from .stats import LinkState, Stats
+from .keypair import REPLAYED
 from .peer import INDEX
 from .timers import DEAD_AFTER, KEEPALIVE_INTERVAL, REJECT_AFTER_TIME
 from .udp import address_text, source_key
@@ -455,7 +456,8 @@ class TcpCarrier:
                     assert kp is not None
                     peer.heard(kp, now)
             if size < 0:
-                self.drop(Drop.DECRYPT_FAILED if kp is not None else Drop.UNKNOWN_INDEX)
+                self.drop(Drop.UNKNOWN_INDEX if kp is None else Drop.REPLAYED if size == REPLAYED
+                          else Drop.DECRYPT_FAILED)
                 raise FrameError("a frame that does not authenticate")
             if size:
                 self._deliver(self.plain[:size])

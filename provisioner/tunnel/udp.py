@@ -28,7 +28,7 @@ from ..model import Role, Tunnel, split_endpoint
 from . import noise
 from .device import READ_SIZE, Device, DeviceGone, Gro
 from .drops import Drop
-from .keypair import Keypair
+from .keypair import REPLAYED, Keypair
 from .peer import Peer
 from .stats import LinkState, Stats
 
@@ -361,7 +361,7 @@ class UdpCarrier:
                 buf, at = self.plain, 0
                 size = kp.open_into(d, buf)
             if size < 0:
-                self.drop(Drop.DECRYPT_FAILED)
+                self.drop(Drop.REPLAYED if size == REPLAYED else Drop.DECRYPT_FAILED)
                 return
             was_confirmed = kp.confirmed
             peer.heard(kp, now)
