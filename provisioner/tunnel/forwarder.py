@@ -98,7 +98,7 @@ def main(argv: list[str]) -> int:
     run_dir = Path(argv[0])
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s forwarder[%(process)d] %(levelname)s %(message)s"))
-    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     spec = runtime.read_json(run_dir / runtime.SPEC)
     if spec is None:
