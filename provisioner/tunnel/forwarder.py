@@ -131,15 +131,20 @@ def main(argv: list[str]) -> int:
              t.name, t.device, t.transport, t.role, t.endpoint,
              ("WireGuard" if wireguard else "WireGuard handshake, provision framing") if t.secure
              else "INSECURE: plaintext", "on" if grant.offloads else "off", uid, gid)
-    try:
-        carrier.run()
-    except DeviceGone as exc:
-        # The device was deleted under us: nothing to forward. Exit, so the supervisor counts
-        # it, and the next plan shows the device to create.
+    def gone(exc: BaseException) -> None:
+        """The device was deleted under us: nothing to forward. Exit, so the supervisor counts it,
+        and the next plan shows the device to create."""
         stats.error(f"device {t.device} is gone ({exc})")
         stats.report()
         logging.shutdown()
         os._exit(runtime.DEVICE_GONE)
+
+    if isinstance(carrier, tcp.TcpCarrier):
+        carrier.gone = gone
+    try:
+        carrier.run()
+    except DeviceGone as exc:
+        gone(exc)
     return 0
 
 

@@ -154,3 +154,23 @@ def die_with_parent(sig: int) -> None:
 
     PR_SET_PDEATHSIG = 1
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
+
+
+def set_command_line(args: list[str]) -> None:
+    """Rewrite what ps and /proc/PID/cmdline show for this process (as setproctitle does: in the
+    memory the kernel reads them from). A forwarder forked from its supervisor shows itself as
+    the program it would have been, so that ps, pgrep and people can tell the two apart. Only
+    ever shorter than the original, so it stays inside the original arguments' memory."""
+    import ctypes
+
+    try:
+        with open("/proc/self/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end (fields 48, 49)
+    except (OSError, IndexError, ValueError):
+        return
+    data = b"\0".join(a.encode() for a in args) + b"\0"
+    if not 0 < len(data) <= end - start:
+        return
+    ctypes.memset(start, 0, end - start)
+    ctypes.memmove(start, data, len(data))

@@ -322,6 +322,7 @@ class Child:
                 for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
                     signal.signal(sig, signal.SIG_DFL)
                 runtime.die_with_parent(signal.SIGTERM)
+                runtime.set_command_line([sys.executable, "-m", "provisioner.tunnel.forwarder", str(run_dir)])
                 sys.stdin = open(0, closefd=False)  # noqa: SIM115
                 sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
                 sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115

@@ -29,11 +29,12 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..model import Role, Tunnel, split_endpoint
 from . import noise
-from .device import MAX_UNIT, NOTHING, Device
+from .device import MAX_UNIT, NOTHING, Device, DeviceGone
 from .drops import Drop
 from .peer import Peer
 from .stats import LinkState, Stats
@@ -167,6 +168,7 @@ class TcpCarrier:
         self.offered: collections.deque[Pending] = collections.deque()
         self.arrived = threading.Event()
         self.plain = memoryview(bytearray(MAX_MESSAGE))  # where a frame is decrypted to (main thread)
+        self.gone: Callable[[DeviceGone], None] = _raise  # what the device thread does when the device goes
         self._last_report = 0.0
         self._internal_logged = -60.0
 
@@ -192,6 +194,8 @@ class TcpCarrier:
                 if isinstance(exc, FrameTooLarge):
                     self.drop(Drop.BAD_FRAME)
                 self.stats.error(f"connection to {self.stats.peer}: {_why(exc)}")
+            except DeviceGone:
+                raise
             except OSError as exc:
                 self.stats.error(f"connection to {self.stats.peer}: {_why(exc)}")
             except Exception:  # a connection never ends the forwarder: it is dropped, and counted
@@ -485,6 +489,12 @@ class TcpCarrier:
     # ------------------------------------------------------------ device → peer
 
     def _device_to_peer(self) -> None:
+        try:
+            self._device_to_peer_forever()
+        except DeviceGone as exc:  # the process ends with the device, from whichever thread
+            self.gone(exc)
+
+    def _device_to_peer_forever(self) -> None:
         """After one wait, whatever else the device already holds joins the batch (reads that do
         not wait), up to BATCH units, each sealed behind its length into one buffer and sent with
         one send: under load fewer sends and fewer wake-ups of the peer."""
@@ -533,6 +543,10 @@ class TcpCarrier:
                     peer.last_sent = now
             self.stats.tx_packets += len(units)
             self.stats.tx_bytes += sum(len(u) for u in units)
+
+
+def _raise(exc: BaseException) -> None:
+    raise exc
 
 
 def _shutdown(conn: socket.socket) -> None:
