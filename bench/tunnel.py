@@ -43,7 +43,7 @@ UNDERLAY = ("192.0.2.1", "192.0.2.2")
 INNER = ("198.51.100.1", "198.51.100.2")
 TICKS = os.sysconf("SC_CLK_TCK")
 KIND = {True: "encrypted", False: "insecure"}
-FORWARDER = "provisioner.tunnel.forwarder"  # in the command line of every forwarder, old and new
+TUNNEL = "provisioner.tunnel."  # in the command line of every supervisor and forwarder, old and new (forked or not)
 BARE = "bare veth (the limit)"
 
 INVENTORY = """\
@@ -408,7 +408,7 @@ def main() -> None:
                 for secure in (True, False):
                     for code in codes:
                         with provisioned(code, device, transport, secure, work):
-                            row = measure(label(code, device, transport, secure), INNER[0], FORWARDER, bare)
+                            row = measure(label(code, device, transport, secure), INNER[0], TUNNEL, bare)
                             row.note = "256 MB arrived intact" if intact(INNER[0]) else "DATA CORRUPTED"
                             rows.append(row)
     finally:
