@@ -294,7 +294,8 @@ def wireguard_go(work: Path) -> Iterator[None]:
             _wait(f"wireguard-go's {name}.sock", Path(f"/var/run/wireguard/{name}.sock").exists)
         for i, (ns, name) in enumerate(zip(NS, names, strict=True)):
             sh(*in_ns(ns, "wg", "set", name, "listen-port", "51820", "private-key", str(work / f"{name}.key"),
-                      "peer", publics[1 - i], "endpoint", f"{UNDERLAY[1 - i]}:51820", "allowed-ips", f"{INNER[1 - i]}/32"))
+                      "peer", publics[1 - i], "endpoint", f"{UNDERLAY[1 - i]}:51820",
+                      "allowed-ips", f"{INNER[1 - i]}/32"))
             sh("ip", "-n", ns, "addr", "add", f"{INNER[i]}/24", "dev", name)
             sh("ip", "-n", ns, "link", "set", name, "mtu", "1420", "up")
         _wait("a ping through wireguard-go", lambda: sh(*in_ns(NS[1], "ping", "-c", "1", "-W", "1", INNER[0]),
