@@ -43,7 +43,7 @@ UNDERLAY = ("192.0.2.1", "192.0.2.2")
 INNER = ("198.51.100.1", "198.51.100.2")
 TICKS = os.sysconf("SC_CLK_TCK")
 KIND = {True: "encrypted", False: "insecure"}
-FORWARDER = "provisioner.tunnel.forwarder"  # in the command line of every forwarder, old and new
+TUNNEL = "provisioner.tunnel."  # in the command line of every supervisor and forwarder, old and new (forked or not)
 BARE = "bare veth (the limit)"
 
 INVENTORY = """\
@@ -96,7 +96,8 @@ class Row:
     gbits: float | None = None
     spread: tuple[float, float] | None = None  # the lowest and highest run
     retransmits: int | None = None
-    rtt_ms: float | None = None
+    rtt_ms: float | None = None  # added: the mean, less the bare link's
+    rtt_median_ms: float | None = None  # added: the median, less the bare link's
     cpu_per_gb: float | None = None  # CPU seconds of the tunnel's processes (both ends) per GB moved
     note: str = ""
 
@@ -160,11 +161,12 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / TICKS
 
 
-def rtt(target: str) -> float:
-    """The mean of 20 pings 0.05 s apart (ms)."""
+def rtt(target: str) -> tuple[float, float]:
+    """The mean (the figure) and the median (which one slow ping under load does not move) of
+    20 pings 0.05 s apart, in ms."""
     out = sh(*in_ns(NS[1], "ping", "-c", "20", "-i", "0.05", "-W", "1", target), check=False).stdout
     times = [float(t) for t in re.findall(r"time=([\d.]+)", out)]
-    return statistics.mean(times) if times else float("nan")
+    return (statistics.mean(times), statistics.median(times)) if times else (float("nan"), float("nan"))
 
 
 def iperf(target: str, pattern: str | None) -> Run:
@@ -192,7 +194,7 @@ def iperf(target: str, pattern: str | None) -> Run:
         server.wait()
 
 
-def measure(what: str, target: str, pattern: str | None, bare_rtt: float = 0.0) -> Row:
+def measure(what: str, target: str, pattern: str | None, bare_rtt: tuple[float, float] = (0.0, 0.0)) -> Row:
     """The median of ROUNDS iperf3 runs (by Gbit/s, with that run's retransmits), their spread,
     CPU per GB over all of them, then the added RTT on the idle path."""
     runs = [iperf(target, pattern) for _ in range(ROUNDS)]
@@ -202,8 +204,10 @@ def measure(what: str, target: str, pattern: str | None, bare_rtt: float = 0.0) 
     else:
         median = done[len(done) // 2]
         moved = sum(r.gigabytes for r in done)
+        mean, middle = rtt(target)
         row = Row(what, median.gbits, (done[0].gbits or 0.0, done[-1].gbits or 0.0), median.retransmits,
-                  rtt(target) - bare_rtt, sum(r.cpu_seconds for r in done) / moved if pattern and moved else None)
+                  mean - bare_rtt[0], middle - bare_rtt[1],
+                  sum(r.cpu_seconds for r in done) / moved if pattern and moved else None)
     print(f"{what}: {f'{row.gbits:.2f} Gbit/s' if row.gbits is not None else row.note}", flush=True)
     return row
 
@@ -290,7 +294,8 @@ def wireguard_go(work: Path) -> Iterator[None]:
             _wait(f"wireguard-go's {name}.sock", Path(f"/var/run/wireguard/{name}.sock").exists)
         for i, (ns, name) in enumerate(zip(NS, names, strict=True)):
             sh(*in_ns(ns, "wg", "set", name, "listen-port", "51820", "private-key", str(work / f"{name}.key"),
-                      "peer", publics[1 - i], "endpoint", f"{UNDERLAY[1 - i]}:51820", "allowed-ips", f"{INNER[1 - i]}/32"))
+                      "peer", publics[1 - i], "endpoint", f"{UNDERLAY[1 - i]}:51820",
+                      "allowed-ips", f"{INNER[1 - i]}/32"))
             sh("ip", "-n", ns, "addr", "add", f"{INNER[i]}/24", "dev", name)
             sh("ip", "-n", ns, "link", "set", name, "mtu", "1420", "up")
         _wait("a ping through wireguard-go", lambda: sh(*in_ns(NS[1], "ping", "-c", "1", "-W", "1", INNER[0]),
@@ -386,7 +391,7 @@ def main() -> None:
     try:
         bare = rtt(UNDERLAY[0])
         rows.append(measure(BARE, UNDERLAY[0], None))
-        rows[-1].rtt_ms = 0.0
+        rows[-1].rtt_ms = rows[-1].rtt_median_ms = 0.0
         with socat("tcp") as said:
             row = measure("socat TUN over TCP (the classic tunnel)", INNER[0], "socat", bare)
             error = re.search(r"E (write\(.*)", said())
@@ -404,7 +409,7 @@ def main() -> None:
                 for secure in (True, False):
                     for code in codes:
                         with provisioned(code, device, transport, secure, work):
-                            row = measure(label(code, device, transport, secure), INNER[0], FORWARDER, bare)
+                            row = measure(label(code, device, transport, secure), INNER[0], TUNNEL, bare)
                             row.note = "256 MB arrived intact" if intact(INNER[0]) else "DATA CORRUPTED"
                             rows.append(row)
     finally:
@@ -419,16 +424,18 @@ def label(code: Checkout, device: str, transport: str, secure: bool) -> str:
     return f"{code.name}: {device}, {transport.upper()}, {KIND[secure]}"
 
 
-def print_table(rows: list[Row], bare: float) -> None:
+def print_table(rows: list[Row], bare: tuple[float, float]) -> None:
     print(f"\none iperf3 TCP stream for {SECONDS} s through each, median of {ROUNDS} runs (lowest–highest); "
-          f"provision on `vnet_hdr: true, mtu: 1420` devices; bare-link ping RTT {bare:.3f} ms; "
+          f"provision on `vnet_hdr: true, mtu: 1420` devices; bare-link ping RTT {bare[0]:.3f} ms "
+          f"(median {bare[1]:.3f}); "
           f"load average {os.getloadavg()[0]:.2f} at the end\n")
-    print("| path | Gbit/s | retransmits | added ping RTT (ms) | CPU-s per GB | note |")
+    print("| path | Gbit/s | retransmits | added ping RTT, mean (median), ms | CPU-s per GB | note |")
     print("|---|---|---|---|---|---|")
     for r in rows:
         gbits = f"{r.gbits:.2f} ({r.spread[0]:.2f}–{r.spread[1]:.2f})" if r.gbits is not None and r.spread else "—"
         retrans = str(r.retransmits) if r.retransmits is not None else "—"
-        added = f"{r.rtt_ms:.3f}" if r.rtt_ms is not None else "—"
+        added = f"{r.rtt_ms:.3f} ({r.rtt_median_ms:.3f})" if r.rtt_ms is not None and r.rtt_median_ms is not None \
+            else "—"
         cpu = f"{r.cpu_per_gb:.1f}" if r.cpu_per_gb is not None else "—"
         print(f"| {r.what} | {gbits} | {retrans} | {added} | {cpu} | {r.note} |")
 
