@@ -52,8 +52,17 @@ CONNECT_TIMEOUT = 5.0
 BATCH = 8  # units read from the device and sent at once, at most
 CARRIER_CONGESTION = b"cubic"
 TICK = 0.5
+FIRST_RECONNECT, FAST_RECONNECT_FOR, MAX_RECONNECT = 0.05, 2.0, 5.0
 
 log = logging.getLogger("provision.forwarder")
+
+
+def reconnect_delay(failing_for: float) -> float:
+    """Seconds before the next connect after `failing_for` seconds of failed ones: every
+    FIRST_RECONNECT for FAST_RECONNECT_FOR (the listener is most likely restarting, as for a new
+    key, and is back in about 0.3 s), then as long again as it has failed since, up to
+    MAX_RECONNECT (a doubling backoff)."""
+    return min(MAX_RECONNECT, max(FIRST_RECONNECT, failing_for - FAST_RECONNECT_FOR))
 
 
 class FrameError(ValueError):
@@ -178,15 +187,16 @@ class TcpCarrier:
         threading.Thread(target=self._device_to_peer, daemon=True, name="device->peer").start()
         if self.listener is not None:
             threading.Thread(target=self._vet_forever, daemon=True, name="accept").start()
-        delay = 0.05
+        failing_since: float | None = None
         while True:
             p = self._next_connection()
             if p is None:
-                self._report(time.monotonic())
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                now = time.monotonic()
+                self._report(now)
+                failing_since = now if failing_since is None else failing_since
+                time.sleep(reconnect_delay(now - failing_since))
                 continue
-            delay = 0.05
+            failing_since = None
             conn = p.conn
             try:
                 self._carry(p)

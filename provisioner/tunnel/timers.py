@@ -22,8 +22,10 @@ KEEPALIVE_TIMEOUT = 10.0
 KEEPALIVE_INTERVAL = 2.0
 DEAD_AFTER = 4 * KEEPALIVE_INTERVAL  # four keepalives missed: the peer is gone (WireGuard's own limit,
 # KEEPALIVE_TIMEOUT + REKEY_TIMEOUT, is for peers that send no keepalives of their own)
-FIRST_RETRY = 0.1  # an initiation that gets no response is sent again after 0.1 s, doubling to REKEY_TIMEOUT:
-# the peer is most likely restarting (about 0.1 s), so it is back as soon as the peer is
+FIRST_RETRY = 0.1  # an initiation that gets no response is sent again every 0.1 s for FAST_RETRIES tries (2 s),
+# then doubling to REKEY_TIMEOUT: the peer is most likely restarting (0.1-0.3 s; both ends at once for a new
+# key), so the tunnel is back as soon as the peer is. 10 a second stays under the peer's limit of 20 per source.
+FAST_RETRIES = 20
 MIN_INITIATION_INTERVAL = 1 / 50  # WireGuard refuses initiations from one peer faster than this
 
 
@@ -32,5 +34,5 @@ _JITTER = random.Random()
 
 def retry_after(attempt: int) -> float:
     """Seconds until an unanswered initiation is sent again, with WireGuard's jitter of up to 1/3 s."""
-    base = min(REKEY_TIMEOUT, FIRST_RETRY * (2 ** attempt))
+    base = FIRST_RETRY if attempt < FAST_RETRIES else min(REKEY_TIMEOUT, FIRST_RETRY * 2 ** (attempt - FAST_RETRIES + 1))
     return base + _JITTER.uniform(0.0, min(base, 1.0) / 3)

@@ -81,3 +81,58 @@ def test_a_listener_is_connected_at_the_initiators_first_message() -> None:
         time.sleep(0.01)
     assert LinkState.CONNECTED in states
     client.close()
+
+
+def test_a_connecting_end_retries_fast_while_the_listener_is_likely_restarting_then_backs_off() -> None:
+    """Both ends of a key change restart at once: the connecting end's first connects meet the
+    old listener (which refuses the new key) or none. Doubling from 0.05 s, it slept 0.8–1.6 s
+    when the new listener was already up: a key change cost more than a reconnect."""
+    from provisioner.tunnel.tcp import FAST_RECONNECT_FOR, MAX_RECONNECT, reconnect_delay
+
+    assert all(reconnect_delay(t / 10) == 0.05 for t in range(int(FAST_RECONNECT_FOR * 10)))
+    slept, t = [], 0.0
+    while t < 60:
+        slept.append(reconnect_delay(t))
+        t += slept[-1]
+    assert sum(d == 0.05 for d in slept) <= FAST_RECONNECT_FOR / 0.05 + 1
+    assert max(slept) == MAX_RECONNECT and slept == sorted(slept)
+    assert len(slept) < 60, "about one connect a second at most, on average, over a minute"
+
+
+def test_a_deleted_device_ends_the_forwarder_even_while_a_connection_is_carried() -> None:
+    """A write to a deleted device raises DeviceGone inside the connection's loop. The catch-all
+    that keeps a bad connection from ending the forwarder took it too: the forwarder ran on
+    without a device, and its tunnel never showed `failed`."""
+    import os
+
+    import pytest
+
+    from provisioner.tunnel.device import DeviceGone
+
+    r, w = os.pipe()  # a device that never has anything to read
+    try:
+        t = types.SimpleNamespace(role=Role.CONNECT, endpoint="127.0.0.1:1")
+        device = types.SimpleNamespace(fd=r)
+        carrier = TcpCarrier(t, device, None, None, Stats())  # type: ignore[arg-type]
+        a, b = socket.socketpair()
+        offers = iter([Pending(a, None, 0.0, False)])
+
+        def next_connection() -> Pending:
+            p = next(offers, None)
+            if p is None:
+                raise AssertionError("the forwarder went on after its device was gone")
+            return p
+
+        carrier._next_connection = next_connection  # type: ignore[method-assign]
+        carrier._device_to_peer = lambda: None  # type: ignore[method-assign]
+
+        def carry(p: Pending) -> None:
+            raise DeviceGone("File descriptor in bad state")
+
+        carrier._carry = carry  # type: ignore[method-assign]
+        with pytest.raises(DeviceGone):
+            carrier.run()
+        b.close()
+    finally:
+        os.close(r)
+        os.close(w)
