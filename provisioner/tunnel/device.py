@@ -147,10 +147,12 @@ class UnitReader:
         self.skipped = sum(len(x) for x in scratch)
         self.iov = [*scratch, self.view[self.start:self.start + READ_SIZE]]
 
-    def read(self) -> memoryview | bytes | None:
-        """The next unit's payload (valid until the next read), or None when none is waiting."""
+    def read(self, wait: bool = False) -> memoryview | bytes | None:
+        """The next unit's payload (valid until the next read), or None when none is waiting.
+        With `wait`, a read that waits for one (on a blocking descriptor: one system call where
+        a poll and a read would be two); without, a read that never waits (RWF_NOWAIT)."""
         try:
-            n = os.readv(self.fd, self.iov)
+            n = os.readv(self.fd, self.iov) if wait else os.preadv(self.fd, self.iov, -1, os.RWF_NOWAIT)
         except (BlockingIOError, InterruptedError):
             return None
         except OSError as exc:

@@ -109,7 +109,8 @@ def main(argv: list[str]) -> int:
         t = tunnel_from_dict(spec)
         grant = Grant.read(t)
         wireguard = t.device_type is DeviceType.TUN and t.transport is Transport.UDP
-        os.set_blocking(grant.device_fd, False)
+        # UDP: one poll loop, and reads that never wait; TCP: a thread whose first read waits.
+        os.set_blocking(grant.device_fd, t.transport is not Transport.UDP)
         device = Device(grant.device_fd, tap=t.device_type is DeviceType.TAP, pi=t.pi, vnet_hdr=t.vnet_hdr,
                         wireguard=wireguard, compress=t.compress, mtu=device_mtu(t.device))
         peer = make_peer(t, grant, time.monotonic())

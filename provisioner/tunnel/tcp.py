@@ -510,13 +510,10 @@ class TcpCarrier:
         one send: under load fewer sends and fewer wake-ups of the peer."""
         readers = [self.device.reader() for _ in range(BATCH)]
         out = memoryview(bytearray(BATCH * (MAX_MESSAGE + LENGTH.size)))
-        poller = select.poll()
-        poller.register(self.device.fd, select.POLLIN)
         while True:
-            poller.poll()
             units = []
-            for reader in readers:
-                unit = reader.read()
+            for i, reader in enumerate(readers):  # the first read waits, the others do not
+                unit = reader.read(wait=i == 0)
                 if unit is None:
                     break
                 if unit:
