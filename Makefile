@@ -14,14 +14,29 @@ FUZZ_SECONDS := 60  # per target, for `make fuzz`
 
 TUNNEL_HOSTS := gw1 gw2 site-a site-b hub spoke-east spoke-west  # the bundled inventories' hosts with tunnels
 
-.PHONY: demo test unit lint fuzz bench bench-tunnel bench-baseline bench-fleet docker setup system packages clean demo-clean keys
+.PHONY: demo test unit lint lock fuzz bench bench-check bench-tunnel bench-baseline bench-fleet docker setup system packages clean demo-clean keys
 
-$(STAMP): pyproject.toml
+# Installs come from the lock files (exact versions, every file's hash), never from the ranges in
+# pyproject.toml, so a fresh machine gets what the benchmarks were measured with. `make lock`
+# refreshes them after a change to pyproject.toml; `make lock UPGRADE=1` moves every pin to the newest.
+LOCK := requirements.lock
+TEST_LOCK := requirements-test.lock
+PIP_TOOLS := pip-tools==7.6.2
+COMPILE := --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links
+
+$(STAMP): pyproject.toml $(LOCK) $(TEST_LOCK)
 	@command -v python3 >/dev/null || { apt-get update -qq && apt-get install -y -qq python3 python3-venv; }
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[test]'
+	$(VENV)/bin/pip install -q --require-hashes -r $(TEST_LOCK)
+	$(VENV)/bin/pip install -q --no-deps --no-build-isolation -e .
 	touch $@
+
+lock:
+	python3 -m venv .venv-lock
+	.venv-lock/bin/pip install -q $(PIP_TOOLS)
+	.venv-lock/bin/pip-compile $(COMPILE) $(if $(UPGRADE),--upgrade) -o $(LOCK) pyproject.toml
+	.venv-lock/bin/pip-compile $(COMPILE) $(if $(UPGRADE),--upgrade) --extra test \
+		--build-deps-for wheel --build-deps-for editable -c $(LOCK) -o $(TEST_LOCK) pyproject.toml
 
 setup: system $(STAMP) keys
 
@@ -104,4 +119,4 @@ bench-fleet: setup
 	$(PY) bench/fleet.py
 
 clean: demo-clean
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .venv-lock .pytest_cache
