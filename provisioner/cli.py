@@ -168,10 +168,19 @@ def _positive(text: str) -> int:
 def _load(args: argparse.Namespace, act: bool = False) -> Any:
     from .reconcile import load
 
-    loaded = load(args.inventory, args.limit, getattr(args, "connection", None), act)
+    loaded = load(args.inventory, args.limit, getattr(args, "connection", None), act, cache_dir=_cache_dir(args))
     for warning in loaded.warnings:
         print(warning, file=sys.stderr)
     return loaded
+
+
+def _cache_dir(args: argparse.Namespace) -> Any:
+    """Validated inventories are kept in the state directory (cache.py); where there is none
+    that may be used (validate in CI, as a user), every run judges the inventory afresh."""
+    try:
+        return state_dir(args.state_dir) / "cache"
+    except ProvisionError:
+        return None
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:

@@ -7,8 +7,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from pathlib import Path
+from typing import Any
 
-from . import schema
+from . import cache, schema
 from .connection import LOCAL, NETNS, Connection, skip_reason
 from .errors import (
     Diagnostic,
@@ -39,13 +41,44 @@ class Loaded:
 
 
 def load(file: str, limit: str | None = None, connection: str | None = None, act: bool = False,
-         default_connection: str | None = None) -> Loaded:
+         default_connection: str | None = None, cache_dir: Path | None = None) -> Loaded:
     """Raises InventoryError with every problem found in the file. `connection` overrides
     every host's ansible_connection (how `provision` runs itself inside a container);
     `default_connection` is for the hosts that have none (the pull agent, on the host itself).
     `act`: the command is about to change the selected hosts from here, so their key files and
-    users must be there; otherwise (validate, plan --facts, destroy) what is missing is a warning."""
+    users must be there; otherwise (validate, plan --facts, destroy) what is missing is a warning.
+    `cache_dir`: keep and reuse the verdict on an unchanged inventory there (cache.py)."""
     source = load_source(file)
+    slot = cache.slot(cache_dir, [source.text]) if cache_dir is not None else None
+    data = cache.get(slot) if slot is not None else None
+    problems: list[Diagnostic] = []
+    inventory = _built(source, data) if data is not None else None
+    if inventory is None:
+        data, inventory, problems = _validated(source)
+        if slot is not None and not problems:
+            cache.put(slot, data)
+    hosts = tuple(_reached(h, connection or h.connection or default_connection) for h in inventory.select(limit))
+    acted_on = {h.name for h in hosts if skip_reason(h) is None} if act else set()
+    here = {h.name for h in hosts if h.connection in (None, LOCAL, NETNS)}
+    resolved, found = resolve(source, inventory.hosts, acted_on, quiet=act, here=here)
+    problems = list(dict.fromkeys(problems + found))
+    collect(problems)
+    everyone = {h.name: h for h in inventory.hosts}
+    desired = {h.name: network_of(h, everyone, source, resolved) for h in hosts}
+    return Loaded(inventory, hosts, desired, tuple(d for d in problems if d.severity != "error"))
+
+
+def _built(source: Source, data: Any) -> Inventory | None:
+    """An inventory from cached data; None if the data is not even the shape of one."""
+    try:
+        return build(source, data)
+    except (TypeError, ValueError, AttributeError, KeyError):
+        return None
+
+
+def _validated(source: Source) -> tuple[Any, Inventory, list[Diagnostic]]:
+    """Parse, schema and the checks that need only the inventory: what cache.py keeps. Raises
+    InventoryError with every error; returns the warnings."""
     data = parse(source)
     problems: list[Diagnostic] = schema.check(source, data)
     try:
@@ -57,16 +90,9 @@ def load(file: str, limit: str | None = None, connection: str | None = None, act
         if not problems:  # a shape the schema lets through but we cannot read: our bug
             raise
         collect(problems)  # the schema already said what is wrong with the shape
-    collect(dict.fromkeys(problems))  # dedupe: a group's error is seen by each of its hosts
-    hosts = tuple(_reached(h, connection or h.connection or default_connection) for h in inventory.select(limit))
-    acted_on = {h.name for h in hosts if skip_reason(h) is None} if act else set()
-    here = {h.name for h in hosts if h.connection in (None, LOCAL, NETNS)}
-    resolved, found = resolve(source, inventory.hosts, acted_on, quiet=act, here=here)
-    problems = list(dict.fromkeys(problems + found))
+    problems = list(dict.fromkeys(problems))  # dedupe: a group's error is seen by each of its hosts
     collect(problems)
-    everyone = {h.name: h for h in inventory.hosts}
-    desired = {h.name: network_of(h, everyone, source, resolved) for h in hosts}
-    return Loaded(inventory, hosts, desired, tuple(d for d in problems if d.severity != "error"))
+    return data, inventory, problems
 
 
 def _reached(host: Host, connection: str | None) -> Host:
