@@ -4,7 +4,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
@@ -38,6 +40,7 @@ class Loaded:
     hosts: tuple[Host, ...]  # the selected ones
     desired: Mapping[str, Network]
     warnings: tuple[Diagnostic, ...] = ()
+    from_cache: bool = False  # the verdict on the inventory came from cache.py
 
 
 def load(file: str, limit: str | None = None, connection: str | None = None, act: bool = False,
@@ -53,6 +56,7 @@ def load(file: str, limit: str | None = None, connection: str | None = None, act
     data = cache.get(slot) if slot is not None else None
     problems: list[Diagnostic] = []
     inventory = _built(source, data) if data is not None else None
+    hit = inventory is not None
     if inventory is None:
         data, inventory, problems = _validated(source)
         if slot is not None and not problems:
@@ -65,7 +69,7 @@ def load(file: str, limit: str | None = None, connection: str | None = None, act
     collect(problems)
     everyone = {h.name: h for h in inventory.hosts}
     desired = {h.name: network_of(h, everyone, source, resolved) for h in hosts}
-    return Loaded(inventory, hosts, desired, tuple(d for d in problems if d.severity != "error"))
+    return Loaded(inventory, hosts, desired, tuple(d for d in problems if d.severity != "error"), from_cache=hit)
 
 
 def _built(source: Source, data: Any) -> Inventory | None:
@@ -101,6 +105,37 @@ def _reached(host: Host, connection: str | None) -> Host:
     return replace(host, vars={**host.vars, "ansible_connection": connection})
 
 
+class Phase(StrEnum):
+    """The stages of one host's run, as timed for `-v` and named on the progress line."""
+
+    OBSERVE = "observe"
+    PLAN = "plan"
+    APPLY = "apply"
+    VERIFY = "verify"
+
+
+Progress = Callable[[Phase, int, int], None]  # (phase, done, total) while a host is worked on
+
+
+def no_progress(phase: Phase, done: int, total: int) -> None:
+    pass
+
+
+@dataclass
+class Stopwatch:
+    """Seconds spent in each phase (a phase entered twice adds up)."""
+
+    seconds: dict[Phase, float] = field(default_factory=dict)
+
+    @contextmanager
+    def __call__(self, phase: Phase) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
+
+
 class Status(StrEnum):
     OK = "ok"
     CHANGED = "changed"
@@ -116,6 +151,7 @@ class Outcome:
     applied: list[Change] = field(default_factory=list)
     error: str | None = None
     transient: bool = False  # failed for a reason outside the inventory (busy or unreachable): try again later
+    seconds: dict[Phase, float] = field(default_factory=dict)  # how long each phase took
 
 
 def plan_for(observed: Observed, host: Host, desired: Network, source: Source, destroy: bool) -> Plan:
@@ -128,32 +164,43 @@ def plan_for(observed: Observed, host: Host, desired: Network, source: Source, d
 
 
 def apply_host(conn: Connection, host: Host, desired: Network, source: Source, destroy: bool,
-               report: Callable[[Change], None]) -> Outcome:
+               report: Callable[[Change], None], progress: Progress = no_progress) -> Outcome:
     """Apply, then read back and compare; any failure undoes this run's steps, in reverse."""
-    observed = conn.observe()
-    plan = plan_for(observed, host, desired, source, destroy)
+    clock = Stopwatch()
+    progress(Phase.OBSERVE, 0, 0)
+    with clock(Phase.OBSERVE):
+        observed = conn.observe()
+    progress(Phase.PLAN, 0, 0)
+    with clock(Phase.PLAN):
+        plan = plan_for(observed, host, desired, source, destroy)
     if plan.empty:
-        return Outcome(host.name, Status.OK, plan)
-    per_change = steps_for(plan, observed)
-    steps: list[Step] = schedule(per_change)
-    last_step = {id(ss[-1]): c for c, ss in per_change if ss}
-    applied: list[Change] = []
+        return Outcome(host.name, Status.OK, plan, seconds=clock.seconds)
+    with clock(Phase.APPLY):
+        per_change = steps_for(plan, observed)
+        steps: list[Step] = schedule(per_change)
+        last_step = {id(ss[-1]): c for c, ss in per_change if ss}
+        applied: list[Change] = []
+        total = len(plan.changes)
 
-    def on_step(step: Step) -> None:
-        change = last_step.get(id(step))
-        if change is not None:
-            applied.append(change)
-            report(change)
+        def on_step(step: Step) -> None:
+            change = last_step.get(id(step))
+            if change is not None:
+                applied.append(change)
+                report(change)
+                progress(Phase.APPLY, len(applied), total)
 
-    tx = conn.transaction()
-    try:
-        tx.run(steps, on_step)
-    except KernelError as exc:
-        undone = len(tx.done)
-        problems = tx.rollback()
-        exc.details = (*exc.details, f"rolled back the {undone} step(s) already made in this run", *problems)
-        raise
-    after = make_plan(host.name, desired, conn.observe(), destroy=destroy)
+        progress(Phase.APPLY, 0, total)
+        tx = conn.transaction()
+        try:
+            tx.run(steps, on_step)
+        except KernelError as exc:
+            undone = len(tx.done)
+            problems = tx.rollback()
+            exc.details = (*exc.details, f"rolled back the {undone} step(s) already made in this run", *problems)
+            raise
+    progress(Phase.VERIFY, 0, 0)
+    with clock(Phase.VERIFY):
+        after = make_plan(host.name, desired, conn.observe(), destroy=destroy)
     if not after.empty:
         undone = len(tx.done)
         problems = tx.rollback()
@@ -161,7 +208,7 @@ def apply_host(conn: Connection, host: Host, desired: Network, source: Source, d
             host.name, "after apply the live state still differs from the inventory; rolled back",
             details=[change_line(c, colour=False) for c in after.changes]
             + [f"rolled back {undone} step(s)", *problems])
-    return Outcome(host.name, Status.CHANGED, plan, applied)
+    return Outcome(host.name, Status.CHANGED, plan, applied, seconds=clock.seconds)
 
 
 def failure(host: str, exc: ProvisionError) -> Outcome:
