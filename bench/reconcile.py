@@ -11,7 +11,7 @@ the median of its rounds.
 
 BENCH_DEVICES (1000), BENCH_REPEAT (5); BENCH_LARGE=10000 also runs at that size (with
 BENCH_LARGE_REPEAT rounds, 1) and checks that each figure grows at most linearly.
-`--check MARGIN` (a fraction): only the ratios and one PASS/FAIL line, exit 1 on FAIL.
+`--check MARGIN` (a fraction): only the ratios against GUARD and one PASS/FAIL line, exit 1 on FAIL.
 """
 
 from __future__ import annotations
@@ -36,6 +36,16 @@ TARGETS = {  # from issue 15: ratio limits, each within one run
     "no-op plan / ip -batch": 0.5,
     "one-change apply / no-op plan": 1.1,
     "destroy / ip -batch delete": 1.5,
+}
+# The regression guard (make bench-check, in CI): not the targets, which this code does not all
+# meet yet (docs/performance.md), but what it reaches on the loaded 2-core CI machine; a ratio
+# fails only when it passes its limit here by more than the margin (BENCH_MARGIN, 0.5 in CI).
+# The slide that issue 15 found (no-op plan 0.89 -> 2.08 of ip -batch) is 2.3x: well caught.
+GUARD = {
+    "converge / ip -batch": 3.0,
+    "no-op plan / ip -batch": 1.0,
+    "one-change apply / no-op plan": 2.2,
+    "destroy / ip -batch delete": 1.2,
 }
 MEMORY_LIMIT_MB = 100
 LINEAR = 11  # a figure at 10x the devices may cost at most 11x
@@ -153,7 +163,8 @@ def main() -> None:
     measured = ratios(med)
     checks = [(k, v, "≤", TARGETS[k]) for k, v in measured.items()]
     if margin is not None:  # CI: ratios only (memory is checked by make bench)
-        ok = verdict(f"bench-check, {N} devices, median of {REPEAT} rounds", checks, margin)
+        guarded = [(f"{k} (target {TARGETS[k]:g})", v, "≤", GUARD[k]) for k, v in measured.items()]
+        ok = verdict(f"bench-check, {N} devices, median of {REPEAT} rounds", guarded, margin)
         raise SystemExit(0 if ok else 1)
     print_seconds(f"{N} tap devices, each with one address and one route; median of {REPEAT} rounds", med)
     print(f"| peak memory (max RSS of a provision process) | {memory:.0f} MB |")
