@@ -41,9 +41,9 @@ TARGETS = {  # from issue 15: ratio limits, each within one run
 # meet yet (docs/performance.md), but what it reaches on the loaded 2-core CI machine; a ratio
 # fails only when it passes its limit here by more than the margin (BENCH_MARGIN, 0.5 in CI).
 # The slide that issue 15 found (no-op plan 0.89 -> 2.08 of ip -batch) is 2.3x: well caught.
-GUARD = {
+GUARD = {  # the worst of 10 runs at load 9-13 on 2 cores: 3.06, 1.23, 2.72
     "converge / ip -batch": 3.0,
-    "no-op plan / ip -batch": 1.0,
+    "no-op plan / ip -batch": 1.2,
     "one-change apply / no-op plan": 2.2,
 }
 MEMORY_LIMIT_MB = 100
