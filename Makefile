@@ -14,16 +14,36 @@ FUZZ_SECONDS := 60  # per target, for `make fuzz`
 
 TUNNEL_HOSTS := gw1 gw2 site-a site-b hub spoke-east spoke-west  # the bundled inventories' hosts with tunnels
 
-.PHONY: demo test unit lint fuzz bench bench-tunnel bench-baseline bench-fleet docker setup system packages clean demo-clean keys
+.PHONY: demo test unit lint lock fuzz bytecode bench bench-check bench-tunnel bench-baseline bench-fleet docker setup system packages clean demo-clean keys
 
-$(STAMP): pyproject.toml
+# Installs come from the lock files (exact versions, every file's hash), never from the ranges in
+# pyproject.toml, so a fresh machine gets what the benchmarks were measured with. `make lock`
+# refreshes them after a change to pyproject.toml; `make lock UPGRADE=1` moves every pin to the newest.
+LOCK := requirements.lock
+TEST_LOCK := requirements-test.lock
+PIP_TOOLS := pip-tools==7.6.2
+COMPILE := --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links
+
+$(STAMP): pyproject.toml $(LOCK) $(TEST_LOCK)
 	@command -v python3 >/dev/null || { apt-get update -qq && apt-get install -y -qq python3 python3-venv; }
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[test]'
+	$(VENV)/bin/pip install -q --require-hashes -r $(TEST_LOCK)
+	$(VENV)/bin/pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
-setup: system $(STAMP) keys
+lock:
+	python3 -m venv .venv-lock
+	.venv-lock/bin/pip install -q $(PIP_TOOLS)
+	.venv-lock/bin/pip-compile $(COMPILE) $(if $(UPGRADE),--upgrade) -o $(LOCK) pyproject.toml
+	.venv-lock/bin/pip-compile $(COMPILE) $(if $(UPGRADE),--upgrade) --extra test \
+		--build-deps-for wheel --build-deps-for editable -c $(LOCK) -o $(TEST_LOCK) pyproject.toml
+
+setup: system $(STAMP) keys bytecode
+
+# Every run of provision imports its modules; where PYTHONDONTWRITEBYTECODE is set (CI images
+# often set it) Python compiles them again each time unless the .pyc files are there: 0.1-0.6 s.
+bytecode: $(STAMP)
+	@$(PY) -m compileall -q provisioner
 
 # Private keys are secrets: never in git. Each bundled host's key pair is made here once:
 # keys/HOST.key (0600) and its public key keys/HOST.pub, which the inventories read through
@@ -84,6 +104,13 @@ fuzz: $(STAMP)
 bench: setup
 	$(PY) bench/reconcile.py
 
+# The regression guard CI runs after the tests: the reconcile benchmark at 1000 devices, median of
+# 5 rounds, ratios only; fails when a ratio passes its limit (bench/reconcile.py GUARD) by more than
+# BENCH_MARGIN. About two minutes.
+BENCH_MARGIN ?= 0.5
+bench-check: setup
+	BENCH_DEVICES=1000 BENCH_REPEAT=5 $(PY) bench/reconcile.py --check $(BENCH_MARGIN)
+
 # bench-tunnel measures the code before the WireGuard rewrite beside this one, in the same run:
 # BENCH_BASELINE names a checkout of it with its own .venv (its own `make setup`); unset, it is
 # a detached worktree of BASELINE_REF (main before issue 11) at .cache/baseline, made and set up here.
@@ -104,4 +131,4 @@ bench-fleet: setup
 	$(PY) bench/fleet.py
 
 clean: demo-clean
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .venv-lock .pytest_cache

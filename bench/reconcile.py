@@ -1,70 +1,99 @@
 """`make bench`: provision against `ip -batch` on 1000 tap devices, in fresh namespaces.
+`make bench-check` (CI): the same at 1000 devices, ratios only, against the targets plus a margin.
 
-Each figure is a whole `provision` process (start, imports, inventory, kernel), timed
-from outside, median of several runs; peak memory is the process's max RSS (wait4).
-Figures are noisy on a shared VM: compare within one run, which is what the ratios do.
+Each figure is a whole `provision` process (start, imports, inventory, kernel), timed from
+outside, median of several rounds; peak memory is the process's max RSS (wait4). Every round
+starts from nothing: fresh namespaces and a fresh state directory, so the converge and the
+one-change apply read an inventory they have not seen (no cache), and the no-op plan reads
+the one the converge just validated (the cache of cache.py), as in use.
+Figures are noisy on a shared VM: compare within one run, which is what the ratios do, each
+the median of its rounds.
+
+BENCH_DEVICES (1000), BENCH_REPEAT (5); BENCH_LARGE=10000 also runs at that size (with
+BENCH_LARGE_REPEAT rounds, 1) and checks that each figure grows at most linearly.
+`--check MARGIN` (a fraction): only the ratios against GUARD and one PASS/FAIL line, exit 1 on FAIL.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from report import medians, print_seconds
+from report import medians, print_seconds, verdict
 
 N = int(os.environ.get("BENCH_DEVICES", "1000"))
 REPEAT = int(os.environ.get("BENCH_REPEAT", "5"))
+LARGE = int(os.environ.get("BENCH_LARGE", "0"))
+LARGE_REPEAT = int(os.environ.get("BENCH_LARGE_REPEAT", "1"))
 PROVISION = [sys.executable, "-m", "provisioner"]
-TARGETS = {  # from the issue: ratio limits
-    "converge / ip -batch": 2.0,
-    "no-op plan / ip -batch": 1.0,
-    "one-change apply / no-op plan": 1.2,
+TARGETS = {  # from issue 15: ratio limits, each within one run
+    "converge / ip -batch": 1.5,
+    "no-op plan / ip -batch": 0.5,
+    "one-change apply / no-op plan": 1.1,
+    "destroy / ip -batch delete": 1.5,
 }
-MEMORY_LIMIT_MB = 150
+# The regression guard (make bench-check, in CI): not the targets, which this code does not all
+# meet yet (docs/performance.md), but what it reaches on the loaded 2-core CI machine; a ratio
+# fails only when it passes its limit here by more than the margin (BENCH_MARGIN, 0.5 in CI).
+# The slide that issue 15 found (no-op plan 0.89 -> 2.08 of ip -batch) is 2.3x: well caught.
+GUARD = {  # the worst of 10 runs at load 9-13 on 2 cores: 3.06, 1.23, 2.72
+    "converge / ip -batch": 3.0,
+    "no-op plan / ip -batch": 1.2,
+    "one-change apply / no-op plan": 2.2,
+}
+MEMORY_LIMIT_MB = 100
+LINEAR = 11  # a figure at 10x the devices may cost at most 11x
+NS_IP, NS_PV = "provision-bench-ip", "provision-bench"
 
 
 def address(i: int) -> str:
-    return f"10.{i // 250}.{i % 250}.1/32"
+    return f"10.{i // 250 % 250}.{i % 250}.1/32" if i < 62500 else f"fd00:1::{i:x}/128"
 
 
-def route(i: int, gateway_metric: int = 0) -> str:
-    return f"172.{16 + i // 250}.{i % 250}.0/24"
+def route(i: int) -> str:
+    return f"172.{16 + i // 250 % 250}.{i % 250}.0/24" if i < 62500 else f"fd00:2:{i:x}::/64"
 
 
-def inventory(ns: str, changed: bool = False) -> str:
+def inventory(n: int, ns: str, changed: bool = False) -> str:
     lines = ["all:", "  hosts:", "    bench:", "      ansible_connection: netns", f"      ansible_host: {ns}",
              "      network:", "        devices:"]
-    lines += [f"          - {{name: bt{i}, type: tap, addresses: [{address(i)}]}}" for i in range(N)]
+    lines += [f"          - {{name: bt{i}, type: tap, addresses: [{address(i)}]}}" for i in range(n)]
     lines.append("        routes:")
-    for i in range(N):
-        dev = f"bt{(i + 1) % N}" if (changed and i == N // 2) else f"bt{i}"
+    for i in range(n):
+        dev = f"bt{(i + 1) % n}" if (changed and i == n // 2) else f"bt{i}"
         lines.append(f"          - {{to: {route(i)}, dev: {dev}}}")
     return "\n".join(lines) + "\n"
 
 
-def ip_batch() -> str:
+def ip_batch(n: int) -> str:
     out = []
-    for i in range(N):
+    for i in range(n):
         out += [f"tuntap add dev bt{i} mode tap", f"link set bt{i} up",
                 f"addr add {address(i)} dev bt{i}", f"route add {route(i)} dev bt{i} proto 147"]
     return "\n".join(out) + "\n"
 
 
-def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
-    """(seconds, peak RSS in MB, output) of one whole process."""
+def ip_batch_delete(n: int) -> str:
+    return "".join(f"link del bt{i}\n" for i in range(n))
+
+
+def timed(cmd: list[str], env: dict[str, str] | None = None, expect: str = "") -> tuple[float, float]:
+    """(seconds, peak RSS in MB) of one whole process, which must succeed and say `expect`."""
     start = time.perf_counter()
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     out = p.stdout.read() if p.stdout else b""
     _, status, usage = os.wait4(p.pid, 0)
     elapsed = time.perf_counter() - start
-    p.returncode = os.waitstatus_to_exitcode(status)
-    if p.returncode not in (0, 2):
-        raise SystemExit(f"{' '.join(cmd)} failed ({p.returncode}):\n{out.decode()[-2000:]}")
-    return elapsed, usage.ru_maxrss / 1024, out.decode()
+    code = os.waitstatus_to_exitcode(status)
+    text = out.decode(errors="replace")
+    if code not in (0, 2) or expect not in text:
+        raise SystemExit(f"{' '.join(cmd)} failed ({code}), wanted {expect!r}:\n{text[-2000:]}")
+    return elapsed, usage.ru_maxrss / 1024
 
 
 def netns(name: str) -> str:
@@ -73,57 +102,92 @@ def netns(name: str) -> str:
     return name
 
 
-def main() -> None:
-    if os.geteuid() != 0:
-        raise SystemExit("the benchmark needs root (network namespaces)")
-    work = Path(tempfile.mkdtemp(prefix="provision-bench-"))
-    env = {**os.environ, "PROVISION_STATE_DIR": str(work / "state"), "NO_COLOR": "1"}
-    (work / "batch.txt").write_text(ip_batch())
+def rounds(n: int, repeat: int, work: Path, say: bool, destroy: bool = True) -> tuple[dict[str, float], float]:
+    """Medians of each figure over `repeat` rounds at `n` devices, and the peak RSS. Without
+    `destroy` the two deletions are left out (CI: a tap's deletion waits for an RCU grace
+    period, so on a loaded machine they are most of a round)."""
+    (work / "batch.txt").write_text(ip_batch(n))
+    (work / "delete.txt").write_text(ip_batch_delete(n))
     inv, inv_changed = work / "bench.yaml", work / "bench-changed.yaml"
-    results: dict[str, list[float]] = {k: [] for k in ("ip -batch", "converge", "no-op plan", "one-change apply")}
+    inv.write_text(inventory(n, NS_PV))
+    inv_changed.write_text(inventory(n, NS_PV, changed=True))
+    names = ("ip -batch", "converge", "no-op plan", "one-change apply") + (
+        ("ip -batch delete", "destroy") if destroy else ())
+    results: dict[str, list[float]] = {k: [] for k in names}
     memory = 0.0
-    try:
-        for round_ in range(REPEAT):
-            ns_ip, ns_pv = netns("provision-bench-ip"), netns("provision-bench")
-            inv.write_text(inventory(ns_pv))
-            inv_changed.write_text(inventory(ns_pv, changed=True))
-            results["ip -batch"].append(timed(["ip", "-n", ns_ip, "-batch", str(work / "batch.txt")])[0])
-            t, mb, out = timed([*PROVISION, "apply", str(inv)], env)
-            assert f"changed={3 * N}" in out, out[-500:]
-            results["converge"].append(t)
-            memory = max(memory, mb)
-            t, mb, out = timed([*PROVISION, "plan", str(inv), "--detailed-exitcode"], env)
-            assert "no changes" in out, out[-500:]
-            results["no-op plan"].append(t)
-            memory = max(memory, mb)
-            t, mb, out = timed([*PROVISION, "apply", str(inv_changed)], env)
-            assert "changed=1 " in out, out[-500:]
-            results["one-change apply"].append(t)
-            memory = max(memory, mb)
-            for ns in (ns_ip, ns_pv):
-                subprocess.run(["ip", "netns", "del", ns], check=True)
-            print(f"round {round_ + 1}/{REPEAT}: " + ", ".join(f"{k} {v[-1]:.3f} s" for k, v in results.items()),
-                  flush=True)
-    finally:
-        for ns in ("provision-bench-ip", "provision-bench"):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-    med = medians(results)
-    print_seconds(f"{N} tap devices, each with one address and one route; median of {REPEAT} rounds", med)
-    print(f"| peak memory (max RSS of a provision process) | {memory:.0f} MB |")
-    ratios = {
+    for round_ in range(repeat):
+        state = work / "state"
+        shutil.rmtree(state, ignore_errors=True)
+        env = {**os.environ, "PROVISION_STATE_DIR": str(state), "NO_COLOR": "1"}
+        netns(NS_IP), netns(NS_PV)
+        steps = [
+            ("ip -batch", ["ip", "-n", NS_IP, "-batch", str(work / "batch.txt")], ""),
+            ("converge", [*PROVISION, "apply", str(inv)], f"changed={3 * n}"),
+            ("no-op plan", [*PROVISION, "plan", str(inv), "--detailed-exitcode"], "no changes"),
+            ("one-change apply", [*PROVISION, "apply", str(inv_changed)], "changed=1 "),
+            ("ip -batch delete", ["ip", "-n", NS_IP, "-batch", str(work / "delete.txt")], ""),
+            ("destroy", [*PROVISION, "destroy", str(inv_changed)], " failed=0"),
+        ]
+        for what, cmd, expect in steps[:len(names)]:
+            seconds, mb = timed(cmd, env, expect)
+            results[what].append(seconds)
+            if cmd[0] != "ip":
+                memory = max(memory, mb)
+        for ns in (NS_IP, NS_PV):
+            subprocess.run(["ip", "netns", "del", ns], check=True)
+        if say:
+            print(f"{n} devices, round {round_ + 1}/{repeat}: "
+                  + ", ".join(f"{k} {v[-1]:.3f} s" for k, v in results.items()), flush=True)
+    return medians(results), memory
+
+
+def ratios(med: dict[str, float]) -> dict[str, float]:
+    out = {
         "converge / ip -batch": med["converge"] / med["ip -batch"],
         "no-op plan / ip -batch": med["no-op plan"] / med["ip -batch"],
         "one-change apply / no-op plan": med["one-change apply"] / med["no-op plan"],
     }
-    print("\n| ratio | measured | target | |")
+    if "destroy" in med:
+        out["destroy / ip -batch delete"] = med["destroy"] / med["ip -batch delete"]
+    return out
+
+
+def main() -> None:
+    if os.geteuid() != 0:
+        raise SystemExit("the benchmark needs root (network namespaces)")
+    margin = float(sys.argv[sys.argv.index("--check") + 1]) if "--check" in sys.argv else None
+    work = Path(tempfile.mkdtemp(prefix="provision-bench-"))
+    try:
+        med, memory = rounds(N, REPEAT, work, say=margin is None, destroy=margin is None)
+        large = rounds(LARGE, LARGE_REPEAT, work, say=True) if LARGE and margin is None else None
+    finally:
+        for ns in (NS_IP, NS_PV):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
+    measured = ratios(med)
+    checks = [(k, v, "≤", TARGETS[k]) for k, v in measured.items()]
+    if margin is not None:  # CI: ratios only (memory is checked by make bench)
+        guarded = [(f"{k} (target {TARGETS[k]:g})", v, "≤", GUARD[k]) for k, v in measured.items()]
+        ok = verdict(f"bench-check, {N} devices, median of {REPEAT} rounds", guarded, margin)
+        raise SystemExit(0 if ok else 1)
+    print_seconds(f"{N} tap devices, each with one address and one route; median of {REPEAT} rounds", med)
+    print(f"| peak memory (max RSS of a provision process) | {memory:.0f} MB |")
+    checks.append((f"peak memory at {N} (MB)", memory, "≤", MEMORY_LIMIT_MB))
+    if large is not None:
+        lmed, lmemory = large
+        print_seconds(f"{LARGE} tap devices; median of {LARGE_REPEAT} rounds", lmed)
+        print(f"| peak memory (max RSS of a provision process) | {lmemory:.0f} MB |")
+        scale = LARGE / N
+        checks += [(f"{k} at {LARGE}", v, "≤", TARGETS[k]) for k, v in ratios(lmed).items()]
+        checks += [(f"{k} at {LARGE} / at {N}", lmed[k] / med[k], "≤", LINEAR * scale / 10)
+                   for k in ("converge", "no-op plan", "one-change apply", "destroy")]
+    print("\n| check | measured | target | |")
     print("|---|---|---|---|")
-    ok = memory <= MEMORY_LIMIT_MB
-    for k, v in ratios.items():
-        good = v <= TARGETS[k]
-        ok &= good
-        print(f"| {k} | {v:.2f} | ≤ {TARGETS[k]} | {'met' if good else 'MISSED'} |")
-    print(f"| peak memory | {memory:.0f} MB | ≤ {MEMORY_LIMIT_MB} MB | {'met' if memory <= MEMORY_LIMIT_MB else 'MISSED'} |")
-    print("\nall targets met" if ok else "\nsome targets missed")
+    for what, value, op, target in checks:
+        print(f"| {what} | {value:.2f} | {op} {target:g} | {'met' if value <= target else 'MISSED'} |")
+    print()
+    if not verdict("bench-reconcile", checks):
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from report import verdict
+
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 TAP = os.environ.get("BENCH_TAP", "") == "1"
@@ -416,8 +418,8 @@ def main() -> None:
         teardown()
         shutil.rmtree(work, ignore_errors=True)
     print_table(rows, bare)
-    if len(codes) > 1:
-        no_regression({r.what: r for r in rows}, *codes)
+    if len(codes) > 1 and not no_regression({r.what: r for r in rows}, *codes):
+        raise SystemExit(1)
 
 
 def label(code: Checkout, device: str, transport: str, secure: bool) -> str:
@@ -446,6 +448,7 @@ def no_regression(by: dict[str, Row], old: Checkout, new: Checkout) -> bool:
     print(f"\n| no regression: {new.name} against {old.name} | {new.name} | {old.name} | target | |")
     print("|---|---|---|---|---|")
     ok = True
+    checks: list[tuple[str, float, str, float]] = []
     for transport in ("tcp", "udp"):
         n, o = (by[label(c, "tun", transport, True)] for c in (new, old))
         for what, mine, theirs, factor, unit in (("Gbit/s", n.gbits, o.gbits, 0.9, ""),
@@ -459,8 +462,11 @@ def no_regression(by: dict[str, Row], old: Checkout, new: Checkout) -> bool:
             ok &= met
             print(f"| encrypted {transport.upper()}, {what} | {_num(mine)}{unit} | {_num(theirs)}{unit} | {target} "
                   f"| {'met' if met else 'MISSED'} |")
-    print("\nno regression: all targets met" if ok else "\nno regression: some targets missed")
-    return ok
+            bound = factor * (theirs if theirs is not None else float("nan"))
+            checks.append((f"encrypted {transport.upper()} {what}{unit}", mine if mine is not None
+                           else float("nan"), "≥" if what == "Gbit/s" else "≤", bound))
+    print()
+    return verdict("bench-tunnel", checks) and ok
 
 
 def _num(value: float | None) -> str:

@@ -65,6 +65,8 @@ def parser() -> argparse.ArgumentParser:
     def forks(c: argparse.ArgumentParser) -> None:
         c.add_argument("--forks", "-f", type=_positive, default=1, metavar="N",
                        help="work on N hosts at once, each in its own process (default 1, as listed)")
+        c.add_argument("--verbose", "-v", action="store_true",
+                       help="say how long loading and each host's phases (observe, plan, apply, verify) took")
 
     def command(name: str, help_: str, func: Any, inventory: str = "required") -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=help_, description=help_)
@@ -166,12 +168,25 @@ def _positive(text: str) -> int:
 
 
 def _load(args: argparse.Namespace, act: bool = False) -> Any:
+    import time
+
     from .reconcile import load
 
-    loaded = load(args.inventory, args.limit, getattr(args, "connection", None), act)
+    start = time.perf_counter()
+    loaded = load(args.inventory, args.limit, getattr(args, "connection", None), act, cache_dir=_cache_dir(args))
+    args.load_seconds = time.perf_counter() - start
     for warning in loaded.warnings:
         print(warning, file=sys.stderr)
     return loaded
+
+
+def _cache_dir(args: argparse.Namespace) -> Any:
+    """Validated inventories are kept in the state directory (cache.py); where there is none
+    that may be used (validate in CI, as a user), every run judges the inventory afresh."""
+    try:
+        return state_dir(args.state_dir) / "cache"
+    except ProvisionError:
+        return None
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
@@ -278,7 +293,18 @@ def _run(args: argparse.Namespace, apply: bool, destroy: bool) -> int:
     from . import fleet
     from .facts import load_snapshots
     from .reconcile import Outcome, Status
-    from .render import change_line, plan_markdown, print_plan, recap_line, use_colour
+    import time
+
+    from .render import (
+        ProgressLine,
+        change_line,
+        plan_markdown,
+        print_plan,
+        progress_text,
+        recap_line,
+        seconds_text,
+        use_colour,
+    )
 
     facts = getattr(args, "facts", None)
     loaded = _load(args, act=not destroy and not facts)
@@ -292,16 +318,30 @@ def _run(args: argparse.Namespace, apply: bool, destroy: bool) -> int:
                     skip_unsnapshotted=any(os.path.isdir(f) for f in facts or ()),
                     lock_timeout=getattr(args, "lock_timeout", 60.0))
 
+    # a line that follows each host's phases, on a terminal only: never in a pipe or a log, never with JSON
+    line = ProgressLine(sys.stderr) if as_text and sys.stderr.isatty() and args.forks <= 1 else None
+    started = time.monotonic()
+
     def report(host: str, change: Any) -> None:
         if as_text:
+            if line is not None:
+                line.clear()
             print(f"{host}: {change_line(change, colour, detail)}", flush=True)
 
     def notify(message: str) -> None:
+        if line is not None:
+            line.clear()
         print(message, file=sys.stdout if as_text else sys.stderr, flush=True)
+
+    def progress(host: str, phase: Any, done: int, total: int) -> None:
+        assert line is not None
+        line.update(progress_text(host, phase, done, total, time.monotonic() - started), force=done == total)
 
     outcomes: list[Outcome] = []
     remote = {h.name for h in loaded.hosts if h.connection == "docker"}
-    for outcome in fleet.run(loaded, job, args.forks, report, notify):
+    for outcome in fleet.run(loaded, job, args.forks, report, notify, progress if line is not None else None):
+        if line is not None:
+            line.clear()
         outcomes.append(outcome)
         if not as_text:
             continue
@@ -333,7 +373,12 @@ def _run(args: argparse.Namespace, apply: bool, destroy: bool) -> int:
                 print(f"{o.host.ljust(width)} : skipped ({o.error})")
                 continue
             in_sync = o.plan.in_sync if o.plan else 0
-            print(recap_line(o.host, in_sync + len(o.applied), len(o.applied), int(o.status is Status.FAILED), width))
+            recap = recap_line(o.host, in_sync + len(o.applied), len(o.applied), int(o.status is Status.FAILED), width)
+            print(recap + (f"  ({seconds_text(o.seconds)})" if args.verbose and o.seconds else ""))
+    if as_text and args.verbose:
+        how = "cached verdict" if loaded.from_cache else "parsed and validated"
+        print(f"\nload {args.load_seconds:.2f} s ({how}), hosts {time.monotonic() - started:.2f} s"
+              + "".join(f"\n{o.host}: {seconds_text(o.seconds)}" for o in outcomes if o.seconds and not apply))
     if failed:
         return EXIT_ERROR
     if not apply and getattr(args, "detailed_exitcode", False) and pending:

@@ -20,10 +20,22 @@ from .errors import HostError, InventoryError, ProvisionError
 from .inventory import Host
 from .model import Observed
 from .plan import Change
-from .reconcile import Loaded, Outcome, Status, apply_host, failure, plan_for, remote_outcome
+from .reconcile import (
+    Loaded,
+    Outcome,
+    Phase,
+    Status,
+    Stopwatch,
+    no_progress,
+    apply_host,
+    failure,
+    plan_for,
+    remote_outcome,
+)
 
 Report = Callable[[str, Change], None]  # (host, change) as each change takes effect
 Notify = Callable[[str], None]  # a line for a person: waiting for a lock
+HostProgress = Callable[[str, Phase, int, int], None]  # (host, phase, done, total): a line on a terminal
 
 
 @dataclass(frozen=True)
@@ -48,12 +60,15 @@ class Job:
         return ["plan", "--destroy"] if self.destroy else ["plan"]
 
 
-def run(loaded: Loaded, job: Job, forks: int, report: Report, notify: Notify) -> Iterator[Outcome]:
-    """Each selected host's Outcome, in inventory order, as soon as it and those before it are done."""
+def run(loaded: Loaded, job: Job, forks: int, report: Report, notify: Notify,
+        progress: HostProgress | None = None) -> Iterator[Outcome]:
+    """Each selected host's Outcome, in inventory order, as soon as it and those before it are done.
+    `progress` is told of each host's phases when hosts are worked on one at a time (forked
+    workers would draw over each other)."""
     hosts = loaded.hosts
     if forks <= 1 or len(hosts) <= 1:
         for host in hosts:
-            yield run_host(loaded, host, job, report, notify)
+            yield run_host(loaded, host, job, report, notify, progress)
         return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -99,9 +114,11 @@ def _run_inherited(index: int) -> Outcome:
     return run_host(loaded, loaded.hosts[index], job, report, notify)
 
 
-def run_host(loaded: Loaded, host: Host, job: Job, report: Report, notify: Notify) -> Outcome:
+def run_host(loaded: Loaded, host: Host, job: Job, report: Report, notify: Notify,
+             progress: HostProgress | None = None) -> Outcome:
     """The pipeline for one host; every expected error becomes a failed Outcome."""
     desired, source = loaded.desired[host.name], loaded.inventory.source
+    told = no_progress if progress is None else (lambda phase, done, total: progress(host.name, phase, done, total))
     reason = None if job.snapshots is not None else skip_reason(host)
     if reason:
         return Outcome(host.name, Status.SKIPPED, error=reason)
@@ -118,8 +135,15 @@ def run_host(loaded: Loaded, host: Host, job: Job, report: Report, notify: Notif
         assert job.state_dir is not None
         with connect(host, job.state_dir, job.lock_timeout, notify) as conn:
             if job.apply:
-                return apply_host(conn, host, desired, source, job.destroy, lambda c: report(host.name, c))
-            return Outcome(host.name, Status.OK, plan_for(conn.observe(), host, desired, source, job.destroy))
+                return apply_host(conn, host, desired, source, job.destroy, lambda c: report(host.name, c), told)
+            clock = Stopwatch()
+            told(Phase.OBSERVE, 0, 0)
+            with clock(Phase.OBSERVE):
+                observed = conn.observe()
+            told(Phase.PLAN, 0, 0)
+            with clock(Phase.PLAN):
+                plan = plan_for(observed, host, desired, source, job.destroy)
+            return Outcome(host.name, Status.OK, plan, seconds=clock.seconds)
     except InventoryError as exc:
         return Outcome(host.name, Status.FAILED, error=str(exc))
     except ProvisionError as exc:

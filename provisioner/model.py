@@ -180,6 +180,8 @@ class Observed:
 
 def canonical_interface(text: str) -> str:
     """'FD00:1:0::1/64' -> 'fd00:1::1/64'; a bare address gets a host prefix."""
+    if _ipv4_canonical(text) is not None:
+        return text
     return str(ipaddress.ip_interface(text))
 
 
@@ -187,7 +189,34 @@ def canonical_network(text: str) -> str:
     """'10.20.0.0/16' stays; 'default' is 0.0.0.0/0; host bits are an error (strict)."""
     if text == "default":
         return "0.0.0.0/0"
+    v4 = _ipv4_canonical(text)
+    if v4 is not None and not v4[0] & ((1 << (32 - v4[1])) - 1):
+        return text
     return str(ipaddress.ip_network(text, strict=True))
+
+
+def _ipv4_canonical(text: str) -> tuple[int, int] | None:
+    """(address, prefix length) if `text` is already written as ipaddress would print it
+    ('192.0.2.0/24': no leading zeros, a prefix length); else None, and ipaddress decides.
+    An inventory of 1000 devices has 4000 such strings: this costs 1 us where an ipaddress
+    object costs 10-20 us."""
+    address, slash, prefix = text.partition("/")
+    if not slash or not _decimal(prefix) or int(prefix) > 32:
+        return None
+    octets = address.split(".")
+    if len(octets) != 4:
+        return None
+    value = 0
+    for octet in octets:
+        if not _decimal(octet) or int(octet) > 255:
+            return None
+        value = value << 8 | int(octet)
+    return value, int(prefix)
+
+
+def _decimal(text: str) -> bool:
+    """ASCII digits without a leading zero (int() also takes '٣' and '007')."""
+    return 0 < len(text) <= 3 and text.isascii() and text.isdigit() and (text[0] != "0" or len(text) == 1)
 
 
 def default_metric(to: str) -> int:

@@ -4,11 +4,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from pathlib import Path
+from typing import Any
 
-from . import schema
+from . import cache, schema
 from .connection import LOCAL, NETNS, Connection, skip_reason
 from .errors import (
     Diagnostic,
@@ -36,16 +40,49 @@ class Loaded:
     hosts: tuple[Host, ...]  # the selected ones
     desired: Mapping[str, Network]
     warnings: tuple[Diagnostic, ...] = ()
+    from_cache: bool = False  # the verdict on the inventory came from cache.py
 
 
 def load(file: str, limit: str | None = None, connection: str | None = None, act: bool = False,
-         default_connection: str | None = None) -> Loaded:
+         default_connection: str | None = None, cache_dir: Path | None = None) -> Loaded:
     """Raises InventoryError with every problem found in the file. `connection` overrides
     every host's ansible_connection (how `provision` runs itself inside a container);
     `default_connection` is for the hosts that have none (the pull agent, on the host itself).
     `act`: the command is about to change the selected hosts from here, so their key files and
-    users must be there; otherwise (validate, plan --facts, destroy) what is missing is a warning."""
+    users must be there; otherwise (validate, plan --facts, destroy) what is missing is a warning.
+    `cache_dir`: keep and reuse the verdict on an unchanged inventory there (cache.py)."""
     source = load_source(file)
+    slot = cache.slot(cache_dir, [source.text]) if cache_dir is not None else None
+    data = cache.get(slot) if slot is not None else None
+    problems: list[Diagnostic] = []
+    inventory = _built(source, data) if data is not None else None
+    hit = inventory is not None
+    if inventory is None:
+        data, inventory, problems = _validated(source)
+        if slot is not None and not problems:
+            cache.put(slot, data)
+    hosts = tuple(_reached(h, connection or h.connection or default_connection) for h in inventory.select(limit))
+    acted_on = {h.name for h in hosts if skip_reason(h) is None} if act else set()
+    here = {h.name for h in hosts if h.connection in (None, LOCAL, NETNS)}
+    resolved, found = resolve(source, inventory.hosts, acted_on, quiet=act, here=here)
+    problems = list(dict.fromkeys(problems + found))
+    collect(problems)
+    everyone = {h.name: h for h in inventory.hosts}
+    desired = {h.name: network_of(h, everyone, source, resolved) for h in hosts}
+    return Loaded(inventory, hosts, desired, tuple(d for d in problems if d.severity != "error"), from_cache=hit)
+
+
+def _built(source: Source, data: Any) -> Inventory | None:
+    """An inventory from cached data; None if the data is not even the shape of one."""
+    try:
+        return build(source, data)
+    except (TypeError, ValueError, AttributeError, KeyError):
+        return None
+
+
+def _validated(source: Source) -> tuple[Any, Inventory, list[Diagnostic]]:
+    """Parse, schema and the checks that need only the inventory: what cache.py keeps. Raises
+    InventoryError with every error; returns the warnings."""
     data = parse(source)
     problems: list[Diagnostic] = schema.check(source, data)
     try:
@@ -57,22 +94,46 @@ def load(file: str, limit: str | None = None, connection: str | None = None, act
         if not problems:  # a shape the schema lets through but we cannot read: our bug
             raise
         collect(problems)  # the schema already said what is wrong with the shape
-    collect(dict.fromkeys(problems))  # dedupe: a group's error is seen by each of its hosts
-    hosts = tuple(_reached(h, connection or h.connection or default_connection) for h in inventory.select(limit))
-    acted_on = {h.name for h in hosts if skip_reason(h) is None} if act else set()
-    here = {h.name for h in hosts if h.connection in (None, LOCAL, NETNS)}
-    resolved, found = resolve(source, inventory.hosts, acted_on, quiet=act, here=here)
-    problems = list(dict.fromkeys(problems + found))
+    problems = list(dict.fromkeys(problems))  # dedupe: a group's error is seen by each of its hosts
     collect(problems)
-    everyone = {h.name: h for h in inventory.hosts}
-    desired = {h.name: network_of(h, everyone, source, resolved) for h in hosts}
-    return Loaded(inventory, hosts, desired, tuple(d for d in problems if d.severity != "error"))
+    return data, inventory, problems
 
 
 def _reached(host: Host, connection: str | None) -> Host:
     if connection == host.connection:
         return host
     return replace(host, vars={**host.vars, "ansible_connection": connection})
+
+
+class Phase(StrEnum):
+    """The stages of one host's run, as timed for `-v` and named on the progress line."""
+
+    OBSERVE = "observe"
+    PLAN = "plan"
+    APPLY = "apply"
+    VERIFY = "verify"
+
+
+Progress = Callable[[Phase, int, int], None]  # (phase, done, total) while a host is worked on
+
+
+def no_progress(phase: Phase, done: int, total: int) -> None:
+    pass
+
+
+@dataclass
+class Stopwatch:
+    """Seconds spent in each phase (a phase entered twice adds up)."""
+
+    seconds: dict[Phase, float] = field(default_factory=dict)
+
+    @contextmanager
+    def __call__(self, phase: Phase) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
 
 
 class Status(StrEnum):
@@ -90,6 +151,7 @@ class Outcome:
     applied: list[Change] = field(default_factory=list)
     error: str | None = None
     transient: bool = False  # failed for a reason outside the inventory (busy or unreachable): try again later
+    seconds: dict[Phase, float] = field(default_factory=dict)  # how long each phase took
 
 
 def plan_for(observed: Observed, host: Host, desired: Network, source: Source, destroy: bool) -> Plan:
@@ -102,32 +164,43 @@ def plan_for(observed: Observed, host: Host, desired: Network, source: Source, d
 
 
 def apply_host(conn: Connection, host: Host, desired: Network, source: Source, destroy: bool,
-               report: Callable[[Change], None]) -> Outcome:
+               report: Callable[[Change], None], progress: Progress = no_progress) -> Outcome:
     """Apply, then read back and compare; any failure undoes this run's steps, in reverse."""
-    observed = conn.observe()
-    plan = plan_for(observed, host, desired, source, destroy)
+    clock = Stopwatch()
+    progress(Phase.OBSERVE, 0, 0)
+    with clock(Phase.OBSERVE):
+        observed = conn.observe()
+    progress(Phase.PLAN, 0, 0)
+    with clock(Phase.PLAN):
+        plan = plan_for(observed, host, desired, source, destroy)
     if plan.empty:
-        return Outcome(host.name, Status.OK, plan)
-    per_change = steps_for(plan, observed)
-    steps: list[Step] = schedule(per_change)
-    last_step = {id(ss[-1]): c for c, ss in per_change if ss}
-    applied: list[Change] = []
+        return Outcome(host.name, Status.OK, plan, seconds=clock.seconds)
+    with clock(Phase.APPLY):
+        per_change = steps_for(plan, observed)
+        steps: list[Step] = schedule(per_change)
+        last_step = {id(ss[-1]): c for c, ss in per_change if ss}
+        applied: list[Change] = []
+        total = len(plan.changes)
 
-    def on_step(step: Step) -> None:
-        change = last_step.get(id(step))
-        if change is not None:
-            applied.append(change)
-            report(change)
+        def on_step(step: Step) -> None:
+            change = last_step.get(id(step))
+            if change is not None:
+                applied.append(change)
+                report(change)
+                progress(Phase.APPLY, len(applied), total)
 
-    tx = conn.transaction()
-    try:
-        tx.run(steps, on_step)
-    except KernelError as exc:
-        undone = len(tx.done)
-        problems = tx.rollback()
-        exc.details = (*exc.details, f"rolled back the {undone} step(s) already made in this run", *problems)
-        raise
-    after = make_plan(host.name, desired, conn.observe(), destroy=destroy)
+        progress(Phase.APPLY, 0, total)
+        tx = conn.transaction()
+        try:
+            tx.run(steps, on_step)
+        except KernelError as exc:
+            undone = len(tx.done)
+            problems = tx.rollback()
+            exc.details = (*exc.details, f"rolled back the {undone} step(s) already made in this run", *problems)
+            raise
+    progress(Phase.VERIFY, 0, 0)
+    with clock(Phase.VERIFY):
+        after = make_plan(host.name, desired, conn.observe(), destroy=destroy)
     if not after.empty:
         undone = len(tx.done)
         problems = tx.rollback()
@@ -135,7 +208,7 @@ def apply_host(conn: Connection, host: Host, desired: Network, source: Source, d
             host.name, "after apply the live state still differs from the inventory; rolled back",
             details=[change_line(c, colour=False) for c in after.changes]
             + [f"rolled back {undone} step(s)", *problems])
-    return Outcome(host.name, Status.CHANGED, plan, applied)
+    return Outcome(host.name, Status.CHANGED, plan, applied, seconds=clock.seconds)
 
 
 def failure(host: str, exc: ProvisionError) -> Outcome:

@@ -1,5 +1,12 @@
 """JSON Schema validation against the files in `schemas/`, the source of truth for formats.
 
+Two validators, one schema. A valid document (the usual case) is passed by fastjsonschema,
+which compiles the schema into Python once per process: 0.11 s to compile and 0.07 s for 1000
+devices and routes, where jsonschema took 0.15 s to build its validator and 0.25-0.45 s to
+walk the document, and 0.27 s to import. Only a document that it rejects (or that makes it
+stumble) goes to jsonschema, which lists every problem with a message; if jsonschema finds
+none, it has the last word.
+
 jsonschema reports an unknown key as one error on the parent object; a person wants it
 on the key's own line, so those are split per key. Every error is collected.
 """
@@ -7,6 +14,7 @@ on the key's own line, so those are split per key. Every error is collected.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path as FsPath
 from typing import Any
@@ -40,7 +48,25 @@ def validator(name: str) -> Any:
     return Draft202012Validator(load_schema(name))
 
 
+@cache
+def compiled(name: str) -> Callable[[Any], Any]:
+    """The schema as a Python function that raises on the first problem."""
+    import fastjsonschema
+
+    return fastjsonschema.compile(load_schema(name))
+
+
+def is_valid(data: Any, name: str = INVENTORY) -> bool:
+    try:
+        compiled(name)(data)
+        return True
+    except Exception:  # a rejection, or data it cannot handle (keys that are not text): ask jsonschema
+        return False
+
+
 def check(source: Source, data: Any, name: str = INVENTORY) -> list[Diagnostic]:
+    if is_valid(data, name):
+        return []
     out: list[Diagnostic] = []
     for error in validator(name).iter_errors(data):
         path = tuple(error.absolute_path)

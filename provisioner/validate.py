@@ -87,21 +87,21 @@ def check_host(source: Source, host: Host) -> list[Diagnostic]:
             err(p + ("mac",), f"{mac} is a multicast address; a device needs a unicast MAC")
         for i, text in enumerate(d.get("addresses") or ()):
             try:
-                iface = ipaddress.ip_interface(text)
+                ip = canonical_interface(str(text)).partition("/")[0]  # one spelling per address
             except ValueError:
                 err(p + ("addresses", i), f"{text!r} is not an ADDRESS/PREFIX")
                 continue
-            other = owner_of_ip.get(iface.ip)
+            other = owner_of_ip.get(ip)
             if other is not None:
                 what = "twice on this device" if other == name else f"also on device {other}"
-                err(p + ("addresses", i), f"address {iface.ip} is {what}")
-            owner_of_ip[iface.ip] = name
+                err(p + ("addresses", i), f"address {ip} is {what}")
+            owner_of_ip[ip] = name
 
     for entry in routes:
         r, p = entry.value, entry.path
         family = None
         try:
-            family = ipaddress.ip_network(canonical_network(str(r.get("to")))).version
+            family = 6 if ":" in canonical_network(str(r.get("to"))) else 4
         except ValueError as exc:
             err(p + ("to",), f"{r.get('to')!r} is not a network in CIDR form ({_reason(exc)})")
         if r.get("table") == LOCAL_TABLE:

@@ -21,7 +21,6 @@ from ..kernel.observe import observe
 from ..lock import host_lock
 from ..model import Observed
 from ..tunnel import runtime
-from ..tunnel.supervisor import Forwarders
 
 
 class KernelConnection:
@@ -57,6 +56,8 @@ class KernelConnection:
         return replace(observe(self._sock), tunnels=runtime.observe(self._state_dir, self.host))
 
     def transaction(self) -> Transaction:
+        from ..tunnel.supervisor import Forwarders  # only a transaction starts forwarders: plan does without
+
         assert self._sock is not None, "use the connection as a context manager"
         return Transaction(self.host, self._sock, Forwarders(self._state_dir, self.host))
 

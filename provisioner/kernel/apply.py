@@ -9,7 +9,6 @@ carried out by the host's `Forwarders`, so a failed apply also undoes those.
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -279,18 +278,16 @@ def _link_delete(t: Transaction, d: Device) -> nl.Request:
 
 def _addr(msg_type: int, flags: int) -> Callable[[Transaction, Address], nl.Request]:
     def encode(t: Transaction, a: Address) -> nl.Request:
-        iface = ipaddress.ip_interface(a.cidr)
-        family = socket.AF_INET if iface.version == 4 else socket.AF_INET6
-        body = nl.IFADDR.pack(family, iface.network.prefixlen, 0, 0, t._ifindex(a.device))
-        body += nl.attr(nl.IFA_LOCAL, iface.ip.packed) + nl.attr(nl.IFA_ADDRESS, iface.ip.packed)
+        family, packed, prefixlen = _packed(a.cidr)
+        body = nl.IFADDR.pack(family, prefixlen, 0, 0, t._ifindex(a.device))
+        body += nl.attr(nl.IFA_LOCAL, packed) + nl.attr(nl.IFA_ADDRESS, packed)
         return nl.Request(msg_type, flags, body)
     return encode
 
 
 def _route(msg_type: int, flags: int) -> Callable[[Transaction, Route], nl.Request]:
     def encode(t: Transaction, r: Route) -> nl.Request:
-        net = ipaddress.ip_network(r.to)
-        family = socket.AF_INET if net.version == 4 else socket.AF_INET6
+        family, packed, prefixlen = _packed(r.to)
         deleting = msg_type == nl.RTM_DELROUTE
         protocol = 0 if deleting else (OWNER_PROTOCOL if r.managed else RTPROT_BOOT)
         if deleting:
@@ -298,17 +295,25 @@ def _route(msg_type: int, flags: int) -> Callable[[Transaction, Route], nl.Reque
         else:
             scope = nl.RT_SCOPE_LINK if (r.via is None and family == socket.AF_INET) else nl.RT_SCOPE_UNIVERSE
         table_byte = r.table if r.table < 256 else nl.RT_TABLE_UNSPEC
-        body = nl.RTMSG.pack(family, net.prefixlen, 0, 0, table_byte, protocol, scope, nl.RTN_UNICAST, 0)
+        body = nl.RTMSG.pack(family, prefixlen, 0, 0, table_byte, protocol, scope, nl.RTN_UNICAST, 0)
         body += nl.u32(nl.RTA_TABLE, r.table) + nl.u32(nl.RTA_PRIORITY, r.metric)
-        if net.prefixlen:
-            body += nl.attr(nl.RTA_DST, net.network_address.packed)
+        if prefixlen:
+            body += nl.attr(nl.RTA_DST, packed)
         if not deleting:
             if r.via is not None:
-                body += nl.attr(nl.RTA_GATEWAY, ipaddress.ip_address(r.via).packed)
+                body += nl.attr(nl.RTA_GATEWAY, socket.inet_pton(family, r.via))
             if r.dev is not None:
                 body += nl.u32(nl.RTA_OIF, t._ifindex(r.dev))
         return nl.Request(msg_type, flags, body)
     return encode
+
+
+def _packed(cidr: str) -> tuple[int, bytes, int]:
+    """(family, address bytes, prefix length) of a canonical 'ADDRESS/PREFIX' (model.py made it
+    so), by inet_pton: no ipaddress object per request."""
+    address, _, prefix = cidr.partition("/")
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    return family, socket.inet_pton(family, address), int(prefix)
 
 
 _ENCODERS: dict[str, Callable[[Transaction, object], nl.Request]] = {

@@ -89,6 +89,23 @@ def attrs(data: memoryview | bytes, offset: int = 0) -> Iterator[tuple[int, memo
         offset += (size + 3) & ~3
 
 
+def pick(data: memoryview, offset: int, wanted: frozenset[int]) -> dict[int, memoryview]:
+    """The payloads of the `wanted` attribute types only: a link carries some 40 attributes
+    and the observer reads 5, so the others are stepped over without being sliced."""
+    out = {}
+    end = len(data)
+    unpack = RTA.unpack_from
+    while offset + 4 <= end:
+        size, kind = unpack(data, offset)
+        if size < 4:
+            break
+        kind &= 0x3FFF
+        if kind in wanted:
+            out[kind] = data[offset + 4: offset + size]
+        offset += (size + 3) & ~3
+    return out
+
+
 def cstr(value: memoryview) -> str:
     return bytes(value).split(b"\0", 1)[0].decode(errors="replace")
 

@@ -4,9 +4,9 @@
    is started in the background if no daemon answers (CI machines run no services).
 2. A base image, built locally because there is no registry here: debootstrap (minbase,
    bookworm) with python3, iproute2, ping, iperf3, procps and sshd (for Ansible), imported with `docker import`.
-3. The project image on top: the wheels of provision and its dependencies, built on this
-   machine (inside a container the package index fails certificate checks), installed in a
-   venv with --no-index.
+3. The project image on top: the wheels of provision and of its dependencies at the versions
+   requirements.lock pins (hashes checked), fetched on this machine (inside a container the
+   package index fails certificate checks), installed in a venv with --no-index.
 
 Images are tagged by a hash of what goes into them, so a repeated run costs nothing.
 Prints the project image's tag on the last line. Any failure exits 1 with the reason.
@@ -109,9 +109,11 @@ def base_image(client: docker.DockerClient) -> str:
 
 
 def wheels() -> Path:
-    """provision's wheel and its dependencies', rebuilt when the sources change."""
+    """provision's wheel and its locked dependencies', rebuilt when the sources or the lock change.
+    provision itself is built without build isolation: its build backend is the one the test
+    lock installed here, not whatever the index offers today."""
     sources = sorted(p for d in ("provisioner", "schemas") for p in (ROOT / d).rglob("*") if p.is_file()
-                     and "__pycache__" not in p.parts) + [ROOT / "pyproject.toml"]
+                     and "__pycache__" not in p.parts) + [ROOT / "pyproject.toml", ROOT / "requirements.lock"]
     digest = hashlib.sha256()
     for p in sources:
         digest.update(str(p.relative_to(ROOT)).encode() + b"\0" + p.read_bytes())
@@ -120,7 +122,9 @@ def wheels() -> Path:
         say("building wheels")
         tmp = out.with_suffix(".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", str(ROOT), "-w", str(tmp)], check=True)
+        pip = [sys.executable, "-m", "pip", "wheel", "--quiet", "-w", str(tmp)]
+        subprocess.run([*pip, "--require-hashes", "-r", str(ROOT / "requirements.lock")], check=True)
+        subprocess.run([*pip, "--no-deps", "--no-build-isolation", str(ROOT)], check=True)
         for old in CACHE.glob("wheels-*"):
             if old != tmp:
                 shutil.rmtree(old, ignore_errors=True)

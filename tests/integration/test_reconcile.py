@@ -6,7 +6,6 @@ import fcntl
 import json
 import os
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -222,11 +221,19 @@ def test_concurrent_applies_take_turns(inv: Path, tmp_path: Path) -> None:
         busy = provision("apply", str(inv), "--lock-timeout", "0.5", state_dir=tmp_path, check_rc=1)
         assert "waiting for the lock held by pid 4242" in busy.out
         assert "still holds the lock" in busy.err
-        threading.Timer(1.0, lambda: os.close(fd)).start()
-        started = time.monotonic()
-        waited = provision("apply", str(inv), "--lock-timeout", "20", state_dir=tmp_path, check_rc=0)
-        assert time.monotonic() - started >= 0.9
-        assert "waiting for the lock" in waited.out and "changed=8" in waited.out
+        # release the lock once the second run says it waits (a fixed delay raced a slow start under load)
+        env = {**os.environ, "PROVISION_STATE_DIR": str(tmp_path), "NO_COLOR": "1"}
+        waiting = subprocess.Popen([*PROVISION, "apply", str(inv), "--lock-timeout", "60"], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True, env=env)
+        assert waiting.stdout is not None
+        first = waiting.stdout.readline()
+        assert "waiting for the lock held by pid 4242" in first
+        time.sleep(0.3)
+        assert waiting.poll() is None, "it waits while the lock is held"
+        os.close(fd)
+        rest, err = waiting.communicate(timeout=60)
+        assert waiting.returncode == 0, err
+        assert "changed=8" in rest
     finally:
         try:
             os.close(fd)

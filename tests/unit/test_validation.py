@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from provisioner.errors import InventoryError
@@ -114,3 +116,38 @@ def test_an_old_key_file_tunnel_gets_the_migration_at_its_line(write) -> None:
             "Tunnels now use WireGuard keys: give each host tunnel_private_key_file (provision keygen PATH writes "
             "one and prints its public key) and tunnel_public_key; to keep the old key as an extra pre-shared key, "
             "rename key_file to psk_file.") in found, found
+
+
+@pytest.mark.parametrize("inventory", sorted(str(p) for p in Path(__file__).resolve().parents[2].glob(
+    "inventories/*.yaml")) + [str(Path(__file__).resolve().parents[2] / "examples/ansible/inventory.yaml")])
+def test_the_compiled_schema_agrees_with_jsonschema(inventory) -> None:
+    """Valid inventories pass the compiled schema alone (schema.check asks jsonschema only on a rejection)."""
+    from provisioner import schema
+    from provisioner.inventory import load_source, parse
+
+    data = parse(load_source(inventory))
+    assert schema.is_valid(data) == (not list(schema.validator(schema.INVENTORY).iter_errors(data)))
+    assert schema.is_valid(data)
+
+
+@pytest.mark.parametrize("text", [
+    "10.0.0.0/8", "10.0.0.1/8", "010.0.0.0/8", "10.0.0.0/08", "1.2.3.4/32", "1.2.3.4/33", "256.0.0.0/8",
+    "0.0.0.0/0", "1.2.3.4", "\u0663.1.1.1/32", "1.2.3/24", "1.2.3.4.5/32", "1.2.3.4/", "/24", "1.2.3.4/-1",
+    "1.2.3.4/ 24", "+1.2.3.4/32", "1.2.3.4/+3", "1..2.3/8", "fd00::/8", "FD00::1/64", "10.0.0.0/255.0.0.0",
+    "255.255.255.255/32", "default",
+])
+def test_canonical_forms_are_what_ipaddress_says(text) -> None:
+    """The IPv4 fast path of canonical_network/canonical_interface gives ipaddress's answer, or its error."""
+    import ipaddress
+
+    from provisioner.model import canonical_interface, canonical_network
+
+    def outcome(f, *args):
+        try:
+            return str(f(*args))
+        except ValueError:
+            return "error"
+
+    expected_net = "0.0.0.0/0" if text == "default" else outcome(ipaddress.ip_network, text)
+    assert outcome(canonical_network, text) == expected_net
+    assert outcome(canonical_interface, text) == outcome(ipaddress.ip_interface, text)

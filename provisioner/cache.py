@@ -1,0 +1,137 @@
+"""A cache of validated inventories, so an unchanged inventory is not parsed and judged again.
+
+Parsing, the schema and the checks that need only the inventory (check_host, check_peers)
+cost 0.4-0.7 s for 1000 devices and routes, most of a no-op plan. Their verdict depends only
+on the text of the files read and on the code that judged them, so an entry is keyed by the
+SHA-256 of both: the bytes of every file the load read, the modules and schema that decide
+what is valid, and the YAML and schema libraries' own version files. Another checkout, an
+upgrade or an edited file is another key, never a stale verdict. Only a load that found no
+problem at all (not even a warning) is kept; what is looked up from the machine (key files,
+users) is never cached.
+
+A cache file is input like any other: it is JSON (never pickle), read only from a directory
+and file of this user that nobody else can write, and used only if its header names the
+same format and key and the SHA-256 of its data matches. Anything else is a miss and is
+written again. Deleting the directory is always safe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cache
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
+
+FORMAT = 1
+KEEP = 16  # entries kept; the oldest beyond this are removed when one is written
+JUDGES = ("inventory.py", "schema.py", "validate.py", "model.py", "cache.py")  # modules that decide validity
+LIBRARIES = (("ruamel.yaml", "__init__.py"), ("fastjsonschema", "version.py"))  # hold the version
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where the entry for one set of inputs lives (or would live)."""
+
+    directory: Path
+    key: str
+
+    @property
+    def path(self) -> Path:
+        return self.directory / f"{self.key}.json"
+
+
+def slot(directory: Path, inputs: Iterable[str]) -> Slot:
+    """`inputs`: the text of every file the load read, in the order read (a loader that reads
+    several files gives their names and its directory listings too)."""
+    h = hashlib.sha256(_judges())
+    for text in inputs:
+        data = text.encode()
+        h.update(len(data).to_bytes(8, "little") + data)
+    return Slot(directory, h.hexdigest())
+
+
+@cache
+def _judges() -> bytes:
+    """A digest of the code and schema that decide what is valid: computed once per process."""
+    from .schema import INVENTORY, schema_dir
+
+    h = hashlib.sha256(f"format {FORMAT}".encode())
+    here = Path(__file__).resolve().parent
+    files = [here / name for name in JUDGES] + [schema_dir() / INVENTORY]
+    for module, name in LIBRARIES:
+        spec = find_spec(module)
+        if spec is not None and spec.origin:
+            files.append(Path(spec.origin).parent / name)
+    for f in files:
+        try:
+            h.update(f.name.encode() + b"\0" + f.read_bytes())
+        except OSError:
+            h.update(f.name.encode() + b"\0missing")
+    return h.digest()
+
+
+def get(s: Slot) -> Any | None:
+    """The data kept under the slot's key, or None (missing, or not to be trusted)."""
+    try:
+        fd = os.open(s.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_mode & 0o022 or st.st_uid != os.geteuid() or not _private(s):
+            return None
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            head, _, body = f.read().partition(b"\n")
+        header = json.loads(head)
+        if (not isinstance(header, dict) or header.get("format") != FORMAT or header.get("key") != s.key
+                or header.get("sha256") != hashlib.sha256(body).hexdigest()):
+            return None
+        return json.loads(body)
+    except (OSError, ValueError):
+        return None
+    finally:
+        os.close(fd)
+
+
+def put(s: Slot, data: Any) -> None:
+    """Keep `data` (plain JSON values) under the slot's key; best effort: a cache that cannot be
+    written costs time, never a run. Data that would not come back unchanged from JSON (keys that
+    are not strings, dates) is not kept."""
+    try:
+        body = json.dumps(data, separators=(",", ":"), allow_nan=False).encode()
+        if json.loads(body) != data:
+            return
+    except (TypeError, ValueError, RecursionError):
+        return
+    header = json.dumps({"format": FORMAT, "key": s.key, "sha256": hashlib.sha256(body).hexdigest()}).encode()
+    try:
+        s.directory.mkdir(mode=0o700, exist_ok=True)
+        if not _private(s):
+            return
+        tmp = s.directory / f".{s.key}.{os.getpid()}.tmp"
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600), "wb") as f:
+            f.write(header + b"\n" + body)
+        os.replace(tmp, s.path)
+        _trim(s.directory)
+    except OSError:
+        pass
+
+
+def _private(s: Slot) -> bool:
+    try:
+        st = os.lstat(s.directory)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and not st.st_mode & 0o022 and st.st_uid == os.geteuid()
+
+
+def _trim(directory: Path) -> None:
+    entries = sorted(directory.glob("*.json"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    for old in entries[KEEP:]:
+        old.unlink(missing_ok=True)

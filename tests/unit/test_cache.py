@@ -1,0 +1,122 @@
+"""The cache of validated inventories: a hit gives what a fresh load gives, and anything that
+is not exactly what we wrote, where only we can write, is a miss."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from provisioner import cache
+from provisioner.errors import InventoryError
+from provisioner.reconcile import load
+
+INVENTORY = """all:
+  hosts:
+    h:
+      ansible_connection: netns
+      network:
+        devices:
+          - {name: t0, type: tap, addresses: [192.0.2.1/24]}
+        routes:
+          - {to: 198.51.100.0/24, dev: t0}
+"""
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "state" / "cache"
+    directory.parent.mkdir(mode=0o700)
+    return directory
+
+
+def entries(directory: Path) -> list[Path]:
+    return sorted(directory.glob("*.json")) if directory.is_dir() else []
+
+
+def test_a_hit_loads_what_a_fresh_load_loads(write, cache_dir) -> None:
+    path = write(INVENTORY)
+    fresh = load(path)
+    first = load(path, cache_dir=cache_dir)
+    assert len(entries(cache_dir)) == 1
+    again = load(path, cache_dir=cache_dir)
+    assert fresh.desired == first.desired == again.desired
+    assert [h.name for h in again.hosts] == ["h"]
+
+
+def test_an_edit_is_another_key(write, cache_dir) -> None:
+    path = write(INVENTORY)
+    load(path, cache_dir=cache_dir)
+    Path(path).write_text(INVENTORY.replace("192.0.2.1/24", "192.0.2.2/24"))
+    loaded = load(path, cache_dir=cache_dir)
+    assert loaded.desired["h"].addresses[0].cidr == "192.0.2.2/24"
+    assert len(entries(cache_dir)) == 2
+
+
+def test_an_inventory_with_errors_or_warnings_is_not_kept(write, cache_dir) -> None:
+    path = write(INVENTORY.replace("type: tap", "type: tunnel"))
+    with pytest.raises(InventoryError):
+        load(path, cache_dir=cache_dir)
+    assert entries(cache_dir) == []
+
+
+def tamper(entry: Path, header: dict | None = None, body: bytes | None = None) -> None:
+    head, _, old_body = entry.read_bytes().partition(b"\n")
+    new_header = {**json.loads(head), **(header or {})}
+    entry.write_bytes(json.dumps(new_header).encode() + b"\n" + (old_body if body is None else body))
+
+
+BAD_DATA = json.dumps({"all": {"hosts": {"h": {"ansible_connection": "netns", "network": {
+    "devices": [{"name": "evil0", "type": "tap"}]}}}}}).encode()
+
+
+@pytest.mark.parametrize("spoil", [
+    lambda e: tamper(e, body=BAD_DATA),  # the data no longer matches its digest
+    lambda e: tamper(e, header={"key": "0" * 64}),  # filed under another key
+    lambda e: tamper(e, header={"format": 0}),
+    lambda e: e.write_bytes(b"not json"),
+    lambda e: os.chmod(e, 0o666),  # others could have written it
+    lambda e: os.chmod(e.parent, 0o777),
+    lambda e: (e.rename(e.with_suffix(".real")), e.symlink_to(e.with_suffix(".real"))),
+])
+def test_an_entry_that_is_not_ours_as_written_is_a_miss(write, cache_dir, spoil) -> None:
+    path = write(INVENTORY)
+    load(path, cache_dir=cache_dir)
+    [entry] = entries(cache_dir)
+    spoil(entry)
+    slot = cache.slot(cache_dir, [Path(path).read_text()])
+    assert slot.path == entry
+    assert cache.get(slot) is None
+    assert [d.name for d in load(path, cache_dir=cache_dir).desired["h"].devices] == ["t0"]
+
+
+def test_a_forged_entry_that_does_not_build_is_a_miss(write, cache_dir) -> None:
+    """A consistent forgery (digest recomputed) needs write access to the private state
+    directory, which already says what runs as root; still, data that is not even the shape
+    of an inventory is not used."""
+    import hashlib
+
+    path = write(INVENTORY)
+    load(path, cache_dir=cache_dir)
+    [entry] = entries(cache_dir)
+    forged = json.dumps({"all": {"hosts": ["not", "a", "mapping"]}}).encode()
+    tamper(entry, header={"sha256": hashlib.sha256(forged).hexdigest()}, body=forged)
+    assert [d.name for d in load(path, cache_dir=cache_dir).desired["h"].devices] == ["t0"]
+
+
+def test_data_that_json_would_change_is_not_kept(cache_dir) -> None:
+    cache_dir.mkdir(mode=0o700)
+    slot = cache.slot(cache_dir, ["x"])
+    cache.put(slot, {1: "an integer key becomes a string in JSON"})
+    assert cache.get(slot) is None
+    cache.put(slot, {"fine": [1, 2.5, True, None]})
+    assert cache.get(slot) == {"fine": [1, 2.5, True, None]}
+
+
+def test_the_cache_keeps_only_the_newest_entries(cache_dir) -> None:
+    cache_dir.mkdir(mode=0o700)
+    for i in range(cache.KEEP + 5):
+        cache.put(cache.slot(cache_dir, [str(i)]), {"i": i})
+    assert len(entries(cache_dir)) == cache.KEEP
