@@ -81,7 +81,9 @@ def bind(t: Tunnel) -> socket.socket:
         sock.setsockopt(SOL_UDP, UDP_GRO, 1)
     except OSError:
         log.info("no UDP_GRO here: one datagram per receive")
-    sock.setblocking(False)
+    # Blocking, so that a full send buffer holds the sender back (as the kernel holds back the
+    # device's own queue) instead of losing a whole run of datagrams; receives never wait.
+    sock.setblocking(True)
     return sock
 
 
@@ -300,7 +302,7 @@ class UdpCarrier:
         space = socket.CMSG_SPACE(4)
         for _ in range(RECEIVE_BATCH):
             try:
-                n, anc, flags, addr = self.sock.recvmsg_into((buf,), space)
+                n, anc, flags, addr = self.sock.recvmsg_into((buf,), space, socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:  # an ICMP error for something we sent, reported here
