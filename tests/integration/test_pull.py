@@ -5,7 +5,6 @@ it), signatures, SIGTERM between runs and SIGKILL in the middle of one."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import time

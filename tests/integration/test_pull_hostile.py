@@ -8,10 +8,17 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from provisioner.pull.git import Repository
 
 from .helpers import kernel, persistent, provision
-from .test_pull import Repo, inventory, network, pull, record, repo  # noqa: F401  (repo is a fixture)
+from .test_pull import Repo, inventory, pull, record
+
+
+@pytest.fixture
+def repo(tmp_path: Path, netns: str) -> Repo:
+    return Repo(tmp_path / "net", netns)
 
 
 def test_a_reboot_does_not_let_an_older_commit_back(repo: Repo, netns: str, tmp_path: Path) -> None:
