@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import LockTimeout
-from .files import StateDirError, private_directory
+from .files import FileError, StateDirError, private_directory
 
 DEFAULT_STATE_DIR = "/run/provision"  # what should vanish with a reboot: locks, tunnels' run state
 STATE_DIR_ENV = "PROVISION_STATE_DIR"
@@ -67,12 +67,18 @@ def host_lock(directory: Path, host: str, wait: float, notify: Callable[[str], N
 def pid_lock(path: Path, busy: Callable[[int, str], None]) -> Iterator[None]:
     """An flock on `path`, which then holds our pid. When another process has it, `busy(fd, its
     pid)` decides: wait until `_try(fd)` succeeds, or raise. The kernel drops the lock with its holder."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise FileError(path, f"cannot take the lock: {exc.strerror}", exc.errno) from None
     try:
         if not _try(fd):
             busy(fd, os.pread(fd, 32, 0).decode(errors="replace").strip() or "?")
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+        except OSError as exc:  # a full disk: say so before anything is changed
+            raise FileError(path, f"cannot take the lock: {exc.strerror}", exc.errno) from None
         yield
     finally:
         os.close(fd)

@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..errors import KernelError, LockTimeout, UnreachableError
+from ..files import FileError
 from ..kernel import namespace
 from ..kernel.apply import Transaction
 from ..kernel.netlink import Netlink, NetlinkError
@@ -39,6 +40,9 @@ class KernelConnection:
         except LockTimeout:  # a TimeoutError, so an OSError: but the host is fine, only busy
             self._stack.close()
             raise
+        except FileError as exc:  # the state directory, not the host: full, or not ours
+            self._stack.close()
+            raise UnreachableError(self.host, f"state directory: {exc}") from exc
         except OSError as exc:
             self._stack.close()
             raise UnreachableError(self.host, _why(exc, self.netns)) from exc

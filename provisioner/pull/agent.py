@@ -88,6 +88,7 @@ class Agent:
         for leftover in self.dir.glob(f".{STATE}.*"):  # a save cut short by a kill
             leftover.unlink(missing_ok=True)
         record = self.record()
+        rec.save(record, self.dir / STATE)  # a record that cannot be written (a full disk): stop before applying
         ok, result = False, ""
         try:
             record, ok, result = self._run(record, started)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..integration.helpers import provision
-from .world import FULL, dump, inventory, report, spread, write
+from .world import FULL, dump, inventory, settled, report, spread, write
 
 SEND = "sendto"  # what Python's socket.send is
 
@@ -42,7 +42,7 @@ def test_every_failing_netlink_send_converges_or_rolls_back_byte_identically(
     for code, shape in cases:  # the short form (make test): a few N; make chaos: every N
         every = range(1, sends + 2) if FULL else (2, sends // 2 + 1, sends) if shape == "burst" else (sends // 2,)
         for n in every:
-            before = dump(ns)
+            before = settled(ns)
             when = f"{n}..{n + 5}" if shape == "burst" else str(n)  # a burst outlasts the retries
             started = time.monotonic()
             r = provision("apply", str(v2), state_dir=state,

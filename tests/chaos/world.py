@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -33,6 +34,20 @@ def dump(ns: str) -> bytes:
                  ["-6", "-d", "-j", "route", "show", "table", "all"]):
         out += subprocess.run(["ip", "-n", ns, *what], check=True, capture_output=True).stdout
     return out
+
+
+def settled(ns: str, quiet: float = 0.3, timeout: float = 10.0) -> bytes:
+    """The dump once the kernel has finished its own follow-up of a change (a new tap turns
+    NO-CARRIER a moment later, from the link watch): unchanged for `quiet` seconds."""
+    deadline = time.monotonic() + timeout
+    last = dump(ns)
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        now = dump(ns)
+        if now == last:
+            return now
+        last = now
+    raise AssertionError(f"the kernel state of {ns} kept changing for {timeout} s")
 
 
 def unowned_links(ns: str) -> list[str]:
