@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from ..integration.pair import hosts  # noqa: F401  (two namespaces on one link: the tunnel cases' fixture)
 from .world import FIGURES, table
 
 

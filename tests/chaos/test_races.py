@@ -67,7 +67,7 @@ def test_pull_apply_and_destroy_race(make_netns: Callable[[], str], tmp_path: Pa
                 procs.append(subprocess.Popen([*PROVISION, *argv], env=env_for(state), stdout=subprocess.PIPE,
                                               stderr=subprocess.PIPE, text=True))
                 time.sleep(rng.uniform(0, 0.3))
-            for p, (argv, result) in zip(procs, runs, strict=True):
+            for p, (argv, _) in zip(procs, runs, strict=True):
                 out, err = p.communicate(timeout=120)  # no deadlock: every run ends
                 if p.returncode == 0:
                     outcomes["clean"] += 1
