@@ -109,6 +109,12 @@ chaos: setup
 	PROVISION_CHAOS=full PROVISION_CHAOS_RESULTS=$(CHAOS_RESULTS) $(PY) -m pytest -q tests/chaos
 	@$(PY) -m tests.chaos.report $(CHAOS_RESULTS)
 
+# 30 minutes of iperf3 and ping through 4 tunnels; forwarder RSS, descriptors and CPU every 10 s
+# (not in `make test`). PROVISION_SOAK_SECONDS shortens it; the samples go to soak.csv.
+soak: setup
+	@$(MAKE) -s packages PACKAGES="$(TEST_PACKAGES) iperf3"
+	PROVISION_SOAK_CSV=$(CURDIR)/soak.csv $(PY) -m pytest -q -s tests/chaos/soak.py
+
 bench: setup
 	$(PY) bench/reconcile.py
 
