@@ -24,9 +24,29 @@ TRANSPORTS = ("tcp", "udp", "tcp", "udp")
 BARS = "▁▂▃▄▅▆▇█"
 
 
-def sparkline(values: list[float]) -> str:
-    lo, hi = min(values), max(values)
-    return "".join(BARS[int((v - lo) / (hi - lo) * (len(BARS) - 1)) if hi > lo else 0] for v in values)
+def sparkline(values: list[float], lo: float, hi: float, width: int = 60) -> str:
+    """`values` in `width` buckets (their means), drawn against the fixed range lo..hi, so a
+    flat series looks flat whatever its noise."""
+    n = max(1, -(-len(values) // width))
+    means = [sum(values[i:i + n]) / len(values[i:i + n]) for i in range(0, len(values), n)]
+    scale = (len(BARS) - 1) / (hi - lo) if hi > lo else 0.0
+    return "".join(BARS[max(0, min(len(BARS) - 1, round((v - lo) * scale)))] for v in means)
+
+
+def summary(rows: list[dict], seconds: float) -> list[str]:
+    """One line per forwarder: RSS (sparkline over median ± 5 MB), descriptors, CPU."""
+    out = []
+    for key in sorted({(r["tunnel"], r["host"]) for r in rows}):
+        mine = [r for r in rows if (r["tunnel"], r["host"]) == key]
+        rss = [float(r["rss_mb"]) for r in mine]
+        warm = sorted(float(r["rss_mb"]) for r in mine if float(r["t"]) >= WARM_UP)
+        mid = warm[len(warm) // 2]
+        fds = [int(r["fds"]) for r in mine]
+        cpu = float(mine[-1]["cpu_s"]) - float(mine[0]["cpu_s"])
+        out.append(f"{key[0]} {key[1]}: RSS {mid:.1f} MB, after warm-up {warm[0]:.1f}–{warm[-1]:.1f} "
+                   f"{sparkline(rss, mid - 5, mid + 5)} (scale ±5 MB); fds {min(fds)}–{max(fds)}; "
+                   f"CPU {cpu:.1f} s ({100 * cpu / seconds:.1f} % of a core)")
+    return out
 
 
 def tree(pid: int) -> list[int]:
@@ -101,20 +121,23 @@ def test_soak(make_netns: Callable[[], str], tmp_path: Path) -> None:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    problems = []
     print(f"\nsoak: {SECONDS:g} s, a sample every {EVERY:g} s; samples in {out}")
+    print("\n".join(summary(rows, SECONDS)))
+    problems = []
     for name, _, _, pids in tunnels:
-        for host, pid in pids.items():
+        for host in pids:
             mine = [r for r in rows if r["tunnel"] == name and r["host"] == host]
-            rss = [r["rss_mb"] for r in mine]
-            fds = [r["fds"] for r in mine]
             warm = [r["rss_mb"] for r in mine if r["t"] >= WARM_UP]
-            cpu = mine[-1]["cpu_s"] - mine[0]["cpu_s"]
-            print(f"{name} {host} pid {pid}: RSS {min(rss):.1f}–{max(rss):.1f} MB {sparkline(rss)}  "
-                  f"fds {min(fds)}–{max(fds)} {sparkline([float(x) for x in fds])}  "
-                  f"CPU {cpu:.1f} s ({100 * cpu / SECONDS:.1f} % of a core)")
             if max(warm) - min(warm) > 10:
                 problems.append(f"{name} {host}: RSS moved {max(warm) - min(warm):.1f} MB after warm-up")
             if len({r["pid"] for r in mine}) != 1 or mine[-1]["fds"] == 0:
                 problems.append(f"{name} {host}: the forwarder did not live through the soak")
     assert not problems, problems
+
+
+if __name__ == "__main__":  # python -m tests.chaos.soak SAMPLES.csv: the summary again
+    import sys
+
+    with open(sys.argv[1], newline="") as f:
+        saved = list(csv.DictReader(f))
+    print("\n".join(summary(saved, float(saved[-1]["t"]) + EVERY)))
