@@ -147,11 +147,12 @@ def test_peer_churn_under_the_pull_agent(hosts: tuple[str, str], tmp_path: Path)
         for _ in range(rounds):
             for pid in subprocess.run(["ip", "netns", "pids", hosts[1]], capture_output=True, text=True).stdout.split():
                 subprocess.run(["kill", "-9", pid])
+            subprocess.run(["ip", "-n", hosts[1], "link", "del", "u2"], check=True)  # now, not when the netns goes
             subprocess.run(["ip", "netns", "del", hosts[1]], check=True)
             subprocess.run(["ip", "netns", "add", hosts[1]], check=True)
             subprocess.run(["ip", "-n", hosts[1], "link", "set", "lo", "up"], check=True)
             wait_for("the old carrier gone", lambda: subprocess.run(["ip", "-n", hosts[0], "link", "show", "u1"],
-                                                                   capture_output=True).returncode != 0, 10)
+                                                                   capture_output=True).returncode != 0, 30)
             subprocess.run(["ip", "link", "add", "u1", "netns", hosts[0], "type", "veth", "peer", "name", "u2",
                             "netns", hosts[1]], check=True)
             for ns, dev, addr in ((hosts[0], "u1", "192.0.2.1/24"), (hosts[1], "u2", "192.0.2.2/24")):
