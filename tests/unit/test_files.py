@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from provisioner import keys
 from provisioner.files import FileError, StateDirError, atomic_write, private_directory, read_regular
+from provisioner.tunnel import runtime
 
 
 def test_atomic_write_replaces_a_link_instead_of_writing_through_it(tmp_path: Path) -> None:
@@ -108,3 +110,58 @@ def test_validate_of_a_fifo_says_so_instead_of_hanging(tmp_path: Path) -> None:
     p = subprocess.run([sys.executable, "-m", "provisioner", "validate", str(fifo)], capture_output=True, text=True,
                        timeout=20, env={**os.environ, "PROVISION_STATE_DIR": str(tmp_path / "state")})
     assert p.returncode == 1 and "cannot read inventory: is not a regular file (a FIFO)" in p.stderr, p.stderr
+
+
+def test_keygen_is_whole_or_not_at_all_through_the_one_atomic_write(tmp_path: Path) -> None:
+    """keys.keygen wrote its key with one unchecked write() to a predictable temporary name:
+    a short write (here a file size limit of 16 bytes) replaced the key with a truncated one,
+    and a file planted at that name stopped keygen. Now it is files.atomic_write."""
+    key = tmp_path / "tunnel.key"
+    script = ("import resource, signal, sys; from provisioner import keys\n"
+              "signal.signal(signal.SIGXFSZ, signal.SIG_IGN); resource.setrlimit(resource.RLIMIT_FSIZE, (16, 16))\n"
+              "try: keys.keygen(sys.argv[1], force=True)\n"
+              "except keys.KeyFileError as exc: print(exc)")
+    public = keys.keygen(key)
+    before = key.read_bytes()
+    p = subprocess.run([sys.executable, "-c", script, str(key)], capture_output=True, text=True, check=True)
+    assert "cannot write it: File too large" in p.stdout, p.stdout + p.stderr
+    assert key.read_bytes() == before and keys.public_key(keys.read_private(key)) == public
+    assert sorted(os.listdir(tmp_path)) == ["tunnel.key"], "a temporary file was left behind"
+
+    victim = tmp_path / "victim"
+    victim.write_text("root's own file\n")
+    (tmp_path / f".{key.name}.{os.getpid()}.tmp").symlink_to(victim)  # the name keygen used to write
+    keys.keygen(key, force=True)
+    assert victim.read_text() == "root's own file\n" and key.read_bytes() != before
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600 and len(keys.read_private(key)) == keys.KEY_BYTES
+
+
+def test_tunnel_run_state_is_written_and_read_through_the_files_module(tmp_path: Path) -> None:
+    """runtime.write_json opened a predictable temporary name with open(…, "w"), which follows
+    a link planted there, and never fsynced; read_json followed links and blocked on a FIFO
+    (apply, status and the supervisor read spec.json, supervisor.json and stats.json)."""
+    victim = tmp_path / "victim"
+    victim.write_text("root's own file\n")
+    spec = tmp_path / runtime.SPEC
+    (tmp_path / f".{spec.name}.{os.getpid()}.tmp").symlink_to(victim)  # the name write_json used to open
+    runtime.write_json(spec, {"name": "core"})
+    assert victim.read_text() == "root's own file\n"
+    assert runtime.read_json(spec) == {"name": "core"}
+
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_text('{"pid": 1}')
+    (tmp_path / runtime.SUPERVISOR).symlink_to(elsewhere)
+    assert runtime.read_json(tmp_path / runtime.SUPERVISOR) is None, "read_json followed a link"
+
+    fifo = tmp_path / runtime.STATS
+    os.mkfifo(fifo, 0o600)
+    outcome: list[object] = []
+    reader = threading.Thread(target=lambda: outcome.append(runtime.read_json(fifo)), daemon=True)
+    reader.start()
+    reader.join(2.0)
+    try:
+        assert not reader.is_alive(), "read_json blocked on a FIFO"
+        assert outcome == [None]
+    finally:
+        if reader.is_alive():  # let the old code's blocked open return, so the thread ends
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
