@@ -128,8 +128,10 @@ def test_peer_churn_under_the_pull_agent(hosts: tuple[str, str], tmp_path: Path)
     state = tmp_path / "state"
     provision("apply", str(inv), "--limit", "gw1", state_dir=state, check_rc=0)
     repo = Repo(tmp_path / "net", hosts[1])
-    key = tmp_path / "core.key"
-    text = inv.read_text().replace("key_file: core.key", f"key_file: {key}")  # the commit names the key's place
+    text = inv.read_text()
+    for host in ("gw1", "gw2"):  # the commit names the keys' place: absolute, out of the checkout, as in GitOps
+        text = text.replace(f"tunnel_private_key_file: {host}.key", f"tunnel_private_key_file: {tmp_path / host}.key")
+    assert str(tmp_path / "gw2.key") in text
     # A re-created tap gets a new random MAC, and gw1 keeps sending to the old one until its
     # neighbour entry expires (≈ 30 s, measured: docs/chaos.md); a fixed MAC, as an operator
     # would pin it, takes that out of what is measured here.
