@@ -8,13 +8,13 @@ PROVISION := $(VENV)/bin/provision
 STAMP := $(VENV)/.installed
 DEMO_NS := provision-demo-gw1 provision-demo-gw2
 DEBIAN_PACKAGES := iproute2 iputils-ping procps iperf3 socat
-TEST_PACKAGES := git openssh-client systemd  # the pull agent's git, ssh-keygen and ssh for Ansible, systemd-analyze
+TEST_PACKAGES := git openssh-client systemd strace  # the pull agent's git, ssh-keygen and ssh for Ansible, systemd-analyze; strace for the chaos suite
 TEST_PACKAGES += wireguard-go wireguard-tools  # a stock WireGuard peer for the interop tests (wg configures it)
 FUZZ_SECONDS := 60  # per target, for `make fuzz`
 
 TUNNEL_HOSTS := gw1 gw2 site-a site-b hub spoke-east spoke-west  # the bundled inventories' hosts with tunnels
 
-.PHONY: demo test unit lint lock fuzz bytecode bench bench-check bench-tunnel bench-baseline bench-fleet docker setup system packages clean demo-clean keys
+.PHONY: demo test unit lint lock fuzz bytecode bench bench-check bench-tunnel bench-baseline bench-fleet docker setup system packages clean demo-clean keys chaos soak
 
 # Installs come from the lock files (exact versions, every file's hash), never from the ranges in
 # pyproject.toml, so a fresh machine gets what the benchmarks were measured with. `make lock`
@@ -100,6 +100,20 @@ unit: $(STAMP)
 # a crash is kept in tests/fuzz/crashes/TARGET/ and replayed by `make test` from then on.
 fuzz: $(STAMP)
 	$(PY) -m tests.fuzz.run --seconds $(FUZZ_SECONDS)
+
+# The chaos suite in full (docs/chaos.md); `make test` runs its short form. Prints the table.
+CHAOS_RESULTS := $(CURDIR)/.chaos-results.jsonl
+chaos: setup
+	@$(MAKE) -s packages PACKAGES="$(TEST_PACKAGES) iperf3"
+	@rm -f $(CHAOS_RESULTS)
+	PROVISION_CHAOS=full PROVISION_CHAOS_RESULTS=$(CHAOS_RESULTS) $(PY) -m pytest -q tests/chaos
+	@$(PY) -m tests.chaos.report $(CHAOS_RESULTS)
+
+# 30 minutes of iperf3 and ping through 4 tunnels; forwarder RSS, descriptors and CPU every 10 s
+# (not in `make test`). PROVISION_SOAK_SECONDS shortens it; the samples go to soak.csv.
+soak: setup
+	@$(MAKE) -s packages PACKAGES="$(TEST_PACKAGES) iperf3"
+	PROVISION_SOAK_CSV=$(CURDIR)/soak.csv $(PY) -m pytest -q -s tests/chaos/soak.py
 
 bench: setup
 	$(PY) bench/reconcile.py

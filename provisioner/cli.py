@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from . import __version__
 from .errors import HostError, InventoryError, ProvisionError
-from .lock import state_dir
+from .lock import persistent_dir, state_dir
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 CONNECTIONS = ("local", "netns", "docker")
@@ -109,6 +110,8 @@ def parser() -> argparse.ArgumentParser:
     c = command("status", "show each tunnel's forwarder: state, peer, counters, last error", cmd_status,
                 inventory="optional")
     c.add_argument("--json", action="store_true", help="machine-readable status")
+    c.add_argument("--persistent-dir", metavar="DIR", help="where the pull agents' records are: default "
+                   "$PROVISION_PERSISTENT_DIR or /var/lib/provision")
     c = command("facts", "print the live state in the inventory's format", cmd_facts, inventory="optional")
     c.add_argument("--json", action="store_true", help="JSON instead of YAML")
     c = sub.add_parser("pull", help="keep this host on the inventory in a git branch (a GitOps agent)",
@@ -133,9 +136,15 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--retry", action="store_true", help="try the branch's commit again even if it was rejected")
     c.add_argument("--facts-out", metavar="FILE",
                    help="after each run write this host's `provision facts --json` here (a snapshot for CI)")
-    c.add_argument("--connection", "-c", metavar="KIND", choices=CONNECTIONS,
-                   help="reach the host this way (default: its ansible_connection, else local)")
+    c.add_argument("--min-commit", metavar="COMMIT",
+                   help="with no record of a last good commit (a new host, a lost disk), adopt only commits that "
+                        "descend from this one; without it and without a record nothing is adopted")
+    c.add_argument("--netns", metavar="NAME",
+                   help="the host is this network namespace (default: this host's own network); the commit's "
+                        "ansible_connection and ansible_host are never used")
     c.add_argument("--state-dir", metavar="DIR", help="default $PROVISION_STATE_DIR or /run/provision")
+    c.add_argument("--persistent-dir", metavar="DIR", help="where the record that refuses rollbacks is kept: "
+                   "default $PROVISION_PERSISTENT_DIR or /var/lib/provision")
     c.add_argument("--lock-timeout", type=float, default=60.0, metavar="SECONDS")
     c.set_defaults(func=cmd_pull)
     c = sub.add_parser("keygen", help="write a host's tunnel private key (mode 0600) and print its public key",
@@ -215,14 +224,20 @@ def cmd_pull(args: argparse.Namespace) -> int:
         raise ProvisionError("--verify-signatures and --allowed-signers FILE go together")
     if args.allowed_signers and not os.path.isfile(args.allowed_signers):
         raise ProvisionError(f"allowed-signers file {args.allowed_signers}: no such file")
+    if args.min_commit is not None and not re.fullmatch(r"[0-9a-f]{7,64}", args.min_commit):
+        raise ProvisionError(f"--min-commit {args.min_commit!r}: expected a commit id (7 to 64 hex digits)")
+    if args.verify_signatures and not args.branch:
+        raise ProvisionError("--verify-signatures needs --branch: a signed commit is adopted only if it names "
+                             "the branch it was signed for")
     if args.interval is not None and args.interval <= 0:
         raise ProvisionError("--interval must be more than 0 seconds")
     local = "://" not in args.repo and ":" not in args.repo.split("/", 1)[0]  # not a URL nor host:path
     repo = os.path.abspath(args.repo) if local else args.repo  # one agent per repository, wherever run from
     options = Options(repo, args.branch, args.inventory, args.host or socket.gethostname(),
-                      state_dir(args.state_dir), args.connection,
+                      state_dir(args.state_dir), persistent_dir(args.persistent_dir), args.netns, args.min_commit,
                       os.path.abspath(args.allowed_signers) if args.allowed_signers else None,
-                      args.repair, args.allow_reset, args.retry, args.lock_timeout, args.facts_out)
+                      args.repair, args.allow_reset, args.retry, args.lock_timeout,
+                      os.path.abspath(args.facts_out) if args.facts_out else None)
     agent = Agent(options, lambda line: print(f"provision pull: {line}", flush=True))
     with agent.locked():
         return loop(agent, args.interval)
@@ -410,7 +425,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     directory = state_dir(args.state_dir)
     rows: list[dict[str, Any]] = []
-    agents = records(directory)
+    agents = records(persistent_dir(args.persistent_dir))
     if args.inventory:
         hosts = _load(args).hosts
         agents = [a for a in agents if a["host"] in {h.name for h in hosts}]

@@ -69,11 +69,15 @@ def _node_position(node: Any) -> tuple[int | None, int | None]:
 
 
 def load_source(file: str) -> Source:
+    """The file named on the command line (it may be a link: the person running us chose it),
+    refused if it is not a regular file (a FIFO would hang us)."""
+    from .files import FileError, read_regular
+
     try:
-        with open(file, encoding="utf-8") as f:
-            return Source(file, f.read())
-    except OSError as exc:
-        raise InventoryError([Diagnostic((), f"cannot read inventory: {exc.strerror}", file)]) from exc
+        return Source(file, read_regular(file, follow_links=True).decode("utf-8"))
+    except FileError as exc:
+        reason = str(exc).removeprefix(f"{file}: ")
+        raise InventoryError([Diagnostic((), f"cannot read inventory: {reason}", file)]) from exc
     except UnicodeDecodeError as exc:
         raise InventoryError([Diagnostic((), f"not UTF-8 text: {exc.reason}", file)]) from exc
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from .errors import ProvisionError
+from .files import FileError, atomic_write
 
 KEY_BYTES = 32
 MAX_FILE_BYTES = 256  # a key file is 45 bytes; anything much larger is not one
@@ -70,22 +71,18 @@ def pskgen(path: str | os.PathLike[str], force: bool = False) -> str:
 
 
 def _write(target: Path, text: bytes, force: bool, mode: int = 0o600) -> None:
-    """So a reader sees the old key or the new one, never half of one."""
+    """So a reader sees the old key or the new one, never half of one: the one atomic write
+    (files.atomic_write: a fresh temporary name, fsync, rename, directory fsync)."""
     if target.exists() and not force:
         raise KeyFileError(target, "already exists (use --force to replace it: that changes the key)")
     try:
         target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-        try:
-            os.fchmod(fd, mode)  # whatever the umask says
-            os.write(fd, text + b"\n")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, target)
     except OSError as exc:
         raise KeyFileError(target, f"cannot write it: {exc.strerror}") from None
+    try:
+        atomic_write(target, text + b"\n", mode=mode)
+    except FileError as exc:
+        raise KeyFileError(target, f"cannot write it: {os.strerror(exc.errno) if exc.errno else exc}") from None
 
 
 def read_private(path: str | os.PathLike[str]) -> bytes:

@@ -14,26 +14,34 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import LockTimeout, ProvisionError
+from .errors import LockTimeout
+from .files import FileError, StateDirError, private_directory
 
-DEFAULT_STATE_DIR = "/run/provision"
+DEFAULT_STATE_DIR = "/run/provision"  # what should vanish with a reboot: locks, tunnels' run state
 STATE_DIR_ENV = "PROVISION_STATE_DIR"
+DEFAULT_PERSISTENT_DIR = "/var/lib/provision"  # what must survive one: the pull agent's record (systemd StateDirectory=)
+PERSISTENT_DIR_ENV = "PROVISION_PERSISTENT_DIR"
 
 
 def state_dir(override: str | None = None) -> Path:
     """--state-dir, else $PROVISION_STATE_DIR, else /run/provision; created private (0700).
-    One that others may write is refused: its tunnel specs say what runs as root."""
-    path = Path(override or os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR)
+    One that others may change is refused: its tunnel specs say what runs as root."""
+    return _private(override or os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR, "--state-dir", STATE_DIR_ENV)
+
+
+def persistent_dir(override: str | None = None) -> Path:
+    """--persistent-dir, else $PROVISION_PERSISTENT_DIR, else /var/lib/provision: what must
+    outlive a reboot (the pull agent's anti-rollback record), checked as the state directory is."""
+    return _private(override or os.environ.get(PERSISTENT_DIR_ENV) or DEFAULT_PERSISTENT_DIR, "--persistent-dir",
+                    PERSISTENT_DIR_ENV)
+
+
+def _private(path: str, option: str, env: str) -> Path:
     try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        st = path.stat()
-    except OSError as exc:
-        raise ProvisionError(f"cannot use state directory {path}: {exc.strerror}; run as root, "
-                             f"or choose another with --state-dir or ${STATE_DIR_ENV}") from exc
-    if st.st_mode & 0o022 or st.st_uid not in (0, os.geteuid()):
-        raise ProvisionError(f"state directory {path} may be written by other users (mode "
-                             f"{st.st_mode & 0o7777:04o}, uid {st.st_uid}); use a private one (chmod 700)")
-    return path
+        return private_directory(path)
+    except StateDirError as exc:
+        raise StateDirError(exc.path, f"{exc.reason}; run as root, or choose another with {option} or ${env}") \
+            from None
 
 
 @contextmanager
@@ -59,12 +67,18 @@ def host_lock(directory: Path, host: str, wait: float, notify: Callable[[str], N
 def pid_lock(path: Path, busy: Callable[[int, str], None]) -> Iterator[None]:
     """An flock on `path`, which then holds our pid. When another process has it, `busy(fd, its
     pid)` decides: wait until `_try(fd)` succeeds, or raise. The kernel drops the lock with its holder."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise FileError(path, f"cannot take the lock: {exc.strerror}", exc.errno) from None
     try:
         if not _try(fd):
             busy(fd, os.pread(fd, 32, 0).decode(errors="replace").strip() or "?")
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+        except OSError as exc:  # a full disk: say so before anything is changed
+            raise FileError(path, f"cannot take the lock: {exc.strerror}", exc.errno) from None
         yield
     finally:
         os.close(fd)

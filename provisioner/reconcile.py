@@ -191,16 +191,24 @@ def apply_host(conn: Connection, host: Host, desired: Network, source: Source, d
 
         progress(Phase.APPLY, 0, total)
         tx = conn.transaction()
-        try:
-            tx.run(steps, on_step)
-        except KernelError as exc:
+
+        def undo(exc: KernelError) -> None:
             undone = len(tx.done)
             problems = tx.rollback()
             exc.details = (*exc.details, f"rolled back the {undone} step(s) already made in this run", *problems)
+
+        try:
+            tx.run(steps, on_step)
+        except KernelError as exc:
+            undo(exc)
             raise
     progress(Phase.VERIFY, 0, 0)
     with clock(Phase.VERIFY):
-        after = make_plan(host.name, desired, conn.observe(), destroy=destroy)
+        try:
+            after = make_plan(host.name, desired, conn.observe(), destroy=destroy)
+        except KernelError as exc:  # the state could not be read back: undone as a refused step is
+            undo(exc)
+            raise
     if not after.empty:
         undone = len(tx.done)
         problems = tx.rollback()

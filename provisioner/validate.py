@@ -55,11 +55,34 @@ def interface_name_problem(name: str) -> str | None:
     return None
 
 
+HOST_NAME_BYTES = 200  # a file name is at most 255 bytes; room for what provision adds to it
+
+
+def host_name_problem(name: str) -> str | None:
+    """A host's name becomes a directory or file name in the state directory (its lock, its
+    tunnels): `..`, `/` or a control character there would put root's files, or a stop's
+    rmtree, somewhere else. Ansible itself has no such names in practice."""
+    if name in ("", ".", ".."):
+        return f"host name {name!r} is not allowed (it is not a file name)"
+    if len(name.encode()) > HOST_NAME_BYTES:
+        return f"host name is {len(name.encode())} bytes; at most {HOST_NAME_BYTES}"
+    bad = sorted({c for c in name if c == "/" or not c.isprintable() or c.isspace()})
+    if bad:
+        return f"host name {name!r} contains {', '.join(repr(c) for c in bad)}"
+    if name.startswith(("-", ".")):
+        return f"host name {name!r} starts with {name[0]!r}"
+    return None
+
+
 def check_host(source: Source, host: Host) -> list[Diagnostic]:
     out: list[Diagnostic] = []
 
     def err(path: tuple, msg: str) -> None:
         out.append(source.diagnostic(path, msg))
+
+    problem = host_name_problem(host.name)
+    if problem:
+        err(host.path, problem)
 
     connection = host.connection
     if connection is not None and connection not in CONNECTIONS:

@@ -16,12 +16,11 @@ import json
 import posixpath
 import tarfile
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from .. import keys
 from ..errors import HostError, UnreachableError
-from ..inventory import Host
+from ..inventory import Host, load_source
 
 INBOX = "/var/lib/provision/inbox"  # inventory and keys, in the container (not /run: often a tmpfs, which
 # `docker cp` and put_archive cannot write to)
@@ -31,7 +30,7 @@ NOT_FOUND = (126, 127)  # the shell's "cannot execute" and "not found"
 def run_inside(host: Host, inventory_file: str, argv: Sequence[str]) -> dict[str, Any]:
     """`provision ARGV INVENTORY --limit HOST --connection local --json` in the container; its JSON."""
     container = _container(host)
-    data = Path(inventory_file).read_bytes()
+    data = load_source(inventory_file).text.encode()
     name = f"provision-inventory-{hashlib.sha256(data).hexdigest()[:12]}.yaml"
     archive = io.BytesIO()
     with tarfile.open(fileobj=archive, mode="w") as tar:
@@ -102,7 +101,7 @@ def _read_public(path: str) -> bytes:
 
 def _hosts(inventory_file: str) -> tuple[Host, ...]:
     """The inventory's hosts (the caller validated it): where the peers' public key files are named."""
-    from ..inventory import build, load_source, parse
+    from ..inventory import build, parse
 
     source = load_source(inventory_file)
     return build(source, parse(source)).hosts

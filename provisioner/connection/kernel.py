@@ -13,10 +13,11 @@ from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 
-from ..errors import LockTimeout, UnreachableError
+from ..errors import KernelError, LockTimeout, UnreachableError
+from ..files import FileError
 from ..kernel import namespace
 from ..kernel.apply import Transaction
-from ..kernel.netlink import Netlink
+from ..kernel.netlink import Netlink, NetlinkError
 from ..kernel.observe import observe
 from ..lock import host_lock
 from ..model import Observed
@@ -39,6 +40,9 @@ class KernelConnection:
         except LockTimeout:  # a TimeoutError, so an OSError: but the host is fine, only busy
             self._stack.close()
             raise
+        except FileError as exc:  # the state directory, not the host: full, or not ours
+            self._stack.close()
+            raise UnreachableError(self.host, f"state directory: {exc}") from exc
         except OSError as exc:
             self._stack.close()
             raise UnreachableError(self.host, _why(exc, self.netns)) from exc
@@ -53,7 +57,11 @@ class KernelConnection:
 
     def observe(self) -> Observed:
         assert self._sock is not None, "use the connection as a context manager"
-        return replace(observe(self._sock), tunnels=runtime.observe(self._state_dir, self.host))
+        try:
+            live = observe(self._sock)
+        except NetlinkError as exc:
+            raise KernelError(self.host, "reading the kernel's state", exc.errno or errno.EIO) from exc
+        return replace(live, tunnels=runtime.observe(self._state_dir, self.host))
 
     def transaction(self) -> Transaction:
         from ..tunnel.supervisor import Forwarders  # only a transaction starts forwarders: plan does without

@@ -9,6 +9,7 @@ carried out by the host's `Forwarders`, so a failed apply also undoes those.
 
 from __future__ import annotations
 
+import errno
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -186,7 +187,10 @@ class Transaction:
                     failures.append((s, exc.errno or 0, str(exc)))
                     requests.append(None)
             sendable = [r for r in requests if r is not None]
-            acks = iter(self.sock.transact(sendable))
+            try:
+                acks = iter(self.sock.transact(sendable))
+            except nl.NetlinkError as exc:  # the socket failed: what was acknowledged took effect, no more
+                acks = iter((*exc.acks, *([nl.Ack(exc.errno or errno.EIO, exc.strerror or "")] * len(sendable))))
             for s, r in zip(batch, requests, strict=True):
                 if r is None:
                     continue

@@ -16,6 +16,7 @@ import errno
 import os
 import socket
 import struct
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -125,7 +126,29 @@ class Ack:
 
 
 class NetlinkError(OSError):
-    pass
+    """The socket itself failed (not a request: those fail in their Ack). `acks` holds the
+    acknowledgements of the requests sent before the failure, in order: exactly those took
+    effect, so a transaction can undo them."""
+
+    acks: tuple[Ack, ...] = ()
+
+
+TRANSIENT = frozenset({errno.ENOBUFS, errno.EAGAIN, errno.EINTR, errno.ENOMEM})
+SEND_TRIES = 4  # a send the kernel refuses for want of memory is tried again after 0, 10, 40, 90 ms
+
+
+def send(sock: socket.socket, payload: bytes) -> None:
+    """One netlink send, tried again while the kernel's reason is a passing one (ENOBUFS,
+    EAGAIN, ...): a netlink send is taken whole or not at all, so trying again is safe. Measured
+    with strace's fault injection (docs/chaos.md): one failed send used to abort an apply."""
+    for attempt in range(SEND_TRIES):
+        try:
+            sock.send(payload)
+            return
+        except OSError as exc:
+            if exc.errno not in TRANSIENT or attempt == SEND_TRIES - 1:
+                raise NetlinkError(exc.errno, f"netlink send failed: {exc.strerror}") from None
+            time.sleep(0.01 * attempt * attempt)
 
 
 class Netlink:
@@ -164,7 +187,7 @@ class Netlink:
         """Every (type, message) of a dump; retried whole if the kernel says it was interrupted."""
         for _ in range(5):
             seq = self._next_seq()
-            self.sock.send(HDR.pack(HDR.size + len(body), msg_type, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body)
+            send(self.sock, HDR.pack(HDR.size + len(body), msg_type, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body)
             out: list[tuple[int, memoryview]] = []
             interrupted = False
             while True:
@@ -204,7 +227,11 @@ class Netlink:
             payload = b"".join(
                 HDR.pack(HDR.size + len(r.body), r.type, r.flags | NLM_F_REQUEST | NLM_F_ACK, self._next_seq(), 0)
                 + r.body for r in chunk)
-            self.sock.send(payload)
+            try:
+                send(self.sock, payload)
+            except NetlinkError as exc:
+                exc.acks = tuple(acks)
+                raise
             got: dict[int, Ack] = {}
             while len(got) < len(chunk):
                 data = memoryview(self.sock.recv(1 << 20))

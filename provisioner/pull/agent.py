@@ -7,6 +7,11 @@ from the last good commit, which is also what a run with nothing new does. Every
 agent knows is one JSON record, rewritten atomically at the end of each run, so a run killed
 at any point is simply done again by the next one. Host changes go through the same pipeline,
 and the same per-host lock, as `provision apply`.
+
+A commit says what to apply, never where, nor as whom: the host is always this one (or the
+network namespace the agent's own --netns names), whatever the commit's ansible_connection
+and ansible_host say. The record, the private clone and the checked-out trees live in the
+persistent state directory: the record is what refuses a rollback, and must survive a reboot.
 """
 
 from __future__ import annotations
@@ -23,8 +28,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..connection import LOCAL
+from ..connection import LOCAL, NETNS
 from ..errors import InventoryError, ProvisionError
+from ..files import atomic_write
 from ..inventory import Host
 from ..lock import pid_lock
 from ..reconcile import Loaded, Outcome, Status
@@ -40,8 +46,10 @@ class Options:
     branch: str | None  # None: the repository's default branch
     inventory: str  # the inventory's path inside the repository
     host: str
-    state_dir: Path
-    connection: str | None = None
+    state_dir: Path  # what vanishes with a reboot: the host lock, the tunnels' run state
+    persistent_dir: Path  # what must not: the record, the clone, the trees
+    netns: str | None = None  # set: the host is this network namespace (from the agent's command line)
+    min_commit: str | None = None  # with no record: adopt only commits descending from this one
     allowed_signers: str | None = None  # set: only commits signed by one of these keys are applied
     repair: bool = True
     allow_reset: bool = False
@@ -55,7 +63,7 @@ class Agent:
         self.o, self.say = options, say
         slug = hashlib.sha256("\0".join((options.repo, options.branch or "", options.inventory, options.host))
                               .encode()).hexdigest()[:12]
-        self.dir = options.state_dir / "pull" / slug
+        self.dir = options.persistent_dir / "pull" / slug
         self.repo = Repository(self.dir / "repo.git")
         self._host: Host | None = None  # as the last inventory read describes it: for --facts-out
 
@@ -80,13 +88,17 @@ class Agent:
         for leftover in self.dir.glob(f".{STATE}.*"):  # a save cut short by a kill
             leftover.unlink(missing_ok=True)
         record = self.record()
+        rec.save(record, self.dir / STATE)  # a record that cannot be written (a full disk): stop before applying
         ok, result = False, ""
         try:
             record, ok, result = self._run(record, started)
         except ProvisionError as exc:
             result = f"error: {exc}"
         if self.o.facts_out and self._host is not None:
-            self._write_facts(self._host)
+            try:
+                self._write_facts(self._host)
+            except ProvisionError as exc:
+                ok, result = False, f"{result}; --facts-out not written: {exc}"
         run = rec.Run(started, round(time.monotonic() - clock, 3), ok, result)
         rec.save(replace(record, last_run=run, runs=record.runs + 1), self.dir / STATE)
         self._prune(record)
@@ -100,11 +112,13 @@ class Agent:
         except GitError as exc:
             return record, False, f"{exc}; {self._stay(record)[1]}"
         record = replace(record, fetched=commit)
+        base = record.good or self.o.min_commit
+        signature = self._signature(record, commit)
         decision = rec.decide(
             record, commit,
-            fast_forward=record.good is None or self.repo.is_ancestor(record.good, commit),
-            signature=self._signature(record, commit),
-            retry=self.o.retry, allow_reset=self.o.allow_reset)
+            fast_forward=base is not None and self.repo.is_ancestor(base, commit),
+            signature=signature, retry=self.o.retry, allow_reset=self.o.allow_reset, floor=self.o.min_commit,
+            signed_for=self.repo.branch_trailers(commit, rec.BRANCH_TRAILER) if signature else ())
         if decision.verdict is rec.Verdict.ADOPT:
             self.say(f"trying {commit[:12]} ({self.repo.subject(commit)})")
             outcome = self._reconcile(commit, apply=True)
@@ -175,31 +189,32 @@ class Agent:
         return outcome
 
     def _load(self, file: Path, act: bool) -> Loaded:
+        """The commit's inventory for this host, reached the way the agent was told to, never the
+        way the commit says (it would choose where root acts, or where the key files go)."""
         from ..reconcile import load
 
         if not file.is_file():
             from ..errors import Diagnostic
 
             raise InventoryError([Diagnostic((), "no such file in the commit", str(file))])
-        return load(str(file), self.o.host, self.o.connection, act, default_connection=LOCAL)  # we are on the host
+        loaded = load(str(file), self.o.host, NETNS if self.o.netns else LOCAL, act)
+        if self.o.netns is None:
+            return loaded
+        here = tuple(replace(h, vars={**h.vars, "ansible_host": self.o.netns}) for h in loaded.hosts)
+        return replace(loaded, hosts=here)
 
     def _write_facts(self, host: Host) -> None:
         """This host's `provision facts` snapshot, for CI to plan pull requests against: once
         a run, after whatever the run changed."""
         import json
 
-        from ..connection import DOCKER, connect
+        from ..connection import connect
         from ..facts import host_key, host_vars, reached_by
 
-        if host.connection == DOCKER:
-            return
         with connect(host, self.o.state_dir, self.o.lock_timeout, self.say) as conn:
             observed = conn.observe()
         doc = {"all": {"hosts": {host.name: host_vars(observed, reached_by(host.vars), host_key(observed))}}}
-        out = Path(self.o.facts_out or "")
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(json.dumps(doc, indent=2) + "\n")
-        tmp.replace(out)
+        atomic_write(self.o.facts_out or "", (json.dumps(doc, indent=2) + "\n").encode(), mode=0o644)
 
     def _prune(self, record: rec.Record) -> None:
         """Trees of commits other than the good one and the latest are not needed again."""
@@ -244,9 +259,9 @@ def loop(agent: Agent, interval: float | None) -> int:
     return 0 if last is None or last.ok else 1
 
 
-def records(state_dir: Path) -> list[dict[str, Any]]:
-    """Every agent's record under the state directory, for `provision status`."""
-    base = state_dir / "pull"
+def records(persistent_dir: Path) -> list[dict[str, Any]]:
+    """Every agent's record under the persistent state directory, for `provision status`."""
+    base = persistent_dir / "pull"
     out = []
     for path in sorted(base.glob(f"*/{STATE}")) if base.is_dir() else ():
         saved = rec.load(path)

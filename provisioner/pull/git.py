@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import io
 import os
-import posixpath
 import shutil
 import subprocess
 import tarfile
 from pathlib import Path
 
 from ..errors import ProvisionError
+from ..files import atomic_write
 
 TIMEOUT = 120.0
 GOOD_REF = "refs/provision/good"  # keeps the last good commit from being garbage-collected
@@ -41,6 +41,10 @@ class Repository:
             tmp.rename(self.path)
         for stale in [*self.path.glob("*.lock"), *(self.path / "refs").rglob("*.lock")]:  # index, FETCH_HEAD, refs
             stale.unlink(missing_ok=True)
+        attributes = self.path / "info" / "attributes"  # outranks the commit's own .gitattributes
+        attributes.parent.mkdir(mode=0o700, exist_ok=True)
+        if not attributes.is_file() or attributes.read_text() != NEUTRAL_ATTRIBUTES:
+            atomic_write(attributes, NEUTRAL_ATTRIBUTES.encode())
 
     def fetch(self, url: str, branch: str | None) -> str:
         """The branch's commit in `url` (its default branch if None), fetched with its history."""
@@ -78,13 +82,23 @@ class Repository:
     def subject(self, commit: str) -> str:
         return self._git("log", "-1", "--format=%s", commit).strip()
 
+    def branch_trailers(self, commit: str, key: str) -> tuple[str, ...]:
+        """The values of the commit message's `key:` trailers (part of what a signature covers)."""
+        out = self._git("log", "-1", f"--format=%(trailers:key={key},valueonly,separator=%x00)", commit)
+        return tuple(v.strip() for v in out.strip("\n").split("\0") if v.strip())
+
     def extract(self, commit: str, into: Path, under: str = ".") -> Path:
         """The commit's files below `under` at `into` (made whole, then renamed into place, so a
-        kill never leaves half a tree that looks complete)."""
+        kill never leaves half a tree that looks complete). Exactly the bytes committed: the
+        commit's .gitattributes and any git configuration but the repository's own are ignored
+        (export-subst, filters, eol conversion), and a commit with any link in that tree is
+        refused: a link's target is only known once the links it goes through are, and a
+        lexical check of it is fooled by `z -> .` followed by `z/../../..`."""
         if into.is_dir():
             return into
-        p = subprocess.run(["git", "-C", str(self.path), "archive", "--format=tar", commit, "--", under],
-                           capture_output=True, timeout=TIMEOUT, env=_env())
+        p = subprocess.run(["git", "-C", str(self.path), "-c", "core.attributesFile=/dev/null", "archive",
+                            "--format=tar", commit, "--", under],
+                           capture_output=True, timeout=TIMEOUT, env=_bare_env())
         if p.returncode != 0:
             raise GitError(f"cannot read commit {commit[:12]}: {_last_line(p.stderr.decode(errors='replace'))}")
         tmp = into.with_name(into.name + ".partial")
@@ -92,10 +106,11 @@ class Repository:
         tmp.mkdir(mode=0o700, parents=True)
         try:
             with tarfile.open(fileobj=io.BytesIO(p.stdout)) as tar:
-                for member in tar.getmembers():
-                    _inside(member)
+                members = [m for m in tar.getmembers() if m.name != "pax_global_header"]
+                for member in members:
+                    _plain(member)
                 extra = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}  # Python ≥ 3.11.4
-                tar.extractall(tmp, **extra)  # type: ignore[arg-type]
+                tar.extractall(tmp, members=members, **extra)  # type: ignore[arg-type]
         except (tarfile.TarError, OSError) as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             raise GitError(f"commit {commit[:12]} cannot be checked out safely: {exc}") from None
@@ -118,17 +133,29 @@ class Repository:
         return p.stdout
 
 
-def _inside(member: tarfile.TarInfo) -> None:
-    """Git trees hold no `..` or absolute paths, but a symbolic link may point anywhere."""
+def _plain(member: tarfile.TarInfo) -> None:
+    """Only directories and regular files: git trees hold no `..` or absolute paths, but a
+    symbolic link may point anywhere, and a tar made by git holds nothing else we need."""
     if member.issym() or member.islnk():
-        target = posixpath.normpath(posixpath.join(posixpath.dirname(member.name), member.linkname))
-        if posixpath.isabs(member.linkname) or target == ".." or target.startswith("../"):
-            raise tarfile.TarError(f"{member.name} links out of the tree (to {member.linkname})")
+        raise tarfile.TarError(f"{member.name} is a link (to {member.linkname}); links are refused in the "
+                               "inventory's directory")
+    if not (member.isfile() or member.isdir()):
+        raise tarfile.TarError(f"{member.name} is not a regular file nor a directory")
 
 
 def _env() -> dict[str, str]:
     return {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "LC_ALL": "C",
             "GIT_SSH_COMMAND": os.environ.get("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")}
+
+
+NEUTRAL_ATTRIBUTES = "* -filter -export-subst -export-ignore -ident -text -eol -working-tree-encoding\n"
+
+
+def _bare_env() -> dict[str, str]:
+    """For reading a commit's files: no system or global git configuration (a filter driver
+    there would run on the commit's say-so)."""
+    return {**_env(), "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull,
+            "GIT_ATTR_NOSYSTEM": "1", "XDG_CONFIG_HOME": os.devnull, "HOME": os.devnull}
 
 
 def _last_line(text: str) -> str:

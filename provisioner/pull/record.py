@@ -1,20 +1,24 @@
 """What the pull agent knows, and what it decides from it: pure values, kept on disk as JSON.
 
-The record is rewritten whole, atomically (a temporary file, fsync, rename), so a kill at any
-moment leaves either the old record or the new one, never a mix. The decision about a fetched
+The record is rewritten whole, atomically (files.atomic_write), so a kill at any moment leaves
+either the old record or the new one, never a mix. It lives in the persistent state directory
+(/var/lib/provision), not in /run: it is what stops a rollback, so a reboot must not erase it,
+and without it (a new host, a lost disk) nothing is adopted unless a minimum commit is pinned.
+The decision about a fetched
 commit is a pure function of the record and of three facts about the commit, so every rule
 (fast-forward only, signatures, no retry of a rejected commit) is unit-tested without git.
 """
 
 from __future__ import annotations
 
+import errno
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+
+from ..files import FileError, atomic_write, read_regular
 
 KEEP_REJECTED = 20  # the most recent rejections kept, with their reasons
 
@@ -69,6 +73,9 @@ class Record:
                       "last_run": Run(**run) if run else None})
 
 
+BRANCH_TRAILER = "Provision-Branch"
+
+
 class Verdict(StrEnum):
     ADOPT = "adopt"  # a new commit: validate and apply it
     REFUSE = "refuse"  # a new commit we must not apply: record why, stay on the last good one
@@ -82,19 +89,35 @@ class Decision:
 
 
 def decide(record: Record, commit: str, *, fast_forward: bool, signature: tuple[bool, str] | None,
-           retry: bool = False, allow_reset: bool = False) -> Decision:
+           retry: bool = False, allow_reset: bool = False, floor: str | None = None,
+           signed_for: tuple[str, ...] = ()) -> Decision:
     """What to do with the branch's commit. `fast_forward`: it descends from the last good
-    commit (or there is none yet). `signature`: (trusted, git's words), or None when
-    signatures are not required."""
+    commit, or, with no last good commit, from the pinned minimum `floor`. `signature`:
+    (trusted, git's words), or None when signatures are not required; a signed commit must
+    also name, in `signed_for` (its Provision-Branch trailers, inside what was signed), the
+    branch the record follows: a signature that does not say where it belongs could be
+    replayed from another branch."""
     if commit == record.good:
         return Decision(Verdict.STAY, "already on this commit")
+    if record.good is None and floor is None:
+        return Decision(Verdict.REFUSE, "no record of a last good commit (a new host, or its record is lost) and no "
+                                        "minimum commit pinned: refusing to adopt anything, as any older commit "
+                                        "would look new (pin one with --min-commit)")
     # refusals are judged afresh each run: cheap, and --allow-reset or a new signers file may lift them
+    if not fast_forward and record.good is None:
+        return Decision(Verdict.REFUSE, f"{commit[:12]} does not descend from the pinned minimum commit "
+                                        f"{(floor or '')[:12]}: refusing it")
     if not fast_forward and not allow_reset:
         return Decision(Verdict.REFUSE, f"the branch was rewritten: {commit[:12]} does not descend from the last "
                                         f"good commit {(record.good or '')[:12]}; refusing it (--allow-reset "
                                         "follows a rewritten branch)")
     if signature is not None and not signature[0]:
         return Decision(Verdict.REFUSE, f"commit {commit[:12]} is not signed by an allowed key: {signature[1]}")
+    if signature is not None and record.branch not in signed_for:
+        named = ", ".join(signed_for) or "none"
+        return Decision(Verdict.REFUSE, f"commit {commit[:12]} is signed for branch {named}, not {record.branch}: "
+                                        f"a signed commit names its branch in its message (a trailer line "
+                                        f"`{BRANCH_TRAILER}: {record.branch}`)")
     earlier = record.failure(commit)  # an inventory that failed does not fail less the next time
     if earlier is not None and not retry:
         first = earlier.reason.splitlines()[0] if earlier.reason else "no reason"
@@ -103,29 +126,24 @@ def decide(record: Record, commit: str, *, fast_forward: bool, signature: tuple[
     return Decision(Verdict.ADOPT)
 
 
+RECORD_BYTES = 1024 * 1024
+
+
 def load(path: Path) -> dict[str, Any] | None:
+    """The saved record, None if there is none; a file that is not a record is an error, not
+    a missing record (that would lift the rollback protection)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            return dict(json.load(f))
-    except FileNotFoundError:
-        return None
+        data = read_regular(path, RECORD_BYTES)
+    except FileError as exc:
+        if exc.errno == errno.ENOENT:
+            return None
+        raise
+    try:
+        return dict(json.loads(data))
+    except (ValueError, TypeError) as exc:
+        raise FileError(path, f"is not a pull agent record ({exc}); move it away to start afresh") from None
 
 
 def save(record: Record, path: Path) -> None:
     """Atomically: the old record or the new one survives any kill, never half of one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(record.to_dict(), f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    atomic_write(path, (json.dumps(record.to_dict(), indent=2) + "\n").encode())

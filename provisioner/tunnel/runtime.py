@@ -9,8 +9,9 @@
 
 Every file here is written by root (apply and the supervisor) in directories only root can
 write: the forwarder runs unprivileged and sends its counters and log lines to the
-supervisor through pipes. Every JSON file is replaced atomically (write a temporary file,
-rename), so a reader never sees half a file, even after a SIGKILL.
+supervisor through pipes. Every JSON file is replaced through files.atomic_write, so a
+reader never sees half a file, even after a SIGKILL or a power cut, and is read through
+files.read_regular, never from a FIFO or through a link.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..files import FileError, atomic_write, read_regular
 from ..model import RunState, Tunnel, tunnel_from_dict
 
 SPEC, LOCK, SUPERVISOR, STATS, LOG = "spec.json", "supervisor.lock", "supervisor.json", "stats.json", "forwarder.log"
@@ -37,17 +39,16 @@ def host_dir(state_dir: Path, host: str) -> Path:
 
 
 def write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f)
-    os.replace(tmp, path)
+    """Through the one atomic write: fsynced, and never through a link planted at a temporary name."""
+    atomic_write(path, json.dumps(data).encode(), mode=0o644)
 
 
 def read_json(path: Path) -> Any:
-    """None when the file is missing or not (yet) valid JSON."""
+    """None when the file is missing, not (yet) valid JSON, or not a regular file: a FIFO or a
+    link put here must neither block the reader nor lead it elsewhere."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        return json.loads(read_regular(path))
+    except (FileError, ValueError):
         return None
 
 

@@ -25,9 +25,23 @@ class Result:
     err: str
 
 
-def provision(*args: str, state_dir: Path, timeout: float = 60, check_rc: int | None = None) -> Result:
-    env = {**os.environ, "PROVISION_STATE_DIR": str(state_dir), "NO_COLOR": "1"}
-    p = subprocess.run([*PROVISION, *args], capture_output=True, text=True, timeout=timeout, env=env)
+def persistent(state_dir: Path) -> Path:
+    """The persistent state directory (/var/lib/provision on a host) that goes with a test's
+    state directory (/run/provision): a sibling, so that wiping one, as a reboot wipes /run,
+    keeps the other."""
+    return state_dir.with_name(state_dir.name + "-lib")
+
+
+def env_for(state_dir: Path) -> dict[str, str]:
+    return {**os.environ, "PROVISION_STATE_DIR": str(state_dir), "PROVISION_PERSISTENT_DIR": str(persistent(state_dir)),
+            "NO_COLOR": "1"}
+
+
+def provision(*args: str, state_dir: Path, timeout: float = 60, check_rc: int | None = None,
+              prefix: tuple[str, ...] = ()) -> Result:
+    """`provision ARGS`, with `prefix` before it (e.g. `ip netns exec NS`)."""
+    p = subprocess.run([*prefix, *PROVISION, *args], capture_output=True, text=True, timeout=timeout,
+                       env=env_for(state_dir))
     result = Result(p.returncode, p.stdout, p.stderr)
     if check_rc is not None:
         assert p.returncode == check_rc, f"exit {p.returncode}, wanted {check_rc}\n{p.stdout}\n{p.stderr}"

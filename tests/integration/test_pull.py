@@ -5,7 +5,6 @@ it), signatures, SIGTERM between runs and SIGKILL in the middle of one."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import time
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import PROVISION, kernel, provision
+from .helpers import PROVISION, env_for, kernel, persistent, provision
 
 GOOD = """all:
   hosts:
@@ -42,8 +41,8 @@ def network(ns: str) -> dict:
 
 
 class Repo:
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path, ns: str):
+        self.path, self.ns = path, ns  # ns: the namespace the agent is told (--netns) to keep
         path.mkdir()
         self.git("init", "-q", "-b", "main")
         self.git("config", "user.email", "ops@example.com")
@@ -61,19 +60,35 @@ class Repo:
         return self.git("rev-parse", "HEAD")
 
 
+    def commit_staged(self, message: str) -> str:
+        self.git("commit", "-q", "-m", message)
+        return self.git("rev-parse", "HEAD")
+
+    def root(self) -> str:
+        return self.git("rev-list", "--max-parents=0", "HEAD").split()[-1]
+
+
 @pytest.fixture
-def repo(tmp_path: Path) -> Repo:
-    return Repo(tmp_path / "net")
+def repo(tmp_path: Path, netns: str) -> Repo:
+    return Repo(tmp_path / "net", netns)
 
 
-def pull(repo: Repo, state: Path, *args: str, rc: int | None = None, repo_path: str | None = None) -> str:
-    r = provision("pull", repo_path or str(repo.path), "--branch", "main", "--host", "edge", *args,
-                  state_dir=state, check_rc=rc)
+def agent_args(repo: Repo, pin: bool) -> list[str]:
+    """This host is the test's namespace, and the first commit is the one pinned, as an
+    operator installing the agent pins the commit they checked (there is no record yet)."""
+    pin = pin and repo.path.exists()  # (not when a test has moved the repository away)
+    return ["--netns", repo.ns, *(("--min-commit", repo.root()) if pin else ())]
+
+
+def pull(repo: Repo, state: Path, *args: str, rc: int | None = None, repo_path: str | None = None,
+         pin: bool = True) -> str:
+    r = provision("pull", repo_path or str(repo.path), "--branch", "main", "--host", "edge",
+                  *agent_args(repo, pin), *args, state_dir=state, check_rc=rc)
     return r.out + r.err
 
 
 def record(state: Path, branch: str = "main") -> dict:
-    (found,) = [r for r in (json.loads(p.read_text()) for p in state.glob("pull/*/agent.json"))
+    (found,) = [r for r in (json.loads(p.read_text()) for p in persistent(state).glob("pull/*/agent.json"))
                 if r["branch"] == branch]
     return found
 
@@ -167,15 +182,20 @@ def test_only_commits_signed_by_an_allowed_key_are_applied(repo: Repo, netns: st
     out = pull(repo, state, *verify, rc=1)
     assert f"commit {forged[:12]} is not signed by an allowed key" in out and "tap0" not in kernel(netns)["links"]
     repo.git("config", "user.signingkey", str(tmp_path / "ops.pub"))
-    signed = repo.commit(inventory(netns), "signed by ops", "-S")
+    for_staging = repo.commit(inventory(netns), "signed by ops for staging", "-S",
+                              "--trailer", "Provision-Branch: staging")
+    out = pull(repo, state, *verify, rc=1)
+    assert f"commit {for_staging[:12]} is signed for branch staging, not main" in out
+    assert "tap0" not in kernel(netns)["links"]
+    signed = repo.commit(inventory(netns), "signed by ops", "-S", "--trailer", "Provision-Branch: main")
     assert f"adopted {signed[:12]}" in pull(repo, state, *verify, rc=0)
     assert "tap0" in kernel(netns)["links"]
 
 
 def _agent(repo: Repo, state: Path, *args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "PROVISION_STATE_DIR": str(state), "NO_COLOR": "1"}
-    return subprocess.Popen([*PROVISION, "pull", str(repo.path), "--branch", "main", "--host", "edge", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    return subprocess.Popen([*PROVISION, "pull", str(repo.path), "--branch", "main", "--host", "edge",
+                             *agent_args(repo, True), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env_for(state))
 
 
 def _wait_line(p: subprocess.Popen[str], word: str) -> str:
@@ -207,7 +227,7 @@ def test_sigkill_in_the_middle_of_runs_leaves_a_whole_record_and_the_next_run_co
     assert f"adopted {big[:12]}" in out or "in sync" in out, out
     assert record(state)["good"] == big
     assert len([link for link in kernel(netns)["links"] if link.startswith("pt")]) == 300
-    assert not list(state.glob("pull/*/.agent.json.*")), "a temporary record was left behind"
+    assert not list(persistent(state).glob("pull/*/.agent.json.*")), "a temporary record was left behind"
 
 
 def test_sigterm_lets_a_run_finish_and_stops_between_runs(repo: Repo, netns: str, tmp_path: Path) -> None:
@@ -277,5 +297,5 @@ def test_a_commit_with_a_link_out_of_its_tree_is_rejected_not_followed(repo: Rep
     out = pull(repo, state, "--inventory", "net/hosts.yaml", rc=1)
     assert f"rejected {bad[:12]}: commit {bad[:12]} cannot be checked out safely" in out, out
     assert ("tap0", "192.0.2.1/24") in kernel(netns)["addrs"]
-    (saved,) = [json.loads(p.read_text()) for p in state.glob("pull/*/agent.json")]
+    (saved,) = [json.loads(p.read_text()) for p in persistent(state).glob("pull/*/agent.json")]
     assert saved["good"] == good

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -151,3 +152,18 @@ def test_canonical_forms_are_what_ipaddress_says(text) -> None:
     expected_net = "0.0.0.0/0" if text == "default" else outcome(ipaddress.ip_network, text)
     assert outcome(canonical_network, text) == expected_net
     assert outcome(canonical_interface, text) == outcome(ipaddress.ip_interface, text)
+
+
+@pytest.mark.parametrize("name, words", [
+    ("..", "host name '..' is not allowed"), (".", "host name '.' is not allowed"),
+    ("a/../../b", "contains '/'"), ("-rf", "starts with '-'"), (".hidden", "starts with '.'"),
+    ("tab\there", "contains '\\t'"), ("x" * 201, "201 bytes; at most 200"),
+])
+def test_host_names_that_are_not_file_names_are_refused(write, name: str, words: str) -> None:
+    """Issue 14, defect 7: a host named `..` validated and mapped its tunnel state onto the
+    state directory itself."""
+    quoted = json.dumps(name)  # a YAML double-quoted scalar
+    path = write(f"all:\n  hosts:\n    {quoted}:\n      ansible_connection: netns\n")
+    with pytest.raises(InventoryError) as info:
+        load(path)
+    assert any(words in str(d) for d in info.value.diagnostics), info.value
