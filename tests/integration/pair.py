@@ -4,8 +4,12 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -117,3 +121,43 @@ def device_rx(ns: str, device: str) -> int:
     out = subprocess.run(["ip", "-n", ns, "-s", "-j", "link", "show", device], capture_output=True, text=True,
                          check=True).stdout
     return int(json.loads(out)[0]["stats64"]["rx"]["packets"])
+
+
+@contextmanager
+def pinging(ns: str, address: str) -> Iterator[list[float]]:
+    """A ping every 20 ms from `ns` while the block runs (after a 0.5 s start); yields the list
+    that fills with the wall-clock times of the replies, for the tests that time an outage."""
+    replies: list[float] = []
+    pinger = subprocess.Popen(["ip", "netns", "exec", ns, "ping", "-D", "-i", "0.02", "-W", "1", address],
+                              stdout=subprocess.PIPE, text=True)
+    reader = threading.Thread(target=lambda: replies.extend(
+        float(line[1:line.index("]")]) for line in pinger.stdout or () if "bytes from" in line))
+    reader.start()
+    try:
+        time.sleep(0.5)
+        yield replies
+    finally:
+        pinger.send_signal(signal.SIGINT)
+        pinger.wait()
+        reader.join()
+
+
+def first_reply_after(ns: str, address: str, action: Callable[[], object], limit: float = 5.0) -> float:
+    """Seconds from `action()` to the first ping reply after it (one ping every 20 ms)."""
+    with pinging(ns, address) as replies:
+        at = time.time()
+        action()
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline and not any(r > at + 0.03 for r in list(replies)):
+            time.sleep(0.05)
+    after = [r for r in replies if r > at + 0.03]
+    return after[0] - at if after else float("inf")
+
+
+def longest_silence(ns: str, address: str, during: Callable[[], object]) -> float:
+    """Seconds of the longest gap between ping replies (one ping every 20 ms) while `during` runs."""
+    with pinging(ns, address) as replies:
+        during()
+        time.sleep(1.0)
+    assert len(replies) > 10, "pings were answered"
+    return max(b - a for a, b in zip(replies, replies[1:], strict=False))

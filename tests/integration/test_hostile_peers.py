@@ -31,7 +31,7 @@ from provisioner.kernel import namespace
 
 from .attacker import capturing, cpu_seconds, flooding, ip_udp, raw_sender, rss_kb, save_packets
 from .helpers import wait_for
-from .pair import connected, hosts, pings, status, up
+from .pair import connected, first_reply_after, hosts, pings, status, up
 
 __all__ = ["hosts"]  # a fixture
 PORT = 40839
@@ -170,30 +170,6 @@ def test_replayed_initiation_response_and_data_never_reach_the_device(tmp_path: 
         >= data - 2, (data, after["gw1"]["drops"])
 
 
-def ping_gap_after(ns: str, address: str, action: object, seconds: float = 4.0) -> float:
-    """Seconds from `action()` to the first ping reply after it (one ping every 20 ms)."""
-    replies: list[float] = []
-    pinger = subprocess.Popen(["ip", "netns", "exec", ns, "ping", "-D", "-i", "0.02", "-W", "1", address],
-                              stdout=subprocess.PIPE, text=True)
-    reader = threading.Thread(target=lambda: replies.extend(
-        float(line[1:line.index("]")]) for line in pinger.stdout or () if "bytes from" in line))
-    reader.start()
-    try:
-        time.sleep(0.5)
-        at = time.time()
-        action()  # type: ignore[operator]
-        deadline = time.time() + seconds
-        while time.time() < deadline and not any(r > at + 0.05 for r in list(replies)):
-            time.sleep(0.05)
-        time.sleep(0.2)
-    finally:
-        pinger.send_signal(signal.SIGINT)
-        pinger.wait()
-        reader.join()
-    after = [r for r in replies if r > at + 0.05]
-    return after[0] - at if after else float("inf")
-
-
 @contextmanager
 def idle_connections(ns: str, sources: list[str], per_source: int) -> Iterator[list[int]]:
     """Connections to the listener that never send a byte, re-opened as soon as one is closed."""
@@ -255,7 +231,7 @@ def test_idle_tcp_connections_do_not_delay_a_restarted_forwarder(tmp_path: Path,
         gaps = {}
         for host in ("gw2", "gw1"):  # the connecting end killed, then the listener
             pid = status(inv, state)[host]["pid"]
-            gaps[host] = ping_gap_after(hosts[0], "198.51.100.2", lambda p=pid: os.kill(p, signal.SIGKILL))
+            gaps[host] = first_reply_after(hosts[0], "198.51.100.2", lambda p=pid: os.kill(p, signal.SIGKILL))
         total = opened[0]
     print(f"tunnel back {gaps['gw2']:.2f} s after the connecting forwarder was killed, {gaps['gw1']:.2f} s after "
           f"the listener; {total} idle connections opened in all")

@@ -23,10 +23,8 @@ import pwd
 import signal
 import socket
 import subprocess
-import threading
 import time
 import types
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -39,7 +37,7 @@ from provisioner.tunnel.privileges import DEFAULT_USER
 from provisioner.tunnel.tcp import frame
 
 from .helpers import provision, wait_for
-from .pair import PSK, SECURE, connected, device_rx, hosts, inventory, key_pair, pings, status, up
+from .pair import PSK, SECURE, connected, device_rx, hosts, inventory, key_pair, longest_silence, pings, status, up
 
 __all__ = ["hosts"]  # a fixture
 PORT = 40839
@@ -241,26 +239,6 @@ def test_forwarders_keep_no_privileges_and_the_state_is_roots_alone(tmp_path: Pa
         st = path.lstat()
         assert st.st_uid == 0 and not st.st_mode & 0o022, f"{path} is writable by others: {st.st_mode:o}"
     assert pings(hosts[0], "198.51.100.2")
-
-
-def longest_silence(ns: str, address: str, during: Callable[[], object]) -> float:
-    """Seconds of the longest gap between ping replies (one ping every 20 ms) while `during` runs."""
-    replies: list[float] = []
-    pinger = subprocess.Popen(["ip", "netns", "exec", ns, "ping", "-D", "-i", "0.02", "-W", "1", address],
-                              stdout=subprocess.PIPE, text=True)
-    reader = threading.Thread(target=lambda: replies.extend(
-        float(line[1:line.index("]")]) for line in pinger.stdout or () if "bytes from" in line))
-    reader.start()
-    try:
-        time.sleep(0.5)
-        during()
-        time.sleep(1.0)
-    finally:
-        pinger.send_signal(signal.SIGINT)
-        pinger.wait()
-        reader.join()
-    assert len(replies) > 10, "pings were answered"
-    return max(b - a for a, b in zip(replies, replies[1:], strict=False))
 
 
 @pytest.mark.parametrize("transport", ["tcp", "udp"])

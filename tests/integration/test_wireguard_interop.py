@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from .helpers import provision, wait_for, write_inventory
-from .pair import pings
+from .pair import first_reply_after, pings
 
 WG_PORT = 51820
 PROVISION_PORT = 51821
@@ -119,29 +118,6 @@ def apply(tmp_path: Path, ns: str, go: WireGuardGo, public: str, role: str, **en
 
 def status(inv: Path, state: Path) -> dict:
     return json.loads(provision("status", str(inv), "--json", state_dir=state, check_rc=0).out)["tunnels"][0]
-
-
-def first_reply_after(ns: str, address: str, action: Callable[[], object], limit: float = 5.0) -> float:
-    """Seconds from action() to the first ping reply after it (one ping every 20 ms)."""
-    replies: list[float] = []
-    pinger = subprocess.Popen(["ip", "netns", "exec", ns, "ping", "-D", "-i", "0.02", "-W", "1", address],
-                              stdout=subprocess.PIPE, text=True)
-    reader = threading.Thread(target=lambda: replies.extend(
-        float(line[1:line.index("]")]) for line in pinger.stdout or () if "bytes from" in line))
-    reader.start()
-    try:
-        time.sleep(0.5)
-        at = time.time()
-        action()
-        deadline = time.monotonic() + limit
-        while time.monotonic() < deadline and not any(r > at + 0.03 for r in list(replies)):
-            time.sleep(0.05)
-    finally:
-        pinger.send_signal(signal.SIGINT)
-        pinger.wait()
-        reader.join()
-    after = [r for r in replies if r > at + 0.03]
-    return after[0] - at if after else float("inf")
 
 
 def iperf(client_ns: str, server_ns: str, server: str, seconds: int) -> float:
