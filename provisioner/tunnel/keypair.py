@@ -108,9 +108,4 @@ class Keypair:
         return (self.initiator and now - self.created >= REKEY_AFTER_TIME) or self.send_counter >= REKEY_AFTER_MESSAGES
 
 
-def transport_index(msg: bytes | memoryview) -> int:
-    """The receiver index of a message already known to be a transport message of valid size."""
-    return int(HEADER.unpack_from(msg)[1])
-
-
-__all__ = ["FORGED", "HEADER", "REPLAYED", "Expired", "Keypair", "transport_index", "TRANSPORT_MIN_LEN"]
+__all__ = ["FORGED", "HEADER", "REPLAYED", "Expired", "Keypair", "TRANSPORT_MIN_LEN"]

@@ -31,6 +31,7 @@ from .drops import Drop
 from .keypair import REPLAYED, Keypair
 from .peer import Peer
 from .stats import LinkState, Stats
+from .timers import DEAD_AFTER, KEEPALIVE_INTERVAL
 
 SOL_UDP, UDP_SEGMENT, UDP_GRO = 17, 103, 104  # Python 3.11 has no names for these
 MSG_TRUNC = int(socket.MSG_TRUNC)  # a plain int: IntFlag arithmetic costs a microsecond a datagram
@@ -108,6 +109,7 @@ class UdpCarrier:
         self.room = 0  # the largest datagram that reaches the endpoint unfragmented (UDP_SEGMENT's limit)
         self._room_for: Any = None
         self._internal_logged = -60.0
+        self._last_keepalive = self._heard = -60.0  # insecure tunnels: our last keepalive, the peer's last word
         self._last_report = 0.0
 
     # ------------------------------------------------------------ the loop
@@ -147,18 +149,15 @@ class UdpCarrier:
             state = LinkState.CONNECTED if peer.connected(now) else LinkState.CONNECTING
             self.stats.handshakes, self.stats.last_handshake = peer.handshakes, peer.last_handshake
         else:
-            if self.t.role is Role.CONNECT and now - self._last_keepalive >= 2.0 and self._resolve():
-                self._send(b"", self.endpoint)
+            if self.t.role is Role.CONNECT and now - self._last_keepalive >= KEEPALIVE_INTERVAL and self._resolve():
+                self._send(b"", self.endpoint)  # insecure: an empty datagram says we are here
                 self._last_keepalive = now
-            state = LinkState.CONNECTED if now - self._heard < 15.0 else LinkState.CONNECTING
+            state = LinkState.CONNECTED if now - self._heard < DEAD_AFTER else LinkState.CONNECTING
         self.stats.set_state(state, address_text(self.endpoint) if self.endpoint else None)
         if now - self._last_report >= REPORT_EVERY:
             self._last_report = now
             self.stats.report()
         return max(0.001, min(wait, REPORT_EVERY - (now - self._last_report)))
-
-    _last_keepalive = -60.0
-    _heard = -60.0
 
     def _resolve(self) -> bool:
         try:  # resolve again each time: the peer may come back elsewhere

@@ -7,11 +7,13 @@ userspace forwarder fast. Three things are done with it here:
 - `sanitize`: a header that came over the network is checked before the kernel sees it, as
   wireguard-go does: known flags and gso types only, checksum offsets inside the packet,
   the packet really is the TCP/IP the header claims, and `hdr_len` recomputed by us.
-- `segment`: over UDP every packet is one datagram, so a super-packet is cut into the real
-  packets the kernel would have sent (each still marked "checksum partial", so nobody has to
-  checksum 64 KB in Python), ready for one UDP_SEGMENT send.
 - `Coalescer`: the receiving side glues consecutive segments of one TCP flow back into a
-  super-packet, so the device takes 64 KB per write instead of 1.4 KB (userspace GRO).
+  super-packet, so the device takes 64 KB per write instead of 1.4 KB (userspace GRO; see
+  device.Gro for how WireGuard's fully checksummed packets are fed to it).
+- `segment`: a super-packet cut into the packets the kernel would have sent, each marked
+  "checksum partial". No carrier sends these: WireGuard's wire wants every packet fully
+  checksummed, so the UDP carrier reads the device with its offloads off. It stays as the
+  exact model of TSO that the coalescer's tests are checked against.
 """
 
 from __future__ import annotations
@@ -267,33 +269,6 @@ class Coalescer:
         self._payloads.append(view[start + hl:end])
         self._bytes += self._seg
         self._step()
-        return True
-
-    def append(self, unit: memoryview) -> bool:
-        """Takes `unit` as the run's next segment on its sender's word, without predicting its
-        headers: the sender cut both from one super-packet and said so (DATA_CONT, in a datagram
-        that verified, right after the run's last). Only its length and TCP flags are looked at;
-        the super-packet written is built from the run's first headers, as always."""
-        headers = self._headers
-        if self._first is None or headers is None:
-            return False
-        hl, seg = self._hl, self._seg
-        size = len(unit) - hl
-        if not 0 < size <= seg:
-            return False
-        flags = unit[HDR_LEN + headers.l4 + 13]
-        if flags != TCP_ACK and (size == seg or flags != TCP_ACK | TCP_PSH):
-            return False
-        self._payloads.append(unit[hl:])
-        self._bytes += size
-        self._ip_id = (self._ip_id + 1) & 0xFFFF
-        self._seq = (self._seq + seg) & 0xFFFFFFFF
-        self._expect = b""  # continues() no longer predicts this run
-        if size < seg:
-            self._flags = flags
-            self.flush()
-        elif len(self._payloads) >= MAX_SEGMENTS or self._bytes + seg > MAX_IP_PACKET:
-            self.flush()
         return True
 
     def _tail(self, view: memoryview, start: int, end: int) -> bool:
