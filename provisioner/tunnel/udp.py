@@ -160,7 +160,7 @@ class UdpCarrier:
         return max(0.001, min(wait, REPORT_EVERY - (now - self._last_report)))
 
     def _resolve(self) -> bool:
-        try:  # at start, and whenever the peer is lost track of: it may come back elsewhere
+        try:  # at start, until it resolves; after that the peer is where its authenticated messages come from
             found = socket.getaddrinfo(self.host, self.port, self.sock.family, socket.SOCK_DGRAM)[0][4]
         except OSError as exc:
             self.stats.error(f"resolving {self.host}: {exc.strerror or exc}")
