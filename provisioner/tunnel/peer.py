@@ -19,6 +19,7 @@ what it returns. The rules are WireGuard's (whitepaper §5 and §6), in one plac
 
 from __future__ import annotations
 
+import logging
 import os
 import struct
 import time
@@ -42,6 +43,7 @@ from .timers import (
 )
 
 INDEX = struct.Struct("<I")
+log = logging.getLogger("provision.forwarder")
 
 
 class Peer:
@@ -82,7 +84,8 @@ class Peer:
         """The keypair to seal with now, or None (the carrier queues and a handshake is due)."""
         kp = self.current
         if kp is None or not kp.usable(now):
-            self.want_session(now)
+            if self.next is None:  # a session the peer began is on its way: it confirms it, not us
+                self.want_session(now)
             return None
         if kp.wants_rekey(now) and self.pending is None:
             self.retry_at = min(self.retry_at, now)
@@ -195,6 +198,8 @@ class Peer:
             self.keypairs.pop(self.next.local_index, None)
         self.next = Keypair(keys, now)
         self.keypairs[keys.local_index] = self.next
+        if self.pending is None:
+            self.retry_at = float("inf")  # what we had to send waits for this session, not a second one
         self.last_heard = now
         return None, bytes(response)
 
@@ -218,6 +223,7 @@ class Peer:
         self.keypairs[kp.local_index] = kp
         self.handshakes += 1
         self.last_handshake = time.time()
+        log.info("session %d made, as the %s", self.handshakes, "initiator" if kp.initiator else "responder")
 
     # ------------------------------------------------------------ transport
 

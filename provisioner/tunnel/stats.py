@@ -55,6 +55,12 @@ class Stats:
             self.state, self.peer, self.since = state, peer, time.time()
             self.report()
 
+    def sessions(self, handshakes: int, last: float | None) -> None:
+        """The peer's count of sessions made; a new one is reported at once, like a new state."""
+        if handshakes != self.handshakes:
+            self.handshakes, self.last_handshake = handshakes, last
+            self.report()
+
     def to_dict(self) -> dict[str, Any]:
         return {"state": self.state.value, "peer": self.peer, "since": self.since, "at": time.time(),
                 "rx_packets": self.rx_packets, "rx_bytes": self.rx_bytes,

@@ -243,7 +243,7 @@ class TcpCarrier:
             self._last_report = now
             peer = self.peer
             if peer is not None:
-                self.stats.handshakes, self.stats.last_handshake = peer.handshakes, peer.last_handshake
+                self.stats.sessions(peer.handshakes, peer.last_handshake)
             if self.conn is None:
                 self.stats.set_state(LinkState.CONNECTING, None)
             self.stats.report()
@@ -415,7 +415,7 @@ class TcpCarrier:
             # uses it (its first message confirms it), not before (a peer with another psk never does).
             unconfirmed = peer.next if peer is not None and self.t.role is Role.LISTEN else None
         if peer is not None:
-            self.stats.handshakes, self.stats.last_handshake = peer.handshakes, peer.last_handshake
+            self.stats.sessions(peer.handshakes, peer.last_handshake)
         if unconfirmed is None:
             self.stats.set_state(LinkState.CONNECTED, address_text(addr))
         for msg in p.early:  # an insecure peer's first frames, read while it was vetted
@@ -451,6 +451,7 @@ class TcpCarrier:
                 self._message(conn, frame_, source, last_heard)
             if unconfirmed is not None and peer is not None and peer.current is unconfirmed:
                 unconfirmed = None
+                self.stats.sessions(peer.handshakes, peer.last_handshake)
                 self.stats.set_state(LinkState.CONNECTED, address_text(addr))
             if reader.error is not None:
                 raise reader.error

@@ -147,7 +147,7 @@ class UdpCarrier:
                     self._send(msg, self.endpoint)
             wait = min(wait, peer.next_event(now))
             state = LinkState.CONNECTED if peer.connected(now) else LinkState.CONNECTING
-            self.stats.handshakes, self.stats.last_handshake = peer.handshakes, peer.last_handshake
+            self.stats.sessions(peer.handshakes, peer.last_handshake)
         else:
             if self.t.role is Role.CONNECT and now - self._last_keepalive >= KEEPALIVE_INTERVAL and self._resolve():
                 self._send(b"", self.endpoint)  # insecure: an empty datagram says we are here

@@ -202,3 +202,18 @@ def test_an_idle_peer_never_asks_to_be_woken_in_a_loop() -> None:
     assert listener.next_event(1000.0) >= 0.01, "no session, no endpoint: nothing to do but wait"
     handshake(listener, connector)
     assert 0.01 <= listener.next_event(1000.5) <= timers.KEEPALIVE_INTERVAL
+
+
+def test_a_listener_with_something_to_send_does_not_start_a_second_session_beside_the_peers() -> None:
+    """Found in CI: packets from the device before the first session made the listener start a
+    handshake of its own as soon as it learned the endpoint, a second session at every start."""
+    listener, connector = pair()
+    assert listener.sender(1000.0) is None  # something to send, no session: a handshake is wanted
+    [init] = connector.due(1000.0)
+    why, response = listener.on_handshake(init, B_SOURCE, 1000.0)
+    assert why is None and response is not None
+    assert listener.sender(1000.0) is None and listener.due(1000.0) == [], "it waits for the peer's session"
+    _, keepalive = connector.on_handshake(response, A_SOURCE, 1000.0)
+    assert listener.open(keepalive, 1000.0) == b""
+    assert listener.handshakes == connector.handshakes == 1
+    assert not [m for m in listener.due(1000.1) if m[0] == noise.MSG_INITIATION]
