@@ -367,13 +367,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
     agents = records(directory)
     if args.inventory:
-        hosts = _load(args).hosts
+        loaded = _load(args)
+        hosts = loaded.hosts
         agents = [a for a in agents if a["host"] in {h.name for h in hosts}]
         for host in hosts:
             if host.connection == "docker":
                 from .connection.docker import run_inside
 
-                rows += run_inside(host, args.inventory, ["status"]).get("tunnels", [])
+                rows += run_inside(host, args.inventory, ["status"], loaded.everyone).get("tunnels", [])
             elif skip_reason(host) is None:
                 rows += runtime.status(directory, host.name)
     else:
@@ -395,8 +396,10 @@ def cmd_facts(args: argparse.Namespace) -> int:
     from .inventory import Host
     from .resolve import private_key_path
 
+    everyone: dict[str, Host] = {}
     if args.inventory:
-        hosts = [h for h in _load(args).hosts if not skip_reason(h)]
+        loaded = _load(args)
+        hosts, everyone = [h for h in loaded.hosts if not skip_reason(h)], loaded.everyone
     else:
         hosts = [Host("localhost", (), (), {"ansible_connection": "local"})]
     directory = state_dir(args.state_dir)
@@ -406,7 +409,7 @@ def cmd_facts(args: argparse.Namespace) -> int:
         if host.connection == "docker":
             from .connection.docker import run_inside
 
-            inside = run_inside(host, args.inventory, ["facts"])["all"]["hosts"][host.name]
+            inside = run_inside(host, args.inventory, ["facts"], everyone)["all"]["hosts"][host.name]
             doc["all"]["hosts"][host.name] = {**connection, **{k: v for k, v in inside.items()
                                                                if k not in CONNECTION_VARS}}
             continue

@@ -114,7 +114,7 @@ def run_host(loaded: Loaded, host: Host, job: Job, report: Report, notify: Notif
             return Outcome(host.name, Status.OK, plan_for(job.snapshots[host.name], host, desired, source,
                                                           job.destroy))
         if host.connection == DOCKER:
-            return remote_outcome(host, job.inventory_file, job.remote_argv())
+            return remote_outcome(host, job.inventory_file, job.remote_argv(), loaded.everyone)
         assert job.state_dir is not None
         with connect(host, job.state_dir, job.lock_timeout, notify) as conn:
             if job.apply:

@@ -8,7 +8,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from . import schema
+from . import loader
+from .desired import network_of
 from .connection import LOCAL, NETNS, Connection, skip_reason
 from .errors import (
     Diagnostic,
@@ -21,13 +22,14 @@ from .errors import (
     VerificationError,
     collect,
 )
-from .inventory import Host, Inventory, Source, build, load_source, parse
+from .inventory import Host, Inventory
 from .kernel.apply import Step, schedule, steps_for
 from .model import Network, Observed
 from .plan import Change, Plan, make_plan
 from .render import change_line
 from .resolve import resolve
-from .validate import check_devs_present, check_host, check_peers, network_of
+from .source import Sources
+from .validate import check_devs_present, check_host, check_peers
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,11 @@ class Loaded:
     desired: Mapping[str, Network]
     warnings: tuple[Diagnostic, ...] = ()
 
+    @property
+    def everyone(self) -> dict[str, Host]:
+        """Every host of the inventory by name, the selected or not (peers are looked up here)."""
+        return {h.name: h for h in self.inventory.hosts}
+
 
 def load(file: str, limit: str | None = None, connection: str | None = None, act: bool = False,
          default_connection: str | None = None) -> Loaded:
@@ -45,11 +52,9 @@ def load(file: str, limit: str | None = None, connection: str | None = None, act
     `default_connection` is for the hosts that have none (the pull agent, on the host itself).
     `act`: the command is about to change the selected hosts from here, so their key files and
     users must be there; otherwise (validate, plan --facts, destroy) what is missing is a warning."""
-    source = load_source(file)
-    data = parse(source)
-    problems: list[Diagnostic] = schema.check(source, data)
+    inventory, problems = loader.load(file)
+    source = inventory.source
     try:
-        inventory = build(source, data)
         for host in inventory.hosts:
             problems += check_host(source, host)
         problems += check_peers(source, inventory.hosts)
@@ -92,7 +97,7 @@ class Outcome:
     transient: bool = False  # failed for a reason outside the inventory (busy or unreachable): try again later
 
 
-def plan_for(observed: Observed, host: Host, desired: Network, source: Source, destroy: bool) -> Plan:
+def plan_for(observed: Observed, host: Host, desired: Network, source: Sources, destroy: bool) -> Plan:
     """Pure: the checks that need the live state (a route's dev must exist), then the diff."""
     if not destroy:
         missing = check_devs_present(source, host, (name for name, _ in observed.links))
@@ -101,7 +106,7 @@ def plan_for(observed: Observed, host: Host, desired: Network, source: Source, d
     return make_plan(host.name, desired, observed, destroy=destroy)
 
 
-def apply_host(conn: Connection, host: Host, desired: Network, source: Source, destroy: bool,
+def apply_host(conn: Connection, host: Host, desired: Network, source: Sources, destroy: bool,
                report: Callable[[Change], None]) -> Outcome:
     """Apply, then read back and compare; any failure undoes this run's steps, in reverse."""
     observed = conn.observe()
@@ -142,12 +147,12 @@ def failure(host: str, exc: ProvisionError) -> Outcome:
     return Outcome(host, Status.FAILED, error=str(exc), transient=isinstance(exc, UnreachableError | LockTimeout))
 
 
-def remote_outcome(host: Host, inventory_file: str, argv: list[str]) -> Outcome:
+def remote_outcome(host: Host, inventory_file: str, argv: list[str], everyone: Mapping[str, Host]) -> Outcome:
     """Run the command for `host` inside its container and bring the outcome back."""
     from .connection.docker import run_inside
     from .plan import plan_from_dict
 
-    result = run_inside(host, inventory_file, argv)
+    result = run_inside(host, inventory_file, argv, everyone)
     entry = next((h for h in result.get("hosts", ()) if h.get("host") == host.name), None)
     if entry is None:
         raise HostError(host.name, f"provision in the container said nothing about {host.name}")

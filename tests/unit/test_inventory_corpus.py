@@ -1,0 +1,81 @@
+"""Every inventory of the corpus (tests/inventories/*) reads as `ansible-inventory --list` reads it:
+the same hosts, the same groups with the same members, and every variable but `network` (which
+provision merges across layers, docs/inventory.md) with the same value."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from provisioner.loader import load
+from provisioner.inventory import NETWORK
+
+CORPUS = Path(__file__).resolve().parents[1] / "inventories"
+CASES = sorted(p for p in CORPUS.iterdir() if p.is_dir())
+
+
+def inventory_of(case: Path) -> Path:
+    """The one entry of a case named inventory* (a file of any form, or a directory)."""
+    (found,) = [p for p in case.iterdir() if p.name.startswith("inventory")]
+    return found
+
+
+def ansible_inventory(path: Path, tmp: Path, *args: str) -> Any:
+    env = {**os.environ, "ANSIBLE_LOCAL_TEMP": str(tmp), "ANSIBLE_HOME": str(tmp),
+           "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false"}
+    cli = Path(sys.executable).parent / "ansible-inventory"
+    done = subprocess.run([str(cli), "-i", str(path), "--list", *args], capture_output=True, text=True, env=env,
+                          check=True)
+    return json.loads(done.stdout)
+
+
+def groups_of(listing: dict[str, Any]) -> dict[str, set[str]]:
+    """group -> every host in it, children included, from ansible-inventory's --list."""
+    def members(name: str, seen: set[str]) -> set[str]:
+        if name in seen:
+            return set()
+        seen.add(name)
+        body = listing.get(name, {})
+        out = set(body.get("hosts", []))
+        for child in body.get("children", []):
+            out |= members(child, seen)
+        return out
+    return {g: members(g, set()) for g in listing if g != "_meta"}
+
+
+def test_the_corpus_is_large_enough() -> None:
+    assert len(CASES) >= 10
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda p: p.name)
+def test_variables_groups_and_hosts_are_ansibles(case: Path, tmp_path: Path) -> None:
+    path = inventory_of(case)
+    inventory, problems = load(str(path))
+    assert [str(p) for p in problems if p.severity == "error"] == []
+    theirs = ansible_inventory(path, tmp_path)
+    hostvars = theirs["_meta"]["hostvars"]  # hosts without variables are left out of it
+    listed = groups_of(theirs)
+    assert {h.name for h in inventory.hosts} == listed["all"]
+    for host in inventory.hosts:
+        expected = {k: v for k, v in hostvars.get(host.name, {}).items() if k != NETWORK}
+        assert dict(host.vars) == expected, host.name
+    ours = {g: set(m) for g, m in inventory.groups.items() if m or g in listed}
+    assert ours == {g: m for g, m in listed.items() if m or g in ours}
+
+
+def test_group_order_is_ansibles_for_network_too() -> None:
+    """The layers merge in the order Ansible applies variables: group_vars/ over the inventory's
+    group vars, host_vars/ over the host's own."""
+    inventory, _ = load(str(inventory_of(CORPUS / "11-network-layers")))
+    hosts = {h.name: h for h in inventory.hosts}
+    gw1 = {e.value["name"]: e.value for e in hosts["gw1"].network["devices"]}
+    assert gw1["tap0"]["mtu"] == 1400  # the host's inline vars beat group_vars/edge/
+    gw2 = {e.value["name"]: e.value for e in hosts["gw2"].network["devices"]}
+    assert gw2["tap0"]["mtu"] == 1300 and "tun9" in gw2
+    assert [e.value["to"] for e in hosts["gw2"].network["routes"]] == ["203.0.113.0/24", "192.0.2.0/24"]
