@@ -107,6 +107,15 @@ def parser() -> argparse.ArgumentParser:
     c = command("status", "show each tunnel's forwarder: state, peer, counters, last error", cmd_status,
                 inventory="optional")
     c.add_argument("--json", action="store_true", help="machine-readable status")
+    c = command("inventory", "show the inventory as provision reads it (as ansible-inventory does), with each "
+                             "host's merged network and where each entry was written", cmd_inventory)
+    shown = c.add_mutually_exclusive_group(required=True)
+    shown.add_argument("--list", action="store_true", help="every group and host, as JSON (ansible-inventory --list)")
+    shown.add_argument("--host", metavar="HOST", help="one host's variables")
+    shown.add_argument("--graph", nargs="?", const="all", metavar="GROUP", help="the groups as a tree")
+    c.add_argument("--yaml", action="store_true", help="--host as YAML, each network entry with # FILE:LINE")
+    c.add_argument("--flat", action="store_true", help="--host as a one-file inventory of that host (its network "
+                   "merged, with what its tunnels need of their peers): what the Ansible collection hands its module")
     c = command("facts", "print the live state in the inventory's format", cmd_facts, inventory="optional")
     c.add_argument("--json", action="store_true", help="JSON instead of YAML")
     c = sub.add_parser("pull", help="keep this host on the inventory in a git branch (a GitOps agent)",
@@ -387,6 +396,31 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(status_table(rows) if rows else "no tunnels")
     for agent in agents:
         print("\n" + pull_status(agent))
+    return EXIT_OK
+
+
+def cmd_inventory(args: argparse.Namespace) -> int:
+    from .inventory import flatten
+    from .render import inventory_graph, inventory_host_yaml, inventory_list
+
+    loaded = _load(args)
+    inventory = loaded.inventory
+    if args.list:
+        print(json.dumps(inventory_list(inventory), indent=4, sort_keys=True))
+    elif args.graph:
+        if args.graph not in inventory.groups:
+            raise ProvisionError(f"{args.inventory}: no group {args.graph!r}")
+        print(inventory_graph(inventory, args.graph), end="")
+    else:
+        host = loaded.everyone.get(args.host)
+        if host is None:
+            raise ProvisionError(f"{args.inventory}: no host {args.host!r}")
+        if args.flat:
+            print(json.dumps(flatten(host, loaded.everyone), indent=2))
+        elif args.yaml:
+            print(inventory_host_yaml(inventory, host), end="")
+        else:
+            print(json.dumps(inventory_list(inventory)["_meta"]["hostvars"][host.name], indent=4, sort_keys=True))
     return EXIT_OK
 
 

@@ -65,6 +65,8 @@ class Inventory:
     source: Sources
     hosts: tuple[Host, ...]
     groups: Mapping[str, frozenset[str]]  # group name -> the hosts in it, children included
+    children: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # group -> its child groups
+    direct: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # group -> the hosts listed in it
 
     def select(self, limit: str | None) -> tuple[Host, ...]:
         """Ansible-like patterns: names, groups, globs, `a,b` or `a:b`, `!x` to exclude, `&x` to intersect."""

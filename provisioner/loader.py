@@ -67,7 +67,7 @@ def _inventory_files(path: str) -> list[str]:
 
 def vars_files(base: str, kind: str, name: str) -> list[str]:
     """Ansible's DataLoader.find_vars_files for `base/kind/name`."""
-    stem = os.path.join(base, kind, name)
+    stem = os.path.normpath(os.path.join(base, kind, name))
     for ext in VARS_EXTENSIONS:
         candidate = stem + ext
         if os.path.isdir(candidate):
@@ -206,13 +206,15 @@ class _Reader:
                       + group_files[ALL] + [v for g in mine for v in group_files[g.name]]
                       + defs + self._vars_layers("host_vars", name))
             hosts.append(merge_host(name, defs[0][1], (ALL, *(g.name for g in mine)), layers))
-        return Inventory(Sources(self.path, tuple(self.documents)), tuple(hosts), members)
+        return Inventory(Sources(self.path, tuple(self.documents)), tuple(hosts), members,
+                         {g.name: tuple(g.children) for g in groups.values()},
+                         {g.name: tuple(g.hosts) for g in groups.values()})
 
     def _ungrouped(self) -> None:
         """As Ansible: a host in no group but `all` is in `ungrouped`, and only such hosts are."""
         ungrouped = self.groups.setdefault(UNGROUPED, _Group(UNGROUPED, ()))
         if UNGROUPED not in self.groups[ALL].children:
-            self.groups[ALL].children.append(UNGROUPED)
+            self.groups[ALL].children.insert(0, UNGROUPED)  # Ansible makes it first, before any file is read
         in_some = {h for g in self.groups.values() if g.name not in (ALL, UNGROUPED) for h in self._members(g.name, set())}
         ungrouped.hosts = [h for h in self.host_defs if h not in in_some]
 

@@ -195,3 +195,77 @@ def plan_markdown(outcomes: list[Any], destroy: bool = False) -> str:
 def _md(text: str) -> str:
     """A table cell: pipes and line breaks would end the cell."""
     return text.replace("|", "\\|").replace("\n", " ")
+
+
+# ---------------------------------------------------------------- inventories
+
+
+def inventory_list(inventory: Any) -> dict[str, Any]:
+    """`ansible-inventory --list`'s shape, each host's `network` merged as provision merges it;
+    `_meta.origins[host][kind]` says where each of its entries was written (FILE:LINE), in order."""
+    from .inventory import ALL, flatten
+
+    hosts = {h.name: h for h in inventory.hosts}
+    out: dict[str, Any] = {"_meta": {"hostvars": {}, "origins": {}}}
+    for name in inventory.groups:
+        body: dict[str, Any] = {}
+        if inventory.direct.get(name) and name != ALL:
+            body["hosts"] = list(inventory.direct[name])
+        if inventory.children.get(name):
+            body["children"] = list(inventory.children[name])
+        if body or name == ALL:
+            out[name] = body
+    for name, host in hosts.items():
+        out["_meta"]["hostvars"][name] = flatten(host, {})[ALL]["hosts"][name]
+        out["_meta"]["origins"][name] = origins(inventory, host)
+    return out
+
+
+def origins(inventory: Any, host: Any) -> dict[str, list[str]]:
+    return {kind: [inventory.source.where(e.path) for e in entries] for kind, entries in host.network.items()}
+
+
+def inventory_host_yaml(inventory: Any, host: Any) -> str:
+    """A host's variables as YAML, each network entry followed by `# FILE:LINE` (where it was written)."""
+    import io
+
+    from ruamel.yaml import YAML
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+    doc = CommentedMap((k, v) for k, v in host.vars.items())
+    network = CommentedMap()
+    for kind, entries in host.network.items():
+        seq = CommentedSeq(_flow(e.value) for e in entries)
+        for i, e in enumerate(entries):
+            seq.yaml_add_eol_comment(inventory.source.where(e.path), i)
+        network[kind] = seq
+    if network:
+        doc["network"] = network
+    yaml = YAML(typ="rt")
+    yaml.default_flow_style = None
+    buffer = io.StringIO()
+    yaml.dump(doc, buffer)
+    return buffer.getvalue()
+
+
+def _flow(value: Any) -> Any:
+    """An entry on one line, as people write them in inventories."""
+    from ruamel.yaml.comments import CommentedMap
+
+    entry = CommentedMap(value)
+    entry.fa.set_flow_style()
+    return entry
+
+
+def inventory_graph(inventory: Any, group: str = "all") -> str:
+    """`ansible-inventory --graph`: @group, its child groups, then its own hosts, in the order written."""
+    lines: list[str] = []
+
+    def walk(name: str, depth: int) -> None:
+        lines.append(("  |" * depth + "--" if depth else "") + "@" + name + ":")
+        for child in inventory.children.get(name, ()):
+            walk(child, depth + 1)
+        for host in inventory.direct.get(name, ()) if name != "all" else ():
+            lines.append("  |" * (depth + 1) + "--" + host)
+    walk(group, 0)
+    return "\n".join(lines) + "\n"

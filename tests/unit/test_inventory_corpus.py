@@ -79,3 +79,27 @@ def test_group_order_is_ansibles_for_network_too() -> None:
     gw2 = {e.value["name"]: e.value for e in hosts["gw2"].network["devices"]}
     assert gw2["tap0"]["mtu"] == 1300 and "tun9" in gw2
     assert [e.value["to"] for e in hosts["gw2"].network["routes"]] == ["203.0.113.0/24", "192.0.2.0/24"]
+
+
+def provision_inventory(path: Path, *args: str) -> str:
+    cli = Path(sys.executable).parent / "provision"
+    return subprocess.run([str(cli), "inventory", str(path), *args], capture_output=True, text=True,
+                          check=True).stdout
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda p: p.name)
+def test_inventory_graph_and_list_are_ansibles(case: Path, tmp_path: Path) -> None:
+    """`provision inventory --graph` prints what `ansible-inventory --graph` prints; --list has its
+    groups, and the variables with `network` merged and each entry's origin."""
+    path = inventory_of(case)
+    env = {**os.environ, "ANSIBLE_LOCAL_TEMP": str(tmp_path), "ANSIBLE_HOME": str(tmp_path)}
+    cli = Path(sys.executable).parent / "ansible-inventory"
+    theirs = subprocess.run([str(cli), "-i", str(path), "--graph"], capture_output=True, text=True, env=env,
+                            check=True).stdout
+    assert provision_inventory(path, "--graph") == theirs
+    listing = json.loads(provision_inventory(path, "--list"))
+    assert groups_of(listing)["all"] == groups_of(ansible_inventory(path, tmp_path))["all"]
+    for host, origins in listing["_meta"]["origins"].items():
+        network = listing["_meta"]["hostvars"][host].get(NETWORK, {})
+        assert {k: len(v) for k, v in origins.items()} == {k: len(v) for k, v in network.items()}
+        assert all(":" in where for where_list in origins.values() for where in where_list)
