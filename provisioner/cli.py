@@ -368,6 +368,7 @@ def _json_result(outcomes: list[Any], applied: bool) -> dict[str, Any]:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from .connection import skip_reason
+    from .connection.identity import identity, state_name
     from .pull.agent import records
     from .render import pull_status, status_table
     from .tunnel import runtime
@@ -385,7 +386,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
                 rows += run_inside(host, args.inventory, ["status"], loaded.everyone).get("tunnels", [])
             elif skip_reason(host) is None:
-                rows += runtime.status(directory, host.name)
+                key = state_name(identity(host.connection, host.address))
+                rows += [{**row, "host": host.name} for row in runtime.status(directory, key)]
     else:
         base = directory / "tunnels"
         for host_dir in sorted(base.iterdir()) if base.is_dir() else ():
