@@ -92,8 +92,9 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--facts", metavar="PATH", action="append", help="plan against " + facts_help +
                    ", not the live kernel")
     c.add_argument("--destroy", action="store_true", help="plan what destroy would remove")
+    c.add_argument("--out", metavar="FILE", help="save the plan, for `provision apply FILE` to apply exactly it")
     forks(c)
-    c = command("apply", "change the hosts to match the inventory", cmd_apply)
+    c = command("apply", "change the hosts to match the inventory, or to a plan saved by plan --out", cmd_apply)
     c.add_argument("--check", action="store_true", help="change nothing: the same as plan")
     c.add_argument("--diff", action="store_true", help="show old → new for each change")
     c.add_argument("--json", action="store_true", help="machine-readable result")
@@ -276,14 +277,23 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    return _run(args, apply=not args.check, destroy=False)
+    from .saved import is_saved_plan, read
+
+    if not is_saved_plan(args.inventory):
+        return _run(args, apply=not args.check, destroy=False)
+    if args.limit or args.connection:
+        raise ProvisionError(f"{args.inventory} is a saved plan: it keeps the --limit and --connection it was made "
+                             "with")
+    saved = read(args.inventory)
+    args.inventory, args.limit, args.connection = saved.inventory, saved.limit, saved.connection
+    return _run(args, apply=not args.check, destroy=saved.destroy, saved=saved)
 
 
 def cmd_destroy(args: argparse.Namespace) -> int:
     return _run(args, apply=True, destroy=True)
 
 
-def _run(args: argparse.Namespace, apply: bool, destroy: bool) -> int:
+def _run(args: argparse.Namespace, apply: bool, destroy: bool, saved: Any = None) -> int:
     from . import fleet
     from .facts import load_snapshots
     from .reconcile import Outcome, Status
@@ -300,6 +310,8 @@ def _run(args: argparse.Namespace, apply: bool, destroy: bool) -> int:
                     snapshots=load_snapshots(facts) if facts else None, snapshots_from=", ".join(facts or ()),
                     skip_unsnapshotted=any(os.path.isdir(f) for f in facts or ()),
                     lock_timeout=getattr(args, "lock_timeout", 60.0))
+    if saved is not None:
+        job = _check_saved(saved, loaded, job, args.forks)
 
     def report(host: str, change: Any) -> None:
         if as_text:
@@ -330,6 +342,13 @@ def _run(args: argparse.Namespace, apply: bool, destroy: bool) -> int:
             print(f"{outcome.host}: no changes")
     failed = any(o.status is Status.FAILED for o in outcomes)
     pending = any(o.plan is not None and not o.plan.empty for o in outcomes)
+    if getattr(args, "out", None) and not failed:
+        from .saved import write
+
+        write(args.out, loaded.inventory.source, args.limit, args.connection, destroy,
+              [o.plan for o in outcomes if o.plan is not None])
+        print(f"saved the plan to {args.out}; apply exactly it with: provision apply {args.out}",
+              file=sys.stdout if as_text else sys.stderr)
     if form == "json":
         print(json.dumps(_json_result(outcomes, applied=apply), indent=2))
     elif form == "markdown":
@@ -348,6 +367,25 @@ def _run(args: argparse.Namespace, apply: bool, destroy: bool) -> int:
     if not apply and getattr(args, "detailed_exitcode", False) and pending:
         return EXIT_CHANGES
     return EXIT_OK
+
+
+def _check_saved(saved: Any, loaded: Any, job: Any, forks: int) -> Any:
+    """Refuse a stale saved plan before any host is changed; the job checks each host again under its lock."""
+    from dataclasses import replace
+    from functools import partial
+
+    from . import fleet
+    from .reconcile import Status
+    from .saved import StalePlanError, check_host, check_inventory
+
+    check_inventory(saved, loaded.inventory.source)
+    for outcome in fleet.run(loaded, replace(job, apply=False), forks, lambda h, c: None, lambda m: None):
+        if outcome.status is Status.FAILED:
+            raise StalePlanError(f"{saved.file}: cannot check {outcome.host} against the plan: {outcome.error}; "
+                                 "nothing was applied")
+        if outcome.plan is not None:
+            check_host(saved, outcome.plan)
+    return replace(job, check=partial(check_host, saved))
 
 
 def _json_result(outcomes: list[Any], applied: bool) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from .connection import DOCKER, connect, skip_reason
 from .errors import HostError, InventoryError, ProvisionError
 from .inventory import Host
 from .model import Observed
-from .plan import Change
+from .plan import Change, Plan
 from .reconcile import Loaded, Outcome, Status, apply_host, failure, plan_for, remote_outcome
 
 Report = Callable[[str, Change], None]  # (host, change) as each change takes effect
@@ -38,6 +38,7 @@ class Job:
     snapshots_from: str = ""  # where the snapshots came from, for messages
     skip_unsnapshotted: bool = False  # a directory of snapshots: plan the hosts it has, skip the others
     lock_timeout: float = 60.0
+    check: Callable[[Plan], None] | None = None  # may refuse a host's plan before it is applied (saved plans)
 
     def remote_argv(self) -> list[str]:
         """The same command, to run inside a container for one host."""
@@ -118,7 +119,8 @@ def run_host(loaded: Loaded, host: Host, job: Job, report: Report, notify: Notif
         assert job.state_dir is not None
         with connect(host, job.state_dir, job.lock_timeout, notify) as conn:
             if job.apply:
-                return apply_host(conn, host, desired, source, job.destroy, lambda c: report(host.name, c))
+                return apply_host(conn, host, desired, source, job.destroy, lambda c: report(host.name, c),
+                                  job.check)
             return Outcome(host.name, Status.OK, plan_for(conn.observe(), host, desired, source, job.destroy))
     except InventoryError as exc:
         return Outcome(host.name, Status.FAILED, error=str(exc))

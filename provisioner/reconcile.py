@@ -107,10 +107,13 @@ def plan_for(observed: Observed, host: Host, desired: Network, source: Sources, 
 
 
 def apply_host(conn: Connection, host: Host, desired: Network, source: Sources, destroy: bool,
-               report: Callable[[Change], None]) -> Outcome:
-    """Apply, then read back and compare; any failure undoes this run's steps, in reverse."""
+               report: Callable[[Change], None], check: Callable[[Plan], None] | None = None) -> Outcome:
+    """Apply, then read back and compare; any failure undoes this run's steps, in reverse.
+    `check` may refuse the plan before anything is changed (a saved plan that is stale)."""
     observed = conn.observe()
     plan = plan_for(observed, host, desired, source, destroy)
+    if check is not None:
+        check(plan)
     if plan.empty:
         return Outcome(host.name, Status.OK, plan)
     per_change = steps_for(plan, observed)

@@ -9,12 +9,12 @@ commit is a pure function of the record and of three facts about the commit, so 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+
+from ..atomic import write_json
 
 KEEP_REJECTED = 20  # the most recent rejections kept, with their reasons
 
@@ -113,19 +113,4 @@ def load(path: Path) -> dict[str, Any] | None:
 
 def save(record: Record, path: Path) -> None:
     """Atomically: the old record or the new one survives any kill, never half of one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(record.to_dict(), f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_json(path, record.to_dict())
