@@ -100,11 +100,22 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="machine-readable result")
     c.add_argument("--lock-timeout", type=float, default=60.0, metavar="SECONDS",
                    help="how long to wait for another run on the same host (default 60)")
+    c.add_argument("--confirm-timeout", type=float, metavar="SECONDS",
+                   help="after applying, wait for `provision confirm` from a new session; without it in time, "
+                        "roll everything back (forwarders included) and exit 1")
+    c.add_argument("--force", action="store_true",
+                   help="apply changes that can cut a host off (the default route, the session's route, address "
+                        "or device) without a confirmation")
     forks(c)
     c = command("destroy", "remove everything provision owns on the hosts", cmd_destroy)
     c.add_argument("--json", action="store_true", help="machine-readable result")
     c.add_argument("--lock-timeout", type=float, default=60.0, metavar="SECONDS")
     forks(c)
+    c = sub.add_parser("confirm", help="keep the changes of an apply --confirm-timeout that waits",
+                       description="Run from a new session (it proves the host is still reachable): every "
+                                   "`apply --confirm-timeout` waiting on this machine keeps its changes.")
+    c.add_argument("--state-dir", metavar="DIR", help="default $PROVISION_STATE_DIR or /run/provision")
+    c.set_defaults(func=cmd_confirm)
     c = command("status", "show each tunnel's forwarder: state, peer, counters, last error", cmd_status,
                 inventory="optional")
     c.add_argument("--json", action="store_true", help="machine-readable status")
@@ -309,7 +320,8 @@ def _run(args: argparse.Namespace, apply: bool, destroy: bool, saved: Any = None
                     state_dir=None if facts else state_dir(args.state_dir),
                     snapshots=load_snapshots(facts) if facts else None, snapshots_from=", ".join(facts or ()),
                     skip_unsnapshotted=any(os.path.isdir(f) for f in facts or ()),
-                    lock_timeout=getattr(args, "lock_timeout", 60.0))
+                    lock_timeout=getattr(args, "lock_timeout", 60.0), force=getattr(args, "force", False),
+                    confirm_timeout=getattr(args, "confirm_timeout", None))
     if saved is not None:
         job = _check_saved(saved, loaded, job, args.forks)
 
@@ -436,6 +448,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(status_table(rows) if rows else "no tunnels")
     for agent in agents:
         print("\n" + pull_status(agent))
+    return EXIT_OK
+
+
+def cmd_confirm(args: argparse.Namespace) -> int:
+    from .confirm import confirm
+
+    answered = confirm(state_dir(args.state_dir))
+    if not answered:
+        raise ProvisionError("no apply is waiting for a confirmation")
+    for host in answered:
+        print(f"{host}: confirmed; the apply keeps its changes")
     return EXIT_OK
 
 

@@ -15,12 +15,13 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .connection import DOCKER, connect, skip_reason
+from .connection import DOCKER, LOCAL, Connection, connect, skip_reason
+from .disruption import session_address
 from .errors import HostError, InventoryError, ProvisionError
 from .inventory import Host
 from .model import Observed
 from .plan import Change, Plan
-from .reconcile import Loaded, Outcome, Status, apply_host, failure, plan_for, remote_outcome
+from .reconcile import Loaded, Outcome, Safety, Status, apply_host, failure, plan_for, remote_outcome
 
 Report = Callable[[str, Change], None]  # (host, change) as each change takes effect
 Notify = Callable[[str], None]  # a line for a person: waiting for a lock
@@ -39,13 +40,18 @@ class Job:
     skip_unsnapshotted: bool = False  # a directory of snapshots: plan the hosts it has, skip the others
     lock_timeout: float = 60.0
     check: Callable[[Plan], None] | None = None  # may refuse a host's plan before it is applied (saved plans)
+    force: bool = False  # apply changes that can cut a host off without a confirmation
+    confirm_timeout: float | None = None  # keep each host's changes only if `provision confirm` comes in time
 
     def remote_argv(self) -> list[str]:
         """The same command, to run inside a container for one host."""
         if self.destroy and self.apply:
             return ["destroy", "--lock-timeout", str(self.lock_timeout)]
         if self.apply:
-            return ["apply", "--lock-timeout", str(self.lock_timeout)]
+            safety = ["--force"] if self.force else []
+            if self.confirm_timeout is not None:  # then `provision confirm` is run in the container
+                safety += ["--confirm-timeout", str(self.confirm_timeout)]
+            return ["apply", "--lock-timeout", str(self.lock_timeout), *safety]
         return ["plan", "--destroy"] if self.destroy else ["plan"]
 
 
@@ -117,12 +123,24 @@ def run_host(loaded: Loaded, host: Host, job: Job, report: Report, notify: Notif
         if host.connection == DOCKER:
             return remote_outcome(host, job.inventory_file, job.remote_argv(), loaded.everyone)
         assert job.state_dir is not None
+        session = session_address() if host.connection in (None, LOCAL) else None
         with connect(host, job.state_dir, job.lock_timeout, notify) as conn:
             if job.apply:
                 return apply_host(conn, host, desired, source, job.destroy, lambda c: report(host.name, c),
-                                  job.check)
-            return Outcome(host.name, Status.OK, plan_for(conn.observe(), host, desired, source, job.destroy))
+                                  job.check, _safety(job, conn, host, notify), session)
+            return Outcome(host.name, Status.OK, plan_for(conn.observe(), host, desired, source, job.destroy,
+                                                          session))
     except InventoryError as exc:
         return Outcome(host.name, Status.FAILED, error=str(exc))
     except ProvisionError as exc:
         return failure(host.name, exc)
+
+
+def _safety(job: Job, conn: Connection, host: Host, notify: Notify) -> Safety:
+    if job.confirm_timeout is None:
+        return Safety(force=job.force)
+    from . import confirm
+
+    assert job.state_dir is not None
+    timeout, state_dir = job.confirm_timeout, job.state_dir
+    return Safety(job.force, lambda: confirm.wait(state_dir, conn.key, host.name, timeout, notify), timeout)

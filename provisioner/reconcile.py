@@ -11,7 +11,9 @@ from enum import StrEnum
 from . import loader
 from .desired import network_of
 from .connection import LOCAL, NETNS, Connection, skip_reason
+from .disruption import mark
 from .errors import (
+    ConflictError,
     Diagnostic,
     HostError,
     InventoryError,
@@ -97,23 +99,41 @@ class Outcome:
     transient: bool = False  # failed for a reason outside the inventory (busy or unreachable): try again later
 
 
-def plan_for(observed: Observed, host: Host, desired: Network, source: Sources, destroy: bool) -> Plan:
-    """Pure: the checks that need the live state (a route's dev must exist), then the diff."""
+def plan_for(observed: Observed, host: Host, desired: Network, source: Sources, destroy: bool,
+             session: str | None = None) -> Plan:
+    """Pure: the checks that need the live state (a route's dev must exist), then the diff, each
+    change marked when it can cut off the host (`session`: the address a local host is reached from)."""
     if not destroy:
         missing = check_devs_present(source, host, (name for name, _ in observed.links))
         if missing:
             raise InventoryError(missing)
-    return make_plan(host.name, desired, observed, destroy=destroy)
+    return mark(make_plan(host.name, desired, observed, destroy=destroy), observed, session)
+
+
+@dataclass(frozen=True)
+class Safety:
+    """What apply may do with changes that can cut a host off (disruption.py)."""
+
+    force: bool = False  # apply them as any other
+    confirm: Callable[[], bool] | None = None  # after apply, wait for `provision confirm`; False: roll back
+    confirm_timeout: float = 0.0
 
 
 def apply_host(conn: Connection, host: Host, desired: Network, source: Sources, destroy: bool,
-               report: Callable[[Change], None], check: Callable[[Plan], None] | None = None) -> Outcome:
+               report: Callable[[Change], None], check: Callable[[Plan], None] | None = None,
+               safety: Safety = Safety(), session: str | None = None) -> Outcome:
     """Apply, then read back and compare; any failure undoes this run's steps, in reverse.
-    `check` may refuse the plan before anything is changed (a saved plan that is stale)."""
+    `check` may refuse the plan before anything is changed (a saved plan that is stale);
+    disruptive changes need `safety` (--force, or --confirm-timeout: kept only if confirmed)."""
     observed = conn.observe()
-    plan = plan_for(observed, host, desired, source, destroy)
+    plan = plan_for(observed, host, desired, source, destroy, session)
     if check is not None:
         check(plan)
+    risky = [c for c in plan.changes if c.disruptive]
+    if risky and not safety.force and safety.confirm is None:
+        raise ConflictError(host.name, "refusing changes that can cut this host off; apply with --confirm-timeout "
+                            "SECONDS (rolled back unless `provision confirm` comes from a new session) or --force",
+                            details=[f"{change_line(c, colour=False)}  <- {c.disruptive}" for c in risky])
     if plan.empty:
         return Outcome(host.name, Status.OK, plan)
     per_change = steps_for(plan, observed)
@@ -143,6 +163,11 @@ def apply_host(conn: Connection, host: Host, desired: Network, source: Sources, 
             host.name, "after apply the live state still differs from the inventory; rolled back",
             details=[change_line(c, colour=False) for c in after.changes]
             + [f"rolled back {undone} step(s)", *problems])
+    if safety.confirm is not None and not safety.confirm():
+        undone = len(tx.done)
+        problems = tx.rollback()
+        raise HostError(host.name, f"not confirmed within {safety.confirm_timeout:g} s: rolled back {undone} "
+                        "step(s)", details=problems)
     return Outcome(host.name, Status.CHANGED, plan, applied)
 
 

@@ -50,7 +50,8 @@ def change_line(c: Change, colour: bool, detail: bool = True) -> str:
     if not detail:
         return head
     what, why = change_detail(c)
-    return f"{head}{'  (' + what + ')' if what else ''}{'  [' + why + ']' if why else ''}"
+    risk = paint(f"  ! can cut the host off: {c.disruptive}", "1;31", colour) if c.disruptive else ""
+    return f"{head}{'  (' + what + ')' if what else ''}{'  [' + why + ']' if why else ''}{risk}"
 
 
 def change_detail(c: Change) -> tuple[str, str]:
