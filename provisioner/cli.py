@@ -128,6 +128,9 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--yaml", action="store_true", help="--host as YAML, each network entry with # FILE:LINE")
     c.add_argument("--flat", action="store_true", help="--host as a one-file inventory of that host (its network "
                    "merged, with what its tunnels need of their peers): what the Ansible collection hands its module")
+    c = command("graph", "draw the hosts, their devices and the tunnels between them (with each tunnel's state "
+                         "where this machine can see it)", cmd_graph)
+    c.add_argument("--format", choices=("dot", "mermaid"), default="dot", help="Graphviz DOT (default) or Mermaid")
     c = command("facts", "print the live state in the inventory's format", cmd_facts, inventory="optional")
     c.add_argument("--json", action="store_true", help="JSON instead of YAML")
     c = sub.add_parser("pull", help="keep this host on the inventory in a git branch (a GitOps agent)",
@@ -459,6 +462,28 @@ def cmd_confirm(args: argparse.Namespace) -> int:
         raise ProvisionError("no apply is waiting for a confirmation")
     for host in answered:
         print(f"{host}: confirmed; the apply keeps its changes")
+    return EXIT_OK
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    from .connection import DOCKER, skip_reason
+    from .connection.identity import identity, state_name
+    from .render import graph_dot, graph_mermaid
+    from .topology import topology
+    from .tunnel import runtime
+
+    loaded = _load(args)
+    states: dict[tuple[str, str], str] = {}
+    try:
+        directory = state_dir(args.state_dir)
+        seen = [h for h in loaded.hosts if h.connection != DOCKER and skip_reason(h) is None]
+    except ProvisionError:
+        seen = []  # not ours to read (not root): the picture without states
+    for host in seen:
+        key = state_name(identity(host.connection, host.address))
+        states.update({(host.name, row["tunnel"]): row["state"] for row in runtime.status(directory, key)})
+    topo = topology(loaded.desired, states)
+    print(graph_mermaid(topo) if args.format == "mermaid" else graph_dot(topo), end="")
     return EXIT_OK
 
 

@@ -190,6 +190,13 @@ def plan_markdown(outcomes: list[Any], destroy: bool = False) -> str:
                 detail = "  ".join(p for p in (what, f"[{why}]" if why else "") if p)
                 out.append(f"| `{SYMBOL[c.action]}` | {c.kind} `{_md(c.key)}` | {_md(detail)} |")
             out.append("")
+    tunnels = [(o.host, c.after or c.before, SYMBOL[c.action]) for o in changed for c in o.plan.changes
+               if c.kind is Kind.TUNNEL]
+    if tunnels:
+        from .topology import changed_links
+
+        out += ["#### Tunnels this plan changes", "", "```mermaid", graph_mermaid(changed_links(tunnels)).rstrip(),
+                "```", ""]
     return "\n".join(out)
 
 
@@ -270,3 +277,57 @@ def inventory_graph(inventory: Any, group: str = "all") -> str:
             lines.append("  |" * (depth + 1) + "--" + host)
     walk(group, 0)
     return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- topology pictures
+
+
+def graph_dot(topo: Any) -> str:
+    """Graphviz DOT: a cluster per host with its devices; a tunnel is an edge labelled with its
+    name, transport and (when seen) state."""
+    ids = _ids(topo)
+    out = ["graph provision {", "  node [shape=box];"]
+    for host, devices in topo.devices.items():
+        out.append(f"  subgraph cluster_{ids[host]} {{ label={_dq(host)}; {ids[host]} [label={_dq(host)}, shape=box3d];")
+        out += [f"    {ids[host]}_{i} [label={_dq(d)}, shape=ellipse];" for i, d in enumerate(devices)]
+        out.append("  }")
+    for link in topo.links:
+        if not link.b_is_host:
+            out.append(f"  {ids[link.b]} [label={_dq(link.b)}, shape=plaintext];")
+        out.append(f"  {ids[link.a]} -- {ids[link.b]} [label={_dq(_link_label(link))}];")
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+def graph_mermaid(topo: Any) -> str:
+    """Mermaid `graph LR`, which GitHub and GitLab render in Markdown."""
+    ids = _ids(topo)
+    out = ["graph LR"]
+    for host, devices in topo.devices.items():
+        label = host + (": " + ", ".join(devices) if devices else "")
+        out.append(f"  {ids[host]}[{_mq(label)}]")
+    for link in topo.links:
+        if not link.b_is_host:
+            out.append(f"  {ids[link.b]}([{_mq(link.b)}])")
+        out.append(f"  {ids[link.a]} ---|{_mq(_link_label(link))}| {ids[link.b]}")
+    return "\n".join(out) + "\n"
+
+
+def _link_label(link: Any) -> str:
+    parts = [f"{link.change} " if link.change else "", link.name, f" ({link.transport}"]
+    parts.append(f", {link.state})" if link.state else ")")
+    return "".join(parts)
+
+
+def _ids(topo: Any) -> dict[str, str]:
+    """Names come from inventories: every node gets a plain id, and names appear only as quoted labels."""
+    names = list(topo.devices) + [n for link in topo.links for n in (link.a, link.b)]
+    return {name: f"n{i}" for i, name in enumerate(dict.fromkeys(names))}
+
+
+def _dq(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _mq(text: str) -> str:
+    return '"' + text.replace('"', "#quot;") + '"'

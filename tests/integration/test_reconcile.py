@@ -212,8 +212,8 @@ all:
     assert kernel(netns) == before
 
 
-def test_concurrent_applies_take_turns(inv: Path, tmp_path: Path) -> None:
-    lock = tmp_path / "locks" / "gw1.lock"
+def test_concurrent_applies_take_turns(inv: Path, tmp_path: Path, netns: str) -> None:
+    lock = tmp_path / "locks" / f"netns-{netns}.lock"  # the lock is the machine's (connection/identity.py)
     lock.parent.mkdir(parents=True)
     fd = os.open(lock, os.O_RDWR | os.O_CREAT)
     fcntl.flock(fd, fcntl.LOCK_EX)
