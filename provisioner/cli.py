@@ -24,6 +24,10 @@ PLAN_FORMAT_VERSION = 1
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.color:
+        from .render import COLOR_ENV
+
+        os.environ[COLOR_ENV] = args.color  # read by render.use_colour, and by forked workers
     try:
         return args.func(args)
     except ProvisionError as exc:
@@ -35,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return EXIT_ERROR
     except Exception as exc:  # a bug: say so plainly; PROVISION_DEBUG=1 shows the traceback
-        if os.environ.get("PROVISION_DEBUG"):
+        if os.environ.get("PROVISION_DEBUG") or args.verbose >= 3:
             raise
         print(f"internal error: {type(exc).__name__}: {exc}\n(this is a bug in provision; "
               "PROVISION_DEBUG=1 shows the traceback)", file=sys.stderr)
@@ -60,6 +64,11 @@ class _Parser(argparse.ArgumentParser):
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="provision", description="Declarative tun/tap, address and route provisioning.")
     p.add_argument("--version", action="version", version=f"provision {__version__}")
+    p.add_argument("--color", choices=("auto", "always", "never"), default=None,
+                   help="colour the output: auto (a terminal, unless NO_COLOR; FORCE_COLOR forces it), always, never")
+    p.add_argument("-v", "--verbose", action="count", default=0,
+                   help="-v: the files the inventory is read from, and each change's detail; -vvv: a traceback "
+                        "with an internal error")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def forks(c: argparse.ArgumentParser) -> None:
@@ -96,6 +105,7 @@ def parser() -> argparse.ArgumentParser:
     forks(c)
     c = command("apply", "change the hosts to match the inventory, or to a plan saved by plan --out", cmd_apply)
     c.add_argument("--check", action="store_true", help="change nothing: the same as plan")
+    c.add_argument("--detailed-exitcode", action="store_true", help="with --check: exit 2 when there are changes")
     c.add_argument("--diff", action="store_true", help="show old → new for each change")
     c.add_argument("--json", action="store_true", help="machine-readable result")
     c.add_argument("--lock-timeout", type=float, default=60.0, metavar="SECONDS",
@@ -160,6 +170,11 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--state-dir", metavar="DIR", help="default $PROVISION_STATE_DIR or /run/provision")
     c.add_argument("--lock-timeout", type=float, default=60.0, metavar="SECONDS")
     c.set_defaults(func=cmd_pull)
+    c = sub.add_parser("completion", help="print a shell completion script (bash, zsh, tcsh)",
+                       description="Print a completion script for SHELL; e.g. in ~/.bashrc: "
+                                   "eval \"$(provision completion bash)\"")
+    c.add_argument("shell", choices=("bash", "zsh", "tcsh"), metavar="SHELL", help="bash, zsh or tcsh")
+    c.set_defaults(func=cmd_completion)
     c = sub.add_parser("keygen", help="write a host's tunnel private key (mode 0600) and print its public key",
                        description="Write a new X25519 private key (32 bytes in base64, as `wg genkey`) to PATH "
                                    "with mode 0600, and print its public key as the line to paste into the "
@@ -193,9 +208,19 @@ def _load(args: argparse.Namespace, act: bool = False) -> Any:
     from .reconcile import load
 
     loaded = load(args.inventory, args.limit, getattr(args, "connection", None), act)
+    if args.verbose:
+        for doc in loaded.inventory.source.documents:
+            print(f"read {doc.file}", file=sys.stderr)
     for warning in loaded.warnings:
         print(warning, file=sys.stderr)
     return loaded
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    import shtab
+
+    print(shtab.complete(parser(), shell=args.shell), end="")
+    return EXIT_OK
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
@@ -318,7 +343,7 @@ def _run(args: argparse.Namespace, apply: bool, destroy: bool, saved: Any = None
     form = "json" if getattr(args, "json", False) else getattr(args, "format", "text")
     as_text = form == "text"
     colour = use_colour(sys.stdout) and as_text
-    detail = getattr(args, "diff", False)
+    detail = getattr(args, "diff", False) or args.verbose > 0
     job = fleet.Job(args.inventory, apply=apply, destroy=destroy,
                     state_dir=None if facts else state_dir(args.state_dir),
                     snapshots=load_snapshots(facts) if facts else None, snapshots_from=", ".join(facts or ()),
@@ -372,11 +397,10 @@ def _run(args: argparse.Namespace, apply: bool, destroy: bool, saved: Any = None
         width = max((len(o.host) for o in outcomes), default=0)
         print("\nRECAP")
         for o in outcomes:
-            if o.status is Status.SKIPPED:
-                print(f"{o.host.ljust(width)} : skipped ({o.error})")
-                continue
             in_sync = o.plan.in_sync if o.plan else 0
-            print(recap_line(o.host, in_sync + len(o.applied), len(o.applied), int(o.status is Status.FAILED), width))
+            failed_here = o.status is Status.FAILED
+            print(recap_line(o.host, in_sync + len(o.applied), len(o.applied), int(failed_here and not o.unreachable),
+                             width, int(o.unreachable), int(o.status is Status.SKIPPED)))
     if failed:
         return EXIT_ERROR
     if not apply and getattr(args, "detailed_exitcode", False) and pending:

@@ -97,6 +97,7 @@ class Outcome:
     applied: list[Change] = field(default_factory=list)
     error: str | None = None
     transient: bool = False  # failed for a reason outside the inventory (busy or unreachable): try again later
+    unreachable: bool = False  # failed because the host could not be reached (the RECAP counts it apart)
 
 
 def plan_for(observed: Observed, host: Host, desired: Network, source: Sources, destroy: bool,
@@ -172,7 +173,8 @@ def apply_host(conn: Connection, host: Host, desired: Network, source: Sources, 
 
 
 def failure(host: str, exc: ProvisionError) -> Outcome:
-    return Outcome(host, Status.FAILED, error=str(exc), transient=isinstance(exc, UnreachableError | LockTimeout))
+    return Outcome(host, Status.FAILED, error=str(exc), transient=isinstance(exc, UnreachableError | LockTimeout),
+                   unreachable=isinstance(exc, UnreachableError))
 
 
 def remote_outcome(host: Host, inventory_file: str, argv: list[str], everyone: Mapping[str, Host]) -> Outcome:

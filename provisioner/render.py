@@ -14,9 +14,20 @@ SYMBOL = {Action.CREATE: "+", Action.UPDATE: "~", Action.REPLACE: "-/+", Action.
 COLOUR = {Action.CREATE: "32", Action.UPDATE: "33", Action.REPLACE: "35", Action.DELETE: "31"}
 
 
+COLOR_ENV = "PROVISION_COLOR"  # what --color sets: always | never | auto
+
+
 def use_colour(stream: TextIO) -> bool:
-    """Colour follows the terminal, and the NO_COLOR convention (no-color.org)."""
-    return stream.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+    """--color always/never wins; then NO_COLOR (no-color.org) and FORCE_COLOR (force-color.org);
+    else colour follows the terminal."""
+    choice = os.environ.get(COLOR_ENV, "auto")
+    if choice in ("always", "never"):
+        return choice == "always"
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR"):
+        return True
+    return stream.isatty() and os.environ.get("TERM") != "dumb"
 
 
 def paint(text: str, code: str, colour: bool) -> str:
@@ -103,8 +114,11 @@ def print_plan(plan: Plan, out: TextIO = sys.stdout, colour: bool | None = None)
     out.write(plan_summary(plan) + "\n")
 
 
-def recap_line(host: str, ok: int, changed: int, failed: int, width: int) -> str:
-    return f"{host.ljust(width)} : ok={ok} changed={changed} failed={failed}"
+def recap_line(host: str, ok: int, changed: int, failed: int, width: int, unreachable: int = 0,
+               skipped: int = 0) -> str:
+    """As Ansible's PLAY RECAP: ok, changed, unreachable, failed, skipped."""
+    return (f"{host.ljust(width)} : ok={ok} changed={changed} unreachable={unreachable} failed={failed} "
+            f"skipped={skipped}")
 
 
 def status_table(rows: list[dict[str, Any]]) -> str:

@@ -109,6 +109,10 @@ def check_host(source: Sources, host: Host) -> list[Diagnostic]:
         dev = r.get("dev")
         if via is None and dev is None:
             err(p, "a route needs `via`, `dev` or both")
+        if via is not None and dev is not None:
+            problem = _gateway_off_subnets(str(via), declared.get(str(dev)))
+            if problem:
+                err(p + ("via",), problem)
         if dev is not None:
             target = declared.get(str(dev))
             if target is not None and target.get("state") == ABSENT:
@@ -132,6 +136,24 @@ def _check_host_keys(host: Host, err: Any) -> None:
         err(host.path, f"host {host.name}: tunnel {secure[0]} is encrypted but the host has no tunnel_public_key "
                        "(provision keygen PATH writes a private key and prints its public key; give the host "
                        "both: tunnel_private_key_file: PATH and tunnel_public_key: KEY)")
+
+
+def _gateway_off_subnets(via: str, device: Mapping[str, Any] | None) -> str | None:
+    """A gateway must be on a subnet of the device the route leaves by, when the inventory gives
+    that device its addresses (else the kernel refuses the route: ENETUNREACH)."""
+    if device is None or device.get("state") == ABSENT:
+        return None
+    try:
+        gw = ipaddress.ip_address(via)
+        subnets = [ipaddress.ip_interface(a).network for a in device.get("addresses") or ()]
+    except ValueError:
+        return None  # said elsewhere
+    same_family = [n for n in subnets if n.version == gw.version]
+    if not same_family or any(gw in n for n in same_family):
+        return None
+    shown = ", ".join(str(n) for n in same_family)
+    return (f"gateway {via} is on none of {device.get('name')}'s subnets ({shown}); the kernel would refuse the "
+            "route (ENETUNREACH)")
 
 
 def _check_tunnels(host: Host, declared: Mapping[str, Mapping[str, Any]], err: Any, warn: Any) -> None:
