@@ -7,7 +7,6 @@ with --detailed-exitcode), 1 any error.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -19,7 +18,6 @@ from .lock import state_dir
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 CONNECTIONS = ("local", "netns", "docker")
-PLAN_FORMAT_VERSION = 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -284,31 +282,41 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def _check_live_devs(args: argparse.Namespace, loaded: Any) -> list[str]:
     """Route devices that are not declared must exist on the host: check where we can reach it."""
-    from .connection import connect, skip_reason
-    from .reconcile import plan_for
+    from .connection import skip_reason
+    from .reconcile import Status
+    from .runner import runner_for
 
     notes = []
     undeclared = [h for h in loaded.hosts if any(
         e.value.get("dev") is not None and e.value.get("state") != "absent"
         and e.value["dev"] not in {d.value.get("name") for d in h.network.get("devices", ())}
         for e in h.network.get("routes", ()))]
+    reach = _reach(args, loaded, lock_timeout=0)
     for host in undeclared:
-        if host.connection == "docker":
-            notes.append(f"{host.name}: route devices are checked inside the container by plan and apply")
-            continue
         if skip_reason(host):
             notes.append(f"{host.name}: route devices not checked ({skip_reason(host)})")
             continue
         try:
-            with connect(host, state_dir(args.state_dir), 0, lambda m: None) as conn:
-                plan_for(conn.observe(), host, loaded.desired[host.name], loaded.inventory.source, False)
+            outcome = runner_for(host, reach).plan(loaded.desired[host.name], False)
         except HostError as exc:
             notes.append(f"{host.name}: route devices not checked: {exc.message}")
+            continue
         except ProvisionError as exc:
             if isinstance(exc, InventoryError):
                 raise
             notes.append(f"{host.name}: route devices not checked: {exc}")
+            continue
+        if outcome.status is Status.FAILED:
+            raise ProvisionError(outcome.error or f"{host.name}: the plan failed")
     return notes
+
+
+def _reach(args: argparse.Namespace, loaded: Any, lock_timeout: float = 60.0) -> Any:
+    """How the runners reach the hosts of this command (runner.Reach)."""
+    from .runner import Reach
+
+    return Reach(args.inventory, loaded.inventory.source, loaded.everyone, state_dir(args.state_dir),
+                 getattr(args, "lock_timeout", lock_timeout), lambda m: print(m, file=sys.stderr))
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -335,8 +343,8 @@ def cmd_destroy(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, apply: bool, destroy: bool, saved: Any = None) -> int:
     from . import fleet
     from .facts import load_snapshots
-    from .reconcile import Outcome, Status
-    from .render import change_line, plan_markdown, print_plan, recap_line, use_colour
+    from .reconcile import Job, Outcome, Safety, Status
+    from .render import change_line, json_text, plan_markdown, print_plan, recap_line, result_json, use_colour
 
     facts = getattr(args, "facts", None)
     loaded = _load(args, act=not destroy and not facts)
@@ -344,12 +352,12 @@ def _run(args: argparse.Namespace, apply: bool, destroy: bool, saved: Any = None
     as_text = form == "text"
     colour = use_colour(sys.stdout) and as_text
     detail = getattr(args, "diff", False) or args.verbose > 0
-    job = fleet.Job(args.inventory, apply=apply, destroy=destroy,
-                    state_dir=None if facts else state_dir(args.state_dir),
-                    snapshots=load_snapshots(facts) if facts else None, snapshots_from=", ".join(facts or ()),
-                    skip_unsnapshotted=any(os.path.isdir(f) for f in facts or ()),
-                    lock_timeout=getattr(args, "lock_timeout", 60.0), force=getattr(args, "force", False),
-                    confirm_timeout=getattr(args, "confirm_timeout", None))
+    job = Job(args.inventory, apply=apply, destroy=destroy,
+              state_dir=None if facts else state_dir(args.state_dir),
+              snapshots=load_snapshots(facts) if facts else None, snapshots_from=", ".join(facts or ()),
+              skip_unsnapshotted=any(os.path.isdir(f) for f in facts or ()),
+              lock_timeout=getattr(args, "lock_timeout", 60.0),
+              safety=Safety(getattr(args, "force", False), getattr(args, "confirm_timeout", None)))
     if saved is not None:
         job = _check_saved(saved, loaded, job, args.forks)
 
@@ -361,7 +369,6 @@ def _run(args: argparse.Namespace, apply: bool, destroy: bool, saved: Any = None
         print(message, file=sys.stdout if as_text else sys.stderr, flush=True)
 
     outcomes: list[Outcome] = []
-    remote = {h.name for h in loaded.hosts if h.connection == "docker"}
     for outcome in fleet.run(loaded, job, args.forks, report, notify):
         outcomes.append(outcome)
         if not as_text:
@@ -375,9 +382,6 @@ def _run(args: argparse.Namespace, apply: bool, destroy: bool, saved: Any = None
             if not outcome.plan.empty:
                 print(f"{outcome.host}:" + (" (destroy)" if destroy else ""))
             print_plan(outcome.plan, colour=colour)
-        elif apply and outcome.host in remote:  # changes made inside a container are told afterwards
-            for change in outcome.applied:
-                report(outcome.host, change)
         if apply and outcome.status is Status.OK:
             print(f"{outcome.host}: no changes")
     failed = any(o.status is Status.FAILED for o in outcomes)
@@ -390,7 +394,7 @@ def _run(args: argparse.Namespace, apply: bool, destroy: bool, saved: Any = None
         print(f"saved the plan to {args.out}; apply exactly it with: provision apply {args.out}",
               file=sys.stdout if as_text else sys.stderr)
     if form == "json":
-        print(json.dumps(_json_result(outcomes, applied=apply), indent=2))
+        print(json_text(result_json(outcomes, applied=apply)))
     elif form == "markdown":
         print(plan_markdown(outcomes, destroy=destroy), end="")
     elif apply:
@@ -427,27 +431,11 @@ def _check_saved(saved: Any, loaded: Any, job: Any, forks: int) -> Any:
     return replace(job, check=partial(check_host, saved))
 
 
-def _json_result(outcomes: list[Any], applied: bool) -> dict[str, Any]:
-    from .plan import plan_to_dict
-
-    hosts = []
-    for o in outcomes:
-        entry: dict[str, Any] = {"host": o.host, "status": str(o.status)}
-        if o.plan is not None:
-            entry["plan"] = plan_to_dict(o.plan)
-        if applied:
-            entry["applied"] = len(o.applied)
-        if o.error:
-            entry["error" if o.status.value == "failed" else "reason"] = o.error
-        hosts.append(entry)
-    return {"format_version": PLAN_FORMAT_VERSION, "mode": "apply" if applied else "plan", "hosts": hosts}
-
-
 def cmd_status(args: argparse.Namespace) -> int:
     from .connection import skip_reason
-    from .connection.identity import identity, state_name
     from .pull.agent import records
-    from .render import pull_status, status_table
+    from .render import FORMAT_VERSION, json_text, pull_status, status_table
+    from .runner import runner_for
     from .tunnel import runtime
 
     directory = state_dir(args.state_dir)
@@ -455,22 +443,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     agents = records(directory)
     if args.inventory:
         loaded = _load(args)
-        hosts = loaded.hosts
-        agents = [a for a in agents if a["host"] in {h.name for h in hosts}]
-        for host in hosts:
-            if host.connection == "docker":
-                from .connection.docker import run_inside
-
-                rows += run_inside(host, args.inventory, ["status"], loaded.everyone).get("tunnels", [])
-            elif skip_reason(host) is None:
-                key = state_name(identity(host.connection, host.address))
-                rows += [{**row, "host": host.name} for row in runtime.status(directory, key)]
-    else:
+        agents = [a for a in agents if a["host"] in {h.name for h in loaded.hosts}]
+        reach = _reach(args, loaded)
+        for host in loaded.hosts:
+            if skip_reason(host) is None:
+                rows += runner_for(host, reach).status()
+    else:  # every machine this state directory knows, by its state name (connection/identity.py)
         base = directory / "tunnels"
         for host_dir in sorted(base.iterdir()) if base.is_dir() else ():
             rows += runtime.status(directory, host_dir.name)
     if args.json:
-        print(json.dumps({"format_version": PLAN_FORMAT_VERSION, "tunnels": rows, "pull": agents}, indent=2))
+        print(json_text({"format_version": FORMAT_VERSION, "tunnels": rows, "pull": agents}))
         return EXIT_OK
     print(status_table(rows) if rows else "no tunnels")
     for agent in agents:
@@ -490,22 +473,23 @@ def cmd_confirm(args: argparse.Namespace) -> int:
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
-    from .connection import DOCKER, skip_reason
-    from .connection.identity import identity, state_name
+    from .connection import skip_reason
     from .render import graph_dot, graph_mermaid
+    from .runner import runner_for
     from .topology import topology
-    from .tunnel import runtime
 
     loaded = _load(args)
     states: dict[tuple[str, str], str] = {}
     try:
-        directory = state_dir(args.state_dir)
-        seen = [h for h in loaded.hosts if h.connection != DOCKER and skip_reason(h) is None]
+        reach = _reach(args, loaded)
     except ProvisionError:
-        seen = []  # not ours to read (not root): the picture without states
-    for host in seen:
-        key = state_name(identity(host.connection, host.address))
-        states.update({(host.name, row["tunnel"]): row["state"] for row in runtime.status(directory, key)})
+        reach = None  # no state directory of ours (not root): the picture without states
+    for host in loaded.hosts if reach is not None else ():
+        try:
+            rows = runner_for(host, reach).status() if skip_reason(host) is None else []
+        except ProvisionError:
+            rows = []  # not reachable from here: drawn without its state
+        states.update({(host.name, row["tunnel"]): row["state"] for row in rows})
     topo = topology(loaded.desired, states)
     print(graph_mermaid(topo) if args.format == "mermaid" else graph_dot(topo), end="")
     return EXIT_OK
@@ -513,12 +497,12 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
 def cmd_inventory(args: argparse.Namespace) -> int:
     from .inventory import flatten
-    from .render import inventory_graph, inventory_host_yaml, inventory_list
+    from .render import inventory_graph, inventory_host_yaml, inventory_list, json_text
 
     loaded = _load(args)
     inventory = loaded.inventory
     if args.list:
-        print(json.dumps(inventory_list(inventory), indent=4, sort_keys=True))
+        print(json_text(inventory_list(inventory), indent=4, sort_keys=True))
     elif args.graph:
         if args.graph not in inventory.groups:
             raise ProvisionError(f"{args.inventory}: no group {args.graph!r}")
@@ -528,49 +512,35 @@ def cmd_inventory(args: argparse.Namespace) -> int:
         if host is None:
             raise ProvisionError(f"{args.inventory}: no host {args.host!r}")
         if args.flat:
-            print(json.dumps(flatten(host, loaded.everyone), indent=2))
+            print(json_text(flatten(host, loaded.everyone)))
         elif args.yaml:
             print(inventory_host_yaml(inventory, host), end="")
         else:
-            print(json.dumps(inventory_list(inventory)["_meta"]["hostvars"][host.name], indent=4, sort_keys=True))
+            print(json_text(inventory_list(inventory)["_meta"]["hostvars"][host.name], indent=4, sort_keys=True))
     return EXIT_OK
 
 
 def cmd_facts(args: argparse.Namespace) -> int:
-    from .connection import connect, skip_reason
-    from .facts import CONNECTION_VARS, host_key, host_vars, reached_by
+    from .connection import skip_reason
     from .inventory import Host
-    from .resolve import private_key_path
+    from .reconcile import Loaded
+    from .render import facts_yaml, json_text
+    from .runner import runner_for
 
-    everyone: dict[str, Host] = {}
     if args.inventory:
         loaded = _load(args)
-        hosts, everyone = [h for h in loaded.hosts if not skip_reason(h)], loaded.everyone
     else:
-        hosts = [Host("localhost", (), (), {"ansible_connection": "local"})]
-    directory = state_dir(args.state_dir)
+        from .inventory import Inventory
+        from .source import Sources
+
+        here = Host("localhost", (), (), {"ansible_connection": "local"})
+        loaded = Loaded(Inventory(Sources("<this machine>"), (here,), {}), (here,), {})
+    reach = _reach(args, loaded)
     doc: dict[str, Any] = {"all": {"hosts": {}}}
-    for host in hosts:
-        connection = reached_by(host.vars)
-        if host.connection == "docker":
-            from .connection.docker import run_inside
-
-            inside = run_inside(host, args.inventory, ["facts"], everyone)["all"]["hosts"][host.name]
-            doc["all"]["hosts"][host.name] = {**connection, **{k: v for k, v in inside.items()
-                                                               if k not in CONNECTION_VARS}}
-            continue
-        with connect(host, directory, 60.0, lambda m: print(m, file=sys.stderr)) as conn:
-            observed = conn.observe()
-        configured = private_key_path(args.inventory, host) if "tunnel_private_key_file" in host.vars else None
-        doc["all"]["hosts"][host.name] = host_vars(observed, connection, host_key(observed, configured))
-    if args.json:
-        print(json.dumps(doc, indent=2))
-    else:
-        from ruamel.yaml import YAML
-
-        yaml = YAML(typ="rt")  # keeps the order of keys: name and type first, as people write them
-        yaml.default_flow_style = False
-        yaml.dump(doc, sys.stdout)
+    for host in loaded.hosts:
+        if skip_reason(host) is None:
+            doc["all"]["hosts"][host.name] = runner_for(host, reach).facts()
+    print(json_text(doc) if args.json else facts_yaml(doc), end="" if not args.json else "\n")
     return EXIT_OK
 
 

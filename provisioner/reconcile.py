@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from enum import StrEnum
 
 from . import loader
@@ -116,8 +117,14 @@ class Safety:
     """What apply may do with changes that can cut a host off (disruption.py)."""
 
     force: bool = False  # apply them as any other
-    confirm: Callable[[], bool] | None = None  # after apply, wait for `provision confirm`; False: roll back
-    confirm_timeout: float = 0.0
+    confirm_timeout: float | None = None  # keep the changes only if `provision confirm` comes in time
+    confirm: Callable[[], bool] | None = None  # the wait, bound to the host by its runner; False: roll back
+
+    def bound(self, state_dir: Path, key: str, host: str, notify: Callable[[str], None]) -> Safety:
+        from . import confirm
+
+        timeout = self.confirm_timeout or 0.0
+        return replace(self, confirm=lambda: confirm.wait(state_dir, key, host, timeout, notify))
 
 
 def apply_host(conn: Connection, host: Host, desired: Network, source: Sources, destroy: bool,
@@ -131,7 +138,7 @@ def apply_host(conn: Connection, host: Host, desired: Network, source: Sources, 
     if check is not None:
         check(plan)
     risky = [c for c in plan.changes if c.disruptive]
-    if risky and not safety.force and safety.confirm is None:
+    if risky and not safety.force and safety.confirm_timeout is None:
         raise ConflictError(host.name, "refusing changes that can cut this host off; apply with --confirm-timeout "
                             "SECONDS (rolled back unless `provision confirm` comes from a new session) or --force",
                             details=[f"{change_line(c, colour=False)}  <- {c.disruptive}" for c in risky])
@@ -164,7 +171,7 @@ def apply_host(conn: Connection, host: Host, desired: Network, source: Sources, 
             host.name, "after apply the live state still differs from the inventory; rolled back",
             details=[change_line(c, colour=False) for c in after.changes]
             + [f"rolled back {undone} step(s)", *problems])
-    if safety.confirm is not None and not safety.confirm():
+    if safety.confirm_timeout is not None and not (safety.confirm is not None and safety.confirm()):
         undone = len(tx.done)
         problems = tx.rollback()
         raise HostError(host.name, f"not confirmed within {safety.confirm_timeout:g} s: rolled back {undone} "
@@ -177,16 +184,43 @@ def failure(host: str, exc: ProvisionError) -> Outcome:
                    unreachable=isinstance(exc, UnreachableError))
 
 
-def remote_outcome(host: Host, inventory_file: str, argv: list[str], everyone: Mapping[str, Host]) -> Outcome:
-    """Run the command for `host` inside its container and bring the outcome back."""
-    from .connection.docker import run_inside
-    from .plan import plan_from_dict
+@dataclass(frozen=True)
+class Job:
+    """What to do on every host. Planning against `snapshots` needs no state directory."""
 
-    result = run_inside(host, inventory_file, argv, everyone)
-    entry = next((h for h in result.get("hosts", ()) if h.get("host") == host.name), None)
-    if entry is None:
-        raise HostError(host.name, f"provision in the container said nothing about {host.name}")
-    plan = plan_from_dict(entry["plan"]) if entry.get("plan") else None
-    status = Status(entry["status"])
-    applied = list(plan.changes) if plan is not None and status is Status.CHANGED else []
-    return Outcome(host.name, status, plan, applied, entry.get("error") or entry.get("reason"))
+    inventory_file: str
+    apply: bool = False
+    destroy: bool = False
+    state_dir: Path | None = None
+    snapshots: Mapping[str, Observed] | None = None
+    snapshots_from: str = ""  # where the snapshots came from, for messages
+    skip_unsnapshotted: bool = False  # a directory of snapshots: plan the hosts it has, skip the others
+    lock_timeout: float = 60.0
+    check: Callable[[Plan], None] | None = None  # may refuse a host's plan before it is applied (saved plans)
+    safety: Safety = Safety()
+
+
+def run_host(loaded: Loaded, host: Host, job: Job, report: Callable[[str, Change], None],
+             notify: Callable[[str], None]) -> Outcome:
+    """The whole pipeline for one host, through its runner; every expected error becomes a failed Outcome."""
+    from .runner import Reach, runner_for
+
+    reason = None if job.snapshots is not None else skip_reason(host)
+    if reason:
+        return Outcome(host.name, Status.SKIPPED, error=reason)
+    if job.snapshots is not None and host.name not in job.snapshots:
+        if job.skip_unsnapshotted:
+            return Outcome(host.name, Status.SKIPPED, error=f"no facts snapshot in {job.snapshots_from}")
+        return failure(host.name, HostError(host.name, f"no facts for this host in {job.snapshots_from}"))
+    desired = loaded.desired[host.name]
+    reach = Reach(job.inventory_file, loaded.inventory.source, loaded.everyone, job.state_dir, job.lock_timeout,
+                  notify)
+    try:
+        runner = runner_for(host, reach, job.snapshots)
+        if job.apply:
+            return runner.apply(desired, job.destroy, lambda c: report(host.name, c), job.check, job.safety)
+        return runner.plan(desired, job.destroy)
+    except InventoryError as exc:
+        return Outcome(host.name, Status.FAILED, error=str(exc))
+    except ProvisionError as exc:
+        return failure(host.name, exc)

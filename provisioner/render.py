@@ -345,3 +345,43 @@ def _dq(text: str) -> str:
 
 def _mq(text: str) -> str:
     return '"' + text.replace('"', "#quot;") + '"'
+
+
+# ---------------------------------------------------------------- machine-readable and YAML output
+
+FORMAT_VERSION = 1  # of every JSON document provision prints (schemas/plan.schema.json)
+
+
+def json_text(data: Any, indent: int = 2, sort_keys: bool = False) -> str:
+    import json
+
+    return json.dumps(data, indent=indent, sort_keys=sort_keys)
+
+
+def result_json(outcomes: list[Any], applied: bool) -> dict[str, Any]:
+    from .plan import plan_to_dict
+
+    hosts = []
+    for o in outcomes:
+        entry: dict[str, Any] = {"host": o.host, "status": str(o.status)}
+        if o.plan is not None:
+            entry["plan"] = plan_to_dict(o.plan)
+        if applied:
+            entry["applied"] = len(o.applied)
+        if o.error:
+            entry["error" if o.status.value == "failed" else "reason"] = o.error
+        hosts.append(entry)
+    return {"format_version": FORMAT_VERSION, "mode": "apply" if applied else "plan", "hosts": hosts}
+
+
+def facts_yaml(doc: dict[str, Any]) -> str:
+    """A facts document as YAML, keys in the order written (name and type first, as people write them)."""
+    import io
+
+    from ruamel.yaml import YAML
+
+    yaml = YAML(typ="rt")
+    yaml.default_flow_style = False
+    buffer = io.StringIO()
+    yaml.dump(doc, buffer)
+    return buffer.getvalue()

@@ -27,7 +27,8 @@ from ..connection import LOCAL
 from ..errors import InventoryError, ProvisionError
 from ..inventory import Host
 from ..lock import pid_lock
-from ..reconcile import Loaded, Outcome, Status
+from ..reconcile import Job, Loaded, Outcome, Status, run_host
+from ..source import Sources
 from . import record as rec
 from .git import GitError, Repository
 
@@ -154,8 +155,6 @@ class Agent:
 
     def _reconcile(self, commit: str, apply: bool) -> Outcome:
         """The commit's inventory, for this host, through the same pipeline as `provision apply`."""
-        from .. import fleet
-
         try:
             tree = self.repo.extract(commit, self.dir / "trees" / commit, os.path.dirname(self.o.inventory) or ".")
         except GitError as exc:  # the commit itself is at fault (a link out of the tree)
@@ -166,9 +165,9 @@ class Agent:
         except InventoryError as exc:
             return Outcome(self.o.host, Status.FAILED,
                            error=str(exc).replace(f"{tree}/", f"{commit[:12]}:") + "\n(the inventory is not valid)")
-        job = fleet.Job(str(file), apply=apply, state_dir=self.o.state_dir, lock_timeout=self.o.lock_timeout)
-        outcome = fleet.run_host(loaded, loaded.hosts[0], job,
-                                 lambda host, change: self.say(f"{host}: {_change(change)}"), self.say)
+        job = Job(str(file), apply=apply, state_dir=self.o.state_dir, lock_timeout=self.o.lock_timeout)
+        outcome = run_host(loaded, loaded.hosts[0], job, lambda host, change: self.say(f"{host}: {_change(change)}"),
+                           self.say)
         self._host = loaded.hosts[0]
         if outcome.status is Status.SKIPPED:
             return replace(outcome, status=Status.FAILED, error=f"{self.o.host}: skipped ({outcome.error})")
@@ -188,14 +187,11 @@ class Agent:
         a run, after whatever the run changed."""
         import json
 
-        from ..connection import DOCKER, connect
-        from ..facts import host_key, host_vars, reached_by
+        from ..runner import Reach, runner_for
 
-        if host.connection == DOCKER:
-            return
-        with connect(host, self.o.state_dir, self.o.lock_timeout, self.say) as conn:
-            observed = conn.observe()
-        doc = {"all": {"hosts": {host.name: host_vars(observed, reached_by(host.vars), host_key(observed))}}}
+        reach = Reach(self.o.inventory, Sources(self.o.inventory), {host.name: host}, self.o.state_dir,
+                      self.o.lock_timeout, self.say)
+        doc = {"all": {"hosts": {host.name: runner_for(host, reach).facts()}}}
         out = Path(self.o.facts_out or "")
         tmp = out.with_name(f".{out.name}.tmp")
         tmp.write_text(json.dumps(doc, indent=2) + "\n")
