@@ -69,6 +69,13 @@ def parser() -> argparse.ArgumentParser:
                         "with an internal error")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    def owner(c: argparse.ArgumentParser, take_over: bool = False) -> None:
+        c.add_argument("--owner", metavar="ID", help="this inventory's name in each machine's record of who made "
+                       "what (default: its absolute path)")
+        if take_over:
+            c.add_argument("--take-over", action="store_true",
+                           help="change what another inventory made on the same machine, and make it this one's")
+
     def forks(c: argparse.ArgumentParser) -> None:
         c.add_argument("--forks", "-f", type=_positive, default=1, metavar="N",
                        help="work on N hosts at once, each in its own process (default 1, as listed)")
@@ -100,6 +107,7 @@ def parser() -> argparse.ArgumentParser:
                    ", not the live kernel")
     c.add_argument("--destroy", action="store_true", help="plan what destroy would remove")
     c.add_argument("--out", metavar="FILE", help="save the plan, for `provision apply FILE` to apply exactly it")
+    owner(c)
     forks(c)
     c = command("apply", "change the hosts to match the inventory, or to a plan saved by plan --out", cmd_apply)
     c.add_argument("--check", action="store_true", help="change nothing: the same as plan")
@@ -114,10 +122,12 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--force", action="store_true",
                    help="apply changes that can cut a host off (the default route, the session's route, address "
                         "or device) without a confirmation")
+    owner(c, take_over=True)
     forks(c)
     c = command("destroy", "remove everything provision owns on the hosts", cmd_destroy)
     c.add_argument("--json", action="store_true", help="machine-readable result")
     c.add_argument("--lock-timeout", type=float, default=60.0, metavar="SECONDS")
+    owner(c, take_over=True)
     forks(c)
     c = sub.add_parser("confirm", help="keep the changes of an apply --confirm-timeout that waits",
                        description="Run from a new session (it proves the host is still reachable): every "
@@ -357,7 +367,8 @@ def _run(args: argparse.Namespace, apply: bool, destroy: bool, saved: Any = None
               snapshots=load_snapshots(facts) if facts else None, snapshots_from=", ".join(facts or ()),
               skip_unsnapshotted=any(os.path.isdir(f) for f in facts or ()),
               lock_timeout=getattr(args, "lock_timeout", 60.0),
-              safety=Safety(getattr(args, "force", False), getattr(args, "confirm_timeout", None)))
+              safety=Safety(getattr(args, "force", False), getattr(args, "confirm_timeout", None)),
+              owner=getattr(args, "owner", None) or "", take_over=getattr(args, "take_over", False))
     if saved is not None:
         job = _check_saved(saved, loaded, job, args.forks)
 

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -101,15 +102,35 @@ class Outcome:
     unreachable: bool = False  # failed because the host could not be reached (the RECAP counts it apart)
 
 
+@dataclass(frozen=True)
+class Owners:
+    """Which inventory owns what on this machine (ownership.py), and what this run may do about it."""
+
+    registry: Mapping[str, str]
+    me: str  # this inventory
+    take_over: bool = False  # may change what another inventory owns
+    save: Callable[[Mapping[str, str]], None] = lambda registry: None
+
+
 def plan_for(observed: Observed, host: Host, desired: Network, source: Sources, destroy: bool,
-             session: str | None = None) -> Plan:
+             session: str | None = None, owners: Owners | None = None) -> Plan:
     """Pure: the checks that need the live state (a route's dev must exist), then the diff, each
-    change marked when it can cut off the host (`session`: the address a local host is reached from)."""
+    change marked when it can cut off the host (`session`: the address a local host is reached from)
+    or takes over what another inventory owns."""
     if not destroy:
         missing = check_devs_present(source, host, (name for name, _ in observed.links))
         if missing:
             raise InventoryError(missing)
-    return mark(make_plan(host.name, desired, observed, destroy=destroy), observed, session)
+    return mark(_diff(host, desired, observed, destroy, owners), observed, session)
+
+
+def _diff(host: Host, desired: Network, observed: Observed, destroy: bool, owners: Owners | None) -> Plan:
+    if owners is None:
+        return make_plan(host.name, desired, observed, destroy=destroy)
+    from .ownership import hide_foreign, mark_take_overs
+
+    mine = hide_foreign(observed, desired, owners.registry, owners.me)
+    return mark_take_overs(make_plan(host.name, desired, mine, destroy=destroy), owners.registry, owners.me)
 
 
 @dataclass(frozen=True)
@@ -129,20 +150,32 @@ class Safety:
 
 def apply_host(conn: Connection, host: Host, desired: Network, source: Sources, destroy: bool,
                report: Callable[[Change], None], check: Callable[[Plan], None] | None = None,
-               safety: Safety = Safety(), session: str | None = None) -> Outcome:
+               safety: Safety = Safety(), session: str | None = None, owners: Owners | None = None) -> Outcome:
     """Apply, then read back and compare; any failure undoes this run's steps, in reverse.
     `check` may refuse the plan before anything is changed (a saved plan that is stale);
     disruptive changes need `safety` (--force, or --confirm-timeout: kept only if confirmed)."""
     observed = conn.observe()
-    plan = plan_for(observed, host, desired, source, destroy, session)
+    plan = plan_for(observed, host, desired, source, destroy, session, owners)
     if check is not None:
         check(plan)
+    if owners is not None and not owners.take_over:
+        from .ownership import take_overs
+
+        theirs = take_overs(plan)
+        if theirs:
+            raise ConflictError(host.name, "refusing to change what another inventory made on this machine; "
+                                "apply with --take-over to make it this inventory's",
+                                details=[change_line(c, colour=False) for c in theirs])
     risky = [c for c in plan.changes if c.disruptive]
     if risky and not safety.force and safety.confirm_timeout is None:
         raise ConflictError(host.name, "refusing changes that can cut this host off; apply with --confirm-timeout "
                             "SECONDS (rolled back unless `provision confirm` comes from a new session) or --force",
                             details=[f"{change_line(c, colour=False)}  <- {c.disruptive}" for c in risky])
     if plan.empty:
+        if owners is not None:
+            from .ownership import recorded
+
+            owners.save(recorded(owners.registry, owners.me, (), desired, destroy))
         return Outcome(host.name, Status.OK, plan)
     per_change = steps_for(plan, observed)
     steps: list[Step] = schedule(per_change)
@@ -163,7 +196,7 @@ def apply_host(conn: Connection, host: Host, desired: Network, source: Sources, 
         problems = tx.rollback()
         exc.details = (*exc.details, f"rolled back the {undone} step(s) already made in this run", *problems)
         raise
-    after = make_plan(host.name, desired, conn.observe(), destroy=destroy)
+    after = _diff(host, desired, conn.observe(), destroy, owners)
     if not after.empty:
         undone = len(tx.done)
         problems = tx.rollback()
@@ -176,6 +209,10 @@ def apply_host(conn: Connection, host: Host, desired: Network, source: Sources, 
         problems = tx.rollback()
         raise HostError(host.name, f"not confirmed within {safety.confirm_timeout:g} s: rolled back {undone} "
                         "step(s)", details=problems)
+    if owners is not None:
+        from .ownership import recorded
+
+        owners.save(recorded(owners.registry, owners.me, plan.changes, desired, destroy))
     return Outcome(host.name, Status.CHANGED, plan, applied)
 
 
@@ -198,6 +235,8 @@ class Job:
     lock_timeout: float = 60.0
     check: Callable[[Plan], None] | None = None  # may refuse a host's plan before it is applied (saved plans)
     safety: Safety = Safety()
+    owner: str = ""  # this inventory, as ownership.py records it ("": the inventory's absolute path)
+    take_over: bool = False  # may change what another inventory made
 
 
 def run_host(loaded: Loaded, host: Host, job: Job, report: Callable[[str, Change], None],
@@ -214,7 +253,7 @@ def run_host(loaded: Loaded, host: Host, job: Job, report: Callable[[str, Change
         return failure(host.name, HostError(host.name, f"no facts for this host in {job.snapshots_from}"))
     desired = loaded.desired[host.name]
     reach = Reach(job.inventory_file, loaded.inventory.source, loaded.everyone, job.state_dir, job.lock_timeout,
-                  notify)
+                  notify, job.owner or os.path.abspath(job.inventory_file), job.take_over)
     try:
         runner = runner_for(host, reach, job.snapshots)
         if job.apply:

@@ -62,7 +62,8 @@ def change_line(c: Change, colour: bool, detail: bool = True) -> str:
         return head
     what, why = change_detail(c)
     risk = paint(f"  ! can cut the host off: {c.disruptive}", "1;31", colour) if c.disruptive else ""
-    return f"{head}{'  (' + what + ')' if what else ''}{'  [' + why + ']' if why else ''}{risk}"
+    taken = paint(f"  [take over from {c.taken_from}]", "1;35", colour) if c.taken_from else ""
+    return f"{head}{'  (' + what + ')' if what else ''}{'  [' + why + ']' if why else ''}{taken}{risk}"
 
 
 def change_detail(c: Change) -> tuple[str, str]:

@@ -22,7 +22,7 @@ from .errors import HostError
 from .inventory import Host
 from .model import Network, Observed
 from .plan import Change, Plan
-from .reconcile import Outcome, Safety, Status, apply_host, plan_for
+from .reconcile import Outcome, Owners, Safety, Status, apply_host, plan_for
 from .source import Sources
 
 Report = Callable[[Change], None]
@@ -51,6 +51,8 @@ class Reach:
     state_dir: Path | None = None
     lock_timeout: float = 60.0
     notify: Notify = lambda message: None
+    owner: str = ""  # this inventory (ownership.py)
+    take_over: bool = False
 
 
 def runner_for(host: Host, reach: Reach, snapshots: Mapping[str, Observed] | None = None) -> Runner:
@@ -81,10 +83,20 @@ class KernelRunner:
             raise HostError(self.host.name, "no state directory to reach the host with")
         return connect(self.host, self.reach.state_dir, self.reach.lock_timeout, self.reach.notify)
 
+    def _owners(self, key: str) -> Owners | None:
+        """The machine's registry of which inventory made what (ownership.py)."""
+        from .ownership import load_registry, save_registry
+
+        state_dir = self.reach.state_dir
+        if state_dir is None or not self.reach.owner:
+            return None
+        return Owners(load_registry(state_dir, key), self.reach.owner, self.reach.take_over,
+                      lambda registry: save_registry(state_dir, key, registry))
+
     def plan(self, desired: Network, destroy: bool) -> Outcome:
         with self._connect() as conn:
             return Outcome(self.host.name, Status.OK, plan_for(conn.observe(), self.host, desired, self.reach.source,
-                                                               destroy, self.session))
+                                                               destroy, self.session, self._owners(conn.key)))
 
     def apply(self, desired: Network, destroy: bool, report: Report, check: Callable[[Plan], None] | None,
               safety: Safety) -> Outcome:
@@ -93,7 +105,7 @@ class KernelRunner:
                 assert self.reach.state_dir is not None
                 safety = safety.bound(self.reach.state_dir, conn.key, self.host.name, self.reach.notify)
             return apply_host(conn, self.host, desired, self.reach.source, destroy, report, check, safety,
-                              self.session)
+                              self.session, self._owners(conn.key))
 
     def facts(self) -> dict[str, Any]:
         from .facts import host_key, host_vars, reached_by
@@ -139,12 +151,17 @@ class ContainerRunner:
         applied = list(plan.changes) if plan is not None and status is Status.CHANGED else []
         return Outcome(self.host.name, status, plan, applied, entry.get("error") or entry.get("reason"))
 
+    def _owner_argv(self, changing: bool) -> list[str]:
+        owner = ["--owner", self.reach.owner] if self.reach.owner else []
+        return owner + (["--take-over"] if changing and self.reach.take_over else [])
+
     def plan(self, desired: Network, destroy: bool) -> Outcome:
-        return self._outcome(["plan", "--destroy"] if destroy else ["plan"])
+        return self._outcome((["plan", "--destroy"] if destroy else ["plan"]) + self._owner_argv(False))
 
     def apply(self, desired: Network, destroy: bool, report: Report, check: Callable[[Plan], None] | None,
               safety: Safety) -> Outcome:
-        argv = ["destroy" if destroy else "apply", "--lock-timeout", str(self.reach.lock_timeout)]
+        argv = ["destroy" if destroy else "apply", "--lock-timeout", str(self.reach.lock_timeout),
+                *self._owner_argv(True)]
         if not destroy:
             argv += ["--force"] if safety.force else []
             if safety.confirm_timeout is not None:  # then `provision confirm` is run in the container

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from provisioner.connection.identity import Identity, state_name
-from tests.integration.helpers import provision, write_inventory
+from tests.integration.helpers import kernel, provision, write_inventory
 
 pytestmark = pytest.mark.kernel
 
@@ -49,6 +49,59 @@ def test_a_second_inventory_with_the_same_host_name_leaves_the_first_alone(
     assert '"state": "stopped"' not in status and '"tunnel": "lab"' in status
     provision("plan", str(first), "--detailed-exitcode", state_dir=tmp_path, check_rc=0)
     provision("destroy", str(first), state_dir=tmp_path, check_rc=0)
+
+
+ONE_MACHINE_A = """\
+all:
+  hosts:
+    gw1:
+      ansible_connection: netns
+      ansible_host: {ns}
+      network:
+        devices:
+          - {name: tap0, type: tap, mtu: 1400, addresses: [198.51.100.1/24]}
+        routes:
+          - {to: 203.0.113.0/24, dev: tap0}
+        tunnels:
+          - {name: lab, device: tap0, listen: "198.51.100.1:40872", insecure: true}
+"""
+
+ONE_MACHINE_B = """\
+all:
+  hosts:
+    edge:
+      ansible_connection: netns
+      ansible_host: {ns}
+      network:
+        devices:
+          - {name: tap1, type: tap}
+"""
+
+
+def test_two_inventories_on_one_machine_keep_to_their_own(netns: str, tmp_path: Path) -> None:
+    a = write_inventory(tmp_path / "a.yaml", ONE_MACHINE_A, ns=netns)
+    b = write_inventory(tmp_path / "b.yaml", ONE_MACHINE_B, ns=netns)
+    provision("apply", str(a), state_dir=tmp_path, check_rc=0)
+    plan = provision("plan", str(b), state_dir=tmp_path, check_rc=0).out
+    assert "tap0" not in plan and "lab" not in plan and "203.0.113.0/24" not in plan, plan
+    provision("apply", str(b), state_dir=tmp_path, check_rc=0)
+    provision("destroy", str(b), state_dir=tmp_path, check_rc=0)
+    links = kernel(netns)["links"]
+    assert "tap0" in links and "tap1" not in links
+    provision("plan", str(a), "--detailed-exitcode", state_dir=tmp_path, check_rc=0)  # a's tunnel still runs
+
+    # b names a's device: changing it is a take-over, refused unless asked, and shown in the plan
+    b.write_text(b.read_text().replace("{name: tap1, type: tap}", "{name: tap0, type: tap, mtu: 1300}"))
+    shown = provision("plan", str(b), state_dir=tmp_path, check_rc=0).out
+    assert f"take over from {a}" in shown
+    refused = provision("apply", str(b), state_dir=tmp_path, check_rc=1)
+    assert "refusing to change what another inventory made" in refused.out + refused.err
+    assert kernel(netns)["links"]["tap0"]["mtu"] == 1400
+    provision("apply", str(b), "--take-over", state_dir=tmp_path, check_rc=0)
+    assert kernel(netns)["links"]["tap0"]["mtu"] == 1300
+    back = provision("plan", str(a), state_dir=tmp_path, check_rc=0).out
+    assert f"take over from {b}" in back  # now b's: a must ask to take it back
+    provision("destroy", str(a), "--take-over", state_dir=tmp_path, check_rc=0)
 
 
 @pytest.mark.parametrize("ident, name", [
