@@ -4,10 +4,14 @@ provision merges across layers, docs/inventory.md) with the same value."""
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +30,19 @@ def inventory_of(case: Path) -> Path:
     return found
 
 
-def ansible_inventory(path: Path, tmp: Path, *args: str) -> Any:
-    env = {**os.environ, "ANSIBLE_LOCAL_TEMP": str(tmp), "ANSIBLE_HOME": str(tmp),
-           "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false"}
+def ansible_inventory(path: Path) -> Any:
+    """`ansible-inventory --list`, once per inventory for the whole session (it takes seconds)."""
+    return json.loads(_ansible_inventory(path, "--list"))
+
+
+@cache
+def _ansible_inventory(path: Path, option: str) -> str:
+    tmp = tempfile.mkdtemp(prefix="provision-ansible-home-")  # Ansible's scratch space, removed at exit
+    atexit.register(shutil.rmtree, tmp, True)
+    env = {**os.environ, "ANSIBLE_LOCAL_TEMP": tmp, "ANSIBLE_HOME": tmp, "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false"}
     cli = Path(sys.executable).parent / "ansible-inventory"
-    done = subprocess.run([str(cli), "-i", str(path), "--list", *args], capture_output=True, text=True, env=env,
-                          check=True)
-    return json.loads(done.stdout)
+    return subprocess.run([str(cli), "-i", str(path), option], capture_output=True, text=True, env=env,
+                          check=True).stdout
 
 
 def groups_of(listing: dict[str, Any]) -> dict[str, set[str]]:
@@ -58,7 +68,7 @@ def test_variables_groups_and_hosts_are_ansibles(case: Path, tmp_path: Path) -> 
     path = inventory_of(case)
     inventory, problems = load(str(path))
     assert [str(p) for p in problems if p.severity == "error"] == []
-    theirs = ansible_inventory(path, tmp_path)
+    theirs = ansible_inventory(path)
     hostvars = theirs["_meta"]["hostvars"]  # hosts without variables are left out of it
     listed = groups_of(theirs)
     assert {h.name for h in inventory.hosts} == listed["all"]
@@ -92,13 +102,9 @@ def test_inventory_graph_and_list_are_ansibles(case: Path, tmp_path: Path) -> No
     """`provision inventory --graph` prints what `ansible-inventory --graph` prints; --list has its
     groups, and the variables with `network` merged and each entry's origin."""
     path = inventory_of(case)
-    env = {**os.environ, "ANSIBLE_LOCAL_TEMP": str(tmp_path), "ANSIBLE_HOME": str(tmp_path)}
-    cli = Path(sys.executable).parent / "ansible-inventory"
-    theirs = subprocess.run([str(cli), "-i", str(path), "--graph"], capture_output=True, text=True, env=env,
-                            check=True).stdout
-    assert provision_inventory(path, "--graph") == theirs
+    assert provision_inventory(path, "--graph") == _ansible_inventory(path, "--graph")
     listing = json.loads(provision_inventory(path, "--list"))
-    assert groups_of(listing)["all"] == groups_of(ansible_inventory(path, tmp_path))["all"]
+    assert groups_of(listing)["all"] == groups_of(ansible_inventory(path))["all"]
     for host, origins in listing["_meta"]["origins"].items():
         network = listing["_meta"]["hostvars"][host].get(NETWORK, {})
         assert {k: len(v) for k, v in origins.items()} == {k: len(v) for k, v in network.items()}

@@ -41,6 +41,9 @@ options:
   host:
     description: Set by the action plugin; do not set it.
     type: str
+  owner:
+    description: Set by the action plugin (the inventory's path on the controller); do not set it.
+    type: str
 attributes:
   check_mode: {support: full}
   diff_mode: {support: full}
@@ -106,6 +109,7 @@ def main():
             provision=dict(type="str", default="provision"),
             lock_timeout=dict(type="float", default=60.0),
             facts=dict(type="path"),
+            owner=dict(type="str"),
         ),
         supports_check_mode=True,
     )
@@ -118,6 +122,8 @@ def main():
             json.dump(inventory, f)  # JSON is YAML
         command = [binary, "plan" if module.check_mode else "apply", path, "--limit", p["host"],
                    "--connection", "local", "--json"]
+        if p["owner"]:
+            command += ["--owner", p["owner"]]
         if not module.check_mode:
             command += ["--lock-timeout", str(p["lock_timeout"])]
         elif p["facts"]:
