@@ -430,7 +430,8 @@ def _check_saved(saved: Any, loaded: Any, job: Any, forks: int) -> Any:
 
     from . import fleet
     from .reconcile import Status
-    from .saved import StalePlanError, check_host, check_inventory
+    from .errors import StalePlanError
+    from .saved import check_host, check_inventory
 
     check_inventory(saved, loaded.inventory.source)
     for outcome in fleet.run(loaded, replace(job, apply=False), forks, lambda h, c: None, lambda m: None):

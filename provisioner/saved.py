@@ -6,6 +6,8 @@ made against. `apply FILE` refuses, as Terraform refuses a stale plan, when the 
 digest differs, or when any host's live state is no longer the one planned against: it checks
 every host before changing any, then each again under that host's lock before its changes.
 Nothing else is applied: with the same inventory and the same live state, the plan is the same.
+(A docker host is checked before any host is changed, not again under its lock: the apply
+runs inside its container.)
 
 A saved plan comes from outside: every field is checked before it is used.
 """
@@ -20,16 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ProvisionError
+from .errors import ProvisionError, StalePlanError
 from .plan import Plan, plan_from_dict, plan_to_dict
 from .source import Sources
 
 KIND = "provision-saved-plan"
 FORMAT_VERSION = 1
-
-
-class StalePlanError(ProvisionError):
-    """Raised when a saved plan no longer describes the change apply would make."""
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Semantic checks on a host's merged network, and its conversion to a desired `Network`.
+"""Semantic checks on a host's merged network (desired.py then turns it into a desired `Network`).
 
 The schema has already said the shapes are right; here are the rules that need more
 than one field, or the whole host, to check. Every problem is collected, none raised.
