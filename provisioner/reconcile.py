@@ -1,5 +1,6 @@
 """The pipeline, one straight line per host: load → validate → observe → plan → apply → verify
-→ keep, or roll back. Everything here is glue between the pure core and a connection.
+→ (confirm) → keep, or roll back. Everything here is glue between the pure core and a host's
+runner (runner.py); `run_host` is the whole of it for one host, which fleet.py only schedules.
 """
 
 from __future__ import annotations
@@ -7,12 +8,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from enum import StrEnum
+from pathlib import Path
 
 from . import loader
-from .desired import network_of
 from .connection import LOCAL, NETNS, Connection, skip_reason
+from .desired import network_of
 from .disruption import mark
 from .errors import (
     ConflictError,
