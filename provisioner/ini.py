@@ -6,9 +6,10 @@ hosts of `ungrouped`; `[g]` lists hosts (`name [key=value ...]`, ranges like `we
 Python literal if it reads as one (`ast.literal_eval`), else the text; `#` and `;` start
 comments. A group named in `[g:children]` or `[g:vars]` must be declared somewhere.
 
-The result is the mapping a YAML inventory would have (`{group: {hosts, children, vars}}`)
-plus the 1-based (line, column) of every path in it, so the rest of loading, the schema
-and every diagnostic treat both forms alike.
+The result is the mapping a YAML inventory would have (`{group: {hosts, children, vars}}`,
+host names already expanded, a `:port` as `ansible_port`) plus the 1-based (line, column) of
+every path in it, so the rest of loading, the schema and every diagnostic treat both forms
+alike.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import ast
 import re
 import shlex
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import Diagnostic, InventoryError, Path
@@ -33,6 +35,7 @@ def parse_ini(file: str, text: str) -> tuple[dict[str, Any], dict[Path, tuple[in
     positions: dict[Path, tuple[int, int]] = {}
     declared: set[str] = set()
     pending: dict[str, tuple[int, str]] = {}  # group named before it is declared -> (line, why)
+    lines: list[_HostLine] = []
     group, state = UNGROUPED, "hosts"
 
     def fail(line: int, column: int, message: str) -> None:
@@ -61,7 +64,8 @@ def parse_ini(file: str, text: str) -> tuple[dict[str, Any], dict[Path, tuple[in
         if line.startswith("[") and line.endswith("]"):
             fail(n, col, f"invalid section {line!r}: no spaces, and only [GROUP], [GROUP:children] or [GROUP:vars]")
         if state == "hosts":
-            _host_line(file, data, positions, body(group, n), group, line, n, col)
+            lines.append(_host_line(file, group, line, n, col))
+            body(group, n)
         elif state == "vars":
             if "=" not in line:
                 fail(n, col, f"expected key=value, got {line!r}")
@@ -81,31 +85,55 @@ def parse_ini(file: str, text: str) -> tuple[dict[str, Any], dict[Path, tuple[in
     for name, (n, why) in pending.items():
         if name not in declared and name != "all":
             fail(n, 1, why)
+    _hosts(data, positions, lines)
     return data, positions
 
 
-def _host_line(file: str, data: dict[str, Any], positions: dict[Path, tuple[int, int]], group: dict[str, Any],
-               group_name: str, line: str, n: int, col: int) -> None:
+@dataclass(frozen=True)
+class _HostLine:
+    group: str
+    names: tuple[str, ...]
+    variables: dict[str, Any]  # ansible_port first, when the line gives one
+    where: dict[str, tuple[int, int]]  # key -> (line, column); "" -> the host name's
+
+
+def _hosts(data: dict[str, Any], positions: dict[Path, tuple[int, int]], lines: list[_HostLine]) -> None:
+    """Ansible sets a host's variables line by line, in file order, whatever the group: so each host
+    gets, in every group that lists it, the variables as the whole file leaves them."""
+    final: dict[str, dict[str, Any]] = {}
+    set_at: dict[tuple[str, str], tuple[int, int]] = {}
+    for hl in lines:
+        for name in hl.names:
+            final.setdefault(name, {}).update(hl.variables)
+            set_at.update({(name, key): hl.where[key] for key in hl.variables})
+    for hl in lines:
+        hosts = data[hl.group].setdefault("hosts", {})
+        for name in hl.names:
+            hosts[name] = final[name] or None
+            positions.setdefault((hl.group, "hosts", name), hl.where[""])
+            for key in final[name]:
+                positions[(hl.group, "hosts", name, key)] = set_at[(name, key)]
+
+def _host_line(file: str, group: str, line: str, n: int, col: int) -> _HostLine:
     try:
         tokens = shlex.split(line, comments=True)
     except ValueError as exc:
         raise InventoryError([Diagnostic((), f"cannot read host line {line!r}: {exc}", file, n, col)]) from None
     pattern = tokens[0]
     try:
-        expand(pattern)
+        names, port = expand(pattern)
     except ValueError as exc:
         raise InventoryError([Diagnostic((), f"host {pattern!r}: {exc}", file, n, col)]) from None
-    variables: dict[str, Any] = {}
+    variables: dict[str, Any] = {} if port is None else {"ansible_port": port}
+    where: dict[str, tuple[int, int]] = {"": (n, col), "ansible_port": (n, col)}
     for token in tokens[1:]:
         if "=" not in token:
             raise InventoryError([Diagnostic((), f"expected key=value after the host, got {token!r}", file, n,
                                              col + line.find(token))])
         key, value = token.split("=", 1)
         variables[key] = _value(value)
-        positions[(group_name, "hosts", pattern, key)] = (n, col + max(line.find(key + "="), 0))
-    hosts = group.setdefault("hosts", {})
-    hosts[pattern] = {**(hosts.get(pattern) or {}), **variables} or None
-    positions.setdefault((group_name, "hosts", pattern), (n, col))
+        where[key] = (n, col + max(line.find(key + "="), 0))
+    return _HostLine(group, tuple(names), variables, where)
 
 
 def _value(text: str) -> Any:
