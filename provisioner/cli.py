@@ -71,7 +71,7 @@ def parser() -> argparse.ArgumentParser:
 
     def owner(c: argparse.ArgumentParser, take_over: bool = False) -> None:
         c.add_argument("--owner", metavar="ID", help="this inventory's name in each machine's record of who made "
-                       "what (default: its absolute path)")
+                       "what (default: its directory)")
         if take_over:
             c.add_argument("--take-over", action="store_true",
                            help="change what another inventory made on the same machine, and make it this one's")
@@ -83,9 +83,11 @@ def parser() -> argparse.ArgumentParser:
     def command(name: str, help_: str, func: Any, inventory: str = "required") -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=help_, description=help_)
         if inventory == "required":
-            c.add_argument("inventory", metavar="INVENTORY", help="Ansible YAML inventory file")
+            c.add_argument("inventory", metavar="INVENTORY",
+                           help="an Ansible inventory: a YAML or INI file, or a directory of them")
         elif inventory == "optional":
-            c.add_argument("inventory", metavar="INVENTORY", nargs="?", help="Ansible YAML inventory file")
+            c.add_argument("inventory", metavar="INVENTORY", nargs="?",
+                           help="an Ansible inventory: a YAML or INI file, or a directory of them")
         c.add_argument("--limit", "-l", metavar="PATTERN", help="hosts or groups, comma separated; !x excludes")
         c.add_argument("--connection", "-c", metavar="KIND", choices=CONNECTIONS,
                        help="reach every host this way instead of its ansible_connection (as ansible -c)")

@@ -2,9 +2,11 @@
 
 The kernel's marks (a device's alias, a route's protocol) say "provision made this", not
 which inventory did. So each machine's state keeps a small registry, `owners/<machine>.json`:
-resource key -> the inventory that made it (`Job.owner`: the inventory's absolute path by
-default, `--owner` to name it otherwise; the pull agent names its repository). Pure here,
-but for reading and writing that file:
+resource key -> the inventory that made it. An inventory is named by its directory (the
+directory itself for a directory of sources), as Ansible ties `group_vars/` and `host_vars/`
+to it: versions of one inventory kept side by side are one inventory, and `--owner` names it
+otherwise (the pull agent names its repository). Pure here, but for reading and writing that
+file:
 
 - what another inventory owns and this one does not name is hidden from the plan: never
   deleted, restarted or stopped by this inventory's apply or destroy;
@@ -18,6 +20,7 @@ but for reading and writing that file:
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -26,6 +29,12 @@ from .model import Network, Observed
 from .plan import Action, Change, Kind, Plan
 
 Registry = Mapping[str, str]  # resource key -> owning inventory
+
+
+def default_owner(inventory: str) -> str:
+    """The directory an inventory lives in (itself, for a directory of sources), absolute."""
+    path = os.path.abspath(inventory)
+    return path if os.path.isdir(path) else os.path.dirname(path)
 
 
 def device_key(name: str) -> str:

@@ -5,7 +5,6 @@ runner (runner.py); `run_host` is the whole of it for one host, which fleet.py o
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -236,13 +235,14 @@ class Job:
     lock_timeout: float = 60.0
     check: Callable[[Plan], None] | None = None  # may refuse a host's plan before it is applied (saved plans)
     safety: Safety = Safety()
-    owner: str = ""  # this inventory, as ownership.py records it ("": the inventory's absolute path)
+    owner: str = ""  # this inventory, as ownership.py records it ("": its directory, ownership.default_owner)
     take_over: bool = False  # may change what another inventory made
 
 
 def run_host(loaded: Loaded, host: Host, job: Job, report: Callable[[str, Change], None],
              notify: Callable[[str], None]) -> Outcome:
     """The whole pipeline for one host, through its runner; every expected error becomes a failed Outcome."""
+    from .ownership import default_owner
     from .runner import Reach, runner_for
 
     reason = None if job.snapshots is not None else skip_reason(host)
@@ -254,7 +254,7 @@ def run_host(loaded: Loaded, host: Host, job: Job, report: Callable[[str, Change
         return failure(host.name, HostError(host.name, f"no facts for this host in {job.snapshots_from}"))
     desired = loaded.desired[host.name]
     reach = Reach(job.inventory_file, loaded.inventory.source, loaded.everyone, job.state_dir, job.lock_timeout,
-                  notify, job.owner or os.path.abspath(job.inventory_file), job.take_over)
+                  notify, job.owner or default_owner(job.inventory_file), job.take_over)
     try:
         runner = runner_for(host, reach, job.snapshots)
         if job.apply:

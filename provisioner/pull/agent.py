@@ -166,7 +166,7 @@ class Agent:
             return Outcome(self.o.host, Status.FAILED,
                            error=str(exc).replace(f"{tree}/", f"{commit[:12]}:") + "\n(the inventory is not valid)")
         job = Job(str(file), apply=apply, state_dir=self.o.state_dir, lock_timeout=self.o.lock_timeout,
-                  owner=f"pull {self.o.repo} {self.o.inventory}")  # the same owner, whichever commit's tree
+                  owner=f"pull {self.o.repo} {os.path.dirname(self.o.inventory) or '.'}")  # whichever commit's tree
         outcome = run_host(loaded, loaded.hosts[0], job, lambda host, change: self.say(f"{host}: {_change(change)}"),
                            self.say)
         self._host = loaded.hosts[0]

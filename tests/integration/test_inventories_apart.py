@@ -79,8 +79,10 @@ all:
 
 
 def test_two_inventories_on_one_machine_keep_to_their_own(netns: str, tmp_path: Path) -> None:
-    a = write_inventory(tmp_path / "a.yaml", ONE_MACHINE_A, ns=netns)
-    b = write_inventory(tmp_path / "b.yaml", ONE_MACHINE_B, ns=netns)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()  # an inventory is named by its directory (ownership.default_owner)
+    a = write_inventory(tmp_path / "a" / "inventory.yaml", ONE_MACHINE_A, ns=netns)
+    b = write_inventory(tmp_path / "b" / "inventory.yaml", ONE_MACHINE_B, ns=netns)
     provision("apply", str(a), state_dir=tmp_path, check_rc=0)
     plan = provision("plan", str(b), state_dir=tmp_path, check_rc=0).out
     assert "tap0" not in plan and "lab" not in plan and "203.0.113.0/24" not in plan, plan
@@ -93,15 +95,25 @@ def test_two_inventories_on_one_machine_keep_to_their_own(netns: str, tmp_path: 
     # b names a's device: changing it is a take-over, refused unless asked, and shown in the plan
     b.write_text(b.read_text().replace("{name: tap1, type: tap}", "{name: tap0, type: tap, mtu: 1300}"))
     shown = provision("plan", str(b), state_dir=tmp_path, check_rc=0).out
-    assert f"take over from {a}" in shown
+    assert f"take over from {a.parent}" in shown
     refused = provision("apply", str(b), state_dir=tmp_path, check_rc=1)
     assert "refusing to change what another inventory made" in refused.out + refused.err
     assert kernel(netns)["links"]["tap0"]["mtu"] == 1400
     provision("apply", str(b), "--take-over", state_dir=tmp_path, check_rc=0)
     assert kernel(netns)["links"]["tap0"]["mtu"] == 1300
     back = provision("plan", str(a), state_dir=tmp_path, check_rc=0).out
-    assert f"take over from {b}" in back  # now b's: a must ask to take it back
+    assert f"take over from {b.parent}" in back  # now b's: a must ask to take it back
     provision("destroy", str(a), "--take-over", state_dir=tmp_path, check_rc=0)
+
+
+def test_versions_of_one_inventory_side_by_side_are_one_inventory(netns: str, tmp_path: Path) -> None:
+    a = write_inventory(tmp_path / "inventory.yaml", ONE_MACHINE_A, ns=netns)
+    provision("apply", str(a), state_dir=tmp_path, check_rc=0)
+    fixed = tmp_path / "fixed.yaml"
+    fixed.write_text(a.read_text().replace("mtu: 1400", "mtu: 1300"))
+    provision("apply", str(fixed), state_dir=tmp_path, check_rc=0)  # no take-over needed
+    provision("destroy", str(fixed), state_dir=tmp_path, check_rc=0)
+    assert "tap0" not in kernel(netns)["links"]
 
 
 @pytest.mark.parametrize("ident, name", [

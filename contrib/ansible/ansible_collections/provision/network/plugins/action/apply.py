@@ -65,8 +65,10 @@ class ActionModule(ActionBase):
         if "tunnel_private_key_file" in flat.get(me, {}):
             inventory["all"]["hosts"][me]["tunnel_private_key_file"] = flat[me]["tunnel_private_key_file"]
         args = {k: v for k, v in self._task.args.items() if k not in CONTROLLER_ONLY}
-        # the inventory's name in each machine's record of who made what: the same as the CLI's for this file
-        args.update(inventory=inventory, host=me, owner=os.path.abspath(sources[0]))
+        # the inventory's name in each machine's record of who made what, as the CLI names it
+        # (provisioner.ownership.default_owner: its directory, or itself when it is one)
+        source = os.path.abspath(sources[0])
+        args.update(inventory=inventory, host=me, owner=source if os.path.isdir(source) else os.path.dirname(source))
         result.update(self._execute_module(module_name="provision.network.apply", module_args=args,
                                            task_vars=task_vars))
         return result
