@@ -123,9 +123,11 @@ def registry_path(state_dir: Path, machine: str) -> Path:
 
 def load_registry(state_dir: Path, machine: str) -> dict[str, str]:
     """A missing or unreadable registry is an empty one: everything provision made is anyone's."""
-    try:
-        data = json.loads(registry_path(state_dir, machine).read_text())
-    except (OSError, ValueError):
+    from .files import FileError, read_regular
+
+    try:  # state: never through a link, never a FIFO
+        data = json.loads(read_regular(registry_path(state_dir, machine)))
+    except (OSError, FileError, ValueError):
         return {}
     if not isinstance(data, dict):
         return {}
@@ -133,7 +135,7 @@ def load_registry(state_dir: Path, machine: str) -> dict[str, str]:
 
 
 def save_registry(state_dir: Path, machine: str, registry: Mapping[str, str]) -> None:
-    from .atomic import write_json
+    from .files import write_json
 
     path = registry_path(state_dir, machine)
     path.parent.mkdir(mode=0o700, exist_ok=True)
