@@ -80,8 +80,9 @@ def parser() -> argparse.ArgumentParser:
     def forks(c: argparse.ArgumentParser) -> None:
         c.add_argument("--forks", "-f", type=_positive, default=1, metavar="N",
                        help="work on N hosts at once, each in its own process (default 1, as listed)")
-        c.add_argument("--verbose", "-v", action="store_true",
-                       help="say how long loading and each host's phases (observe, plan, apply, verify) took")
+        c.add_argument("--verbose", "-v", action="count", default=argparse.SUPPRESS,
+                       help="as provision -v, and say how long loading and each host's phases (observe, plan, "
+                            "apply, verify) took")  # SUPPRESS: `provision -v plan` is not undone by the subcommand
 
     def command(name: str, help_: str, func: Any, inventory: str = "required") -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=help_, description=help_)
