@@ -65,7 +65,7 @@ def compiled(name: str) -> Callable[[Any], Any]:
     """The schema as a Python function that raises on the first problem."""
     import fastjsonschema
 
-    return fastjsonschema.compile(document(name))
+    return fastjsonschema.compile(document(name), use_default=False)  # it would write defaults into the data
 
 
 def is_valid(data: Any, name: str = INVENTORY) -> bool:

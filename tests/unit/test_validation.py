@@ -173,3 +173,14 @@ def test_host_names_that_are_not_file_names_are_refused(write, name: str, words:
     with pytest.raises(InventoryError) as info:
         load(path)
     assert any(words in str(d) for d in info.value.diagnostics), info.value
+
+
+def test_the_compiled_schema_leaves_the_data_as_written() -> None:
+    """fastjsonschema fills in `default`s unless told not to: the inventory a user asks to see
+    (`provision inventory --host`) and the data the cache keeps must be what was written."""
+    from provisioner import schema
+
+    data = {"all": {"hosts": {"h": {"network": {"routes": [{"to": "192.0.2.0/24", "dev": "t0"}]}}}}}
+    before = json.loads(json.dumps(data))
+    assert schema.is_valid(data)
+    assert data == before
