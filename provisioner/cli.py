@@ -7,7 +7,6 @@ with --detailed-exitcode), 1 any error.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
@@ -20,11 +19,14 @@ from .lock import persistent_dir, state_dir
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 CONNECTIONS = ("local", "netns", "docker")
-PLAN_FORMAT_VERSION = 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.color:
+        from .render import COLOR_ENV
+
+        os.environ[COLOR_ENV] = args.color  # read by render.use_colour, and by forked workers
     try:
         return args.func(args)
     except ProvisionError as exc:
@@ -36,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return EXIT_ERROR
     except Exception as exc:  # a bug: say so plainly; PROVISION_DEBUG=1 shows the traceback
-        if os.environ.get("PROVISION_DEBUG"):
+        if os.environ.get("PROVISION_DEBUG") or args.verbose >= 3:
             raise
         print(f"internal error: {type(exc).__name__}: {exc}\n(this is a bug in provision; "
               "PROVISION_DEBUG=1 shows the traceback)", file=sys.stderr)
@@ -61,20 +63,35 @@ class _Parser(argparse.ArgumentParser):
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="provision", description="Declarative tun/tap, address and route provisioning.")
     p.add_argument("--version", action="version", version=f"provision {__version__}")
+    p.add_argument("--color", choices=("auto", "always", "never"), default=None,
+                   help="colour the output: auto (a terminal, unless NO_COLOR; FORCE_COLOR forces it), always, never")
+    p.add_argument("-v", "--verbose", action="count", default=0,
+                   help="-v: the files the inventory is read from, and each change's detail; -vvv: a traceback "
+                        "with an internal error")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def owner(c: argparse.ArgumentParser, take_over: bool = False) -> None:
+        c.add_argument("--owner", metavar="ID", help="this inventory's name in each machine's record of who made "
+                       "what (default: its directory)")
+        if take_over:
+            c.add_argument("--take-over", action="store_true",
+                           help="change what another inventory made on the same machine, and make it this one's")
 
     def forks(c: argparse.ArgumentParser) -> None:
         c.add_argument("--forks", "-f", type=_positive, default=1, metavar="N",
                        help="work on N hosts at once, each in its own process (default 1, as listed)")
-        c.add_argument("--verbose", "-v", action="store_true",
-                       help="say how long loading and each host's phases (observe, plan, apply, verify) took")
+        c.add_argument("--verbose", "-v", action="count", default=argparse.SUPPRESS,
+                       help="as provision -v, and say how long loading and each host's phases (observe, plan, "
+                            "apply, verify) took")  # SUPPRESS: `provision -v plan` is not undone by the subcommand
 
     def command(name: str, help_: str, func: Any, inventory: str = "required") -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=help_, description=help_)
         if inventory == "required":
-            c.add_argument("inventory", metavar="INVENTORY", help="Ansible YAML inventory file")
+            c.add_argument("inventory", metavar="INVENTORY",
+                           help="an Ansible inventory: a YAML or INI file, or a directory of them")
         elif inventory == "optional":
-            c.add_argument("inventory", metavar="INVENTORY", nargs="?", help="Ansible YAML inventory file")
+            c.add_argument("inventory", metavar="INVENTORY", nargs="?",
+                           help="an Ansible inventory: a YAML or INI file, or a directory of them")
         c.add_argument("--limit", "-l", metavar="PATTERN", help="hosts or groups, comma separated; !x excludes")
         c.add_argument("--connection", "-c", metavar="KIND", choices=CONNECTIONS,
                        help="reach every host this way instead of its ansible_connection (as ansible -c)")
@@ -95,23 +112,51 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--facts", metavar="PATH", action="append", help="plan against " + facts_help +
                    ", not the live kernel")
     c.add_argument("--destroy", action="store_true", help="plan what destroy would remove")
+    c.add_argument("--out", metavar="FILE", help="save the plan, for `provision apply FILE` to apply exactly it")
+    owner(c)
     forks(c)
-    c = command("apply", "change the hosts to match the inventory", cmd_apply)
+    c = command("apply", "change the hosts to match the inventory, or to a plan saved by plan --out", cmd_apply)
     c.add_argument("--check", action="store_true", help="change nothing: the same as plan")
+    c.add_argument("--detailed-exitcode", action="store_true", help="with --check: exit 2 when there are changes")
     c.add_argument("--diff", action="store_true", help="show old → new for each change")
     c.add_argument("--json", action="store_true", help="machine-readable result")
     c.add_argument("--lock-timeout", type=float, default=60.0, metavar="SECONDS",
                    help="how long to wait for another run on the same host (default 60)")
+    c.add_argument("--confirm-timeout", type=float, metavar="SECONDS",
+                   help="after applying, wait for `provision confirm` from a new session; without it in time, "
+                        "roll everything back (forwarders included) and exit 1")
+    c.add_argument("--force", action="store_true",
+                   help="apply changes that can cut a host off (the default route, the session's route, address "
+                        "or device) without a confirmation")
+    owner(c, take_over=True)
     forks(c)
     c = command("destroy", "remove everything provision owns on the hosts", cmd_destroy)
     c.add_argument("--json", action="store_true", help="machine-readable result")
     c.add_argument("--lock-timeout", type=float, default=60.0, metavar="SECONDS")
+    owner(c, take_over=True)
     forks(c)
+    c = sub.add_parser("confirm", help="keep the changes of an apply --confirm-timeout that waits",
+                       description="Run from a new session (it proves the host is still reachable): every "
+                                   "`apply --confirm-timeout` waiting on this machine keeps its changes.")
+    c.add_argument("--state-dir", metavar="DIR", help="default $PROVISION_STATE_DIR or /run/provision")
+    c.set_defaults(func=cmd_confirm)
     c = command("status", "show each tunnel's forwarder: state, peer, counters, last error", cmd_status,
                 inventory="optional")
     c.add_argument("--json", action="store_true", help="machine-readable status")
     c.add_argument("--persistent-dir", metavar="DIR", help="where the pull agents' records are: default "
                    "$PROVISION_PERSISTENT_DIR or /var/lib/provision")
+    c = command("inventory", "show the inventory as provision reads it (as ansible-inventory does), with each "
+                             "host's merged network and where each entry was written", cmd_inventory)
+    shown = c.add_mutually_exclusive_group(required=True)
+    shown.add_argument("--list", action="store_true", help="every group and host, as JSON (ansible-inventory --list)")
+    shown.add_argument("--host", metavar="HOST", help="one host's variables")
+    shown.add_argument("--graph", nargs="?", const="all", metavar="GROUP", help="the groups as a tree")
+    c.add_argument("--yaml", action="store_true", help="--host as YAML, each network entry with # FILE:LINE")
+    c.add_argument("--flat", action="store_true", help="--host as a one-file inventory of that host (its network "
+                   "merged, with what its tunnels need of their peers): what the Ansible collection hands its module")
+    c = command("graph", "draw the hosts, their devices and the tunnels between them (with each tunnel's state "
+                         "where this machine can see it)", cmd_graph)
+    c.add_argument("--format", choices=("dot", "mermaid"), default="dot", help="Graphviz DOT (default) or Mermaid")
     c = command("facts", "print the live state in the inventory's format", cmd_facts, inventory="optional")
     c.add_argument("--json", action="store_true", help="JSON instead of YAML")
     c = sub.add_parser("pull", help="keep this host on the inventory in a git branch (a GitOps agent)",
@@ -147,6 +192,11 @@ def parser() -> argparse.ArgumentParser:
                    "default $PROVISION_PERSISTENT_DIR or /var/lib/provision")
     c.add_argument("--lock-timeout", type=float, default=60.0, metavar="SECONDS")
     c.set_defaults(func=cmd_pull)
+    c = sub.add_parser("completion", help="print a shell completion script (bash, zsh, tcsh)",
+                       description="Print a completion script for SHELL; e.g. in ~/.bashrc: "
+                                   "eval \"$(provision completion bash)\"")
+    c.add_argument("shell", choices=("bash", "zsh", "tcsh"), metavar="SHELL", help="bash, zsh or tcsh")
+    c.set_defaults(func=cmd_completion)
     c = sub.add_parser("keygen", help="write a host's tunnel private key (mode 0600) and print its public key",
                        description="Write a new X25519 private key (32 bytes in base64, as `wg genkey`) to PATH "
                                    "with mode 0600, and print its public key as the line to paste into the "
@@ -184,6 +234,9 @@ def _load(args: argparse.Namespace, act: bool = False) -> Any:
     start = time.perf_counter()
     loaded = load(args.inventory, args.limit, getattr(args, "connection", None), act, cache_dir=_cache_dir(args))
     args.load_seconds = time.perf_counter() - start
+    if args.verbose:
+        for doc in loaded.inventory.source.documents:
+            print(f"read {doc.file}", file=sys.stderr)
     for warning in loaded.warnings:
         print(warning, file=sys.stderr)
     return loaded
@@ -196,6 +249,13 @@ def _cache_dir(args: argparse.Namespace) -> Any:
         return state_dir(args.state_dir) / "cache"
     except ProvisionError:
         return None
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    import shtab
+
+    print(shtab.complete(parser(), shell=args.shell), end="")
+    return EXIT_OK
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
@@ -265,31 +325,41 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def _check_live_devs(args: argparse.Namespace, loaded: Any) -> list[str]:
     """Route devices that are not declared must exist on the host: check where we can reach it."""
-    from .connection import connect, skip_reason
-    from .reconcile import plan_for
+    from .connection import skip_reason
+    from .reconcile import Status
+    from .runner import runner_for
 
     notes = []
     undeclared = [h for h in loaded.hosts if any(
         e.value.get("dev") is not None and e.value.get("state") != "absent"
         and e.value["dev"] not in {d.value.get("name") for d in h.network.get("devices", ())}
         for e in h.network.get("routes", ()))]
+    reach = _reach(args, loaded, lock_timeout=0)
     for host in undeclared:
-        if host.connection == "docker":
-            notes.append(f"{host.name}: route devices are checked inside the container by plan and apply")
-            continue
         if skip_reason(host):
             notes.append(f"{host.name}: route devices not checked ({skip_reason(host)})")
             continue
         try:
-            with connect(host, state_dir(args.state_dir), 0, lambda m: None) as conn:
-                plan_for(conn.observe(), host, loaded.desired[host.name], loaded.inventory.source, False)
+            outcome = runner_for(host, reach).plan(loaded.desired[host.name], False)
         except HostError as exc:
             notes.append(f"{host.name}: route devices not checked: {exc.message}")
+            continue
         except ProvisionError as exc:
             if isinstance(exc, InventoryError):
                 raise
             notes.append(f"{host.name}: route devices not checked: {exc}")
+            continue
+        if outcome.status is Status.FAILED:
+            raise ProvisionError(outcome.error or f"{host.name}: the plan failed")
     return notes
+
+
+def _reach(args: argparse.Namespace, loaded: Any, lock_timeout: float = 60.0) -> Any:
+    """How the runners reach the hosts of this command (runner.Reach)."""
+    from .runner import Reach
+
+    return Reach(args.inventory, loaded.inventory.source, loaded.everyone, state_dir(args.state_dir),
+                 getattr(args, "lock_timeout", lock_timeout), lambda m: print(m, file=sys.stderr))
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -297,26 +367,37 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    return _run(args, apply=not args.check, destroy=False)
+    from .saved import is_saved_plan, read
+
+    if not is_saved_plan(args.inventory):
+        return _run(args, apply=not args.check, destroy=False)
+    if args.limit or args.connection:
+        raise ProvisionError(f"{args.inventory} is a saved plan: it keeps the --limit and --connection it was made "
+                             "with")
+    saved = read(args.inventory)
+    args.inventory, args.limit, args.connection = saved.inventory, saved.limit, saved.connection
+    return _run(args, apply=not args.check, destroy=saved.destroy, saved=saved)
 
 
 def cmd_destroy(args: argparse.Namespace) -> int:
     return _run(args, apply=True, destroy=True)
 
 
-def _run(args: argparse.Namespace, apply: bool, destroy: bool) -> int:
+def _run(args: argparse.Namespace, apply: bool, destroy: bool, saved: Any = None) -> int:
     from . import fleet
     from .facts import load_snapshots
-    from .reconcile import Outcome, Status
     import time
 
+    from .reconcile import Job, Outcome, Safety, Status
     from .render import (
         ProgressLine,
         change_line,
+        json_text,
         plan_markdown,
         print_plan,
         progress_text,
         recap_line,
+        result_json,
         seconds_text,
         use_colour,
     )
@@ -326,12 +407,16 @@ def _run(args: argparse.Namespace, apply: bool, destroy: bool) -> int:
     form = "json" if getattr(args, "json", False) else getattr(args, "format", "text")
     as_text = form == "text"
     colour = use_colour(sys.stdout) and as_text
-    detail = getattr(args, "diff", False)
-    job = fleet.Job(args.inventory, apply=apply, destroy=destroy,
-                    state_dir=None if facts else state_dir(args.state_dir),
-                    snapshots=load_snapshots(facts) if facts else None, snapshots_from=", ".join(facts or ()),
-                    skip_unsnapshotted=any(os.path.isdir(f) for f in facts or ()),
-                    lock_timeout=getattr(args, "lock_timeout", 60.0))
+    detail = getattr(args, "diff", False) or args.verbose > 0
+    job = Job(args.inventory, apply=apply, destroy=destroy,
+              state_dir=None if facts else state_dir(args.state_dir),
+              snapshots=load_snapshots(facts) if facts else None, snapshots_from=", ".join(facts or ()),
+              skip_unsnapshotted=any(os.path.isdir(f) for f in facts or ()),
+              lock_timeout=getattr(args, "lock_timeout", 60.0),
+              safety=Safety(getattr(args, "force", False), getattr(args, "confirm_timeout", None)),
+              owner=getattr(args, "owner", None) or "", take_over=getattr(args, "take_over", False))
+    if saved is not None:
+        job = _check_saved(saved, loaded, job, args.forks)
 
     # a line that follows each host's phases, on a terminal only: never in a pipe or a log, never with JSON
     line = ProgressLine(sys.stderr) if as_text and sys.stderr.isatty() and args.forks <= 1 else None
@@ -353,7 +438,6 @@ def _run(args: argparse.Namespace, apply: bool, destroy: bool) -> int:
         line.update(progress_text(host, phase, done, total, time.monotonic() - started), force=done == total)
 
     outcomes: list[Outcome] = []
-    remote = {h.name for h in loaded.hosts if h.connection == "docker"}
     for outcome in fleet.run(loaded, job, args.forks, report, notify, progress if line is not None else None):
         if line is not None:
             line.clear()
@@ -369,26 +453,29 @@ def _run(args: argparse.Namespace, apply: bool, destroy: bool) -> int:
             if not outcome.plan.empty:
                 print(f"{outcome.host}:" + (" (destroy)" if destroy else ""))
             print_plan(outcome.plan, colour=colour)
-        elif apply and outcome.host in remote:  # changes made inside a container are told afterwards
-            for change in outcome.applied:
-                report(outcome.host, change)
         if apply and outcome.status is Status.OK:
             print(f"{outcome.host}: no changes")
     failed = any(o.status is Status.FAILED for o in outcomes)
     pending = any(o.plan is not None and not o.plan.empty for o in outcomes)
+    if getattr(args, "out", None) and not failed:
+        from .saved import write
+
+        write(args.out, loaded.inventory.source, args.limit, args.connection, destroy,
+              [o.plan for o in outcomes if o.plan is not None])
+        print(f"saved the plan to {args.out}; apply exactly it with: provision apply {args.out}",
+              file=sys.stdout if as_text else sys.stderr)
     if form == "json":
-        print(json.dumps(_json_result(outcomes, applied=apply), indent=2))
+        print(json_text(result_json(outcomes, applied=apply)))
     elif form == "markdown":
         print(plan_markdown(outcomes, destroy=destroy), end="")
     elif apply:
         width = max((len(o.host) for o in outcomes), default=0)
         print("\nRECAP")
         for o in outcomes:
-            if o.status is Status.SKIPPED:
-                print(f"{o.host.ljust(width)} : skipped ({o.error})")
-                continue
             in_sync = o.plan.in_sync if o.plan else 0
-            recap = recap_line(o.host, in_sync + len(o.applied), len(o.applied), int(o.status is Status.FAILED), width)
+            failed_here = o.status is Status.FAILED
+            recap = recap_line(o.host, in_sync + len(o.applied), len(o.applied), int(failed_here and not o.unreachable),
+                               width, int(o.unreachable), int(o.status is Status.SKIPPED))
             print(recap + (f"  ({seconds_text(o.seconds)})" if args.verbose and o.seconds else ""))
     if as_text and args.verbose:
         how = "cached verdict" if loaded.from_cache else "parsed and validated"
@@ -401,47 +488,49 @@ def _run(args: argparse.Namespace, apply: bool, destroy: bool) -> int:
     return EXIT_OK
 
 
-def _json_result(outcomes: list[Any], applied: bool) -> dict[str, Any]:
-    from .plan import plan_to_dict
+def _check_saved(saved: Any, loaded: Any, job: Any, forks: int) -> Any:
+    """Refuse a stale saved plan before any host is changed; the job checks each host again under its lock."""
+    from dataclasses import replace
+    from functools import partial
 
-    hosts = []
-    for o in outcomes:
-        entry: dict[str, Any] = {"host": o.host, "status": str(o.status)}
-        if o.plan is not None:
-            entry["plan"] = plan_to_dict(o.plan)
-        if applied:
-            entry["applied"] = len(o.applied)
-        if o.error:
-            entry["error" if o.status.value == "failed" else "reason"] = o.error
-        hosts.append(entry)
-    return {"format_version": PLAN_FORMAT_VERSION, "mode": "apply" if applied else "plan", "hosts": hosts}
+    from . import fleet
+    from .reconcile import Status
+    from .errors import StalePlanError
+    from .saved import check_host, check_inventory
+
+    check_inventory(saved, loaded.inventory.source)
+    for outcome in fleet.run(loaded, replace(job, apply=False), forks, lambda h, c: None, lambda m: None):
+        if outcome.status is Status.FAILED:
+            raise StalePlanError(f"{saved.file}: cannot check {outcome.host} against the plan: {outcome.error}; "
+                                 "nothing was applied")
+        if outcome.plan is not None:
+            check_host(saved, outcome.plan)
+    return replace(job, check=partial(check_host, saved))
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     from .connection import skip_reason
     from .pull.agent import records
-    from .render import pull_status, status_table
+    from .render import FORMAT_VERSION, json_text, pull_status, status_table
+    from .runner import runner_for
     from .tunnel import runtime
 
     directory = state_dir(args.state_dir)
     rows: list[dict[str, Any]] = []
     agents = records(persistent_dir(args.persistent_dir))
     if args.inventory:
-        hosts = _load(args).hosts
-        agents = [a for a in agents if a["host"] in {h.name for h in hosts}]
-        for host in hosts:
-            if host.connection == "docker":
-                from .connection.docker import run_inside
-
-                rows += run_inside(host, args.inventory, ["status"]).get("tunnels", [])
-            elif skip_reason(host) is None:
-                rows += runtime.status(directory, host.name)
-    else:
+        loaded = _load(args)
+        agents = [a for a in agents if a["host"] in {h.name for h in loaded.hosts}]
+        reach = _reach(args, loaded)
+        for host in loaded.hosts:
+            if skip_reason(host) is None:
+                rows += runner_for(host, reach).status()
+    else:  # every machine this state directory knows, by its state name (connection/identity.py)
         base = directory / "tunnels"
         for host_dir in sorted(base.iterdir()) if base.is_dir() else ():
             rows += runtime.status(directory, host_dir.name)
     if args.json:
-        print(json.dumps({"format_version": PLAN_FORMAT_VERSION, "tunnels": rows, "pull": agents}, indent=2))
+        print(json_text({"format_version": FORMAT_VERSION, "tunnels": rows, "pull": agents}))
         return EXIT_OK
     print(status_table(rows) if rows else "no tunnels")
     for agent in agents:
@@ -449,39 +538,86 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_confirm(args: argparse.Namespace) -> int:
+    from .confirm import confirm
+
+    answered = confirm(state_dir(args.state_dir))
+    if not answered:
+        raise ProvisionError("no apply is waiting for a confirmation")
+    for host in answered:
+        print(f"{host}: confirmed; the apply keeps its changes")
+    return EXIT_OK
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    from .connection import skip_reason
+    from .render import graph_dot, graph_mermaid
+    from .runner import runner_for
+    from .topology import topology
+
+    loaded = _load(args)
+    states: dict[tuple[str, str], str] = {}
+    try:
+        reach = _reach(args, loaded)
+    except ProvisionError:
+        reach = None  # no state directory of ours (not root): the picture without states
+    for host in loaded.hosts if reach is not None else ():
+        try:
+            rows = runner_for(host, reach).status() if skip_reason(host) is None else []
+        except ProvisionError:
+            rows = []  # not reachable from here: drawn without its state
+        states.update({(host.name, row["tunnel"]): row["state"] for row in rows})
+    topo = topology(loaded.desired, states)
+    print(graph_mermaid(topo) if args.format == "mermaid" else graph_dot(topo), end="")
+    return EXIT_OK
+
+
+def cmd_inventory(args: argparse.Namespace) -> int:
+    from .inventory import flatten
+    from .render import inventory_graph, inventory_host_yaml, inventory_list, json_text
+
+    loaded = _load(args)
+    inventory = loaded.inventory
+    if args.list:
+        print(json_text(inventory_list(inventory), indent=4, sort_keys=True))
+    elif args.graph:
+        if args.graph not in inventory.groups:
+            raise ProvisionError(f"{args.inventory}: no group {args.graph!r}")
+        print(inventory_graph(inventory, args.graph), end="")
+    else:
+        host = loaded.everyone.get(args.host)
+        if host is None:
+            raise ProvisionError(f"{args.inventory}: no host {args.host!r}")
+        if args.flat:
+            print(json_text(flatten(host, loaded.everyone)))
+        elif args.yaml:
+            print(inventory_host_yaml(inventory, host), end="")
+        else:
+            print(json_text(inventory_list(inventory)["_meta"]["hostvars"][host.name], indent=4, sort_keys=True))
+    return EXIT_OK
+
+
 def cmd_facts(args: argparse.Namespace) -> int:
-    from .connection import connect, skip_reason
-    from .facts import CONNECTION_VARS, host_key, host_vars, reached_by
+    from .connection import skip_reason
     from .inventory import Host
-    from .resolve import private_key_path
+    from .reconcile import Loaded
+    from .render import facts_yaml, json_text
+    from .runner import runner_for
 
     if args.inventory:
-        hosts = [h for h in _load(args).hosts if not skip_reason(h)]
+        loaded = _load(args)
     else:
-        hosts = [Host("localhost", (), (), {"ansible_connection": "local"})]
-    directory = state_dir(args.state_dir)
+        from .inventory import Inventory
+        from .source import Sources
+
+        here = Host("localhost", (), (), {"ansible_connection": "local"})
+        loaded = Loaded(Inventory(Sources("<this machine>"), (here,), {}), (here,), {})
+    reach = _reach(args, loaded)
     doc: dict[str, Any] = {"all": {"hosts": {}}}
-    for host in hosts:
-        connection = reached_by(host.vars)
-        if host.connection == "docker":
-            from .connection.docker import run_inside
-
-            inside = run_inside(host, args.inventory, ["facts"])["all"]["hosts"][host.name]
-            doc["all"]["hosts"][host.name] = {**connection, **{k: v for k, v in inside.items()
-                                                               if k not in CONNECTION_VARS}}
-            continue
-        with connect(host, directory, 60.0, lambda m: print(m, file=sys.stderr)) as conn:
-            observed = conn.observe()
-        configured = private_key_path(args.inventory, host) if "tunnel_private_key_file" in host.vars else None
-        doc["all"]["hosts"][host.name] = host_vars(observed, connection, host_key(observed, configured))
-    if args.json:
-        print(json.dumps(doc, indent=2))
-    else:
-        from ruamel.yaml import YAML
-
-        yaml = YAML(typ="rt")  # keeps the order of keys: name and type first, as people write them
-        yaml.default_flow_style = False
-        yaml.dump(doc, sys.stdout)
+    for host in loaded.hosts:
+        if skip_reason(host) is None:
+            doc["all"]["hosts"][host.name] = runner_for(host, reach).facts()
+    print(json_text(doc) if args.json else facts_yaml(doc), end="" if not args.json else "\n")
     return EXIT_OK
 
 

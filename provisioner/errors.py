@@ -8,6 +8,7 @@
     │   ├── KernelError                 the kernel refused a step; keeps errno and its reason
     │   ├── ForwarderError              a tunnel's forwarder could not be started or stopped
     │   └── VerificationError           after apply the live state still differs (carries the diff)
+    ├── StalePlanError                  a saved plan no longer describes what apply would do
     └── LockTimeout (TimeoutError)      another run holds the host's lock for too long
 
 Anything else that escapes is a bug, and the CLI says so instead of hiding it.
@@ -68,6 +69,10 @@ class InventoryError(ProvisionError, ValueError):
 
 class LockTimeout(ProvisionError, TimeoutError):
     """Raised when another run keeps a host's lock longer than we were told to wait."""
+
+
+class StalePlanError(ProvisionError):
+    """Raised by `apply FILE` when the inventory or a host's live state moved since the plan was saved."""
 
 
 class HostError(ProvisionError):

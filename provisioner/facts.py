@@ -150,7 +150,7 @@ def load_snapshots(paths: Sequence[str]) -> dict[str, Observed]:
     """Host name → Observed, from `provision facts` snapshots: files (YAML or JSON), or
     directories of them (`*.json`, `*.yaml`, `*.yml`), as CI keeps one file per host."""
     from .errors import Diagnostic, InventoryError
-    from .inventory import load_source, parse
+    from .source import load_source, parse
 
     files: list[str] = []
     for path in paths:

@@ -22,6 +22,7 @@ import os
 import stat
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from .errors import ProvisionError
 
@@ -64,6 +65,13 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -
             raise FileError(target, f"cannot write: {exc.strerror}", exc.errno) from None
         raise
     sync_directory(target.parent)
+
+
+def write_json(path: str | os.PathLike[str], data: Any) -> None:
+    """A JSON document through atomic_write (saved plans, confirmation notes)."""
+    import json
+
+    atomic_write(path, (json.dumps(data, indent=2) + "\n").encode())
 
 
 def sync_directory(directory: str | os.PathLike[str]) -> None:

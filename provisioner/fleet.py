@@ -1,7 +1,7 @@
 """One command across the selected hosts, N at a time (`--forks`, as Ansible's forks).
 
-Each host is independent once the inventory is valid: its own connection, lock, plan and
-transaction. So hosts run in forked worker processes (the GIL would serialise threads, and
+This module only schedules: the pipeline for one host is reconcile.run_host. Each host is
+independent once the inventory is valid: its own connection, lock, plan and transaction. So hosts run in forked worker processes (the GIL would serialise threads, and
 a netns host enters its namespace for the whole run); a worker inherits the loaded inventory
 by the fork and sends back only the host's Outcome. A host that fails is that host's
 failure alone: the others go on and the recap reports it. (A worker killed from outside
@@ -11,53 +11,15 @@ breaks the pool: the hosts not finished by then are reported failed, none is lef
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable, Iterator
 
-from .connection import DOCKER, connect, skip_reason
-from .errors import HostError, InventoryError, ProvisionError
-from .inventory import Host
-from .model import Observed
+from .connection import DOCKER
 from .plan import Change
-from .reconcile import (
-    Loaded,
-    Outcome,
-    Phase,
-    Status,
-    Stopwatch,
-    no_progress,
-    apply_host,
-    failure,
-    plan_for,
-    remote_outcome,
-)
+from .reconcile import Job, Loaded, Outcome, Phase, Status, run_host
 
 Report = Callable[[str, Change], None]  # (host, change) as each change takes effect
 Notify = Callable[[str], None]  # a line for a person: waiting for a lock
 HostProgress = Callable[[str, Phase, int, int], None]  # (host, phase, done, total): a line on a terminal
-
-
-@dataclass(frozen=True)
-class Job:
-    """What to do on every host. Planning against `snapshots` needs no state directory."""
-
-    inventory_file: str
-    apply: bool = False
-    destroy: bool = False
-    state_dir: Path | None = None
-    snapshots: Mapping[str, Observed] | None = None
-    snapshots_from: str = ""  # where the snapshots came from, for messages
-    skip_unsnapshotted: bool = False  # a directory of snapshots: plan the hosts it has, skip the others
-    lock_timeout: float = 60.0
-
-    def remote_argv(self) -> list[str]:
-        """The same command, to run inside a container for one host."""
-        if self.destroy and self.apply:
-            return ["destroy", "--lock-timeout", str(self.lock_timeout)]
-        if self.apply:
-            return ["apply", "--lock-timeout", str(self.lock_timeout)]
-        return ["plan", "--destroy"] if self.destroy else ["plan"]
 
 
 def run(loaded: Loaded, job: Job, forks: int, report: Report, notify: Notify,
@@ -112,39 +74,3 @@ def _run_inherited(index: int) -> Outcome:
     assert _inherited is not None
     loaded, job, report, notify = _inherited
     return run_host(loaded, loaded.hosts[index], job, report, notify)
-
-
-def run_host(loaded: Loaded, host: Host, job: Job, report: Report, notify: Notify,
-             progress: HostProgress | None = None) -> Outcome:
-    """The pipeline for one host; every expected error becomes a failed Outcome."""
-    desired, source = loaded.desired[host.name], loaded.inventory.source
-    told = no_progress if progress is None else (lambda phase, done, total: progress(host.name, phase, done, total))
-    reason = None if job.snapshots is not None else skip_reason(host)
-    if reason:
-        return Outcome(host.name, Status.SKIPPED, error=reason)
-    try:
-        if job.snapshots is not None:
-            if host.name not in job.snapshots:
-                if job.skip_unsnapshotted:
-                    return Outcome(host.name, Status.SKIPPED, error=f"no facts snapshot in {job.snapshots_from}")
-                raise HostError(host.name, f"no facts for this host in {job.snapshots_from}")
-            return Outcome(host.name, Status.OK, plan_for(job.snapshots[host.name], host, desired, source,
-                                                          job.destroy))
-        if host.connection == DOCKER:
-            return remote_outcome(host, job.inventory_file, job.remote_argv())
-        assert job.state_dir is not None
-        with connect(host, job.state_dir, job.lock_timeout, notify) as conn:
-            if job.apply:
-                return apply_host(conn, host, desired, source, job.destroy, lambda c: report(host.name, c), told)
-            clock = Stopwatch()
-            told(Phase.OBSERVE, 0, 0)
-            with clock(Phase.OBSERVE):
-                observed = conn.observe()
-            told(Phase.PLAN, 0, 0)
-            with clock(Phase.PLAN):
-                plan = plan_for(observed, host, desired, source, job.destroy)
-            return Outcome(host.name, Status.OK, plan, seconds=clock.seconds)
-    except InventoryError as exc:
-        return Outcome(host.name, Status.FAILED, error=str(exc))
-    except ProvisionError as exc:
-        return failure(host.name, exc)

@@ -45,10 +45,13 @@ def _private(path: str, option: str, env: str) -> Path:
 
 
 @contextmanager
-def host_lock(directory: Path, host: str, wait: float, notify: Callable[[str], None]) -> Iterator[None]:
+def host_lock(directory: Path, key: str, host: str, wait: float, notify: Callable[[str], None]) -> Iterator[None]:
+    """`key` names the machine (connection.identity.state_name: a safe file name), so two
+    inventories that reach one namespace under two names still take one lock; `host` is
+    the name the messages use."""
     locks = directory / "locks"
     locks.mkdir(mode=0o700, exist_ok=True)
-    safe = host.replace("/", "_").lstrip(".") or "_"  # a host name is not always a file name
+    safe = key.replace("/", "_").lstrip(".") or "_"
 
     def busy(fd: int, holder: str) -> None:
         notify(f"{host}: waiting for the lock held by pid {holder} (another provision run on this host)")

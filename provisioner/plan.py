@@ -62,6 +62,8 @@ class Change:
     before: Resource | None
     after: Resource | None
     reason: str
+    disruptive: str = ""  # why it can cut the host off (disruption.py); "" when it cannot
+    taken_from: str = ""  # the inventory that owns it now, when this change takes it over (ownership.py)
 
     def fields_changed(self) -> tuple[str, ...]:
         if self.before is None or self.after is None:
@@ -322,7 +324,9 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "summary": {str(a): n for a, n in plan.counts().items()},
         "changes": [
             {"action": str(c.action), "kind": str(c.kind), "key": c.key, "reason": c.reason,
-             "before": to_dict(c.before), "after": to_dict(c.after)}
+             "before": to_dict(c.before), "after": to_dict(c.after),
+             **({"disruptive": c.disruptive} if c.disruptive else {}),
+             **({"taken_from": c.taken_from} if c.taken_from else {})}
             for c in plan.changes
         ],
     }
@@ -333,7 +337,8 @@ def plan_from_dict(d: dict[str, Any]) -> Plan:
     """Inverse of plan_to_dict: how a plan made inside a container comes back to the controller."""
     changes = tuple(
         Change(Action(c["action"]), Kind(c["kind"]), c["key"], _resource(Kind(c["kind"]), c["before"]),
-               _resource(Kind(c["kind"]), c["after"]), c["reason"])
+               _resource(Kind(c["kind"]), c["after"]), c["reason"], str(c.get("disruptive", "")),
+               str(c.get("taken_from", "")))
         for c in d["changes"])
     return Plan(d["host"], changes, d["observed_digest"], int(d["in_sync"]))
 

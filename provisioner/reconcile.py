@@ -1,5 +1,6 @@
 """The pipeline, one straight line per host: load → validate → observe → plan → apply → verify
-→ keep, or roll back. Everything here is glue between the pure core and a connection.
+→ (confirm) → keep, or roll back. Everything here is glue between the pure core and a host's
+runner (runner.py); `run_host` is the whole of it for one host, which fleet.py only schedules.
 """
 
 from __future__ import annotations
@@ -12,9 +13,12 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from . import cache, schema
+from . import cache, loader
 from .connection import LOCAL, NETNS, Connection, skip_reason
+from .desired import network_of
+from .disruption import mark
 from .errors import (
+    ConflictError,
     Diagnostic,
     HostError,
     InventoryError,
@@ -25,13 +29,14 @@ from .errors import (
     VerificationError,
     collect,
 )
-from .inventory import Host, Inventory, Source, build, load_source, parse
+from .inventory import Host, Inventory
 from .kernel.apply import Step, schedule, steps_for
 from .model import Network, Observed
 from .plan import Change, Plan, make_plan
 from .render import change_line
 from .resolve import resolve
-from .validate import check_devs_present, check_host, check_peers, network_of
+from .source import Sources
+from .validate import check_devs_present, check_host, check_peers
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,11 @@ class Loaded:
     warnings: tuple[Diagnostic, ...] = ()
     from_cache: bool = False  # the verdict on the inventory came from cache.py
 
+    @property
+    def everyone(self) -> dict[str, Host]:
+        """Every host of the inventory by name, the selected or not (peers are looked up here)."""
+        return {h.name: h for h in self.inventory.hosts}
+
 
 def load(file: str, limit: str | None = None, connection: str | None = None, act: bool = False,
          default_connection: str | None = None, cache_dir: Path | None = None) -> Loaded:
@@ -50,17 +60,19 @@ def load(file: str, limit: str | None = None, connection: str | None = None, act
     `default_connection` is for the hosts that have none (the pull agent, on the host itself).
     `act`: the command is about to change the selected hosts from here, so their key files and
     users must be there; otherwise (validate, plan --facts, destroy) what is missing is a warning.
-    `cache_dir`: keep and reuse the verdict on an unchanged inventory there (cache.py)."""
-    source = load_source(file)
-    slot = cache.slot(cache_dir, [source.text]) if cache_dir is not None else None
-    data = cache.get(slot) if slot is not None else None
-    problems: list[Diagnostic] = []
-    inventory = _built(source, data) if data is not None else None
+    `cache_dir`: keep and reuse the verdict on an unchanged inventory there (cache.py), keyed by
+    every file and listing the load may read (loader.inputs)."""
+    slot = cache.slot(cache_dir, loader.inputs(file)) if cache_dir is not None else None
+    kept = cache.get(slot) if slot is not None else None
+    inventory = _from_cache(file, kept) if isinstance(kept, dict) else None
     hit = inventory is not None
+    problems: list[Diagnostic] = []
     if inventory is None:
-        data, inventory, problems = _validated(source)
+        record: dict[str, Any] = {}
+        inventory, problems = _validated(file, record)
         if slot is not None and not problems:
-            cache.put(slot, data)
+            cache.put(slot, record)
+    source = inventory.source
     hosts = tuple(_reached(h, connection or h.connection or default_connection) for h in inventory.select(limit))
     acted_on = {h.name for h in hosts if skip_reason(h) is None} if act else set()
     here = {h.name for h in hosts if h.connection in (None, LOCAL, NETNS)}
@@ -72,21 +84,22 @@ def load(file: str, limit: str | None = None, connection: str | None = None, act
     return Loaded(inventory, hosts, desired, tuple(d for d in problems if d.severity != "error"), from_cache=hit)
 
 
-def _built(source: Source, data: Any) -> Inventory | None:
-    """An inventory from cached data; None if the data is not even the shape of one."""
+def _from_cache(file: str, parsed: dict[str, Any]) -> Inventory | None:
+    """The inventory from the documents a clean load kept; None if they are not even its shape
+    (then it is parsed and judged again)."""
     try:
-        return build(source, data)
-    except (TypeError, ValueError, AttributeError, KeyError):
+        inventory, problems = loader.load(file, parsed)
+    except (TypeError, ValueError, AttributeError, KeyError, InventoryError):
         return None
+    return inventory if not problems else None
 
 
-def _validated(source: Source) -> tuple[Any, Inventory, list[Diagnostic]]:
+def _validated(file: str, record: dict[str, Any]) -> tuple[Inventory, list[Diagnostic]]:
     """Parse, schema and the checks that need only the inventory: what cache.py keeps. Raises
     InventoryError with every error; returns the warnings."""
-    data = parse(source)
-    problems: list[Diagnostic] = schema.check(source, data)
+    inventory, problems = loader.load(file, record=record)
+    source = inventory.source
     try:
-        inventory = build(source, data)
         for host in inventory.hosts:
             problems += check_host(source, host)
         problems += check_peers(source, inventory.hosts)
@@ -96,7 +109,7 @@ def _validated(source: Source) -> tuple[Any, Inventory, list[Diagnostic]]:
         collect(problems)  # the schema already said what is wrong with the shape
     problems = list(dict.fromkeys(problems))  # dedupe: a group's error is seen by each of its hosts
     collect(problems)
-    return data, inventory, problems
+    return inventory, problems
 
 
 def _reached(host: Host, connection: str | None) -> Host:
@@ -152,28 +165,90 @@ class Outcome:
     error: str | None = None
     transient: bool = False  # failed for a reason outside the inventory (busy or unreachable): try again later
     seconds: dict[Phase, float] = field(default_factory=dict)  # how long each phase took
+    unreachable: bool = False  # failed because the host could not be reached (the RECAP counts it apart)
 
 
-def plan_for(observed: Observed, host: Host, desired: Network, source: Source, destroy: bool) -> Plan:
-    """Pure: the checks that need the live state (a route's dev must exist), then the diff."""
+@dataclass(frozen=True)
+class Owners:
+    """Which inventory owns what on this machine (ownership.py), and what this run may do about it."""
+
+    registry: Mapping[str, str]
+    me: str  # this inventory
+    take_over: bool = False  # may change what another inventory owns
+    save: Callable[[Mapping[str, str]], None] = lambda registry: None
+
+
+def plan_for(observed: Observed, host: Host, desired: Network, source: Sources, destroy: bool,
+             session: str | None = None, owners: Owners | None = None) -> Plan:
+    """Pure: the checks that need the live state (a route's dev must exist), then the diff, each
+    change marked when it can cut off the host (`session`: the address a local host is reached from)
+    or takes over what another inventory owns."""
     if not destroy:
         missing = check_devs_present(source, host, (name for name, _ in observed.links))
         if missing:
             raise InventoryError(missing)
-    return make_plan(host.name, desired, observed, destroy=destroy)
+    return mark(_diff(host, desired, observed, destroy, owners), observed, session)
 
 
-def apply_host(conn: Connection, host: Host, desired: Network, source: Source, destroy: bool,
-               report: Callable[[Change], None], progress: Progress = no_progress) -> Outcome:
-    """Apply, then read back and compare; any failure undoes this run's steps, in reverse."""
+def _diff(host: Host, desired: Network, observed: Observed, destroy: bool, owners: Owners | None) -> Plan:
+    if owners is None:
+        return make_plan(host.name, desired, observed, destroy=destroy)
+    from .ownership import hide_foreign, mark_take_overs
+
+    mine = hide_foreign(observed, desired, owners.registry, owners.me)
+    return mark_take_overs(make_plan(host.name, desired, mine, destroy=destroy), owners.registry, owners.me)
+
+
+@dataclass(frozen=True)
+class Safety:
+    """What apply may do with changes that can cut a host off (disruption.py)."""
+
+    force: bool = False  # apply them as any other
+    confirm_timeout: float | None = None  # keep the changes only if `provision confirm` comes in time
+    confirm: Callable[[], bool] | None = None  # the wait, bound to the host by its runner; False: roll back
+
+    def bound(self, state_dir: Path, key: str, host: str, notify: Callable[[str], None]) -> Safety:
+        from . import confirm
+
+        timeout = self.confirm_timeout or 0.0
+        return replace(self, confirm=lambda: confirm.wait(state_dir, key, host, timeout, notify))
+
+
+def apply_host(conn: Connection, host: Host, desired: Network, source: Sources, destroy: bool,
+               report: Callable[[Change], None], check: Callable[[Plan], None] | None = None,
+               safety: Safety = Safety(), session: str | None = None, owners: Owners | None = None,
+               progress: Progress = no_progress) -> Outcome:
+    """Apply, then read back and compare; any failure undoes this run's steps, in reverse.
+    `check` may refuse the plan before anything is changed (a saved plan that is stale);
+    disruptive changes need `safety` (--force, or --confirm-timeout: kept only if confirmed).
+    Each phase is timed (-v) and told to `progress` (the progress line)."""
     clock = Stopwatch()
     progress(Phase.OBSERVE, 0, 0)
     with clock(Phase.OBSERVE):
         observed = conn.observe()
     progress(Phase.PLAN, 0, 0)
     with clock(Phase.PLAN):
-        plan = plan_for(observed, host, desired, source, destroy)
+        plan = plan_for(observed, host, desired, source, destroy, session, owners)
+    if check is not None:
+        check(plan)
+    if owners is not None and not owners.take_over:
+        from .ownership import take_overs
+
+        theirs = take_overs(plan)
+        if theirs:
+            raise ConflictError(host.name, "refusing to change what another inventory made on this machine; "
+                                "apply with --take-over to make it this inventory's",
+                                details=[change_line(c, colour=False) for c in theirs])
+    risky = [c for c in plan.changes if c.disruptive]
+    if risky and not safety.force and safety.confirm_timeout is None:
+        raise ConflictError(host.name, "refusing changes that can cut this host off; apply with --confirm-timeout "
+                            "SECONDS (rolled back unless `provision confirm` comes from a new session) or --force",
+                            details=[f"{change_line(c, colour=False)}  <- {c.disruptive}" for c in risky])
     if plan.empty:
+        if owners is not None:
+            from .ownership import recorded
+
+            owners.save(recorded(owners.registry, owners.me, (), desired, destroy))
         return Outcome(host.name, Status.OK, plan, seconds=clock.seconds)
     with clock(Phase.APPLY):
         per_change = steps_for(plan, observed)
@@ -205,7 +280,7 @@ def apply_host(conn: Connection, host: Host, desired: Network, source: Source, d
     progress(Phase.VERIFY, 0, 0)
     with clock(Phase.VERIFY):
         try:
-            after = make_plan(host.name, desired, conn.observe(), destroy=destroy)
+            after = _diff(host, desired, conn.observe(), destroy, owners)
         except KernelError as exc:  # the state could not be read back: undone as a refused step is
             undo(exc)
             raise
@@ -216,23 +291,66 @@ def apply_host(conn: Connection, host: Host, desired: Network, source: Source, d
             host.name, "after apply the live state still differs from the inventory; rolled back",
             details=[change_line(c, colour=False) for c in after.changes]
             + [f"rolled back {undone} step(s)", *problems])
+    if safety.confirm_timeout is not None and not (safety.confirm is not None and safety.confirm()):
+        undone = len(tx.done)
+        problems = tx.rollback()
+        raise HostError(host.name, f"not confirmed within {safety.confirm_timeout:g} s: rolled back {undone} "
+                        "step(s)", details=problems)
+    if owners is not None:
+        from .ownership import recorded
+
+        owners.save(recorded(owners.registry, owners.me, plan.changes, desired, destroy))
     return Outcome(host.name, Status.CHANGED, plan, applied, seconds=clock.seconds)
 
 
 def failure(host: str, exc: ProvisionError) -> Outcome:
-    return Outcome(host, Status.FAILED, error=str(exc), transient=isinstance(exc, UnreachableError | LockTimeout))
+    return Outcome(host, Status.FAILED, error=str(exc), transient=isinstance(exc, UnreachableError | LockTimeout),
+                   unreachable=isinstance(exc, UnreachableError))
 
 
-def remote_outcome(host: Host, inventory_file: str, argv: list[str]) -> Outcome:
-    """Run the command for `host` inside its container and bring the outcome back."""
-    from .connection.docker import run_inside
-    from .plan import plan_from_dict
+@dataclass(frozen=True)
+class Job:
+    """What to do on every host. Planning against `snapshots` needs no state directory."""
 
-    result = run_inside(host, inventory_file, argv)
-    entry = next((h for h in result.get("hosts", ()) if h.get("host") == host.name), None)
-    if entry is None:
-        raise HostError(host.name, f"provision in the container said nothing about {host.name}")
-    plan = plan_from_dict(entry["plan"]) if entry.get("plan") else None
-    status = Status(entry["status"])
-    applied = list(plan.changes) if plan is not None and status is Status.CHANGED else []
-    return Outcome(host.name, status, plan, applied, entry.get("error") or entry.get("reason"))
+    inventory_file: str
+    apply: bool = False
+    destroy: bool = False
+    state_dir: Path | None = None
+    snapshots: Mapping[str, Observed] | None = None
+    snapshots_from: str = ""  # where the snapshots came from, for messages
+    skip_unsnapshotted: bool = False  # a directory of snapshots: plan the hosts it has, skip the others
+    lock_timeout: float = 60.0
+    check: Callable[[Plan], None] | None = None  # may refuse a host's plan before it is applied (saved plans)
+    safety: Safety = Safety()
+    owner: str = ""  # this inventory, as ownership.py records it ("": its directory, ownership.default_owner)
+    take_over: bool = False  # may change what another inventory made
+
+
+def run_host(loaded: Loaded, host: Host, job: Job, report: Callable[[str, Change], None],
+             notify: Callable[[str], None], progress: Callable[[str, Phase, int, int], None] | None = None) -> Outcome:
+    """The whole pipeline for one host, through its runner; every expected error becomes a failed Outcome.
+    `progress` is told of the host's phases (the progress line)."""
+    from .ownership import default_owner
+    from .runner import Reach, runner_for
+
+    reason = None if job.snapshots is not None else skip_reason(host)
+    if reason:
+        return Outcome(host.name, Status.SKIPPED, error=reason)
+    if job.snapshots is not None and host.name not in job.snapshots:
+        if job.skip_unsnapshotted:
+            return Outcome(host.name, Status.SKIPPED, error=f"no facts snapshot in {job.snapshots_from}")
+        return failure(host.name, HostError(host.name, f"no facts for this host in {job.snapshots_from}"))
+    desired = loaded.desired[host.name]
+    reach = Reach(job.inventory_file, loaded.inventory.source, loaded.everyone, job.state_dir, job.lock_timeout,
+                  notify, job.owner or default_owner(job.inventory_file), job.take_over)
+    try:
+        runner = runner_for(host, reach, job.snapshots)
+        told: Progress = no_progress if progress is None else (
+            lambda phase, done, total: progress(host.name, phase, done, total))
+        if job.apply:
+            return runner.apply(desired, job.destroy, lambda c: report(host.name, c), job.check, job.safety, told)
+        return runner.plan(desired, job.destroy, told)
+    except InventoryError as exc:
+        return Outcome(host.name, Status.FAILED, error=str(exc))
+    except ProvisionError as exc:
+        return failure(host.name, exc)

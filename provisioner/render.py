@@ -15,9 +15,20 @@ SYMBOL = {Action.CREATE: "+", Action.UPDATE: "~", Action.REPLACE: "-/+", Action.
 COLOUR = {Action.CREATE: "32", Action.UPDATE: "33", Action.REPLACE: "35", Action.DELETE: "31"}
 
 
+COLOR_ENV = "PROVISION_COLOR"  # what --color sets: always | never | auto
+
+
 def use_colour(stream: TextIO) -> bool:
-    """Colour follows the terminal, and the NO_COLOR convention (no-color.org)."""
-    return stream.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+    """--color always/never wins; then NO_COLOR (no-color.org) and FORCE_COLOR (force-color.org);
+    else colour follows the terminal."""
+    choice = os.environ.get(COLOR_ENV, "auto")
+    if choice in ("always", "never"):
+        return choice == "always"
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR"):
+        return True
+    return stream.isatty() and os.environ.get("TERM") != "dumb"
 
 
 def paint(text: str, code: str, colour: bool) -> str:
@@ -51,7 +62,9 @@ def change_line(c: Change, colour: bool, detail: bool = True) -> str:
     if not detail:
         return head
     what, why = change_detail(c)
-    return f"{head}{'  (' + what + ')' if what else ''}{'  [' + why + ']' if why else ''}"
+    risk = paint(f"  ! can cut the host off: {c.disruptive}", "1;31", colour) if c.disruptive else ""
+    taken = paint(f"  [take over from {c.taken_from}]", "1;35", colour) if c.taken_from else ""
+    return f"{head}{'  (' + what + ')' if what else ''}{'  [' + why + ']' if why else ''}{taken}{risk}"
 
 
 def change_detail(c: Change) -> tuple[str, str]:
@@ -103,8 +116,11 @@ def print_plan(plan: Plan, out: TextIO = sys.stdout, colour: bool | None = None)
     out.write(plan_summary(plan) + "\n")
 
 
-def recap_line(host: str, ok: int, changed: int, failed: int, width: int) -> str:
-    return f"{host.ljust(width)} : ok={ok} changed={changed} failed={failed}"
+def recap_line(host: str, ok: int, changed: int, failed: int, width: int, unreachable: int = 0,
+               skipped: int = 0) -> str:
+    """As Ansible's PLAY RECAP: ok, changed, unreachable, failed, skipped."""
+    return (f"{host.ljust(width)} : ok={ok} changed={changed} unreachable={unreachable} failed={failed} "
+            f"skipped={skipped}")
 
 
 def status_table(rows: list[dict[str, Any]]) -> str:
@@ -190,6 +206,13 @@ def plan_markdown(outcomes: list[Any], destroy: bool = False) -> str:
                 detail = "  ".join(p for p in (what, f"[{why}]" if why else "") if p)
                 out.append(f"| `{SYMBOL[c.action]}` | {c.kind} `{_md(c.key)}` | {_md(detail)} |")
             out.append("")
+    tunnels = [(o.host, c.after or c.before, SYMBOL[c.action]) for o in changed for c in o.plan.changes
+               if c.kind is Kind.TUNNEL]
+    if tunnels:
+        from .topology import changed_links
+
+        out += ["#### Tunnels this plan changes", "", "```mermaid", graph_mermaid(changed_links(tunnels)).rstrip(),
+                "```", ""]
     return "\n".join(out)
 
 
@@ -243,3 +266,171 @@ class ProgressLine:
 def seconds_text(seconds: dict[Any, float]) -> str:
     """`observe 0.05 s, plan 0.02 s, apply 0.31 s, verify 0.05 s`, in the order the phases ran."""
     return ", ".join(f"{phase} {value:.2f} s" for phase, value in seconds.items())
+
+
+# ---------------------------------------------------------------- inventories
+
+
+def inventory_list(inventory: Any) -> dict[str, Any]:
+    """`ansible-inventory --list`'s shape, each host's `network` merged as provision merges it;
+    `_meta.origins[host][kind]` says where each of its entries was written (FILE:LINE), in order."""
+    from .inventory import ALL, flatten
+
+    hosts = {h.name: h for h in inventory.hosts}
+    out: dict[str, Any] = {"_meta": {"hostvars": {}, "origins": {}}}
+    for name in inventory.groups:
+        body: dict[str, Any] = {}
+        if inventory.direct.get(name) and name != ALL:
+            body["hosts"] = list(inventory.direct[name])
+        if inventory.children.get(name):
+            body["children"] = list(inventory.children[name])
+        if body or name == ALL:
+            out[name] = body
+    for name, host in hosts.items():
+        out["_meta"]["hostvars"][name] = flatten(host, {})[ALL]["hosts"][name]
+        out["_meta"]["origins"][name] = origins(inventory, host)
+    return out
+
+
+def origins(inventory: Any, host: Any) -> dict[str, list[str]]:
+    return {kind: [inventory.source.where(e.path) for e in entries] for kind, entries in host.network.items()}
+
+
+def inventory_host_yaml(inventory: Any, host: Any) -> str:
+    """A host's variables as YAML, each network entry followed by `# FILE:LINE` (where it was written)."""
+    import io
+
+    from ruamel.yaml import YAML
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+    doc = CommentedMap((k, v) for k, v in host.vars.items())
+    network = CommentedMap()
+    for kind, entries in host.network.items():
+        seq = CommentedSeq(_flow(e.value) for e in entries)
+        for i, e in enumerate(entries):
+            seq.yaml_add_eol_comment(inventory.source.where(e.path), i)
+        network[kind] = seq
+    if network:
+        doc["network"] = network
+    yaml = YAML(typ="rt")
+    yaml.default_flow_style = None
+    buffer = io.StringIO()
+    yaml.dump(doc, buffer)
+    return buffer.getvalue()
+
+
+def _flow(value: Any) -> Any:
+    """An entry on one line, as people write them in inventories."""
+    from ruamel.yaml.comments import CommentedMap
+
+    entry = CommentedMap(value)
+    entry.fa.set_flow_style()
+    return entry
+
+
+def inventory_graph(inventory: Any, group: str = "all") -> str:
+    """`ansible-inventory --graph`: @group, its child groups, then its own hosts, in the order written."""
+    lines: list[str] = []
+
+    def walk(name: str, depth: int) -> None:
+        lines.append(("  |" * depth + "--" if depth else "") + "@" + name + ":")
+        for child in inventory.children.get(name, ()):
+            walk(child, depth + 1)
+        for host in inventory.direct.get(name, ()) if name != "all" else ():
+            lines.append("  |" * (depth + 1) + "--" + host)
+    walk(group, 0)
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- topology pictures
+
+
+def graph_dot(topo: Any) -> str:
+    """Graphviz DOT: a cluster per host with its devices; a tunnel is an edge labelled with its
+    name, transport and (when seen) state."""
+    ids = _ids(topo)
+    out = ["graph provision {", "  node [shape=box];"]
+    for host, devices in topo.devices.items():
+        out.append(f"  subgraph cluster_{ids[host]} {{ label={_dq(host)}; {ids[host]} [label={_dq(host)}, shape=box3d];")
+        out += [f"    {ids[host]}_{i} [label={_dq(d)}, shape=ellipse];" for i, d in enumerate(devices)]
+        out.append("  }")
+    for link in topo.links:
+        if not link.b_is_host:
+            out.append(f"  {ids[link.b]} [label={_dq(link.b)}, shape=plaintext];")
+        out.append(f"  {ids[link.a]} -- {ids[link.b]} [label={_dq(_link_label(link))}];")
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+def graph_mermaid(topo: Any) -> str:
+    """Mermaid `graph LR`, which GitHub and GitLab render in Markdown."""
+    ids = _ids(topo)
+    out = ["graph LR"]
+    for host, devices in topo.devices.items():
+        label = host + (": " + ", ".join(devices) if devices else "")
+        out.append(f"  {ids[host]}[{_mq(label)}]")
+    for link in topo.links:
+        if not link.b_is_host:
+            out.append(f"  {ids[link.b]}([{_mq(link.b)}])")
+        out.append(f"  {ids[link.a]} ---|{_mq(_link_label(link))}| {ids[link.b]}")
+    return "\n".join(out) + "\n"
+
+
+def _link_label(link: Any) -> str:
+    parts = [f"{link.change} " if link.change else "", link.name, f" ({link.transport}"]
+    parts.append(f", {link.state})" if link.state else ")")
+    return "".join(parts)
+
+
+def _ids(topo: Any) -> dict[str, str]:
+    """Names come from inventories: every node gets a plain id, and names appear only as quoted labels."""
+    names = list(topo.devices) + [n for link in topo.links for n in (link.a, link.b)]
+    return {name: f"n{i}" for i, name in enumerate(dict.fromkeys(names))}
+
+
+def _dq(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _mq(text: str) -> str:
+    return '"' + text.replace('"', "#quot;") + '"'
+
+
+# ---------------------------------------------------------------- machine-readable and YAML output
+
+FORMAT_VERSION = 1  # of every JSON document provision prints (schemas/plan.schema.json)
+
+
+def json_text(data: Any, indent: int = 2, sort_keys: bool = False) -> str:
+    import json
+
+    return json.dumps(data, indent=indent, sort_keys=sort_keys)
+
+
+def result_json(outcomes: list[Any], applied: bool) -> dict[str, Any]:
+    from .plan import plan_to_dict
+
+    hosts = []
+    for o in outcomes:
+        entry: dict[str, Any] = {"host": o.host, "status": str(o.status)}
+        if o.plan is not None:
+            entry["plan"] = plan_to_dict(o.plan)
+        if applied:
+            entry["applied"] = len(o.applied)
+        if o.error:
+            entry["error" if o.status.value == "failed" else "reason"] = o.error
+        hosts.append(entry)
+    return {"format_version": FORMAT_VERSION, "mode": "apply" if applied else "plan", "hosts": hosts}
+
+
+def facts_yaml(doc: dict[str, Any]) -> str:
+    """A facts document as YAML, keys in the order written (name and type first, as people write them)."""
+    import io
+
+    from ruamel.yaml import YAML
+
+    yaml = YAML(typ="rt")
+    yaml.default_flow_style = False
+    buffer = io.StringIO()
+    yaml.dump(doc, buffer)
+    return buffer.getvalue()

@@ -25,7 +25,8 @@ from typing import Any
 
 from . import keys
 from .errors import Diagnostic
-from .inventory import Host, Source
+from .inventory import Host
+from .source import Sources
 
 
 @dataclass(frozen=True)
@@ -37,8 +38,10 @@ class Resolved:
 
 
 def key_path(inventory_file: str, raw: str) -> str:
-    """A key file as written, made absolute: relative paths start at the inventory's directory."""
-    return os.path.normpath(Path(inventory_file).resolve().parent / os.path.expanduser(raw))
+    """A key file as written, made absolute: relative paths start at the inventory's directory
+    (the inventory itself, when it is a directory of sources)."""
+    inventory = Path(inventory_file).resolve()
+    return os.path.normpath((inventory if inventory.is_dir() else inventory.parent) / os.path.expanduser(raw))
 
 
 def private_key_path(inventory_file: str, host: Host) -> str:
@@ -57,7 +60,7 @@ def _secure(host: Host) -> list[tuple[Mapping[str, Any], tuple]]:
     return [(e.value, e.path) for e in host.network.get("tunnels", ()) if e.value.get("insecure") is not True]
 
 
-def resolve(source: Source, hosts: Iterable[Host], strict: Iterable[str] = (), quiet: bool = False,
+def resolve(source: Sources, hosts: Iterable[Host], strict: Iterable[str] = (), quiet: bool = False,
             here: Iterable[str] = ()) -> tuple[Resolved, list[Diagnostic]]:
     """`strict`: the hosts about to be changed from here; a key file of theirs (or a public key
     file of a peer of theirs) that cannot be read is an error. For the others it is a warning,
@@ -109,7 +112,7 @@ def resolve(source: Source, hosts: Iterable[Host], strict: Iterable[str] = (), q
     return Resolved(public_keys, psk_ids, users, groups), out
 
 
-def _public_file(source: Source, host: Host, severity: str, out: list[Diagnostic]) -> str | None:
+def _public_file(source: Sources, host: Host, severity: str, out: list[Diagnostic]) -> str | None:
     path = key_path(source.file, str(host.vars["tunnel_public_key_file"]))
     try:
         return keys.read_public(path)
@@ -121,7 +124,7 @@ def _public_file(source: Source, host: Host, severity: str, out: list[Diagnostic
         return None
 
 
-def _check_private(source: Source, host: Host, public: str | None, here: bool, out: list[Diagnostic]) -> None:
+def _check_private(source: Sources, host: Host, public: str | None, here: bool, out: list[Diagnostic]) -> None:
     """The host's private key is there and is the one its tunnel_public_key says. A docker
     host's default key is inside its container: the provision run there checks it."""
     given = "tunnel_private_key_file" in host.vars
@@ -150,7 +153,7 @@ def var_path(host: Host, name: str) -> tuple:
     return host.path
 
 
-def _device_owner(source: Source, host: Host, t: Mapping, p: tuple, users: Mapping[str, tuple[int, int]],
+def _device_owner(source: Sources, host: Host, t: Mapping, p: tuple, users: Mapping[str, tuple[int, int]],
                   out: list[Diagnostic]) -> None:
     """The tunnel's device is owned by the user its forwarder runs as: one that says otherwise is a mistake."""
     user = t.get("user")
@@ -164,7 +167,7 @@ def _device_owner(source: Source, host: Host, t: Mapping, p: tuple, users: Mappi
                                          f"its device {t.get('device')} has owner: {owner}"))
 
 
-def _psk_id(source: Source, path: tuple, tunnel: str, file: str, missing_is: str,
+def _psk_id(source: Sources, path: tuple, tunnel: str, file: str, missing_is: str,
             out: list[Diagnostic]) -> str | None:
     """The pre-shared key's id; a file that is there but unsafe or malformed is always an error."""
     try:
@@ -177,7 +180,7 @@ def _psk_id(source: Source, path: tuple, tunnel: str, file: str, missing_is: str
         return None
 
 
-def _user(source: Source, path: tuple, tunnel: str, user: str, strict: bool,
+def _user(source: Sources, path: tuple, tunnel: str, user: str, strict: bool,
           users: dict[str, tuple[int, int]], out: list[Diagnostic]) -> None:
     try:
         entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
@@ -192,7 +195,7 @@ def _user(source: Source, path: tuple, tunnel: str, user: str, strict: bool,
             out.append(source.diagnostic(path, f"tunnel {tunnel}: no user {user!r} on this host"))
 
 
-def _group(source: Source, path: tuple, tunnel: str, group: str, strict: bool,
+def _group(source: Sources, path: tuple, tunnel: str, group: str, strict: bool,
            groups: dict[str, int], out: list[Diagnostic]) -> None:
     try:
         groups[group] = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid

@@ -20,10 +20,11 @@ from pathlib import Path as FsPath
 from typing import Any
 
 from .errors import Diagnostic
-from .inventory import Source
+from .source import Source
 
 INVENTORY = "inventory.schema.json"
 PLAN = "plan.schema.json"
+VARS = "inventory.schema.json#/$defs/vars"  # a group_vars/ or host_vars/ file: one mapping of variables
 
 
 def schema_dir() -> FsPath:
@@ -41,11 +42,22 @@ def load_schema(name: str) -> dict[str, Any]:
         return json.load(f)
 
 
+def document(name: str) -> dict[str, Any]:
+    """`FILE#/$defs/X`: the definition X of FILE, as the schema of a whole document (its `$id`
+    kept, so references by absolute URI still resolve)."""
+    file, _, pointer = name.partition("#")
+    schema = load_schema(file)
+    if not pointer:
+        return schema
+    whole = {"$schema": schema["$schema"], "$defs": schema["$defs"], "$ref": "#" + pointer}
+    return {"$id": schema["$id"], **whole} if "$id" in schema else whole
+
+
 @cache
 def validator(name: str) -> Any:
     from jsonschema import Draft202012Validator
 
-    return Draft202012Validator(load_schema(name))
+    return Draft202012Validator(document(name))
 
 
 @cache
@@ -53,7 +65,7 @@ def compiled(name: str) -> Callable[[Any], Any]:
     """The schema as a Python function that raises on the first problem."""
     import fastjsonschema
 
-    return fastjsonschema.compile(load_schema(name))
+    return fastjsonschema.compile(document(name), use_default=False)  # it would write defaults into the data
 
 
 def is_valid(data: Any, name: str = INVENTORY) -> bool:
@@ -74,10 +86,19 @@ def check(source: Source, data: Any, name: str = INVENTORY) -> list[Diagnostic]:
             known = set(error.schema.get("properties", {}))
             for key in error.instance:
                 if key not in known:
-                    out.append(source.diagnostic(path + (key,), f"unknown key {key!r}", at_key=True))
+                    out.append(source.diagnostic(path + (key,), f"unknown key {key!r}{_did_you_mean(key, known)}",
+                                                 at_key=True))
             continue
         out.append(source.diagnostic(path, _message(error)))
     return sorted(out, key=lambda d: (d.line or 0, d.column or 0, d.message))
+
+
+def _did_you_mean(key: object, known: set[str]) -> str:
+    """As Terraform and git suggest the closest known name for a typo."""
+    import difflib
+
+    close = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 JSON_TYPES = {dict: "object", list: "array", str: "string", int: "integer", float: "number",

@@ -1,4 +1,4 @@
-"""Semantic checks on a host's merged network, and its conversion to a desired `Network`.
+"""Semantic checks on a host's merged network (desired.py then turns it into a desired `Network`).
 
 The schema has already said the shapes are right; here are the rules that need more
 than one field, or the whole host, to check. Every problem is collected, none raised.
@@ -8,30 +8,21 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
 from typing import Any
 
 from .errors import Diagnostic
-from .inventory import Host, Source
-from .resolve import Resolved, ids, key_path, private_key_path, public_key_of, var_path
+from .inventory import Host
+from .resolve import var_path
 from .tunnel.privileges import DEFAULT_USER
 from .model import (
     MAIN_TABLE,
-    AbsentRoute,
-    Address,
-    Device,
     DeviceType,
     LinkState,
-    Network,
-    Role,
-    Route,
-    Transport,
-    Tunnel,
     canonical_interface,
     canonical_network,
-    default_metric,
     split_endpoint,
 )
+from .source import Sources
 
 IFNAMSIZ = 16  # the kernel's limit, including the terminating NUL
 ABSENT = "absent"
@@ -74,7 +65,7 @@ def host_name_problem(name: str) -> str | None:
     return None
 
 
-def check_host(source: Source, host: Host) -> list[Diagnostic]:
+def check_host(source: Sources, host: Host) -> list[Diagnostic]:
     out: list[Diagnostic] = []
 
     def err(path: tuple, msg: str) -> None:
@@ -142,6 +133,10 @@ def check_host(source: Source, host: Host) -> list[Diagnostic]:
         dev = r.get("dev")
         if via is None and dev is None:
             err(p, "a route needs `via`, `dev` or both")
+        if via is not None and dev is not None:
+            problem = _gateway_off_subnets(str(via), declared.get(str(dev)))
+            if problem:
+                err(p + ("via",), problem)
         if dev is not None:
             target = declared.get(str(dev))
             if target is not None and target.get("state") == ABSENT:
@@ -165,6 +160,24 @@ def _check_host_keys(host: Host, err: Any) -> None:
         err(host.path, f"host {host.name}: tunnel {secure[0]} is encrypted but the host has no tunnel_public_key "
                        "(provision keygen PATH writes a private key and prints its public key; give the host "
                        "both: tunnel_private_key_file: PATH and tunnel_public_key: KEY)")
+
+
+def _gateway_off_subnets(via: str, device: Mapping[str, Any] | None) -> str | None:
+    """A gateway must be on a subnet of the device the route leaves by, when the inventory gives
+    that device its addresses (else the kernel refuses the route: ENETUNREACH)."""
+    if device is None or device.get("state") == ABSENT:
+        return None
+    try:
+        gw = ipaddress.ip_address(via)
+        subnets = [ipaddress.ip_interface(a).network for a in device.get("addresses") or ()]
+    except ValueError:
+        return None  # said elsewhere
+    same_family = [n for n in subnets if n.version == gw.version]
+    if not same_family or any(gw in n for n in same_family):
+        return None
+    shown = ", ".join(str(n) for n in same_family)
+    return (f"gateway {via} is on none of {device.get('name')}'s subnets ({shown}); the kernel would refuse the "
+            "route (ENETUNREACH)")
 
 
 def _check_tunnels(host: Host, declared: Mapping[str, Mapping[str, Any]], err: Any, warn: Any) -> None:
@@ -218,7 +231,7 @@ def _check_tunnels(host: Host, declared: Mapping[str, Mapping[str, Any]], err: A
                 continue
             if form == "listen":
                 _listen_once(listening, (str(t.get("transport", "tcp")), port), name, p + (form,), err)
-        if "peer" in t and "port" in t and _listens(host.name, str(t["peer"])):
+        if "peer" in t and "port" in t and listens(host.name, str(t["peer"])):
             _listen_once(listening, (str(t.get("transport", "tcp")), int(t["port"])), name, p + ("port",), err)
 
 
@@ -246,7 +259,7 @@ def _listen_once(listening: dict[tuple[str, int], str], key: tuple[str, int], na
     listening.setdefault(key, name)
 
 
-def _listens(host: str, peer: str) -> bool:
+def listens(host: str, peer: str) -> bool:
     """Of two peers, the one whose name sorts first listens: a rule both ends compute alike."""
     return host < peer
 
@@ -255,7 +268,7 @@ def tunnel_address(host: Host) -> str:
     return str(host.vars.get("tunnel_address") or host.vars.get("ansible_host") or host.name)
 
 
-def check_peers(source: Source, hosts: Iterable[Host]) -> list[Diagnostic]:
+def check_peers(source: Sources, hosts: Iterable[Host]) -> list[Diagnostic]:
     """Both ends of every `peer:` tunnel agree: the peer exists, names us back, same transport,
     port and kind of device, and the listening end can be reached."""
     by_name = {h.name: h for h in hosts}
@@ -299,7 +312,7 @@ def check_peers(source: Source, hosts: Iterable[Host]) -> list[Diagnostic]:
             if mine and other and mine != other:
                 err(p + ("device",), f"the devices differ (type, pi, vnet_hdr): {mine} here, {other} on "
                                      f"{peer_name}; the forwarders would refuse each other")
-            if not _listens(host.name, peer_name) and peer.connection == "netns" \
+            if not listens(host.name, peer_name) and peer.connection == "netns" \
                     and "tunnel_address" not in peer.vars:
                 err(p + ("peer",), f"{peer_name} listens (its name sorts first) but is a netns host without "
                                    "tunnel_address: set it to an address this host can reach")
@@ -314,7 +327,7 @@ def _device_flags(host: Host, t: Mapping[str, Any]) -> tuple[Any, ...] | None:
     return None
 
 
-def check_devs_present(source: Source, host: Host, links: Iterable[str]) -> list[Diagnostic]:
+def check_devs_present(source: Sources, host: Host, links: Iterable[str]) -> list[Diagnostic]:
     """A route's `dev` must be declared, or be present on the live host."""
     present = set(links) | {str(e.value.get("name")) for e in host.network.get("devices", ())}
     return [
@@ -324,7 +337,7 @@ def check_devs_present(source: Source, host: Host, links: Iterable[str]) -> list
     ]
 
 
-def _duplicates(source: Source, host: Host, out: list[Diagnostic]) -> None:
+def _duplicates(source: Sources, host: Host, out: list[Diagnostic]) -> None:
     """The same key twice within one list is a mistake; across layers it is an override."""
     from .inventory import MERGE_KEYS, NETWORK
 
@@ -334,7 +347,8 @@ def _duplicates(source: Source, host: Host, out: list[Diagnostic]) -> None:
             continue
         for list_key, key_of in MERGE_KEYS.items():
             seen: dict[Any, int] = {}
-            for i, item in enumerate(net.get(list_key) or ()):
+            items = net.get(list_key)
+            for i, item in enumerate(items if isinstance(items, list) else ()):  # else the schema said why
                 k = key_of(item)
                 if k in seen:
                     what = f"route {_route_words(k)}" if list_key == "routes" else f"name {k!r}"
@@ -351,111 +365,3 @@ def _route_words(key: tuple) -> str:
 def _reason(exc: ValueError) -> str:
     text = str(exc)
     return "host bits set" if "host bits" in text else text
-
-
-def network_of(host: Host, hosts: Mapping[str, Host] | None = None, source: Source | None = None,
-               resolved: Resolved | None = None) -> Network:
-    """The desired state, normalised; call only after check_host and check_peers found no errors.
-    `hosts` (all of the inventory) resolves `peer:` tunnels; `source` and `resolved` their key
-    files and users."""
-    resolved = resolved or Resolved()
-    run_as = {str(e.value["device"]): ids(resolved, _text(e.value.get("user")), _text(e.value.get("group")))
-              for e in host.network.get("tunnels", ())}
-    devices: list[Device] = []
-    addresses: list[Address] = []
-    absent_devices: list[str] = []
-    for entry in host.network.get("devices", ()):
-        d = entry.value
-        if d.get("state") == ABSENT:
-            absent_devices.append(str(d["name"]))
-            continue
-        device = _device(d)
-        uid, gid = run_as.get(device.name, (None, None))
-        if device.owner is None and uid is not None:
-            device = replace(device, owner=uid)
-        if device.group is None and gid is not None:
-            device = replace(device, group=gid)
-        devices.append(device)
-        addresses.extend(Address(str(d["name"]), canonical_interface(a)) for a in d.get("addresses") or ())
-    routes: list[Route] = []
-    absent_routes: list[AbsentRoute] = []
-    for entry in host.network.get("routes", ()):
-        r = entry.value
-        to = canonical_network(str(r["to"]))
-        table = int(r.get("table", MAIN_TABLE))
-        if r.get("state") == ABSENT:
-            absent_routes.append(AbsentRoute(to, table, r.get("metric")))
-            continue
-        via = r.get("via")
-        routes.append(Route(
-            to=to, table=table, metric=int(r.get("metric", default_metric(to))),
-            via=str(ipaddress.ip_address(via)) if via is not None else None,
-            dev=str(r["dev"]) if r.get("dev") is not None else None,
-        ))
-    by_name = {d.name: d for d in devices}
-    tunnels = tuple(sorted(_tunnel(host, e.value, by_name[str(e.value["device"])], hosts or {}, source, resolved)
-                           for e in host.network.get("tunnels", ())))
-    return Network(tuple(devices), tuple(sorted(addresses)), tuple(routes),
-                   tuple(absent_devices), tuple(absent_routes), tunnels)
-
-
-def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
-
-
-def _tunnel(host: Host, t: Mapping[str, Any], device: Device, hosts: Mapping[str, Host], source: Source | None,
-            resolved: Resolved) -> Tunnel:
-    """With peer: the host whose name sorts first listens on all addresses; the other connects."""
-    transport = Transport(t.get("transport", Transport.TCP))
-    peer = t.get("peer")
-    if peer is None:
-        role = Role.LISTEN if "listen" in t else Role.CONNECT
-        endpoint = str(t[role.value])
-    elif _listens(host.name, str(peer)):
-        role = Role.LISTEN
-        own = tunnel_address(host)
-        endpoint = f"[::]:{t['port']}" if _is_ipv6(own) else f"0.0.0.0:{t['port']}"
-    else:
-        role = Role.CONNECT
-        address = tunnel_address(hosts[str(peer)])
-        endpoint = f"[{address}]:{t['port']}" if ":" in address else f"{address}:{t['port']}"
-    secure = t.get("insecure") is not True
-    inventory_file = source.file if source is not None else ""
-    private = private_key_path(inventory_file, host) if secure else None
-    psk_file = key_path(inventory_file, str(t["psk_file"])) if secure and "psk_file" in t else None
-    if not secure:
-        peer_key = None
-    elif peer is not None:
-        peer_key = public_key_of(hosts[str(peer)], resolved) if str(peer) in hosts else None
-    else:
-        peer_key = _text(t.get("public_key"))
-    return Tunnel(name=str(t["name"]), device=device.name, transport=transport, role=role, endpoint=endpoint,
-                  peer=str(peer) if peer is not None else None, device_type=device.type, pi=device.pi,
-                  vnet_hdr=device.vnet_hdr, multi_queue=device.multi_queue, private_key_file=private,
-                  public_key=public_key_of(host, resolved) if secure else None, peer_public_key=peer_key,
-                  psk_file=psk_file, psk_id=resolved.psk_ids.get(psk_file) if psk_file else None,
-                  compress=bool(t.get("compress")), user=_text(t.get("user")), group=_text(t.get("group")))
-
-
-def _is_ipv6(text: str) -> bool:
-    try:
-        return ipaddress.ip_address(text).version == 6
-    except ValueError:
-        return False
-
-
-def _device(d: Mapping[str, Any]) -> Device:
-    mac = d.get("mac")
-    return Device(
-        name=str(d["name"]),
-        type=DeviceType(d["type"]),
-        state=LinkState(d.get("state", LinkState.UP)),
-        mtu=d.get("mtu"),
-        mac=mac.lower() if isinstance(mac, str) else None,
-        owner=d.get("owner"),
-        group=d.get("group"),
-        pi=bool(d.get("pi", False)),
-        vnet_hdr=bool(d.get("vnet_hdr", False)),
-        multi_queue=bool(d.get("multi_queue", False)),
-    )
-

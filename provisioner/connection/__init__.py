@@ -31,6 +31,7 @@ class Transaction(Protocol):
 
 class Connection(Protocol):
     host: str
+    key: str  # the machine's state name (identity.state_name): its lock, tunnels and confirmations
 
     def __enter__(self) -> Connection: ...
     def __exit__(self, *exc: object) -> None: ...

@@ -15,28 +15,32 @@ import io
 import json
 import posixpath
 import tarfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .. import keys
 from ..errors import HostError, UnreachableError
-from ..inventory import Host, load_source
+from ..inventory import Host
 
 INBOX = "/var/lib/provision/inbox"  # inventory and keys, in the container (not /run: often a tmpfs, which
 # `docker cp` and put_archive cannot write to)
 NOT_FOUND = (126, 127)  # the shell's "cannot execute" and "not found"
 
 
-def run_inside(host: Host, inventory_file: str, argv: Sequence[str]) -> dict[str, Any]:
-    """`provision ARGV INVENTORY --limit HOST --connection local --json` in the container; its JSON."""
+def run_inside(host: Host, inventory_file: str, argv: Sequence[str], everyone: Mapping[str, Host]) -> dict[str, Any]:
+    """`provision ARGV INVENTORY --limit HOST --connection local --json` in the container; its JSON.
+    The container gets the host's variables (and what its tunnels need of their peers) as one file, `network`
+    merged here (inventory.flatten): whatever form the inventory has, it reads the same."""
+    from ..inventory import flatten
+
     container = _container(host)
-    data = load_source(inventory_file).text.encode()
+    data = json.dumps(flatten(host, everyone), indent=1).encode()  # JSON is YAML
     name = f"provision-inventory-{hashlib.sha256(data).hexdigest()[:12]}.yaml"
     archive = io.BytesIO()
     with tarfile.open(fileobj=archive, mode="w") as tar:
         _add(tar, INBOX.lstrip("/"), None)
         _add(tar, f"{INBOX.lstrip('/')}/{name}", data)
-        for inside, outside, read in _key_files(host, inventory_file):
+        for inside, outside, read in _key_files(host, inventory_file, everyone):
             try:  # with the checks of any key file: never through a link, never from a FIFO
                 key = keys.encode(read(outside)).encode() + b"\n"
             except keys.KeyFileError as exc:
@@ -75,7 +79,7 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes | None) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def _key_files(host: Host, inventory_file: str) -> list[tuple[str, str, Callable[[str], bytes]]]:
+def _key_files(host: Host, inventory_file: str, everyone: Mapping[str, Host]) -> list[tuple[str, str, Callable[[str], bytes]]]:
     """(path in the container, path here, how to read it) of each key file the host's tunnels
     use: its private key (when tunnel_private_key_file names one: the default is the
     container's own), the pre-shared keys, and the public key files (tunnel_public_key_file)
@@ -89,7 +93,7 @@ def _key_files(host: Host, inventory_file: str) -> list[tuple[str, str, Callable
         named.append((host.vars.get("tunnel_private_key_file"), keys.read_private))
         named += [(t.get("psk_file"), keys.read_psk) for t in secure]
         peers = {str(t["peer"]) for t in secure if "peer" in t}
-        named += [(h.vars.get("tunnel_public_key_file"), _read_public) for h in _hosts(inventory_file)
+        named += [(h.vars.get("tunnel_public_key_file"), _read_public) for h in everyone.values()
                   if (h.name == host.name or h.name in peers) and "tunnel_public_key" not in h.vars]
     return [(posixpath.normpath(posixpath.join(INBOX, str(raw))), key_path(inventory_file, str(raw)), read)
             for raw, read in dict(named).items() if raw is not None]
@@ -97,14 +101,6 @@ def _key_files(host: Host, inventory_file: str) -> list[tuple[str, str, Callable
 
 def _read_public(path: str) -> bytes:
     return keys.decode(keys.read_public(path)) or b""
-
-
-def _hosts(inventory_file: str) -> tuple[Host, ...]:
-    """The inventory's hosts (the caller validated it): where the peers' public key files are named."""
-    from ..inventory import build, parse
-
-    source = load_source(inventory_file)
-    return build(source, parse(source)).hosts
 
 
 def _container(host: Host) -> Any:

@@ -22,19 +22,23 @@ from ..kernel.observe import observe
 from ..lock import host_lock
 from ..model import Observed
 from ..tunnel import runtime
+from . import LOCAL, NETNS
+from .identity import identity, state_name
 
 
 class KernelConnection:
     def __init__(self, host: str, netns: str | None, state_dir: Path, lock_wait: float,
                  notify: Callable[[str], None]):
         self.host, self.netns = host, netns
+        # the lock and the tunnels' state belong to the machine, not to the name an inventory gives it
+        self.key = state_name(identity(NETNS if netns is not None else LOCAL, netns or ""))
         self._state_dir, self._lock_wait, self._notify = state_dir, lock_wait, notify
         self._stack = ExitStack()
         self._sock: Netlink | None = None
 
     def __enter__(self) -> KernelConnection:
         try:
-            self._stack.enter_context(host_lock(self._state_dir, self.host, self._lock_wait, self._notify))
+            self._stack.enter_context(host_lock(self._state_dir, self.key, self.host, self._lock_wait, self._notify))
             self._stack.enter_context(namespace.entered(self.netns))
             self._sock = self._stack.enter_context(Netlink())
         except LockTimeout:  # a TimeoutError, so an OSError: but the host is fine, only busy
@@ -61,16 +65,16 @@ class KernelConnection:
             live = observe(self._sock)
         except NetlinkError as exc:
             raise KernelError(self.host, "reading the kernel's state", exc.errno or errno.EIO) from exc
-        return replace(live, tunnels=runtime.observe(self._state_dir, self.host))
+        return replace(live, tunnels=runtime.observe(self._state_dir, self.key))
 
     def transaction(self) -> Transaction:
         from ..tunnel.supervisor import Forwarders  # only a transaction starts forwarders: plan does without
 
         assert self._sock is not None, "use the connection as a context manager"
-        return Transaction(self.host, self._sock, Forwarders(self._state_dir, self.host))
+        return Transaction(self.host, self._sock, Forwarders(self._state_dir, self.key))
 
     def status(self) -> list[dict]:
-        return runtime.status(self._state_dir, self.host)
+        return [{**row, "host": self.host} for row in runtime.status(self._state_dir, self.key)]
 
 
 def _why(exc: OSError, netns: str | None) -> str:

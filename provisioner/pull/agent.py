@@ -33,7 +33,8 @@ from ..errors import InventoryError, ProvisionError
 from ..files import atomic_write
 from ..inventory import Host
 from ..lock import pid_lock
-from ..reconcile import Loaded, Outcome, Status
+from ..reconcile import Job, Loaded, Outcome, Status, run_host
+from ..source import Sources
 from . import record as rec
 from .git import GitError, Repository
 
@@ -168,8 +169,6 @@ class Agent:
 
     def _reconcile(self, commit: str, apply: bool) -> Outcome:
         """The commit's inventory, for this host, through the same pipeline as `provision apply`."""
-        from .. import fleet
-
         try:
             tree = self.repo.extract(commit, self.dir / "trees" / commit, os.path.dirname(self.o.inventory) or ".")
         except GitError as exc:  # the commit itself is at fault (a link out of the tree)
@@ -180,9 +179,10 @@ class Agent:
         except InventoryError as exc:
             return Outcome(self.o.host, Status.FAILED,
                            error=str(exc).replace(f"{tree}/", f"{commit[:12]}:") + "\n(the inventory is not valid)")
-        job = fleet.Job(str(file), apply=apply, state_dir=self.o.state_dir, lock_timeout=self.o.lock_timeout)
-        outcome = fleet.run_host(loaded, loaded.hosts[0], job,
-                                 lambda host, change: self.say(f"{host}: {_change(change)}"), self.say)
+        job = Job(str(file), apply=apply, state_dir=self.o.state_dir, lock_timeout=self.o.lock_timeout,
+                  owner=f"pull {self.o.repo} {os.path.dirname(self.o.inventory) or '.'}")  # whichever commit's tree
+        outcome = run_host(loaded, loaded.hosts[0], job, lambda host, change: self.say(f"{host}: {_change(change)}"),
+                           self.say)
         self._host = loaded.hosts[0]
         if outcome.status is Status.SKIPPED:
             return replace(outcome, status=Status.FAILED, error=f"{self.o.host}: skipped ({outcome.error})")
@@ -208,12 +208,11 @@ class Agent:
         a run, after whatever the run changed."""
         import json
 
-        from ..connection import connect
-        from ..facts import host_key, host_vars, reached_by
+        from ..runner import Reach, runner_for
 
-        with connect(host, self.o.state_dir, self.o.lock_timeout, self.say) as conn:
-            observed = conn.observe()
-        doc = {"all": {"hosts": {host.name: host_vars(observed, reached_by(host.vars), host_key(observed))}}}
+        reach = Reach(self.o.inventory, Sources(self.o.inventory), {host.name: host}, self.o.state_dir,
+                      self.o.lock_timeout, self.say)
+        doc = {"all": {"hosts": {host.name: runner_for(host, reach).facts()}}}
         atomic_write(self.o.facts_out or "", (json.dumps(doc, indent=2) + "\n").encode(), mode=0o644)
 
     def _prune(self, record: rec.Record) -> None:

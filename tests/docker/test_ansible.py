@@ -79,9 +79,10 @@ def playbook(tmp_path: Path, inv: dict, *args: str) -> subprocess.CompletedProce
     path = tmp_path / "inventory.yaml"
     with open(path, "w") as f:
         YAML().dump(inv, f)
-    env = {**os.environ, "ANSIBLE_CONFIG": str(PLAYBOOK_DIR / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
-           "ANSIBLE_HOST_KEY_CHECKING": "False", "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-tmp")}
     bin_dir = Path(PROVISION[0]).parent
+    env = {**os.environ, "ANSIBLE_CONFIG": str(PLAYBOOK_DIR / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
+           "ANSIBLE_HOST_KEY_CHECKING": "False", "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-tmp"),
+           "PATH": f"{bin_dir}:{os.environ['PATH']}"}  # the action merges the network with provision, here
     return subprocess.run([str(bin_dir / "ansible-playbook"), "-i", str(path), "site.yml", *args],
                           cwd=PLAYBOOK_DIR, capture_output=True, text=True, env=env, timeout=300)
 

@@ -51,7 +51,7 @@ def test_forks_plan_like_one_at_a_time_and_a_failing_host_does_not_stop_the_othe
 
     fixed = fleet(tmp_path / "fixed.yaml", namespaces)
     r = provision("apply", str(fixed), "--forks", "8", state_dir=state, check_rc=0)
-    assert "h3 : ok=4 changed=4 failed=0" in r.out and r.out.count("no changes") == 4, r.out
+    assert "h3 : ok=4 changed=4 unreachable=0 failed=0" in r.out and r.out.count("no changes") == 4, r.out
     assert provision("plan", str(fixed), "--forks", "3", "--detailed-exitcode", state_dir=state).rc == 0
     r = provision("destroy", str(fixed), "--forks", "5", state_dir=state, check_rc=0)
     assert all("tap0" not in kernel(ns)["links"] for ns in namespaces)

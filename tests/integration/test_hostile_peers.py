@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from provisioner.connection.identity import identity, state_name
 from provisioner.kernel import namespace
 
 from .attacker import capturing, cpu_seconds, flooding, ip_udp, raw_sender, rss_kb, save_packets
@@ -91,7 +92,8 @@ def test_crafted_hellos_and_garbage_kill_no_forwarder(tmp_path: Path, hosts: tup
     rows = status(inv, state)
     assert forwarder_pids(inv, state) == before, "a forwarder died and was restarted"
     assert all(r["state"] == "connected" for r in rows.values()), rows
-    log = (state / "tunnels/gw1/core/forwarder.log").read_text()
+    # tunnel state is keyed by the machine (gw1 is the namespace hosts[0]), not by the inventory's name
+    log = (state / "tunnels" / state_name(identity("netns", hosts[0])) / "core/forwarder.log").read_text()
     assert log.count("Traceback") <= 1, f"the log is not rate-limited:\n{log[-3000:]}"
 
 

@@ -254,7 +254,7 @@ def test_the_agent_shares_the_apply_lock(repo: Repo, netns: str, tmp_path: Path)
     state = tmp_path / "state"
     repo.commit(inventory(netns), "edge")
     (state / "locks").mkdir(parents=True, mode=0o700)
-    with open(state / "locks" / "edge.lock", "w") as held:
+    with open(state / "locks" / f"netns-{netns}.lock", "w") as held:  # the machine's lock, not the name's
         fcntl.flock(held, fcntl.LOCK_EX)
         out = pull(repo, state, "--lock-timeout", "0.5", rc=1)
     assert "another provision run" in out and "tap0" not in kernel(netns)["links"]

@@ -64,7 +64,7 @@ def owned_routes(state: dict) -> set:
 
 def test_apply_converges_and_second_run_changes_nothing(inv: Path, netns: str, tmp_path: Path) -> None:
     first = provision("apply", str(inv), state_dir=tmp_path, check_rc=0)
-    assert "gw1 : ok=9 changed=8 failed=0" in first.out
+    assert "gw1 : ok=9 changed=8 unreachable=0 failed=0 skipped=0" in first.out
     k = kernel(netns)
     assert k["links"]["tap0"] | {"up": True} == {"kind": "tun", "tun_type": 2, "alias": "provision", "mtu": 1400,
                                                  "up": True, "mac": "02:00:00:00:00:01"}
@@ -211,8 +211,8 @@ all:
     assert kernel(netns) == before
 
 
-def test_concurrent_applies_take_turns(inv: Path, tmp_path: Path) -> None:
-    lock = tmp_path / "locks" / "gw1.lock"
+def test_concurrent_applies_take_turns(inv: Path, tmp_path: Path, netns: str) -> None:
+    lock = tmp_path / "locks" / f"netns-{netns}.lock"  # the lock is the machine's (connection/identity.py)
     lock.parent.mkdir(parents=True)
     fd = os.open(lock, os.O_RDWR | os.O_CREAT)
     fcntl.flock(fd, fcntl.LOCK_EX)
@@ -274,7 +274,8 @@ def test_host_without_connection_is_skipped(tmp_path: Path) -> None:
     inv = tmp_path / "inv.yaml"
     inv.write_text("all:\n  hosts:\n    far-away-host:\n      network:\n        devices: []\n")
     out = provision("apply", str(inv), state_dir=tmp_path, check_rc=0).out
-    assert "far-away-host : skipped (no ansible_connection, and not this machine)" in out
+    assert "far-away-host: skipped (no ansible_connection, and not this machine)" in out
+    assert "far-away-host : ok=0 changed=0 unreachable=0 failed=0 skipped=1" in out
 
 
 def test_missing_namespace_is_a_clear_error(tmp_path: Path) -> None:
@@ -282,3 +283,5 @@ def test_missing_namespace_is_a_clear_error(tmp_path: Path) -> None:
     inv.write_text("all:\n  hosts:\n    ghost:\n      ansible_connection: netns\n      ansible_host: no-such-ns-pv\n")
     err = provision("plan", str(inv), state_dir=tmp_path, check_rc=1).err
     assert "no network namespace named 'no-such-ns-pv'" in err and "Traceback" not in err
+    out = provision("apply", str(inv), state_dir=tmp_path, check_rc=1).out
+    assert "ghost : ok=0 changed=0 unreachable=1 failed=0 skipped=0" in out  # as Ansible's recap counts it

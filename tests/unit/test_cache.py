@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from provisioner import cache
+from provisioner import cache, loader
 from provisioner.errors import InventoryError
 from provisioner.reconcile import load
 
@@ -86,7 +86,7 @@ def test_an_entry_that_is_not_ours_as_written_is_a_miss(write, cache_dir, spoil)
     load(path, cache_dir=cache_dir)
     [entry] = entries(cache_dir)
     spoil(entry)
-    slot = cache.slot(cache_dir, [Path(path).read_text()])
+    slot = cache.slot(cache_dir, loader.inputs(path))
     assert slot.path == entry
     assert cache.get(slot) is None
     assert [d.name for d in load(path, cache_dir=cache_dir).desired["h"].devices] == ["t0"]
@@ -120,3 +120,42 @@ def test_the_cache_keeps_only_the_newest_entries(cache_dir) -> None:
     for i in range(cache.KEEP + 5):
         cache.put(cache.slot(cache_dir, [str(i)]), {"i": i})
     assert len(entries(cache_dir)) == cache.KEEP
+
+
+def test_the_key_covers_group_vars_and_host_vars_files_and_listings(write, cache_dir) -> None:
+    """The cache keys on every file the loader reads: an edited, added or removed vars file is
+    another key, never the verdict on the files as they were."""
+    path = write(INVENTORY)
+    base = Path(path).parent
+    load(path, cache_dir=cache_dir)
+    (base / "host_vars").mkdir()
+    (base / "host_vars" / "h.yml").write_text(
+        "network:\n  devices:\n    - {name: t1, type: tap, addresses: [203.0.113.1/24]}\n")
+    assert [d.name for d in load(path, cache_dir=cache_dir).desired["h"].devices] == ["t0", "t1"]
+    (base / "host_vars" / "h.yml").write_text(
+        "network:\n  devices:\n    - {name: t2, type: tap, addresses: [203.0.113.1/24]}\n")
+    assert [d.name for d in load(path, cache_dir=cache_dir).desired["h"].devices] == ["t0", "t2"]
+    (base / "group_vars").mkdir()
+    (base / "group_vars" / "all").mkdir()
+    (base / "group_vars" / "all" / "x.yaml").write_text(
+        "network:\n  devices:\n    - {name: t3, type: tap, addresses: [198.51.100.9/24]}\n")
+    assert [d.name for d in load(path, cache_dir=cache_dir).desired["h"].devices] == ["t3", "t0", "t2"]
+    (base / "group_vars" / "all" / "x.yaml").unlink()
+    assert [d.name for d in load(path, cache_dir=cache_dir).desired["h"].devices] == ["t0", "t2"]
+    assert len(entries(cache_dir)) == 5
+    again = load(path, cache_dir=cache_dir)
+    assert again.from_cache and [d.name for d in again.desired["h"].devices] == ["t0", "t2"]
+
+
+def test_a_host_name_does_not_lead_the_loader_out_of_host_vars(tmp_path) -> None:
+    """A host named `../secret` is refused by validate; before that, the loader must not read
+    `host_vars/../secret.yml` (a file beside the inventory, or anywhere)."""
+    (tmp_path / "secret.yml").write_text("network: {devices: [{name: leak0, type: tap}]}\n")
+    (tmp_path / "host_vars").mkdir()
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text("all:\n  hosts:\n    ../secret:\n      ansible_connection: netns\n")
+    inv, _ = loader.load(str(inventory))
+    [host] = inv.hosts
+    assert "network" not in host.vars and not host.network
+    with pytest.raises(InventoryError, match="host name"):
+        load(str(inventory))

@@ -379,13 +379,14 @@ def test_a_docker_host_is_given_its_private_key_its_psks_and_the_public_key_file
     """The provision run inside the container reads the inventory there: every key file it
     names for that host must come along (a peer's private key never does)."""
     from provisioner.connection.docker import INBOX, _key_files
-    from provisioner.inventory import build, load_source, parse
+    from provisioner.loader import load as load_inventory
 
     text = pair(one=", psk_file: core.psk", two=", psk_file: core.psk").replace("netns", "docker")
     text = text.replace(f"tunnel_public_key: {PUBLIC2}", "tunnel_public_key_file: gw2.pub")
     path = write(text)
-    gw1 = build(load_source(path), parse(load_source(path))).hosts[0]
-    files = {inside: (outside, read.__name__) for inside, outside, read in _key_files(gw1, path)}
+    inventory, _ = load_inventory(path)
+    everyone = {h.name: h for h in inventory.hosts}
+    files = {inside: (outside, read.__name__) for inside, outside, read in _key_files(everyone["gw1"], path, everyone)}
     assert files == {f"{INBOX}/gw1.key": (str(tmp_path / "gw1.key"), "read_private"),
                      f"{INBOX}/core.psk": (str(tmp_path / "core.psk"), "read_psk"),
                      f"{INBOX}/gw2.pub": (str(tmp_path / "gw2.pub"), "_read_public")}

@@ -53,6 +53,12 @@ def problems(write, body: str) -> list[str]:
     ("        devices:\n          - {name: t0, type: tun, state: down}\n        routes:\n"
      "          - {to: 10.0.0.0/8, dev: t0}\n",
      "9:35: all.hosts.h.network.routes[0].dev: device t0 is declared down; the kernel keeps no route on a down device"),
+    ("        devices:\n          - {name: t0, type: tap, addresses: [198.51.100.1/24]}\n        routes:\n"
+     "          - {to: 192.0.2.0/24, via: 203.0.113.99, dev: t0}\n",
+     "9:37: all.hosts.h.network.routes[0].via: gateway 203.0.113.99 is on none of t0's subnets (198.51.100.0/24); "
+     "the kernel would refuse the route (ENETUNREACH)"),
+    ("        devices:\n          - {name: t0, type: tap, mtuu: 9000}\n",
+     "7:35: all.hosts.h.network.devices[0].mtuu: unknown key 'mtuu' (did you mean 'mtu'?)"),
 ])
 def test_one_problem(write, body: str, expected: str) -> None:
     assert problems(write, body) == [expected]
@@ -124,7 +130,7 @@ def test_an_old_key_file_tunnel_gets_the_migration_at_its_line(write) -> None:
 def test_the_compiled_schema_agrees_with_jsonschema(inventory) -> None:
     """Valid inventories pass the compiled schema alone (schema.check asks jsonschema only on a rejection)."""
     from provisioner import schema
-    from provisioner.inventory import load_source, parse
+    from provisioner.source import load_source, parse
 
     data = parse(load_source(inventory))
     assert schema.is_valid(data) == (not list(schema.validator(schema.INVENTORY).iter_errors(data)))
@@ -167,3 +173,14 @@ def test_host_names_that_are_not_file_names_are_refused(write, name: str, words:
     with pytest.raises(InventoryError) as info:
         load(path)
     assert any(words in str(d) for d in info.value.diagnostics), info.value
+
+
+def test_the_compiled_schema_leaves_the_data_as_written() -> None:
+    """fastjsonschema fills in `default`s unless told not to: the inventory a user asks to see
+    (`provision inventory --host`) and the data the cache keeps must be what was written."""
+    from provisioner import schema
+
+    data = {"all": {"hosts": {"h": {"network": {"routes": [{"to": "192.0.2.0/24", "dev": "t0"}]}}}}}
+    before = json.loads(json.dumps(data))
+    assert schema.is_valid(data)
+    assert data == before

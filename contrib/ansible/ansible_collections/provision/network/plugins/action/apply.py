@@ -1,23 +1,31 @@
 """The controller half of provision.network.apply.
 
-Ansible has merged each host's variables; a tunnel with `peer:` needs the peer's variables too
-(its tunnel of the same name, its tunnel_address, its tunnel_public_key), which the target
-cannot see. So the action gathers this host's and its peers' provision variables from hostvars
-into a small inventory and hands it to the module on the target. A tunnel_public_key_file is
-read here, on the controller, where the inventory is (relative to the host's inventory_dir),
-and handed on as tunnel_public_key; a peer's tunnel_private_key_file is none of the target's
-business and stays behind.
+`network` has one meaning, provision's (docs/inventory.md): merged across the host's layers,
+devices and tunnels by name, routes by key. Ansible's own variable merge replaces it whole,
+so the hostvars Ansible hands a task are not what `provision plan` would read. The action
+therefore asks provision itself, on the controller, for the host as it reads the inventory
+(`provision inventory SOURCE --host HOST --flat`: the host's variables with `network` merged,
+and what its tunnels need of their peers) and gives that to the module on the target. The
+collection and the CLI then plan the same thing for the same inventory.
+
+The target cannot see its peers' files: a tunnel_public_key_file is read here, on the
+controller, where the inventory is (relative to the host's inventory_dir), and handed on as
+tunnel_public_key; a peer's tunnel_private_key_file is none of the target's business and
+stays behind.
 """
 
 from __future__ import annotations
 
+import json
 import os
-
+import shutil
+import subprocess
 from typing import Any
 
 from ansible.plugins.action import ActionBase
 
 PROVISION_VARS = ("network", "tunnel_address", "ansible_host", "tunnel_public_key")
+CONTROLLER_ONLY = ("controller_provision",)
 MAX_KEY_FILE = 256
 
 
@@ -27,25 +35,40 @@ class ActionModule(ActionBase):
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         task_vars = task_vars or {}
         result = super().run(tmp, task_vars)
-        hostvars = task_vars["hostvars"]
         me = task_vars["inventory_hostname"]
+        sources = [s for s in task_vars.get("ansible_inventory_sources") or () if s]
+        if len(sources) != 1:
+            return {**result, "failed": True,
+                    "msg": f"provision.network.apply reads one inventory (a file or a directory), got {sources}"}
+        binary = self._task.args.get("controller_provision") or "provision"
+        if shutil.which(binary) is None:
+            return {**result, "failed": True, "msg": f"{binary} is not installed on the controller: the host's "
+                                                     "network is merged by provision there (docs/inventory.md)"}
+        done = subprocess.run([binary, "inventory", sources[0], "--host", me, "--flat"], capture_output=True,
+                              text=True, check=False)
+        if done.returncode != 0:
+            return {**result, "failed": True, "msg": done.stderr.strip() or f"{binary} exited {done.returncode}"}
+        flat = json.loads(done.stdout)["all"]["hosts"]
+        hostvars = task_vars.get("hostvars") or {}
 
         def provision_vars(name: str) -> dict[str, Any]:
-            found = hostvars[name]
+            found = flat[name]
             out = {k: found[k] for k in PROVISION_VARS if k in found}
             if "tunnel_public_key" not in out and found.get("tunnel_public_key_file"):
-                path = os.path.join(str(found.get("inventory_dir") or "."), str(found["tunnel_public_key_file"]))
+                where = (hostvars.get(name) or {}).get("inventory_dir") or "."
+                path = os.path.join(str(where), str(found["tunnel_public_key_file"]))
                 with open(path, encoding="ascii") as f:
                     out["tunnel_public_key"] = f.read(MAX_KEY_FILE).strip()
             return out
 
-        mine = provision_vars(me)
-        if "tunnel_private_key_file" in hostvars[me]:
-            mine["tunnel_private_key_file"] = hostvars[me]["tunnel_private_key_file"]
-        tunnels = ((mine.get("network") or {}).get("tunnels")) or []
-        peers = sorted({t["peer"] for t in tunnels if isinstance(t, dict) and t.get("peer") in hostvars})
-        inventory = {"all": {"hosts": {me: mine, **{p: provision_vars(p) for p in peers}}}}
-        args = {**self._task.args, "inventory": inventory, "host": me}
+        inventory = {"all": {"hosts": {name: provision_vars(name) for name in flat}}}
+        if "tunnel_private_key_file" in flat.get(me, {}):
+            inventory["all"]["hosts"][me]["tunnel_private_key_file"] = flat[me]["tunnel_private_key_file"]
+        args = {k: v for k, v in self._task.args.items() if k not in CONTROLLER_ONLY}
+        # the inventory's name in each machine's record of who made what, as the CLI names it
+        # (provisioner.ownership.default_owner: its directory, or itself when it is one)
+        source = os.path.abspath(sources[0])
+        args.update(inventory=inventory, host=me, owner=source if os.path.isdir(source) else os.path.dirname(source))
         result.update(self._execute_module(module_name="provision.network.apply", module_args=args,
                                            task_vars=task_vars))
         return result

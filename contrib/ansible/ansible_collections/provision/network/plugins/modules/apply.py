@@ -8,7 +8,8 @@ module: apply
 short_description: Reconcile a host's tun/tap devices, addresses, routes and tunnels with provision
 description:
   - Runs C(provision apply) (or C(provision plan) in check mode) on the target for this host, with
-    its C(network) variables as Ansible merged them, and the variables of the peers its tunnels name.
+    its C(network) as provision merges it (the action asks C(provision inventory --host --flat) on the
+    controller, so the plan is the one C(provision plan) makes), and what its tunnels need of their peers.
   - Only what differs is changed; the plan is the diff (C(--diff)); C(changed) is true when anything
     was (or, in check mode, would be) changed. A failed apply is rolled back on that host.
   - Requires the C(provision) command on the target.
@@ -26,11 +27,22 @@ options:
     description: Seconds to wait for another provision run on the host.
     type: float
     default: 60
+  facts:
+    description: In check mode, plan against this C(provision facts) snapshot on the target instead of
+      the live host (as C(provision plan --facts)).
+    type: path
+  controller_provision:
+    description: The provision command on the controller, which merges the host's network.
+    type: str
+    default: provision
   inventory:
     description: Set by the action plugin; do not set it.
     type: dict
   host:
     description: Set by the action plugin; do not set it.
+    type: str
+  owner:
+    description: Set by the action plugin (the inventory's path on the controller); do not set it.
     type: str
 attributes:
   check_mode: {support: full}
@@ -96,6 +108,8 @@ def main():
             key_dir=dict(type="path", default="/etc/provision"),
             provision=dict(type="str", default="provision"),
             lock_timeout=dict(type="float", default=60.0),
+            facts=dict(type="path"),
+            owner=dict(type="str"),
         ),
         supports_check_mode=True,
     )
@@ -108,8 +122,12 @@ def main():
             json.dump(inventory, f)  # JSON is YAML
         command = [binary, "plan" if module.check_mode else "apply", path, "--limit", p["host"],
                    "--connection", "local", "--json"]
+        if p["owner"]:
+            command += ["--owner", p["owner"]]
         if not module.check_mode:
             command += ["--lock-timeout", str(p["lock_timeout"])]
+        elif p["facts"]:
+            command += ["--facts", p["facts"]]
         rc, out, err = module.run_command(command)
     finally:
         os.unlink(path)

@@ -1,0 +1,301 @@
+"""Reading an inventory as Ansible reads it: which files, in what order, and whose variables win.
+
+An inventory is a file (YAML or INI) or a directory of them (read in name order, skipping
+what Ansible skips: hidden files, `host_vars/`, `group_vars/`, backups and the like). Beside
+it (in it, for a directory) `group_vars/NAME` and `host_vars/NAME` are read as Ansible's
+host_group_vars plugin does: `NAME` with no extension, `.yml`, `.yaml` or `.json`, the first
+that exists; a directory of that name gives every file in it, recursively, in name order.
+
+A host's variables are layers, lowest first, in Ansible's default VARIABLE_PRECEDENCE:
+the `all` group's inventory vars; its other groups' inventory vars, ordered by depth (the
+longest path from `all`), then `ansible_group_priority`, then name; `group_vars/all`;
+`group_vars/` of its other groups in that order; the host's own inventory vars (each
+definition, in the order written); `host_vars/HOST`. Every other variable is replaced by a
+higher layer, as Ansible does; `network` is merged across them (inventory.merge_host).
+
+This module only reads and orders; inventory.py holds the model and the merge rule, and
+desired.py turns a host's merged network into the desired state.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import schema
+from .errors import Diagnostic, InventoryError, Path
+from .hostpattern import expand
+from .ini import parse_ini
+from .inventory import ALL, UNGROUPED, Inventory, merge_host
+from .source import Source, Sources, load_source, parse
+
+VARS_EXTENSIONS = ("", ".yml", ".yaml", ".json")  # Ansible's YAML_FILENAME_EXTENSIONS, no extension first
+YAML_EXTENSIONS = (".yml", ".yaml", ".json")
+IGNORED = re.compile(r"^\.|^host_vars$|^group_vars$|^vars_plugins$|"
+                     r"(\.pyc|\.pyo|\.swp|\.bak|~|\.rpm|\.md|\.txt|\.rst|\.orig|\.cfg|\.retry)$")
+PRIORITY = "ansible_group_priority"
+
+
+def load(path: str, parsed: Mapping[str, Any] | None = None,
+         record: dict[str, Any] | None = None) -> tuple[Inventory, list[Diagnostic]]:
+    """The inventory at `path` and every problem found in its shape (schema); raises
+    InventoryError only when a file cannot be read or parsed at all. `parsed`: each file's data
+    from an earlier load of the same inputs that found no problem (cache.py), used instead of
+    parsing it again, and not judged by the schema again; `record` is given each file's data as
+    it is read, for the cache."""
+    reader = _Reader(path, parsed, record)
+    files = _inventory_files(path)
+    for file in files:
+        reader.read_inventory(file)
+    return reader.build(), reader.problems
+
+
+def _inventory_files(path: str) -> list[str]:
+    if not os.path.isdir(path):
+        if not os.path.exists(path):
+            raise InventoryError([Diagnostic((), "cannot read inventory: No such file or directory", path)])
+        return [path]
+    out: list[str] = []
+    for name in sorted(os.listdir(path)):
+        if IGNORED.search(name):
+            continue
+        full = os.path.join(path, name)
+        out += _inventory_files(full) if os.path.isdir(full) else [full]
+    if not out:
+        raise InventoryError([Diagnostic((), "an inventory directory with no inventory file in it", path)])
+    return out
+
+
+def inputs(path: str) -> list[str]:
+    """What a load of `path` may read, as text for cache.slot: every inventory file and the whole
+    `group_vars/` and `host_vars/` trees beside it, names, listings and contents (more than one
+    load reads: which vars files it reads depends on the names in the inventory)."""
+    try:
+        files = _inventory_files(path)
+    except InventoryError:
+        return [f"unreadable inventory {path}"]
+    out: list[str] = []
+    for file in files:
+        out += [file, _content(file)]
+    base = path if os.path.isdir(path) else os.path.dirname(path) or "."
+    for kind in ("group_vars", "host_vars"):
+        for directory, dirs, names in os.walk(os.path.join(base, kind), followlinks=True):
+            dirs.sort()
+            out.append("listing " + directory + "\0" + "\0".join(sorted(dirs + names)))
+            for name in sorted(names):
+                full = os.path.join(directory, name)
+                out += [full, _content(full)]
+    return out
+
+
+def _content(file: str) -> str:
+    from .files import FileError, read_regular
+
+    try:
+        return read_regular(file, follow_links=True).decode("latin-1")  # every byte, as text
+    except FileError as exc:
+        return f"unreadable: {exc}"
+
+
+def vars_files(base: str, kind: str, name: str) -> list[str]:
+    """Ansible's DataLoader.find_vars_files for `base/kind/name`; none for a name that is not a
+    file name (`..`, `a/b`): the names come from the inventory, and must not lead out of `kind/`."""
+    if name in ("", ".", "..") or "/" in name or "\0" in name:
+        return []
+    stem = os.path.normpath(os.path.join(base, kind, name))
+    for ext in VARS_EXTENSIONS:
+        candidate = stem + ext
+        if os.path.isdir(candidate):
+            return list(_dir_vars_files(candidate))
+        if os.path.exists(candidate):
+            return [candidate]
+    return []
+
+
+def _dir_vars_files(directory: str) -> Iterator[str]:
+    for name in sorted(os.listdir(directory)):
+        if name.startswith(".") or name.endswith("~"):
+            continue
+        full, ext = os.path.join(directory, name), os.path.splitext(name)[1]
+        if os.path.isdir(full) and not ext:
+            yield from _dir_vars_files(full)
+        elif os.path.isfile(full) and (not ext or ext in YAML_EXTENSIONS):
+            yield full
+
+
+@dataclass
+class _Group:
+    name: str
+    path: Path
+    vars: list[tuple[Mapping[str, Any], Path]] = field(default_factory=list)
+    hosts: list[str] = field(default_factory=list)
+    children: list[str] = field(default_factory=list)
+    depth: int = 0
+    priority: int = 1
+
+
+class _Reader:
+    """Accumulates documents, groups and host definitions as the files are read."""
+
+    def __init__(self, path: str, parsed: Mapping[str, Any] | None = None, record: dict[str, Any] | None = None):
+        self.path = path
+        self.parsed = parsed
+        self.record = record
+        self.base = path if os.path.isdir(path) else os.path.dirname(path) or "."
+        self.documents: list[Source] = []
+        self.problems: list[Diagnostic] = []
+        self.groups: dict[str, _Group] = {ALL: _Group(ALL, ())}
+        self.host_defs: dict[str, list[tuple[Mapping[str, Any], Path]]] = {}
+        self.parents: dict[str, set[str]] = {}
+
+    def _add(self, source: Source) -> int:
+        self.documents.append(source)
+        return len(self.documents) - 1
+
+    def _cached(self, file: str) -> tuple[bool, Any]:
+        if self.parsed is not None and file in self.parsed:
+            return True, self.parsed[file]
+        return False, None
+
+    def _keep(self, file: str, data: Any) -> None:
+        if self.record is not None:
+            self.record[file] = data
+
+    def read_inventory(self, file: str) -> None:
+        source = load_source(file)
+        hit, data = self._cached(file)
+        if not hit:
+            data, source = self._parse_inventory(file, source)
+            self.problems += schema.check(source, data)
+        self._keep(file, data)
+        index = self._add(source)
+        if isinstance(data, Mapping):
+            for top, body in data.items():
+                self._walk(str(top), body, (index, top), None)
+
+    def _parse_inventory(self, file: str, source: Source) -> tuple[Any, Source]:
+        ext = os.path.splitext(file)[1]
+        data: Any = None
+        if ext in YAML_EXTENSIONS:
+            data = parse(source)
+        elif ext != ".ini":
+            try:  # as Ansible: the YAML plugin is tried before the INI one
+                data = parse(source)
+            except InventoryError:
+                data = None
+            if not isinstance(data, Mapping) or not data:
+                data = None
+        if data is None:
+            data, positions = parse_ini(file, source.text)
+            source = Source(file, source.text, positions)
+        return data, source
+
+    def _walk(self, name: str, body: Any, path: Path, parent: str | None) -> None:
+        group = self.groups.setdefault(name, _Group(name, path))
+        if parent is not None and name not in self.groups[parent].children:
+            self.groups[parent].children.append(name)
+            self.parents.setdefault(name, set()).add(parent)
+        if not isinstance(body, Mapping):
+            return
+        vars_ = body.get("vars")
+        if isinstance(vars_, Mapping):
+            if PRIORITY in vars_:  # orders the group, and is no variable (as Ansible's Group.set_variable)
+                try:
+                    group.priority = int(vars_[PRIORITY])
+                except (TypeError, ValueError):
+                    self.problems.append(self._diagnostic(path + ("vars", PRIORITY), "expected a whole number"))
+                vars_ = {k: v for k, v in vars_.items() if k != PRIORITY}
+            group.vars.append((vars_, path + ("vars",)))
+        hosts = body.get("hosts")
+        for pattern, hvars in (hosts.items() if isinstance(hosts, Mapping) else ()):
+            try:
+                names, port = expand(str(pattern))
+            except ValueError as exc:
+                self.problems.append(self._diagnostic(path + ("hosts", pattern), f"host {pattern}: {exc}", True))
+                continue
+            layer: Mapping[str, Any] = hvars if isinstance(hvars, Mapping) else {}
+            if port is not None:
+                layer = {"ansible_port": port, **layer}
+            for host in names:
+                if host not in group.hosts:
+                    group.hosts.append(host)
+                self.host_defs.setdefault(host, []).append((layer, path + ("hosts", pattern)))
+        children = body.get("children")
+        for child, cbody in (children.items() if isinstance(children, Mapping) else ()):
+            self._walk(str(child), cbody, path + ("children", child), name)
+
+    def _diagnostic(self, path: Path, message: str, at_key: bool = False) -> Diagnostic:
+        return Sources(self.path, tuple(self.documents)).diagnostic(path, message, at_key)
+
+    def _vars_layers(self, kind: str, name: str) -> list[tuple[Mapping[str, Any], Path]]:
+        layers: list[tuple[Mapping[str, Any], Path]] = []
+        for file in vars_files(self.base, kind, name):
+            source = load_source(file)
+            hit, data = self._cached(file)
+            if not hit:
+                data = parse(source)
+            self._keep(file, data)
+            if data == {}:
+                continue  # an empty file, as Ansible, adds nothing
+            if not isinstance(data, Mapping):
+                self.problems.append(source.diagnostic((), f"{kind} file: expected a mapping of variables"))
+                continue
+            if not hit:
+                self.problems += schema.check(source, data, schema.VARS)
+            layers.append((data, (self._add(source),)))
+        return layers
+
+    def build(self) -> Inventory:
+        groups, host_defs = self.groups, self.host_defs
+        for name in groups:
+            if name != ALL and not self.parents.get(name):
+                groups[ALL].children.append(name)
+        self._ungrouped()
+        self._set_depths()
+        members = {name: frozenset(self._members(name, set())) for name in groups}
+        members[ALL] = frozenset(host_defs)
+        group_files = {name: self._vars_layers("group_vars", name) for name in groups}
+        hosts = []
+        for name, defs in host_defs.items():
+            mine = sorted((g for g in groups.values() if g.name != ALL and name in members[g.name]),
+                          key=lambda g: (g.depth, g.priority, g.name))
+            layers = ([*groups[ALL].vars] + [v for g in mine for v in g.vars]
+                      + group_files[ALL] + [v for g in mine for v in group_files[g.name]]
+                      + defs + self._vars_layers("host_vars", name))
+            hosts.append(merge_host(name, defs[0][1], (ALL, *(g.name for g in mine)), layers))
+        return Inventory(Sources(self.path, tuple(self.documents)), tuple(hosts), members,
+                         {g.name: tuple(g.children) for g in groups.values()},
+                         {g.name: tuple(g.hosts) for g in groups.values()})
+
+    def _ungrouped(self) -> None:
+        """As Ansible: a host in no group but `all` is in `ungrouped`, and only such hosts are."""
+        ungrouped = self.groups.setdefault(UNGROUPED, _Group(UNGROUPED, ()))
+        if UNGROUPED not in self.groups[ALL].children:
+            self.groups[ALL].children.insert(0, UNGROUPED)  # Ansible makes it first, before any file is read
+        in_some = {h for g in self.groups.values() if g.name not in (ALL, UNGROUPED) for h in self._members(g.name, set())}
+        ungrouped.hosts = [h for h in self.host_defs if h not in in_some]
+
+    def _set_depths(self) -> None:
+        """Depth is the longest path from `all`, as Ansible orders group variables; a cycle is an error."""
+        def visit(name: str, depth: int, trail: tuple[str, ...]) -> None:
+            group = self.groups[name]
+            group.depth = max(group.depth, depth)
+            for child in group.children:
+                if child in trail:
+                    self.problems.append(self._diagnostic(self.groups[child].path, f"group {child} is its own "
+                                                          f"ancestor: {' > '.join((*trail, child))}", True))
+                    continue
+                visit(child, depth + 1, (*trail, child))
+        visit(ALL, 0, (ALL,))
+
+    def _members(self, name: str, seen: set[str]) -> Iterator[str]:
+        if name in seen:
+            return
+        seen.add(name)
+        group = self.groups[name]
+        yield from group.hosts
+        for child in group.children:
+            yield from self._members(child, seen)

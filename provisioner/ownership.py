@@ -1,0 +1,142 @@
+"""Which inventory owns what provision made on a machine, so separate inventories never touch each other.
+
+The kernel's marks (a device's alias, a route's protocol) say "provision made this", not
+which inventory did. So each machine's state keeps a small registry, `owners/<machine>.json`:
+resource key -> the inventory that made it. An inventory is named by its directory (the
+directory itself for a directory of sources), as Ansible ties `group_vars/` and `host_vars/`
+to it: versions of one inventory kept side by side are one inventory, and `--owner` names it
+otherwise (the pull agent names its repository). Pure here, but for reading and writing that
+file:
+
+- what another inventory owns and this one does not name is hidden from the plan: never
+  deleted, restarted or stopped by this inventory's apply or destroy;
+- what another inventory owns and this one names may be changed only with `--take-over`,
+  and the plan says so (`take over from INVENTORY`);
+- after an apply, what this inventory made or manages is recorded as its own, and what it
+  deleted is forgotten. A resource with no entry (made before the registry existed) is
+  anyone's, as before.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from pathlib import Path
+
+from .model import Network, Observed
+from .plan import Action, Change, Kind, Plan
+
+Registry = Mapping[str, str]  # resource key -> owning inventory
+
+
+def default_owner(inventory: str) -> str:
+    """The directory an inventory lives in (itself, for a directory of sources), absolute."""
+    path = os.path.abspath(inventory)
+    return path if os.path.isdir(path) else os.path.dirname(path)
+
+
+def device_key(name: str) -> str:
+    return f"device {name}"
+
+
+def route_key(table: int, to: str, metric: int) -> str:
+    return f"route {table} {to} {metric}"
+
+
+def tunnel_key(name: str) -> str:
+    return f"tunnel {name}"
+
+
+def _desired_keys(desired: Network) -> set[str]:
+    return ({device_key(d.name) for d in desired.devices} | {route_key(*r.key) for r in desired.routes}
+            | {tunnel_key(t.name) for t in desired.tunnels})
+
+
+def hide_foreign(observed: Observed, desired: Network, registry: Registry, me: str) -> Observed:
+    """The live state as this inventory may act on it: what another inventory owns and this one
+    does not name is not ours (devices and routes unmanaged, tunnels unseen)."""
+    named = _desired_keys(desired)
+
+    def foreign(key: str) -> bool:
+        return registry.get(key, me) != me and key not in named
+
+    return replace(
+        observed,
+        devices=tuple(replace(d, managed=False) if d.managed and foreign(device_key(d.name)) else d
+                      for d in observed.devices),
+        routes=tuple(replace(r, managed=False) if r.managed and foreign(route_key(*r.key)) else r
+                     for r in observed.routes),
+        tunnels=tuple(t for t in observed.tunnels if not foreign(tunnel_key(t.name))))
+
+
+def change_key(c: Change) -> str | None:
+    value = c.after if c.after is not None else c.before
+    if c.kind is Kind.DEVICE:
+        return device_key(c.key)
+    if c.kind is Kind.TUNNEL:
+        return tunnel_key(c.key)
+    if c.kind is Kind.ROUTE and value is not None:
+        return route_key(*value.key)  # type: ignore[union-attr]
+    if c.kind is Kind.ADDRESS and value is not None:
+        return device_key(value.device)  # type: ignore[union-attr]  # an address is its device's
+    return None
+
+
+def mark_take_overs(plan: Plan, registry: Registry, me: str) -> Plan:
+    """Each change to what another inventory owns says whose it is."""
+    def marked(c: Change) -> Change:
+        key = change_key(c)
+        owner = registry.get(key, me) if key else me
+        if owner == me:
+            return c
+        return replace(c, taken_from=owner)
+    return replace(plan, changes=tuple(marked(c) for c in plan.changes))
+
+
+def take_overs(plan: Plan) -> list[Change]:
+    return [c for c in plan.changes if c.taken_from]
+
+
+def recorded(registry: Registry, me: str, applied: Iterable[Change], desired: Network,
+             destroy: bool) -> dict[str, str]:
+    """The registry after an apply: this inventory's resources are its own, what it deleted is gone."""
+    out = dict(registry)
+    if not destroy:
+        for key in _desired_keys(desired):
+            out.setdefault(key, me)
+    for c in applied:
+        changed = change_key(c)
+        if changed is None or (c.kind is Kind.ADDRESS and c.action is Action.DELETE):
+            continue
+        if c.action is Action.DELETE:
+            out.pop(changed, None)
+        else:
+            out[changed] = me
+    return out
+
+
+def registry_path(state_dir: Path, machine: str) -> Path:
+    return state_dir / "owners" / f"{machine}.json"
+
+
+def load_registry(state_dir: Path, machine: str) -> dict[str, str]:
+    """A missing or unreadable registry is an empty one: everything provision made is anyone's."""
+    from .files import FileError, read_regular
+
+    try:  # state: never through a link, never a FIFO
+        data = json.loads(read_regular(registry_path(state_dir, machine)))
+    except (OSError, FileError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): str(v) for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def save_registry(state_dir: Path, machine: str, registry: Mapping[str, str]) -> None:
+    from .files import write_json
+
+    path = registry_path(state_dir, machine)
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    write_json(path, dict(sorted(registry.items())))

@@ -1,0 +1,158 @@
+"""The files an inventory is made of, and a way to say where in them something was written.
+
+An inventory is one or more documents: inventory files (YAML or INI), and the
+`group_vars/` and `host_vars/` files beside them. A place in the inventory is a `Path` whose
+first element is the index of its document in `Sources`; the rest is the path inside that
+document. So every diagnostic, whatever file form it came from, says FILE:LINE:COLUMN.
+
+YAML is read the way Ansible reads it: YAML 1.1 (`yes` is true, `0755` is octal, as with
+PyYAML). The fast C-backed safe load serves the normal path; a round-trip load (which keeps
+line and column of every node, and is five times slower) runs only to place a diagnostic.
+INI files give their positions as they are parsed (ini.py), so they carry them from the start.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache, cached_property
+from typing import Any
+
+from .errors import Diagnostic, InventoryError, Path
+
+YAML_VERSION = (1, 1)  # as Ansible (PyYAML) reads inventories and vars files
+
+
+@dataclass(frozen=True)
+class Source:
+    """The text of one file, and a way to find where a path in it was written."""
+
+    file: str
+    text: str
+    positions: Mapping[Path, tuple[int, int]] | None = field(default=None, compare=False)  # 1-based, given (INI)
+
+    @cached_property
+    def _positioned(self) -> Any:
+        from ruamel.yaml import YAML
+
+        try:
+            yaml = YAML(typ="rt")
+            yaml.version = YAML_VERSION
+            return yaml.load(self.text)
+        except Exception:  # the fast loader accepted it; positions are a courtesy
+            return None
+
+    def locate(self, path: Path, at_key: bool = False) -> tuple[int | None, int | None]:
+        """1-based (line, column) of the node at `path`, or of its deepest existing parent."""
+        if self.positions is not None:
+            for end in range(len(path), -1, -1):
+                if path[:end] in self.positions:
+                    return self.positions[path[:end]]
+            return None, None
+        node = self._positioned
+        if node is None:
+            return None, None
+        line, col = _node_position(node)
+        for i, part in enumerate(path):
+            at = at_key and i == len(path) - 1
+            lc: Any = getattr(node, "lc", None)
+            if lc is None:
+                break
+            if isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+                line, col = lc.item(part)
+            elif isinstance(node, dict) and part in node:
+                line, col = lc.key(part) if at else lc.value(part)
+            else:
+                break
+            node = node[part]
+        return (line + 1 if line is not None else None), (col + 1 if col is not None else None)
+
+    def diagnostic(self, path: Path, message: str, at_key: bool = False, severity: str = "error") -> Diagnostic:
+        line, col = self.locate(path, at_key)
+        return Diagnostic(path, message, self.file, line, col, severity)
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Every document of one inventory; `file` is the inventory as given (a file or a directory)."""
+
+    file: str
+    documents: tuple[Source, ...] = ()
+
+    def diagnostic(self, path: Path, message: str, at_key: bool = False, severity: str = "error") -> Diagnostic:
+        if not path or not isinstance(path[0], int) or not 0 <= path[0] < len(self.documents):
+            return Diagnostic(path, message, self.file, None, None, severity)
+        return self.documents[path[0]].diagnostic(path[1:], message, at_key, severity)
+
+    def where(self, path: Path) -> str:
+        """FILE:LINE of a place, as `provision inventory` shows where an entry came from."""
+        d = self.diagnostic(path, "")
+        return f"{d.file}:{d.line}" if d.line is not None else d.file
+
+
+def _node_position(node: Any) -> tuple[int | None, int | None]:
+    lc = getattr(node, "lc", None)
+    return (lc.line, lc.col) if lc is not None else (None, None)
+
+
+def load_source(file: str) -> Source:
+    """A file of the inventory (it may be a link: the person running us chose it), refused if it
+    is not a regular file (a FIFO would hang us)."""
+    from .files import FileError, read_regular
+
+    if os.path.isdir(file):
+        raise InventoryError([Diagnostic((), "is a directory, expected a file", file)])
+    try:
+        return Source(file, read_regular(file, follow_links=True).decode("utf-8"))
+    except FileError as exc:
+        reason = str(exc).removeprefix(f"{file}: ")
+        raise InventoryError([Diagnostic((), f"cannot read inventory: {reason}", file)]) from exc
+    except UnicodeDecodeError as exc:
+        raise InventoryError([Diagnostic((), f"not UTF-8 text: {exc.reason}", file)]) from exc
+
+
+def parse(source: Source) -> Any:
+    """The document as plain Python data; a YAML syntax error becomes a located Diagnostic."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+    yaml = YAML(typ="safe", pure=False)
+    yaml.version = YAML_VERSION
+    yaml.Resolver = _resolver()
+    try:
+        data = yaml.load(source.text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = " ".join(str(x) for x in (exc.context, exc.problem) if x)
+        raise InventoryError(
+            [Diagnostic((), f"YAML syntax error: {problem}", source.file,
+                        mark.line + 1 if mark else None, mark.column + 1 if mark else None)]
+        ) from exc
+    except YAMLError as exc:
+        raise InventoryError([Diagnostic((), f"YAML error: {exc}", source.file)]) from exc
+    if data is None:
+        data = {}
+    return data
+
+
+@cache
+def _resolver() -> type:
+    """ruamel's resolver looks the YAML version up twice per scalar, through an attribute that
+    never exists under the C parser (an exception each time): a quarter of the load time. The
+    version cannot change within a document here (the C parser keeps no %YAML directive), so
+    look it up once per document."""
+    from ruamel.yaml.resolver import VersionedResolver
+
+    class OnceResolver(VersionedResolver):
+        _once: Any
+
+        @property
+        def versioned_resolver(self) -> Any:
+            try:
+                return self._once
+            except AttributeError:
+                self._once = VersionedResolver.versioned_resolver.fget(self)  # type: ignore[attr-defined]
+                return self._once
+
+    return OnceResolver

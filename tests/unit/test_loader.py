@@ -1,0 +1,86 @@
+"""Loading every file form Ansible accepts; each problem says FILE:LINE:COLUMN, whatever the form."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from provisioner.errors import InventoryError
+from provisioner.hostpattern import expand
+from provisioner.reconcile import load
+
+NETNS_HOST = "all:\n  hosts:\n    v1:\n      ansible_connection: netns\n"
+TAP5 = "network:\n  devices:\n    - {name: tap5, type: tap}\n"
+
+
+def tree(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root
+
+
+@pytest.mark.parametrize("name", ["host_vars/v1.yaml", "host_vars/v1.yml", "host_vars/v1.json", "host_vars/v1",
+                                  "host_vars/v1/net.yml", "group_vars/all.yaml", "group_vars/all/x/y"])
+def test_host_vars_and_group_vars_are_read(tmp_path: Path, name: str) -> None:
+    """Why 1: host_vars/v1.yaml declaring tap5 was silently ignored."""
+    text = '{"network": {"devices": [{"name": "tap5", "type": "tap"}]}}' if name.endswith(".json") else TAP5
+    tree(tmp_path, {"inventory.yaml": NETNS_HOST, name: text})
+    assert [d.name for d in load(str(tmp_path / "inventory.yaml")).desired["v1"].devices] == ["tap5"]
+
+
+def test_a_directory_inventory_and_an_ini_one(tmp_path: Path) -> None:
+    """Why 1: `Is a directory`, and INI read as YAML."""
+    tree(tmp_path, {"inv/a.ini": "[lab]\nv1 ansible_connection=netns\n", "inv/group_vars/lab.yml": TAP5})
+    loaded = load(str(tmp_path / "inv"))
+    assert [d.name for d in loaded.desired["v1"].devices] == ["tap5"]
+    assert loaded.hosts[0].groups == ("all", "lab")
+
+
+CASES = {
+    "yaml": ({"inventory.yaml": NETNS_HOST + "      network:\n        devices:\n          - {name: t0, type: tun, mtu: x}\n"},
+             "inventory.yaml:7:40: all.hosts.v1.network.devices[0].mtu: expected integer"),
+    "yaml-syntax": ({"inventory.yaml": "all:\n  hosts:\n   - [\n"}, "inventory.yaml:4:1: YAML syntax error"),
+    "ini-syntax": ({"inventory.ini": "[lab]\nv1\n[lab:nope]\n"}, "inventory.ini:3:1: section [lab:nope] has unknown"),
+    "ini-value": ({"inventory.ini": "[lab]\nv1 ansible_connection=netns network=\"{'devices': 5}\"\n"},
+                  "inventory.ini:2:29: lab.hosts.v1.network.devices: expected array"),
+    "ini-children": ({"inventory.ini": "[lab:children]\nnowhere\n"}, "inventory.ini:2:1: section [lab:children]"),
+    "group_vars-yml": ({"inventory.yaml": NETNS_HOST, "group_vars/all.yml": "network:\n  devices:\n    - {name: t0}\n"},
+                       "group_vars/all.yml:3:7: network.devices[0]: 'type' is a required property"),
+    "host_vars-json": ({"inventory.yaml": NETNS_HOST, "host_vars/v1.json": '{\n  "network": {"devicez": []}\n}\n'},
+                       "host_vars/v1.json:2:15: network.devicez: unknown key 'devicez' (did you mean 'devices'?)"),
+    "host_vars-noext": ({"inventory.yaml": NETNS_HOST, "host_vars/v1/net": "network:\n  routes:\n    - {to: nowhere, dev: x}\n"},
+                        "host_vars/v1/net:3:12: network.routes[0].to: 'nowhere' is not a network"),
+    "dir-ini-merged": ({"inv/a.yaml": NETNS_HOST, "inv/b": "[lab]\nv1 mtu=1\n",
+                        "inv/host_vars/v1.yaml": "network:\n  devices:\n    - {name: t, type: tap, mtu: 70000}\n"},
+                       "inv/host_vars/v1.yaml:3:33: network.devices[0].mtu"),
+}
+
+
+@pytest.mark.parametrize("case", CASES, ids=list(CASES))
+def test_every_file_form_places_its_errors(tmp_path: Path, case: str) -> None:
+    files, expected = CASES[case]
+    tree(tmp_path, files)
+    target = next(iter(files)).split("/")[0]
+    with pytest.raises(InventoryError) as raised:
+        load(str(tmp_path / target))
+    text = str(raised.value).replace(str(tmp_path) + "/", "")
+    assert expected in text, text
+
+
+@pytest.mark.parametrize("pattern, names, port", [
+    ("web[01:03]", ["web01", "web02", "web03"], None),
+    ("db-[a:c]:2222", ["db-a", "db-b", "db-c"], 2222),
+    ("n[0:10:5]x[1:2]", ["n0x1", "n0x2", "n5x1", "n5x2", "n10x1", "n10x2"], None),
+    ("[2001:db8::1]:22", ["2001:db8::1"], 22),
+    ("2001:db8::1", ["2001:db8::1"], None),
+])
+def test_host_patterns(pattern: str, names: list[str], port: int | None) -> None:
+    assert expand(pattern) == (names, port)
+
+
+def test_a_bad_range_is_an_error() -> None:
+    with pytest.raises(ValueError, match="same width"):
+        expand("web[01:100]")

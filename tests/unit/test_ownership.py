@@ -1,0 +1,37 @@
+"""Who owns what on one machine: hidden when foreign and unnamed, a take-over when named."""
+
+from __future__ import annotations
+
+from provisioner.model import Address, Device, DeviceType, Network, Observed, Route
+from provisioner.ownership import device_key, hide_foreign, mark_take_overs, recorded, route_key, take_overs
+from provisioner.plan import Action, make_plan
+
+TAP0, TAP1 = Device("tap0", DeviceType.TAP), Device("tap1", DeviceType.TAP)
+ROUTE = Route("203.0.113.0/24", dev="tap0")
+LIVE = Observed(devices=(TAP0,), addresses=(Address("tap0", "198.51.100.1/24"),), routes=(ROUTE,))
+THEIRS = {device_key("tap0"): "a.yaml", route_key(*ROUTE.key): "a.yaml"}
+
+
+def plan(desired: Network, registry: dict[str, str], destroy: bool = False):  # type: ignore[no-untyped-def]
+    mine = hide_foreign(LIVE, desired, registry, "b.yaml")
+    return mark_take_overs(make_plan("h", desired, mine, destroy=destroy), registry, "b.yaml")
+
+
+def test_what_another_inventory_made_is_not_removed() -> None:
+    assert [c.key for c in plan(Network(devices=(TAP1,)), THEIRS).changes] == ["tap1"]
+    assert plan(Network(), THEIRS, destroy=True).changes == ()
+    # without a registry (made before it existed) it is anyone's, as before
+    assert {c.action for c in plan(Network(), {}, destroy=True).changes} == {Action.DELETE}
+
+
+def test_naming_it_is_a_take_over_even_for_its_addresses() -> None:
+    taking = plan(Network(devices=(TAP0,)), THEIRS)  # same device, but without a's address
+    assert [(c.kind, c.taken_from) for c in take_overs(taking)] == [("address", "a.yaml")]
+
+
+def test_the_registry_after_an_apply() -> None:
+    p = plan(Network(devices=(TAP1,)), {})
+    assert recorded({}, "b.yaml", p.changes, Network(devices=(TAP1,)), False) == {device_key("tap1"): "b.yaml"}
+    gone = plan(Network(), {device_key("tap0"): "b.yaml"}, destroy=True)
+    assert device_key("tap0") not in recorded({device_key("tap0"): "b.yaml"}, "b.yaml", gone.changes, Network(),
+                                              True)
