@@ -71,7 +71,8 @@ def test_a_full_state_directory(make_netns: Callable[[], str], tiny: Path, tmp_p
     assert dump(ns) == before and record_path.read_bytes() == record_before and files(tiny) == kept
     pull_error = r.err.strip().splitlines()[-1]
 
-    (state / "locks" / "edge.lock").unlink()  # a lock file to make on a full disk
+    for lock in (state / "locks").glob("*.lock"):  # the machine's lock file (named by its identity), to make
+        lock.unlink()  # again on a full disk
     fill(tiny)  # (what the old one held is taken too)
     r = provision("apply", str(v2), state_dir=state)
     assert r.rc == 1 and "cannot take the lock: No space left on device" in r.err, r.out + r.err
@@ -81,7 +82,7 @@ def test_a_full_state_directory(make_netns: Callable[[], str], tiny: Path, tmp_p
     free(tiny, persistent(state))
     out = provision("pull", *agent[1:], state_dir=state, check_rc=0).out
     assert f"adopted {second[:12]}" in out and json.loads(record_path.read_text())["good"] == second
-    provision("apply", str(v1), state_dir=state, check_rc=0)
+    provision("apply", str(v1), "--take-over", state_dir=state, check_rc=0)  # the agent's, by hand
     report("full disk: the state directory on a full 64 KiB tmpfs (the persistent one on a full 4 MiB tmpfs)", 2,
            "apply and pull stopped before changing anything; kernel dump and record byte-identical, no temporary "
            "file left; with room again the next pull adopted the commit",

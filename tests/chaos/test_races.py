@@ -42,7 +42,7 @@ def test_pull_apply_and_destroy_race(make_netns: Callable[[], str], tmp_path: Pa
     agent = subprocess.Popen([*PROVISION, "pull", str(repo.path), "--branch", "main", "--host", "edge", "--netns", ns,
                               "--min-commit", commit, "--interval", "0.3", "--lock-timeout", "0.5"],
                              env=env_for(state), stdout=log.open("w"), stderr=subprocess.STDOUT)
-    lock = state / "locks" / "edge.lock"
+    lock = state / "locks" / f"netns-{ns}.lock"  # the machine's lock, named by its identity
     shapes: dict[str, tuple] = {}
     try:
         seen: dict[str, int] = {}
@@ -58,8 +58,9 @@ def test_pull_apply_and_destroy_race(make_netns: Callable[[], str], tmp_path: Pa
         rng = random.Random(7)
         durations, outcomes = [], {"clean": 0, "lock message": 0}
         for i in range(ROUNDS):
-            runs = [(["apply", str(manual), "--lock-timeout", f"{rng.uniform(0, 2):.2f}"], "manual"),
-                    (["destroy", str(manual), "--lock-timeout", f"{rng.uniform(0, 2):.2f}"], "nothing")]
+            runs = [(["apply", str(manual), "--take-over", "--lock-timeout", f"{rng.uniform(0, 2):.2f}"], "manual"),
+                    (["destroy", str(manual), "--take-over", "--lock-timeout", f"{rng.uniform(0, 2):.2f}"],
+                     "nothing")]
             rng.shuffle(runs)
             started = time.monotonic()
             procs = []
