@@ -190,6 +190,19 @@ def plan_for(observed: Observed, host: Host, desired: Network, source: Sources, 
     return mark(_diff(host, desired, observed, destroy, owners), observed, session)
 
 
+def observe_and_plan(conn: Connection, clock: Stopwatch, progress: Progress, host: Host, desired: Network,
+                     source: Sources, destroy: bool, session: str | None, owners: Owners | None
+                     ) -> tuple[Observed, Plan]:
+    """The first two phases of both plan and apply, each timed and told to `progress`."""
+    progress(Phase.OBSERVE, 0, 0)
+    with clock(Phase.OBSERVE):
+        observed = conn.observe()
+    progress(Phase.PLAN, 0, 0)
+    with clock(Phase.PLAN):
+        plan = plan_for(observed, host, desired, source, destroy, session, owners)
+    return observed, plan
+
+
 def _diff(host: Host, desired: Network, observed: Observed, destroy: bool, owners: Owners | None) -> Plan:
     if owners is None:
         return make_plan(host.name, desired, observed, destroy=destroy)
@@ -223,12 +236,7 @@ def apply_host(conn: Connection, host: Host, desired: Network, source: Sources, 
     disruptive changes need `safety` (--force, or --confirm-timeout: kept only if confirmed).
     Each phase is timed (-v) and told to `progress` (the progress line)."""
     clock = Stopwatch()
-    progress(Phase.OBSERVE, 0, 0)
-    with clock(Phase.OBSERVE):
-        observed = conn.observe()
-    progress(Phase.PLAN, 0, 0)
-    with clock(Phase.PLAN):
-        plan = plan_for(observed, host, desired, source, destroy, session, owners)
+    observed, plan = observe_and_plan(conn, clock, progress, host, desired, source, destroy, session, owners)
     if check is not None:
         check(plan)
     if owners is not None and not owners.take_over:

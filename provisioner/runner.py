@@ -22,7 +22,8 @@ from .errors import HostError
 from .inventory import Host
 from .model import Network, Observed
 from .plan import Change, Plan
-from .reconcile import Outcome, Owners, Phase, Progress, Safety, Status, Stopwatch, apply_host, no_progress, plan_for
+from .reconcile import (Outcome, Owners, Progress, Safety, Status, Stopwatch, apply_host, no_progress,
+                        observe_and_plan, plan_for)
 from .source import Sources
 
 Report = Callable[[Change], None]
@@ -96,13 +97,8 @@ class KernelRunner:
     def plan(self, desired: Network, destroy: bool, progress: Progress = no_progress) -> Outcome:
         with self._connect() as conn:
             clock = Stopwatch()
-            progress(Phase.OBSERVE, 0, 0)
-            with clock(Phase.OBSERVE):
-                observed = conn.observe()
-            progress(Phase.PLAN, 0, 0)
-            with clock(Phase.PLAN):
-                plan = plan_for(observed, self.host, desired, self.reach.source, destroy, self.session,
-                                self._owners(conn.key))
+            _, plan = observe_and_plan(conn, clock, progress, self.host, desired, self.reach.source, destroy,
+                                       self.session, self._owners(conn.key))
             return Outcome(self.host.name, Status.OK, plan, seconds=clock.seconds)
 
     def apply(self, desired: Network, destroy: bool, report: Report, check: Callable[[Plan], None] | None,
