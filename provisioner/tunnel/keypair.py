@@ -67,7 +67,7 @@ class Keypair:
         self._seal_into(NONCE.pack(n), payload, None, buf[pos + TRANSPORT_HEADER_LEN:end])
         return end
 
-    def open_into(self, msg: memoryview, out: memoryview) -> int:
+    def open_into(self, msg: bytes | memoryview, out: memoryview) -> int:
         """open(), decrypting into `out`: the payload's length, or REPLAYED (seen, or too old for
         the window) or FORGED (does not authenticate)."""
         counter = HEADER.unpack_from(msg)[2]

@@ -29,7 +29,7 @@ from . import noise
 from .cookie import CookieGenerator
 from .drops import Drop
 from .gate import Gate
-from .keypair import Keypair
+from .keypair import REPLAYED, Keypair
 from .noise import HandshakeError, Identity, InitiatorState
 from .timers import (
     DEAD_AFTER,
@@ -227,21 +227,32 @@ class Peer:
 
     # ------------------------------------------------------------ transport
 
-    def open(self, msg: bytes | memoryview, now: float) -> bytes | Drop:
-        """The payload of a transport message (type and size checked), or why it is dropped."""
+    def keypair_for(self, msg: bytes | memoryview, now: float) -> Keypair | Drop:
+        """The keypair a transport message (type and size checked) is addressed to, or why none is."""
         kp = self.keypairs.get(INDEX.unpack_from(msg, 4)[0])
         if kp is None:
             return Drop.UNKNOWN_INDEX
         if now - kp.created >= REJECT_AFTER_TIME:
             return Drop.EXPIRED
-        counter = int.from_bytes(bytes(msg[8:16]), "little")
-        if not kp.replay.check(counter):
-            return Drop.REPLAYED
-        plain = kp.open(msg)
-        if plain is None:
-            return Drop.DECRYPT_FAILED
+        return kp
+
+    def open_with(self, kp: Keypair, msg: bytes | memoryview, out: memoryview, now: float) -> int | Drop:
+        """The payload decrypted into `out`: its length, or why it is dropped. An authenticated
+        message is heard (and confirms a `next` keypair)."""
+        size = kp.open_into(msg, out)
+        if size < 0:
+            return Drop.REPLAYED if size == REPLAYED else Drop.DECRYPT_FAILED
         self.heard(kp, now)
-        return plain
+        return size
+
+    def open(self, msg: bytes | memoryview, now: float) -> bytes | Drop:
+        """The payload of a transport message (type and size checked), or why it is dropped."""
+        kp = self.keypair_for(msg, now)
+        if isinstance(kp, Drop):
+            return kp
+        out = memoryview(bytearray(len(msg)))
+        size = self.open_with(kp, msg, out, now)
+        return size if isinstance(size, Drop) else bytes(out[:size])
 
     def heard(self, kp: Keypair, now: float) -> None:
         """An authenticated transport message on `kp`: the first one on `next` confirms it."""

@@ -38,9 +38,7 @@ from .device import MAX_UNIT, NOTHING, Device, DeviceGone
 from .drops import Drop
 from .peer import Peer
 from .stats import LinkState, Stats
-from .keypair import REPLAYED
-from .peer import INDEX
-from .timers import DEAD_AFTER, KEEPALIVE_INTERVAL, REJECT_AFTER_TIME
+from .timers import DEAD_AFTER, KEEPALIVE_INTERVAL
 from .udp import address_text, source_key
 
 LENGTH = struct.Struct(">I")
@@ -465,14 +463,10 @@ class TcpCarrier:
         kind = int.from_bytes(msg[:4], "little") if n >= 4 else -1
         if kind == noise.MSG_TRANSPORT and n >= noise.TRANSPORT_MIN_LEN:
             with self.lock:
-                kp = peer.keypairs.get(INDEX.unpack_from(msg, 4)[0])
-                size = -1 if kp is None or now - kp.created >= REJECT_AFTER_TIME else kp.open_into(msg, self.plain)
-                if size >= 0:
-                    assert kp is not None
-                    peer.heard(kp, now)
-            if size < 0:
-                self.drop(Drop.UNKNOWN_INDEX if kp is None else Drop.REPLAYED if size == REPLAYED
-                          else Drop.DECRYPT_FAILED)
+                kp = peer.keypair_for(msg, now)
+                size = kp if isinstance(kp, Drop) else peer.open_with(kp, msg, self.plain, now)
+            if isinstance(size, Drop):
+                self.drop(size)
                 raise FrameError("a frame that does not authenticate")
             if size:
                 self._deliver(self.plain[:size])

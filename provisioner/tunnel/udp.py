@@ -28,7 +28,7 @@ from ..model import Role, Tunnel, split_endpoint
 from . import noise
 from .device import READ_SIZE, Device, DeviceGone, Gro
 from .drops import Drop
-from .keypair import REPLAYED, Keypair
+from .keypair import Keypair
 from .peer import Peer
 from .stats import LinkState, Stats
 from .timers import DEAD_AFTER, KEEPALIVE_INTERVAL
@@ -347,25 +347,17 @@ class UdpCarrier:
         n = len(d)
         kind = int.from_bytes(d[:4], "little") if n >= 4 else -1
         if kind == TRANSPORT and n >= noise.TRANSPORT_MIN_LEN:
-            kp = peer.keypairs.get(int.from_bytes(d[4:8], "little"))
-            if kp is None:
-                self.drop(Drop.UNKNOWN_INDEX)  # WireGuard answers nothing it cannot place
-                return
-            if now - kp.created >= 180.0:
-                self.drop(Drop.EXPIRED)
+            kp = peer.keypair_for(d, now)
+            if isinstance(kp, Drop):  # WireGuard answers nothing it cannot place
+                self.drop(kp)
                 return
             gro = self.gro
-            if gro is not None:
-                buf, at = gro.room(n - noise.TRANSPORT_MIN_LEN)
-                size = kp.open_into(d, buf[at:])
-            else:
-                buf, at = self.plain, 0
-                size = kp.open_into(d, buf)
-            if size < 0:
-                self.drop(Drop.REPLAYED if size == REPLAYED else Drop.DECRYPT_FAILED)
-                return
+            buf, at = gro.room(n - noise.TRANSPORT_MIN_LEN) if gro is not None else (self.plain, 0)
             was_confirmed = kp.confirmed
-            peer.heard(kp, now)
+            size = peer.open_with(kp, d, buf[at:], now)
+            if isinstance(size, Drop):
+                self.drop(size)
+                return
             if addr != self.endpoint:
                 self.endpoint = addr  # roaming: the peer is where its last authenticated message came from
             if not was_confirmed:
