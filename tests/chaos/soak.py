@@ -77,20 +77,10 @@ def sample(pid: int) -> tuple[float, int, float]:
     return rss, fds, cpu
 
 
-def link(ns1: str, ns2: str) -> tuple[str, str]:
-    """As pair.hosts makes them: 192.0.2.1 and 192.0.2.2 on one veth link."""
-    subprocess.run(["ip", "link", "add", "u1", "netns", ns1, "type", "veth", "peer", "name", "u2", "netns", ns2],
-                   check=True)
-    for ns, dev, addr in ((ns1, "u1", "192.0.2.1/24"), (ns2, "u2", "192.0.2.2/24")):
-        subprocess.run(["ip", "-n", ns, "addr", "add", addr, "dev", dev], check=True)
-        subprocess.run(["ip", "-n", ns, "link", "set", dev, "up"], check=True)
-    return ns1, ns2
-
-
 def test_soak(make_netns: Callable[[], str], tmp_path: Path) -> None:
     tunnels, loads = [], []
     for i, transport in enumerate(TRANSPORTS):
-        hosts = link(make_netns(), make_netns())
+        hosts = pair.link(make_netns(), make_netns())
         place = tmp_path / f"t{i}"
         place.mkdir()
         inv, state = pair.up(place, hosts, transport)

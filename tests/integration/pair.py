@@ -53,7 +53,11 @@ INSECURE = "insecure: true"
 @pytest.fixture
 def hosts(make_netns: Callable[[], str]) -> tuple[str, str]:
     """Two namespaces on one link: 192.0.2.1 and 192.0.2.2."""
-    ns1, ns2 = make_netns(), make_netns()
+    return link(make_netns(), make_netns())
+
+
+def link(ns1: str, ns2: str) -> tuple[str, str]:
+    """Joins two namespaces with a veth pair: u1 192.0.2.1/24 and u2 192.0.2.2/24."""
     subprocess.run(["ip", "link", "add", "u1", "netns", ns1, "type", "veth", "peer", "name", "u2", "netns", ns2],
                    check=True)
     for ns, dev, addr in ((ns1, "u1", "192.0.2.1/24"), (ns2, "u2", "192.0.2.2/24")):
