@@ -68,10 +68,10 @@ class KernelConnection:
         return replace(live, tunnels=runtime.observe(self._state_dir, self.key))
 
     def transaction(self) -> Transaction:
-        from ..tunnel.supervisor import Forwarders  # only a transaction starts forwarders: plan does without
+        from ..tunnel.control import Tunnels  # only a transaction starts tunnels: plan does without
 
         assert self._sock is not None, "use the connection as a context manager"
-        return Transaction(self.host, self._sock, Forwarders(self._state_dir, self.key))
+        return Transaction(self.host, self._sock, Tunnels(self._state_dir, self.key))
 
     def status(self) -> list[dict]:
         return [{**row, "host": self.host} for row in runtime.status(self._state_dir, self.key)]

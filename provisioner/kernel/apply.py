@@ -22,7 +22,7 @@ from . import netlink as nl
 from . import tun
 
 if TYPE_CHECKING:
-    from ..tunnel.supervisor import Forwarders
+    from ..tunnel.control import Tunnels as Forwarders
 
 RTPROT_BOOT = 3  # what `ip route add` uses; given back to routes we did not own on rollback
 
@@ -203,6 +203,21 @@ class Transaction:
             batch.clear()
             return not failures
 
+        unsettled: list[Step] = []
+
+        def settle() -> bool:
+            """The tunnel steps written so far, carried out together (one look by the supervisor)."""
+            assert self.forwarders is not None
+            why = self.forwarders.settle()
+            for s in unsettled:
+                self._took_effect(s)  # a failed start is undone too: its spec was written
+                if s.subject.name in why:  # type: ignore[union-attr]
+                    failures.append((s, 0, why[s.subject.name]))  # type: ignore[union-attr]
+                else:
+                    on_step(s)
+            unsettled.clear()
+            return not failures
+
         for s in steps:
             if s.verb in PROCESS_VERBS:
                 if batch and not flush() and stop:
@@ -214,9 +229,11 @@ class Transaction:
                     if stop:
                         return failures
                     continue
-                self._took_effect(s)
-                on_step(s)
-            elif s.verb == "create-tun":
+                unsettled.append(s)
+                continue
+            if unsettled and not settle() and stop:
+                return failures
+            if s.verb == "create-tun":
                 if batch and not flush() and stop:
                     return failures
                 try:
@@ -233,6 +250,8 @@ class Transaction:
                 batch.append(s)
         if batch:
             flush()
+        if unsettled:
+            settle()
         return failures
 
     def _process_step(self, step: Step) -> None:

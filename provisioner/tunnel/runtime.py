@@ -1,14 +1,15 @@
-"""Where a tunnel's processes keep their state, and how it is written and read.
+"""Where a host's tunnels keep their state, and how it is written and read.
 
-    <state dir>/tunnels/<host>/<tunnel>/
-        spec.json        the Tunnel to run; written by apply, read by supervisor and forwarder
-        supervisor.lock  flocked by the live supervisor for its whole life: at most one runs
-        supervisor.json  supervisor: pid, state (running/failed), restarts, last exit
-        stats.json       forwarder: connection state, peer, counters, drops, last error
-        forwarder.log    forwarder and supervisor log, bounded (rotated at LOG_BYTES)
+    <state dir>/tunnels/<host>/
+        supervisor.lock   flocked by the host's live supervisor for its whole life: at most one runs
+        supervisor.json   supervisor: its pid, the data planes, and per tunnel the hash of the spec
+                          it runs, its state (starting, running, waiting, failed) and last error
+        stats.json        per tunnel, the data plane's last report: state, peer, counters, drops
+        tunnels.log       the supervisor's and the data plane's log, bounded (rotated at LOG_BYTES)
+        <tunnel>/spec.json  the Tunnel to run; written by apply, read by the supervisor
 
 Every file here is written by root (apply and the supervisor) in directories only root can
-write: the forwarder runs unprivileged and sends its counters and log lines to the
+write: the data plane runs unprivileged and sends its counters and log lines to the
 supervisor through pipes. Every JSON file is replaced through files.atomic_write, so a
 reader never sees half a file, even after a SIGKILL or a power cut, and is read through
 files.read_regular, never from a FIFO or through a link.
@@ -17,25 +18,37 @@ files.read_regular, never from a FIFO or through a link.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import time
-from enum import StrEnum
 from collections.abc import Iterator
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from ..files import FileError, atomic_write, read_regular
 from ..model import RunState, Tunnel, tunnel_from_dict
 
-SPEC, LOCK, SUPERVISOR, STATS, LOG = "spec.json", "supervisor.lock", "supervisor.json", "stats.json", "forwarder.log"
-LOG_BYTES = 256 * 1024
-STALE_AFTER = 5.0  # seconds without a report from a forwarder (it reports every second): it is stuck
-DEVICE_GONE = 3  # a forwarder's exit status when its device was deleted under it
+SPEC, LOCK, SUPERVISOR, STATS, LOG = "spec.json", "supervisor.lock", "supervisor.json", "stats.json", "tunnels.log"
+LOG_BYTES = 1024 * 1024
+STALE_AFTER = 5.0  # seconds without a report of a tunnel (the data plane reports every second): it is stuck
 
 
 def host_dir(state_dir: Path, host: str) -> Path:
     return state_dir / "tunnels" / host.replace("/", "_")
+
+
+def spec_bytes(t: Tunnel) -> bytes:
+    """A tunnel's spec.json, exactly: apply writes it, and knows it runs when the supervisor
+    reports running the same bytes (by their hash)."""
+    from ..model import tunnel_to_dict
+
+    return json.dumps(tunnel_to_dict(t)).encode()
+
+
+def spec_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -52,11 +65,16 @@ def read_json(path: Path) -> Any:
         return None
 
 
-def supervisor_alive(run_dir: Path) -> bool:
-    """True while some process holds the supervisor lock: a fact the kernel keeps, not a pid guess."""
+def read_dict(path: Path) -> dict[str, Any]:
+    d = read_json(path)
+    return d if isinstance(d, dict) else {}
+
+
+def supervisor_alive(base: Path) -> bool:
+    """True while some process holds the host's supervisor lock: a fact the kernel keeps, not a pid guess."""
     try:
-        fd = os.open(run_dir / LOCK, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
+        fd = os.open(base / LOCK, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
         return False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -69,24 +87,36 @@ def supervisor_alive(run_dir: Path) -> bool:
         os.close(fd)
 
 
-def _run_dirs(state_dir: Path, host: str) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """Each tunnel directory of the host that has a spec, with the spec."""
-    base = host_dir(state_dir, host)
-    for run_dir in sorted(base.iterdir()) if base.is_dir() else ():
-        spec = read_json(run_dir / SPEC)
-        if spec is not None:
-            yield run_dir, spec
+def _specs(base: Path) -> Iterator[tuple[str, bytes, dict[str, Any]]]:
+    """Each tunnel directory of the host that has a spec: (name, its bytes, the spec)."""
+    for name in sorted(os.listdir(base)) if base.is_dir() else ():
+        try:
+            data = read_regular(base / name / SPEC)
+            spec = json.loads(data)
+        except (FileError, ValueError):
+            continue
+        if isinstance(spec, dict) and spec.get("name") == name:
+            yield name, data, spec
+
+
+def _tunnel_records(base: Path) -> dict[str, dict[str, Any]]:
+    tunnels = read_dict(base / SUPERVISOR).get("tunnels")
+    return {k: v for k, v in tunnels.items() if isinstance(v, dict)} if isinstance(tunnels, dict) else {}
 
 
 def observe(state_dir: Path, host: str) -> tuple[Tunnel, ...]:
-    """The tunnels set up on `host`, each with the state of its supervisor."""
+    """The tunnels set up on `host`, each with its state: running only while the supervisor
+    lives and runs exactly the spec apply wrote."""
+    base = host_dir(state_dir, host)
+    alive = supervisor_alive(base)
+    records = _tunnel_records(base) if alive else {}
     out = []
-    for run_dir, spec in _run_dirs(state_dir, host):
-        if not supervisor_alive(run_dir):
+    for name, data, spec in _specs(base):
+        record = records.get(name, {})
+        if not alive or record.get("spec") != spec_hash(data):
             state = RunState.STOPPED
         else:
-            info = read_json(run_dir / SUPERVISOR) or {}
-            state = RunState.FAILED if info.get("state") == RunState.FAILED else RunState.RUNNING
+            state = RunState.FAILED if record.get("state") == RunState.FAILED else RunState.RUNNING
         try:
             out.append(tunnel_from_dict(spec, state))
         except (KeyError, ValueError):
@@ -97,20 +127,20 @@ def observe(state_dir: Path, host: str) -> tuple[Tunnel, ...]:
 class Health(StrEnum):
     """What `status` says of a tunnel."""
 
-    STARTING = "starting"  # the supervisor runs, its forwarder has not reported yet
+    STARTING = "starting"  # the supervisor runs it, the data plane has not reported it yet
     CONNECTING = "connecting"
     CONNECTED = "connected"
-    UNRESPONSIVE = "unresponsive"  # the forwarder stopped reporting (stopped, or stuck)
-    FAILED = "failed"  # crashed repeatedly; the supervisor gave up until the next apply
+    UNRESPONSIVE = "unresponsive"  # the data plane stopped reporting it (stopped, or stuck)
+    FAILED = "failed"  # could not start, or crashed repeatedly: given up until the next apply
     STOPPED = "stopped"
 
 
-def health(alive: bool, sup: dict[str, Any], stats: dict[str, Any], now: float) -> Health:
-    if not alive:
+def health(alive: bool, record: dict[str, Any], stats: dict[str, Any], now: float) -> Health:
+    if not alive or not record:
         return Health.STOPPED
-    if sup.get("state") == RunState.FAILED:
+    if record.get("state") == RunState.FAILED:
         return Health.FAILED
-    if not sup.get("forwarder_pid") or "state" not in stats:
+    if record.get("state") != RunState.RUNNING or "state" not in stats:
         return Health.STARTING
     at = stats.get("at")
     if isinstance(at, int | float) and now - at > STALE_AFTER:
@@ -120,15 +150,17 @@ def health(alive: bool, sup: dict[str, Any], stats: dict[str, Any], now: float) 
 
 def status(state_dir: Path, host: str) -> list[dict[str, Any]]:
     """What `provision status` shows, per tunnel."""
+    base = host_dir(state_dir, host)
+    alive = supervisor_alive(base)
+    records = _tunnel_records(base)
+    all_stats = read_dict(base / STATS)
     out = []
     now = time.time()
-    for run_dir, spec in _run_dirs(state_dir, host):
-        sup = read_json(run_dir / SUPERVISOR) or {}
-        stats = read_json(run_dir / STATS) or {}
-        if not isinstance(stats, dict):
-            stats = {}
-        alive = supervisor_alive(run_dir)
-        state = health(alive, sup, stats, now)
+    for name, _, spec in _specs(base):
+        record = records.get(name, {})
+        stats = all_stats.get(name)
+        stats = stats if isinstance(stats, dict) else {}
+        state = health(alive, record, stats, now)
         out.append({
             "host": host, "tunnel": spec["name"], "device": spec["device"], "transport": spec["transport"],
             "role": spec["role"], "endpoint": spec["endpoint"], "state": state.value,
@@ -136,14 +168,14 @@ def status(state_dir: Path, host: str) -> list[dict[str, Any]]:
             "wireguard": spec.get("device_type") == "tun" and spec.get("transport") == "udp",
             "peer_key": spec.get("peer_public_key"), "handshakes": stats.get("handshakes", 0),
             "last_handshake": stats.get("last_handshake"), "since": stats.get("since"),
-            "last_error_at": stats.get("last_error_at"),
-            "user": spec.get("user"),
-            "pid": sup.get("forwarder_pid") if alive else None, "restarts": sup.get("restarts", 0),
+            "started": stats.get("started"), "last_error_at": stats.get("last_error_at"),
+            "user": spec.get("user"), "datapath": stats.get("datapath"),
+            "pid": record.get("pid") if alive else None, "restarts": record.get("restarts", 0),
             "peer": stats.get("peer"), "rx_packets": stats.get("rx_packets", 0), "rx_bytes": stats.get("rx_bytes", 0),
             "tx_packets": stats.get("tx_packets", 0), "tx_bytes": stats.get("tx_bytes", 0),
             "drops": stats.get("drops", {}),
-            "last_error": (sup.get("last_error") if state == "failed" else None) or stats.get("last_error")
-            or sup.get("last_error"),
+            "last_error": (record.get("last_error") if state == "failed" else None) or stats.get("last_error")
+            or record.get("last_error"),
         })
     return out
 

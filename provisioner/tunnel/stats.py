@@ -1,4 +1,5 @@
-"""What a forwarder reports to its supervisor once a second: one bounded JSON line on stdout.
+"""What the data plane reports of each tunnel to the supervisor, once a second and at every change
+of state: one bounded JSON line on stdout, with the tunnel's name.
 
 Its size does not depend on anything a peer sends: the drop reasons are a closed set, the
 error texts are ours, the peer is an address we format.
@@ -24,10 +25,11 @@ class LinkState(StrEnum):
 
 
 class Stats:
-    def __init__(self) -> None:
+    def __init__(self, tunnel: str) -> None:
+        self.tunnel = tunnel
         self.state = LinkState.CONNECTING
         self.peer: str | None = None
-        self.since = time.time()
+        self.since = self.started = time.time()
         self.rx_packets = self.rx_bytes = self.tx_packets = self.tx_bytes = 0
         self.drops = Drops()
         self.last_error: str | None = None
@@ -62,7 +64,7 @@ class Stats:
             self.report()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"state": self.state.value, "peer": self.peer, "since": self.since, "at": time.time(),
+        return {"tunnel": self.tunnel, "state": self.state.value, "peer": self.peer, "since": self.since, "started": self.started, "at": time.time(),
                 "rx_packets": self.rx_packets, "rx_bytes": self.rx_bytes,
                 "tx_packets": self.tx_packets, "tx_bytes": self.tx_bytes,
                 "drops": self.drops.to_dict(), "last_error": self.last_error, "last_error_at": self.last_error_at,

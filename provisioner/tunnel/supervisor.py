@@ -1,20 +1,24 @@
-"""Keeping forwarders running after `provision apply` exits.
+"""Keeping a host's tunnels running after `provision apply` exits: one supervisor per host.
 
-The design: one small supervisor process per tunnel (`python -m provisioner.tunnel.supervisor
-RUN_DIR`), started by apply in the host's network namespace, in a session of its own. It
-runs the forwarder as its child and restarts it when it dies: after 0.1 s, doubling up to
-5 s while it keeps crashing; after 5 crashes within a minute it gives up and shows `failed`
-until the next apply restarts it. The forwarder gets SIGTERM if its supervisor dies
-(PR_SET_PDEATHSIG), so a forwarder is never left orphaned. The supervisor is the tunnel's
-privileged half: it attaches to the device and reads the key, and hands both to each
-forwarder it starts (which drops root before it hears the network); it writes the
-forwarder's counters and log lines, which arrive through pipes.
+`python -m provisioner.tunnel.supervisor HOST_DIR`, started by apply in the host's network
+namespace, in a session of its own, holds HOST_DIR/supervisor.lock for its whole life (the
+kernel's fact that it runs: a second one exits at once). It is the privileged half of the
+host's tunnels: for each tunnel it attaches to the device (and keeps that descriptor, so the
+device keeps its carrier whatever happens to the data plane), binds the socket and reads the
+keys, and hands all of it to the data plane (dataplane.py) over their channel (channel.py).
 
-No daemon to install, no control socket: the reconcile observes a supervisor through the
-flock it holds on `supervisor.lock` (a fact the kernel keeps, unlike a pid file), starts
-one per tunnel that should run, stops one with SIGTERM, and asks one to restart its
-forwarder with new keys with SIGHUP (the device stays attached meanwhile). The lock also makes a second supervisor for the same tunnel exit at once, so
-repeated applies never duplicate one.
+What to run is the spec.json of each tunnel directory under HOST_DIR, written by apply; on
+SIGHUP the supervisor looks again and changes only what changed: a new tunnel is added, a
+removed one removed, a changed one (port, peer, keys) removed and added. Every other tunnel
+is not touched. What it did is in supervisor.json (per tunnel: the hash of the spec it runs,
+its state, its last error), which apply waits on; the data plane's counters go to stats.json,
+and its log, with the supervisor's own, to tunnels.log.
+
+The data plane is a child forked from here (milliseconds, not a Python start-up), one per
+`user:`/`group:` among the tunnels (one, unless tunnels name their own users). When it dies it
+is forked again and given every tunnel afresh: after 0.1 s, doubling up to 5 s while it keeps
+crashing; after 5 crashes within a minute it is given up as `failed` until the next apply.
+A data plane gets SIGTERM if its supervisor dies (PR_SET_PDEATHSIG), so none is orphaned.
 """
 
 from __future__ import annotations
@@ -24,310 +28,266 @@ import json
 import logging
 import logging.handlers
 import os
-import shutil
+import select
 import signal
-import subprocess
 import sys
-import threading
 import time
+from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from .. import keys
-from ..errors import ForwarderError
-from ..kernel import tun
-from ..model import RunState, Transport, Tunnel, tunnel_from_dict, tunnel_to_dict
-from . import forwarder, privileges, runtime
+from ..files import FileError, read_regular
+from ..kernel import tun as tuntap
+from ..model import Transport, Tunnel, tunnel_from_dict
+from . import dataplane, runtime, tcp, udp
+from .channel import Channel, ChannelClosed, Message, Op
 
 CRASHES_BEFORE_FAILED = 5
 CRASH_WINDOW = 60.0  # seconds
-HEALTHY_AFTER = 10.0  # a forwarder that ran this long resets the backoff
-START_TIMEOUT = 5.0
-STOP_TIMEOUT = 5.0
-
+HEALTHY_AFTER = 10.0  # a data plane that ran this long resets the backoff
+FIRST_DELAY, MAX_DELAY = 0.1, 5.0
+STATS_EVERY = 0.5  # seconds between writes of stats.json, at most
 MAX_LINE = 64 * 1024
 
 log = logging.getLogger("provision.supervisor")
-forwarder_log = logging.getLogger("provision.forwarder-output")  # lines already formatted by the forwarder
+plane_log = logging.getLogger("provision.data-plane-output")  # lines already formatted by the data plane
+
+Identity = tuple[str | None, str | None]  # (user, group) a data plane runs as
 
 
-# ---------------------------------------------------------------- used by apply
+class State(StrEnum):
+    """Where one tunnel is, as supervisor.json says it."""
+
+    STARTING = "starting"  # handed to the data plane, not yet confirmed
+    RUNNING = "running"
+    WAITING = "waiting"  # its data plane is being restarted
+    FAILED = "failed"  # could not start, its device went away, or its data plane was given up
 
 
-class Forwarders:
-    """The forwarders of one host, as apply starts and stops them (each step has an inverse)."""
+@dataclass
+class Entry:
+    """One tunnel, as the supervisor keeps it (its own bookkeeping: changed in place)."""
 
-    def __init__(self, state_dir: Path, host: str):
-        self.host = host
-        self.base = runtime.host_dir(state_dir, host)
+    name: str
+    tunnel: Tunnel
+    spec: dict[str, Any]
+    hash: str
+    state: State = State.STARTING
+    error: str | None = None
+    device_fd: int | None = None
+    device_key: tuple[str, int] | None = None  # (name, flags) the descriptor was attached with
+    offloads: bool = False
+    removing: bool = False  # a REMOVE was sent: wait for REMOVED before anything else
+    replacement: Entry | None = None  # what runs once the REMOVE is done
+    ran: bool = False  # it has run: a failure now is retried (with backoff), not reported to apply
+    restarts: int = 0
+    crashes: list[float] = field(default_factory=list)
+    retry_at: float | None = None
 
-    def _error(self, t: Tunnel, message: str) -> ForwarderError:
-        return ForwarderError(self.host, message, resource=f"tunnel {t.name}")
-
-    def start(self, t: Tunnel) -> None:
-        if t.user is None:  # the forwarder runs as the default user: it must exist before it drops to it
-            try:
-                privileges.ensure_default_user()
-            except privileges.PrivilegeError as exc:
-                raise self._error(t, str(exc)) from None
-        run_dir = self.base / t.name
-        run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(self.base.parent, 0o700)
-        if runtime.supervisor_alive(run_dir):
-            raise self._error(t, "a supervisor for this tunnel is already running")
-        for stale in (runtime.SUPERVISOR, runtime.STATS):
-            (run_dir / stale).unlink(missing_ok=True)
-        runtime.write_json(run_dir / runtime.SPEC, tunnel_to_dict(t))
-        subprocess.Popen([sys.executable, "-m", "provisioner.tunnel.supervisor", str(run_dir)],
-                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         start_new_session=True, close_fds=True, env=_child_env())
-        self._await_forwarder(t, None, f"the supervisor did not start within {START_TIMEOUT:.0f} s "
-                                       f"(see {run_dir / runtime.LOG})")
-
-    def rekey(self, t: Tunnel) -> None:
-        """New keys for a running forwarder: the supervisor restarts it with them (see
-        Supervisor.on_sighup) and keeps the device attached, so the tunnel is down for one handshake."""
-        run_dir = self.base / t.name
-        info = runtime.read_json(run_dir / runtime.SUPERVISOR) or {}
-        pid, old = int(info.get("pid") or 0), info.get("forwarder_pid")
-        if not pid or not runtime.supervisor_alive(run_dir):
-            raise self._error(t, "its supervisor is not running")
-        runtime.write_json(run_dir / runtime.SPEC, tunnel_to_dict(t))
-        _kill(pid, signal.SIGHUP)
-        self._await_forwarder(t, old, f"the forwarder was not restarted with the new key within {START_TIMEOUT:.0f} s")
-
-    def _await_forwarder(self, t: Tunnel, old: int | None, late: str) -> None:
-        """Until the supervisor records a running forwarder other than `old`; raises its recorded
-        reason if it records one and no forwarder, or `late` after START_TIMEOUT."""
-        run_dir = self.base / t.name
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            info = runtime.read_json(run_dir / runtime.SUPERVISOR) or {}
-            pid = info.get("forwarder_pid")
-            if pid and pid != old and runtime.supervisor_alive(run_dir):
-                return
-            if info.get("last_error") and not pid:
-                raise self._error(t, info["last_error"])
-            time.sleep(0.02)
-        raise self._error(t, late)
-
-    def stop(self, t: Tunnel) -> None:
-        run_dir = self.base / t.name
-        info = runtime.read_json(run_dir / runtime.SUPERVISOR) or {}
-        if runtime.supervisor_alive(run_dir):
-            pid = int(info.get("pid") or 0)
-            if pid:
-                _kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + STOP_TIMEOUT
-            while runtime.supervisor_alive(run_dir) and time.monotonic() < deadline:
-                time.sleep(0.02)
-            if runtime.supervisor_alive(run_dir):
-                for p in (pid, int(info.get("forwarder_pid") or 0)):
-                    if p:
-                        _kill(p, signal.SIGKILL)
-                time.sleep(0.1)
-                if runtime.supervisor_alive(run_dir):
-                    raise self._error(t, f"the supervisor (pid {pid}) did not stop")
-        shutil.rmtree(run_dir, ignore_errors=True)
+    @property
+    def identity(self) -> Identity:
+        return (self.tunnel.user, self.tunnel.group)
 
 
-def _kill(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
+@dataclass
+class Plane:
+    """One data-plane process and what the supervisor knows of it."""
 
-
-def _child_env() -> dict[str, str]:
-    """The child must import this very provisioner package, wherever it was run from."""
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return env
-
-
-# ---------------------------------------------------------------- the supervisor process
+    identity: Identity
+    pid: int = 0
+    channel: Channel | None = None
+    stdout: int = -1
+    stderr: int = -1
+    started: float = 0.0
+    restarts: int = 0
+    crashes: list[float] = field(default_factory=list)
+    restart_at: float | None = None
+    failed: bool = False
+    partial: dict[int, bytes] = field(default_factory=dict)  # a line not yet ended, per pipe
 
 
 class Supervisor:
-    """Runs one forwarder, and hands it the device and its keys.
-
-    The forwarder never holds root while it talks to the network, so the supervisor attaches
-    to the device once (and keeps its descriptor, so the device keeps its carrier across
-    forwarder restarts) and reads the key files, and gives both to each forwarder it starts,
-    on its stdin. On SIGHUP (new keys) it restarts the forwarder, which reads them afresh: an
-    old key is never accepted once a new one is given.
-    """
-
-    def __init__(self, run_dir: Path):
-        self.run_dir = run_dir
+    def __init__(self, host_dir: Path):
+        self.host_dir = host_dir
+        self.entries: dict[str, Entry] = {}
+        self.planes: dict[Identity, Plane] = {}
+        self.stats: dict[str, dict[str, Any]] = {}
+        self.seen: dict[str, tuple[int, int, int]] = {}  # spec file (inode, mtime, size) at the last look
+        self.rescan_wanted = True
         self.stopping = False
-        self.reloading = False
-        self.child: Child | None = None
-        self.restarts = 0
-        self.crashes: list[float] = []
-        self.last_error: str | None = None
-        self.device_fd: int | None = None
-        self.offloads = False
+        self.dirty = True
+        self.stats_dirty = False
+        self.stats_written = 0.0
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
-    def record(self, state: RunState) -> None:
-        runtime.write_json(self.run_dir / runtime.SUPERVISOR, {
-            "pid": os.getpid(), "forwarder_pid": self.child.pid if self.child else None, "state": str(state),
-            "restarts": self.restarts, "last_error": self.last_error})
+    # ------------------------------------------------------------ what to run
 
-    def keep_stats(self, pipe: IO[bytes]) -> None:
-        """The forwarder's counters, a JSON line a second, into stats.json. The forwarder runs
-        unprivileged and writes no files: what it says is bounded and parsed, never trusted."""
-        for line in iter(lambda: pipe.readline(MAX_LINE), b""):
+    def rescan(self) -> None:
+        """The specs under HOST_DIR against what runs: only the difference is acted on."""
+        self.rescan_wanted = False
+        wanted: dict[str, Entry] = {}
+        for name in sorted(os.listdir(self.host_dir)):
+            path = self.host_dir / name / runtime.SPEC
             try:
-                stats = json.loads(line)
-            except ValueError:
+                st = os.stat(path, follow_symlinks=False)
+            except OSError:
                 continue
-            if isinstance(stats, dict):
-                runtime.write_json(self.run_dir / runtime.STATS, stats)
-
-    def keep_log(self, pipe: IO[bytes]) -> None:
-        """The forwarder's log lines (and a crash's traceback) into the bounded log."""
-        for line in iter(lambda: pipe.readline(MAX_LINE), b""):
-            forwarder_log.info("%s", line.decode(errors="replace").rstrip("\n"))
-
-    def grant(self, fd: int) -> bytes:
-        """The JSON line a new forwarder reads on its stdin (forwarder.Grant): the device's
-        descriptor, this host's private key and the tunnel's pre-shared key if it has one
-        (base64); or why it cannot have them."""
-        spec = runtime.read_json(self.run_dir / runtime.SPEC) or {}
-        grant: dict[str, Any] = {"device_fd": fd, "offloads": self.offloads}
-        last = runtime.read_json(self.run_dir / runtime.STATS)
-        if isinstance(last, dict) and isinstance(last.get("peer"), str):
-            grant["endpoint"] = last["peer"][:64]  # where the peer was: checked by the forwarder
-        try:
-            if spec.get("private_key_file"):
-                grant["private_key"] = keys.encode(keys.read_private(spec["private_key_file"]))
-                if spec.get("psk_file"):
-                    grant["psk"] = keys.encode(keys.read_psk(spec["psk_file"]))
-        except keys.KeyFileError as exc:
-            return json.dumps({"error": str(exc)}).encode() + b"\n"
-        return json.dumps(grant).encode() + b"\n"
-
-    def on_sighup(self, *_: Any) -> None:
-        """A new spec with new keys: restart the forwarder (it is given them afresh)."""
-        self.reloading = True
-        if self.child is not None and self.child.poll() is None:
-            self.child.terminate()
-
-    def on_sigterm(self, *_: Any) -> None:
-        self.stopping = True
-        if self.child is not None and self.child.poll() is None:
-            self.child.terminate()
-
-    def device(self) -> int:
-        """Our descriptor on the device, attached once and handed to every forwarder we start."""
-        if self.device_fd is None:
-            spec = tunnel_from_dict(runtime.read_json(self.run_dir / runtime.SPEC) or {})
-            flags = tun.flags_for(spec.device_type, spec.pi, spec.vnet_hdr, spec.multi_queue)
-            self.device_fd, self.offloads = tun.attach(spec.device, flags, offloads=spec.transport is Transport.TCP)
-        return self.device_fd
-
-    def forget_device(self) -> None:
-        if self.device_fd is not None:
-            os.close(self.device_fd)
-            self.device_fd = None
-
-    def run(self) -> int:
-        delay = 0.1
-        while not self.stopping:
-            started = time.monotonic()
-            self.reloading = False
+            key = (st.st_ino, st.st_mtime_ns, st.st_size)
+            old = self.entries.get(name)
+            if old is not None and self.seen.get(name) == key and old.state is not State.FAILED:
+                wanted[name] = old
+                continue
             try:
-                fd = self.device()
-            except (tun.AttachError, KeyError, ValueError) as exc:
-                self.child, self.last_error = None, f"forwarder not started: {exc}"
-                self.record(RunState.RUNNING)  # apply's start() reads the reason from here
+                data = read_regular(path)
+                spec = json.loads(data)
+                t = tunnel_from_dict(spec)
+            except (ValueError, KeyError, TypeError, FileError):
+                continue  # not ours to run (another version's, or half a file): apply starts it afresh
+            if t.name != name:
+                continue
+            self.seen[name] = key
+            wanted[name] = Entry(name, t, spec, runtime.spec_hash(data))
+        for name in [n for n in self.entries if n not in wanted]:
+            self.retire(self.entries[name], None)
+        for name, entry in wanted.items():
+            old = self.entries.get(name)
+            if old is entry:
+                continue
+            if old is not None and old.hash == entry.hash and old.state is not State.FAILED:
+                continue
+            if old is not None:
+                self.retire(old, entry)
             else:
-                code = self.run_forwarder(fd)
-                if self.stopping:
-                    break
-                if self.reloading:  # asked for (new keys): not a crash, and no waiting
-                    log.info("restarting the forwarder with new keys")
-                    continue
-                stats = runtime.read_json(self.run_dir / runtime.STATS) or {}
-                how = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
-                self.last_error = f"forwarder {how}" + (f": {stats['last_error']}" if stats.get("last_error") else "")
-                if code == runtime.DEVICE_GONE:
-                    self.forget_device()
-            ran = time.monotonic() - started
-            log.warning("%s after %.1f s; restarting", self.last_error, ran)
-            self.restarts += 1
-            now = time.monotonic()
-            self.crashes = [t for t in self.crashes if now - t < CRASH_WINDOW] + [now]
-            if len(self.crashes) >= CRASHES_BEFORE_FAILED:
-                self.child = None
-                self.record(RunState.FAILED)
-                log.error("%d crashes within %.0f s: giving up until the next apply", len(self.crashes),
-                          CRASH_WINDOW)
-                while not self.stopping:
-                    signal.pause()
-                break
-            delay = 0.1 if ran > HEALTHY_AFTER else min(delay * 2, 5.0) if self.restarts > 1 else 0.1
-            time.sleep(delay)
-        log.info("stopped")
-        return 0
+                self.entries[name] = entry
+                self.launch(entry)
+        for plane in self.planes.values():  # an apply brings a given-up data plane back
+            if plane.failed:
+                plane.failed, plane.crashes, plane.restart_at = False, [], time.monotonic()
+        self.dirty = True
 
-    def run_forwarder(self, fd: int) -> int:
-        """One forwarder, from start to exit; its exit status (negative: the signal)."""
-        grant = self.grant(fd)  # (it reads where the last forwarder's peer was, from its counters)
-        (self.run_dir / runtime.STATS).unlink(missing_ok=True)  # the last forwarder's counters are not this one's
-        self.child = child = Child(self.run_dir, fd)
-        assert child.stdin is not None and child.stdout is not None and child.stderr is not None
+    def retire(self, old: Entry, replacement: Entry | None) -> None:
+        """Stop a tunnel (and start its replacement once its socket is closed)."""
+        plane = self.planes.get(old.identity)
+        if old.state in (State.STARTING, State.RUNNING) and plane is not None and plane.channel is not None \
+                and not old.removing:
+            old.removing, old.replacement = True, replacement
+            try:
+                plane.channel.send(Op.REMOVE, old.name)
+                return
+            except ChannelClosed:
+                pass
+        if old.removing:
+            old.replacement = replacement
+            return
+        self.finish_removal(old, replacement)
+
+    def finish_removal(self, old: Entry, replacement: Entry | None) -> None:
+        if replacement is None:
+            if old.device_fd is not None:
+                os.close(old.device_fd)
+            self.entries.pop(old.name, None)
+            self.stats.pop(old.name, None)
+            self.seen.pop(old.name, None)
+            self.stats_dirty = True
+        else:  # the device stays attached (and keeps its carrier) unless its flags changed
+            replacement.device_fd, replacement.device_key = old.device_fd, old.device_key
+            replacement.offloads = old.offloads
+            self.entries[old.name] = replacement
+            self.launch(replacement)
+        self.dirty = True
+
+    def launch(self, e: Entry) -> None:
+        """Hand the tunnel to its data plane (forked first if there is none)."""
+        plane = self.planes.get(e.identity)
+        if plane is None:
+            self.fork(Plane(e.identity))  # which hands it every tunnel of its identity, this one too
+            return
+        if plane.channel is None:
+            e.state = State.FAILED if plane.failed else State.WAITING
+            return
+        e.retry_at = None
         try:
-            child.stdin.write(grant)
-            child.stdin.close()
-        except OSError:
-            pass  # it died already: its status says why
-        pumps = [threading.Thread(target=self.keep_stats, args=(child.stdout,), daemon=True),
-                 threading.Thread(target=self.keep_log, args=(child.stderr,), daemon=True)]
-        for pump in pumps:
-            pump.start()
-        self.record(RunState.RUNNING)
-        code = child.wait()
-        for pump in pumps:  # the pipes end with the forwarder (and its sending process)
-            pump.join(timeout=1.0)
-        return code
+            fds, body = self.grant(e)
+        except GrantError as exc:
+            self.tunnel_failed(e, str(exc))
+            return
+        try:
+            plane.channel.send(Op.ADD, e.name, body, fds)
+            e.state = State.STARTING  # (a data plane's crash stays its last error: status shows it)
+        except (ChannelClosed, OSError):
+            e.state = State.WAITING  # the data plane is dying: it gets this tunnel when forked again
+        finally:
+            for fd in fds[1:]:
+                os.close(fd)  # the socket is the data plane's now; the device descriptor stays ours
+        self.dirty = True
 
+    def grant(self, e: Entry) -> tuple[tuple[int, ...], dict[str, Any]]:
+        """What the data plane needs and cannot get itself: the device, the bound socket, the keys."""
+        t = e.tunnel
+        flags = tuntap.flags_for(t.device_type, t.pi, t.vnet_hdr, t.multi_queue)
+        if e.device_key != (t.device, flags) or e.device_fd is None:
+            if e.device_fd is not None:
+                os.close(e.device_fd)
+                e.device_fd = None
+            try:
+                e.device_fd, e.offloads = tuntap.attach(t.device, flags, offloads=t.transport is Transport.TCP)
+            except tuntap.AttachError as exc:
+                raise GrantError(f"forwarder not started: {exc}") from None
+            e.device_key = (t.device, flags)
+        body: dict[str, Any] = {"spec": e.spec, "offloads": e.offloads}
+        last = self.stats.get(e.name, {})
+        if isinstance(last.get("peer"), str):
+            body["endpoint"] = last["peer"][:64]  # where the peer was: checked by the data plane
+        try:
+            if e.spec.get("private_key_file"):
+                body["private_key"] = keys.encode(keys.read_private(e.spec["private_key_file"]))
+                if e.spec.get("psk_file"):
+                    body["psk"] = keys.encode(keys.read_psk(e.spec["psk_file"]))
+        except keys.KeyFileError as exc:
+            raise GrantError(str(exc)) from None
+        try:
+            sock = udp.bind(t) if t.transport is Transport.UDP else tcp.bind(t)
+        except OSError as exc:
+            raise GrantError(f"cannot bind {t.endpoint}: {exc.strerror or exc}") from None
+        dup = os.dup(e.device_fd)  # type: ignore[arg-type]
+        if sock is None:
+            return (dup,), body
+        fd = sock.detach()
+        return (dup, fd), body
 
-class Child:
-    """A forwarder forked from its supervisor, which has imported the forwarder's modules already:
-    a restart costs a fork (milliseconds), not a Python start-up (0.3 s on an idle host, several
-    seconds on a busy one). The child keeps nothing of the supervisor's but the device: every
-    other descriptor is closed and logging starts afresh before forwarder.main runs; it drops
-    root there, as it did when it was a program of its own."""
+    # ------------------------------------------------------------ data planes
 
-    def __init__(self, run_dir: Path, device_fd: int):
-        r0, w0 = os.pipe()
-        r1, w1 = os.pipe()
-        r2, w2 = os.pipe()
+    def fork(self, plane: Plane) -> None:
+        ours, theirs = Channel.pair()
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:  # pragma: no cover (the child)
             code = 1
             try:
-                os.dup2(r0, 0)
-                os.dup2(w1, 1)
-                os.dup2(w2, 2)
+                os.dup2(out_w, 1)
+                os.dup2(err_w, 2)
+                keep = theirs.fileno()
+                os.set_inheritable(keep, False)
+                devnull = os.open(os.devnull, os.O_RDONLY)
+                os.dup2(devnull, 0)
                 for name in os.listdir("/proc/self/fd"):
-                    if int(name) not in (0, 1, 2, device_fd):
+                    if int(name) not in (0, 1, 2, keep):
                         try:
                             os.close(int(name))
                         except OSError:
                             pass
                 for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
                     signal.signal(sig, signal.SIG_DFL)
+                signal.set_wakeup_fd(-1)
                 runtime.die_with_parent(signal.SIGTERM)
-                runtime.set_command_line([sys.executable, "-m", "provisioner.tunnel.forwarder", str(run_dir)])
-                sys.stdin = open(0, closefd=False)  # noqa: SIM115
+                runtime.set_command_line([sys.executable, "-m", "provisioner.tunnel.dataplane", str(self.host_dir)])
                 sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
                 sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
                 logging.root.handlers.clear()
-                code = forwarder.main([str(run_dir)])
+                code = dataplane.main(keep, *plane.identity)
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1
             except BaseException:
@@ -336,64 +296,288 @@ class Child:
                 traceback.print_exc()
             finally:
                 os._exit(code)
-        for end in (r0, w1, w2):
+        theirs.close()
+        for end in (out_w, err_w):
             os.close(end)
-        self.pid = pid
-        self.returncode: int | None = None
-        self.stdin = os.fdopen(w0, "wb")
-        self.stdout = os.fdopen(r1, "rb")
-        self.stderr = os.fdopen(r2, "rb")
+        ours.sock.setblocking(False)
+        plane.pid, plane.channel, plane.stdout, plane.stderr = pid, ours, out_r, err_r
+        self.planes[plane.identity] = plane
+        plane.started, plane.restart_at = time.monotonic(), None
+        plane.partial.clear()
+        for e in self.entries.values():
+            if e.identity == plane.identity and not e.removing and e.state is not State.FAILED:
+                self.launch(e)
+        self.dirty = True
 
-    def _reap(self, flags: int) -> int | None:
-        if self.returncode is None:
+    def reap(self) -> None:
+        for plane in self.planes.values():
+            if not plane.pid:
+                continue
             try:
-                pid, status = os.waitpid(self.pid, flags)
+                pid, status = os.waitpid(plane.pid, os.WNOHANG)
             except ChildProcessError:
-                return self.returncode
-            if pid == self.pid:
-                self.returncode = os.waitstatus_to_exitcode(status)
-        return self.returncode
+                pid, status = plane.pid, 0
+            if pid == plane.pid:
+                self.plane_died(plane, os.waitstatus_to_exitcode(status))
 
-    def poll(self) -> int | None:
-        return self._reap(os.WNOHANG)
+    def plane_died(self, plane: Plane, code: int) -> None:
+        self.drain(plane)
+        for fd in (plane.stdout, plane.stderr):
+            os.close(fd)
+        if plane.channel is not None:
+            plane.channel.close()
+        plane.pid, plane.channel, plane.stdout, plane.stderr = 0, None, -1, -1
+        if self.stopping:
+            return
+        how = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
+        now = time.monotonic()
+        ran = now - plane.started
+        plane.restarts += 1
+        plane.crashes = [t for t in plane.crashes if now - t < CRASH_WINDOW] + [now]
+        mine = [e for e in self.entries.values() if e.identity == plane.identity]
+        for e in mine:
+            if e.removing:  # nothing of it runs now: done with it
+                e.removing = False
+                self.finish_removal(e, e.replacement)
+        if len(plane.crashes) >= CRASHES_BEFORE_FAILED:
+            plane.failed = True
+            why = f"data plane {how}; {len(plane.crashes)} crashes within {CRASH_WINDOW:.0f} s: given up until the next apply"
+            log.error("%s", why)
+            for e in self.entries.values():
+                if e.identity == plane.identity:
+                    e.state, e.error = State.FAILED, why
+        else:
+            delay = FIRST_DELAY if ran > HEALTHY_AFTER or len(plane.crashes) == 1 \
+                else min(MAX_DELAY, FIRST_DELAY * 2 ** (len(plane.crashes) - 1))
+            plane.restart_at = now + delay
+            log.warning("data plane %s after %.1f s; restarting in %.1f s", how, ran, delay)
+            for e in self.entries.values():
+                if e.identity == plane.identity and e.state is not State.FAILED:
+                    e.state, e.error = State.WAITING, f"data plane {how}"
+        self.dirty = True
 
-    def wait(self) -> int:
-        while True:
-            code = self._reap(0)
-            if code is not None:
-                return code
+    # ------------------------------------------------------------ what the data plane says
 
-    def terminate(self) -> None:
+    def on_message(self, plane: Plane, m: Message) -> None:
+        for fd in m.fds:  # a data plane has no descriptor to give us
+            os.close(fd)
+        e = self.entries.get(m.name)
+        if e is None or e.identity != plane.identity:
+            return
+        error = m.body.get("error")
+        error = error[:500] if isinstance(error, str) else None
+        if m.op is Op.REMOVED or (m.op is Op.FAILED and e.removing):
+            if e.removing:
+                e.removing = False
+                self.finish_removal(e, e.replacement)
+            return
+        if m.op is Op.ADDED and e.state is State.STARTING:
+            e.state, e.ran = State.RUNNING, True
+        elif m.op is Op.FAILED:
+            if error and "gone" in error and e.device_fd is not None:  # reattach: the old one is detached
+                os.close(e.device_fd)
+                e.device_fd = None
+            self.tunnel_failed(e, error or "the data plane refused it")
+        self.dirty = True
+
+    def tunnel_failed(self, e: Entry, why: str) -> None:
+        """One tunnel could not start or stopped (its device went away): it alone is retried with
+        the data plane's backoff and `failed` rules; one that never ran fails at once (apply says why)."""
+        log.warning("%s: %s", e.name, why)
+        e.error = why
+        self.dirty = True
+        if not e.ran:
+            e.state = State.FAILED
+            return
+        now = time.monotonic()
+        e.restarts += 1
+        e.crashes = [t for t in e.crashes if now - t < CRASH_WINDOW] + [now]
+        if len(e.crashes) >= CRASHES_BEFORE_FAILED:
+            e.state, e.retry_at = State.FAILED, None
+            log.error("%s: %d failures within %.0f s: given up until the next apply", e.name, len(e.crashes),
+                      CRASH_WINDOW)
+            return
+        e.state = State.WAITING
+        e.retry_at = now + min(MAX_DELAY, FIRST_DELAY * 2 ** (len(e.crashes) - 1))
+
+    def on_lines(self, plane: Plane, fd: int) -> bool:
+        """Counters (stdout) or log lines (stderr); False at the end of the pipe."""
         try:
-            os.kill(self.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+            data = os.read(fd, 1 << 16)
+        except (BlockingIOError, InterruptedError):
+            return True
+        if not data:
+            return False
+        lines = (plane.partial.pop(fd, b"") + data).split(b"\n")
+        tail = lines.pop()
+        if len(tail) <= MAX_LINE:  # an endless line is dropped, not kept
+            plane.partial[fd] = tail
+        for line in lines:
+            if fd == plane.stderr:
+                plane_log.info("%s", line[:MAX_LINE].decode(errors="replace"))
+                continue
+            try:
+                d = json.loads(line)
+            except ValueError:
+                continue
+            name = d.get("tunnel") if isinstance(d, dict) else None
+            e = self.entries.get(name) if isinstance(name, str) else None
+            if e is not None and e.identity == plane.identity and not e.removing:
+                self.stats[e.name] = d
+                self.stats_dirty = True
+        return True
+
+    def drain(self, plane: Plane) -> None:
+        for fd in (plane.stdout, plane.stderr):
+            if fd >= 0:
+                os.set_blocking(fd, False)
+                while self.on_lines(plane, fd):
+                    pass
+        if plane.channel is not None:
+            try:
+                while (m := plane.channel.receive()) is not None:
+                    self.on_message(plane, m)
+            except ChannelClosed:
+                pass
+
+    # ------------------------------------------------------------ records
+
+    def record(self) -> None:
+        planes = {p.pid: p for p in self.planes.values()}
+        tunnels = {}
+        for e in self.entries.values():
+            plane = self.planes.get(e.identity)
+            tunnels[e.name] = {"spec": e.hash, "state": e.state.value, "last_error": e.error,
+                               "pid": plane.pid if plane is not None and plane.pid else None,
+                               "restarts": e.restarts + (plane.restarts if plane is not None else 0)}
+        runtime.write_json(self.host_dir / runtime.SUPERVISOR, {
+            "pid": os.getpid(), "planes": [{"pid": pid, "restarts": p.restarts, "failed": p.failed}
+                                           for pid, p in planes.items() if pid],
+            "tunnels": tunnels})
+        self.dirty = False
+
+    def write_stats(self, now: float) -> None:
+        runtime.write_json(self.host_dir / runtime.STATS, self.stats)
+        self.stats_dirty, self.stats_written = False, now
+
+    # ------------------------------------------------------------ the loop
+
+    def on_signal(self, sig: int, _: Any) -> None:
+        if sig == signal.SIGHUP:
+            self.rescan_wanted = True
+        elif sig in (signal.SIGTERM, signal.SIGINT):
+            self.stopping = True
+
+    def run(self) -> int:
+        signal.set_wakeup_fd(self.wake_w)
+        for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGCHLD):
+            signal.signal(sig, self.on_signal)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        self.record()  # our pid, at once: apply signals it
+        while not self.stopping:
+            if self.rescan_wanted:
+                self.rescan()
+            self.reap()
+            now = time.monotonic()
+            if not self.entries:  # the host has no tunnel left: nothing to keep running
+                break
+            for plane in self.planes.values():
+                if plane.restart_at is not None and plane.restart_at <= now and not plane.failed:
+                    self.fork(plane)
+            for e in list(self.entries.values()):
+                if e.retry_at is not None and e.retry_at <= now:
+                    self.launch(e)
+            if self.dirty:
+                self.record()
+            if self.stats_dirty and now - self.stats_written >= STATS_EVERY:
+                self.write_stats(now)
+            self.wait(now)
+        for plane in self.planes.values():
+            if plane.pid:
+                try:
+                    os.kill(plane.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        for plane in self.planes.values():
+            if plane.pid:
+                try:
+                    os.waitpid(plane.pid, 0)
+                except ChildProcessError:
+                    pass
+        self.record()
+        log.info("stopped")
+        return 0
+
+    def wait(self, now: float) -> None:
+        poller = select.poll()
+        poller.register(self.wake_r, select.POLLIN)
+        owners: dict[int, tuple[Plane, str]] = {}
+        for plane in self.planes.values():
+            if plane.channel is not None:
+                owners[plane.channel.fileno()] = (plane, "channel")
+                owners[plane.stdout] = (plane, "lines")
+                owners[plane.stderr] = (plane, "lines")
+        for fd in owners:
+            poller.register(fd, select.POLLIN)
+        timeout = 5.0
+        restarts = [p.restart_at for p in self.planes.values() if p.restart_at is not None and not p.failed]
+        restarts += [e.retry_at for e in self.entries.values() if e.retry_at is not None]
+        if restarts:
+            timeout = min(timeout, max(0.0, min(restarts) - now))
+        if self.stats_dirty:
+            timeout = min(timeout, max(0.0, STATS_EVERY - (now - self.stats_written)))
+        try:
+            events = poller.poll(timeout * 1000)
+        except InterruptedError:
+            return
+        for fd, _ in events:
+            if fd == self.wake_r:
+                try:
+                    os.read(self.wake_r, 4096)
+                except BlockingIOError:
+                    pass
+                continue
+            plane, kind = owners[fd]
+            if plane.channel is None:
+                continue  # died while we looked at an earlier descriptor
+            if kind == "lines":
+                if not self.on_lines(plane, fd):
+                    self.reap()
+                continue
+            try:
+                for _ in range(256):
+                    m = plane.channel.receive()
+                    if m is None:
+                        break
+                    self.on_message(plane, m)
+            except ChannelClosed:
+                self.reap()
+
+
+class GrantError(Exception):
+    """What a tunnel needs could not be had (device, socket, keys): that tunnel fails, no other."""
 
 
 class _LogFormat(logging.Formatter):
-    """The supervisor's own records get a prefix; the forwarder's lines come with theirs."""
+    """The supervisor's own records get a prefix; the data plane's lines come with theirs."""
 
     def format(self, record: logging.LogRecord) -> str:
-        if record.name == forwarder_log.name:
+        if record.name == plane_log.name:
             return record.getMessage()
         return super().format(record)
 
 
 def main(argv: list[str]) -> int:
-    run_dir = Path(argv[0])
-    lock = os.open(run_dir / runtime.LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    host_dir = Path(argv[0])
+    lock = os.open(host_dir / runtime.LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        return 0  # another supervisor runs this tunnel: never two
-    handler = logging.handlers.RotatingFileHandler(run_dir / runtime.LOG, maxBytes=runtime.LOG_BYTES, backupCount=1)
+        return 0  # another supervisor runs this host's tunnels: never two
+    handler = logging.handlers.RotatingFileHandler(host_dir / runtime.LOG, maxBytes=runtime.LOG_BYTES, backupCount=1)
     handler.setFormatter(_LogFormat("%(asctime)s supervisor[%(process)d] %(levelname)s %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
-    supervisor = Supervisor(run_dir)
-    signal.signal(signal.SIGTERM, supervisor.on_sigterm)
-    signal.signal(signal.SIGHUP, supervisor.on_sighup)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    return supervisor.run()
+    return Supervisor(host_dir).run()
 
 
 if __name__ == "__main__":

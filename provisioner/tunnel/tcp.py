@@ -13,10 +13,12 @@ either is full, the oldest pending connection is closed to make room, so a legit
 (which sends its initiation at once) always gets in. A connection becomes the tunnel's only
 once its initiation has been accepted by peer.py, which makes it the current one.
 
-Threads: the main thread owns the connection and reads peer → device; a second thread reads
-device → peer (both block in system calls that release the GIL, so on two cores they
-overlap); a third accepts and vets connections (listener only). Sealing and every change of
-the keypairs happen under one lock: the counter must follow the stream.
+Threads (in the host's data plane, one set per TCP tunnel): the carrier's own thread owns the
+connection and reads peer → device; a second reads device → peer (both wait in system calls
+that release the GIL, so on two cores they overlap); a third accepts and vets connections
+(listener only). Sealing and every change of the keypairs happen under one lock: the counter
+must follow the stream. Every wait is bounded (TICK), so `stop()` ends all three within a
+TICK, and the last one out closes what the tunnel held.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import collections
 import errno
 import logging
+import os
 import select
 import socket
 import struct
@@ -176,23 +179,48 @@ class TcpCarrier:
         self.arrived = threading.Event()
         self.plain = memoryview(bytearray(MAX_MESSAGE))  # where a frame is decrypted to (main thread)
         self.gone: Callable[[DeviceGone], None] = _raise  # what the device thread does when the device goes
+        self.stopping = threading.Event()
+        self.threads: list[threading.Thread] = []
         self._last_report = 0.0
         self._internal_logged = -60.0
 
     # ------------------------------------------------------------ the process
 
-    def run(self) -> None:
-        threading.Thread(target=self._device_to_peer, daemon=True, name="device->peer").start()
+    def start(self, done: Callable[[], None]) -> None:
+        """The carrier's threads; `done` is called (from the last of them) once `stop()` has ended
+        them all and closed the tunnel's socket and device descriptor."""
+        main = threading.Thread(target=self._run_then_close, args=(done,), daemon=True, name=f"{self.t.name}")
+        self.threads = [threading.Thread(target=self._device_to_peer, daemon=True, name=f"{self.t.name}:device")]
         if self.listener is not None:
-            threading.Thread(target=self._vet_forever, daemon=True, name="accept").start()
+            self.threads.append(threading.Thread(target=self._vet_forever, daemon=True, name=f"{self.t.name}:accept"))
+        for thread in [*self.threads, main]:
+            thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.arrived.set()
+
+    def _run_then_close(self, done: Callable[[], None]) -> None:
+        try:
+            self.run()
+        finally:
+            self.stopping.set()
+            for thread in self.threads:
+                thread.join()
+            if self.listener is not None:
+                self.listener.close()
+            os.close(self.device.fd)
+            done()
+
+    def run(self) -> None:
         failing_since: float | None = None
-        while True:
+        while not self.stopping.is_set():
             p = self._next_connection()
             if p is None:
                 now = time.monotonic()
                 self._report(now)
                 failing_since = now if failing_since is None else failing_since
-                time.sleep(reconnect_delay(now - failing_since))
+                self.stopping.wait(reconnect_delay(now - failing_since))
                 continue
             failing_since = None
             conn = p.conn
@@ -219,6 +247,8 @@ class TcpCarrier:
     def _next_connection(self) -> Pending | None:
         if self.listener is not None:
             while not self.offered:
+                if self.stopping.is_set():
+                    return None
                 self.arrived.wait(TICK)
                 self.arrived.clear()
                 self._report(time.monotonic())
@@ -303,7 +333,7 @@ class TcpCarrier:
             poller.unregister(fd)
             p.conn.close()
 
-        while True:
+        while not self.stopping.is_set():
             try:
                 events = poller.poll(250)
                 now = time.monotonic()
@@ -325,6 +355,10 @@ class TcpCarrier:
                 self.drop(Drop.INTERNAL)
                 self._log_internal("vetting a connection raised")
                 time.sleep(0.01)
+        for fd in list(pending):
+            close(fd)
+        for p in self.offered:
+            p.conn.close()
 
     def _accept(self, listener: socket.socket, pending: dict[int, Pending], poller: select.poll,
                 close: Any) -> None:
@@ -422,7 +456,7 @@ class TcpCarrier:
             raise reader.error
         source = source_key(addr)
         last_heard, last_keepalive = time.monotonic(), 0.0
-        while True:
+        while not self.stopping.is_set():
             now = time.monotonic()
             if peer is not None:
                 with self.lock:
@@ -505,15 +539,18 @@ class TcpCarrier:
         one send: under load fewer sends and fewer wake-ups of the peer."""
         readers = [self.device.reader() for _ in range(BATCH)]
         out = memoryview(bytearray(BATCH * (MAX_MESSAGE + LENGTH.size)))
-        while True:
+        poller = select.poll()
+        poller.register(self.device.fd, select.POLLIN)
+        while not self.stopping.is_set():
             units = []
-            for i, reader in enumerate(readers):  # the first read waits, the others do not
-                unit = reader.read(wait=i == 0)
+            for reader in readers:
+                unit = reader.read()
                 if unit is None:
                     break
                 if unit:
                     units.append(unit)
             if not units:
+                poller.poll(TICK * 1000)  # the one wait: bounded, so a stop is seen
                 continue
             with self.lock:
                 conn, peer = self.conn, self.peer

@@ -1,4 +1,5 @@
-"""The UDP carrier: one thread, one poll loop over the device and the socket, both directions.
+"""The UDP carrier: one tunnel's device and socket, served by the data plane's loop (dataplane.py),
+which calls `handlers()` when a descriptor is readable and `tick()` when its timers are due.
 
 Every datagram is one WireGuard message. What arrives is checked at fixed offsets before
 anything else: the first four bytes are the type (a little-endian u32, so WireGuard's three
@@ -6,7 +7,7 @@ reserved bytes must be zero) and the size must be the type's (handshake messages
 least the transport minimum. Transport messages go straight to their keypair (a dict lookup,
 the replay window, one AEAD); handshake messages go through the gate (gate.py) to the
 peer's state machine (peer.py). A datagram that raises anything is a counted INTERNAL drop
-and a rate-limited log line, never the end of the loop.
+and a rate-limited log line, never the end of the loop (nor of another tunnel).
 
 Device → peer: whatever the device holds is read without waiting (its offloads are off over
 UDP, so one read is one packet), sealed, and sent in runs of equal-sized datagrams with one
@@ -18,10 +19,11 @@ from __future__ import annotations
 import collections
 import errno
 import logging
-import select
 import socket
 import struct
+import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..model import Role, Tunnel, split_endpoint
@@ -47,6 +49,9 @@ REPORT_EVERY = 1.0
 HANDSHAKE_SIZES = {noise.MSG_INITIATION: noise.INITIATION_LEN, noise.MSG_RESPONSE: noise.RESPONSE_LEN,
                    noise.MSG_COOKIE_REPLY: noise.COOKIE_REPLY_LEN}
 TRANSPORT = noise.MSG_TRANSPORT
+# Shared by every carrier of the process: one loop runs them all, one receive at a time.
+RECEIVE_BUFFER = bytearray(1 << 17)
+RECEIVE_VIEW = memoryview(RECEIVE_BUFFER)
 
 log = logging.getLogger("provision.forwarder")
 
@@ -112,28 +117,25 @@ class UdpCarrier:
         self._last_keepalive = self._heard = -60.0  # insecure tunnels: our last keepalive, the peer's last word
         self._last_report = 0.0
 
-    # ------------------------------------------------------------ the loop
+    # ------------------------------------------------------------ what the data plane's loop calls
 
-    def run(self) -> None:
-        poller = select.poll()
-        poller.register(self.device.fd, select.POLLIN)
-        poller.register(self.sock.fileno(), select.POLLIN)
-        dev_fd, sock_fd = self.device.fd, self.sock.fileno()
-        gbuf = bytearray(1 << 17)
+    def start(self) -> None:
         if self.t.role is Role.CONNECT:
             self._resolve()
-        while True:
-            try:
-                wait = self._tick(time.monotonic())
-                for fd, _ in poller.poll(wait * 1000):
-                    if fd == sock_fd:
-                        self._receive(gbuf)
-                    elif fd == dev_fd:
-                        self._send_from_device()
-            except DeviceGone:
-                raise
-            except Exception:  # nothing ends the loop but the device going away
-                self._internal()
+
+    def handlers(self) -> dict[int, Callable[[], None]]:
+        """What to call when each of our descriptors is readable."""
+        return {self.device.fd: self._send_from_device, self.sock.fileno(): self._receive}
+
+    def tick(self, now: float) -> float:
+        """Timers; how long until they want us again."""
+        return self._tick(now)
+
+    def close(self) -> None:
+        """Our socket and our descriptor on the device (the supervisor keeps its own: the device
+        keeps its carrier)."""
+        self.sock.close()
+        os.close(self.device.fd)
 
     def _tick(self, now: float) -> float:
         """Timers: handshakes, keepalives, the report. Returns how long the loop may sleep."""
@@ -296,8 +298,9 @@ class UdpCarrier:
 
     # ------------------------------------------------------------ peer → device
 
-    def _receive(self, buf: bytearray) -> None:
-        view = memoryview(buf)
+    def _receive(self) -> None:
+        buf = RECEIVE_BUFFER
+        view = RECEIVE_VIEW
         space = socket.CMSG_SPACE(4)
         for _ in range(RECEIVE_BATCH):
             try:
@@ -324,7 +327,7 @@ class UdpCarrier:
                 except DeviceGone:
                     raise
                 except Exception:  # one datagram never ends the loop
-                    self._internal()
+                    self.count_internal()
         gro = self.gro
         if gro is not None:  # nothing more waiting: the run so far goes to the device now
             gro.flush()
@@ -332,7 +335,7 @@ class UdpCarrier:
                 self.drop(why)
             gro.drops.clear()
 
-    def _internal(self) -> None:
+    def count_internal(self) -> None:
         self.drop(Drop.INTERNAL)
         now = time.monotonic()
         if now - self._internal_logged > 10.0:

@@ -55,7 +55,7 @@ def test_a_tunnel_carries_packets_and_a_killed_forwarder_comes_back(tmp_path: Pa
                      and r, 2.0)
     assert time.monotonic() - t0 < 2.0 and after["restarts"] == 1
     wait_for("ping across again", lambda: pings(hosts[0], "198.51.100.2", 1), 15)
-    assert "forwarder killed by signal 9" in status(inv, state)["gw2"]["last_error"]
+    assert "data plane killed by signal 9" in status(inv, state)["gw2"]["last_error"]
     assert provision("plan", str(inv), "--detailed-exitcode", state_dir=state).rc == 0
 
 
@@ -68,15 +68,16 @@ def test_repeated_applies_run_one_forwarder_changes_restart_and_destroy_leaves_n
     for ns in hosts:
         running = processes(ns)
         assert sum("provisioner.tunnel.supervisor" in p for p in running) == 1, running
-        assert sum("provisioner.tunnel.forwarder" in p for p in running) == 1, running
-    old = status(inv, state)["gw1"]["pid"]
+        assert sum("provisioner.tunnel.dataplane" in p for p in running) == 1, running
+    old = status(inv, state)["gw1"]
 
     moved = inventory(tmp_path, hosts, port="40850")
     plan = provision("plan", str(moved), state_dir=state, check_rc=0).out
     assert "-/+ tunnel core  (endpoint: 0.0.0.0:40839 → 0.0.0.0:40850)  [restart: endpoint changed]" in plan
     provision("apply", str(moved), state_dir=state, check_rc=0)
     rows = wait_for("reconnected on the new port", lambda: connected(moved, state), 10)
-    assert rows["gw1"]["pid"] != old and rows["gw1"]["endpoint"] == "0.0.0.0:40850"
+    assert rows["gw1"]["endpoint"] == "0.0.0.0:40850" and rows["gw1"]["started"] != old["started"]
+    assert rows["gw1"]["pid"] == old["pid"], "a changed tunnel is replaced within the data plane, not restarted"
 
     without = tmp_path / "without.yaml"
     without.write_text("".join(line for line in moved.read_text().splitlines(keepends=True)

@@ -1,0 +1,149 @@
+"""Apply's side of a host's tunnels: what the transaction calls to start, change and stop them.
+
+Apply never talks to the data plane. It writes each tunnel's spec.json (or removes it) and
+tells the host's supervisor to look (SIGHUP), starting the supervisor first if none runs;
+then `settle()` waits until supervisor.json says each of those tunnels runs exactly the spec
+written (by its hash) or is gone, or says why not. Steps are written one by one and settled
+together, so an apply of 500 tunnels is one look by the supervisor, not 500.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ..errors import ForwarderError
+from ..files import atomic_write
+from ..model import Tunnel
+from . import privileges, runtime
+
+START_TIMEOUT = 10.0  # the supervisor's start-up (a Python start, seconds on a busy host), then the tunnels
+SETTLE_TIMEOUT = 10.0
+POLL = 0.005
+
+
+class Tunnels:
+    """The tunnels of one host, as a transaction starts and stops them (each step has an inverse)."""
+
+    def __init__(self, state_dir: Path, host: str):
+        self.host = host
+        self.base = runtime.host_dir(state_dir, host)
+        self.pending: dict[str, str | None] = {}  # tunnel → the spec hash it must run (None: gone)
+
+    def _error(self, name: str, message: str) -> ForwarderError:
+        return ForwarderError(self.host, message, resource=f"tunnel {name}")
+
+    def start(self, t: Tunnel) -> None:
+        if t.user is None:  # the data plane runs as the default user: it must exist before it drops to it
+            try:
+                privileges.ensure_default_user()
+            except privileges.PrivilegeError as exc:
+                raise self._error(t.name, str(exc)) from None
+        run_dir = self.base / t.name
+        run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.base.parent, 0o700)
+        data = runtime.spec_bytes(t)
+        atomic_write(run_dir / runtime.SPEC, data, mode=0o644)
+        self.pending[t.name] = runtime.spec_hash(data)
+
+    def rekey(self, t: Tunnel) -> None:
+        """New keys: the supervisor replaces the tunnel in the data plane with them (the device
+        stays attached), so the tunnel is down for one handshake; no other tunnel notices."""
+        self.start(t)
+
+    def stop(self, t: Tunnel) -> None:
+        shutil.rmtree(self.base / t.name, ignore_errors=True)
+        self.pending[t.name] = None
+
+    def settle(self) -> dict[str, str]:
+        """Tell the supervisor, and wait for it: {tunnel: why} for each pending one that did not
+        come to run (or to stop) as written."""
+        if not self.pending:
+            return {}
+        pending, self.pending = self.pending, {}
+        spawns = 0
+        if not runtime.supervisor_alive(self.base):
+            if any(h is not None for h in pending.values()):
+                self._spawn()
+                spawns = 1
+        else:
+            self._poke()
+        deadline = time.monotonic() + SETTLE_TIMEOUT
+        poked = time.monotonic()
+        failures: dict[str, str] = {}
+        while pending and time.monotonic() < deadline:
+            records = runtime._tunnel_records(self.base)
+            for name, want in list(pending.items()):
+                record = records.get(name)
+                if want is None:
+                    if record is None:
+                        del pending[name]
+                    continue
+                if record is None or record.get("spec") != want:
+                    continue
+                state = record.get("state")
+                if state == "running":
+                    del pending[name]
+                elif state == "failed":
+                    failures[name] = str(record.get("last_error") or "it failed")
+                    del pending[name]
+            if pending:
+                if not runtime.supervisor_alive(self.base):  # it ends when the host has no tunnel left
+                    for name in [n for n, want in pending.items() if want is None]:
+                        del pending[name]
+                    if not pending:
+                        break
+                    if spawns == 2:
+                        for name in pending:
+                            failures[name] = f"the supervisor died (see {self.base / runtime.LOG})"
+                        pending.clear()
+                        break
+                    self._spawn()  # it was on its way out (its last tunnel stopped) as we wrote
+                    spawns += 1
+                if time.monotonic() - poked > 0.5:  # a signal sent before it could hear: again
+                    self._poke()
+                    poked = time.monotonic()
+                time.sleep(POLL)
+        for name, want in pending.items():
+            failures.setdefault(name, f"not {'started' if want else 'stopped'} within {SETTLE_TIMEOUT:.0f} s "
+                                      f"(see {self.base / runtime.LOG})")
+        if not any(self.base.glob(f"*/{runtime.SPEC}")):  # no tunnel left: the supervisor ends, and its files go
+            while runtime.supervisor_alive(self.base) and time.monotonic() < deadline:
+                time.sleep(POLL)
+            if not runtime.supervisor_alive(self.base):
+                shutil.rmtree(self.base, ignore_errors=True)
+        return failures
+
+    def _poke(self) -> None:
+        pid = runtime.read_dict(self.base / runtime.SUPERVISOR).get("pid")
+        if isinstance(pid, int) and pid > 1:
+            try:
+                os.kill(pid, signal.SIGHUP)
+            except ProcessLookupError:
+                pass
+
+    def _spawn(self) -> None:
+        for stale in (runtime.SUPERVISOR, runtime.STATS):
+            (self.base / stale).unlink(missing_ok=True)
+        subprocess.Popen([sys.executable, "-m", "provisioner.tunnel.supervisor", str(self.base)],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True, close_fds=True, env=_child_env())
+        deadline = time.monotonic() + START_TIMEOUT
+        while not runtime.supervisor_alive(self.base):
+            if time.monotonic() > deadline:
+                raise ForwarderError(self.host, f"the tunnel supervisor did not start within {START_TIMEOUT:.0f} s "
+                                                f"(see {self.base / runtime.LOG})", resource="tunnels")
+            time.sleep(POLL)
+
+
+def _child_env() -> dict[str, str]:
+    """The supervisor must import this very provisioner package, wherever it was run from."""
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
