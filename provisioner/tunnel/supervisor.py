@@ -240,13 +240,7 @@ class Supervisor:
         last = self.stats.get(e.name, {})
         if isinstance(last.get("peer"), str):
             body["endpoint"] = last["peer"][:64]  # where the peer was: checked by the data plane
-        try:
-            if e.spec.get("private_key_file"):
-                body["private_key"] = keys.encode(keys.read_private(e.spec["private_key_file"]))
-                if e.spec.get("psk_file"):
-                    body["psk"] = keys.encode(keys.read_psk(e.spec["psk_file"]))
-        except keys.KeyFileError as exc:
-            raise GrantError(str(exc)) from None
+        body |= key_grant(e.spec)
         try:
             sock = udp.bind(t) if t.transport is Transport.UDP else tcp.bind(t)
         except OSError as exc:
@@ -552,6 +546,21 @@ class Supervisor:
                     self.on_message(plane, m)
             except ChannelClosed:
                 self.reap()
+
+
+def key_grant(spec: dict[str, Any]) -> dict[str, str]:
+    """This host's private key and the tunnel's pre-shared key, if it has one (base64), as the
+    data plane gets them: read here, as root, afresh for every grant (an old key is never
+    accepted once a new one is given)."""
+    out = {}
+    try:
+        if spec.get("private_key_file"):
+            out["private_key"] = keys.encode(keys.read_private(spec["private_key_file"]))
+            if spec.get("psk_file"):
+                out["psk"] = keys.encode(keys.read_psk(spec["psk_file"]))
+    except keys.KeyFileError as exc:
+        raise GrantError(str(exc)) from None
+    return out
 
 
 class GrantError(Exception):

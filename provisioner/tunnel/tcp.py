@@ -203,6 +203,8 @@ class TcpCarrier:
     def _run_then_close(self, done: Callable[[], None]) -> None:
         try:
             self.run()
+        except DeviceGone as exc:  # the tunnel ends (and the supervisor attaches afresh); no other
+            self.gone(exc)
         finally:
             self.stopping.set()
             for thread in self.threads:

@@ -165,11 +165,10 @@ class _Carrier:
                    endpoint=f"127.0.0.1:{sock.getsockname()[1]}", device_type=DeviceType.TUN)
         device = Device(os.open(os.devnull, os.O_WRONLY), tap=False, pi=False, vnet_hdr=False, wireguard=True,
                         compress=False)
-        self.carrier = UdpCarrier(t, device, Peer(BOB, ALICE.public, PSK, NOW, keep_up=False), sock, Stats())
+        self.carrier = UdpCarrier(t, device, Peer(BOB, ALICE.public, PSK, NOW, keep_up=False), sock, Stats("t"))
         self.sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sender.bind(("127.0.0.1", 0))
         self.to = sock.getsockname()
-        self.buf = bytearray(1 << 17)
 
 
 _carrier: _Carrier | None = None
@@ -183,7 +182,7 @@ def udp_receive(data: bytes) -> None:
     seeds = (INITIATION, RESPONSE, COOKIE_REPLY, TRANSPORT)
     msg = shaped(data[1:], seeds[data[0] % 4]) if data else b""
     _carrier.sender.sendto(msg[:65000], _carrier.to)
-    _carrier.carrier._receive(_carrier.buf)
+    _carrier.carrier._receive()
 
 
 class _Vetting:
@@ -194,7 +193,7 @@ class _Vetting:
                    device_type=DeviceType.TUN)
         device = Device(os.open(os.devnull, os.O_WRONLY), tap=False, pi=False, vnet_hdr=False, wireguard=False,
                         compress=False)
-        self.carrier = tcp.TcpCarrier(t, device, Peer(BOB, ALICE.public, PSK, NOW, keep_up=False), None, Stats())
+        self.carrier = tcp.TcpCarrier(t, device, Peer(BOB, ALICE.public, PSK, NOW, keep_up=False), None, Stats("t"))
         self.now = NOW
 
 

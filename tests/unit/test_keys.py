@@ -145,26 +145,19 @@ def test_the_default_user_is_provision_tunnel_and_missing_it_is_an_error(monkeyp
     assert privileges.ids_of("nobody", None)[0] == 65534
 
 
-def test_the_supervisor_grants_the_forwarder_its_private_key_and_psk(tmp_path) -> None:
-    """What a forwarder reads on its stdin: the device, this host's private key and the psk (base64)."""
-    import json
-
-    from provisioner.tunnel import runtime
-    from provisioner.tunnel.supervisor import Supervisor
+def test_the_supervisor_grants_the_data_plane_its_private_key_and_psk(tmp_path) -> None:
+    """What the data plane is handed with a tunnel: this host's private key and the psk (base64)."""
+    from provisioner.tunnel.supervisor import GrantError, key_grant
 
     public = keys.keygen(tmp_path / "h.key")
     keys.pskgen(tmp_path / "t.psk")
     spec = {"private_key_file": str(tmp_path / "h.key"), "psk_file": str(tmp_path / "t.psk")}
-    runtime.write_json(tmp_path / runtime.SPEC, spec)
-    grant = json.loads(Supervisor(tmp_path).grant(7))
-    assert set(grant) == {"device_fd", "offloads", "private_key", "psk"} and grant["device_fd"] == 7
+    grant = key_grant(spec)
+    assert set(grant) == {"private_key", "psk"}
     assert keys.public_key(base64.b64decode(grant["private_key"])) == public
     assert base64.b64decode(grant["psk"]) == keys.read_psk(tmp_path / "t.psk")
-    runtime.write_json(tmp_path / runtime.SPEC, {**spec, "psk_file": None})
-    assert "psk" not in json.loads(Supervisor(tmp_path).grant(7))
-    runtime.write_json(tmp_path / runtime.SPEC, {"private_key_file": None})  # insecure: the device only
-    assert set(json.loads(Supervisor(tmp_path).grant(7))) == {"device_fd", "offloads"}
+    assert "psk" not in key_grant({**spec, "psk_file": None})
+    assert key_grant({"private_key_file": None}) == {}  # insecure: the device only
     (tmp_path / "h.key").chmod(0o644)
-    runtime.write_json(tmp_path / runtime.SPEC, spec)
-    refused = json.loads(Supervisor(tmp_path).grant(7))
-    assert set(refused) == {"error"} and "accessible by group or others" in refused["error"]
+    with pytest.raises(GrantError, match="accessible by group or others"):
+        key_grant(spec)

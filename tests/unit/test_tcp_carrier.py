@@ -30,7 +30,7 @@ def listening_end(psk_listener: bytes, psk_connector: bytes) -> tuple[list[LinkS
     why, response = listener.on_handshake(connector.initiation(now), source_key(addr), now)
     assert why is None and response is not None
     conn.sendall(b"".join(frame(response)))
-    stats = Stats()
+    stats = Stats("t")
     states: list[LinkState] = []
     report = stats.set_state
 
@@ -113,7 +113,7 @@ def test_a_deleted_device_ends_the_forwarder_even_while_a_connection_is_carried(
     try:
         t = types.SimpleNamespace(role=Role.CONNECT, endpoint="127.0.0.1:1")
         device = types.SimpleNamespace(fd=r)
-        carrier = TcpCarrier(t, device, None, None, Stats())  # type: ignore[arg-type]
+        carrier = TcpCarrier(t, device, None, None, Stats("t"))  # type: ignore[arg-type]
         a, b = socket.socketpair()
         offers = iter([Pending(a, None, 0.0, False)])
 
