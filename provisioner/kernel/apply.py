@@ -4,7 +4,9 @@ A plan's changes become kernel steps (pure, `steps_for`); `Transaction` runs the
 netlink requests batched, remembers which took effect, and on failure undoes those in
 reverse order before the original error is raised again (as pyroute2's NDB transactions
 and nmstate's checkpoints do). Starting and stopping a tunnel's forwarder are steps too,
-carried out by the host's `Forwarders`, so a failed apply also undoes those.
+carried out by whatever runs the host's tunnels (a `TunnelProcesses`, given to the
+transaction: the kernel layer does not import the tunnel layer), so a failed apply also
+undoes those.
 """
 
 from __future__ import annotations
@@ -14,16 +16,13 @@ import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from .. import tuntap
 from ..errors import ForwarderError, KernelError
 from ..model import OWNER_ALIAS, OWNER_PROTOCOL, Address, Device, LinkState, Observed, Route, Tunnel
 from ..plan import Action, Change, Kind, Plan, Resource, is_rekey
 from . import netlink as nl
-from . import tun
-
-if TYPE_CHECKING:
-    from ..tunnel.supervisor import Forwarders
 
 RTPROT_BOOT = 3  # what `ip route add` uses; given back to routes we did not own on rollback
 
@@ -42,6 +41,15 @@ class Verb(StrEnum):
     START_FORWARDER = "start-forwarder"
     STOP_FORWARDER = "stop-forwarder"
     REKEY_FORWARDER = "rekey-forwarder"
+
+
+class TunnelProcesses(Protocol):
+    """What a transaction needs of whatever runs a host's tunnels (tunnel.supervisor's
+    `Forwarders`). Each call has taken effect when it returns, or raises ForwarderError."""
+
+    def start(self, t: Tunnel) -> None: ...
+    def stop(self, t: Tunnel) -> None: ...
+    def rekey(self, t: Tunnel) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -188,7 +196,7 @@ class Transaction:
 
     host: str
     sock: nl.Netlink
-    forwarders: Forwarders | None = None
+    tunnels: TunnelProcesses | None = None
     done: list[Step] = field(default_factory=list)
     _index: dict[str, int] = field(default_factory=dict)
 
@@ -257,7 +265,7 @@ class Transaction:
                     return failures
                 try:
                     assert isinstance(s.subject, Device)
-                    tun.create(s.subject)
+                    tuntap.create(s.subject)
                 except OSError as exc:
                     failures.append((s, exc.errno or 0, _tun_reason(exc)))
                     if stop:
@@ -272,13 +280,13 @@ class Transaction:
         return failures
 
     def _process_step(self, step: Step) -> None:
-        assert self.forwarders is not None and isinstance(step.subject, Tunnel)
+        assert self.tunnels is not None and isinstance(step.subject, Tunnel)
         if step.verb is Verb.START_FORWARDER:
-            self.forwarders.start(step.subject)
+            self.tunnels.start(step.subject)
         elif step.verb is Verb.REKEY_FORWARDER:
-            self.forwarders.rekey(step.subject)
+            self.tunnels.rekey(step.subject)
         else:
-            self.forwarders.stop(step.subject)
+            self.tunnels.stop(step.subject)
 
     def _took_effect(self, step: Step) -> None:
         self.done.append(step)

@@ -33,9 +33,8 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from .. import keys
+from .. import keys, tuntap
 from ..errors import ForwarderError
-from ..kernel import tun
 from ..model import RunState, Transport, Tunnel, tunnel_from_dict, tunnel_to_dict
 from . import forwarder, privileges, runtime
 
@@ -224,8 +223,8 @@ class Supervisor:
         """Our descriptor on the device, attached once and handed to every forwarder we start."""
         if self.device_fd is None:
             spec = tunnel_from_dict(runtime.read_json(self.run_dir / runtime.SPEC) or {})
-            flags = tun.flags_for(spec.device_type, spec.pi, spec.vnet_hdr, spec.multi_queue)
-            self.device_fd, self.offloads = tun.attach(spec.device, flags, offloads=spec.transport is Transport.TCP)
+            flags = tuntap.flags_for(spec.device_type, spec.pi, spec.vnet_hdr, spec.multi_queue)
+            self.device_fd, self.offloads = tuntap.attach(spec.device, flags, offloads=spec.transport is Transport.TCP)
         return self.device_fd
 
     def forget_device(self) -> None:
@@ -240,7 +239,7 @@ class Supervisor:
             self.reloading = False
             try:
                 fd = self.device()
-            except (tun.AttachError, KeyError, ValueError) as exc:
+            except (tuntap.AttachError, KeyError, ValueError) as exc:
                 self.child, self.last_error = None, f"forwarder not started: {exc}"
                 self.record(RunState.RUNNING)  # apply's start() reads the reason from here
             else:
