@@ -10,7 +10,19 @@ from dataclasses import replace
 
 import pytest
 
-from provisioner.kernel.apply import _ENCODERS, INVERSES, PHASES, PROCESS_VERBS, Step, Verb, schedule, steps_for
+from provisioner.errors import ForwarderError
+from provisioner.kernel.apply import (
+    _ENCODERS,
+    INVERSES,
+    PHASES,
+    PROCESS_VERBS,
+    Step,
+    Transaction,
+    TunnelProcesses,
+    Verb,
+    schedule,
+    steps_for,
+)
 from provisioner.model import Address, Device, DeviceType, Network, Observed, Role, Route, Transport, Tunnel
 from provisioner.plan import Action, Kind, make_plan
 
@@ -92,3 +104,37 @@ def test_verbs_print_as_before() -> None:
         "create-tun", "set-link", "delete-link", "add-addr", "del-addr", "add-route", "del-route", "replace-route",
         "start-forwarder", "stop-forwarder", "rekey-forwarder"]
     assert f"{Verb.DEL_ADDR}" == "del-addr" and Verb("add-route") is Verb.ADD_ROUTE
+
+
+class Processes:
+    """A TunnelProcesses that records its calls and refuses to start `refuse`. No kernel is
+    involved in process steps: the transaction only orders and undoes them."""
+
+    def __init__(self, refuse: str) -> None:
+        self.refuse, self.calls = refuse, list[tuple[str, str, str | None]]()
+
+    def start(self, t: Tunnel) -> None:
+        if t.name == self.refuse:
+            raise ForwarderError("h", "the supervisor did not start", resource=f"tunnel {t.name}")
+        self.calls.append(("start", t.name, t.public_key))
+
+    def stop(self, t: Tunnel) -> None:
+        self.calls.append(("stop", t.name, t.public_key))
+
+    def rekey(self, t: Tunnel) -> None:
+        self.calls.append(("rekey", t.name, t.public_key))
+
+
+def test_a_transaction_runs_and_undoes_tunnel_steps_through_the_protocol() -> None:
+    other = replace(TUN, name="edge")
+    processes = Processes(refuse="edge")
+    tunnels: TunnelProcesses = processes
+    tx = Transaction("h", sock=None, tunnels=tunnels)  # type: ignore[arg-type]  # no netlink step here
+    steps = [Step(Verb.STOP_FORWARDER, TUN), Step(Verb.REKEY_FORWARDER, TUN_REKEYED, TUN),
+             Step(Verb.START_FORWARDER, other)]
+    with pytest.raises(ForwarderError, match="did not start"):
+        tx.run(steps)
+    assert tx.done == steps[:2]
+    assert tx.rollback() == []
+    assert processes.calls == [("stop", "core", None), ("rekey", "core", "a new key"),  # the run
+                               ("rekey", "core", None), ("start", "core", None)]  # its undo, in reverse
