@@ -4,7 +4,9 @@ A plan's changes become kernel steps (pure, `steps_for`); `Transaction` runs the
 netlink requests batched, remembers which took effect, and on failure undoes those in
 reverse order before the original error is raised again (as pyroute2's NDB transactions
 and nmstate's checkpoints do). Starting and stopping a tunnel's forwarder are steps too,
-carried out by the host's `Forwarders`, so a failed apply also undoes those.
+carried out by whatever runs the host's tunnels (a `TunnelProcesses`, given to the
+transaction: the kernel layer does not import the tunnel layer), so a failed apply also
+undoes those.
 """
 
 from __future__ import annotations
@@ -13,25 +15,50 @@ import errno
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from enum import StrEnum
+from typing import Protocol
 
+from .. import tuntap
 from ..errors import ForwarderError, KernelError
 from ..model import OWNER_ALIAS, OWNER_PROTOCOL, Address, Device, LinkState, Observed, Route, Tunnel
 from ..plan import Action, Change, Kind, Plan, Resource, is_rekey
 from . import netlink as nl
-from . import tun
-
-if TYPE_CHECKING:
-    from ..tunnel.control import Tunnels as Forwarders
 
 RTPROT_BOOT = 3  # what `ip route add` uses; given back to routes we did not own on rollback
 
 
+class Verb(StrEnum):
+    """What a step does. The value is the name a step is shown by."""
+
+    CREATE_TUN = "create-tun"
+    SET_LINK = "set-link"
+    DELETE_LINK = "delete-link"
+    ADD_ADDR = "add-addr"
+    DEL_ADDR = "del-addr"
+    ADD_ROUTE = "add-route"
+    DEL_ROUTE = "del-route"
+    REPLACE_ROUTE = "replace-route"
+    START_FORWARDER = "start-forwarder"
+    STOP_FORWARDER = "stop-forwarder"
+    REKEY_FORWARDER = "rekey-forwarder"
+
+
+class TunnelProcesses(Protocol):
+    """What a transaction needs of whatever runs a host's tunnels (tunnel.control's `Tunnels`).
+    start, stop and rekey say what is wanted (or raise ForwarderError); `settle` carries out all
+    said so far together and returns {tunnel name: why} for each that did not take effect."""
+
+    def start(self, t: Tunnel) -> None: ...
+    def stop(self, t: Tunnel) -> None: ...
+    def rekey(self, t: Tunnel) -> None: ...
+    def settle(self) -> dict[str, str]: ...
+
+
 @dataclass(frozen=True)
 class Step:
-    """One kernel operation. `verb` is one of the names in `_ENCODERS` or `create-tun`."""
+    """One kernel or tunnel-process operation, with what its inverse needs to know."""
 
-    verb: str
+    verb: Verb
     subject: Resource
     prior: Resource | None = None  # what a set/replace overwrites, for its inverse
     restores: tuple[Address | Route, ...] = ()  # what a link delete takes with it
@@ -48,34 +75,53 @@ class Step:
         return f"route {s.to}" + (f" table {s.table}" if s.table != 254 else "") + f" metric {s.metric}"
 
     def inverse(self) -> list[Step]:
-        s = self.subject
-        if self.verb == "create-tun":
-            return [Step("delete-link", s)]
-        if self.verb == "set-link":
-            return [Step("set-link", self.prior, s)] if self.prior is not None else []
-        if self.verb == "delete-link":
-            assert isinstance(s, Device)
-            back = [Step("create-tun", s), Step("set-link", s)]
-            back += [Step("add-addr", a) for a in self.restores if isinstance(a, Address)]
-            back += [Step("add-route", r) for r in self.restores if isinstance(r, Route)]
-            return back
-        if self.verb == "add-addr":
-            return [Step("del-addr", s)]
-        if self.verb == "del-addr":  # and the routes the kernel may have taken with the address
-            return [Step("add-addr", s), *(Step("replace-route", r) for r in self.restores)]
-        if self.verb == "add-route":
-            return [Step("del-route", s)]
-        if self.verb == "del-route":
-            return [Step("add-route", s)]
-        if self.verb == "start-forwarder":
-            return [Step("stop-forwarder", s)]
-        if self.verb == "stop-forwarder":
-            return [Step("start-forwarder", s)]
-        if self.verb == "rekey-forwarder":
-            return [Step("rekey-forwarder", self.prior, s)] if self.prior is not None else []
-        if self.verb == "replace-route":  # a re-asserted route (prior == subject) has nothing to undo
-            return [Step("replace-route", self.prior, s)] if self.prior not in (None, s) else []
-        raise AssertionError(self.verb)
+        """The steps that undo this one (none for a set that overwrote nothing), by `INVERSES`."""
+        return INVERSES[self.verb](self)
+
+
+def _opposite(verb: Verb) -> Callable[[Step], list[Step]]:
+    """Undone by the opposite operation on the same subject."""
+    return lambda step: [Step(verb, step.subject)]
+
+
+def _set_back(step: Step) -> list[Step]:
+    """Undone by setting again what it overwrote."""
+    return [Step(step.verb, step.prior, step.subject)] if step.prior is not None else []
+
+
+def _set_back_if_changed(step: Step) -> list[Step]:
+    """As _set_back, but a re-asserted route (prior == subject) has nothing to undo."""
+    return [Step(step.verb, step.prior, step.subject)] if step.prior not in (None, step.subject) else []
+
+
+def _recreate_link(step: Step) -> list[Step]:
+    """A deleted link comes back with the addresses and routes the kernel took with it."""
+    assert isinstance(step.subject, Device)
+    back = [Step(Verb.CREATE_TUN, step.subject), Step(Verb.SET_LINK, step.subject)]
+    back += [Step(Verb.ADD_ADDR, a) for a in step.restores if isinstance(a, Address)]
+    back += [Step(Verb.ADD_ROUTE, r) for r in step.restores if isinstance(r, Route)]
+    return back
+
+
+def _readd_addr(step: Step) -> list[Step]:
+    """A deleted address comes back with the routes the kernel may have taken with it."""
+    return [Step(Verb.ADD_ADDR, step.subject), *(Step(Verb.REPLACE_ROUTE, r) for r in step.restores)]
+
+
+# Every verb's inverse: one rule each (a unit test holds it to every member of Verb).
+INVERSES: dict[Verb, Callable[[Step], list[Step]]] = {
+    Verb.CREATE_TUN: _opposite(Verb.DELETE_LINK),
+    Verb.SET_LINK: _set_back,
+    Verb.DELETE_LINK: _recreate_link,
+    Verb.ADD_ADDR: _opposite(Verb.DEL_ADDR),
+    Verb.DEL_ADDR: _readd_addr,
+    Verb.ADD_ROUTE: _opposite(Verb.DEL_ROUTE),
+    Verb.DEL_ROUTE: _opposite(Verb.ADD_ROUTE),
+    Verb.REPLACE_ROUTE: _set_back_if_changed,
+    Verb.START_FORWARDER: _opposite(Verb.STOP_FORWARDER),
+    Verb.STOP_FORWARDER: _opposite(Verb.START_FORWARDER),
+    Verb.REKEY_FORWARDER: _set_back,
+}
 
 
 def steps_for(plan: Plan, observed: Observed) -> list[tuple[Change, list[Step]]]:
@@ -98,47 +144,47 @@ def steps_for(plan: Plan, observed: Observed) -> list[tuple[Change, list[Step]]]
                 takes: tuple[Address | Route, ...] = tuple(
                     a for a in observed.addresses if a.device == name and not a.is_link_local_v6)
                 takes += kept_routes_on(name)
-                steps.append(Step("delete-link", c.before, restores=takes))
+                steps.append(Step(Verb.DELETE_LINK, c.before, restores=takes))
             if c.action in (Action.CREATE, Action.REPLACE):
                 assert after is not None
-                steps += [Step("create-tun", after), Step("set-link", after)]
+                steps += [Step(Verb.CREATE_TUN, after), Step(Verb.SET_LINK, after)]
             if c.action is Action.UPDATE:
                 assert after is not None
-                steps.append(Step("set-link", after, before))
+                steps.append(Step(Verb.SET_LINK, after, before))
         elif c.kind is Kind.TUNNEL:
             if is_rekey(c):
                 assert after is not None
-                steps.append(Step("rekey-forwarder", after, before))
+                steps.append(Step(Verb.REKEY_FORWARDER, after, before))
             else:
                 if before is not None:
-                    steps.append(Step("stop-forwarder", before))
+                    steps.append(Step(Verb.STOP_FORWARDER, before))
                 if after is not None:
-                    steps.append(Step("start-forwarder", after))
+                    steps.append(Step(Verb.START_FORWARDER, after))
         elif c.kind is Kind.ADDRESS:
             subject = after or before
             assert subject is not None
             if c.action is Action.CREATE:
-                steps.append(Step("add-addr", subject))
+                steps.append(Step(Verb.ADD_ADDR, subject))
             else:
                 assert isinstance(subject, Address)
-                steps.append(Step("del-addr", subject, restores=kept_routes_on(subject.device)))
+                steps.append(Step(Verb.DEL_ADDR, subject, restores=kept_routes_on(subject.device)))
         elif c.action is Action.DELETE:
             assert before is not None
-            steps.append(Step("del-route", before))
+            steps.append(Step(Verb.DEL_ROUTE, before))
         else:
             assert after is not None
-            steps.append(Step("add-route" if c.action is Action.CREATE else "replace-route", after, before))
+            steps.append(Step(Verb.ADD_ROUTE if c.action is Action.CREATE else Verb.REPLACE_ROUTE, after, before))
         out.append((c, steps))
     return out
 
 
 # The phases of a plan, in order. Within a phase steps are independent, so all tun devices
 # are created (ioctls) before their netlink settings go out in large batches.
-PHASES = ("stop-forwarder", "del-route", "del-addr", "delete-link", "create-tun", "set-link", "add-addr",
-          "add-route", "start-forwarder")
-PROCESS_VERBS = ("stop-forwarder", "start-forwarder", "rekey-forwarder")
-_PHASE_OF = {verb: i for i, verb in enumerate(PHASES)} | {"replace-route": PHASES.index("add-route"),
-                                                          "rekey-forwarder": PHASES.index("start-forwarder")}
+PHASES = (Verb.STOP_FORWARDER, Verb.DEL_ROUTE, Verb.DEL_ADDR, Verb.DELETE_LINK, Verb.CREATE_TUN, Verb.SET_LINK,
+          Verb.ADD_ADDR, Verb.ADD_ROUTE, Verb.START_FORWARDER)
+PROCESS_VERBS = frozenset({Verb.STOP_FORWARDER, Verb.START_FORWARDER, Verb.REKEY_FORWARDER})
+_PHASE_OF = {verb: i for i, verb in enumerate(PHASES)} | {Verb.REPLACE_ROUTE: PHASES.index(Verb.ADD_ROUTE),
+                                                          Verb.REKEY_FORWARDER: PHASES.index(Verb.START_FORWARDER)}
 
 
 def schedule(per_change: list[tuple[Change, list[Step]]]) -> list[Step]:
@@ -152,7 +198,7 @@ class Transaction:
 
     host: str
     sock: nl.Netlink
-    forwarders: Forwarders | None = None
+    tunnels: TunnelProcesses | None = None
     done: list[Step] = field(default_factory=list)
     _index: dict[str, int] = field(default_factory=dict)
 
@@ -207,8 +253,8 @@ class Transaction:
 
         def settle() -> bool:
             """The tunnel steps written so far, carried out together (one look by the supervisor)."""
-            assert self.forwarders is not None
-            why = self.forwarders.settle()
+            assert self.tunnels is not None
+            why = self.tunnels.settle()
             for s in unsettled:
                 self._took_effect(s)  # a failed start is undone too: its spec was written
                 if s.subject.name in why:  # type: ignore[union-attr]
@@ -227,18 +273,20 @@ class Transaction:
                 except ForwarderError as exc:
                     failures.append((s, 0, exc.message))
                     if stop:
+                        if unsettled:
+                            settle()  # what was written before it takes effect, and is undone
                         return failures
                     continue
                 unsettled.append(s)
                 continue
             if unsettled and not settle() and stop:
                 return failures
-            if s.verb == "create-tun":
+            if s.verb is Verb.CREATE_TUN:
                 if batch and not flush() and stop:
                     return failures
                 try:
                     assert isinstance(s.subject, Device)
-                    tun.create(s.subject)
+                    tuntap.create(s.subject)
                 except OSError as exc:
                     failures.append((s, exc.errno or 0, _tun_reason(exc)))
                     if stop:
@@ -255,17 +303,17 @@ class Transaction:
         return failures
 
     def _process_step(self, step: Step) -> None:
-        assert self.forwarders is not None and isinstance(step.subject, Tunnel)
-        if step.verb == "start-forwarder":
-            self.forwarders.start(step.subject)
-        elif step.verb == "rekey-forwarder":
-            self.forwarders.rekey(step.subject)
+        assert self.tunnels is not None and isinstance(step.subject, Tunnel)
+        if step.verb is Verb.START_FORWARDER:
+            self.tunnels.start(step.subject)
+        elif step.verb is Verb.REKEY_FORWARDER:
+            self.tunnels.rekey(step.subject)
         else:
-            self.forwarders.stop(step.subject)
+            self.tunnels.stop(step.subject)
 
     def _took_effect(self, step: Step) -> None:
         self.done.append(step)
-        if step.verb == "delete-link":
+        if step.verb is Verb.DELETE_LINK:
             self._index.pop(step.subject.name, None)  # type: ignore[union-attr]
 
     def _ifindex(self, name: str) -> int:
@@ -339,13 +387,14 @@ def _packed(cidr: str) -> tuple[int, bytes, int]:
     return family, socket.inet_pton(family, address), int(prefix)
 
 
-_ENCODERS: dict[str, Callable[[Transaction, object], nl.Request]] = {
-    "set-link": _link_set,  # type: ignore[dict-item]
-    "delete-link": _link_delete,  # type: ignore[dict-item]
-    "add-addr": _addr(nl.RTM_NEWADDR, nl.NLM_F_CREATE | nl.NLM_F_EXCL),  # type: ignore[dict-item]
-    "del-addr": _addr(nl.RTM_DELADDR, 0),  # type: ignore[dict-item]
-    "add-route": _route(nl.RTM_NEWROUTE, nl.NLM_F_CREATE | nl.NLM_F_EXCL),  # type: ignore[dict-item]
-    "replace-route": _route(nl.RTM_NEWROUTE, nl.NLM_F_CREATE | nl.NLM_F_REPLACE),  # type: ignore[dict-item]
-    "del-route": _route(nl.RTM_DELROUTE, 0),  # type: ignore[dict-item]
+# The netlink request of every verb that is one (not create-tun, not the process verbs).
+_ENCODERS: dict[Verb, Callable[[Transaction, object], nl.Request]] = {
+    Verb.SET_LINK: _link_set,  # type: ignore[dict-item]
+    Verb.DELETE_LINK: _link_delete,  # type: ignore[dict-item]
+    Verb.ADD_ADDR: _addr(nl.RTM_NEWADDR, nl.NLM_F_CREATE | nl.NLM_F_EXCL),  # type: ignore[dict-item]
+    Verb.DEL_ADDR: _addr(nl.RTM_DELADDR, 0),  # type: ignore[dict-item]
+    Verb.ADD_ROUTE: _route(nl.RTM_NEWROUTE, nl.NLM_F_CREATE | nl.NLM_F_EXCL),  # type: ignore[dict-item]
+    Verb.REPLACE_ROUTE: _route(nl.RTM_NEWROUTE, nl.NLM_F_CREATE | nl.NLM_F_REPLACE),  # type: ignore[dict-item]
+    Verb.DEL_ROUTE: _route(nl.RTM_DELROUTE, 0),  # type: ignore[dict-item]
 }
 

@@ -39,7 +39,7 @@ from typing import Any
 
 from .. import keys
 from ..files import FileError, read_regular
-from ..kernel import tun as tuntap
+from .. import tuntap
 from ..model import Transport, Tunnel, tunnel_from_dict
 from . import dataplane, runtime, tcp, udp
 from .channel import Channel, ChannelClosed, Message, Op

@@ -6,7 +6,7 @@ import json
 from dataclasses import replace
 
 from provisioner.facts import host_vars, observed_from_vars
-from provisioner.kernel.apply import PHASES, Step, schedule, steps_for
+from provisioner.kernel.apply import PHASES, Step, Verb, schedule, steps_for
 from provisioner.model import Address, Device, DeviceType, LinkState, Network, Observed, Route
 from provisioner.plan import make_plan
 
@@ -37,12 +37,12 @@ def test_facts_round_trip_through_json() -> None:
 def test_deleting_a_device_can_be_undone_whole() -> None:
     plan = make_plan("h", Network(), OBSERVED)  # tap0 and its routes are ours and no longer wanted
     steps = schedule(steps_for(plan, OBSERVED))
-    assert [s.verb for s in steps] == ["del-route", "del-route", "delete-link"]
+    assert [s.verb for s in steps] == [Verb.DEL_ROUTE, Verb.DEL_ROUTE, Verb.DELETE_LINK]
     undo = steps[-1].inverse()
-    assert [s.verb for s in undo] == ["create-tun", "set-link", "add-addr", "add-addr"]
+    assert [s.verb for s in undo] == [Verb.CREATE_TUN, Verb.SET_LINK, Verb.ADD_ADDR, Verb.ADD_ADDR]
     assert undo[0].subject == OBSERVED.devices[0]
     # its routes come back from their own inverses, after the device (rollback runs in reverse)
-    assert [s.inverse()[0].verb for s in steps[:2]] == ["add-route", "add-route"]
+    assert [s.inverse()[0].verb for s in steps[:2]] == [Verb.ADD_ROUTE, Verb.ADD_ROUTE]
 
 
 def test_steps_run_in_phases() -> None:
@@ -51,15 +51,15 @@ def test_steps_run_in_phases() -> None:
                       routes=(Route("10.0.0.0/8", dev="b0"),))
     plan = make_plan("h", desired, Observed())
     verbs = [s.verb for s in schedule(steps_for(plan, Observed()))]
-    assert verbs == ["create-tun", "create-tun", "set-link", "set-link", "add-addr", "add-route"]
+    assert verbs == [Verb.CREATE_TUN, Verb.CREATE_TUN, Verb.SET_LINK, Verb.SET_LINK, Verb.ADD_ADDR, Verb.ADD_ROUTE]
     assert verbs == sorted(verbs, key=PHASES.index)
 
 
 def test_updates_restore_what_they_overwrote() -> None:
     before = OBSERVED.devices[0]
     after = replace(before, mtu=1500)
-    (inverse,) = Step("set-link", after, before).inverse()
+    (inverse,) = Step(Verb.SET_LINK, after, before).inverse()
     assert (inverse.subject, inverse.prior) == (before, after)
     route = OBSERVED.routes[0]
-    (inverse,) = Step("replace-route", replace(route, via="198.51.100.9"), route).inverse()
+    (inverse,) = Step(Verb.REPLACE_ROUTE, replace(route, via="198.51.100.9"), route).inverse()
     assert inverse.subject == route

@@ -10,7 +10,7 @@ import pytest
 from provisioner.errors import ConflictError
 from provisioner.model import AbsentRoute, Address, Device, DeviceType, LinkState, Network, Observed, Route
 from provisioner.plan import Action, Kind, make_plan, plan_to_dict
-from provisioner.kernel.apply import steps_for
+from provisioner.kernel.apply import Verb, steps_for
 from provisioner.render import change_line
 
 TAP = Device("tap0", DeviceType.TAP, mtu=1400)
@@ -86,9 +86,9 @@ def test_routes_on_a_device_losing_an_address_are_re_asserted_and_restored_on_ro
     assert "re-asserted" in change_line(route, colour=False)
     steps = dict((c.key, s) for c, s in steps_for(plan, moved))
     (delete,) = steps["192.0.2.9/24 on tap0"]
-    assert [s.verb for s in delete.inverse()] == ["add-addr", "replace-route"]
+    assert [s.verb for s in delete.inverse()] == [Verb.ADD_ADDR, Verb.REPLACE_ROUTE]
     (reassert,) = steps[route.key]
-    assert reassert.verb == "replace-route" and reassert.inverse() == []
+    assert reassert.verb is Verb.REPLACE_ROUTE and reassert.inverse() == []
 
 
 def test_route_drift_and_adoption() -> None:

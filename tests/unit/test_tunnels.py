@@ -11,7 +11,7 @@ from provisioner import keys
 from provisioner.errors import InventoryError
 from provisioner.facts import host_vars, observed_from_vars
 from provisioner.model import Device, DeviceType, Network, Observed, Role, RunState, Transport, Tunnel
-from provisioner.kernel.apply import steps_for
+from provisioner.kernel.apply import Verb, steps_for
 from provisioner.plan import Action, Kind, is_rekey, make_plan, plan_from_dict, plan_to_dict
 from provisioner.reconcile import load
 
@@ -335,7 +335,7 @@ def test_a_key_change_restarts_the_forwarder(changes: dict, reason: str) -> None
     only_keys = "endpoint" not in changes
     assert is_rekey(plan.changes[0]) == only_keys, "only keys: the supervisor restarts the forwarder in place"
     verbs = [s.verb for _, steps in steps_for(plan, live) for s in steps]
-    assert verbs == (["rekey-forwarder"] if only_keys else ["stop-forwarder", "start-forwarder"])
+    assert verbs == ([Verb.REKEY_FORWARDER] if only_keys else [Verb.STOP_FORWARDER, Verb.START_FORWARDER])
 
 
 def test_what_cannot_be_read_here_is_assumed_unchanged() -> None:

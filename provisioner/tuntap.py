@@ -1,8 +1,11 @@
-"""Creating persistent tun/tap devices with the tun driver's ioctls.
+"""The tun driver's character-device ioctls: creating persistent tun/tap devices, and attaching to one.
 
 The kernel does not create tun devices over rtnetlink (tun_validate() refuses), so this is
 what `ip tuntap add` does too: open /dev/net/tun, TUNSETIFF, TUNSETPERSIST, close. In the
 calling thread's network namespace. Deletion goes over netlink like any other link.
+
+A leaf (it imports only the model) outside kernel/ and tunnel/: apply creates devices with it
+and a tunnel attaches to them, and neither layer has to import the other for it.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import fcntl
 import os
 import struct
 
-from ..model import Device, DeviceType
+from .model import Device, DeviceType
 
 TUNSETIFF = 0x400454CA
 TUNSETPERSIST = 0x400454CB
