@@ -48,7 +48,8 @@ CRASHES_BEFORE_FAILED = 5
 CRASH_WINDOW = 60.0  # seconds
 HEALTHY_AFTER = 10.0  # a data plane that ran this long resets the backoff
 FIRST_DELAY, MAX_DELAY = 0.1, 5.0
-STATS_EVERY = 0.5  # seconds between writes of stats.json, at most
+STATS_EVERY = 1.0  # seconds between writes of stats.json, at most, while only counters change
+URGENT_EVERY = 0.05  # and when some tunnel's state changed
 MAX_LINE = 64 * 1024
 
 log = logging.getLogger("provision.supervisor")
@@ -118,7 +119,7 @@ class Supervisor:
         self.rescan_wanted = True
         self.stopping = False
         self.dirty = True
-        self.stats_dirty = False
+        self.stats_dirty = self.stats_urgent = False
         self.stats_written = 0.0
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
@@ -417,6 +418,9 @@ class Supervisor:
             name = d.get("tunnel") if isinstance(d, dict) else None
             e = self.entries.get(name) if isinstance(name, str) else None
             if e is not None and e.identity == plane.identity and not e.removing:
+                last = self.stats.get(e.name, {})
+                if any(last.get(k) != d.get(k) for k in ("state", "peer", "handshakes", "started")):
+                    self.stats_urgent = True  # a change of state is written at once: status is never behind it
                 self.stats[e.name] = d
                 self.stats_dirty = True
         return True
@@ -452,7 +456,8 @@ class Supervisor:
 
     def write_stats(self, now: float) -> None:
         runtime.write_json(self.host_dir / runtime.STATS, self.stats)
-        self.stats_dirty, self.stats_written = False, now
+        self.stats_dirty = self.stats_urgent = False
+        self.stats_written = now
 
     # ------------------------------------------------------------ the loop
 
@@ -483,7 +488,7 @@ class Supervisor:
                     self.launch(e)
             if self.dirty:
                 self.record()
-            if self.stats_dirty and now - self.stats_written >= STATS_EVERY:
+            if self.stats_dirty and now - self.stats_written >= (URGENT_EVERY if self.stats_urgent else STATS_EVERY):
                 self.write_stats(now)
             self.wait(now)
         for plane in self.planes.values():
@@ -519,7 +524,8 @@ class Supervisor:
         if restarts:
             timeout = min(timeout, max(0.0, min(restarts) - now))
         if self.stats_dirty:
-            timeout = min(timeout, max(0.0, STATS_EVERY - (now - self.stats_written)))
+            every = URGENT_EVERY if self.stats_urgent else STATS_EVERY
+            timeout = min(timeout, max(0.0, every - (now - self.stats_written)))
         try:
             events = poller.poll(timeout * 1000)
         except InterruptedError:
