@@ -14,7 +14,7 @@ FUZZ_SECONDS := 60  # per target, for `make fuzz`
 
 TUNNEL_HOSTS := gw1 gw2 site-a site-b hub spoke-east spoke-west  # the bundled inventories' hosts with tunnels
 
-.PHONY: demo test unit lint lock fuzz bytecode bench bench-check bench-tunnel bench-baseline bench-fleet docker setup system packages clean demo-clean keys chaos soak
+.PHONY: demo test unit lint lock fuzz bytecode bench bench-check bench-tunnel bench-baseline bench-fleet bench-hub docker setup system packages clean demo-clean keys chaos soak
 
 # Installs come from the lock files (exact versions, every file's hash), never from the ranges in
 # pyproject.toml, so a fresh machine gets what the benchmarks were measured with. `make lock`
@@ -143,6 +143,12 @@ bench-baseline:
 
 bench-fleet: setup
 	$(PY) bench/fleet.py
+
+# bench-hub: a hub of 50 and of 500 encrypted UDP tunnels (wireguard-go spokes), what it costs
+# on the hub, beside one wireguard-go with as many peers; BENCH_HUB_SIZES=50 for a short run.
+bench-hub: setup
+	@$(MAKE) -s packages PACKAGES="$(BENCH_PACKAGES)"
+	$(PY) bench/hub.py
 
 clean: demo-clean
 	rm -rf $(VENV) .venv-lock .pytest_cache

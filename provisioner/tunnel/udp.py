@@ -45,7 +45,7 @@ RECEIVE_BATCH = 16  # receives per turn of the loop, at most
 MAX_STAGED = 128  # units kept while a handshake is under way (WireGuard's queue length)
 OUT_SIZE = 1 << 18  # bytes of sealed datagrams per turn of the loop, at most (with OUT_SLACK to spare)
 OUT_SLACK = READ_SIZE + 64
-REPORT_EVERY = 1.0
+REPORT_EVERY = 2.0  # counters to the supervisor; a change of state goes at once
 HANDSHAKE_SIZES = {noise.MSG_INITIATION: noise.INITIATION_LEN, noise.MSG_RESPONSE: noise.RESPONSE_LEN,
                    noise.MSG_COOKIE_REPLY: noise.COOKIE_REPLY_LEN}
 TRANSPORT = noise.MSG_TRANSPORT
@@ -140,7 +140,7 @@ class UdpCarrier:
     def _tick(self, now: float) -> float:
         """Timers: handshakes, keepalives, the report. Returns how long the loop may sleep."""
         peer = self.peer
-        wait = 0.5
+        wait = REPORT_EVERY
         if peer is not None:
             if self.endpoint is not None or self.t.role is Role.CONNECT:
                 for msg in peer.due(now):

@@ -36,7 +36,7 @@ class Spoke:
     address: str
     name: str  # wireguard-go's interface (its control socket is /var/run/wireguard/NAME.sock)
     public: str
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[bytes] | None  # None: a key only, no peer runs (a hub's cost alone)
 
     def wg(self, *args: str) -> str:
         return subprocess.run(["ip", "netns", "exec", self.ns, "wg", *args], capture_output=True, text=True,
@@ -77,6 +77,8 @@ class Hub:
         path = self.root / "hub.yaml"
         path.write_text("\n".join(lines) + "\n")
         for i, spoke in enumerate(self.spokes):
+            if spoke.process is None:
+                continue
             spoke.wg("set", spoke.name, "peer", public, "endpoint", f"192.0.2.1:{self.port(i)}",
                      "allowed-ips", "::/0", "persistent-keepalive", "25")
         return path
@@ -140,11 +142,12 @@ def _spoke_address(k: int) -> str:
 
 
 @contextmanager
-def hub(root: Path, tunnels: int, prefix: str = "phub") -> Iterator[Hub]:
+def hub(root: Path, tunnels: int, prefix: str = "phub", spokes: bool = True) -> Iterator[Hub]:
+    """The hub; with `spokes` False, its tunnels' peers are keys only (nothing answers)."""
     if tunnels > 720:
         raise ValueError("at most 720 spokes fit the documentation ranges")
     made: list[str] = []
-    spokes: list[Spoke] = []
+    outer: list[Spoke] = []
     try:
         center = _netns(prefix)
         made.append(center)
@@ -154,7 +157,10 @@ def hub(root: Path, tunnels: int, prefix: str = "phub") -> Iterator[Hub]:
             subprocess.run([*run, "addr", "add", net, "dev", "br0"], check=True)
         subprocess.run([*run, "link", "set", "br0", "up"], check=True)
         root.mkdir(parents=True, exist_ok=True)
-        for k in range(tunnels):
+        for k in range(tunnels if not spokes else 0):
+            public = keys.keygen(root / f"spoke{k}.key")
+            outer.append(Spoke("", _spoke_address(k), "", public, None))
+        for k in range(tunnels if spokes else 0):
             ns = _netns(prefix)
             made.append(ns)
             address = _spoke_address(k)
@@ -169,19 +175,21 @@ def hub(root: Path, tunnels: int, prefix: str = "phub") -> Iterator[Hub]:
             name = f"wgh{os.getpid() % 10000}x{next(_counter)}"[:15]
             process = subprocess.Popen(["ip", "netns", "exec", ns, "wireguard-go", "-f", name],
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            spokes.append(Spoke(ns, address, name, "", process))
+            outer.append(Spoke(ns, address, name, "", process))
             wait("wireguard-go's control socket", Path(f"/var/run/wireguard/{name}.sock").exists, 10, 0.01)
             private = subprocess.run(["wg", "genkey"], capture_output=True, text=True, check=True).stdout
             (root / f"spoke{k}.key").write_text(private)
             (root / f"spoke{k}.key").chmod(0o600)
-            spokes[-1].public = subprocess.run(["wg", "pubkey"], input=private, capture_output=True, text=True,
+            outer[-1].public = subprocess.run(["wg", "pubkey"], input=private, capture_output=True, text=True,
                                                check=True).stdout.strip()
-            spokes[-1].wg("set", name, "private-key", str(root / f"spoke{k}.key"))
+            outer[-1].wg("set", name, "private-key", str(root / f"spoke{k}.key"))
             subprocess.run(["ip", "-n", ns, "addr", "add", f"fd00:100:{k:x}::2/64", "dev", name], check=True)
             subprocess.run(["ip", "-n", ns, "link", "set", name, "mtu", "1420", "up"], check=True)
-        yield Hub(root, center, spokes)
+        yield Hub(root, center, outer)
     finally:
-        for spoke in spokes:
+        for spoke in outer:
+            if spoke.process is None:
+                continue
             spoke.process.kill()
             spoke.process.wait()
             Path(f"/var/run/wireguard/{spoke.name}.sock").unlink(missing_ok=True)

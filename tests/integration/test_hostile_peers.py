@@ -93,7 +93,7 @@ def test_crafted_hellos_and_garbage_kill_no_forwarder(tmp_path: Path, hosts: tup
     assert forwarder_pids(inv, state) == before, "a forwarder died and was restarted"
     assert all(r["state"] == "connected" for r in rows.values()), rows
     # tunnel state is keyed by the machine (gw1 is the namespace hosts[0]), not by the inventory's name
-    log = (state / "tunnels" / state_name(identity("netns", hosts[0])) / "core/forwarder.log").read_text()
+    log = (state / "tunnels" / state_name(identity("netns", hosts[0])) / "tunnels.log").read_text()
     assert log.count("Traceback") <= 1, f"the log is not rate-limited:\n{log[-3000:]}"
 
 
