@@ -28,7 +28,7 @@ PID_LABEL = "provision-test.pid"  # the pytest process of that session
 BOOT_LABEL = "provision-test.boot"
 SESSION = secrets.token_hex(6)
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-DECOY_TUNNEL_ARGV0 = "python3 -m provisioner.tunnel.forwarder --decoy"
+DECOY_TUNNEL_ARGV0 = "python3 -m provisioner.tunnel.dataplane --decoy"
 
 
 def ours() -> dict[str, str]:

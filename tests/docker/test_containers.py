@@ -144,5 +144,5 @@ def test_example_inventory_on_containers(name: str, containers: Callable[[list[s
 
 
 def _forwarder_pids(c: Container) -> list[int]:
-    out = c.exec_run(["pgrep", "-f", "provisioner.tunnel.forwarder"]).output.decode()
+    out = c.exec_run(["pgrep", "-f", "provisioner.tunnel.dataplane"]).output.decode()
     return [int(x) for x in out.split()]
