@@ -45,9 +45,10 @@ from . import noise, privileges, tcp, udp
 from .channel import Channel, ChannelClosed, Message, Op
 from .device import Device, DeviceGone, device_mtu
 from .peer import Peer
-from .stats import Stats
+from .stats import Stats, write_out
 
 log = logging.getLogger("provision.forwarder")
+REPORT_EVERY = 2.0  # every tunnel's counters, in one write (a change of state goes at once, alone)
 TUNNEL: contextvars.ContextVar[str] = contextvars.ContextVar("tunnel", default="-")
 
 
@@ -128,6 +129,7 @@ class Plane:
         self._closed: list[str] = []  # TCP tunnels whose threads have ended (appended by those threads)
         self._gone: dict[str, str] = {}  # TCP tunnels that ended because their device went away
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.next_report = 0.0
         self.poller.register(channel.fileno(), select.POLLIN)
         self.poller.register(self._wake_r, select.POLLIN)
 
@@ -234,6 +236,12 @@ class Plane:
             TUNNEL.reset(token)
             self._schedule(name, now + wait)
 
+    def report(self) -> None:
+        """The UDP tunnels' counters, one line each, in one write: one wake-up of the supervisor
+        for all of them (a TCP tunnel reports from its own thread)."""
+        if self.udp:
+            write_out(b"".join(c.stats.line() for c in self.udp.values()))
+
     def run(self) -> None:
         channel_fd = self.channel.fileno()
         while True:
@@ -242,7 +250,10 @@ class Plane:
                 when, _, name = heapq.heappop(self.timers)
                 if self.due.get(name) == when:
                     self._tick(name, now)
-            wait = self.timers[0][0] - now if self.timers else 1.0
+            if now >= self.next_report:
+                self.report()
+                self.next_report = now + REPORT_EVERY
+            wait = min(self.timers[0][0] if self.timers else now + REPORT_EVERY, self.next_report) - now
             events = self.poller.poll(max(0.0, wait) * 1000)
             touched: set[str] = set()
             for fd, _ in events:
@@ -269,8 +280,11 @@ class Plane:
                     TUNNEL.reset(token)
                 touched.add(name)
             now = time.monotonic()
-            for name in touched:  # what just happened may have made a timer due (a handshake to answer)
-                self._tick(name, now)
+            for name in touched:  # a handshake may have made a timer due at once; data never does
+                carrier = self.udp.get(name)
+                if carrier is not None and carrier.timers_moved:
+                    carrier.timers_moved = False
+                    self._tick(name, now)
 
     def _commands(self) -> None:
         for _ in range(64):

@@ -45,7 +45,7 @@ RECEIVE_BATCH = 16  # receives per turn of the loop, at most
 MAX_STAGED = 128  # units kept while a handshake is under way (WireGuard's queue length)
 OUT_SIZE = 1 << 18  # bytes of sealed datagrams per turn of the loop, at most (with OUT_SLACK to spare)
 OUT_SLACK = READ_SIZE + 64
-REPORT_EVERY = 2.0  # counters to the supervisor; a change of state goes at once
+IDLE_TICK = 2.0  # the longest a tunnel's timers sleep (the peer's own timers are usually sooner)
 HANDSHAKE_SIZES = {noise.MSG_INITIATION: noise.INITIATION_LEN, noise.MSG_RESPONSE: noise.RESPONSE_LEN,
                    noise.MSG_COOKIE_REPLY: noise.COOKIE_REPLY_LEN}
 TRANSPORT = noise.MSG_TRANSPORT
@@ -114,8 +114,8 @@ class UdpCarrier:
         self.room = 0  # the largest datagram that reaches the endpoint unfragmented (UDP_SEGMENT's limit)
         self._room_for: Any = None
         self._internal_logged = -60.0
+        self.timers_moved = False  # something happened that the timers must see at once (a handshake)
         self._last_keepalive = self._heard = -60.0  # insecure tunnels: our last keepalive, the peer's last word
-        self._last_report = 0.0
 
     # ------------------------------------------------------------ what the data plane's loop calls
 
@@ -138,9 +138,10 @@ class UdpCarrier:
         os.close(self.device.fd)
 
     def _tick(self, now: float) -> float:
-        """Timers: handshakes, keepalives, the report. Returns how long the loop may sleep."""
+        """Timers: handshakes, keepalives, the state. Returns how long the loop may sleep (the
+        data plane reports every tunnel's counters together: dataplane.Plane.report)."""
         peer = self.peer
-        wait = REPORT_EVERY
+        wait = IDLE_TICK
         if peer is not None:
             if self.endpoint is not None or self.t.role is Role.CONNECT:
                 for msg in peer.due(now):
@@ -156,10 +157,7 @@ class UdpCarrier:
                 self._last_keepalive = now
             state = LinkState.CONNECTED if now - self._heard < DEAD_AFTER else LinkState.CONNECTING
         self.stats.set_state(state, address_text(self.endpoint) if self.endpoint else None)
-        if now - self._last_report >= REPORT_EVERY:
-            self._last_report = now
-            self.stats.report()
-        return max(0.001, min(wait, REPORT_EVERY - (now - self._last_report)))
+        return max(0.001, wait)
 
     def _resolve(self) -> bool:
         try:  # at start, until it resolves; after that the peer is where its authenticated messages come from
@@ -208,6 +206,7 @@ class UdpCarrier:
                 if len(self.staged) == MAX_STAGED:
                     self.drop(Drop.NO_SESSION)  # the oldest goes, as in WireGuard
                 self.staged.append(bytes(payload))
+                self.timers_moved = True  # a session is wanted now, not at the next tick
                 continue
             lengths.append(end - pos)
             pos = end
@@ -378,6 +377,7 @@ class UdpCarrier:
             return
         had = peer.current
         why, reply = peer.on_handshake(d, source_key(addr), now)
+        self.timers_moved = True
         if reply is not None:  # a response, or a cookie reply to a source nobody vouched for: no log
             self._send(reply, addr, quiet=why is not None)
         if why is not None:

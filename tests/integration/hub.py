@@ -80,7 +80,7 @@ class Hub:
             if spoke.process is None:
                 continue
             spoke.wg("set", spoke.name, "peer", public, "endpoint", f"192.0.2.1:{self.port(i)}",
-                     "allowed-ips", "::/0", "persistent-keepalive", "25")
+                     "allowed-ips", "::/0", "persistent-keepalive", "2")  # as docs/tunnels.md says
         return path
 
     def status(self, ns: str | None = None) -> dict[str, dict[str, Any]]:

@@ -28,7 +28,6 @@ def test_a_hub_of_100_tunnels_pings_changes_one_alone_and_survives_a_kill(tmp_pa
         assert h.pings() == [], "some tunnels carried no ping"
         assert len(h.processes()) == 2, "one supervisor and one data plane on the hub"
 
-        time.sleep(1.5)  # the pings' counters reported
         before = h.status()
         h.ports[7] = 42007
         out = provision("apply", str(h.inventory()), state_dir=h.state, check_rc=0, timeout=120).out
@@ -36,7 +35,8 @@ def test_a_hub_of_100_tunnels_pings_changes_one_alone_and_survives_a_kill(tmp_pa
         wait("t7 connected on its new port", lambda: (r := h.status()["t7"])["state"] == "connected"
              and r["endpoint"].endswith(":42007"), 20)
         assert h.pings() == []  # through the 99 sessions made before the change, and t7's new one
-        time.sleep(1.5)
+        # (counters are reported every 2 s and kept within 1 s)
+        wait("the pings counted", lambda: all(r["rx_packets"] > before[n]["rx_packets"] for n, r in h.status().items()), 10)
         after = h.status()
         for name, row in after.items():
             if name == "t7":
@@ -45,7 +45,6 @@ def test_a_hub_of_100_tunnels_pings_changes_one_alone_and_survives_a_kill(tmp_pa
             was = before[name]
             assert (row["pid"], row["started"], row["handshakes"]) == (was["pid"], was["started"], was["handshakes"]), \
                 f"{name} was disturbed by another tunnel's change"
-            assert row["rx_packets"] > was["rx_packets"], f"{name} stopped counting"
 
         plane = h.data_plane()
         t0, t0_wall = time.monotonic(), time.time()
