@@ -1,10 +1,12 @@
 """Apply's side of a host's tunnels: what the transaction calls to start, change and stop them.
 
-Apply never talks to the data plane. It writes each tunnel's spec.json (or removes it) and
+Apply never talks to the data plane. It changes the host's tunnels.json ({name: spec}) and
 tells the host's supervisor to look (SIGHUP), starting the supervisor first if none runs;
 then `settle()` waits until supervisor.json says each of those tunnels runs exactly the spec
-written (by its hash) or is gone, or says why not. Steps are written one by one and settled
-together, so an apply of 500 tunnels is one look by the supervisor, not 500.
+written (by its hash) or is gone, or says why not. Steps are noted one by one and written and
+settled together: an apply of 500 tunnels is one write and one look by the supervisor. A
+supervisor that has to be started is started at the first step, so its start-up (a Python
+start) overlaps the rest of the apply.
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from ..errors import ForwarderError
-from ..files import atomic_write
-from ..model import Tunnel
+from ..model import Tunnel, tunnel_to_dict
 from . import privileges, runtime
 
 START_TIMEOUT = 10.0  # the supervisor's start-up (a Python start, seconds on a busy host), then the tunnels
@@ -33,10 +35,17 @@ class Tunnels:
     def __init__(self, state_dir: Path, host: str):
         self.host = host
         self.base = runtime.host_dir(state_dir, host)
+        self.desired: dict[str, dict[str, Any]] | None = None  # tunnels.json as this apply leaves it
         self.pending: dict[str, str | None] = {}  # tunnel → the spec hash it must run (None: gone)
+        self.spawned: subprocess.Popen[bytes] | None = None
 
     def _error(self, name: str, message: str) -> ForwarderError:
         return ForwarderError(self.host, message, resource=f"tunnel {name}")
+
+    def _wanted(self) -> dict[str, dict[str, Any]]:
+        if self.desired is None:
+            self.desired = runtime.wanted(self.base)
+        return self.desired
 
     def start(self, t: Tunnel) -> None:
         if t.user is None:  # the data plane runs as the default user: it must exist before it drops to it
@@ -44,12 +53,11 @@ class Tunnels:
                 privileges.ensure_default_user()
             except privileges.PrivilegeError as exc:
                 raise self._error(t.name, str(exc)) from None
-        run_dir = self.base / t.name
-        run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(self.base.parent, 0o700)
-        data = runtime.spec_bytes(t)
-        atomic_write(run_dir / runtime.SPEC, data, mode=0o644)
-        self.pending[t.name] = runtime.spec_hash(data)
+        spec = tunnel_to_dict(t)
+        self._wanted()[t.name] = spec
+        self.pending[t.name] = runtime.spec_hash(spec)
+        if self.spawned is None and not runtime.supervisor_alive(self.base):
+            self._spawn()  # now: its start-up overlaps the rest of the apply
 
     def rekey(self, t: Tunnel) -> None:
         """New keys: the supervisor replaces the tunnel in the data plane with them (the device
@@ -57,22 +65,26 @@ class Tunnels:
         self.start(t)
 
     def stop(self, t: Tunnel) -> None:
-        shutil.rmtree(self.base / t.name, ignore_errors=True)
+        self._wanted().pop(t.name, None)
         self.pending[t.name] = None
 
     def settle(self) -> dict[str, str]:
-        """Tell the supervisor, and wait for it: {tunnel: why} for each pending one that did not
-        come to run (or to stop) as written."""
+        """Write what is wanted, tell the supervisor, and wait for it: {tunnel: why} for each
+        pending one that did not come to run (or to stop) as written."""
         if not self.pending:
             return {}
         pending, self.pending = self.pending, {}
-        spawns = 0
+        self.base.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.base.parent, 0o700)
+        runtime.write_json(self.base / runtime.WANTED, self._wanted())
+        spawns = 1 if self.spawned is not None else 0
+        self._await_start()
         if not runtime.supervisor_alive(self.base):
             if any(h is not None for h in pending.values()):
                 self._spawn()
-                spawns = 1
-        else:
-            self._poke()
+                self._await_start()
+                spawns += 1
+        self._poke()
         deadline = time.monotonic() + SETTLE_TIMEOUT
         poked = time.monotonic()
         failures: dict[str, str] = {}
@@ -98,21 +110,23 @@ class Tunnels:
                         del pending[name]
                     if not pending:
                         break
-                    if spawns == 2:
+                    if spawns >= 2:
                         for name in pending:
                             failures[name] = f"the supervisor died (see {self.base / runtime.LOG})"
                         pending.clear()
                         break
                     self._spawn()  # it was on its way out (its last tunnel stopped) as we wrote
+                    self._await_start()
+                    self._poke()
                     spawns += 1
-                if time.monotonic() - poked > 0.5:  # a signal sent before it could hear: again
+                if time.monotonic() - poked > 0.1:  # a signal sent before it could hear: again
                     self._poke()
                     poked = time.monotonic()
                 time.sleep(POLL)
         for name, want in pending.items():
             failures.setdefault(name, f"not {'started' if want else 'stopped'} within {SETTLE_TIMEOUT:.0f} s "
                                       f"(see {self.base / runtime.LOG})")
-        if not any(self.base.glob(f"*/{runtime.SPEC}")):  # no tunnel left: the supervisor ends, and its files go
+        if not self._wanted():  # no tunnel left: the supervisor ends, and its files go
             while runtime.supervisor_alive(self.base) and time.monotonic() < deadline:
                 time.sleep(POLL)
             if not runtime.supervisor_alive(self.base):
@@ -128,17 +142,44 @@ class Tunnels:
                 pass
 
     def _spawn(self) -> None:
+        self.base.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.base.parent, 0o700)
+        self._stop_older_layout()
         for stale in (runtime.SUPERVISOR, runtime.STATS):
             (self.base / stale).unlink(missing_ok=True)
-        subprocess.Popen([sys.executable, "-m", "provisioner.tunnel.supervisor", str(self.base)],
-                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         start_new_session=True, close_fds=True, env=_child_env())
+        self.spawned = subprocess.Popen([sys.executable, "-m", "provisioner.tunnel.supervisor", str(self.base)],
+                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True,
+                                        env=_child_env())
+
+    def _stop_older_layout(self) -> None:
+        """Before 0.12 each tunnel had a supervisor of its own, in HOST/TUNNEL/: stop them (they
+        hold the devices the new supervisor attaches to) and remove what they kept."""
+        for run_dir in [d for d in self.base.iterdir() if d.is_dir() and not d.is_symlink()]:
+            if runtime.supervisor_alive(run_dir):
+                pid = runtime.read_dict(run_dir / runtime.SUPERVISOR).get("pid")
+                if isinstance(pid, int) and pid > 1:
+                    try:
+                        os.kill(pid, signal.SIGTERM)
+                    except ProcessLookupError:
+                        pass
+                deadline = time.monotonic() + SETTLE_TIMEOUT
+                while runtime.supervisor_alive(run_dir) and time.monotonic() < deadline:
+                    time.sleep(POLL)
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+    def _await_start(self) -> None:
+        """Until the supervisor started last holds its lock (or has exited: a second one exits at
+        once, and so does one whose host has no tunnel)."""
+        if self.spawned is None:
+            return
         deadline = time.monotonic() + START_TIMEOUT
-        while not runtime.supervisor_alive(self.base):
+        while not runtime.supervisor_alive(self.base) and self.spawned.poll() is None:
             if time.monotonic() > deadline:
                 raise ForwarderError(self.host, f"the tunnel supervisor did not start within {START_TIMEOUT:.0f} s "
                                                 f"(see {self.base / runtime.LOG})", resource="tunnels")
             time.sleep(POLL)
+        self.spawned.poll()  # reaped if it is done, so it leaves no zombie
 
 
 def _child_env() -> dict[str, str]:

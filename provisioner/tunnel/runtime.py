@@ -6,7 +6,8 @@
                           it runs, its state (starting, running, waiting, failed) and last error
         stats.json        per tunnel, the data plane's last report: state, peer, counters, drops
         tunnels.log       the supervisor's and the data plane's log, bounded (rotated at LOG_BYTES)
-        <tunnel>/spec.json  the Tunnel to run; written by apply, read by the supervisor
+        tunnels.json      the tunnels to run, {name: spec}: written by apply (once per apply), read
+                          by the supervisor when signalled
 
 Every file here is written by root (apply and the supervisor) in directories only root can
 write: the data plane runs unprivileged and sends its counters and log lines to the
@@ -22,7 +23,6 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from typing import Any
 from ..files import FileError, atomic_write, read_regular
 from ..model import RunState, Tunnel, tunnel_from_dict
 
-SPEC, LOCK, SUPERVISOR, STATS, LOG = "spec.json", "supervisor.lock", "supervisor.json", "stats.json", "tunnels.log"
+WANTED, LOCK, SUPERVISOR, STATS, LOG = "tunnels.json", "supervisor.lock", "supervisor.json", "stats.json", "tunnels.log"
 LOG_BYTES = 1024 * 1024
 STALE_AFTER = 8.0  # seconds without a report of a tunnel (the data plane reports every 2 s, kept within 1 s): stuck
 
@@ -39,16 +39,16 @@ def host_dir(state_dir: Path, host: str) -> Path:
     return state_dir / "tunnels" / host.replace("/", "_")
 
 
-def spec_bytes(t: Tunnel) -> bytes:
-    """A tunnel's spec.json, exactly: apply writes it, and knows it runs when the supervisor
-    reports running the same bytes (by their hash)."""
-    from ..model import tunnel_to_dict
-
-    return json.dumps(tunnel_to_dict(t)).encode()
+def spec_hash(spec: dict[str, Any]) -> str:
+    """How apply and the supervisor agree on which spec of a tunnel runs."""
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def spec_hash(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()[:16]
+def wanted(base: Path) -> dict[str, dict[str, Any]]:
+    """The host's tunnels.json: {name: spec}, the well-formed entries only (a file of another
+    version, or one put here by someone else, must not crash the reader)."""
+    d = read_dict(base / WANTED)
+    return {k: v for k, v in d.items() if isinstance(v, dict) and v.get("name") == k and len(k) <= 64}
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -87,18 +87,6 @@ def supervisor_alive(base: Path) -> bool:
         os.close(fd)
 
 
-def _specs(base: Path) -> Iterator[tuple[str, bytes, dict[str, Any]]]:
-    """Each tunnel directory of the host that has a spec: (name, its bytes, the spec)."""
-    for name in sorted(os.listdir(base)) if base.is_dir() else ():
-        try:
-            data = read_regular(base / name / SPEC)
-            spec = json.loads(data)
-        except (FileError, ValueError):
-            continue
-        if isinstance(spec, dict) and spec.get("name") == name:
-            yield name, data, spec
-
-
 def _tunnel_records(base: Path) -> dict[str, dict[str, Any]]:
     tunnels = read_dict(base / SUPERVISOR).get("tunnels")
     return {k: v for k, v in tunnels.items() if isinstance(v, dict)} if isinstance(tunnels, dict) else {}
@@ -111,9 +99,9 @@ def observe(state_dir: Path, host: str) -> tuple[Tunnel, ...]:
     alive = supervisor_alive(base)
     records = _tunnel_records(base) if alive else {}
     out = []
-    for name, data, spec in _specs(base):
+    for name, spec in sorted(wanted(base).items()):
         record = records.get(name, {})
-        if not alive or record.get("spec") != spec_hash(data):
+        if not alive or record.get("spec") != spec_hash(spec):
             state = RunState.STOPPED
         else:
             state = RunState.FAILED if record.get("state") == RunState.FAILED else RunState.RUNNING
@@ -156,7 +144,7 @@ def status(state_dir: Path, host: str) -> list[dict[str, Any]]:
     all_stats = read_dict(base / STATS)
     out = []
     now = time.time()
-    for name, _, spec in _specs(base):
+    for name, spec in sorted(wanted(base).items()):
         record = records.get(name, {})
         stats = all_stats.get(name)
         stats = stats if isinstance(stats, dict) else {}

@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 from .. import keys
-from ..files import FileError, read_regular
 from .. import tuntap
 from ..model import Transport, Tunnel, tunnel_from_dict
 from . import dataplane, runtime, tcp, udp
@@ -50,6 +49,7 @@ HEALTHY_AFTER = 10.0  # a data plane that ran this long resets the backoff
 FIRST_DELAY, MAX_DELAY = 0.1, 5.0
 STATS_EVERY = 1.0  # seconds between writes of stats.json, at most, while only counters change
 URGENT_EVERY = 0.05  # and when some tunnel's state changed
+IDLE_GRACE = 10.0  # seconds a supervisor started with nothing to run waits for apply's signal
 MAX_LINE = 64 * 1024
 
 log = logging.getLogger("provision.supervisor")
@@ -115,8 +115,9 @@ class Supervisor:
         self.entries: dict[str, Entry] = {}
         self.planes: dict[Identity, Plane] = {}
         self.stats: dict[str, dict[str, Any]] = {}
-        self.seen: dict[str, tuple[int, int, int]] = {}  # spec file (inode, mtime, size) at the last look
         self.rescan_wanted = True
+        self.signalled = False  # told to look at least once (until then, apply may still be writing)
+        self.born = time.monotonic()
         self.stopping = False
         self.dirty = True
         self.stats_dirty = self.stats_urgent = False
@@ -126,30 +127,20 @@ class Supervisor:
     # ------------------------------------------------------------ what to run
 
     def rescan(self) -> None:
-        """The specs under HOST_DIR against what runs: only the difference is acted on."""
+        """tunnels.json against what runs: only the difference is acted on."""
         self.rescan_wanted = False
         wanted: dict[str, Entry] = {}
-        for name in sorted(os.listdir(self.host_dir)):
-            path = self.host_dir / name / runtime.SPEC
-            try:
-                st = os.stat(path, follow_symlinks=False)
-            except OSError:
-                continue
-            key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        for name, spec in runtime.wanted(self.host_dir).items():
+            digest = runtime.spec_hash(spec)
             old = self.entries.get(name)
-            if old is not None and self.seen.get(name) == key and old.state is not State.FAILED:
+            if old is not None and old.hash == digest and old.state is not State.FAILED:
                 wanted[name] = old
                 continue
             try:
-                data = read_regular(path)
-                spec = json.loads(data)
                 t = tunnel_from_dict(spec)
-            except (ValueError, KeyError, TypeError, FileError):
-                continue  # not ours to run (another version's, or half a file): apply starts it afresh
-            if t.name != name:
-                continue
-            self.seen[name] = key
-            wanted[name] = Entry(name, t, spec, runtime.spec_hash(data))
+            except (ValueError, KeyError, TypeError):
+                continue  # not ours to run (another version's): apply starts it afresh
+            wanted[name] = Entry(name, t, spec, digest)
         for name in [n for n in self.entries if n not in wanted]:
             self.retire(self.entries[name], None)
         for name, entry in wanted.items():
@@ -190,7 +181,6 @@ class Supervisor:
                 os.close(old.device_fd)
             self.entries.pop(old.name, None)
             self.stats.pop(old.name, None)
-            self.seen.pop(old.name, None)
             self.stats_dirty = True
         else:  # the device stays attached (and keeps its carrier) unless its flags changed
             replacement.device_fd, replacement.device_key = old.device_fd, old.device_key
@@ -463,7 +453,7 @@ class Supervisor:
 
     def on_signal(self, sig: int, _: Any) -> None:
         if sig == signal.SIGHUP:
-            self.rescan_wanted = True
+            self.rescan_wanted = self.signalled = True
         elif sig in (signal.SIGTERM, signal.SIGINT):
             self.stopping = True
 
@@ -478,8 +468,8 @@ class Supervisor:
                 self.rescan()
             self.reap()
             now = time.monotonic()
-            if not self.entries:  # the host has no tunnel left: nothing to keep running
-                break
+            if not self.entries and (self.signalled or now - self.born > IDLE_GRACE):
+                break  # the host has no tunnel left: nothing to keep running
             for plane in self.planes.values():
                 if plane.restart_at is not None and plane.restart_at <= now and not plane.failed:
                     self.fork(plane)

@@ -139,10 +139,10 @@ def test_keygen_is_whole_or_not_at_all_through_the_one_atomic_write(tmp_path: Pa
 def test_tunnel_run_state_is_written_and_read_through_the_files_module(tmp_path: Path) -> None:
     """runtime.write_json opened a predictable temporary name with open(…, "w"), which follows
     a link planted there, and never fsynced; read_json followed links and blocked on a FIFO
-    (apply, status and the supervisor read spec.json, supervisor.json and stats.json)."""
+    (apply, status and the supervisor read tunnels.json, supervisor.json and stats.json)."""
     victim = tmp_path / "victim"
     victim.write_text("root's own file\n")
-    spec = tmp_path / runtime.SPEC
+    spec = tmp_path / runtime.WANTED
     (tmp_path / f".{spec.name}.{os.getpid()}.tmp").symlink_to(victim)  # the name write_json used to open
     runtime.write_json(spec, {"name": "core"})
     assert victim.read_text() == "root's own file\n"
