@@ -4,7 +4,7 @@ with descriptors, over a SOCK_SEQPACKET socket pair.
 A message is one datagram (no framing to get wrong), at most MAX_MESSAGE bytes, carrying at most
 MAX_FDS descriptors. Each side treats what it hears as hostile in its own way: the data plane
 runs as an unprivileged user and may be compromised, so the supervisor checks every field it
-reads (ops.py-style closed sets, names it knows); descriptors that arrive unasked are closed.
+reads (a closed set of ops, names it knows); descriptors that arrive unasked are closed.
 """
 
 from __future__ import annotations
@@ -86,18 +86,25 @@ class Channel:
                 fds.extend(got)
         if not data and not fds:
             raise ChannelClosed
-        try:
-            if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
-                raise ValueError("truncated")
-            d = json.loads(data)
-            if not isinstance(d, dict) or not isinstance(d.get("name"), str) or len(d["name"]) > 64:
-                raise ValueError("not a message")
-            op = Op(d.pop("op"))
-            return Message(op, d.pop("name"), d, tuple(fds))
-        except (ValueError, KeyError, TypeError):
+        m = None if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) else decode(data)
+        if m is None:
             for fd in fds:
                 os.close(fd)
             return None
+        return Message(m.op, m.name, m.body, tuple(fds))
 
     def close(self) -> None:
         self.sock.close()
+
+
+def decode(data: bytes) -> Message | None:
+    """A message's bytes as a Message (without descriptors), or None if they are not one. Pure."""
+    if len(data) > MAX_MESSAGE:
+        return None
+    try:
+        d = json.loads(data)
+        if not isinstance(d, dict) or not isinstance(d.get("name"), str) or not 0 < len(d["name"]) <= 64:
+            return None
+        return Message(Op(d.pop("op")), d.pop("name"), d)
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return None

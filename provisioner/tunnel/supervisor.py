@@ -42,6 +42,7 @@ from .. import tuntap
 from ..model import Transport, Tunnel, tunnel_from_dict
 from . import dataplane, runtime, tcp, udp
 from .channel import Channel, ChannelClosed, Message, Op
+from .drops import Drop
 
 CRASHES_BEFORE_FAILED = 5
 CRASH_WINDOW = 60.0  # seconds
@@ -51,6 +52,7 @@ STATS_EVERY = 1.0  # seconds between writes of stats.json, at most, while only c
 URGENT_EVERY = 0.05  # and when some tunnel's state changed
 IDLE_GRACE = 10.0  # seconds a supervisor started with nothing to run waits for apply's signal
 MAX_LINE = 64 * 1024
+_DROPS = frozenset(d.value for d in Drop)
 
 log = logging.getLogger("provision.supervisor")
 plane_log = logging.getLogger("provision.data-plane-output")  # lines already formatted by the data plane
@@ -401,13 +403,10 @@ class Supervisor:
             if fd == plane.stderr:
                 plane_log.info("%s", line[:MAX_LINE].decode(errors="replace"))
                 continue
-            try:
-                d = json.loads(line)
-            except ValueError:
-                continue
-            name = d.get("tunnel") if isinstance(d, dict) else None
-            e = self.entries.get(name) if isinstance(name, str) else None
-            if e is not None and e.identity == plane.identity and not e.removing:
+            report = counters_of(line)
+            e = self.entries.get(report["tunnel"]) if report is not None else None
+            if report is not None and e is not None and e.identity == plane.identity and not e.removing:
+                d = report
                 last = self.stats.get(e.name, {})
                 if any(last.get(k) != d.get(k) for k in ("state", "peer", "handshakes", "started")):
                     self.stats_urgent = True  # a change of state is written at once: status is never behind it
@@ -542,6 +541,39 @@ class Supervisor:
                     self.on_message(plane, m)
             except ChannelClosed:
                 self.reap()
+
+
+_COUNTS = ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes", "handshakes")
+_TIMES = ("since", "started", "at", "last_error_at", "last_handshake")
+_TEXTS = {"tunnel": 64, "state": 16, "peer": 64, "peer_key": 64, "last_error": 500, "datapath": 16}
+
+
+def counters_of(line: bytes) -> dict[str, Any] | None:
+    """One line of a data plane's counters, or None. The data plane is what the network talks to:
+    its lines are bounded and parsed, and only the fields status shows are kept, each of its own
+    type and size (a number is a number, a text is short, drops are counted by known reasons). Pure."""
+    if len(line) > MAX_LINE:
+        return None
+    try:
+        d = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(d, dict) or not isinstance(d.get("tunnel"), str):
+        return None
+    out: dict[str, Any] = {}
+    for k in _COUNTS:
+        v = d.get(k, 0)
+        out[k] = v if type(v) is int and 0 <= v < 1 << 63 else 0
+    for k in _TIMES:
+        t = d.get(k)
+        out[k] = float(t) if isinstance(t, int | float) and not isinstance(t, bool) and 0 <= t < 1e11 else None
+    for k, limit in _TEXTS.items():
+        v = d.get(k)
+        out[k] = v[:limit] if isinstance(v, str) else None
+    drops = d.get("drops")
+    out["drops"] = {k: v for k, v in drops.items() if k in _DROPS and type(v) is int and 0 <= v < 1 << 63} \
+        if isinstance(drops, dict) else {}
+    return out
 
 
 def key_grant(spec: dict[str, Any]) -> dict[str, str]:

@@ -286,6 +286,19 @@ def inventory(data: bytes) -> None:
         return
 
 
+def supervisor_hears(data: bytes) -> None:
+    """What an unprivileged data plane (what the network talks to) can say to the root supervisor:
+    a channel message and a counter line. Either is refused (None) or comes out in the shapes the
+    supervisor uses: never an exception."""
+    from provisioner.tunnel.channel import Op, decode
+    from provisioner.tunnel.supervisor import counters_of
+
+    m = decode(data)
+    assert m is None or (isinstance(m.op, Op) and isinstance(m.name, str) and isinstance(m.body, dict))
+    out = counters_of(data)
+    assert out is None or (isinstance(out["tunnel"], str) and all(type(out[k]) is int for k in ("rx_packets", "tx_bytes")))
+
+
 TARGETS: dict[str, Target] = {
     "initiation": initiation,
     "response": response,
@@ -299,6 +312,7 @@ TARGETS: dict[str, Target] = {
     "virtio_header": virtio_header,
     "device": device,
     "inventory": inventory,
+    "supervisor_hears": supervisor_hears,
 }
 SEEDS: dict[str, list[bytes]] = {
     "initiation": [b"\x00" + INITIATION, b"\x01", b"\x03\x05\x00"],
@@ -312,5 +326,7 @@ SEEDS: dict[str, list[bytes]] = {
     "tcp_frames": [b"\xff\x01\x01" + struct.pack(">I", 5) + b"hello" + struct.pack(">I", 2) + b"ok"],
     "virtio_header": [b"\x00" + vnet.HDR.pack(1, 1, 54, 1448, 34, 16) + bytes(80)],
     "device": [bytes([8]) + bytes.fromhex("4500001c0001000040017cd9c0000201c0000202") + bytes(8)],
+    "supervisor_hears": [b'{"op": "failed", "name": "core", "error": "device is gone"}',
+                         b'{"tunnel": "core", "state": "connected", "rx_packets": 3, "drops": {}}'],
     "inventory": [p.read_bytes() for p in sorted((Path(__file__).resolve().parents[2] / "inventories").glob("*.yaml"))],
 }
