@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from provisioner.errors import InventoryError
 from provisioner.model import Default, Device, DeviceType, Network, Observed
 from provisioner.plan import Action, make_plan, plan_from_dict, plan_to_dict
 from provisioner.reconcile import load
@@ -82,8 +83,6 @@ all:
 ])
 def test_both_ends_compare_their_devices_as_the_defaults_make_them(write, one: str, two: str,  # type: ignore[no-untyped-def]
                                                                    differ: bool) -> None:
-    from provisioner.errors import InventoryError
-
     text = PAIR.format(one=one, two=two)
     if not differ:
         load(write(text))
