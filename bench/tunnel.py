@@ -8,7 +8,9 @@ TCP and UDP, encrypted (the default) and `insecure: true`, set up by the real `p
 apply` on a `type: tun, vnet_hdr: true, mtu: 1420` device: first by the baseline checkout
 named by BENCH_BASELINE (its own .venv; `make bench-tunnel` makes one at .cache/baseline),
 then by this checkout, pair by pair, so that both see the same load. BENCH_TAP=1 adds the
-same rows on `type: tap` devices.
+same rows on `type: tap` devices. BENCH_FLAGS=default writes the devices as users do,
+`{type: tun}` and no flags, so each checkout's own defaults decide (or BENCH_FLAGS='mtu:
+9000' writes those attributes); BENCH_INSECURE=0 leaves out the insecure rows.
 
 For each path: the median of BENCH_ROUNDS (3) runs of one iperf3 TCP stream for
 BENCH_SECONDS (10) each (with the lowest and highest run: the spread), the added ping RTT
@@ -40,6 +42,9 @@ from report import verdict
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 TAP = os.environ.get("BENCH_TAP", "") == "1"
+_FLAGS = os.environ.get("BENCH_FLAGS", "vnet")  # vnet | default | device attributes written out ("mtu: 9000")
+FLAGS = {"vnet": "vnet_hdr: true, mtu: 1420, ", "default": ""}.get(_FLAGS, _FLAGS + ", ")
+SECURITY = (True, False) if os.environ.get("BENCH_INSECURE", "1") == "1" else (True,)
 NS = ("provision-bench-a", "provision-bench-b")
 UNDERLAY = ("192.0.2.1", "192.0.2.2")
 INNER = ("198.51.100.1", "198.51.100.2")
@@ -57,13 +62,13 @@ all:
       ansible_host: {a}
       tunnel_address: {ua}
 {keys_a}      network:
-        devices: [{{name: {dev}, type: {type}, vnet_hdr: true, mtu: 1420, addresses: [{ia}/24]}}]
+        devices: [{{name: {dev}, type: {type}, {flags}addresses: [{ia}/24]}}]
         tunnels: [{{name: bench, device: {dev}, peer: b, port: 40839, transport: {transport}, {security}}}]
     b:
       ansible_host: {b}
       tunnel_address: {ub}
 {keys_b}      network:
-        devices: [{{name: {dev}, type: {type}, vnet_hdr: true, mtu: 1420, addresses: [{ib}/24]}}]
+        devices: [{{name: {dev}, type: {type}, {flags}addresses: [{ib}/24]}}]
         tunnels: [{{name: bench, device: {dev}, peer: a, port: 40839, transport: {transport}, {security}}}]
 """
 
@@ -342,7 +347,8 @@ def provisioned(code: Checkout, device: str, transport: str, secure: bool, work:
                                     f"      tunnel_public_key_file: {public}\n")
         security = "insecure: false"
     inv.write_text(INVENTORY.format(a=NS[0], b=NS[1], ua=UNDERLAY[0], ub=UNDERLAY[1], ia=INNER[0], ib=INNER[1],
-                                    dev=f"{device}0", type=device, transport=transport, security=security, **keys))
+                                    dev=f"{device}0", type=device, flags=FLAGS, transport=transport, security=security,
+                                    **keys))
     try:
         _check(code.run("apply", str(inv), env=env))
         _wait(f"{code.name}'s tunnel to connect", lambda: _connected(code, inv, env))
@@ -408,7 +414,7 @@ def main() -> None:
             rows.append(measure("wireguard-go (Debian's), MTU 1420", INNER[0], "wireguard-go", bare))
         for device in ("tun", "tap") if TAP else ("tun",):
             for transport in ("tcp", "udp"):
-                for secure in (True, False):
+                for secure in SECURITY:
                     for code in codes:
                         with provisioned(code, device, transport, secure, work):
                             row = measure(label(code, device, transport, secure), INNER[0], TUNNEL, bare)
@@ -428,7 +434,7 @@ def label(code: Checkout, device: str, transport: str, secure: bool) -> str:
 
 def print_table(rows: list[Row], bare: tuple[float, float]) -> None:
     print(f"\none iperf3 TCP stream for {SECONDS} s through each, median of {ROUNDS} runs (lowest–highest); "
-          f"provision on `vnet_hdr: true, mtu: 1420` devices; bare-link ping RTT {bare[0]:.3f} ms "
+          f"provision's devices with `{FLAGS.rstrip(', ') or 'no flags (the defaults)'}`; bare-link ping RTT {bare[0]:.3f} ms "
           f"(median {bare[1]:.3f}); "
           f"load average {os.getloadavg()[0]:.2f} at the end\n")
     print("| path | Gbit/s | retransmits | added ping RTT, mean (median), ms | CPU-s per GB | note |")

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
+from . import defaults
 from .inventory import Host
 from .model import (
     MAIN_TABLE,
@@ -44,12 +45,13 @@ def network_of(host: Host, hosts: Mapping[str, Host] | None = None, source: Sour
     devices: list[Device] = []
     addresses: list[Address] = []
     absent_devices: list[str] = []
+    carriers = defaults.carriers(e.value for e in host.network.get("tunnels", ()))
     for entry in host.network.get("devices", ()):
         d = entry.value
         if d.get("state") == ABSENT:
             absent_devices.append(str(d["name"]))
             continue
-        device = _device(d)
+        device = _device(d, carriers.get(str(d["name"])))
         uid, gid = run_as.get(device.name, (None, None))
         if device.owner is None and uid is not None:
             device = replace(device, owner=uid)
@@ -124,18 +126,23 @@ def _is_ipv6(text: str) -> bool:
         return False
 
 
-def _device(d: Mapping[str, Any]) -> Device:
+def _device(d: Mapping[str, Any], carrier: Transport | None) -> Device:
+    """`carrier`: the transport of the tunnel that names this device, which picks the defaults
+    of what the inventory leaves out (defaults.py)."""
     mac = d.get("mac")
+    vnet_hdr, vnet_why = defaults.vnet_hdr(d, carrier)
+    mtu, mtu_why = defaults.mtu(d, carrier)
     return Device(
         name=str(d["name"]),
         type=DeviceType(d["type"]),
         state=LinkState(d.get("state", LinkState.UP)),
-        mtu=d.get("mtu"),
+        mtu=mtu,
         mac=mac.lower() if isinstance(mac, str) else None,
         owner=d.get("owner"),
         group=d.get("group"),
         pi=bool(d.get("pi", False)),
-        vnet_hdr=bool(d.get("vnet_hdr", False)),
+        vnet_hdr=vnet_hdr,
         multi_queue=bool(d.get("multi_queue", False)),
+        defaults=tuple((name, why) for name, why in (("mtu", mtu_why), ("vnet_hdr", vnet_why)) if why is not None),
     )
 

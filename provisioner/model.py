@@ -31,9 +31,20 @@ class LinkState(StrEnum):
     DOWN = "down"
 
 
+class Default(StrEnum):
+    """Why a desired device has a value the inventory did not write (defaults.py chose it)."""
+
+    TUNNEL_VNET_HDR = "default for a tunnel's device"
+    UDP_MTU = "default for a UDP tunnel"
+    UDP_TAP_MTU = "default for a tap over a UDP tunnel"
+    TCP_MTU = "default for a TCP tunnel"
+
+
 @dataclass(frozen=True, order=True)
 class Device:
-    """A tun/tap device. `managed` is True when it carries our alias (always True when desired)."""
+    """A tun/tap device. `managed` is True when it carries our alias (always True when desired).
+    `defaults` names the attributes provision chose, not the inventory, and why: shown in a
+    plan, never compared (the kernel holds the value, not where it came from)."""
 
     name: str
     type: DeviceType
@@ -46,10 +57,15 @@ class Device:
     vnet_hdr: bool = False
     multi_queue: bool = False
     managed: bool = True
+    defaults: tuple[tuple[str, Default], ...] = field(default=(), compare=False)
 
     # Attributes the kernel fixes when the device is created: changing one means a new device.
     FIXED = ("type", "pi", "vnet_hdr", "multi_queue", "owner", "group")
     MUTABLE = ("state", "mtu", "mac")
+
+    def default_for(self, attribute: str) -> Default | None:
+        """Why provision chose this attribute's value; None when the inventory wrote it (or it is observed)."""
+        return next((why for name, why in self.defaults if name == attribute), None)
 
 
 @dataclass(frozen=True, order=True)

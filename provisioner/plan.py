@@ -25,6 +25,7 @@ from typing import Any
 from .errors import ConflictError
 from .model import (
     Address,
+    Default,
     Device,
     DeviceType,
     LinkState,
@@ -69,7 +70,7 @@ class Change:
         if self.before is None or self.after is None:
             return ()
         return tuple(f.name for f in fields(self.after)
-                     if getattr(self.before, f.name) != getattr(self.after, f.name))
+                     if f.compare and getattr(self.before, f.name) != getattr(self.after, f.name))
 
 
 @dataclass(frozen=True)
@@ -313,6 +314,8 @@ def to_dict(value: Resource | None) -> dict[str, Any] | None:
     for f in fields(value):
         v = getattr(value, f.name)
         out[f.name] = str(v) if isinstance(v, StrEnum) else v
+    if isinstance(value, Device):
+        out["defaults"] = {name: str(why) for name, why in value.defaults}
     return out
 
 
@@ -347,7 +350,8 @@ def _resource(kind: Kind, d: dict[str, Any] | None) -> Resource | None:
     if d is None:
         return None
     if kind is Kind.DEVICE:
-        return Device(**{**d, "type": DeviceType(d["type"]), "state": LinkState(d["state"])})
+        return Device(**{**d, "type": DeviceType(d["type"]), "state": LinkState(d["state"]),
+                         "defaults": tuple((name, Default(why)) for name, why in (d.get("defaults") or {}).items())})
     if kind is Kind.ADDRESS:
         return Address(**d)
     if kind is Kind.ROUTE:

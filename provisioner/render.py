@@ -39,8 +39,9 @@ def describe(value: Device | Address | Route | Tunnel) -> str:
     """The attributes that matter, in the words of the inventory."""
     if isinstance(value, Device):
         parts = [str(value.type), str(value.state)]
-        parts += [f"{f} {getattr(value, f)}" for f in ("mtu", "mac", "owner", "group") if getattr(value, f) is not None]
-        parts += [f for f in ("pi", "vnet_hdr", "multi_queue") if getattr(value, f)]
+        parts += [f"{f} {getattr(value, f)}" + _why(value, f) for f in ("mtu", "mac", "owner", "group")
+                  if getattr(value, f) is not None]
+        parts += [f + _why(value, f) for f in ("pi", "vnet_hdr", "multi_queue") if getattr(value, f)]
         return ", ".join(parts)
     if isinstance(value, Tunnel):
         text = f"{value.transport} {value.role} {value.endpoint} on {value.device}"
@@ -70,7 +71,7 @@ def change_line(c: Change, colour: bool, detail: bool = True) -> str:
 def change_detail(c: Change) -> tuple[str, str]:
     """(what changes, or what the resource is; why), either possibly empty."""
     if c.action in (Action.UPDATE, Action.REPLACE):
-        diffs = [f"{f}: {_show(getattr(c.before, f), f)} → {_show(getattr(c.after, f), f)}"
+        diffs = [f"{f}: {_show(getattr(c.before, f), f)} → {_show(getattr(c.after, f), f)}{_why(c.after, f)}"
                  for f in c.fields_changed() if f not in ("managed", "psk_id")]
         if "psk_id" in c.fields_changed():
             diffs.append("psk: changed")
@@ -82,6 +83,12 @@ def change_detail(c: Change) -> tuple[str, str]:
     value = c.after if c.after is not None else c.before
     what = describe(value) if value is not None else ""
     return what, c.reason if c.action is Action.DELETE or c.kind is Kind.TUNNEL else ""
+
+
+def _why(value: Any, field: str) -> str:
+    """` (default for a UDP tunnel)` after a device's value that provision chose, not the inventory."""
+    why = value.default_for(field) if isinstance(value, Device) else None
+    return f" ({why})" if why is not None else ""
 
 
 def _show(value: Any, field: str = "") -> str:

@@ -10,6 +10,7 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from . import defaults
 from .errors import Diagnostic
 from .inventory import Host
 from .resolve import var_path
@@ -18,6 +19,7 @@ from .model import (
     MAIN_TABLE,
     DeviceType,
     LinkState,
+    Transport,
     canonical_interface,
     canonical_network,
     split_endpoint,
@@ -311,7 +313,8 @@ def check_peers(source: Sources, hosts: Iterable[Host]) -> list[Diagnostic]:
             mine, other = _device_flags(host, t), _device_flags(peer, theirs)
             if mine and other and mine != other:
                 err(p + ("device",), f"the devices differ (type, pi, vnet_hdr): {mine} here, {other} on "
-                                     f"{peer_name}; the forwarders would refuse each other")
+                                     f"{peer_name}; the forwarders would refuse each other (a tunnel's "
+                                     "device has vnet_hdr: true unless the inventory says false)")
             if not listens(host.name, peer_name) and peer.connection == "netns" \
                     and "tunnel_address" not in peer.vars:
                 err(p + ("peer",), f"{peer_name} listens (its name sorts first) but is a netns host without "
@@ -320,10 +323,12 @@ def check_peers(source: Sources, hosts: Iterable[Host]) -> list[Diagnostic]:
 
 
 def _device_flags(host: Host, t: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    """(type, pi, vnet_hdr) of the device tunnel `t` names, vnet_hdr as the defaults make it."""
     for e in host.network.get("devices", ()):
         d = e.value
         if str(d.get("name")) == str(t.get("device")) and d.get("state") != ABSENT:
-            return (d.get("type"), bool(d.get("pi", False)), bool(d.get("vnet_hdr", False)))
+            vnet_hdr, _ = defaults.vnet_hdr(d, Transport(t.get("transport", Transport.TCP)))
+            return (d.get("type"), bool(d.get("pi", False)), vnet_hdr)
     return None
 
 

@@ -183,10 +183,12 @@ def transfer_intact(receiver_ns: str, sender_ns: str, address: str) -> bool:
 
 
 @pytest.mark.parametrize(("flags", "transport", "security"), [
-    ("type: tun, pi: true, multi_queue: true", "udp", SECURE),
+    ("type: tun, pi: true, multi_queue: true", "udp", SECURE),  # vnet_hdr by default, behind pi
+    ("type: tun, pi: true, vnet_hdr: false", "udp", SECURE),
     ("type: tun, vnet_hdr: true", "tcp", SECURE + ", compress: true"),
     ("type: tun, vnet_hdr: true", "udp", INSECURE),
-    ("type: tap", "tcp", INSECURE),
+    ("type: tap, pi: true", "tcp", INSECURE),
+    ("type: tap, vnet_hdr: false", "tcp", INSECURE),
 ])
 def test_devices_with_other_flags_carry_packets_intact(tmp_path: Path, hosts: tuple[str, str], flags: str,
                                                        transport: str, security: str) -> None:
