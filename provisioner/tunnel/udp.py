@@ -148,7 +148,7 @@ class UdpCarrier:
                     if self.endpoint is None and not self._resolve():
                         break
                     self._send(msg, self.endpoint)
-            wait = min(wait, peer.next_event(now))
+                wait = min(wait, peer.next_event(now))  # (a listener nobody spoke to has no timer to run)
             state = LinkState.CONNECTED if peer.connected(now) else LinkState.CONNECTING
             self.stats.sessions(peer.handshakes, peer.last_handshake)
         else:

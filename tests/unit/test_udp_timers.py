@@ -1,0 +1,49 @@
+"""How long a UDP tunnel lets the data plane's loop sleep: an idle hub must be idle."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from provisioner.model import DeviceType, Role, Transport, Tunnel
+from provisioner.tunnel import noise
+from provisioner.tunnel.device import Device
+from provisioner.tunnel.peer import Peer
+from provisioner.tunnel.stats import Stats
+from provisioner.tunnel.udp import IDLE_TICK, UdpCarrier
+
+ME = noise.Identity.from_private(bytes(range(32)))
+PEER = noise.Identity.from_private(bytes(range(1, 33)))
+
+
+def carrier(role: Role) -> UdpCarrier:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    t = Tunnel(name="t", device="t0", transport=Transport.UDP, role=role,
+               endpoint="127.0.0.1:9" if role is Role.CONNECT else f"127.0.0.1:{sock.getsockname()[1]}",
+               device_type=DeviceType.TUN)
+    device = Device(os.open(os.devnull, os.O_RDWR), tap=False, pi=False, vnet_hdr=False, wireguard=True,
+                    compress=False)
+    return UdpCarrier(t, device, Peer(ME, PEER.public, None, 1000.0, keep_up=role is Role.CONNECT), sock, Stats("t"))
+
+
+def test_a_listener_nobody_has_spoken_to_sleeps_the_idle_tick() -> None:
+    """A packet the kernel sends out of the device as it comes up (an IPv6 router solicitation)
+    wants a session; a listener cannot start one before its peer speaks, but it asked to be
+    woken every 10 ms from then on: 500 such tunnels kept the data plane at 27 % of a core."""
+    c = carrier(Role.LISTEN)
+    try:
+        assert c.peer is not None and c.peer.sender(1000.0) is None  # what a read from the device asks
+        for now in (1000.0, 1003.0, 1100.0):
+            assert c.tick(now) == IDLE_TICK
+    finally:
+        c.close()
+
+
+def test_a_connecting_end_wakes_for_its_handshake_retries() -> None:
+    c = carrier(Role.CONNECT)
+    try:
+        c.start()
+        assert c.tick(1000.0) < IDLE_TICK  # an initiation went out; its retry is due within seconds
+    finally:
+        c.close()
