@@ -200,14 +200,14 @@ class Gro:
     into the next, and is written out when the buffer is full or nothing more is waiting.
     """
 
-    def __init__(self, device: Device):
+    def __init__(self, device: Device, buffer: memoryview | None = None):
         self.device = device
         self.l3 = vnet.ETH_LEN if device.tap else 0
         self.delivered = 0  # packets and bytes handed to the device (or to a run)
         self.bytes = 0
         self.drops: list[Drop] = []
         self.coalescer = vnet.Coalescer(device.tap, self._write)
-        self.buffer = memoryview(bytearray(1 << 18))
+        self.buffer = buffer if buffer is not None else memoryview(bytearray(1 << 18))
         self.pos = 0
 
     def _write(self, parts: Sequence[bytes | memoryview]) -> None:

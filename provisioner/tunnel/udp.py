@@ -49,9 +49,14 @@ IDLE_TICK = 2.0  # the longest a tunnel's timers sleep (the peer's own timers ar
 HANDSHAKE_SIZES = {noise.MSG_INITIATION: noise.INITIATION_LEN, noise.MSG_RESPONSE: noise.RESPONSE_LEN,
                    noise.MSG_COOKIE_REPLY: noise.COOKIE_REPLY_LEN}
 TRANSPORT = noise.MSG_TRANSPORT
-# Shared by every carrier of the process: one loop runs them all, one receive at a time.
+# Scratch space shared by every UDP tunnel of the data plane: one loop runs them all, one turn
+# at a time, and no turn leaves anything in them (a GRO run is flushed at the end of its
+# receive). Per tunnel they were 0.7 MB: 350 MB for a hub of 500.
 RECEIVE_BUFFER = bytearray(1 << 17)
 RECEIVE_VIEW = memoryview(RECEIVE_BUFFER)
+OUT = memoryview(bytearray(OUT_SIZE))  # sealed datagrams, side by side, for one send
+PLAIN = memoryview(bytearray(1 << 17))  # where a datagram is decrypted to (without GRO)
+GRO = memoryview(bytearray(1 << 18))  # where a GRO run is glued
 
 log = logging.getLogger("provision.forwarder")
 
@@ -108,9 +113,8 @@ class UdpCarrier:
         self.staged: collections.deque[bytes | memoryview] = collections.deque(maxlen=MAX_STAGED)
         self.gso = True
         self.reader = device.reader()
-        self.out = memoryview(bytearray(OUT_SIZE))  # sealed datagrams, side by side, for one send
-        self.plain = memoryview(bytearray(1 << 17))  # where a datagram is decrypted to (without GRO)
-        self.gro = Gro(device) if device.vnet_hdr and not device.pi else None
+        self.out, self.plain = OUT, PLAIN
+        self.gro = Gro(device, GRO) if device.vnet_hdr and not device.pi else None
         self.room = 0  # the largest datagram that reaches the endpoint unfragmented (UDP_SEGMENT's limit)
         self._room_for: Any = None
         self._internal_logged = -60.0
@@ -362,7 +366,9 @@ class UdpCarrier:
                 return
             if addr != self.endpoint:
                 self.endpoint = addr  # roaming: the peer is where its last authenticated message came from
-            if not was_confirmed:
+                self.timers_moved = True  # (status shows where the peer is now)
+            if not was_confirmed:  # the session is confirmed: connected, now (the timers see it at once)
+                self.timers_moved = True
                 self._flush_staged(kp)
             if size:
                 why = gro.take(buf, at, size) if gro is not None else self.device.deliver(buf[:size])

@@ -36,7 +36,8 @@ def test_a_hub_of_100_tunnels_pings_changes_one_alone_and_survives_a_kill(tmp_pa
              and r["endpoint"].endswith(":42007"), 20)
         assert h.pings() == []  # through the 99 sessions made before the change, and t7's new one
         # (counters are reported every 2 s and kept within 1 s)
-        wait("the pings counted", lambda: all(r["rx_packets"] > before[n]["rx_packets"] for n, r in h.status().items()), 10)
+        wait("the pings counted", lambda: all(r["rx_packets"] > before[n]["rx_packets"]
+                                          for n, r in h.status().items() if n != "t7"), 10)
         after = h.status()
         for name, row in after.items():
             if name == "t7":
