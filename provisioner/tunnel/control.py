@@ -89,7 +89,7 @@ class Tunnels:
         poked = time.monotonic()
         failures: dict[str, str] = {}
         while pending and time.monotonic() < deadline:
-            records = runtime._tunnel_records(self.base)
+            records = runtime.tunnel_records(self.base)
             for name, want in list(pending.items()):
                 record = records.get(name)
                 if want is None:

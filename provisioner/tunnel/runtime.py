@@ -87,7 +87,7 @@ def supervisor_alive(base: Path) -> bool:
         os.close(fd)
 
 
-def _tunnel_records(base: Path) -> dict[str, dict[str, Any]]:
+def tunnel_records(base: Path) -> dict[str, dict[str, Any]]:
     tunnels = read_dict(base / SUPERVISOR).get("tunnels")
     return {k: v for k, v in tunnels.items() if isinstance(v, dict)} if isinstance(tunnels, dict) else {}
 
@@ -97,7 +97,7 @@ def observe(state_dir: Path, host: str) -> tuple[Tunnel, ...]:
     lives and runs exactly the spec apply wrote."""
     base = host_dir(state_dir, host)
     alive = supervisor_alive(base)
-    records = _tunnel_records(base) if alive else {}
+    records = tunnel_records(base) if alive else {}
     out = []
     for name, spec in sorted(wanted(base).items()):
         record = records.get(name, {})
@@ -140,7 +140,7 @@ def status(state_dir: Path, host: str) -> list[dict[str, Any]]:
     """What `provision status` shows, per tunnel."""
     base = host_dir(state_dir, host)
     alive = supervisor_alive(base)
-    records = _tunnel_records(base)
+    records = tunnel_records(base)
     all_stats = read_dict(base / STATS)
     out = []
     now = time.time()
