@@ -8,6 +8,7 @@ PROVISION := $(VENV)/bin/provision
 STAMP := $(VENV)/.installed
 DEMO_NS := provision-demo-gw1 provision-demo-gw2
 DEBIAN_PACKAGES := iproute2 iputils-ping procps iperf3 socat
+DEBIAN_PACKAGES += gcc libssl-dev python3-dev  # pip install builds provisioner/tunnel/_fastpath.c against libcrypto
 TEST_PACKAGES := git openssh-client systemd strace  # the pull agent's git, ssh-keygen and ssh for Ansible, systemd-analyze; strace for the chaos suite
 TEST_PACKAGES += wireguard-go wireguard-tools  # a stock WireGuard peer for the interop tests (wg configures it)
 FUZZ_SECONDS := 60  # per target, for `make fuzz`
@@ -24,7 +25,7 @@ TEST_LOCK := requirements-test.lock
 PIP_TOOLS := pip-tools==7.6.2
 COMPILE := --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links
 
-$(STAMP): pyproject.toml $(LOCK) $(TEST_LOCK)
+$(STAMP): pyproject.toml setup.py provisioner/tunnel/_fastpath.c $(LOCK) $(TEST_LOCK)
 	@command -v python3 >/dev/null || { apt-get update -qq && apt-get install -y -qq python3 python3-venv; }
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --require-hashes -r $(TEST_LOCK)

@@ -186,6 +186,11 @@ class UdpCarrier:
         peer, reader, out = self.peer, self.reader, self.out
         now = time.monotonic()
         kp = peer.sender(now) if peer is not None else None
+        if kp is not None and not reader.compress:  # the common case: read and sealed in one call
+            sealed, size = reader.read_seal(kp, SEND_BATCH, out, 0)
+            if sealed:
+                self._send_out(sealed, size, now)
+            return
         lengths: list[int] = []
         pos = nbytes = 0
         room = len(out) - OUT_SLACK
