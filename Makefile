@@ -15,7 +15,7 @@ FUZZ_SECONDS := 60  # per target, for `make fuzz`
 
 TUNNEL_HOSTS := gw1 gw2 site-a site-b hub spoke-east spoke-west  # the bundled inventories' hosts with tunnels
 
-.PHONY: demo test unit lint lock fuzz bytecode bench bench-check bench-tunnel bench-baseline bench-fleet docker setup system packages clean demo-clean keys chaos soak
+.PHONY: demo test test-fallback unit lint lock fuzz bytecode bench bench-check bench-tunnel bench-baseline bench-fleet docker setup system packages clean demo-clean keys chaos soak
 
 # Installs come from the lock files (exact versions, every file's hash), never from the ranges in
 # pyproject.toml, so a fresh machine gets what the benchmarks were measured with. `make lock`
@@ -89,6 +89,15 @@ docker: setup
 test: setup lint docker
 	@$(MAKE) -s packages PACKAGES="$(TEST_PACKAGES)"
 	$(PY) -m pytest -q tests
+	@$(MAKE) -s test-fallback
+
+# The tunnel suite once more on the Python datapath (provisioner/tunnel/fastpath.py), as a host
+# without the compiled extension runs it.
+FALLBACK_TESTS := tests/unit/test_peer.py tests/unit/test_device.py tests/unit/test_tcp_carrier.py \
+	tests/integration/test_secure_tunnels.py tests/integration/test_wireguard_interop.py \
+	tests/integration/test_hostile_peers.py
+test-fallback: setup
+	PROVISION_DATAPATH=python $(PY) -m pytest -q $(FALLBACK_TESTS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check --select F,E9,B,UP --line-length 120 provisioner tests bench
@@ -98,9 +107,11 @@ unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit
 
 # Coverage-guided fuzzing (atheris) of every decoder the network reaches, FUZZ_SECONDS each;
-# a crash is kept in tests/fuzz/crashes/TARGET/ and replayed by `make test` from then on.
+# then the targets that reach the C extension again, FUZZ_SECONDS each, against a build of it
+# with AddressSanitizer and UBSan (tests/fuzz/run.py, docs/fastpath.md). A crash is kept in
+# tests/fuzz/crashes/TARGET/ and replayed by `make test` from then on.
 fuzz: $(STAMP)
-	$(PY) -m tests.fuzz.run --seconds $(FUZZ_SECONDS)
+	$(PY) -m tests.fuzz.run --seconds $(FUZZ_SECONDS) --asan
 
 # The chaos suite in full (docs/chaos.md); `make test` runs its short form. Prints the table.
 CHAOS_RESULTS := $(CURDIR)/.chaos-results.jsonl

@@ -141,7 +141,7 @@ def status(state_dir: Path, host: str) -> list[dict[str, Any]]:
             "pid": sup.get("forwarder_pid") if alive else None, "restarts": sup.get("restarts", 0),
             "peer": stats.get("peer"), "rx_packets": stats.get("rx_packets", 0), "rx_bytes": stats.get("rx_bytes", 0),
             "tx_packets": stats.get("tx_packets", 0), "tx_bytes": stats.get("tx_bytes", 0),
-            "drops": stats.get("drops", {}),
+            "drops": stats.get("drops", {}), "datapath": stats.get("datapath"),
             "last_error": (sup.get("last_error") if state == "failed" else None) or stats.get("last_error")
             or sup.get("last_error"),
         })

@@ -20,10 +20,11 @@ from pathlib import Path
 
 from provisioner.errors import ProvisionError
 from provisioner.model import DeviceType, Role, Transport, Tunnel
-from provisioner.tunnel import noise, tcp, vnet
+from provisioner.tunnel import _fastpath, noise, tcp, vnet  # type: ignore[attr-defined]
 from provisioner.tunnel.cookie import CookieChecker, CookieGenerator
 from provisioner.tunnel.device import Device
 from provisioner.tunnel.drops import Drop
+from provisioner.tunnel.fastpath import PySession
 from provisioner.tunnel.keypair import Keypair
 from provisioner.tunnel.peer import Peer
 from provisioner.tunnel.stats import Stats
@@ -117,6 +118,72 @@ def transport(data: bytes) -> None:
         return
     plain = Keypair(_bob_keys, NOW).open(msg)
     assert plain is None or isinstance(plain, bytes)
+
+
+class _Openers:
+    """BOB's receive side twice, compiled and in Python, kept across inputs (their replay windows
+    see the same counters in the same order, so they must give the same answers)."""
+
+    def __init__(self) -> None:
+        keys = (_bob_keys.send, _bob_keys.receive, _bob_keys.remote_index)
+        self.compiled, self.python = _fastpath.Session(*keys), PySession(*keys)
+
+
+_openers: _Openers | None = None
+
+
+def _answer(session: object, msg: bytes, out_len: int) -> tuple[object, bytes]:
+    out = memoryview(bytearray(out_len))
+    try:
+        return session.open_into(msg, out), bytes(out)  # type: ignore[attr-defined]
+    except ValueError:
+        return "ValueError", b""
+
+
+FORGED_OR_REPLAYED = (-1, -2)
+
+
+def fastpath_open(data: bytes) -> None:
+    """_fastpath.Session.open_into on any bytes (valid messages bent), with a buffer a little too
+    large or too small: exactly its Python model's answer and bytes, or the same ValueError."""
+    global _openers
+    if _openers is None:
+        _openers = _Openers()
+    msg = shaped(data[1:], TRANSPORT)
+    out_len = max(0, len(msg) - noise.TRANSPORT_MIN_LEN + (data[0] % 8 if data else 4) - 3)
+    compiled = _answer(_openers.compiled, msg, out_len)
+    python = _answer(_openers.python, msg, out_len)
+    if compiled[0] in FORGED_OR_REPLAYED:
+        compiled, python = (compiled[0], b""), (python[0], b"")  # what a failed open left in out is no answer
+    assert compiled == python, (compiled[0], python[0])
+
+
+def fastpath_seal(data: bytes) -> None:
+    """_fastpath.Session.seal_many and seal_into on units, an MTU, a counter and a buffer the
+    fuzzer picks: the same messages as the model, each of which opens to its padded unit."""
+    if len(data) < 4:
+        return
+    mtu = (0, 16, 1420, 65535)[data[0] % 4]
+    counter = (0, 1, 2**32, 2**64 - 2**13 - 3)[data[1] % 4]
+    room, rest = 32 * (data[2] % 8) + data[3] * 3, data[4:]
+    units, i = [], 0
+    while i < len(rest):
+        n = rest[i] % 64
+        units.append(rest[i + 1:i + 1 + n])
+        i += 1 + n
+    keys = (_bob_keys.send, _bob_keys.receive, _bob_keys.remote_index)
+    results = []
+    for session in (_fastpath.Session(*keys), PySession(*keys)):
+        out = memoryview(bytearray(room))
+        lengths, after = session.seal_many(counter, units, out, 0, mtu)
+        try:
+            end = session.seal_into(after, rest[:room], out, room // 2)
+        except ValueError:
+            end = -1
+        results.append((lengths, after, end, bytes(out)))
+    assert results[0] == results[1]
+    lengths, after, _, _ = results[0]
+    assert after == counter + len(lengths) and sum(lengths) <= room
 
 
 class _Receiver:
@@ -300,7 +367,12 @@ TARGETS: dict[str, Target] = {
     "virtio_header": virtio_header,
     "device": device,
     "inventory": inventory,
+    "fastpath_open": fastpath_open,
+    "fastpath_seal": fastpath_seal,
 }
+# The targets that reach the compiled extension: `make fuzz` runs them again against a build of
+# it with AddressSanitizer and UBSan (run.py --asan).
+NATIVE = ["fastpath_open", "fastpath_seal", "transport", "peer", "udp_receive"]
 SEEDS: dict[str, list[bytes]] = {
     "initiation": [b"\x00" + INITIATION, b"\x01", b"\x03\x05\x00"],
     "response": [b"\x00" + RESPONSE, b"\x01"],
@@ -313,5 +385,7 @@ SEEDS: dict[str, list[bytes]] = {
     "tcp_frames": [b"\xff\x01\x01" + struct.pack(">I", 5) + b"hello" + struct.pack(">I", 2) + b"ok"],
     "virtio_header": [b"\x00" + vnet.HDR.pack(1, 1, 54, 1448, 34, 16) + bytes(80)],
     "device": [bytes([8]) + bytes.fromhex("4500001c0001000040017cd9c0000201c0000202") + bytes(8)],
+    "fastpath_open": [b"\x03" + b"\x00" + TRANSPORT, b"\x04\x01", b"\x00\x02\x20"],
+    "fastpath_seal": [bytes([2, 0, 7, 255, 5]) + b"hello" + bytes([0, 20]) + bytes(20), bytes([1, 3, 1, 0])],
     "inventory": [p.read_bytes() for p in sorted((Path(__file__).resolve().parents[2] / "inventories").glob("*.yaml"))],
 }

@@ -31,7 +31,7 @@ import pytest
 
 from provisioner import keys
 from provisioner.kernel import namespace
-from provisioner.tunnel import cookie, noise
+from provisioner.tunnel import cookie, fastpath, noise
 from provisioner.tunnel.drops import Drop
 from provisioner.tunnel.privileges import DEFAULT_USER
 from provisioner.tunnel.tcp import frame
@@ -70,6 +70,7 @@ def impostor_initiation(listener: bytes, claimed: bytes) -> bytes:
 def test_a_udp_peer_with_the_wrong_key_is_refused_in_the_handshake(tmp_path: Path, hosts: tuple[str, str]) -> None:
     inv, state = up(tmp_path, hosts, "udp")
     before = status(inv, state)["gw1"]
+    assert before["datapath"] == fastpath.DATAPATH.value  # compiled, unless PROVISION_DATAPATH=python
     listener = public(tmp_path, "gw1")
     attacks = {
         Drop.BAD_MAC1: stranger_initiation(listener, mac1=False),  # does not even know whom it talks to
@@ -97,6 +98,7 @@ def test_tcp_connections_with_the_wrong_key_are_refused_and_the_real_one_stays(t
                                                                                hosts: tuple[str, str]) -> None:
     inv, state = up(tmp_path, hosts, "tcp")
     before = status(inv, state)["gw1"]
+    assert before["datapath"] == fastpath.DATAPATH.value
     listener = public(tmp_path, "gw1")
     attacks = {
         "a stranger's key": b"".join(frame(stranger_initiation(listener))),
