@@ -208,6 +208,249 @@ static uint64_t get_le64(const uint8_t *p) {
     return v;
 }
 
+
+
+/* ------------------------------------------------------------------ TSO super-packets
+ * vnet.wire_packets in C: a read from a tun with vnet_hdr and offloads (10-byte virtio header,
+ * then an IP packet of up to 64 KB) cut into fully checksummed IP packets, as WireGuard's wire
+ * wants them. Only fixed offsets are read, each after the length that covers it is checked. */
+
+#define VNET_LEN 10
+#define F_NEEDS_CSUM 1
+#define F_DATA_VALID 2
+#define GSO_NONE 0
+#define GSO_TCPV4 1
+#define GSO_TCPV6 4
+#define GSO_ECN 0x80
+#define TCP_FIN 1
+#define TCP_PSH 8
+#define TCP_CWR 128
+
+typedef struct {
+    const uint8_t *pkt; /* the IP packet, after the virtio header */
+    Py_ssize_t n;       /* its length */
+    int gso, v4, finish;
+    Py_ssize_t l4, hl, seg, count, cstart, coff;
+    uint16_t id;
+    uint32_t seq;
+    uint8_t flags;
+} cut_t;
+
+static uint16_t get_be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+
+static void put_be16(uint8_t *p, uint16_t v) {
+    p[0] = (uint8_t)(v >> 8);
+    p[1] = (uint8_t)v;
+}
+
+static uint64_t ones_sum(const uint8_t *p, Py_ssize_t n, uint64_t total) {
+    Py_ssize_t i = 0;
+    for (; i + 1 < n; i += 2)
+        total += (uint64_t)(p[i] << 8 | p[i + 1]);
+    if (i < n)
+        total += (uint64_t)p[i] << 8;
+    return total;
+}
+
+static uint16_t fold(uint64_t total) {
+    while (total >> 16)
+        total = (total & 0xFFFF) + (total >> 16);
+    return (uint16_t)total;
+}
+
+/* 0 and c planned; -1 with the reason in *why (the unit is not sent). */
+static int cut_plan(cut_t *c, const uint8_t *unit, Py_ssize_t len, Py_ssize_t max_packet, const char **why) {
+    memset(c, 0, sizeof(*c));
+    if (len < VNET_LEN) {
+        *why = "shorter than a virtio header";
+        return -1;
+    }
+    /* flags u8, gso_type u8, hdr_len u16 (never trusted), gso_size u16, csum_start u16, csum_offset u16 */
+    uint8_t flags = unit[0], gso_type = unit[1];
+    Py_ssize_t gso_size = unit[4] | unit[5] << 8;
+    Py_ssize_t cstart = unit[6] | unit[7] << 8, coff = unit[8] | unit[9] << 8;
+    const uint8_t *p = unit + VNET_LEN;
+    Py_ssize_t n = len - VNET_LEN;
+    c->pkt = p;
+    c->n = n;
+    if (flags & ~(F_NEEDS_CSUM | F_DATA_VALID)) {
+        *why = "virtio header flags";
+        return -1;
+    }
+    if (gso_type == GSO_NONE) {
+        c->count = n > 0 ? 1 : 0;
+        if (flags & F_NEEDS_CSUM) {
+            if (cstart + coff + 2 > n) {
+                *why = "checksum offsets point outside the packet";
+                return -1;
+            }
+            c->finish = 1;
+            c->cstart = cstart;
+            c->coff = coff;
+        }
+        return 0;
+    }
+    int base = gso_type & ~GSO_ECN;
+    if ((base != GSO_TCPV4 && base != GSO_TCPV6) || !(flags & F_NEEDS_CSUM)) {
+        *why = "gso_type not allowed";
+        return -1;
+    }
+    if (n < 20) {
+        *why = "packet shorter than an IP header";
+        return -1;
+    }
+    int version = p[0] >> 4;
+    Py_ssize_t l4;
+    if (version == 4) {
+        Py_ssize_t ihl = (p[0] & 0x0F) * 4;
+        if (ihl < 20 || p[9] != 6) {
+            *why = "offloaded IPv4 packet that is not TCP";
+            return -1;
+        }
+        if (get_be16(p + 2) != n) {
+            *why = "IPv4 total length does not match the packet";
+            return -1;
+        }
+        l4 = ihl;
+    } else if (version == 6) {
+        if (n < 40 || p[6] != 6) {
+            *why = "offloaded IPv6 packet that is not TCP";
+            return -1;
+        }
+        if (get_be16(p + 4) != n - 40) {
+            *why = "IPv6 payload length does not match the packet";
+            return -1;
+        }
+        l4 = 40;
+    } else {
+        *why = "IP version";
+        return -1;
+    }
+    if ((base == GSO_TCPV4) != (version == 4)) {
+        *why = "gso_type does not match the IP version";
+        return -1;
+    }
+    if (n < l4 + 20) {
+        *why = "packet shorter than its TCP header";
+        return -1;
+    }
+    Py_ssize_t hl = l4 + (p[l4 + 12] >> 4) * 4;
+    if (hl < l4 + 20 || hl > n) {
+        *why = "TCP data offset outside the packet";
+        return -1;
+    }
+    if (hl >= n) {
+        *why = "segmentation offload with no payload";
+        return -1;
+    }
+    if (gso_size == 0) {
+        *why = "segmentation offload with no segment size";
+        return -1;
+    }
+    Py_ssize_t seg = gso_size < max_packet - hl ? gso_size : max_packet - hl;
+    if (seg < 1) {
+        *why = "headers too long to segment";
+        return -1;
+    }
+    c->gso = 1;
+    c->v4 = version == 4;
+    c->l4 = l4;
+    c->hl = hl;
+    c->seg = seg;
+    c->count = (n - hl + seg - 1) / seg;
+    c->id = c->v4 ? get_be16(p + 4) : 0;
+    c->seq = (uint32_t)p[l4 + 4] << 24 | (uint32_t)p[l4 + 5] << 16 | (uint32_t)p[l4 + 6] << 8 | p[l4 + 7];
+    c->flags = p[l4 + 13];
+    return 0;
+}
+
+static Py_ssize_t cut_len(const cut_t *c, Py_ssize_t i) {
+    if (!c->gso)
+        return c->n;
+    Py_ssize_t off = c->hl + i * c->seg, rest = c->n - off;
+    return c->hl + (rest < c->seg ? rest : c->seg);
+}
+
+/* Packet i, cut_len(c, i) bytes, written at dst (which must not overlap the source). */
+static void cut_write(const cut_t *c, Py_ssize_t i, uint8_t *dst) {
+    Py_ssize_t len = cut_len(c, i);
+    if (!c->gso) {
+        memcpy(dst, c->pkt, c->n);
+        if (c->finish) {
+            put_be16(dst + c->cstart + c->coff, 0);
+            uint64_t partial = get_be16(c->pkt + c->cstart + c->coff);
+            uint16_t sum = (uint16_t)~fold(ones_sum(dst + c->cstart, c->n - c->cstart, partial));
+            put_be16(dst + c->cstart + c->coff, sum ? sum : 0xFFFF);
+        }
+        return;
+    }
+    Py_ssize_t hl = c->hl, l4 = c->l4;
+    memcpy(dst, c->pkt, hl);
+    memcpy(dst + hl, c->pkt + hl + i * c->seg, len - hl);
+    uint8_t flags = c->flags;
+    if (c->count > 1)
+        flags &= (uint8_t)(i == 0 ? ~(TCP_FIN | TCP_PSH) : i == c->count - 1 ? ~TCP_CWR : ~(TCP_FIN | TCP_PSH | TCP_CWR));
+    uint32_t seq = c->seq + (uint32_t)(i * c->seg);
+    dst[l4 + 4] = (uint8_t)(seq >> 24);
+    dst[l4 + 5] = (uint8_t)(seq >> 16);
+    dst[l4 + 6] = (uint8_t)(seq >> 8);
+    dst[l4 + 7] = (uint8_t)seq;
+    dst[l4 + 13] = flags;
+    uint64_t pseudo;
+    if (c->v4) {
+        put_be16(dst + 2, (uint16_t)len);
+        put_be16(dst + 4, (uint16_t)(c->id + i));
+        put_be16(dst + 10, 0);
+        put_be16(dst + 10, (uint16_t)~fold(ones_sum(dst, l4, 0)));
+        pseudo = ones_sum(dst + 12, 8, 0);
+    } else {
+        put_be16(dst + 4, (uint16_t)(len - 40));
+        pseudo = ones_sum(dst + 8, 32, 0);
+    }
+    put_be16(dst + l4 + 16, 0);
+    uint16_t sum = (uint16_t)~fold(ones_sum(dst + l4, len - l4, pseudo + 6 + (uint64_t)(len - l4)));
+    put_be16(dst + l4 + 16, sum ? sum : 0xFFFF);
+}
+
+/* wire_packets(unit, max_packet) -> list of bytes; ValueError for a unit that cannot be cut */
+static PyObject *wire_packets(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "wire_packets(unit, max_packet)");
+        return NULL;
+    }
+    Py_ssize_t max_packet = PyLong_AsSsize_t(args[1]);
+    if (max_packet == -1 && PyErr_Occurred())
+        return NULL;
+    if (max_packet < 1 || max_packet > 65535) {
+        PyErr_SetString(PyExc_ValueError, "max_packet is in 1..65535");
+        return NULL;
+    }
+    Py_buffer in;
+    if (get_in(args[0], &in, "unit") < 0)
+        return NULL;
+    cut_t c;
+    const char *why = NULL;
+    PyObject *list = NULL;
+    if (cut_plan(&c, in.buf, in.len, max_packet, &why) < 0) {
+        PyErr_SetString(PyExc_ValueError, why);
+        goto done;
+    }
+    list = PyList_New(c.count);
+    for (Py_ssize_t i = 0; list != NULL && i < c.count; i++) {
+        PyObject *b = PyBytes_FromStringAndSize(NULL, cut_len(&c, i));
+        if (b == NULL) {
+            Py_CLEAR(list);
+            break;
+        }
+        cut_write(&c, i, (uint8_t *)PyBytes_AS_STRING(b));
+        PyList_SET_ITEM(list, i, b);
+    }
+done:
+    PyBuffer_Release(&in);
+    return list;
+}
+
 /* ------------------------------------------------------------------ the session */
 
 typedef struct {
@@ -218,6 +461,9 @@ typedef struct {
     PyThread_type_lock open_lock;
     uint32_t remote_index;
     window_t replay;
+    uint8_t *super;        /* read_seal's buffer for a TSO read (segment > 0), allocated at first use */
+    Py_ssize_t super_cap;
+    Py_ssize_t pending;    /* bytes of a read in `super` that did not fit the last call's buffer */
 } SessionObject;
 
 static const EVP_CIPHER *chacha; /* fetched once, at import (before a forwarder drops root) */
@@ -327,6 +573,7 @@ static void Session_dealloc(SessionObject *self) {
         PyThread_free_lock(self->seal_lock);
     if (self->open_lock)
         PyThread_free_lock(self->open_lock);
+    PyMem_Free(self->super);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -484,18 +731,25 @@ done:
     return result;
 }
 
-/* read_seal(fd, counter, count, out, pos, skip, lead, mtu, read_size) -> (lengths, nbytes, next counter)
- * Up to `count` units read from fd without waiting (preadv2 RWF_NOWAIT), each sealed in place
- * into out from pos, as device.UnitReader lays a unit out: `skip` bytes of the read (pi, and the
- * virtio header in WireGuard's form) dropped, `lead` zero bytes before the rest (our form's flags
- * byte, and a zero virtio header when the device has none), padded as seal_many pads. A read that
- * gives nothing past `skip` is no unit. Stops when the device has nothing, or the next read could
- * not fit the rest of out; an error before any unit is an OSError, after one it ends the batch. */
+/* read_seal(fd, counter, count, out, pos, skip, lead, mtu, read_size, segment)
+ *   -> (lengths, nbytes, next counter, dropped)
+ * Up to `count` reads from fd without waiting (preadv2 RWF_NOWAIT), sealed in place into out
+ * from pos. With segment 0, each read is one unit, laid out as device.UnitReader lays it out:
+ * `skip` bytes of the read (pi, and the virtio header in WireGuard's form) dropped, `lead` zero
+ * bytes before the rest (our form's flags byte, and a zero virtio header when the device has
+ * none), padded as seal_many pads; a read that gives nothing past `skip` is no unit. With
+ * segment > 0 (a tun with vnet_hdr and offloads, WireGuard's form), each read (after `skip`) is
+ * a virtio header and a packet of up to 64 KB, cut by wire_packets into fully checksummed packets
+ * of at most `segment` bytes, each padded and sealed; one that cannot be cut is counted in
+ * `dropped`, and one whose packets do not all fit the rest of out waits in the session for the
+ * next call. Stops when the device has nothing or out is full; an error before any message is
+ * an OSError, after one it ends the batch. */
 static PyObject *Session_read_seal(SessionObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (!ready(self))
         return NULL;
-    if (nargs != 9) {
-        PyErr_SetString(PyExc_TypeError, "read_seal(fd, counter, count, out, pos, skip, lead, mtu, read_size)");
+    if (nargs != 10) {
+        PyErr_SetString(PyExc_TypeError,
+                        "read_seal(fd, counter, count, out, pos, skip, lead, mtu, read_size, segment)");
         return NULL;
     }
     long fdl = PyLong_AsLong(args[0]);
@@ -513,28 +767,35 @@ static PyObject *Session_read_seal(SessionObject *self, PyObject *const *args, P
             PyErr_SetString(PyExc_OverflowError, "counter outside u64");
         return NULL;
     }
-    Py_ssize_t nums[5]; /* count, pos, skip, lead, mtu, then read_size below */
-    const int at[5] = {2, 4, 5, 6, 7};
-    for (int i = 0; i < 5; i++) {
+    Py_ssize_t nums[7]; /* count, pos, skip, lead, mtu, read_size, segment */
+    const int at[7] = {2, 4, 5, 6, 7, 8, 9};
+    for (int i = 0; i < 7; i++) {
         nums[i] = PyLong_AsSsize_t(args[at[i]]);
         if (nums[i] == -1 && PyErr_Occurred())
             return NULL;
     }
     Py_ssize_t count = nums[0], pos = nums[1], skip = nums[2], lead = nums[3], mtu = nums[4];
-    Py_ssize_t read_size = PyLong_AsSsize_t(args[8]);
-    if (read_size == -1 && PyErr_Occurred())
-        return NULL;
+    Py_ssize_t read_size = nums[5], segment = nums[6];
     uint8_t scratch[64];
     if (count < 0 || skip < 0 || skip > (Py_ssize_t)sizeof(scratch) || lead < 0 || lead > 64 ||
-        mtu > MAX_PAYLOAD || read_size <= 0 || read_size > MAX_PAYLOAD) {
+        mtu > MAX_PAYLOAD || read_size <= VNET_LEN || read_size > MAX_PAYLOAD || segment < 0 || segment > 65535 ||
+        (segment > 0 && lead != 0)) {
         PyErr_SetString(PyExc_ValueError, "read_seal: an argument is out of range");
         return NULL;
+    }
+    if (segment > 0 && self->super_cap < read_size) {
+        uint8_t *grown = PyMem_Realloc(self->super, read_size);
+        if (grown == NULL)
+            return PyErr_NoMemory();
+        self->super = grown;
+        self->super_cap = read_size;
+        self->pending = 0;
     }
     Py_buffer out;
     if (get_out(args[3], &out) < 0)
         return NULL;
     PyObject *lengths = PyList_New(0), *result = NULL;
-    Py_ssize_t nbytes = 0;
+    Py_ssize_t nbytes = 0, dropped = 0;
     if (lengths == NULL)
         goto done;
     if (pos < 0 || pos > out.len) {
@@ -543,52 +804,101 @@ static PyObject *Session_read_seal(SessionObject *self, PyObject *const *args, P
     }
     /* the most a unit may take: header, lead, a full read padded to 16, tag */
     Py_ssize_t most = HEADER_LEN + lead + read_size + 15 + TAG_LEN;
+    take(self->seal_lock);
     for (Py_ssize_t i = 0; i < count && counter < REJECT_AFTER_MESSAGES; i++) {
-        if (out.len - pos < most)
+        if (segment == 0 && out.len - pos < most)
             break;
         uint8_t *msg = (uint8_t *)out.buf + pos, *unit = msg + HEADER_LEN;
-        struct iovec iov[2];
-        int k = 0;
-        if (skip > 0)
-            iov[k++] = (struct iovec){.iov_base = scratch, .iov_len = (size_t)skip};
-        iov[k++] = (struct iovec){.iov_base = unit + lead, .iov_len = (size_t)read_size};
-        ssize_t n;
-        Py_BEGIN_ALLOW_THREADS
-        n = preadv2(fd, iov, k, -1, RWF_NOWAIT);
-        Py_END_ALLOW_THREADS
-        if (n < 0) {
-            if (errno == EAGAIN || errno == EINTR)
+        Py_ssize_t m;
+        if (segment > 0 && self->pending > 0) {
+            m = self->pending; /* what did not fit last time */
+        } else {
+            struct iovec iov[2];
+            int k = 0;
+            if (skip > 0)
+                iov[k++] = (struct iovec){.iov_base = scratch, .iov_len = (size_t)skip};
+            if (segment > 0)
+                iov[k++] = (struct iovec){.iov_base = self->super, .iov_len = (size_t)read_size};
+            else
+                iov[k++] = (struct iovec){.iov_base = unit + lead, .iov_len = (size_t)read_size};
+            ssize_t n;
+            Py_BEGIN_ALLOW_THREADS
+            n = preadv2(fd, iov, k, -1, RWF_NOWAIT);
+            Py_END_ALLOW_THREADS
+            if (n < 0) {
+                if (errno == EAGAIN || errno == EINTR)
+                    break;
+                if (PyList_GET_SIZE(lengths) == 0) {
+                    PyThread_release_lock(self->seal_lock);
+                    PyErr_SetFromErrno(PyExc_OSError);
+                    goto done;
+                }
                 break;
-            if (PyList_GET_SIZE(lengths) == 0) {
-                PyErr_SetFromErrno(PyExc_OSError);
-                goto done;
             }
-            break;
+            m = (Py_ssize_t)n - skip;
         }
-        Py_ssize_t m = (Py_ssize_t)n - skip;
         if (m <= 0)
             continue; /* no unit (as UnitReader: an empty read) */
-        Py_ssize_t plain = lead + m, size = padded_len(plain, mtu);
-        memset(unit, 0, lead);
-        memset(unit + plain, 0, size - plain);
-        take(self->seal_lock);
-        int rc = seal_one(self->seal, self->remote_index, counter, unit, (int)size, msg);
-        PyThread_release_lock(self->seal_lock);
-        if (rc != 0) {
-            crypto_error("seal");
-            goto done;
+        if (segment == 0) {
+            Py_ssize_t plain = lead + m, size = padded_len(plain, mtu);
+            memset(unit, 0, lead);
+            memset(unit + plain, 0, size - plain);
+            if (seal_one(self->seal, self->remote_index, counter, unit, (int)size, msg) != 0)
+                goto crypto_failed;
+            PyObject *len = PyLong_FromSsize_t(HEADER_LEN + size + TAG_LEN);
+            if (len == NULL || PyList_Append(lengths, len) < 0) {
+                Py_XDECREF(len);
+                goto failed;
+            }
+            Py_DECREF(len);
+            counter++;
+            nbytes += size;
+            pos += HEADER_LEN + size + TAG_LEN;
+            continue;
         }
-        PyObject *len = PyLong_FromSsize_t(HEADER_LEN + size + TAG_LEN);
-        if (len == NULL || PyList_Append(lengths, len) < 0) {
-            Py_XDECREF(len);
-            goto done;
+        cut_t c;
+        const char *why;
+        self->pending = 0;
+        if (cut_plan(&c, self->super, m, segment, &why) < 0) {
+            dropped++;
+            continue;
         }
-        Py_DECREF(len);
-        counter++;
-        nbytes += size;
-        pos += HEADER_LEN + size + TAG_LEN;
+        Py_ssize_t need = 0;
+        for (Py_ssize_t j = 0; j < c.count; j++)
+            need += HEADER_LEN + padded_len(cut_len(&c, j), mtu) + TAG_LEN;
+        if (need > out.len - pos || (uint64_t)c.count > REJECT_AFTER_MESSAGES - counter) {
+            if (PyList_GET_SIZE(lengths) == 0 && need > out.len - pos) {
+                dropped++; /* it would never fit this buffer */
+                continue;
+            }
+            self->pending = m;
+            break;
+        }
+        for (Py_ssize_t j = 0; j < c.count; j++) {
+            Py_ssize_t plain = cut_len(&c, j), size = padded_len(plain, mtu);
+            msg = (uint8_t *)out.buf + pos;
+            cut_write(&c, j, msg + HEADER_LEN);
+            memset(msg + HEADER_LEN + plain, 0, size - plain);
+            if (seal_one(self->seal, self->remote_index, counter, msg + HEADER_LEN, (int)size, msg) != 0)
+                goto crypto_failed;
+            PyObject *len = PyLong_FromSsize_t(HEADER_LEN + size + TAG_LEN);
+            if (len == NULL || PyList_Append(lengths, len) < 0) {
+                Py_XDECREF(len);
+                goto failed;
+            }
+            Py_DECREF(len);
+            counter++;
+            nbytes += size;
+            pos += HEADER_LEN + size + TAG_LEN;
+        }
     }
-    result = Py_BuildValue("(OnK)", lengths, nbytes, (unsigned long long)counter);
+    PyThread_release_lock(self->seal_lock);
+    result = Py_BuildValue("(OnKn)", lengths, nbytes, (unsigned long long)counter, dropped);
+    goto done;
+crypto_failed:
+    crypto_error("seal");
+failed:
+    PyThread_release_lock(self->seal_lock);
 done:
     Py_XDECREF(lengths);
     PyBuffer_Release(&out);
@@ -658,7 +968,8 @@ static PyMethodDef Session_methods[] = {
     {"seal_many", (PyCFunction)(void (*)(void))Session_seal_many, METH_FASTCALL,
      "seal_many(counter, units, out, pos, mtu) -> (lengths, next counter)."},
     {"read_seal", (PyCFunction)(void (*)(void))Session_read_seal, METH_FASTCALL,
-     "read_seal(fd, counter, count, out, pos, skip, lead, mtu, read_size) -> (lengths, nbytes, next counter)."},
+     "read_seal(fd, counter, count, out, pos, skip, lead, mtu, read_size, segment)\n"
+     "-> (lengths, nbytes, next counter, dropped)."},
     {"open_into", (PyCFunction)(void (*)(void))Session_open_into, METH_FASTCALL,
      "open_into(msg, out) -> payload length, or REPLAYED (-2) or FORGED (-1)."},
     {NULL, NULL, 0, NULL},
@@ -676,11 +987,18 @@ static PyTypeObject SessionType = {
     .tp_dealloc = (destructor)Session_dealloc,
 };
 
+static PyMethodDef module_methods[] = {
+    {"wire_packets", (PyCFunction)(void (*)(void))wire_packets, METH_FASTCALL,
+     "wire_packets(unit, max_packet) -> [packet]: vnet.wire_packets in C."},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "provisioner.tunnel._fastpath",
     .m_doc = "The compiled per-packet path (see fastpath.py).",
     .m_size = -1,
+    .m_methods = module_methods,
 };
 
 PyMODINIT_FUNC PyInit__fastpath(void) {

@@ -23,6 +23,7 @@ from typing import Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
+from . import vnet
 from .replay import REJECT_AFTER_MESSAGES, ReplayWindow
 
 ENV = "PROVISION_DATAPATH"
@@ -46,7 +47,7 @@ class Session(Protocol):
                   mtu: int) -> tuple[list[int], int]: ...
 
     def read_seal(self, fd: int, counter: int, count: int, out: memoryview, pos: int, skip: int, lead: int,
-                  mtu: int, read_size: int) -> tuple[list[int], int, int]: ...
+                  mtu: int, read_size: int, segment: int) -> tuple[list[int], int, int, int]: ...
 
     def open_into(self, msg: Buffer, out: memoryview) -> int: ...
 
@@ -59,7 +60,7 @@ def padded(size: int, mtu: int) -> int:
 class PySession:
     """The model of _fastpath.Session, and the fallback: same arguments, same bytes, same answers."""
 
-    __slots__ = ("_seal_into", "_open_into", "_remote", "replay")
+    __slots__ = ("_seal_into", "_open_into", "_remote", "replay", "_pending")
 
     def __init__(self, send_key: bytes, receive_key: bytes, remote_index: int):
         self._seal_into = ChaCha20Poly1305(send_key).encrypt_into
@@ -68,6 +69,7 @@ class PySession:
             raise ValueError("an index is a u32")
         self._remote = remote_index
         self.replay = ReplayWindow()
+        self._pending: bytes | None = None  # a TSO read that did not fit the last read_seal's buffer
 
     def seal_into(self, counter: int, payload: Buffer, out: memoryview, pos: int) -> int:
         """One transport message at out[pos:]; returns where it ends."""
@@ -97,38 +99,67 @@ class PySession:
         return lengths, counter
 
     def read_seal(self, fd: int, counter: int, count: int, out: memoryview, pos: int, skip: int, lead: int,
-                  mtu: int, read_size: int) -> tuple[list[int], int, int]:
-        """Up to `count` units read from the device without waiting, each sealed in place at out[pos:]
-        (`skip` bytes of each read dropped, `lead` zero bytes before it, padded for `mtu`)."""
+                  mtu: int, read_size: int, segment: int) -> tuple[list[int], int, int, int]:
+        """Up to `count` reads from the device without waiting, sealed in place at out[pos:]: each one
+        unit (`skip` bytes of it dropped, `lead` zero bytes before it, padded for `mtu`), or with
+        `segment`, a TSO read cut into packets of at most that size (vnet.wire_packets); one that
+        cannot be cut is dropped, one that does not fit waits for the next call. Returns (lengths,
+        bytes, next counter, dropped)."""
         lengths: list[int] = []
-        nbytes = 0
+        nbytes = dropped = 0
         scratch = [memoryview(bytearray(skip))] if skip else []
         most = HEADER_LEN + lead + read_size + 15 + TAG_LEN
         for _ in range(count):
-            if counter >= REJECT_AFTER_MESSAGES or len(out) - pos < most:
+            if counter >= REJECT_AFTER_MESSAGES or (not segment and len(out) - pos < most):
                 break
             unit = pos + HEADER_LEN
-            try:
-                n = os.preadv(fd, [*scratch, out[unit + lead:unit + lead + read_size]], -1, os.RWF_NOWAIT)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
-                if not lengths:
-                    raise
-                break
-            m = n - skip
-            if m <= 0:
+            if segment and self._pending is not None:
+                read, self._pending = self._pending, None
+            else:
+                target = bytearray(read_size) if segment else out[unit + lead:unit + lead + read_size]
+                try:
+                    n = os.preadv(fd, [*scratch, target], -1, os.RWF_NOWAIT)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:
+                    if not lengths:
+                        raise
+                    break
+                if n - skip <= 0:
+                    continue
+                read = bytes(target[:n - skip]) if segment else b""
+                m = n - skip
+            if not segment:
+                plain = lead + m
+                size = padded(plain, mtu)
+                out[unit:unit + lead] = bytes(lead)
+                out[unit + plain:unit + size] = bytes(size - plain)
+                end = self.seal_into(counter, out[unit:unit + size], out, pos)
+                lengths.append(end - pos)
+                counter += 1
+                nbytes += size
+                pos = end
                 continue
-            plain = lead + m
-            size = padded(plain, mtu)
-            out[unit:unit + lead] = bytes(lead)
-            out[unit + plain:unit + size] = bytes(size - plain)
-            end = self.seal_into(counter, out[unit:unit + size], out, pos)
-            lengths.append(end - pos)
-            counter += 1
-            nbytes += size
-            pos = end
-        return lengths, nbytes, counter
+            try:
+                packets = vnet.wire_packets(read, segment)
+            except vnet.BadPacket:
+                dropped += 1
+                continue
+            need = sum(HEADER_LEN + padded(len(p), mtu) + TAG_LEN for p in packets)
+            if need > len(out) - pos or len(packets) > REJECT_AFTER_MESSAGES - counter:
+                if not lengths and need > len(out) - pos:
+                    dropped += 1
+                    continue
+                self._pending = read
+                break
+            for packet in packets:
+                size = padded(len(packet), mtu)
+                end = self.seal_into(counter, packet + bytes(size - len(packet)), out, pos)
+                lengths.append(end - pos)
+                counter += 1
+                nbytes += size
+                pos = end
+        return lengths, nbytes, counter, dropped
 
     def open_into(self, msg: Buffer, out: memoryview) -> int:
         """The payload's length, decrypted into out; REPLAYED (seen, or too old for the window) or
@@ -165,6 +196,14 @@ native = _load()
 DATAPATH = Datapath.COMPILED if native is not None else Datapath.PYTHON
 
 
+def wire_packets(unit: bytes | memoryview, max_packet: int) -> list[bytes]:
+    """vnet.wire_packets, on the datapath in use (ValueError for a unit that cannot be cut)."""
+    if native is not None:
+        packets: list[bytes] = native.wire_packets(unit, max_packet)
+        return packets
+    return vnet.wire_packets(unit, max_packet)
+
+
 def session(send_key: bytes, receive_key: bytes, remote_index: int) -> Session:
     """A keypair's Session, on the datapath in use."""
     if native is not None:
@@ -173,4 +212,4 @@ def session(send_key: bytes, receive_key: bytes, remote_index: int) -> Session:
     return PySession(send_key, receive_key, remote_index)
 
 
-__all__ = ["DATAPATH", "FORGED", "REPLAYED", "Datapath", "PySession", "Session", "padded", "session"]
+__all__ = ["DATAPATH", "FORGED", "REPLAYED", "Datapath", "PySession", "Session", "padded", "session", "wire_packets"]

@@ -112,7 +112,8 @@ def main(argv: list[str]) -> int:
         # UDP: one poll loop, and reads that never wait; TCP: a thread whose first read waits.
         os.set_blocking(grant.device_fd, t.transport is not Transport.UDP)
         device = Device(grant.device_fd, tap=t.device_type is DeviceType.TAP, pi=t.pi, vnet_hdr=t.vnet_hdr,
-                        wireguard=wireguard, compress=t.compress, mtu=device_mtu(t.device))
+                        wireguard=wireguard, compress=t.compress, mtu=device_mtu(t.device),
+                        offloads=grant.offloads)
         peer = make_peer(t, grant, time.monotonic())
         stats.peer_key = t.peer_public_key
         carrier: udp.UdpCarrier | tcp.TcpCarrier

@@ -53,17 +53,17 @@ class Keypair:
         return self.session.seal_into(n, payload, buf, pos)
 
     def read_seal(self, fd: int, count: int, out: memoryview, pos: int, *, skip: int, lead: int, mtu: int,
-                  read_size: int) -> tuple[list[int], int]:
-        """Up to `count` units the device holds, read without waiting and sealed side by side into
-        out from pos (fastpath.Session.read_seal says how a unit is laid out): (the messages'
-        lengths, the units' bytes)."""
+                  read_size: int, segment: int = 0) -> tuple[list[int], int, int]:
+        """Up to `count` reads from the device, without waiting, sealed side by side into out from
+        pos (fastpath.Session.read_seal says how a unit is laid out, and how `segment` cuts a
+        super-packet): (the messages' lengths, the units' bytes, reads that could not be cut)."""
         n = self.send_counter
         count = min(count, REJECT_AFTER_MESSAGES - n)
         if count <= 0:
             raise Expired
-        lengths, nbytes, self.send_counter = self.session.read_seal(fd, n, count, out, pos, skip, lead, mtu,
-                                                                    read_size)
-        return lengths, nbytes
+        lengths, nbytes, self.send_counter, dropped = self.session.read_seal(fd, n, count, out, pos, skip, lead, mtu,
+                                                                             read_size, segment)
+        return lengths, nbytes, dropped
 
     def open_into(self, msg: bytes | memoryview, out: memoryview) -> int:
         """open(), decrypting into `out`: the payload's length, or REPLAYED (seen, or too old for

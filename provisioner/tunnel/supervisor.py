@@ -36,7 +36,7 @@ from typing import IO, Any
 from .. import keys
 from ..errors import ForwarderError
 from ..kernel import tun
-from ..model import RunState, Transport, Tunnel, tunnel_from_dict, tunnel_to_dict
+from ..model import DeviceType, RunState, Transport, Tunnel, tunnel_from_dict, tunnel_to_dict
 from . import forwarder, privileges, runtime
 
 CRASHES_BEFORE_FAILED = 5
@@ -225,7 +225,10 @@ class Supervisor:
         if self.device_fd is None:
             spec = tunnel_from_dict(runtime.read_json(self.run_dir / runtime.SPEC) or {})
             flags = tun.flags_for(spec.device_type, spec.pi, spec.vnet_hdr, spec.multi_queue)
-            self.device_fd, self.offloads = tun.attach(spec.device, flags, offloads=spec.transport is Transport.TCP)
+            # TSO on where the forwarder takes super-packets: over TCP as they are; over UDP, an
+            # encrypted tun (WireGuard's form) cuts them into packets as it seals (vnet.wire_packets).
+            offloads = spec.transport is Transport.TCP or (spec.device_type is DeviceType.TUN and spec.secure)
+            self.device_fd, self.offloads = tun.attach(spec.device, flags, offloads=offloads)
         return self.device_fd
 
     def forget_device(self) -> None:

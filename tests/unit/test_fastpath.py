@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import random
 import socket
+import struct
 import subprocess
 import sys
 
@@ -14,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from provisioner.tunnel import _fastpath, fastpath  # type: ignore[attr-defined]
+from provisioner.tunnel import _fastpath, fastpath, vnet  # type: ignore[attr-defined]
 from provisioner.tunnel.device import MAX_UNIT, READ_SIZE
 from provisioner.tunnel.fastpath import FORGED, REPLAYED, PySession
 from provisioner.tunnel.replay import ReplayWindow
@@ -162,12 +163,12 @@ def test_read_seal_reads_what_the_device_holds_and_seals_it_as_the_model_does(sk
             for r in reads:
                 theirs.send(r)
             out = memoryview(bytearray(1 << 18))
-            got = IMPLS[kind](A, B, 9).read_seal(ours.fileno(), 3, 64, out, 5, skip, lead, mtu, READ_SIZE)
-            again = IMPLS[kind](A, B, 9).read_seal(ours.fileno(), 0, 64, out[:0], 0, skip, lead, mtu, READ_SIZE)
+            got = IMPLS[kind](A, B, 9).read_seal(ours.fileno(), 3, 64, out, 5, skip, lead, mtu, READ_SIZE, 0)
+            again = IMPLS[kind](A, B, 9).read_seal(ours.fileno(), 0, 64, out[:0], 0, skip, lead, mtu, READ_SIZE, 0)
         results.append((got, bytes(out)))
-        assert again == ([], 0, 0)
+        assert again == ([], 0, 0, 0)
     assert results[0] == results[1]
-    (lengths, nbytes, counter), out = results[0]
+    (lengths, nbytes, counter, _), out = results[0]
     units = [bytes(lead) + r[skip:] for r in reads if len(r) > skip]
     assert counter == 3 + len(units) and lengths == [32 + fastpath.padded(len(u), mtu) for u in units]
     assert nbytes == sum(n - 32 for n in lengths)
@@ -181,11 +182,172 @@ def test_read_seal_stops_at_count_and_at_an_empty_device() -> None:
                 theirs.send(b"x" * 100)
             out = memoryview(bytearray(1 << 18))
             s = IMPLS[kind](A, B, 9)
-            assert s.read_seal(ours.fileno(), 0, 3, out, 0, 0, 0, 0, READ_SIZE)[2] == 3
-            assert s.read_seal(ours.fileno(), 3, 64, out, 0, 0, 0, 0, READ_SIZE)[2] == 5
-            assert s.read_seal(ours.fileno(), 5, 64, out, 0, 0, 0, 0, READ_SIZE) == ([], 0, 5)
+            assert s.read_seal(ours.fileno(), 0, 3, out, 0, 0, 0, 0, READ_SIZE, 0)[2] == 3
+            assert s.read_seal(ours.fileno(), 3, 64, out, 0, 0, 0, 0, READ_SIZE, 0)[2] == 5
+            assert s.read_seal(ours.fileno(), 5, 64, out, 0, 0, 0, 0, READ_SIZE, 0) == ([], 0, 5, 0)
         with pytest.raises(OSError):  # a closed descriptor, before any unit: the error
-            s.read_seal(ours.fileno() if ours.fileno() >= 0 else 10**6, 0, 1, out, 0, 0, 0, 0, READ_SIZE)
+            s.read_seal(ours.fileno() if ours.fileno() >= 0 else 10**6, 0, 1, out, 0, 0, 0, 0, READ_SIZE, 0)
+
+
+# ------------------------------------------------------------------ TSO super-packets
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total > 0xFFFF:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def super_packet(version: int, payload: int, flags: int = vnet.TCP_ACK | vnet.TCP_PSH, gso: int = 1380,
+                 options: bytes = b"", ecn: bool = False) -> bytes:
+    """A TSO read from a tun: virtio header (NEEDS_CSUM, the pseudo-header's sum in the TCP
+    checksum field, as the kernel leaves it) and a TCP packet of `payload` bytes."""
+    data = random.Random(payload).randbytes(payload)
+    tcp = bytearray(struct.pack("!HHIIBBHHH", 5201, 40000, 0xFFFFFF00, 7, (5 + len(options) // 4) << 4, flags, 500, 0,
+                                0)) + options + data
+    if version == 4:
+        src, dst = bytes([198, 51, 100, 1]), bytes([198, 51, 100, 2])
+        ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0xFFFE, 0x4000, 64, 6, 0, src, dst))
+        ip[10:12] = struct.pack("!H", _checksum(bytes(ip)))
+        pseudo = src + dst
+    else:
+        src, dst = bytes(range(16)), bytes(range(16, 32))
+        ip = bytearray(struct.pack("!IHBB16s16s", 0x60000000, len(tcp), 6, 64, src, dst))
+        pseudo = src + dst
+    partial = ~_checksum(pseudo + struct.pack("!HH", 6, len(tcp))) & 0xFFFF
+    tcp[16:18] = struct.pack("!H", partial)
+    kind = (vnet.GSO_TCPV4 if version == 4 else vnet.GSO_TCPV6) | (vnet.GSO_ECN if ecn else 0)
+    return vnet.HDR.pack(vnet.F_NEEDS_CSUM, kind, 0, gso, len(ip), 16) + bytes(ip + tcp)
+
+
+def wire_ok(packet: bytes) -> bool:
+    """The packet's IPv4 header checksum and its TCP checksum verify."""
+    if packet[0] >> 4 == 4:
+        l4, pseudo = 20, packet[12:20]
+        if _checksum(packet[:20]) != 0:
+            return False
+    else:
+        l4, pseudo = 40, packet[8:40]
+    tcp = packet[l4:]
+    return _checksum(pseudo + struct.pack("!HH", 6, len(tcp)) + tcp) == 0
+
+
+@pytest.mark.parametrize("version", [4, 6])
+@pytest.mark.parametrize("payload, gso, max_packet", [(1, 1380, 1420), (1380, 1380, 1420), (1381, 1380, 1420),
+                                                       (64000, 1380, 1420), (5000, 1448, 1420), (3000, 500, 65535)])
+def test_a_super_packet_is_cut_into_checksummed_packets_alike(version: int, payload: int, gso: int,
+                                                               max_packet: int) -> None:
+    unit = super_packet(version, payload, gso=gso)
+    packets = _fastpath.wire_packets(unit, max_packet)
+    assert packets == vnet.wire_packets(unit, max_packet)
+    assert all(len(p) <= max_packet and wire_ok(p) for p in packets)
+    l4 = 20 if version == 4 else 40
+    assert b"".join(p[l4 + 20:] for p in packets) == unit[vnet.HDR_LEN + l4 + 20:]  # every byte, in order, once
+
+
+def test_flags_ids_and_sequence_numbers_go_as_tso_sends_them() -> None:
+    unit = super_packet(4, 4000, flags=vnet.TCP_ACK | vnet.TCP_PSH | vnet.TCP_FIN | vnet.TCP_CWR, ecn=True,
+                        options=bytes([1, 1, 8, 10]) + bytes(8))
+    packets = _fastpath.wire_packets(unit, 1420)
+    assert packets == vnet.wire_packets(unit, 1420) and all(wire_ok(p) for p in packets)
+    flags = [p[33] for p in packets]
+    assert flags[0] == vnet.TCP_ACK | vnet.TCP_CWR and flags[-1] == vnet.TCP_ACK | vnet.TCP_PSH | vnet.TCP_FIN
+    assert all(f == vnet.TCP_ACK for f in flags[1:-1])
+    assert [int.from_bytes(p[4:6], "big") for p in packets] == [(0xFFFE + i) & 0xFFFF for i in range(len(packets))]
+    seqs = [int.from_bytes(p[24:28], "big") for p in packets]
+    assert seqs[1] == (0xFFFFFF00 + len(packets[0]) - 52) & 0xFFFFFFFF  # wraps around 2**32
+
+
+def test_a_packet_with_only_its_checksum_left_to_do_is_finished() -> None:
+    unit = bytearray(super_packet(4, 100))
+    unit[1] = vnet.GSO_NONE
+    (packet,) = _fastpath.wire_packets(bytes(unit), 1420)
+    assert packet == vnet.wire_packets(bytes(unit), 1420)[0] and wire_ok(packet)
+    unit[0] = 0  # nothing to do: as it came
+    assert _fastpath.wire_packets(bytes(unit), 1420) == [bytes(unit[vnet.HDR_LEN:])]
+
+
+@pytest.mark.parametrize("bend", ["short", "flags", "gso_type", "version", "length", "offset", "no payload",
+                                  "no gso_size", "csum outside", "headers too long", "v4 as v6"])
+def test_a_unit_that_cannot_be_cut_is_refused_alike(bend: str) -> None:
+    unit = bytearray(super_packet(4, 3000))
+    max_packet = 1420
+    if bend == "short":
+        unit = unit[:9]
+    elif bend == "flags":
+        unit[0] = 0x05
+    elif bend == "gso_type":
+        unit[1] = 3
+    elif bend == "version":
+        unit[10] = 0x55
+    elif bend == "length":
+        unit[12:14] = (100).to_bytes(2, "big")
+    elif bend == "offset":
+        unit[10 + 32] = 0xF0  # a data offset of 60 bytes, past a header of 20 + ... fine; then too far:
+        unit = unit[:10 + 20 + 50]
+        unit[12:14] = (70).to_bytes(2, "big")
+    elif bend == "no payload":
+        unit = unit[:10 + 40]
+        unit[12:14] = (40).to_bytes(2, "big")
+    elif bend == "no gso_size":
+        unit[4:6] = b"\0\0"
+    elif bend == "csum outside":
+        unit[1] = vnet.GSO_NONE
+        unit[6:8] = (4000).to_bytes(2, "little")
+    elif bend == "headers too long":
+        max_packet = 40
+    elif bend == "v4 as v6":
+        unit[1] = vnet.GSO_TCPV6
+    with pytest.raises(ValueError):
+        vnet.wire_packets(bytes(unit), max_packet)
+    with pytest.raises(ValueError):
+        _fastpath.wire_packets(bytes(unit), max_packet)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300), st.sampled_from([1, 40, 60, 100, 1420, 65535]))
+def test_any_bytes_are_cut_alike(data: bytes, max_packet: int) -> None:
+    for unit in (data, super_packet(4, 200)[:len(data)] + data, super_packet(6, 300)[:40] + data):
+        try:
+            model: object = vnet.wire_packets(unit, max_packet)
+        except ValueError:
+            model = ValueError
+        try:
+            compiled: object = _fastpath.wire_packets(unit, max_packet)
+        except ValueError:
+            compiled = ValueError
+        assert compiled == model
+
+
+def test_read_seal_cuts_tso_reads_and_keeps_what_does_not_fit() -> None:
+    reads = [super_packet(4, 64000), super_packet(6, 20000), b"\x01" * 5, super_packet(4, 50)]
+    results = []
+    for kind in sorted(IMPLS):
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        theirs.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        with ours, theirs:
+            for r in reads:
+                theirs.send(r)
+            s = IMPLS[kind](A, B, 9)
+            out = memoryview(bytearray(80000))  # the first read's packets fit, the second's do not
+            first = s.read_seal(ours.fileno(), 0, 64, out, 0, 0, 0, 1420, READ_SIZE, 1420)
+            out2 = memoryview(bytearray(80000))
+            second = s.read_seal(ours.fileno(), first[2], 64, out2, 0, 0, 0, 1420, READ_SIZE, 1420)
+        results.append((first, second, bytes(out), bytes(out2)))
+    assert results[0] == results[1]
+    first, second, out, out2 = results[0]
+    expected = [vnet.wire_packets(r, 1420) for r in (reads[0], reads[1], reads[3])]
+    assert first[0] == [32 + fastpath.padded(len(p), 1420) for p in expected[0]] and first[3] == 0
+    assert second[0] == [32 + fastpath.padded(len(p), 1420) for p in expected[1] + expected[2]]
+    assert second[3] == 1  # the 5 bytes that are no unit
+    _, b = pair("python", "python")
+    pos, plain = 0, memoryview(bytearray(2000))
+    for packet, length in zip(expected[0], first[0], strict=True):
+        size = b.open_into(out[pos:pos + length], plain)
+        assert bytes(plain[:len(packet)]) == packet and size == fastpath.padded(len(packet), 1420)
+        pos += length
 
 
 def test_the_compiled_replay_window_runs_the_wireguard_go_table() -> None:
