@@ -376,10 +376,8 @@ static void cut_write(const cut_t *c, Py_ssize_t i, uint8_t *dst) {
     Py_ssize_t len = cut_len(c, i);
     if (!c->gso) {
         memcpy(dst, c->pkt, c->n);
-        if (c->finish) {
-            put_be16(dst + c->cstart + c->coff, 0);
-            uint64_t partial = get_be16(c->pkt + c->cstart + c->coff);
-            uint16_t sum = (uint16_t)~fold(ones_sum(dst + c->cstart, c->n - c->cstart, partial));
+        if (c->finish) { /* the field holds the pseudo-header's sum: summed in place, wherever it is */
+            uint16_t sum = (uint16_t)~fold(ones_sum(dst + c->cstart, c->n - c->cstart, 0));
             put_be16(dst + c->cstart + c->coff, sum ? sum : 0xFFFF);
         }
         return;

@@ -251,7 +251,7 @@ def wire_packets(unit: bytes | memoryview, max_packet: int = 65535) -> list[byte
         out = bytearray(pkt)
         if flags & F_NEEDS_CSUM:
             finish_checksum(out, start, offset)
-        return [bytes(out)]
+        return [bytes(out)] if out else []
     base = gso_type & ~GSO_ECN
     if base not in (GSO_TCPV4, GSO_TCPV6) or not flags & F_NEEDS_CSUM:
         raise BadPacket(f"gso_type {gso_type:#x} is not allowed")

@@ -134,7 +134,7 @@ def main() -> int:
     results = run_with_asan(names, NATIVE, args.seconds) if args.asan else run(names, args.seconds)
     failed = {n: rc for n, rc in results.items() if rc}
     for name, rc in results.items():
-        verdict = f"CRASH (exit {rc}): input kept in tests/fuzz/crashes/{name}/" if rc else "ok"
+        verdict = f"CRASH (exit {rc}): input kept in tests/fuzz/crashes/{name.split()[0]}/" if rc else "ok"
         print(f"{name:22} {verdict}")
     return 1 if failed else 0
 

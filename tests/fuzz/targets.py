@@ -186,6 +186,32 @@ def fastpath_seal(data: bytes) -> None:
     assert after == counter + len(lengths) and sum(lengths) <= room
 
 
+def _super_packet() -> bytes:
+    """A TSO read of a tun (virtio header, IPv4/TCP with 3000 bytes), valid, to bend."""
+    tcp = struct.pack("!HHIIBBHHH", 5201, 40000, 1, 7, 5 << 4, 0x18, 500, 0, 0) + bytes(range(256)) * 12
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp[:3020]), 1, 0x4000, 64, 6, 0, bytes(4), bytes(4))
+    return vnet.HDR.pack(vnet.F_NEEDS_CSUM, vnet.GSO_TCPV4, 40, 1380, 20, 16) + ip + tcp[:3020]
+
+
+SUPER_PACKET = _super_packet()
+
+
+def fastpath_segment(data: bytes) -> None:
+    """_fastpath.wire_packets (a TSO read cut into checksummed packets) on any bytes and bent valid
+    super-packets, for a max packet size the fuzzer picks: exactly vnet.wire_packets, or ValueError."""
+    max_packet = (1, 40, 60, 576, 1420, 65535)[data[0] % 6] if data else 1420
+    unit = shaped(data[1:], SUPER_PACKET)
+    try:
+        model: object = vnet.wire_packets(unit, max_packet)
+    except ValueError:
+        model = ValueError
+    try:
+        compiled: object = _fastpath.wire_packets(unit, max_packet)
+    except ValueError:
+        compiled = ValueError
+    assert compiled == model
+
+
 class _Receiver:
     """BOB's peer state, kept across inputs as a forwarder keeps it across datagrams."""
 
@@ -369,10 +395,11 @@ TARGETS: dict[str, Target] = {
     "inventory": inventory,
     "fastpath_open": fastpath_open,
     "fastpath_seal": fastpath_seal,
+    "fastpath_segment": fastpath_segment,
 }
 # The targets that reach the compiled extension: `make fuzz` runs them again against a build of
 # it with AddressSanitizer and UBSan (run.py --asan).
-NATIVE = ["fastpath_open", "fastpath_seal", "transport", "peer", "udp_receive"]
+NATIVE = ["fastpath_open", "fastpath_seal", "fastpath_segment", "transport", "peer", "udp_receive"]
 SEEDS: dict[str, list[bytes]] = {
     "initiation": [b"\x00" + INITIATION, b"\x01", b"\x03\x05\x00"],
     "response": [b"\x00" + RESPONSE, b"\x01"],
@@ -387,5 +414,6 @@ SEEDS: dict[str, list[bytes]] = {
     "device": [bytes([8]) + bytes.fromhex("4500001c0001000040017cd9c0000201c0000202") + bytes(8)],
     "fastpath_open": [b"\x03" + b"\x00" + TRANSPORT, b"\x04\x01", b"\x00\x02\x20"],
     "fastpath_seal": [bytes([2, 0, 7, 255, 5]) + b"hello" + bytes([0, 20]) + bytes(20), bytes([1, 3, 1, 0])],
+    "fastpath_segment": [b"\x04\x00" + SUPER_PACKET, b"\x04\x01", b"\x01\x03\x05\x06"],
     "inventory": [p.read_bytes() for p in sorted((Path(__file__).resolve().parents[2] / "inventories").glob("*.yaml"))],
 }

@@ -267,6 +267,11 @@ def test_a_packet_with_only_its_checksum_left_to_do_is_finished() -> None:
     assert packet == vnet.wire_packets(bytes(unit), 1420)[0] and wire_ok(packet)
     unit[0] = 0  # nothing to do: as it came
     assert _fastpath.wire_packets(bytes(unit), 1420) == [bytes(unit[vnet.HDR_LEN:])]
+    unit[0] = vnet.F_NEEDS_CSUM  # a field at an odd offset from the start (found by fastpath_segment):
+    unit[6:10] = struct.pack("<HH", 21, 15)  # summed in place, as the kernel sums it
+    assert _fastpath.wire_packets(bytes(unit), 1420) == vnet.wire_packets(bytes(unit), 1420)
+    empty = bytes(vnet.HDR_LEN)  # a read of a header and no packet (also found by it): no packet
+    assert _fastpath.wire_packets(empty, 1420) == vnet.wire_packets(empty, 1420) == []
 
 
 @pytest.mark.parametrize("bend", ["short", "flags", "gso_type", "version", "length", "offset", "no payload",
