@@ -37,7 +37,7 @@ from .. import keys
 from ..errors import ForwarderError
 from ..kernel import tun
 from ..model import DeviceType, RunState, Transport, Tunnel, tunnel_from_dict, tunnel_to_dict
-from . import forwarder, privileges, runtime
+from . import fastpath, forwarder, privileges, runtime
 
 CRASHES_BEFORE_FAILED = 5
 CRASH_WINDOW = 60.0  # seconds
@@ -226,8 +226,10 @@ class Supervisor:
             spec = tunnel_from_dict(runtime.read_json(self.run_dir / runtime.SPEC) or {})
             flags = tun.flags_for(spec.device_type, spec.pi, spec.vnet_hdr, spec.multi_queue)
             # TSO on where the forwarder takes super-packets: over TCP as they are; over UDP, an
-            # encrypted tun (WireGuard's form) cuts them into packets as it seals (vnet.wire_packets).
-            offloads = spec.transport is Transport.TCP or (spec.device_type is DeviceType.TUN and spec.secure)
+            # encrypted tun (WireGuard's form) cuts them into packets as it seals them, on the
+            # compiled datapath (in Python, cutting costs more than the kernel's TSO saves).
+            offloads = spec.transport is Transport.TCP or (
+                spec.device_type is DeviceType.TUN and spec.secure and fastpath.DATAPATH is fastpath.Datapath.COMPILED)
             self.device_fd, self.offloads = tun.attach(spec.device, flags, offloads=offloads)
         return self.device_fd
 

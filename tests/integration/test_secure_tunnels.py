@@ -317,9 +317,10 @@ def device_tx(ns: str, device: str) -> int:
 
 def test_an_encrypted_udp_tun_with_vnet_hdr_reads_super_packets_and_cuts_them(tmp_path: Path,
                                                                               hosts: tuple[str, str]) -> None:
-    """TSO is on for such a device: one read is up to 64 KB, cut into fully checksummed packets as it
-    is sealed (fastpath.Session.read_seal, vnet.wire_packets); a bulk flow arrives intact, with many
-    datagrams per read, and nothing dropped."""
+    """On the compiled datapath TSO is on for such a device: one read is up to 64 KB, cut into fully
+    checksummed packets as it is sealed (fastpath.Session.read_seal); a bulk flow arrives intact,
+    with many datagrams per read, and nothing dropped. On the Python path TSO stays off (cutting in
+    Python costs more than it saves): one datagram per read."""
     from .test_tunnels import transfer_intact
 
     state = tmp_path / "state"
@@ -335,7 +336,10 @@ def test_an_encrypted_udp_tun_with_vnet_hdr_reads_super_packets_and_cuts_them(tm
                     and r["gw1"]["tx_packets"] - sent_before > 1000 and r, 5, show=lambda: status(inv, state))
     reads, sent = device_tx(hosts[0], "dev0") - reads_before, rows["gw1"]["tx_packets"] - sent_before
     print(f"{sent} datagrams from {reads} reads")
-    assert sent > 3 * reads, "no super-packets: TSO is off"
+    if fastpath.DATAPATH is fastpath.Datapath.COMPILED:
+        assert sent > 3 * reads, "no super-packets: TSO is off"
+    else:
+        assert sent <= reads * 1.05, "super-packets on the Python path"
     assert all(r["restarts"] == 0 for r in rows.values()), rows
     assert not any(reason for r in rows.values() for reason in r["drops"] if reason != Drop.NO_SESSION.value), rows
     assert rows["gw1"]["datapath"] == fastpath.DATAPATH.value
