@@ -533,17 +533,21 @@ static EVP_CIPHER_CTX *keyed(const uint8_t *key, int encrypt) {
 static int Session_init(SessionObject *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"send_key", "receive_key", "remote_index", NULL};
     Py_buffer send, receive;
-    unsigned long index;
+    PyObject *index_obj;
     if (self->seal != NULL) {
         PyErr_SetString(PyExc_TypeError, "a Session is keyed once");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*y*k", kwlist, &send, &receive, &index))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*y*O!", kwlist, &send, &receive, &PyLong_Type, &index_obj))
         return -1;
     int rc = -1;
-    if (send.len != KEY_LEN || receive.len != KEY_LEN) {
+    uint64_t index = 0;
+    int index_ok = counter_arg(index_obj, &index); /* an int in u64, checked, never wrapped */
+    if (index_ok < 0) {
+        /* the TypeError is set */
+    } else if (send.len != KEY_LEN || receive.len != KEY_LEN) {
         PyErr_SetString(PyExc_ValueError, "keys are 32 bytes");
-    } else if (index > UINT32_MAX) {
+    } else if (index_ok == 0 || index > UINT32_MAX) {
         PyErr_SetString(PyExc_ValueError, "an index is a u32");
     } else {
         self->seal = keyed(send.buf, 1);
@@ -824,10 +828,12 @@ static PyObject *Session_read_seal(SessionObject *self, PyObject *const *args, P
             n = preadv2(fd, iov, k, -1, RWF_NOWAIT);
             Py_END_ALLOW_THREADS
             if (n < 0) {
-                if (errno == EAGAIN || errno == EINTR)
+                int err = errno;
+                if (err == EAGAIN || err == EINTR)
                     break;
                 if (PyList_GET_SIZE(lengths) == 0) {
                     PyThread_release_lock(self->seal_lock);
+                    errno = err;
                     PyErr_SetFromErrno(PyExc_OSError);
                     goto done;
                 }

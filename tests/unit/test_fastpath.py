@@ -117,8 +117,13 @@ def test_the_compiled_one_refuses_what_the_model_cannot_express() -> None:
     assert bytes(view[:end]) == sealed(PySession(A, B, 1), 0, bytes(range(30)))
     with pytest.raises(ValueError):
         _fastpath.Session(A[:31], B, 1)
-    with pytest.raises((ValueError, OverflowError)):
-        _fastpath.Session(A, B, 2**32)
+    for index in (2**32, 2**64, 2**64 + 5, -1):  # never wrapped into a u32
+        with pytest.raises(ValueError):
+            _fastpath.Session(A, B, index)
+        with pytest.raises(ValueError):
+            PySession(A, B, index)
+    with pytest.raises(TypeError):
+        _fastpath.Session(A, B, 1.0)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         s.seal_into(0, b"", view)  # type: ignore[call-arg]
 
