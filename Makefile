@@ -8,13 +8,14 @@ PROVISION := $(VENV)/bin/provision
 STAMP := $(VENV)/.installed
 DEMO_NS := provision-demo-gw1 provision-demo-gw2
 DEBIAN_PACKAGES := iproute2 iputils-ping procps iperf3 socat
+DEBIAN_PACKAGES += gcc libssl-dev python3-dev  # pip install builds provisioner/tunnel/_fastpath.c against libcrypto
 TEST_PACKAGES := git openssh-client systemd strace  # the pull agent's git, ssh-keygen and ssh for Ansible, systemd-analyze; strace for the chaos suite
 TEST_PACKAGES += wireguard-go wireguard-tools  # a stock WireGuard peer for the interop tests (wg configures it)
 FUZZ_SECONDS := 60  # per target, for `make fuzz`
 
 TUNNEL_HOSTS := gw1 gw2 site-a site-b hub spoke-east spoke-west  # the bundled inventories' hosts with tunnels
 
-.PHONY: demo test unit lint lock fuzz bytecode bench bench-check bench-tunnel bench-baseline bench-fleet bench-hub docker setup system packages clean demo-clean keys chaos soak
+.PHONY: demo test test-fallback unit lint lock fuzz bytecode bench bench-check bench-tunnel bench-baseline bench-fleet bench-hub docker setup system packages clean demo-clean keys chaos soak
 
 # Installs come from the lock files (exact versions, every file's hash), never from the ranges in
 # pyproject.toml, so a fresh machine gets what the benchmarks were measured with. `make lock`
@@ -24,7 +25,7 @@ TEST_LOCK := requirements-test.lock
 PIP_TOOLS := pip-tools==7.6.2
 COMPILE := --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links
 
-$(STAMP): pyproject.toml $(LOCK) $(TEST_LOCK)
+$(STAMP): pyproject.toml setup.py provisioner/tunnel/_fastpath.c $(LOCK) $(TEST_LOCK)
 	@command -v python3 >/dev/null || { apt-get update -qq && apt-get install -y -qq python3 python3-venv; }
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --require-hashes -r $(TEST_LOCK)
@@ -88,6 +89,16 @@ docker: setup
 test: setup lint docker
 	@$(MAKE) -s packages PACKAGES="$(TEST_PACKAGES)"
 	$(PY) -m pytest -q tests
+	@$(MAKE) -s test-fallback
+
+# The tunnel suite once more on the Python datapath (provisioner/tunnel/fastpath.py), as a host
+# without the compiled extension runs it.
+FALLBACK_TESTS := tests/unit/test_peer.py tests/unit/test_device.py tests/unit/test_tcp_carrier.py \
+	tests/integration/test_secure_tunnels.py tests/integration/test_wireguard_interop.py \
+	tests/integration/test_hostile_peers.py tests/integration/test_tunnels.py tests/integration/test_hub.py \
+	tests/integration/test_default_flags.py
+test-fallback: setup
+	PROVISION_DATAPATH=python $(PY) -m pytest -q $(FALLBACK_TESTS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check --select F,E9,B,UP --line-length 120 provisioner tests bench
@@ -97,9 +108,11 @@ unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit
 
 # Coverage-guided fuzzing (atheris) of every decoder the network reaches, FUZZ_SECONDS each;
-# a crash is kept in tests/fuzz/crashes/TARGET/ and replayed by `make test` from then on.
+# then the targets that reach the C extension again, FUZZ_SECONDS each, against a build of it
+# with AddressSanitizer and UBSan (tests/fuzz/run.py, docs/fastpath.md). A crash is kept in
+# tests/fuzz/crashes/TARGET/ and replayed by `make test` from then on.
 fuzz: $(STAMP)
-	$(PY) -m tests.fuzz.run --seconds $(FUZZ_SECONDS)
+	$(PY) -m tests.fuzz.run --seconds $(FUZZ_SECONDS) --asan
 
 # The chaos suite in full (docs/chaos.md); `make test` runs its short form. Prints the table.
 CHAOS_RESULTS := $(CURDIR)/.chaos-results.jsonl

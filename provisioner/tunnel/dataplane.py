@@ -161,7 +161,8 @@ class Plane:
             wireguard = t.device_type is DeviceType.TUN and t.transport is Transport.UDP
             os.set_blocking(device_fd, False)
             device = Device(device_fd, tap=t.device_type is DeviceType.TAP, pi=t.pi, vnet_hdr=t.vnet_hdr,
-                            wireguard=wireguard, compress=t.compress, mtu=device_mtu(t.device))
+                            wireguard=wireguard, compress=t.compress, mtu=device_mtu(t.device),
+                            offloads=grant.offloads)
             peer = make_peer(t, grant, time.monotonic())
             sock = socket.socket(fileno=sock_fd) if sock_fd >= 0 else None
             if (sock is None) != (t.transport is Transport.TCP and t.role is Role.CONNECT):

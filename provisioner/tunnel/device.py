@@ -23,11 +23,15 @@ import errno
 import os
 import struct
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import lz4.block
 
-from . import vnet
+from . import fastpath, vnet
 from .drops import Drop
+
+if TYPE_CHECKING:
+    from .keypair import Keypair
 
 PI_LEN = 4
 PI_IPV4, PI_IPV6, PI_NONE = struct.pack("!HH", 0, 0x0800), struct.pack("!HH", 0, 0x86DD), struct.pack("!HH", 0, 0)
@@ -46,11 +50,14 @@ class Device:
     """A descriptor the supervisor attached, and how units are cut from and put to it."""
 
     def __init__(self, fd: int, *, tap: bool, pi: bool, vnet_hdr: bool, wireguard: bool, compress: bool,
-                 mtu: int = 1420):
+                 mtu: int = 1420, offloads: bool = False):
         self.fd, self.tap, self.pi, self.vnet_hdr = fd, tap, pi, vnet_hdr
         self.wireguard = wireguard  # WireGuard's own payload form (see the module docstring)
         self.compress = compress and not wireguard
         self.mtu = mtu
+        # WireGuard's form from a device with TSO on: a read is a super-packet, cut into packets of
+        # at most the MTU, fully checksummed, as they are read (vnet.wire_packets).
+        self.segment = mtu if wireguard and vnet_hdr and offloads else 0
 
     def reader(self) -> UnitReader:
         return UnitReader(self)
@@ -138,14 +145,40 @@ class UnitReader:
         scratch: list[memoryview] = []
         if device.pi:
             scratch.append(memoryview(bytearray(PI_LEN)))
+        self.segment = device.segment
         if device.wireguard:
-            if device.vnet_hdr:
+            if device.vnet_hdr and not device.segment:
                 scratch.append(memoryview(bytearray(vnet.HDR_LEN)))
             self.start = 0
         else:
             self.start = 1 if device.vnet_hdr else 1 + vnet.HDR_LEN  # bytes 1..10 stay zero
         self.skipped = sum(len(x) for x in scratch)
         self.iov = [*scratch, self.view[self.start:self.start + READ_SIZE]]
+        self.pad_to = self.mtu if self.wireguard else 0  # WireGuard's padding (fastpath.padded)
+
+    def read_seal(self, kp: Keypair, count: int, out: memoryview, pos: int) -> tuple[list[int], int, int]:
+        """Up to `count` reads, each laid out as read() gives it (or, with `segment`, cut into
+        WireGuard's packets), sealed by `kp` side by side into out from pos, read and sealed in one
+        call (compiled: no Python per unit): (the messages' lengths, the units' bytes, super-packets
+        that could not be cut). Not for a compressing device (lz4 stays in read())."""
+        try:
+            return kp.read_seal(self.fd, count, out, pos, skip=self.skipped, lead=self.start, mtu=self.pad_to,
+                                read_size=READ_SIZE, segment=self.segment)
+        except OSError as exc:
+            if exc.errno == errno.EBADFD:
+                raise DeviceGone(str(exc.strerror)) from None
+            raise
+
+    def read_packets(self) -> list[bytes] | None:
+        """With `segment`: the next read cut into WireGuard's packets (for the queue while there is
+        no session); [] for one that cannot be cut; None when nothing is waiting."""
+        unit = self.read()
+        if unit is None or not unit:
+            return None if unit is None else []
+        try:
+            return fastpath.wire_packets(unit, self.segment)
+        except ValueError:
+            return []
 
     def read(self, wait: bool = False) -> memoryview | bytes | None:
         """The next unit's payload (valid until the next read), or None when none is waiting.
@@ -162,6 +195,8 @@ class UnitReader:
         m = n - self.skipped
         if m <= 0:
             return b""
+        if self.segment:  # the virtio header and the super-packet, for read_packets
+            return self.view[:m]
         if self.wireguard:  # padded with zeros to a multiple of 16, as WireGuard pads
             padded = min((m + 15) & ~15, max(m, self.mtu))
             if padded != m:

@@ -12,18 +12,13 @@ from __future__ import annotations
 
 import struct
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-
-from .noise import MSG_TRANSPORT, TRANSPORT_HEADER_LEN, TRANSPORT_MIN_LEN, SessionKeys
-from .replay import ReplayWindow
+from . import fastpath
+from .fastpath import FORGED, REPLAYED
+from .noise import TRANSPORT_MIN_LEN, SessionKeys
 from .timers import REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME, REKEY_AFTER_MESSAGES, REKEY_AFTER_TIME
 
 HEADER = struct.Struct("<IIQ")
-NONCE = struct.Struct("<4xQ")
-ZERO4 = b"\0\0\0\0"
 TAG_LEN = 16
-FORGED, REPLAYED = -1, -2  # what open_into says instead of a length
 
 
 class Expired(Exception):
@@ -31,73 +26,56 @@ class Expired(Exception):
 
 
 class Keypair:
-    __slots__ = ("local_index", "remote_index", "initiator", "created", "send_counter", "replay",
-                 "_seal", "_open", "_seal_into", "_open_into", "_prefix", "confirmed")
+    __slots__ = ("local_index", "remote_index", "initiator", "created", "send_counter", "session", "confirmed")
 
     def __init__(self, keys: SessionKeys, now: float):
         self.local_index, self.remote_index, self.initiator = keys.local_index, keys.remote_index, keys.initiator
         self.created = now
         self.send_counter = 0
-        self.replay = ReplayWindow()
-        sealer, opener = ChaCha20Poly1305(keys.send), ChaCha20Poly1305(keys.receive)
-        self._seal, self._seal_into = sealer.encrypt, sealer.encrypt_into
-        self._open, self._open_into = opener.decrypt, opener.decrypt_into
-        self._prefix = struct.pack("<II", MSG_TRANSPORT, keys.remote_index)
+        # The AEAD and the replay window, compiled or in Python (fastpath.py picks).
+        self.session = fastpath.session(keys.send, keys.receive, keys.remote_index)
         # The responder may not send on a keypair until the initiator has used it: that is how it
         # knows the initiator derived the same keys (WireGuard's "next" keypair).
         self.confirmed = keys.initiator
 
     def seal(self, payload: bytes | memoryview) -> bytes:
-        n = self.send_counter
-        if n >= REJECT_AFTER_MESSAGES:
-            raise Expired
-        self.send_counter = n + 1
-        c = n.to_bytes(8, "little")
-        return self._prefix + c + self._seal(ZERO4 + c, payload, None)
+        out = memoryview(bytearray(TRANSPORT_MIN_LEN + len(payload)))
+        self.seal_into(payload, out, 0)
+        return bytes(out)
 
     def seal_into(self, payload: bytes | memoryview, buf: memoryview, pos: int) -> int:
         """The transport message for `payload` written into buf at pos, without a copy of its own;
-        returns where it ends. The hot path: one struct pack and one AEAD call."""
+        returns where it ends."""
         n = self.send_counter
         if n >= REJECT_AFTER_MESSAGES:
             raise Expired
         self.send_counter = n + 1
-        HEADER.pack_into(buf, pos, MSG_TRANSPORT, self.remote_index, n)
-        end = pos + TRANSPORT_HEADER_LEN + len(payload) + TAG_LEN
-        self._seal_into(NONCE.pack(n), payload, None, buf[pos + TRANSPORT_HEADER_LEN:end])
-        return end
+        return self.session.seal_into(n, payload, buf, pos)
+
+    def read_seal(self, fd: int, count: int, out: memoryview, pos: int, *, skip: int, lead: int, mtu: int,
+                  read_size: int, segment: int = 0) -> tuple[list[int], int, int]:
+        """Up to `count` reads from the device, without waiting, sealed side by side into out from
+        pos (fastpath.Session.read_seal says how a unit is laid out, and how `segment` cuts a
+        super-packet): (the messages' lengths, the units' bytes, reads that could not be cut)."""
+        n = self.send_counter
+        count = min(count, REJECT_AFTER_MESSAGES - n)
+        if count <= 0:
+            raise Expired
+        lengths, nbytes, self.send_counter, dropped = self.session.read_seal(fd, n, count, out, pos, skip, lead, mtu,
+                                                                             read_size, segment)
+        return lengths, nbytes, dropped
 
     def open_into(self, msg: bytes | memoryview, out: memoryview) -> int:
         """open(), decrypting into `out`: the payload's length, or REPLAYED (seen, or too old for
         the window) or FORGED (does not authenticate)."""
-        counter = HEADER.unpack_from(msg)[2]
-        replay = self.replay
-        if not replay.check(counter):
-            return REPLAYED
-        size = len(msg) - TRANSPORT_HEADER_LEN - TAG_LEN
-        try:
-            self._open_into(NONCE.pack(counter), msg[TRANSPORT_HEADER_LEN:], None, out[:size])
-        except InvalidTag:
-            return FORGED
-        if not replay.accept(counter):
-            return REPLAYED
-        return size
+        return self.session.open_into(msg, out)
 
     def open(self, msg: bytes | memoryview) -> bytes | None:
         """The payload of a transport message addressed to this keypair (its type, size and index
         already checked); None if it is replayed, too old, or does not authenticate."""
-        c = bytes(msg[8:16])
-        counter = int.from_bytes(c, "little")
-        replay = self.replay
-        if not replay.check(counter):
-            return None
-        try:
-            plain = self._open(ZERO4 + c, msg[TRANSPORT_HEADER_LEN:], None)
-        except InvalidTag:
-            return None
-        if not replay.accept(counter):
-            return None
-        return plain
+        out = memoryview(bytearray(max(0, len(msg) - TRANSPORT_MIN_LEN)))
+        size = self.open_into(msg, out)
+        return bytes(out[:size]) if size >= 0 else None
 
     def usable(self, now: float) -> bool:
         return now - self.created < REJECT_AFTER_TIME and self.send_counter < REJECT_AFTER_MESSAGES

@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 from .drops import Drops
+from .fastpath import DATAPATH
 
 log = logging.getLogger("provision.forwarder")
 
@@ -68,7 +69,8 @@ class Stats:
                 "rx_packets": self.rx_packets, "rx_bytes": self.rx_bytes,
                 "tx_packets": self.tx_packets, "tx_bytes": self.tx_bytes,
                 "drops": self.drops.to_dict(), "last_error": self.last_error, "last_error_at": self.last_error_at,
-                "handshakes": self.handshakes, "last_handshake": self.last_handshake, "peer_key": self.peer_key}
+                "handshakes": self.handshakes, "last_handshake": self.last_handshake, "peer_key": self.peer_key,
+                "datapath": DATAPATH.value}
 
     def line(self) -> bytes:
         return json.dumps(self.to_dict()).encode() + b"\n"

@@ -37,10 +37,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from .. import keys
-from .. import tuntap
-from ..model import Transport, Tunnel, tunnel_from_dict
-from . import dataplane, runtime, tcp, udp
+from .. import keys, tuntap
+from ..model import DeviceType, Transport, Tunnel, tunnel_from_dict
+from . import dataplane, fastpath, runtime, tcp, udp
 from .channel import Channel, ChannelClosed, Message, Op
 from .drops import Drop
 
@@ -225,7 +224,7 @@ class Supervisor:
                 os.close(e.device_fd)
                 e.device_fd = None
             try:
-                e.device_fd, e.offloads = tuntap.attach(t.device, flags, offloads=t.transport is Transport.TCP)
+                e.device_fd, e.offloads = tuntap.attach(t.device, flags, offloads=wants_offloads(t))
             except tuntap.AttachError as exc:
                 raise GrantError(f"forwarder not started: {exc}") from None
             e.device_key = (t.device, flags)
@@ -546,6 +545,14 @@ class Supervisor:
 _COUNTS = ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes", "handshakes")
 _TIMES = ("since", "started", "at", "last_error_at", "last_handshake")
 _TEXTS = {"tunnel": 64, "state": 16, "peer": 64, "peer_key": 64, "last_error": 500, "datapath": 16}
+
+
+def wants_offloads(t: Tunnel) -> bool:
+    """TSO on where the data plane takes super-packets: over TCP as they are; over UDP, an
+    encrypted tun (WireGuard's form) cuts them into packets as it seals them, on the compiled
+    datapath (in Python, cutting costs more than the kernel's TSO saves)."""
+    return t.transport is Transport.TCP or (
+        t.device_type is DeviceType.TUN and t.secure and fastpath.DATAPATH is fastpath.Datapath.COMPILED)
 
 
 def counters_of(line: bytes) -> dict[str, Any] | None:

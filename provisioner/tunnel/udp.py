@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..model import Role, Tunnel, split_endpoint
-from . import noise
+from . import fastpath, noise
 from .device import READ_SIZE, Device, DeviceGone, Gro
 from .drops import Drop
 from .keypair import Keypair
@@ -190,6 +190,16 @@ class UdpCarrier:
         peer, reader, out = self.peer, self.reader, self.out
         now = time.monotonic()
         kp = peer.sender(now) if peer is not None else None
+        if kp is not None and not reader.compress:  # the common case: read and sealed in one call
+            sealed, size, unsegmentable = reader.read_seal(kp, SEND_BATCH, out, 0)
+            if unsegmentable:
+                self.drop(Drop.UNSEGMENTABLE, unsegmentable)
+            if sealed:
+                self._send_out(sealed, size, now)
+            return
+        if reader.segment:  # TSO on and no session yet: the packets wait for one
+            self._stage_packets(peer)
+            return
         lengths: list[int] = []
         pos = nbytes = 0
         room = len(out) - OUT_SLACK
@@ -218,6 +228,18 @@ class UdpCarrier:
                 break
         if lengths:
             self._send_out(lengths, nbytes, now)
+
+    def _stage_packets(self, peer: Peer | None) -> None:
+        for _ in range(SEND_BATCH):
+            packets = self.reader.read_packets()
+            if packets is None:
+                return
+            for packet in packets:
+                if peer is None or len(self.staged) == MAX_STAGED:
+                    self.drop(Drop.NO_SESSION)
+                    if peer is None:
+                        continue
+                self.staged.append(packet + bytes(fastpath.padded(len(packet), self.device.mtu) - len(packet)))
 
     def _send_out(self, lengths: list[int], nbytes: int, now: float) -> None:
         if self.endpoint is None:

@@ -225,6 +225,49 @@ def segment(hdr: bytes | memoryview, pkt: bytes | memoryview, tap: bool, max_pac
     return out
 
 
+def finish_checksum(pkt: bytearray, start: int, offset: int) -> None:
+    """What a device does for a NEEDS_CSUM packet: the ones' complement sum from `start` to the
+    end (the field at start + offset holds the pseudo-header's partial sum) stored complemented
+    in that field; a sum of zero is sent as 0xFFFF, as Linux's skb_checksum_help does."""
+    at = start + offset
+    if start < 0 or at + 2 > len(pkt) or offset < 0:
+        raise BadPacket("checksum offsets point outside the packet")
+    value = ~_fold(_ones_sum(pkt[start:])) & 0xFFFF
+    pkt[at:at + 2] = (value or 0xFFFF).to_bytes(2, "big")
+
+
+def wire_packets(unit: bytes | memoryview, max_packet: int = 65535) -> list[bytes]:
+    """A read from a tun with vnet_hdr and offloads on (virtio header + IP packet) as the fully
+    checksummed IP packets WireGuard's wire carries, none longer than `max_packet`: a TSO
+    super-packet cut as `segment` cuts it, then every checksum finished. The model of
+    _fastpath.wire_packets, which the UDP carrier's compiled read path uses."""
+    if len(unit) < HDR_LEN:
+        raise BadPacket("shorter than a virtio header")
+    flags, gso_type, _, _, start, offset = HDR.unpack_from(unit)
+    pkt = unit[HDR_LEN:]
+    if flags & ~(F_NEEDS_CSUM | F_DATA_VALID):
+        raise BadPacket(f"virtio header flags {flags:#x}")
+    if gso_type == GSO_NONE:
+        out = bytearray(pkt)
+        if flags & F_NEEDS_CSUM:
+            finish_checksum(out, start, offset)
+        return [bytes(out)] if out else []
+    base = gso_type & ~GSO_ECN
+    if base not in (GSO_TCPV4, GSO_TCPV6) or not flags & F_NEEDS_CSUM:
+        raise BadPacket(f"gso_type {gso_type:#x} is not allowed")
+    version, l4, end = tcp_offsets(pkt, 0)
+    if (base == GSO_TCPV4) != (version == 4):
+        raise BadPacket("gso_type does not match the IP version")
+    if end >= len(pkt):
+        raise BadPacket("segmentation offload with no payload")
+    packets = []
+    for cut in segment(unit[:HDR_LEN], pkt, False, max_packet):
+        p = bytearray(cut[HDR_LEN:])
+        finish_checksum(p, l4, TCP_CSUM_OFFSET)
+        packets.append(bytes(p))
+    return packets
+
+
 class Coalescer:
     """Userspace GRO for units (`virtio header + packet`) that arrive one datagram each.
 

@@ -2,6 +2,14 @@
 
     python -m tests.fuzz.run --seconds 60            every target (what `make fuzz` does)
     python -m tests.fuzz.run --seconds 5 peer macs   some of them
+    python -m tests.fuzz.run --seconds 60 --asan     every target, then those that reach the C
+                                                     extension (targets.NATIVE) again, against a
+                                                     build of it with AddressSanitizer and UBSan
+
+Under ASan the runtime is preloaded (Python is not built with it), and it brings coverage hooks
+of its own that blind atheris's: libFuzzer there can mutate but not tell a new path. So the
+sanitized pass starts from the corpus the guided pass of the same target grew (every input that
+reached new code), replays all of it, then goes on mutating it for the same time.
 
 Each target runs in its own process (libFuzzer owns the process and exits on a crash). A crash
 is kept as tests/fuzz/crashes/TARGET/crash-SHA1, which tests/fuzz/test_fuzz.py replays on every
@@ -11,24 +19,68 @@ is kept as tests/fuzz/crashes/TARGET/crash-SHA1, which tests/fuzz/test_fuzz.py r
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 CRASHES = HERE / "crashes"
+EXTENSION = ROOT / "provisioner" / "tunnel" / "_fastpath.c"
+MODULE = "provisioner.tunnel._fastpath"
+ASAN_SO = "PROVISION_FUZZ_ASAN_SO"  # set in a child: load the extension from this file
 
 
-def fuzz_one(name: str, seconds: int) -> None:
-    """In this process: instrument provisioner, then hand the target to libFuzzer (never returns)."""
+def build_asan(into: Path) -> Path:
+    """A second copy of the extension with AddressSanitizer and UBSan (any UB aborts), warnings as
+    errors as in setup.py; gcc's, since that is the compiler the machine has."""
+    out = into / "_fastpath_asan.so"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-std=gnu11", "-O1", "-g", "-Wall", "-Wextra", "-Werror",
+                    "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer",
+                    f"-I{sysconfig.get_paths()['include']}", str(EXTENSION), "-lcrypto", "-o", str(out)],
+                   check=True)
+    return out
+
+
+def asan_env(so: Path) -> dict[str, str]:
+    """The environment a child needs to run Python with the sanitized extension: the runtime
+    preloaded (Python itself is not built with it), leaks not reported (Python keeps its objects
+    at exit), and Python's allocator off so every buffer is its own malloc that ASan guards."""
+    runtime = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True, text=True,
+                             check=True).stdout.strip()
+    return os.environ | {"LD_PRELOAD": runtime, "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1",
+                         "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1", "PYTHONMALLOC": "malloc",
+                         ASAN_SO: str(so)}
+
+
+def load_asan_extension() -> None:
+    """In a child of --asan: the sanitized build stands in for the extension before anything imports it."""
+    so = os.environ.get(ASAN_SO)
+    if not so:
+        return
+    spec = importlib.util.spec_from_file_location(MODULE, so)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.modules[MODULE] = module
+
+
+def fuzz_one(name: str, seconds: int, keep: Path | None = None) -> None:
+    """In this process: instrument provisioner, then hand the target to libFuzzer (never returns).
+    The corpus is `keep` (left there for a later pass) or a directory of its own."""
     import atheris
+
+    load_asan_extension()
 
     with atheris.instrument_imports(include=["provisioner"]):
         from tests.fuzz import targets
-    corpus = Path(tempfile.mkdtemp(prefix=f"fuzz-{name}-"))
+    corpus = keep or Path(tempfile.mkdtemp(prefix=f"fuzz-{name}-"))
+    corpus.mkdir(parents=True, exist_ok=True)
     for i, seed in enumerate(targets.SEEDS.get(name, [])):
         (corpus / f"seed{i}").write_bytes(seed)
     (CRASHES / name).mkdir(parents=True, exist_ok=True)
@@ -38,36 +90,52 @@ def fuzz_one(name: str, seconds: int) -> None:
         atheris.Setup(args, targets.TARGETS[name])
         atheris.Fuzz()
     finally:
-        shutil.rmtree(corpus, ignore_errors=True)
+        if keep is None:
+            shutil.rmtree(corpus, ignore_errors=True)
 
 
-def run(names: list[str], seconds: int) -> dict[str, int]:
+def run(names: list[str], seconds: int, env: dict[str, str] | None = None,
+        corpora: Path | None = None) -> dict[str, int]:
     """Each target in a child process; its exit code (0: no crash within the time)."""
     out = {}
     for name in names:
-        print(f"== fuzz {name} for {seconds} s", flush=True)
-        p = subprocess.run([sys.executable, "-m", "tests.fuzz.run", "--one", name, "--seconds", str(seconds)],
-                           cwd=ROOT, timeout=seconds + 120)
+        print(f"== fuzz {name} for {seconds} s{' (ASan)' if env else ''}", flush=True)
+        keep = ["--corpus", str(corpora / name)] if corpora else []
+        p = subprocess.run([sys.executable, "-m", "tests.fuzz.run", "--one", name, "--seconds", str(seconds), *keep],
+                           cwd=ROOT, timeout=seconds + 120, env=env)
         out[name] = p.returncode
     return out
+
+
+def run_with_asan(names: list[str], native: list[str], seconds: int) -> dict[str, int]:
+    """`names` guided, then those of them in `native` again under ASan, from the corpora grown."""
+    with tempfile.TemporaryDirectory(prefix="fuzz-asan-") as tmp:
+        corpora = Path(tmp) / "corpora"
+        out = run(names, seconds, corpora=corpora)
+        env = asan_env(build_asan(Path(tmp)))
+        again = run([n for n in names if n in native], seconds, env, corpora)
+        return out | {f"{n} (ASan)": rc for n, rc in again.items()}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=60)
+    parser.add_argument("--asan", action="store_true", help="then the native targets, against a sanitized build")
     parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--corpus", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("targets", nargs="*")
     args = parser.parse_args()
     if args.one:
-        fuzz_one(args.one, args.seconds)
+        fuzz_one(args.one, args.seconds, args.corpus)
         return 0
-    from tests.fuzz.targets import TARGETS
+    from tests.fuzz.targets import NATIVE, TARGETS
 
-    results = run(args.targets or list(TARGETS), args.seconds)
+    names = args.targets or list(TARGETS)
+    results = run_with_asan(names, NATIVE, args.seconds) if args.asan else run(names, args.seconds)
     failed = {n: rc for n, rc in results.items() if rc}
     for name, rc in results.items():
-        verdict = f"CRASH (exit {rc}): input kept in tests/fuzz/crashes/{name}/" if rc else "ok"
-        print(f"{name:15} {verdict}")
+        verdict = f"CRASH (exit {rc}): input kept in tests/fuzz/crashes/{name.split()[0]}/" if rc else "ok"
+        print(f"{name:22} {verdict}")
     return 1 if failed else 0
 
 

@@ -20,10 +20,11 @@ from pathlib import Path
 
 from provisioner.errors import ProvisionError
 from provisioner.model import DeviceType, Role, Transport, Tunnel
-from provisioner.tunnel import noise, tcp, vnet
+from provisioner.tunnel import _fastpath, noise, tcp, vnet  # type: ignore[attr-defined]
 from provisioner.tunnel.cookie import CookieChecker, CookieGenerator
 from provisioner.tunnel.device import Device
 from provisioner.tunnel.drops import Drop
+from provisioner.tunnel.fastpath import PySession
 from provisioner.tunnel.keypair import Keypair
 from provisioner.tunnel.peer import Peer
 from provisioner.tunnel.stats import Stats
@@ -117,6 +118,98 @@ def transport(data: bytes) -> None:
         return
     plain = Keypair(_bob_keys, NOW).open(msg)
     assert plain is None or isinstance(plain, bytes)
+
+
+class _Openers:
+    """BOB's receive side twice, compiled and in Python, kept across inputs (their replay windows
+    see the same counters in the same order, so they must give the same answers)."""
+
+    def __init__(self) -> None:
+        keys = (_bob_keys.send, _bob_keys.receive, _bob_keys.remote_index)
+        self.compiled, self.python = _fastpath.Session(*keys), PySession(*keys)
+
+
+_openers: _Openers | None = None
+
+
+def _answer(session: object, msg: bytes, out_len: int) -> tuple[object, bytes]:
+    out = memoryview(bytearray(out_len))
+    try:
+        return session.open_into(msg, out), bytes(out)  # type: ignore[attr-defined]
+    except ValueError:
+        return "ValueError", b""
+
+
+FORGED_OR_REPLAYED = (-1, -2)
+
+
+def fastpath_open(data: bytes) -> None:
+    """_fastpath.Session.open_into on any bytes (valid messages bent), with a buffer a little too
+    large or too small: exactly its Python model's answer and bytes, or the same ValueError."""
+    global _openers
+    if _openers is None:
+        _openers = _Openers()
+    msg = shaped(data[1:], TRANSPORT)
+    out_len = max(0, len(msg) - noise.TRANSPORT_MIN_LEN + (data[0] % 8 if data else 4) - 3)
+    compiled = _answer(_openers.compiled, msg, out_len)
+    python = _answer(_openers.python, msg, out_len)
+    if compiled[0] in FORGED_OR_REPLAYED:
+        compiled, python = (compiled[0], b""), (python[0], b"")  # what a failed open left in out is no answer
+    assert compiled == python, (compiled[0], python[0])
+
+
+def fastpath_seal(data: bytes) -> None:
+    """_fastpath.Session.seal_many and seal_into on units, an MTU, a counter and a buffer the
+    fuzzer picks: the same messages as the model, each of which opens to its padded unit."""
+    if len(data) < 4:
+        return
+    mtu = (0, 16, 1420, 65535)[data[0] % 4]
+    counter = (0, 1, 2**32, 2**64 - 2**13 - 3)[data[1] % 4]
+    room, rest = 32 * (data[2] % 8) + data[3] * 3, data[4:]
+    units, i = [], 0
+    while i < len(rest):
+        n = rest[i] % 64
+        units.append(rest[i + 1:i + 1 + n])
+        i += 1 + n
+    keys = (_bob_keys.send, _bob_keys.receive, _bob_keys.remote_index)
+    results = []
+    for session in (_fastpath.Session(*keys), PySession(*keys)):
+        out = memoryview(bytearray(room))
+        lengths, after = session.seal_many(counter, units, out, 0, mtu)
+        try:
+            end = session.seal_into(after, rest[:room], out, room // 2)
+        except ValueError:
+            end = -1
+        results.append((lengths, after, end, bytes(out)))
+    assert results[0] == results[1]
+    lengths, after, _, _ = results[0]
+    assert after == counter + len(lengths) and sum(lengths) <= room
+
+
+def _super_packet() -> bytes:
+    """A TSO read of a tun (virtio header, IPv4/TCP with 3000 bytes), valid, to bend."""
+    tcp = struct.pack("!HHIIBBHHH", 5201, 40000, 1, 7, 5 << 4, 0x18, 500, 0, 0) + bytes(range(256)) * 12
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp[:3020]), 1, 0x4000, 64, 6, 0, bytes(4), bytes(4))
+    return vnet.HDR.pack(vnet.F_NEEDS_CSUM, vnet.GSO_TCPV4, 40, 1380, 20, 16) + ip + tcp[:3020]
+
+
+SUPER_PACKET = _super_packet()
+
+
+def fastpath_segment(data: bytes) -> None:
+    """_fastpath.wire_packets (a TSO read cut into checksummed packets) on any bytes and bent valid
+    super-packets, for a max packet size the fuzzer picks: exactly vnet.wire_packets, or ValueError."""
+    max_packet = (1, 40, 60, 576, 1420, 65535)[data[0] % 6] if data else 1420
+    unit = shaped(data[1:], SUPER_PACKET)
+    try:
+        model: object = vnet.wire_packets(unit, max_packet)
+    except ValueError:
+        model = ValueError
+    try:
+        compiled: object = _fastpath.wire_packets(unit, max_packet)
+    except ValueError:
+        compiled = ValueError
+    assert compiled == model
 
 
 class _Receiver:
@@ -313,7 +406,13 @@ TARGETS: dict[str, Target] = {
     "device": device,
     "inventory": inventory,
     "supervisor_hears": supervisor_hears,
+    "fastpath_open": fastpath_open,
+    "fastpath_seal": fastpath_seal,
+    "fastpath_segment": fastpath_segment,
 }
+# The targets that reach the compiled extension: `make fuzz` runs them again against a build of
+# it with AddressSanitizer and UBSan (run.py --asan).
+NATIVE = ["fastpath_open", "fastpath_seal", "fastpath_segment", "transport", "peer", "udp_receive"]
 SEEDS: dict[str, list[bytes]] = {
     "initiation": [b"\x00" + INITIATION, b"\x01", b"\x03\x05\x00"],
     "response": [b"\x00" + RESPONSE, b"\x01"],
@@ -328,5 +427,8 @@ SEEDS: dict[str, list[bytes]] = {
     "device": [bytes([8]) + bytes.fromhex("4500001c0001000040017cd9c0000201c0000202") + bytes(8)],
     "supervisor_hears": [b'{"op": "failed", "name": "core", "error": "device is gone"}',
                          b'{"tunnel": "core", "state": "connected", "rx_packets": 3, "drops": {}}'],
+    "fastpath_open": [b"\x03" + b"\x00" + TRANSPORT, b"\x04\x01", b"\x00\x02\x20"],
+    "fastpath_seal": [bytes([2, 0, 7, 255, 5]) + b"hello" + bytes([0, 20]) + bytes(20), bytes([1, 3, 1, 0])],
+    "fastpath_segment": [b"\x04\x00" + SUPER_PACKET, b"\x04\x01", b"\x01\x03\x05\x06"],
     "inventory": [p.read_bytes() for p in sorted((Path(__file__).resolve().parents[2] / "inventories").glob("*.yaml"))],
 }

@@ -8,8 +8,8 @@ import subprocess
 import sys
 import pytest
 
-from .run import CRASHES, ROOT
-from .targets import SEEDS, TARGETS
+from .run import CRASHES, ROOT, asan_env, build_asan
+from .targets import NATIVE, SEEDS, TARGETS
 
 SHORT = int(os.environ.get("FUZZ_SECONDS", "3"))
 
@@ -36,6 +36,21 @@ def test_a_short_fuzzing_pass_finds_no_crash(name: str) -> None:
                        capture_output=True, text=True, timeout=SHORT + 120)
     found = sorted(set(CRASHES.glob(f"{name}/*")) - before)
     assert p.returncode == 0 and not found, f"{name} crashed; input kept in {found}\n{p.stderr[-4000:]}"
+
+
+def test_a_short_pass_against_the_sanitized_extension_finds_no_crash(tmp_path) -> None:
+    """The extension's own targets, SHORT seconds each, against its ASan/UBSan build (`make fuzz`
+    runs every native target, longer, from the corpora a guided pass grew)."""
+    env = asan_env(build_asan(tmp_path))
+    for name in ("fastpath_open", "fastpath_seal", "fastpath_segment"):
+        assert name in NATIVE
+        before = set(CRASHES.glob(f"{name}/*"))
+        p = subprocess.run([sys.executable, "-m", "tests.fuzz.run", "--one", name, "--seconds", str(SHORT)],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=SHORT + 120)
+        found = sorted(set(CRASHES.glob(f"{name}/*")) - before)
+        assert p.returncode == 0 and not found, f"{name} crashed under ASan; {found}\n{p.stderr[-4000:]}"
+        assert "Coverage symbols are being provided by a library other than libFuzzer" in p.stderr, \
+            "not the sanitized runtime"
 
 
 def test_an_empty_datagram_does_not_end_the_udp_receive_loop() -> None:
