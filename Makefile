@@ -30,6 +30,8 @@ $(STAMP): pyproject.toml setup.py provisioner/tunnel/_fastpath.c $(LOCK) $(TEST_
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --require-hashes -r $(TEST_LOCK)
 	$(VENV)/bin/pip install -q --no-deps --no-build-isolation -e .
+	@# an older install (hatchling's) leaves site-packages/provisioner/ empty, which would shadow this one
+	@rmdir $(VENV)/lib/python3*/site-packages/provisioner 2>/dev/null || true
 	touch $@
 
 lock:
