@@ -426,4 +426,4 @@ def test_a_keypair_works_on_the_path_in_use() -> None:
 def test_the_stats_line_says_which_path_runs() -> None:
     from provisioner.tunnel.stats import Stats
 
-    assert Stats().to_dict()["datapath"] == fastpath.DATAPATH.value
+    assert Stats("t").to_dict()["datapath"] == fastpath.DATAPATH.value
