@@ -156,7 +156,7 @@ def status(state_dir: Path, host: str) -> list[dict[str, Any]]:
             "wireguard": spec.get("device_type") == "tun" and spec.get("transport") == "udp",
             "peer_key": spec.get("peer_public_key"), "handshakes": stats.get("handshakes", 0),
             "last_handshake": stats.get("last_handshake"), "since": stats.get("since"),
-            "started": stats.get("started"), "last_error_at": stats.get("last_error_at"),
+            "started": stats.get("started"), "at": stats.get("at"), "last_error_at": stats.get("last_error_at"),
             "user": spec.get("user"), "datapath": stats.get("datapath"),
             "pid": record.get("pid") if alive else None, "restarts": record.get("restarts", 0),
             "peer": stats.get("peer"), "rx_packets": stats.get("rx_packets", 0), "rx_bytes": stats.get("rx_bytes", 0),
