@@ -132,15 +132,16 @@ def recap_line(host: str, ok: int, changed: int, failed: int, width: int, unreac
 
 def status_table(rows: list[dict[str, Any]]) -> str:
     """`provision status`: one line per tunnel, columns aligned; drops and errors spelled out below."""
-    head = ("HOST", "TUNNEL", "STATE", "SECURITY", "PID", "RESTARTS", "PEER", "RX PKTS", "RX BYTES", "TX PKTS",
-            "TX BYTES", "DROPS")
+    head = ("HOST", "TUNNEL", "STATE", "SECURITY", "DATAPATH", "PID", "RESTARTS", "PEER", "RX PKTS", "RX BYTES",
+            "TX PKTS", "TX BYTES", "DROPS")
     lines = [head]
     notes = []
     for r in rows:
         drops = sum(r["drops"].values())
         security = (("wireguard" if r.get("wireguard") else "encrypted") + ("+lz4" if r.get("compress") else "")) \
             if r.get("encrypted") else "INSECURE"
-        lines.append((r["host"], r["tunnel"], r["state"], security, str(r["pid"] or "-"), str(r["restarts"]),
+        lines.append((r["host"], r["tunnel"], r["state"], security, r.get("datapath") or "-", str(r["pid"] or "-"),
+                      str(r["restarts"]),
                       r["peer"] or "-",
                       str(r["rx_packets"]), _bytes(r["rx_bytes"]), str(r["tx_packets"]), _bytes(r["tx_bytes"]),
                       str(drops)))
