@@ -153,9 +153,15 @@ class Plane:
             return
         device_fd, sock_fd = m.fds[0], (m.fds[1] if len(m.fds) == 2 else -1)
         token = TUNNEL.set(name)
+        sock: socket.socket | None = None
+        carrier: udp.UdpCarrier | tcp.TcpCarrier
         try:
             grant = Grant.of(m.body)
             t = grant.tunnel
+            if sock_fd >= 0:
+                sock = socket.socket(fileno=sock_fd)
+            if (sock is None) != (t.transport is Transport.TCP and t.role is Role.CONNECT):
+                raise ValueError("the grant's socket does not fit the tunnel")
             stats = Stats(name)
             stats.peer_key = t.peer_public_key
             wireguard = t.device_type is DeviceType.TUN and t.transport is Transport.UDP
@@ -164,18 +170,22 @@ class Plane:
                             wireguard=wireguard, compress=t.compress, mtu=device_mtu(t.device),
                             offloads=grant.offloads)
             peer = make_peer(t, grant, time.monotonic())
-            sock = socket.socket(fileno=sock_fd) if sock_fd >= 0 else None
-            if (sock is None) != (t.transport is Transport.TCP and t.role is Role.CONNECT):
-                raise ValueError("the grant's socket does not fit the tunnel")
-        except (ValueError, OSError) as exc:
-            for fd in m.fds:
-                os.close(fd)
+            if t.transport is Transport.UDP:
+                assert sock is not None
+                carrier = udp.UdpCarrier(t, device, peer, sock, stats,
+                                         grant.endpoint if t.role is Role.LISTEN else None)
+            else:
+                carrier = tcp.TcpCarrier(t, device, peer, sock, stats)
+        except (ValueError, OSError, TypeError, KeyError) as exc:  # that tunnel fails; the process goes on
+            if sock is not None:
+                sock.close()
+            elif sock_fd >= 0:
+                os.close(sock_fd)
+            os.close(device_fd)
             self.channel.send(Op.FAILED, name, {"error": str(exc)})
             TUNNEL.reset(token)
             return
-        if t.transport is Transport.UDP:
-            assert sock is not None
-            carrier = udp.UdpCarrier(t, device, peer, sock, stats, grant.endpoint if t.role is Role.LISTEN else None)
+        if isinstance(carrier, udp.UdpCarrier):
             carrier.start()
             self.udp[name] = carrier
             for fd, handler in carrier.handlers().items():
@@ -183,10 +193,9 @@ class Plane:
                 self.poller.register(fd, select.POLLIN)
             self._schedule(name, time.monotonic())
         else:
-            tcp_carrier = tcp.TcpCarrier(t, device, peer, sock, stats)
-            tcp_carrier.gone = functools.partial(self._tcp_gone, name)
-            self.tcp[name] = tcp_carrier
-            tcp_carrier.start(functools.partial(self._tcp_ended, name))
+            carrier.gone = functools.partial(self._tcp_gone, name)
+            self.tcp[name] = carrier
+            carrier.start(functools.partial(self._tcp_ended, name))
         log.info("%s on %s (%s %s %s, %s), offloads %s", name, t.device, t.transport, t.role, t.endpoint,
                  ("WireGuard" if wireguard else "WireGuard handshake, provision framing") if t.secure
                  else "INSECURE: plaintext", "on" if grant.offloads else "off")

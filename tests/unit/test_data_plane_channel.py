@@ -102,3 +102,32 @@ def test_a_grant_is_checked_before_a_tunnel_is_made_of_it() -> None:
     for text in ("[fd00::2]:41000", "192.0.2.2:0", "192.0.2.2:70000", "host:1", "x" * 100, 7, None):
         assert endpoint_of(text) in (None, ("fd00::2", 41000))
     assert endpoint_of("[fd00::2]:41000") == ("fd00::2", 41000)
+
+
+def test_a_bad_grant_fails_its_tunnel_closes_what_came_with_it_and_the_data_plane_goes_on() -> None:
+    from provisioner.tunnel.dataplane import Plane
+
+    supervisor, plane_end = Channel.pair()
+    supervisor.sock.setblocking(False)
+    plane_end.sock.setblocking(False)
+    plane = Plane(plane_end)
+    before = len(os.listdir("/proc/self/fd"))
+    try:
+        for body in ({"spec": {"name": "core"}}, {"spec": {**SPEC, "role": "connect", "transport": "tcp"}},
+                     {"spec": SPEC, "private_key": 7}):
+            r, w = os.pipe()
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            supervisor.send(Op.ADD, "core", body, (r, udp.fileno()))
+            for fd in (r, w):
+                os.close(fd)
+            udp.close()
+            m = plane_end.receive()
+            assert m is not None
+            plane.command(m)
+            answer = supervisor.receive()
+            assert answer is not None and answer.op is Op.FAILED and answer.name == "core", answer
+            assert not plane.udp and not plane.tcp
+        assert len(os.listdir("/proc/self/fd")) == before, "every descriptor of a refused grant was closed"
+    finally:
+        supervisor.close()
+        plane_end.close()
