@@ -17,7 +17,10 @@ UDP_SEGMENT send each. Peer → device: a receive takes a run of datagrams at on
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import errno
+import functools
+import ipaddress
 import logging
 import socket
 import struct
@@ -59,6 +62,12 @@ PLAIN = memoryview(bytearray(1 << 17))  # where a datagram is decrypted to (with
 GRO = memoryview(bytearray(1 << 18))  # where a GRO run is glued
 
 log = logging.getLogger("provision.forwarder")
+
+
+@functools.cache
+def _resolver() -> concurrent.futures.ThreadPoolExecutor:
+    """One thread for the data plane's name lookups, made at the first (never before the fork)."""
+    return concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="resolve")
 
 
 def source_key(addr: Any) -> bytes:
@@ -118,6 +127,7 @@ class UdpCarrier:
         self.room = 0  # the largest datagram that reaches the endpoint unfragmented (UDP_SEGMENT's limit)
         self._room_for: Any = None
         self._internal_logged = -60.0
+        self._lookup: concurrent.futures.Future[Any] | None = None  # a name being resolved
         self.timers_moved = False  # something happened that the timers must see at once (a handshake)
         self._last_keepalive = self._heard = -60.0  # insecure tunnels: our last keepalive, the peer's last word
 
@@ -164,8 +174,27 @@ class UdpCarrier:
         return max(0.001, wait)
 
     def _resolve(self) -> bool:
-        try:  # at start, until it resolves; after that the peer is where its authenticated messages come from
-            found = socket.getaddrinfo(self.host, self.port, self.sock.family, socket.SOCK_DGRAM)[0][4]
+        """Where a connecting end's peer is (at start, until it resolves; after that the peer is
+        where its authenticated messages come from). An address as written is taken at once; a
+        name is looked up in a thread of its own, so a slow DNS server never stalls the other
+        tunnels of the data plane: False until the answer is in."""
+        try:
+            ipaddress.ip_address(self.host)
+        except ValueError:
+            pass
+        else:
+            self.endpoint = (self.host, self.port)
+            return True
+        lookup = self._lookup
+        if lookup is None:
+            self._lookup = _resolver().submit(socket.getaddrinfo, self.host, self.port, self.sock.family,
+                                              socket.SOCK_DGRAM)
+            return False
+        if not lookup.done():
+            return False
+        self._lookup = None
+        try:
+            found = lookup.result()[0][4]
         except OSError as exc:
             self.stats.error(f"resolving {self.host}: {exc.strerror or exc}")
             return False

@@ -47,3 +47,33 @@ def test_a_connecting_end_wakes_for_its_handshake_retries() -> None:
         assert c.tick(1000.0) < IDLE_TICK  # an initiation went out; its retry is due within seconds
     finally:
         c.close()
+
+
+def test_a_slow_name_lookup_never_stalls_the_loop(monkeypatch) -> None:
+    """A connecting end named by a host name looked it up in the loop: with one data plane for
+    every tunnel of a host, a slow DNS server would have stalled them all."""
+    import threading
+    import time
+
+    release = threading.Event()
+
+    def slow(*args: object) -> list:
+        release.wait(5)
+        return [(socket.AF_INET, socket.SOCK_DGRAM, 17, "", ("192.0.2.7", 51820))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow)
+    c = carrier(Role.CONNECT)
+    c.host = "peer.example"
+    try:
+        t0 = time.monotonic()
+        assert c._resolve() is False and c._resolve() is False
+        assert time.monotonic() - t0 < 0.5, "the lookup ran in the loop"
+        release.set()
+        for _ in range(100):
+            if c._resolve():
+                break
+            time.sleep(0.01)
+        assert c.endpoint == ("192.0.2.7", 51820)
+    finally:
+        release.set()
+        c.close()
