@@ -247,10 +247,11 @@ class Plane:
             self._schedule(name, now + wait)
 
     def report(self) -> None:
-        """The UDP tunnels' counters, one line each, in one write: one wake-up of the supervisor
-        for all of them (a TCP tunnel reports from its own thread)."""
-        if self.udp:
-            write_out(b"".join(c.stats.line() for c in self.udp.values()))
+        """The UDP tunnels' counters, one line each, all at once: a wake-up or two of the
+        supervisor for all of them (a TCP tunnel reports from its own thread)."""
+        for carrier in self.udp.values():
+            if not write_out(carrier.stats.line()):
+                break  # the supervisor is behind: the rest go next time
 
     def run(self) -> None:
         channel_fd = self.channel.fileno()
@@ -325,6 +326,7 @@ def main(channel_fd: int, user: str | None, group: str | None) -> int:
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     channel = Channel(socket.socket(fileno=channel_fd))
+    os.set_blocking(1, False)  # counters (stats.write_out); the log on stderr waits, but says little
     try:
         uid, gid = privileges.drop(user, group)
     except (privileges.PrivilegeError, OSError) as exc:

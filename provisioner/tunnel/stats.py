@@ -80,11 +80,15 @@ class Stats:
         write_out(self.line())
 
 
-def write_out(data: bytes) -> None:
-    """Counters to the supervisor (stdout is its pipe), whole."""
-    view = memoryview(data)
+def write_out(line: bytes) -> bool:
+    """One line of counters to the supervisor (stdout, its pipe, which the data plane keeps
+    non-blocking: a supervisor that does not read must never stall the tunnels). A line is at
+    most a few hundred bytes, under PIPE_BUF, so it goes whole or not at all; False when the
+    pipe is full (the line is dropped: another comes in 2 s)."""
     try:
-        while view:
-            view = view[os.write(1, view):]
+        os.write(1, line)
+    except BlockingIOError:
+        return False
     except OSError:
         pass  # the supervisor is gone; PR_SET_PDEATHSIG ends us
+    return True
