@@ -114,12 +114,20 @@ def load_source(file: str) -> Source:
 
 def parse(source: Source) -> Any:
     """The document as plain Python data; a YAML syntax error becomes a located Diagnostic."""
+    return parse_nodes(source)[0]
+
+
+def parse_nodes(source: Source) -> tuple[Any, Any]:
+    """The document as plain Python data, and the node tree it was built from (None for an empty
+    document), whose nodes know the line and column they were written at (reparse.py)."""
     from ruamel.yaml import YAML
     from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
     yaml = YAML(typ="safe", pure=False)
     yaml.version = YAML_VERSION
     yaml.Resolver = _resolver()
+    kept: list[Any] = []
+    yaml.Constructor = _keeping(kept)
     try:
         data = yaml.load(source.text)
     except MarkedYAMLError as exc:
@@ -133,7 +141,19 @@ def parse(source: Source) -> Any:
         raise InventoryError([Diagnostic((), f"YAML error: {exc}", source.file)]) from exc
     if data is None:
         data = {}
-    return data
+    return data, (kept[0] if kept else None)
+
+
+def _keeping(kept: list[Any]) -> type:
+    """The safe constructor, keeping the root node of the document it builds in `kept`."""
+    from ruamel.yaml.constructor import SafeConstructor
+
+    class Keeping(SafeConstructor):
+        def construct_document(self, node: Any) -> Any:
+            kept.append(node)
+            return super().construct_document(node)
+
+    return Keeping
 
 
 @cache
