@@ -31,7 +31,7 @@ from .errors import (
 )
 from .inventory import Host, Inventory
 from .kernel.apply import Step, schedule, steps_for
-from .model import Network, Observed
+from .model import Network, Observed, Tunnel
 from .plan import Change, Plan, make_plan
 from .render import change_line
 from .resolve import resolve
@@ -275,7 +275,7 @@ def apply_host(conn: Connection, host: Host, desired: Network, source: Sources, 
                 progress(Phase.APPLY, len(applied), total)
 
         progress(Phase.APPLY, 0, total)
-        tx = conn.transaction()
+        tx = conn.transaction(tunnels=any(isinstance(s.subject, Tunnel) for s in steps))
 
         def undo(exc: KernelError) -> None:
             undone = len(tx.done)
