@@ -45,10 +45,18 @@ EDITS = [  # (old line, new line): each is applied to BASE alone
 
 
 @pytest.fixture
-def directory(tmp_path: Path) -> Path:
+def directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setattr(reparse, "KEEP_FROM", 0)  # BASE is short: kept all the same
     state = tmp_path / "state"
     state.mkdir(mode=0o700)
     return state / "cache"
+
+
+def test_a_short_text_is_parsed_and_not_kept(tmp_path: Path) -> None:
+    (tmp_path / "state").mkdir(mode=0o700)
+    assert len(BASE) < reparse.KEEP_FROM
+    assert reparse.parser(tmp_path / "state" / "cache")(Source("a.yaml", BASE)) == parse(Source("a.yaml", BASE))
+    assert not (tmp_path / "state" / "cache").exists()
 
 
 def test_every_edit_parses_as_a_full_parse(directory: Path) -> None:
@@ -106,3 +114,21 @@ def _copy(kept: dict) -> dict:
     import json
 
     return json.loads(json.dumps(kept))
+
+
+def test_a_parse_leaves_no_garbage_cycles_behind() -> None:
+    """The loader and its node tree used to wait for a full collection (47 000 objects for 1000
+    devices, 35 MB more at the peak of a 10 000-device converge)."""
+    import gc
+
+    text = BASE.replace("        routes:\n", "".join(f"          - {{name: x{i}, type: tap}}\n" for i in range(500))
+                        + "        routes:\n")
+    parse(Source("a.yaml", text))
+    gc.collect()
+    gc.disable()
+    try:
+        parse(Source("a.yaml", text))
+        left = gc.collect()
+    finally:
+        gc.enable()
+    assert left < 100
