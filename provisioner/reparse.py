@@ -33,6 +33,9 @@ from .source import Source, parse_nodes
 # comments, quotes, nested mappings, block scalars, directives, complex keys or merge keys.
 ITEM = re.compile(r"( *)- (\{[ $()+,\-./0-9:;=A-Z\[\]^_a-z~]*\})[ \r]*")
 MAX_EDITS = 64  # more changed lines than this: a full parse is as cheap
+# Texts shorter than this are not kept: their full parse costs under 30 ms, and a kept parse takes
+# 2.5 times the text's room in the state directory (a tmpfs, beside the locks and the records).
+KEEP_FROM = 32 * 1024
 Run = list[Any]  # [path of the sequence, [[line, column] of each item]] (JSON: no tuples)
 
 
@@ -45,6 +48,8 @@ def parser(directory: Path | None) -> Callable[[Source], Any]:
     parses = directory / "parses"  # apart from the verdicts, so neither crowds the other out
 
     def parse(source: Source) -> Any:
+        if len(source.text) < KEEP_FROM:
+            return parse_nodes(source)[0]
         s = cache.slot(parses, ["last parse of a text shaped", shape(source.text)])
         kept = cache.get(s)
         if isinstance(kept, dict):
