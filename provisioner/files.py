@@ -20,7 +20,6 @@ from __future__ import annotations
 import errno
 import os
 import stat
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,8 @@ class FileError(ProvisionError):
 
 def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -> None:
     """Replace `path` with `data`, whole or not at all (see the module's docstring)."""
+    import tempfile  # with shutil and random: 8 ms that a plan does without
+
     target = Path(path)
     try:
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")

@@ -25,11 +25,8 @@ import errno
 import hashlib
 import hmac
 import os
-import secrets
 import stat
 from pathlib import Path
-
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from .errors import ProvisionError
 from .files import FileError, atomic_write
@@ -51,7 +48,7 @@ class KeyFileError(ProvisionError):
 def keygen(path: str | os.PathLike[str], force: bool = False) -> str:
     """Write a new X25519 private key with mode 0600; its public key (base64), for the inventory.
     An existing file is kept unless `force`, and then replaced atomically."""
-    private = bytearray(secrets.token_bytes(KEY_BYTES))
+    private = bytearray(os.urandom(KEY_BYTES))  # what secrets.token_bytes is
     private[0] &= 248  # clamped as `wg genkey` does (X25519 clamps anyway: the same key either way)
     private[31] = (private[31] & 127) | 64
     _write(Path(path), encode(bytes(private)).encode(), force)
@@ -65,7 +62,7 @@ def write_public(path: str | os.PathLike[str], public: str) -> None:
 
 def pskgen(path: str | os.PathLike[str], force: bool = False) -> str:
     """Write a new random pre-shared key with mode 0600; its id."""
-    psk = secrets.token_bytes(KEY_BYTES)
+    psk = os.urandom(KEY_BYTES)
     _write(Path(path), encode(psk).encode(), force)
     return key_id(psk)
 
@@ -145,6 +142,8 @@ def encode(key: bytes) -> str:
 
 def public_key(private: bytes) -> str:
     """The public key (base64) of a private key: what `wg pubkey` prints for it."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey  # 15 ms: only with tunnels
+
     return encode(X25519PrivateKey.from_private_bytes(private).public_key().public_bytes_raw())
 
 

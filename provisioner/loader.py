@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,14 +39,14 @@ IGNORED = re.compile(r"^\.|^host_vars$|^group_vars$|^vars_plugins$|"
 PRIORITY = "ansible_group_priority"
 
 
-def load(path: str, parsed: Mapping[str, Any] | None = None,
-         record: dict[str, Any] | None = None) -> tuple[Inventory, list[Diagnostic]]:
+def load(path: str, parsed: Mapping[str, Any] | None = None, record: dict[str, Any] | None = None,
+         yaml: Callable[[Source], Any] = parse) -> tuple[Inventory, list[Diagnostic]]:
     """The inventory at `path` and every problem found in its shape (schema); raises
     InventoryError only when a file cannot be read or parsed at all. `parsed`: each file's data
     from an earlier load of the same inputs that found no problem (cache.py), used instead of
     parsing it again, and not judged by the schema again; `record` is given each file's data as
-    it is read, for the cache."""
-    reader = _Reader(path, parsed, record)
+    it is read, for the cache. `yaml` parses a YAML file (reparse.parser: from its last parse)."""
+    reader = _Reader(path, parsed, record, yaml)
     files = _inventory_files(path)
     for file in files:
         reader.read_inventory(file)
@@ -140,8 +140,10 @@ class _Group:
 class _Reader:
     """Accumulates documents, groups and host definitions as the files are read."""
 
-    def __init__(self, path: str, parsed: Mapping[str, Any] | None = None, record: dict[str, Any] | None = None):
+    def __init__(self, path: str, parsed: Mapping[str, Any] | None = None, record: dict[str, Any] | None = None,
+                 yaml: Callable[[Source], Any] = parse):
         self.path = path
+        self.yaml = yaml
         self.parsed = parsed
         self.record = record
         self.base = path if os.path.isdir(path) else os.path.dirname(path) or "."
@@ -180,10 +182,10 @@ class _Reader:
         ext = os.path.splitext(file)[1]
         data: Any = None
         if ext in YAML_EXTENSIONS:
-            data = parse(source)
+            data = self.yaml(source)
         elif ext != ".ini":
             try:  # as Ansible: the YAML plugin is tried before the INI one
-                data = parse(source)
+                data = self.yaml(source)
             except InventoryError:
                 data = None
             if not isinstance(data, Mapping) or not data:
@@ -236,7 +238,7 @@ class _Reader:
             source = load_source(file)
             hit, data = self._cached(file)
             if not hit:
-                data = parse(source)
+                data = self.yaml(source)
             self._keep(file, data)
             if data == {}:
                 continue  # an empty file, as Ansible, adds nothing

@@ -9,6 +9,8 @@ In a desired value `None` means "not managed": the live value is left as it is.
 from __future__ import annotations
 
 import ipaddress
+import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
@@ -214,25 +216,22 @@ def canonical_network(text: str) -> str:
 def _ipv4_canonical(text: str) -> tuple[int, int] | None:
     """(address, prefix length) if `text` is already written as ipaddress would print it
     ('192.0.2.0/24': no leading zeros, a prefix length); else None, and ipaddress decides.
-    An inventory of 1000 devices has 4000 such strings: this costs 1 us where an ipaddress
-    object costs 10-20 us."""
-    address, slash, prefix = text.partition("/")
-    if not slash or not _decimal(prefix) or int(prefix) > 32:
+    An inventory of 1000 devices has 4000 such strings, each looked at once or twice per run:
+    one regular expression and the C library's strict parser cost 5 us, where an ipaddress
+    object costs 10-20 us and a check of each octet in Python 10 us."""
+    m = _IPV4_WITH_PREFIX.fullmatch(text)
+    if m is None or int(m[2]) > 32:
         return None
-    octets = address.split(".")
-    if len(octets) != 4:
+    try:
+        packed = socket.inet_pton(socket.AF_INET, m[1])
+    except OSError:
         return None
-    value = 0
-    for octet in octets:
-        if not _decimal(octet) or int(octet) > 255:
-            return None
-        value = value << 8 | int(octet)
-    return value, int(prefix)
+    if socket.inet_ntop(socket.AF_INET, packed) != m[1]:  # a leading zero, which inet_pton may take
+        return None
+    return int.from_bytes(packed, "big"), int(m[2])
 
 
-def _decimal(text: str) -> bool:
-    """ASCII digits without a leading zero (int() also takes '٣' and '007')."""
-    return 0 < len(text) <= 3 and text.isascii() and text.isdigit() and (text[0] != "0" or len(text) == 1)
+_IPV4_WITH_PREFIX = re.compile(r"([0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3})/(0|[1-9][0-9]?)")
 
 
 def default_metric(to: str) -> int:

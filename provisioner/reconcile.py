@@ -13,7 +13,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from . import cache, loader
+from . import cache, loader, reparse
 from .connection import LOCAL, NETNS, Connection, skip_reason
 from .desired import network_of
 from .disruption import mark
@@ -31,7 +31,7 @@ from .errors import (
 )
 from .inventory import Host, Inventory
 from .kernel.apply import Step, schedule, steps_for
-from .model import Network, Observed
+from .model import Network, Observed, Tunnel
 from .plan import Change, Plan, make_plan
 from .render import change_line
 from .resolve import resolve
@@ -69,7 +69,7 @@ def load(file: str, limit: str | None = None, connection: str | None = None, act
     problems: list[Diagnostic] = []
     if inventory is None:
         record: dict[str, Any] = {}
-        inventory, problems = _validated(file, record)
+        inventory, problems = _validated(file, record, cache_dir)
         if slot is not None and not problems:
             cache.put(slot, record)
     source = inventory.source
@@ -94,10 +94,12 @@ def _from_cache(file: str, parsed: dict[str, Any]) -> Inventory | None:
     return inventory if not problems else None
 
 
-def _validated(file: str, record: dict[str, Any]) -> tuple[Inventory, list[Diagnostic]]:
+def _validated(file: str, record: dict[str, Any], cache_dir: Path | None = None
+               ) -> tuple[Inventory, list[Diagnostic]]:
     """Parse, schema and the checks that need only the inventory: what cache.py keeps. Raises
-    InventoryError with every error; returns the warnings."""
-    inventory, problems = loader.load(file, record=record)
+    InventoryError with every error; returns the warnings. With `cache_dir`, each YAML file is
+    parsed from its last parse where the edit allows (reparse.py)."""
+    inventory, problems = loader.load(file, record=record, yaml=reparse.parser(cache_dir))
     source = inventory.source
     try:
         for host in inventory.hosts:
@@ -273,7 +275,7 @@ def apply_host(conn: Connection, host: Host, desired: Network, source: Sources, 
                 progress(Phase.APPLY, len(applied), total)
 
         progress(Phase.APPLY, 0, total)
-        tx = conn.transaction()
+        tx = conn.transaction(tunnels=any(isinstance(s.subject, Tunnel) for s in steps))
 
         def undo(exc: KernelError) -> None:
             undone = len(tx.done)

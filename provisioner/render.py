@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import time
 from typing import Any, TextIO
@@ -259,6 +258,8 @@ class ProgressLine:
         now = time.monotonic()
         if not force and now - self._drawn_at < self.INTERVAL:
             return
+        import shutil  # only on a terminal; it pulls in bz2 and lzma
+
         width = shutil.get_terminal_size().columns - 1
         self.stream.write("\r\033[K" + text[:width])
         self.stream.flush()

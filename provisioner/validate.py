@@ -14,7 +14,6 @@ from . import defaults
 from .errors import Diagnostic
 from .inventory import Host
 from .resolve import var_path
-from .tunnel.privileges import DEFAULT_USER
 from .model import (
     MAIN_TABLE,
     DeviceType,
@@ -214,6 +213,8 @@ def _check_tunnels(host: Host, declared: Mapping[str, Mapping[str, Any]], err: A
             err(p + ("group",), f"tunnel {name}: group goes with user:")
         for field in ("user", "group"):
             if field in t and str(t[field]) in ROOT_NAMES:
+                from .tunnel.privileges import DEFAULT_USER  # with ctypes and subprocess: only here
+
                 err(p + (field,), f"tunnel {name}: {field}: {t[field]} is root; a forwarder never runs as root "
                                   f"(leave {field} out: it runs as {DEFAULT_USER}, a system user provision creates)")
         if "peer" in t and "port" not in t:

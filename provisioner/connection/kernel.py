@@ -67,10 +67,14 @@ class KernelConnection:
             raise KernelError(self.host, "reading the kernel's state", exc.errno or errno.EIO) from exc
         return replace(live, tunnels=runtime.observe(self._state_dir, self.key))
 
-    def transaction(self) -> Transaction:
-        from ..tunnel.control import Tunnels  # only a transaction starts tunnels: plan does without
-
+    def transaction(self, tunnels: bool = True) -> Transaction:
+        """`tunnels`: the steps include a tunnel's. Without, the tunnel code (and cryptography, 50-100
+        ms to import) is not loaded: a transaction of devices, addresses and routes never calls it."""
         assert self._sock is not None, "use the connection as a context manager"
+        if not tunnels:
+            return Transaction(self.host, self._sock)
+        from ..tunnel.control import Tunnels
+
         return Transaction(self.host, self._sock, Tunnels(self._state_dir, self.key))
 
     def status(self) -> list[dict]:

@@ -159,3 +159,22 @@ def test_a_host_name_does_not_lead_the_loader_out_of_host_vars(tmp_path) -> None
     assert "network" not in host.vars and not host.network
     with pytest.raises(InventoryError, match="host name"):
         load(str(inventory))
+
+
+def test_an_edited_copy_is_patched_from_the_last_parse_as_a_fresh_load_reads(write, cache_dir, monkeypatch) -> None:
+    from provisioner import reparse
+
+    monkeypatch.setattr(reparse, "KEEP_FROM", 0)  # INVENTORY is short: kept all the same
+    first = write(INVENTORY)
+    load(first, cache_dir=cache_dir)
+    parsed: list[str] = []
+    real = reparse.parse_nodes
+    monkeypatch.setattr(reparse, "parse_nodes", lambda source: parsed.append(source.text) or real(source))
+    edited = INVENTORY.replace("{to: 198.51.100.0/24, dev: t0}", "{to: 198.51.100.0/24, dev: t0, metric: 7}")
+    second = write(edited, "changed.yaml")
+    loaded = load(second, cache_dir=cache_dir)
+    assert parsed == ["{to: 198.51.100.0/24, dev: t0, metric: 7}"]  # the changed line alone
+    assert not loaded.from_cache
+    assert loaded.desired == load(second).desired
+    assert loaded.desired["h"].routes[0].metric == 7
+    assert len(entries(cache_dir / "parses")) == 1  # one per shape: both texts have the same

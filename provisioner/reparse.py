@@ -1,0 +1,159 @@
+"""Parsing an edited YAML file from the parse of its previous text, when the edit allows it.
+
+A one-change apply reads an inventory it has not seen (a new text, so cache.py misses) and
+paid the whole YAML parse for it: about half of its load, and more than the rest of the
+apply. Inventories are mostly long block sequences of one-line flow mappings (`- {name: t1,
+type: tap}`); an edit usually changes a few such lines and nothing else. So the last parse of
+each text is kept (as cache.py keeps entries: JSON, checked, safe to delete) with where each
+such item was written, under the text's shape (`shape`: the text without those items). When
+a new text has that shape and the same lines but for some of those items, and neither the
+old nor the new line can mean anything beyond itself (ITEM: no anchor, alias, tag, comment,
+quote or nested mapping), only those lines are parsed and put in place. Anything else is a
+full parse.
+
+Why it is sound: the text before a changed line is the same in both, so the parser reaches
+it in the same state (a block sequence's item at that column); a flow mapping that starts and
+ends on that line is parsed by flow rules alone, which do not depend on where it stands; and
+the text after it is the same again. A document with any `&` or `*` keeps no items, since
+an alias would share what the patch replaces. The result is what a full parse gives, which
+tests/unit/test_reparse.py checks edit by edit.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from . import cache
+from .source import Source, parse_nodes
+
+# A one-line flow mapping item and nothing else: printable ASCII without anchors, aliases, tags,
+# comments, quotes, nested mappings, block scalars, directives, complex keys or merge keys.
+ITEM = re.compile(r"( *)- (\{[ $()+,\-./0-9:;=A-Z\[\]^_a-z~]*\})[ \r]*")
+MAX_EDITS = 64  # more changed lines than this: a full parse is as cheap
+# Texts shorter than this are not kept: their full parse costs under 30 ms, and a kept parse takes
+# 2.5 times the text's room in the state directory (a tmpfs, beside the locks and the records).
+KEEP_FROM = 32 * 1024
+Run = list[Any]  # [path of the sequence, [[line, column] of each item]] (JSON: no tuples)
+
+
+def parser(directory: Path | None) -> Callable[[Source], Any]:
+    """A `source.parse` that starts from the last parse of a text of the same shape kept under
+    `directory` (where cache.py keeps its verdicts), and keeps the new one there."""
+    if directory is None:
+        return lambda source: parse_nodes(source)[0]
+
+    parses = directory / "parses"  # apart from the verdicts, so neither crowds the other out
+
+    def parse(source: Source) -> Any:
+        if len(source.text) < KEEP_FROM:
+            return parse_nodes(source)[0]
+        s = cache.slot(parses, ["last parse of a text shaped", shape(source.text)])
+        kept = cache.get(s)
+        if isinstance(kept, dict):
+            data = patched(kept, source.text)
+            if data is not None and kept["text"] == source.text:
+                return data
+            runs = kept["runs"]
+        else:
+            data = None
+        if data is None:
+            data, node = parse_nodes(source)
+            runs = runs_of(source.text, node)
+        try:
+            directory.mkdir(mode=0o700, exist_ok=True)
+        except OSError:
+            return data  # no state directory yet: the verdict is not kept either
+        cache.put(s, {"text": source.text, "data": data, "runs": runs})
+        return data
+
+    return parse
+
+
+def shape(text: str) -> str:
+    """The text with every item line (ITEM) reduced to its indentation: texts of one shape differ
+    only in such lines, so the last parse of one may be patched into the parse of another,
+    whatever file either came from."""
+    return "\n".join(m[1] + "- {}" if (m := ITEM.fullmatch(line)) else line for line in text.split("\n"))
+
+
+def runs_of(text: str, node: Any) -> list[Run]:
+    """Every block sequence whose items are all one-line flow mappings, each on a line of its own."""
+    from ruamel.yaml.nodes import MappingNode, SequenceNode
+
+    out: list[Run] = []
+    if "&" in text or "*" in text:
+        return out
+
+    def walk(n: Any, path: list[str | int]) -> None:
+        if isinstance(n, MappingNode):
+            for k, v in n.value:
+                if getattr(k, "tag", "") == "tag:yaml.org,2002:str" and isinstance(k.value, str):
+                    walk(v, [*path, k.value])
+        elif isinstance(n, SequenceNode):
+            items = n.value
+            if (not n.flow_style and items
+                    and all(isinstance(i, MappingNode) and i.flow_style and i.start_mark.line == i.end_mark.line
+                            for i in items)
+                    and len({i.start_mark.line for i in items}) == len(items)):
+                out.append([[*path], [[i.start_mark.line, i.start_mark.column] for i in items]])
+                return
+            for index, item in enumerate(items):
+                walk(item, [*path, index])
+
+    walk(node, [])
+    return out
+
+
+def patched(kept: dict[str, Any], text: str) -> Any | None:
+    """The parse of `text` made from `kept` (the last parse: its text, data and runs), or None
+    when the edit is not one this can do. `kept` is input: any shape it does not have is None."""
+    old_text, data, runs = kept.get("text"), kept.get("data"), kept.get("runs")
+    if not isinstance(old_text, str) or not isinstance(runs, list):
+        return None
+    if old_text == text:
+        return data
+    old, new = old_text.split("\n"), text.split("\n")
+    if len(old) != len(new):
+        return None
+    changed = [i for i, (a, b) in enumerate(zip(old, new, strict=True)) if a != b]
+    if len(changed) > MAX_EDITS:
+        return None
+    where: dict[int, tuple[list[Any], int, int]] = {}
+    try:
+        for path, items in runs:
+            sequence = _at(data, path)
+            if not isinstance(sequence, list) or len(sequence) != len(items):
+                return None
+            for index, (line, column) in enumerate(items):
+                where[line] = (sequence, index, column)
+    except (TypeError, ValueError):
+        return None
+    for line in changed:
+        if line not in where:
+            return None
+        sequence, index, column = where[line]
+        a, b = ITEM.fullmatch(old[line]), ITEM.fullmatch(new[line])
+        if a is None or b is None or len(a[1]) + 2 != column or a[1] != b[1]:
+            return None
+        try:
+            item, _ = parse_nodes(Source("", b[2]))
+        except Exception:  # noqa: BLE001 - a line that does not parse alone: the full parse says why, and where
+            return None
+        if not isinstance(item, dict):
+            return None
+        sequence[index] = item
+    return data
+
+
+def _at(data: Any, path: list[Any]) -> Any:
+    for part in path:
+        if isinstance(part, str) and isinstance(data, dict) and part in data:
+            data = data[part]
+        elif isinstance(part, int) and not isinstance(part, bool) and isinstance(data, list) and 0 <= part < len(data):
+            data = data[part]
+        else:
+            raise ValueError("not in the data")
+    return data
