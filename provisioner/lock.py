@@ -76,15 +76,28 @@ def pid_lock(path: Path, busy: Callable[[int, str], None]) -> Iterator[None]:
         raise FileError(path, f"cannot take the lock: {exc.strerror}", exc.errno) from None
     try:
         if not _try(fd):
-            busy(fd, os.pread(fd, 32, 0).decode(errors="replace").strip() or "?")
-        try:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            busy(fd, _holder(fd))
+        try:  # one fixed-width write, never a truncate first: a reader never sees the file empty
+            os.pwrite(fd, str(os.getpid()).ljust(PID_WIDTH).encode(), 0)
         except OSError as exc:  # a full disk: say so before anything is changed
             raise FileError(path, f"cannot take the lock: {exc.strerror}", exc.errno) from None
         yield
     finally:
         os.close(fd)
+
+
+PID_WIDTH = 16
+
+
+def _holder(fd: int) -> str:
+    """The pid the lock's holder wrote; it writes it just after it takes the lock, so a moment's
+    wait when there is none yet."""
+    for _ in range(20):
+        text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        if text.isdigit():
+            return text
+        time.sleep(0.005)
+    return "?"
 
 
 def _try(fd: int) -> bool:
