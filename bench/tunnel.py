@@ -424,8 +424,36 @@ def main() -> None:
         teardown()
         shutil.rmtree(work, ignore_errors=True)
     print_table(rows, bare)
-    if len(codes) > 1 and not no_regression({r.what: r for r in rows}, *codes):
+    by = {r.what: r for r in rows}
+    met = targets(by, codes[-1])
+    if len(codes) > 1 and not no_regression(by, *codes):
         raise SystemExit(1)
+    if not met and os.environ.get("BENCH_STRICT") == "1":
+        raise SystemExit(1)
+
+
+def targets(by: dict[str, Row], code: Checkout) -> bool:
+    """Issue 12's targets for this checkout's encrypted tunnels, as ratios within this run: TCP ≥
+    0.35 × the bare veth, UDP ≥ 0.12 × it and ≥ 5 × wireguard-go; added ping RTT ≤ 0.30 ms (the
+    mean); CPU-s per GB ≤ 3 (TCP), ≤ 5 (UDP). They are set for the devices as users write them
+    (BENCH_FLAGS=default). A verdict line, like every benchmark's; a miss fails only with BENCH_STRICT=1."""
+    bare, go = by[BARE], by.get("wireguard-go (Debian's), MTU 1420")
+    checks: list[tuple[str, float, str, float]] = []
+    for device in ("tun", "tap") if TAP else ("tun",):
+        for transport, share, cpu in (("tcp", 0.35, 3.0), ("udp", 0.12, 5.0)):
+            r = by.get(label(code, device, transport, True))
+            if r is None or r.gbits is None or bare.gbits is None:
+                continue
+            name = f"{device}/{transport}"
+            checks.append((f"{name} × veth", r.gbits / bare.gbits, "≥", share))
+            if transport == "udp" and go is not None and go.gbits:
+                checks.append((f"{name} × wireguard-go", r.gbits / go.gbits, "≥", 5.0))
+            if r.rtt_ms is not None:
+                checks.append((f"{name} added RTT ms", r.rtt_ms, "≤", 0.30))
+            if r.cpu_per_gb is not None:
+                checks.append((f"{name} CPU-s/GB", r.cpu_per_gb, "≤", cpu))
+    flags = FLAGS.rstrip(", ") or "default flags"
+    return verdict(f"bench-tunnel targets ({flags})", checks)
 
 
 def label(code: Checkout, device: str, transport: str, secure: bool) -> str:
