@@ -966,6 +966,358 @@ static PyObject *Session_open_into(SessionObject *self, PyObject *const *args, P
     return result;
 }
 
+/* ------------------------------------------------------------------ the receive turn
+ * open_run: a run of transport datagrams (one UDP_GRO receive: equal-sized, the last maybe
+ * shorter) for this session, opened and written to the device without Python per datagram.
+ * It stops at the first datagram that is not a transport message for `index`, is replayed, or
+ * does not authenticate (the caller handles that one and the rest as before), so the protocol's
+ * decisions stay in Python: it gets how many authenticated and updates the peer once per run.
+ *
+ * Each plaintext is WireGuard's: an IP packet whose own length says where the padding starts.
+ * On a device with vnet_hdr, consecutive in-order segments of one TCP flow are glued into one
+ * super-packet (GSO_TCPV4/6, NEEDS_CSUM, the pseudo-header's partial checksum), as
+ * device.Gro/vnet.Coalescer do; fastpath.PySession.open_run is the exact model. */
+
+#define RUN_MAX_SEGMENTS 64 /* vnet.MAX_SEGMENTS */
+#define RUN_MAX_IP 65535
+#define RUN_MAX_HL 120 /* 60 bytes of IPv4 header or 40 of IPv6, then up to 60 of TCP */
+#define TCP_ACK 16
+#define IPPROTO_TCP_ 6
+
+typedef struct {
+    int fd, vnet, gone;
+    Py_ssize_t bad_inner, refused;
+    /* the run being glued: its first packet's headers, and where each payload lies */
+    int active, v4;
+    Py_ssize_t hl, l4, seg, len0, bytes, nseg;
+    uint8_t head[RUN_MAX_HL];
+    uint8_t expect[RUN_MAX_HL]; /* the exact headers of the run's next full segment */
+    uint64_t pseudo, ip_base;
+    uint16_t id0, id;
+    uint32_t seq0, seq;
+    uint8_t flags;
+    const uint8_t *first;
+    struct iovec iov[RUN_MAX_SEGMENTS + 2];
+} run_t;
+
+static uint32_t get_be32(const uint8_t *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static void put_be32(uint8_t *p, uint32_t v) {
+    put_be16(p, (uint16_t)(v >> 16));
+    put_be16(p + 2, (uint16_t)v);
+}
+
+static void vnet_hdr(uint8_t h[VNET_LEN], uint8_t flags, uint8_t gso, uint16_t hdr_len, uint16_t gso_size,
+                     uint16_t start, uint16_t offset) {
+    h[0] = flags;
+    h[1] = gso;
+    h[2] = (uint8_t)hdr_len; /* little-endian, as the kernel's virtio_net_hdr */
+    h[3] = (uint8_t)(hdr_len >> 8);
+    h[4] = (uint8_t)gso_size;
+    h[5] = (uint8_t)(gso_size >> 8);
+    h[6] = (uint8_t)start;
+    h[7] = (uint8_t)(start >> 8);
+    h[8] = (uint8_t)offset;
+    h[9] = (uint8_t)(offset >> 8);
+}
+
+static void run_write(run_t *r, struct iovec *iov, int count) {
+    if (r->gone)
+        return;
+    if (writev(r->fd, iov, count) < 0) {
+        if (errno == EBADFD)
+            r->gone = 1;
+        else
+            r->refused++;
+    }
+}
+
+/* The IP packet's own length if plain[0:n] holds one (WireGuard's padding after it), else 0. */
+static Py_ssize_t ip_length(const uint8_t *p, Py_ssize_t n) {
+    Py_ssize_t length;
+    int version = n > 0 ? p[0] >> 4 : 0;
+    if (version == 4 && n >= 20)
+        length = get_be16(p + 2);
+    else if (version == 6 && n >= 40)
+        length = 40 + (Py_ssize_t)get_be16(p + 4);
+    else
+        return 0;
+    return length >= 20 && length <= n ? length : 0;
+}
+
+/* If p[0:n] (an IP packet of exactly its own length) is a TCP segment that may be glued: its
+ * TCP header's offset and end; the checksum field is then set to the pseudo-header's sum. */
+static int as_segment(uint8_t *p, Py_ssize_t n, Py_ssize_t *l4, Py_ssize_t *end, uint64_t *pseudo) {
+    uint64_t sum;
+    if (p[0] >> 4 == 4) {
+        if ((p[0] & 0x0F) != 5 || p[9] != IPPROTO_TCP_ || (p[6] & 0x3F) || p[7])
+            return 0; /* options or fragments: as it came */
+        *l4 = 20;
+        sum = ones_sum(p + 12, 8, 0);
+    } else {
+        if (p[6] != IPPROTO_TCP_)
+            return 0;
+        *l4 = 40;
+        sum = ones_sum(p + 8, 32, 0);
+    }
+    if (n < *l4 + 20)
+        return 0;
+    *end = *l4 + (p[*l4 + 12] >> 4) * 4;
+    if (*end < *l4 + 20 || *end >= n || *end > RUN_MAX_HL)
+        return 0; /* no payload, or a data offset outside the packet */
+    *pseudo = sum + IPPROTO_TCP_;
+    put_be16(p + *l4 + 16, fold(*pseudo + (uint64_t)(n - *l4)));
+    return 1;
+}
+
+/* vnet._Headers.make: the run's headers for an IP length, id, sequence number and flags. */
+static void run_headers(const run_t *r, uint8_t *h, Py_ssize_t ip_len, uint16_t id, uint32_t seq, uint8_t flags) {
+    memcpy(h, r->head, (size_t)r->hl);
+    if (r->v4) {
+        put_be16(h + 2, (uint16_t)ip_len);
+        put_be16(h + 4, id);
+        put_be16(h + 10, (uint16_t)~fold(r->ip_base + (uint64_t)ip_len + id));
+    } else {
+        put_be16(h + 4, (uint16_t)(ip_len - 40));
+    }
+    put_be32(h + r->l4 + 4, seq);
+    h[r->l4 + 13] = flags;
+    put_be16(h + r->l4 + 16, fold(r->pseudo + (uint64_t)(ip_len - r->l4)));
+}
+
+static void run_flush(run_t *r) {
+    if (!r->active)
+        return;
+    r->active = 0;
+    uint8_t vh[VNET_LEN], h[RUN_MAX_HL];
+    if (r->nseg == 1) {
+        vnet_hdr(vh, F_NEEDS_CSUM, GSO_NONE, 0, 0, (uint16_t)r->l4, 16);
+        r->iov[0].iov_base = vh;
+        r->iov[0].iov_len = VNET_LEN;
+        r->iov[1].iov_base = (void *)r->first;
+        r->iov[1].iov_len = (size_t)r->len0;
+        run_write(r, r->iov, 2);
+        return;
+    }
+    vnet_hdr(vh, F_NEEDS_CSUM, r->v4 ? GSO_TCPV4 : GSO_TCPV6, (uint16_t)r->hl, (uint16_t)r->seg, (uint16_t)r->l4, 16);
+    run_headers(r, h, r->bytes, r->id0, r->seq0, r->flags);
+    r->iov[0].iov_base = vh;
+    r->iov[0].iov_len = VNET_LEN;
+    r->iov[1].iov_base = h;
+    r->iov[1].iov_len = (size_t)r->hl;
+    run_write(r, r->iov, (int)r->nseg + 2);
+}
+
+/* vnet.Coalescer._step: predict the run's next segment, or flush when one write takes no more. */
+static void run_step(run_t *r) {
+    if (r->nseg >= RUN_MAX_SEGMENTS || r->bytes + r->seg > RUN_MAX_IP) {
+        run_flush(r);
+        return;
+    }
+    r->id = (uint16_t)(r->v4 ? r->id + 1 : 0);
+    r->seq += (uint32_t)r->seg;
+    run_headers(r, r->expect, r->len0, r->id, r->seq, TCP_ACK);
+}
+
+static void run_append(run_t *r, const uint8_t *payload, Py_ssize_t size) {
+    r->iov[r->nseg + 2].iov_base = (void *)payload;
+    r->iov[r->nseg + 2].iov_len = (size_t)size;
+    r->nseg++;
+    r->bytes += size;
+}
+
+/* One authenticated IP packet p[0:n] (exactly its own length) to the device, or to the run. */
+static void run_take(run_t *r, uint8_t *p, Py_ssize_t n) {
+    uint8_t vh[VNET_LEN];
+    struct iovec one[2];
+    Py_ssize_t l4 = 0, end = 0;
+    uint64_t pseudo = 0;
+    if (!r->vnet) {
+        one[0].iov_base = p;
+        one[0].iov_len = (size_t)n;
+        run_write(r, one, 1);
+        return;
+    }
+    if (!as_segment(p, n, &l4, &end, &pseudo)) {
+        run_flush(r);
+        vnet_hdr(vh, 0, GSO_NONE, 0, 0, 0, 0);
+        one[0].iov_base = vh;
+        one[0].iov_len = VNET_LEN;
+        one[1].iov_base = p;
+        one[1].iov_len = (size_t)n;
+        run_write(r, one, 2);
+        return;
+    }
+    if (r->active) {
+        Py_ssize_t hl = r->hl;
+        if (n == r->len0 && memcmp(p, r->expect, (size_t)hl) == 0) { /* the run's next segment */
+            run_append(r, p + hl, r->seg);
+            run_step(r);
+            return;
+        }
+        if (n != r->len0 && n > hl && n - hl < r->seg) { /* a shorter one may end the run */
+            uint8_t h[RUN_MAX_HL];
+            static const uint8_t tail_flags[2] = {TCP_ACK | TCP_PSH, TCP_ACK};
+            for (int i = 0; i < 2; i++) {
+                run_headers(r, h, n, r->id, r->seq, tail_flags[i]);
+                if (memcmp(p, h, (size_t)hl) == 0) {
+                    run_append(r, p + hl, n - hl);
+                    r->flags = tail_flags[i];
+                    run_flush(r);
+                    return;
+                }
+            }
+        }
+    }
+    run_flush(r);
+    if (p[l4 + 13] != TCP_ACK) { /* PSH, FIN, SYN, ...: as it is, checksum partial */
+        vnet_hdr(vh, F_NEEDS_CSUM, GSO_NONE, 0, 0, (uint16_t)l4, 16);
+        one[0].iov_base = vh;
+        one[0].iov_len = VNET_LEN;
+        one[1].iov_base = p;
+        one[1].iov_len = (size_t)n;
+        run_write(r, one, 2);
+        return;
+    }
+    r->active = 1;
+    r->v4 = p[0] >> 4 == 4;
+    r->hl = end;
+    r->l4 = l4;
+    r->seg = n - end;
+    r->len0 = n;
+    r->bytes = end;
+    r->nseg = 0;
+    r->first = p;
+    memcpy(r->head, p, (size_t)end);
+    r->pseudo = pseudo;
+    r->ip_base = r->v4 ? ones_sum(p, 2, 0) + ones_sum(p + 6, 4, 0) + ones_sum(p + 12, 8, 0) : 0;
+    r->id = r->id0 = r->v4 ? get_be16(p + 4) : 0;
+    r->seq = r->seq0 = get_be32(p + l4 + 4);
+    r->flags = TCP_ACK;
+    run_append(r, p + end, n - end);
+    run_step(r);
+}
+
+static int ssize_arg(PyObject *obj, Py_ssize_t *out, const char *what) {
+    Py_ssize_t v = PyLong_Check(obj) ? PyLong_AsSsize_t(obj) : -1;
+    if (v == -1 && PyErr_Occurred())
+        return -1;
+    if (v < 0) {
+        PyErr_Format(PyExc_ValueError, "%s must be a non-negative int", what);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* open_run(buf, start, end, seg, index, fd, vnet_hdr, scratch)
+ * -> (consumed, packets, bytes, bad_inner, refused) */
+static PyObject *Session_open_run(SessionObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (!ready(self))
+        return NULL;
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError, "open_run(buf, start, end, seg, index, fd, vnet_hdr, scratch)");
+        return NULL;
+    }
+    Py_ssize_t start, end, seg, fd;
+    uint64_t index = 0;
+    int ok = counter_arg(args[4], &index);
+    if (ok < 0)
+        return NULL;
+    if (ok == 0 || index > UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "an index is a u32");
+        return NULL;
+    }
+    if (ssize_arg(args[1], &start, "start") < 0 || ssize_arg(args[2], &end, "end") < 0 ||
+        ssize_arg(args[3], &seg, "seg") < 0 || ssize_arg(args[5], &fd, "fd") < 0)
+        return NULL;
+    int vnet = PyObject_IsTrue(args[6]);
+    if (vnet < 0)
+        return NULL;
+    if (seg < 1 || fd > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "seg must be positive and fd a descriptor");
+        return NULL;
+    }
+    Py_buffer in, scratch;
+    if (PyObject_GetBuffer(args[0], &in, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (get_out(args[7], &scratch) < 0) {
+        PyBuffer_Release(&in);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    if (start > end || end > in.len) {
+        PyErr_SetString(PyExc_ValueError, "start and end must lie in the buffer, in order");
+    } else if (scratch.len < end - start) {
+        PyErr_SetString(PyExc_ValueError, "scratch must hold the run's plaintexts");
+    } else if (end - start > 0 && scratch.len > 0 &&
+               (const uint8_t *)in.buf < (const uint8_t *)scratch.buf + scratch.len &&
+               (const uint8_t *)scratch.buf < (const uint8_t *)in.buf + in.len) {
+        PyErr_SetString(PyExc_ValueError, "scratch overlaps the buffer");
+    } else {
+        run_t *r = PyMem_Calloc(1, sizeof(run_t));
+        if (r == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        r->fd = (int)fd;
+        r->vnet = vnet;
+        const uint8_t *b = in.buf;
+        uint8_t *plain = scratch.buf;
+        Py_ssize_t consumed = 0, packets = 0, nbytes = 0, pos = 0, off = start;
+        int crypto_failed = 0;
+        take(self->open_lock);
+        Py_BEGIN_ALLOW_THREADS
+        while (off < end && !r->gone) {
+            Py_ssize_t dl = end - off < seg ? end - off : seg;
+            const uint8_t *d = b + off;
+            if (dl < HEADER_LEN + TAG_LEN || dl > MAX_PAYLOAD || get_le64(d) != ((uint64_t)index << 32 | MSG_TRANSPORT))
+                break; /* (type 4 with three zero bytes, then the index: one little-endian u64) */
+            uint64_t counter = get_le64(d + 8);
+            if (!window_check(&self->replay, counter))
+                break;
+            Py_ssize_t size = dl - HEADER_LEN - TAG_LEN;
+            int rc = open_one(self->open, counter, d, (int)dl, plain + pos);
+            if (rc < 0) {
+                crypto_failed = 1;
+                break;
+            }
+            if (rc == 1 || !window_accept(&self->replay, counter))
+                break;
+            consumed++;
+            off += dl;
+            if (size == 0)
+                continue; /* a keepalive */
+            Py_ssize_t length = ip_length(plain + pos, size);
+            if (length == 0) {
+                r->bad_inner++;
+                continue;
+            }
+            packets++;
+            nbytes += size;
+            run_take(r, plain + pos, length);
+            pos += size;
+        }
+        run_flush(r);
+        Py_END_ALLOW_THREADS
+        PyThread_release_lock(self->open_lock);
+        if (crypto_failed)
+            crypto_error("open");
+        else if (r->gone) {
+            errno = EBADFD;
+            PyErr_SetFromErrno(PyExc_OSError);
+        } else
+            result = Py_BuildValue("(nnnnn)", consumed, packets, nbytes, r->bad_inner, r->refused);
+        PyMem_Free(r);
+    }
+done:
+    PyBuffer_Release(&in);
+    PyBuffer_Release(&scratch);
+    return result;
+}
+
 static PyMethodDef Session_methods[] = {
     {"seal_into", (PyCFunction)(void (*)(void))Session_seal_into, METH_FASTCALL,
      "seal_into(counter, payload, out, pos) -> end: one transport message written at out[pos:]."},
@@ -976,6 +1328,9 @@ static PyMethodDef Session_methods[] = {
      "-> (lengths, nbytes, next counter, dropped)."},
     {"open_into", (PyCFunction)(void (*)(void))Session_open_into, METH_FASTCALL,
      "open_into(msg, out) -> payload length, or REPLAYED (-2) or FORGED (-1)."},
+    {"open_run", (PyCFunction)(void (*)(void))Session_open_run, METH_FASTCALL,
+     "open_run(buf, start, end, seg, index, fd, vnet_hdr, scratch)\n"
+     "-> (consumed, packets, bytes, bad_inner, refused)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -13,6 +13,7 @@ on the fallback). `DATAPATH` says which, for `status`.
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 from collections.abc import Sequence
@@ -24,6 +25,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from . import vnet
+from .drops import Drop
 from .replay import REJECT_AFTER_MESSAGES, ReplayWindow
 
 ENV = "PROVISION_DATAPATH"
@@ -50,6 +52,9 @@ class Session(Protocol):
                   mtu: int, read_size: int, segment: int) -> tuple[list[int], int, int, int]: ...
 
     def open_into(self, msg: Buffer, out: memoryview) -> int: ...
+
+    def open_run(self, buf: Buffer, start: int, end: int, seg: int, index: int, fd: int, vnet_hdr: bool,
+                 scratch: memoryview) -> tuple[int, int, int, int, int]: ...
 
 
 def padded(size: int, mtu: int) -> int:
@@ -181,6 +186,207 @@ class PySession:
             return REPLAYED
         return size
 
+    def open_run(self, buf: Buffer, start: int, end: int, seg: int, index: int, fd: int, vnet_hdr: bool,
+                 scratch: memoryview) -> tuple[int, int, int, int, int]:
+        """The UDP receive turn for one session: the datagrams of buf[start:end] (each `seg` long,
+        the last maybe shorter) opened in order while each is a transport message for `index` that
+        authenticates and is not replayed, and their IP packets written to the device `fd` (with
+        `vnet_hdr`, consecutive segments of one TCP flow glued into one super-packet: `_Run`).
+        Returns (datagrams consumed, packets written, their plaintext bytes, plaintexts that are no
+        IP packet, writes the device refused); the caller handles buf[start + consumed datagrams:]
+        one by one, and updates the peer once for the run (the consumed ones all authenticated)."""
+        if seg < 1 or not 0 <= start <= end <= len(buf) or not 0 <= index < 2**32 or fd < 0:
+            raise ValueError("bad arguments to open_run")
+        if len(scratch) < end - start:
+            raise ValueError("scratch must hold the run's plaintexts")
+        head = HEADER.pack(MSG_TRANSPORT, index, 0)[:8]
+        run = _Run(fd, vnet_hdr)
+        consumed = packets = nbytes = bad_inner = pos = 0
+        off = start
+        view = memoryview(buf)
+        try:
+            while off < end:
+                dl = min(seg, end - off)
+                if dl < HEADER_LEN + TAG_LEN or view[off:off + 8] != head:
+                    break
+                size = self.open_into(view[off:off + dl], scratch[pos:])
+                if size < 0:
+                    break
+                consumed += 1
+                off += dl
+                if size == 0:
+                    continue  # a keepalive
+                length = _ip_length(scratch, pos, size)
+                if not length:
+                    bad_inner += 1
+                    continue
+                packets += 1
+                nbytes += size
+                run.take(scratch[pos:pos + length])
+                pos += size
+        finally:
+            run.flush()
+        return consumed, packets, nbytes, bad_inner, run.refused
+
+
+RUN_DROPS = (Drop.BAD_INNER, Drop.DEVICE_REFUSED)  # open_run's counts after the first three, in order
+_TCP_ACK, _TCP_PSH = vnet.TCP_ACK, vnet.TCP_PSH
+
+
+def _ip_length(buf: memoryview, pos: int, n: int) -> int:
+    """The IP packet's own length if buf[pos:pos+n] holds one (WireGuard's padding after it), else 0."""
+    version = buf[pos] >> 4
+    if version == 4 and n >= 20:
+        length = buf[pos + 2] << 8 | buf[pos + 3]
+    elif version == 6 and n >= 40:
+        length = 40 + (buf[pos + 4] << 8 | buf[pos + 5])
+    else:
+        return 0
+    return length if 20 <= length <= n else 0
+
+
+class _Run:
+    """open_run's device side, the model of run_t in _fastpath.c: each packet written as it is
+    (zero virtio header), or, if it is a TCP segment with a payload and nothing unusual, marked
+    NEEDS_CSUM with the pseudo-header's sum in its checksum field (as a TSO device hands it
+    over), and glued to the run when its headers are exactly the run's next segment's
+    (vnet.Coalescer's rule: ACK only, equal sizes, a shorter one with or without PSH ends it)."""
+
+    def __init__(self, fd: int, vnet_hdr: bool):
+        self.fd, self.vnet_hdr, self.refused = fd, vnet_hdr, 0
+        self.first: Buffer = b""  # the run's first packet
+        self.parts: list[Buffer] = []  # and each payload of the run
+        self.v4 = False
+        self.hl = self.l4 = self.seg = self.len0 = self.bytes = 0
+        self.head = b""
+        self.expect = b""
+        self.pseudo = self.ip_base = self.id0 = self.id = self.seq0 = self.seq = 0
+        self.flags = _TCP_ACK
+
+    def write(self, parts: Sequence[Buffer]) -> None:
+        try:
+            os.writev(self.fd, parts)
+        except OSError as exc:
+            if exc.errno == errno.EBADFD:
+                raise
+            self.refused += 1
+
+    def take(self, p: memoryview) -> None:
+        n = len(p)
+        if not self.vnet_hdr:
+            self.write((p,))
+            return
+        seg = _as_segment(p)
+        if seg is None:
+            self.flush()
+            self.write((_NO_VNET, p))
+            return
+        l4, end, pseudo = seg
+        if self.parts:
+            hl = self.hl
+            if n == self.len0 and p[:hl] == self.expect:
+                self._append(p[hl:])
+                self._step()
+                return
+            if n != self.len0 and n > hl and n - hl < self.seg:
+                for flags in (_TCP_ACK | _TCP_PSH, _TCP_ACK):
+                    if p[:hl] == self.headers(n, self.id, self.seq, flags):
+                        self._append(p[hl:])
+                        self.flags = flags
+                        self.flush()
+                        return
+        self.flush()
+        if p[l4 + 13] != _TCP_ACK:  # PSH, FIN, SYN, ...: as it is, checksum partial
+            self.write((vnet.HDR.pack(vnet.F_NEEDS_CSUM, vnet.GSO_NONE, 0, 0, l4, vnet.TCP_CSUM_OFFSET), p))
+            return
+        self.v4 = p[0] >> 4 == 4
+        self.hl, self.l4, self.seg, self.len0, self.bytes = end, l4, n - end, n, end
+        self.head = bytes(p[:end])
+        self.pseudo = pseudo
+        self.ip_base = _sum(p[0:2]) + _sum(p[6:10]) + _sum(p[12:20]) if self.v4 else 0
+        self.id = self.id0 = (p[4] << 8 | p[5]) if self.v4 else 0
+        self.seq = self.seq0 = int.from_bytes(p[l4 + 4:l4 + 8], "big")
+        self.flags = _TCP_ACK
+        self.first, self.parts = p, [p[end:]]
+        self.bytes += n - end
+        self._step()
+
+    def _append(self, payload: memoryview) -> None:
+        self.parts.append(payload)
+        self.bytes += len(payload)
+
+    def _step(self) -> None:
+        if len(self.parts) >= vnet.MAX_SEGMENTS or self.bytes + self.seg > vnet.MAX_IP_PACKET:
+            self.flush()
+            return
+        self.id = (self.id + 1) & 0xFFFF if self.v4 else 0
+        self.seq = (self.seq + self.seg) & 0xFFFFFFFF
+        self.expect = self.headers(self.len0, self.id, self.seq, _TCP_ACK)
+
+    def headers(self, ip_len: int, ip_id: int, seq: int, flags: int) -> bytes:
+        """vnet._Headers.make: the run's headers for this IP length, id, sequence number, flags."""
+        h = bytearray(self.head)
+        l4 = self.l4
+        if self.v4:
+            h[2:6] = _BE16x2.pack(ip_len, ip_id)
+            h[10:12] = (~_fold(self.ip_base + ip_len + ip_id) & 0xFFFF).to_bytes(2, "big")
+        else:
+            h[4:6] = (ip_len - 40).to_bytes(2, "big")
+        h[l4 + 4:l4 + 8] = seq.to_bytes(4, "big")
+        h[l4 + 13] = flags
+        h[l4 + 16:l4 + 18] = _fold(self.pseudo + ip_len - l4).to_bytes(2, "big")
+        return bytes(h)
+
+    def flush(self) -> None:
+        parts = self.parts
+        if not parts:
+            return
+        self.parts = []
+        if len(parts) == 1:
+            self.write((vnet.HDR.pack(vnet.F_NEEDS_CSUM, vnet.GSO_NONE, 0, 0, self.l4, vnet.TCP_CSUM_OFFSET),
+                        self.first))
+            return
+        gso = vnet.GSO_TCPV4 if self.v4 else vnet.GSO_TCPV6
+        head = vnet.HDR.pack(vnet.F_NEEDS_CSUM, gso, self.hl, self.seg, self.l4, vnet.TCP_CSUM_OFFSET)
+        self.write((head, self.headers(self.bytes, self.id0, self.seq0, self.flags), *parts))
+
+
+_NO_VNET = bytes(vnet.HDR_LEN)
+_BE16x2 = struct.Struct(">HH")
+
+
+def _sum(data: Buffer) -> int:
+    return sum(struct.unpack(f">{len(data) // 2}H", data))
+
+
+def _fold(total: int) -> int:
+    while total > 0xFFFF:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+def _as_segment(p: memoryview) -> tuple[int, int, int] | None:
+    """If p (an IP packet of exactly its own length) is a TCP segment that may be glued: (where its
+    TCP header starts, where it ends, the pseudo-header's sum), its checksum field set to that
+    sum plus the TCP length (NEEDS_CSUM's form); None, and nothing written, for everything else."""
+    n = len(p)
+    if p[0] >> 4 == 4:
+        if p[0] & 0x0F != 5 or p[9] != vnet.IPPROTO_TCP or p[6] & 0x3F or p[7]:
+            return None  # options or fragments: as it came
+        l4, pseudo = 20, _sum(p[12:20])
+    else:
+        if p[6] != vnet.IPPROTO_TCP:
+            return None
+        l4, pseudo = 40, _sum(p[8:40])
+    if n < l4 + 20:
+        return None
+    end = l4 + (p[l4 + 12] >> 4) * 4
+    if end < l4 + 20 or end >= n:
+        return None  # no payload, or a data offset outside the packet
+    pseudo += vnet.IPPROTO_TCP
+    p[l4 + 16:l4 + 18] = _fold(pseudo + n - l4).to_bytes(2, "big")
+    return l4, end, pseudo
+
 
 def _load() -> ModuleType | None:
     if os.environ.get(ENV, "").lower() == Datapath.PYTHON:
@@ -212,4 +418,4 @@ def session(send_key: bytes, receive_key: bytes, remote_index: int) -> Session:
     return PySession(send_key, receive_key, remote_index)
 
 
-__all__ = ["DATAPATH", "FORGED", "REPLAYED", "Datapath", "PySession", "Session", "padded", "session", "wire_packets"]
+__all__ = ["DATAPATH", "FORGED", "REPLAYED", "RUN_DROPS", "Datapath", "PySession", "Session", "padded", "session", "wire_packets"]
