@@ -124,6 +124,9 @@ class UdpCarrier:
         self.reader = device.reader()
         self.out, self.plain = OUT, PLAIN
         self.gro = Gro(device, GRO) if device.vnet_hdr and not device.pi else None
+        # WireGuard's form on an encrypted tun: a receive's run is opened and written in one call
+        # (_open_run); our form (tap, compress), insecure tunnels and a pi header go datagram by datagram.
+        self.runs = peer is not None and device.wireguard and not device.pi
         self.room = 0  # the largest datagram that reaches the endpoint unfragmented (UDP_SEGMENT's limit)
         self._room_for: Any = None
         self._internal_logged = -60.0
@@ -375,19 +378,73 @@ class UdpCarrier:
             if n == 0:  # an empty datagram (an insecure keepalive)
                 self._datagram(view[:0], addr, now)
                 continue
-            for off in range(0, n, size):
-                try:
+            off = 0
+            while off < n:
+                if self.runs:  # the common case: the run's datagrams for one session opened and written in one call
+                    off = self._open_run(off, n, size, addr, now)
+                    if off >= n:
+                        break
+                try:  # what the run stopped at (or every datagram, when it may not run): one at a time
                     self._datagram(view[off:min(off + size, n)], addr, now)
                 except DeviceGone:
                     raise
                 except Exception:  # one datagram never ends the loop
                     self.count_internal()
+                off += size
+        if self.gro is not None:  # nothing more waiting: the run so far goes to the device now
+            self._flush_gro()
+
+    def _open_run(self, off: int, n: int, size: int, addr: Any, now: float) -> int:
+        """The datagrams from RECEIVE_BUFFER[off:n] (each `size` long) that are transport messages
+        for the session the first one names, opened and written to the device in one call
+        (fastpath.Session.open_run), the peer told once what a message at a time would have told it;
+        returns where the rest starts (a datagram the call stopped at goes through _datagram)."""
+        peer = self.peer
+        assert peer is not None
+        if n - off < noise.TRANSPORT_MIN_LEN or RECEIVE_BUFFER[off] != TRANSPORT:
+            return off
+        kp = peer.keypair_for(RECEIVE_VIEW[off:off + 8], now)
+        if isinstance(kp, Drop):
+            return off
         gro = self.gro
-        if gro is not None:  # nothing more waiting: the run so far goes to the device now
-            gro.flush()
-            for why in gro.drops:
-                self.drop(why)
-            gro.drops.clear()
+        if gro is not None and gro.coalescer.pending:  # what _datagram glued goes first, in order
+            self._flush_gro()
+        was_confirmed = kp.confirmed
+        try:
+            consumed, packets, nbytes, *dropped = kp.session.open_run(
+                RECEIVE_BUFFER, off, n, size, kp.local_index, self.device.fd, self.device.vnet_hdr, self.plain)
+        except OSError as exc:
+            if exc.errno == errno.EBADFD:
+                raise DeviceGone(str(exc.strerror)) from None
+            self.count_internal()
+            return off
+        except Exception:
+            self.count_internal()
+            return off
+        if not consumed:
+            return off
+        peer.heard(kp, now)  # once for the run: every consumed message authenticated on kp
+        if addr != self.endpoint:
+            self.endpoint = addr  # roaming: the peer is where its last authenticated message came from
+            self.timers_moved = True
+        if not was_confirmed:  # the session is confirmed: connected, now (the timers see it at once)
+            self.timers_moved = True
+            self._flush_staged(kp)
+        stats = self.stats
+        stats.rx_packets += packets
+        stats.rx_bytes += nbytes
+        for why, count in zip(fastpath.RUN_DROPS, dropped, strict=True):
+            if count:
+                self.drop(why, count)
+        return off + consumed * size
+
+    def _flush_gro(self) -> None:
+        gro = self.gro
+        assert gro is not None
+        gro.flush()
+        for why in gro.drops:
+            self.drop(why)
+        gro.drops.clear()
 
     def count_internal(self) -> None:
         self.drop(Drop.INTERNAL)

@@ -109,7 +109,7 @@ def receive(kind: str, datagrams: list[bytes], vnet_hdr: bool = True, session=No
             buf = bytearray(5) + b"".join(run) + bytearray(3)
             answer = s.open_run(buf, 5, len(buf) - 3, len(run[0]), INDEX, a.fileno(), vnet_hdr,
                                 memoryview(bytearray(len(buf))))
-            total = [x + y for x, y in zip(total, answer)]
+            total = [x + y for x, y in zip(total, answer, strict=True)]
         b.setblocking(False)
         writes = []
         while True:
