@@ -212,6 +212,104 @@ def fastpath_segment(data: bytes) -> None:
     assert compiled == model
 
 
+RUN_KEY, RUN_INDEX = bytes(range(7, 39)), 0x0BADF00D
+
+
+def _run_segment(seq: int, payload: bytes, ip_id: int, flags: int, v6: bool) -> bytes:
+    """A TCP segment of one flow (checksums left as they fall: open_run does not check them)."""
+    tcp = struct.pack("!HHIIBBHHH", 40000, 5201, seq & 0xFFFFFFFF, 1, 5 << 4, flags, 501, 0, 0)
+    if v6:
+        return struct.pack("!IHBB16s16s", 0x60000000, 20 + len(payload), 6, 64, bytes(16), bytes(15) + b"\1") \
+            + tcp + payload
+    return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40 + len(payload), ip_id & 0xFFFF, 0x4000, 64, 6, 0, bytes(4),
+                       bytes(4)) + tcp + payload
+
+
+def _run_answers(session: object, blob: bytes, seg: int, vnet_hdr: bool) -> tuple[list[object], list[bytes]]:
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 22)
+    answers: list[object] = []
+    writes: list[bytes] = []
+    try:
+        off = 0
+        while off < len(blob):  # as the carrier: what a call stops at is skipped, and the next call goes on
+            answer = session.open_run(blob, off, len(blob), seg, RUN_INDEX, a.fileno(), vnet_hdr,  # type: ignore[attr-defined]
+                                      memoryview(bytearray(len(blob))))
+            answers.append(answer)
+            off += (answer[0] + 1) * seg
+        b.setblocking(False)
+        while True:
+            try:
+                writes.append(b.recv(1 << 17))
+            except BlockingIOError:
+                break
+    finally:
+        a.close()
+        b.close()
+    return answers, writes
+
+
+def fastpath_run(data: bytes) -> None:
+    """_fastpath.Session.open_run (the UDP receive turn: open a run of datagrams, glue TCP segments,
+    write the device) against PySession.open_run: the same answers and the same device writes, byte
+    for byte, for runs the fuzzer builds: flows in and out of order, tails, other bytes as
+    plaintext, bent plaintext headers, and datagrams bent, replayed or wrongly addressed."""
+    if len(data) < 3:
+        return
+    size = (40, 200, 600, 1360)[data[0] % 4]
+    vnet_hdr, v6 = bool(data[0] & 4), bool(data[0] & 8)
+    sender = PySession(RUN_KEY, bytes(32), RUN_INDEX)
+    seq, ip_id, i, counter = 1000, 7, 1, 0
+    plains: list[bytes] = []
+    ops = data[2:]
+    while i < len(ops) and len(plains) < 70:
+        op, arg = ops[i - 1] % 8, ops[i]
+        i += 2
+        if op <= 3:  # the next segment of the flow
+            plains.append(_run_segment(seq, bytes([arg]) * size, ip_id, vnet.TCP_ACK, v6))
+            seq, ip_id = seq + size, ip_id + 1
+        elif op == 4:  # a shorter one, maybe with PSH
+            n = 1 + arg % size
+            plains.append(_run_segment(seq, bytes(n), ip_id, vnet.TCP_ACK | (vnet.TCP_PSH * (arg & 1)), v6))
+            seq, ip_id = seq + n, ip_id + 1
+        elif op == 5:  # a gap: out of order
+            seq += size * (1 + arg % 3)
+        elif op == 6:  # the fuzzer's bytes as the plaintext
+            plains.append(ops[i:i + arg % 64])
+            i += arg % 64
+        elif plains:  # a byte of the last plaintext bent
+            last = bytearray(plains[-1])
+            if last:
+                last[arg % len(last)] ^= ops[i - 3] | 1
+            plains[-1] = bytes(last)
+    if not plains:
+        return
+    seg = max(len(p) for p in plains) + noise.TRANSPORT_MIN_LEN
+    datagrams = []
+    for k, plain in enumerate(plains):
+        out = memoryview(bytearray(len(plain) + noise.TRANSPORT_MIN_LEN))
+        sender.seal_into(counter, plain, out, 0)
+        counter += 1
+        d = bytes(out)
+        bend = data[1] >> 4 if k == data[1] % 16 else 0
+        if bend == 1:
+            d = d[:20] + bytes([d[20] ^ 1]) + d[21:]  # forged
+        elif bend == 2:
+            d = d[:4] + b"\0\0\0\0" + d[8:]  # another index
+        elif bend == 3 and datagrams:
+            d = datagrams[0][:seg]  # replayed
+        if k < len(plains) - 1:  # UDP_GRO's runs are equal-sized: pad the plaintext to make them so
+            if len(d) != seg:
+                out = memoryview(bytearray(seg))
+                sender.seal_into(counter - 1, plain + bytes(seg - len(d)), out, 0)
+                d = bytes(out) if bend == 0 else d.ljust(seg, b"\0")
+        datagrams.append(d)
+    blob = b"".join(datagrams)
+    compiled = _run_answers(_fastpath.Session(bytes(32), RUN_KEY, 0), blob, seg, vnet_hdr)
+    python = _run_answers(PySession(bytes(32), RUN_KEY, 0), blob, seg, vnet_hdr)
+    assert compiled == python, (compiled[0], python[0])
+
+
 class _Receiver:
     """BOB's peer state, kept across inputs as a forwarder keeps it across datagrams."""
 
@@ -409,10 +507,11 @@ TARGETS: dict[str, Target] = {
     "fastpath_open": fastpath_open,
     "fastpath_seal": fastpath_seal,
     "fastpath_segment": fastpath_segment,
+    "fastpath_run": fastpath_run,
 }
 # The targets that reach the compiled extension: `make fuzz` runs them again against a build of
 # it with AddressSanitizer and UBSan (run.py --asan).
-NATIVE = ["fastpath_open", "fastpath_seal", "fastpath_segment", "transport", "peer", "udp_receive"]
+NATIVE = ["fastpath_open", "fastpath_seal", "fastpath_segment", "fastpath_run", "transport", "peer", "udp_receive"]
 SEEDS: dict[str, list[bytes]] = {
     "initiation": [b"\x00" + INITIATION, b"\x01", b"\x03\x05\x00"],
     "response": [b"\x00" + RESPONSE, b"\x01"],
@@ -430,5 +529,7 @@ SEEDS: dict[str, list[bytes]] = {
     "fastpath_open": [b"\x03" + b"\x00" + TRANSPORT, b"\x04\x01", b"\x00\x02\x20"],
     "fastpath_seal": [bytes([2, 0, 7, 255, 5]) + b"hello" + bytes([0, 20]) + bytes(20), bytes([1, 3, 1, 0])],
     "fastpath_segment": [b"\x04\x00" + SUPER_PACKET, b"\x04\x01", b"\x01\x03\x05\x06"],
+    "fastpath_run": [bytes([7, 0x13]) + bytes([0, 1] * 30 + [4, 9]), bytes([15, 0x25]) + bytes([0, 2, 5, 1, 0, 3, 6, 4]) + b"EEEE",
+                     bytes([3, 0]) + bytes([1, 1, 7, 9, 0, 2, 4, 8])],
     "inventory": [p.read_bytes() for p in sorted((Path(__file__).resolve().parents[2] / "inventories").glob("*.yaml"))],
 }
