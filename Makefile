@@ -95,7 +95,7 @@ test: setup lint docker
 
 # The tunnel suite once more on the Python datapath (provisioner/tunnel/fastpath.py), as a host
 # without the compiled extension runs it.
-FALLBACK_TESTS := tests/unit/test_peer.py tests/unit/test_device.py tests/unit/test_tcp_carrier.py \
+FALLBACK_TESTS := tests/unit/test_peer.py tests/unit/test_device.py tests/unit/test_tcp_carrier.py tests/unit/test_udp_receive_run.py \
 	tests/integration/test_secure_tunnels.py tests/integration/test_wireguard_interop.py \
 	tests/integration/test_hostile_peers.py tests/integration/test_tunnels.py tests/integration/test_hub.py \
 	tests/integration/test_default_flags.py
