@@ -130,6 +130,7 @@ class Plane:
         self._gone: dict[str, str] = {}  # TCP tunnels that ended because their device went away
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.next_report = 0.0
+        self._report_from = 0
         self.poller.register(channel.fileno(), select.POLLIN)
         self.poller.register(self._wake_r, select.POLLIN)
 
@@ -249,9 +250,13 @@ class Plane:
     def report(self) -> None:
         """The UDP tunnels' counters, one line each, all at once: a wake-up or two of the
         supervisor for all of them (a TCP tunnel reports from its own thread)."""
-        for carrier in self.udp.values():
-            if not write_out(carrier.stats.line()):
-                break  # the supervisor is behind: the rest go next time
+        carriers = list(self.udp.values())
+        start = self._report_from % len(carriers) if carriers else 0
+        for i in range(len(carriers)):
+            if not write_out(carriers[(start + i) % len(carriers)].stats.line()):
+                self._report_from = start + i  # the supervisor is behind: the rest first, next time
+                return
+        self._report_from = 0
 
     def run(self) -> None:
         channel_fd = self.channel.fileno()

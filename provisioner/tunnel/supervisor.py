@@ -51,6 +51,8 @@ STATS_EVERY = 1.0  # seconds between writes of stats.json, at most, while only c
 URGENT_EVERY = 0.05  # and when some tunnel's state changed
 IDLE_GRACE = 10.0  # seconds a supervisor started with nothing to run waits for apply's signal
 MAX_LINE = 64 * 1024
+F_SETPIPE_SZ = 1031
+COUNTERS_PIPE = 1 << 20  # the default pipe-max-size: 2000 tunnels' lines
 _DROPS = frozenset(d.value for d in Drop)
 
 log = logging.getLogger("provision.supervisor")
@@ -248,6 +250,10 @@ class Supervisor:
     def fork(self, plane: Plane) -> None:
         ours, theirs = Channel.pair()
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        try:  # room for every tunnel's counters at once (the data plane drops what does not fit)
+            fcntl.fcntl(out_w, F_SETPIPE_SZ, COUNTERS_PIPE)
+        except OSError:
+            pass  # pipe-max-size is lower here: the data plane reports the rest in turn
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:  # pragma: no cover (the child)

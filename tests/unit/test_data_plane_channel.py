@@ -131,3 +131,37 @@ def test_a_bad_grant_fails_its_tunnel_closes_what_came_with_it_and_the_data_plan
     finally:
         supervisor.close()
         plane_end.close()
+
+
+def test_counters_the_pipe_cannot_take_go_first_in_the_next_report(monkeypatch) -> None:
+    """The counters pipe is non-blocking; a hub of 500 tunnels wrote more than the pipe held, the
+    rest were dropped, and the same tunnels were dropped every time: they stayed `starting`."""
+    import types
+
+    from provisioner.tunnel import dataplane
+
+    supervisor, plane_end = Channel.pair()
+    try:
+        plane = dataplane.Plane(plane_end)
+        for i in range(10):
+            line = f"t{i}".encode()
+            plane.udp[f"t{i}"] = types.SimpleNamespace(stats=types.SimpleNamespace(line=lambda b=line: b))
+        heard: list[bytes] = []
+
+        room = {"left": 3}
+
+        def fits(line: bytes) -> bool:
+            if room["left"] == 0:
+                return False
+            room["left"] -= 1
+            heard.append(line)
+            return True
+
+        monkeypatch.setattr(dataplane, "write_out", fits)
+        for _ in range(4):
+            room["left"] = 3
+            plane.report()
+        assert {f"t{i}".encode() for i in range(10)} <= set(heard), "some tunnel was never reported"
+    finally:
+        supervisor.close()
+        plane_end.close()
