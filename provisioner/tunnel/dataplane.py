@@ -48,7 +48,7 @@ from .peer import Peer
 from .stats import Stats, write_out
 
 log = logging.getLogger("provision.forwarder")
-REPORT_EVERY = 2.0  # every tunnel's counters, in one write (a change of state goes at once, alone)
+REPORT_EVERY = 1.0  # the tunnels whose counters moved (and the quiet ones every 4 s); a change of state goes at once
 TUNNEL: contextvars.ContextVar[str] = contextvars.ContextVar("tunnel", default="-")
 
 
@@ -248,12 +248,15 @@ class Plane:
             self._schedule(name, now + wait)
 
     def report(self) -> None:
-        """The UDP tunnels' counters, one line each, all at once: a wake-up or two of the
+        """The counters of the UDP tunnels whose counters moved since their last report (and of
+        each quiet one every 4 s), one line each, all at once: a wake-up or two of the
         supervisor for all of them (a TCP tunnel reports from its own thread)."""
         carriers = list(self.udp.values())
         start = self._report_from % len(carriers) if carriers else 0
+        now = time.monotonic()
         for i in range(len(carriers)):
-            if not write_out(carriers[(start + i) % len(carriers)].stats.line()):
+            stats = carriers[(start + i) % len(carriers)].stats
+            if stats.due(now) and not write_out(stats.line()):
                 self._report_from = start + i  # the supervisor is behind: the rest first, next time
                 return
         self._report_from = 0

@@ -32,7 +32,7 @@ from ..model import RunState, Tunnel, tunnel_from_dict
 
 WANTED, LOCK, SUPERVISOR, STATS, LOG = "tunnels.json", "supervisor.lock", "supervisor.json", "stats.json", "tunnels.log"
 LOG_BYTES = 1024 * 1024
-STALE_AFTER = 8.0  # seconds without a report of a tunnel (the data plane reports every 2 s, kept within 1 s): stuck
+STALE_AFTER = 8.0  # seconds without a report of a tunnel (a quiet one is reported every 4 s, kept within 1 s): stuck
 
 
 def host_dir(state_dir: Path, host: str) -> Path:

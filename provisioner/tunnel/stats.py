@@ -18,6 +18,7 @@ from .drops import Drops
 from .fastpath import DATAPATH
 
 log = logging.getLogger("provision.forwarder")
+QUIET_EVERY = 4.0  # seconds between reports of a tunnel whose counters did not move
 
 
 class LinkState(StrEnum):
@@ -39,6 +40,7 @@ class Stats:
         self.last_handshake: float | None = None
         self.peer_key: str | None = None
         self._logged = 0.0
+        self._reported: tuple[tuple[int, int, int, str | None], float] = ((-1, -1, -1, None), 0.0)
 
     def error(self, text: str) -> None:
         """Kept for status; logged when it is new, and at most once a second whatever it says."""
@@ -73,7 +75,18 @@ class Stats:
                 "datapath": DATAPATH.value}
 
     def line(self) -> bytes:
+        self._reported = (self._counts(), time.monotonic())
         return json.dumps(self.to_dict()).encode() + b"\n"
+
+    def _counts(self) -> tuple[int, int, int, str | None]:
+        return self.rx_packets, self.tx_packets, sum(self.drops.counts.values()), self.last_error
+
+    def due(self, now: float) -> bool:
+        """Whether the periodic report should carry this tunnel now: when its counters moved since
+        the last one (status is at most a second behind traffic), or after QUIET_EVERY regardless
+        (so a stuck data plane shows as `unresponsive`, runtime.STALE_AFTER)."""
+        counts, at = self._reported
+        return counts != self._counts() or now - at >= QUIET_EVERY
 
     def report(self) -> None:
         """One line to the supervisor, which keeps it in stats.json."""

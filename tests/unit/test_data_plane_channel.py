@@ -145,7 +145,8 @@ def test_counters_the_pipe_cannot_take_go_first_in_the_next_report(monkeypatch) 
         plane = dataplane.Plane(plane_end)
         for i in range(10):
             line = f"t{i}".encode()
-            plane.udp[f"t{i}"] = types.SimpleNamespace(stats=types.SimpleNamespace(line=lambda b=line: b))
+            plane.udp[f"t{i}"] = types.SimpleNamespace(stats=types.SimpleNamespace(line=lambda b=line: b,
+                                                                                   due=lambda now: True))
         heard: list[bytes] = []
 
         room = {"left": 3}
@@ -165,3 +166,19 @@ def test_counters_the_pipe_cannot_take_go_first_in_the_next_report(monkeypatch) 
     finally:
         supervisor.close()
         plane_end.close()
+
+
+def test_a_tunnel_is_reported_when_its_counters_move_and_a_quiet_one_every_few_seconds() -> None:
+    from provisioner.tunnel.stats import QUIET_EVERY, Stats
+
+    s = Stats("t")
+    assert s.due(0.0), "never reported yet"
+    s.line()
+    import time
+
+    now = time.monotonic()
+    assert not s.due(now), "nothing moved"
+    s.rx_packets += 1
+    assert s.due(now), "a packet arrived"
+    s.line()
+    assert not s.due(now) and s.due(now + QUIET_EVERY + 0.5), "a quiet tunnel is still reported, less often"
