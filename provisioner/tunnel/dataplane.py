@@ -128,6 +128,7 @@ class Plane:
         self._sequence = itertools.count()
         self._closed: list[str] = []  # TCP tunnels whose threads have ended (appended by those threads)
         self._gone: dict[str, str] = {}  # TCP tunnels that ended because their device went away
+        self._parked: dict[str, Message] = {}  # an ADD waiting for the TCP tunnel of its name to end
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.next_report = 0.0
         self._report_from = 0
@@ -147,6 +148,10 @@ class Plane:
 
     def add(self, m: Message) -> None:
         name = m.name
+        old = self.tcp.get(name)
+        if old is not None and old.stopping.is_set() and name not in self._parked and len(m.fds) in (1, 2):
+            self._parked[name] = m  # a TCP tunnel of that name is still ending: this one starts after it
+            return
         if name in self.udp or name in self.tcp or len(m.fds) not in (1, 2):
             for fd in m.fds:
                 os.close(fd)
@@ -204,6 +209,12 @@ class Plane:
         self.channel.send(Op.ADDED, name)
 
     def remove(self, name: str, why: str | None = None) -> None:
+        parked = self._parked.pop(name, None)
+        if parked is not None:  # it never started: its descriptors go, and the one still ending ends
+            for fd in parked.fds:
+                os.close(fd)
+            self.channel.send(Op.REMOVED, name)
+            return
         carrier = self.udp.pop(name, None)
         if carrier is not None:
             for fd in carrier.handlers():
@@ -324,6 +335,9 @@ class Plane:
                 carrier.stats.report()
                 gone = self._gone.pop(name, None)
                 self.channel.send(Op.FAILED if gone else Op.REMOVED, name, {"error": gone} if gone else None)
+            parked = self._parked.pop(name, None)
+            if parked is not None:
+                self.add(parked)
 
 
 def main(channel_fd: int, user: str | None, group: str | None) -> int:

@@ -163,8 +163,18 @@ class Supervisor:
         self.dirty = True
 
     def retire(self, old: Entry, replacement: Entry | None) -> None:
-        """Stop a tunnel (and start its replacement once its socket is closed)."""
+        """Stop a tunnel (and start its replacement once its socket is closed). A tunnel with no
+        replacement is gone at once: the data plane ends it in its own time (a TCP tunnel's
+        threads may be in a connect of up to 5 s), and nothing waits for its port."""
         plane = self.planes.get(old.identity)
+        if replacement is None and not old.removing:
+            if old.state in (State.STARTING, State.RUNNING) and plane is not None and plane.channel is not None:
+                try:
+                    plane.channel.send(Op.REMOVE, old.name)
+                except ChannelClosed:
+                    pass
+            self.finish_removal(old, None)
+            return
         if old.state in (State.STARTING, State.RUNNING) and plane is not None and plane.channel is not None \
                 and not old.removing:
             old.removing, old.replacement = True, replacement
