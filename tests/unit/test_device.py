@@ -12,17 +12,9 @@ import pytest
 from provisioner.tunnel import vnet
 from provisioner.tunnel.device import Device, Gro
 from provisioner.tunnel.drops import Drop
+from .inet import checksum
 
 MSS = 1380
-
-
-def checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total > 0xFFFF:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 def segment(seq: int, payload: bytes, flags: int = vnet.TCP_ACK, ident: int = 1) -> bytes:

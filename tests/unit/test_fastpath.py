@@ -19,6 +19,7 @@ from provisioner.tunnel import _fastpath, fastpath, vnet  # type: ignore[attr-de
 from provisioner.tunnel.device import MAX_UNIT, READ_SIZE
 from provisioner.tunnel.fastpath import FORGED, REPLAYED, PySession
 from provisioner.tunnel.replay import ReplayWindow
+from .inet import checksum as _checksum
 
 from .test_replay import TABLE, TEST_LIMIT
 
@@ -195,15 +196,6 @@ def test_read_seal_stops_at_count_and_at_an_empty_device() -> None:
 
 
 # ------------------------------------------------------------------ TSO super-packets
-
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total > 0xFFFF:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
 
 def super_packet(version: int, payload: int, flags: int = vnet.TCP_ACK | vnet.TCP_PSH, gso: int = 1380,
                  options: bytes = b"", ecn: bool = False) -> bytes:

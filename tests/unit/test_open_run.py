@@ -16,19 +16,11 @@ import pytest
 from provisioner.tunnel import _fastpath, fastpath, vnet  # type: ignore[attr-defined]
 from provisioner.tunnel.device import Device, Gro
 from provisioner.tunnel.fastpath import PySession
+from .inet import checksum as _csum
 
 A, B = bytes(range(32)), bytes(range(100, 132))
 INDEX = 0x11223344
 IMPLS = {"compiled": _fastpath.Session, "python": PySession}
-
-
-def _csum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total > 0xFFFF:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 def tcp_packet(version: int, seq: int, payload: bytes, ip_id: int = 0, flags: int = vnet.TCP_ACK,
