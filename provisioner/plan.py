@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 from .errors import ConflictError
@@ -77,8 +78,14 @@ class Change:
 class Plan:
     host: str
     changes: tuple[Change, ...]
-    observed_digest: str  # the state this plan was made against
-    in_sync: int  # resources the inventory names that already match
+    against: Observed | str = field(repr=False, compare=False)  # the state it was made against, or (JSON) its digest
+    in_sync: int = 0  # resources the inventory names that already match
+
+    @cached_property
+    def observed_digest(self) -> str:
+        """Hashing the state costs as much as a third of the diff (3000 resources), and only a saved
+        or printed plan needs it: taken when asked."""
+        return self.against if isinstance(self.against, str) else self.against.digest()
 
     @property
     def empty(self) -> bool:
@@ -111,7 +118,7 @@ def make_plan(host: str, desired: Network, observed: Observed, *, destroy: bool 
                *sorted(devices.changes, key=lambda c: _DEVICE_ORDER.index(c.action)),
                *addresses.changes, *routes.changes, *tunnels.changes)
     in_sync = devices.in_sync + addresses.in_sync + routes.in_sync + tunnels.in_sync
-    return Plan(host, changes, observed.digest(), in_sync)
+    return Plan(host, changes, observed, in_sync)
 
 
 _DEVICE_ORDER = (Action.REPLACE, Action.CREATE, Action.UPDATE)
@@ -144,6 +151,9 @@ def _plan_devices(host: str, desired: Network, observed: Observed, destroy: bool
                                           "provision will not replace a device it does not manage",
                                     resource=f"device {want.name}")
             out.changes.append(Change(Action.CREATE, Kind.DEVICE, want.name, None, want, "not present"))
+            continue
+        if _matches(want, live):
+            out.in_sync += 1
             continue
         target = _with_unmanaged_from(want, live)
         fixed = [f for f in Device.FIXED if getattr(target, f) != getattr(live, f)]
@@ -294,10 +304,23 @@ def _spec_changes(have: Tunnel, want: Tunnel) -> list[str]:
     return [f for f in Tunnel.SPEC if getattr(want, f) != getattr(have, f)]
 
 
+_UNMANAGED = ("mtu", "mac", "owner", "group")  # None in a desired device: the live value is kept
+_COMPARED = tuple(f.name for f in fields(Device) if f.compare)
+
+
 def _with_unmanaged_from(want: Device, live: Device) -> Device:
     """Attributes the inventory leaves out keep their live values (a subset match, like nmstate)."""
-    keep = {f: getattr(live, f) for f in ("mtu", "mac", "owner", "group") if getattr(want, f) is None}
+    keep = {f: getattr(live, f) for f in _UNMANAGED if getattr(want, f) is None}
     return _replace(want, **keep)
+
+
+def _matches(want: Device, live: Device) -> bool:
+    """`_with_unmanaged_from(want, live) == live`, without making the device (most are in sync)."""
+    for f in _COMPARED:
+        w = getattr(want, f)
+        if w != getattr(live, f) and not (w is None and f in _UNMANAGED):
+            return False
+    return True
 
 
 def _replace(obj: Any, **changes: Any) -> Any:

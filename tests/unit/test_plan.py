@@ -173,3 +173,23 @@ def test_plan_is_a_serialisable_value() -> None:
     assert doc["changes"][0]["after"]["type"] == "tap"
     assert doc["observed_digest"] == Observed().digest()
     assert make_plan("h", DESIRED, Observed()) == plan  # a value: the same inputs give an equal plan
+
+
+def test_the_in_sync_shortcut_agrees_with_the_subset_match() -> None:
+    # plan._matches skips making the target device for the devices in sync: it must say exactly
+    # what comparing the made target says, for every mix of written, left-out and differing fields.
+    import itertools
+    import random
+
+    from provisioner.plan import _matches, _with_unmanaged_from
+
+    rng = random.Random(15)
+    values = {"state": [LinkState.UP, LinkState.DOWN], "mtu": [None, 1400, 1500], "mac": [None, "02:00:00:00:00:01"],
+              "owner": [None, 0, 1000], "group": [None, 1000], "pi": [False, True], "vnet_hdr": [False, True],
+              "multi_queue": [False, True], "managed": [False, True]}
+    live_values = {k: [v for v in vs if v is not None] for k, vs in values.items()}
+    for _, dtype in itertools.product(range(400), (DeviceType.TUN, DeviceType.TAP)):
+        want = Device("d0", dtype, **{k: rng.choice(vs) for k, vs in values.items()})
+        live = Device("d0", rng.choice((DeviceType.TUN, DeviceType.TAP)),
+                      **{k: rng.choice(vs) for k, vs in live_values.items()})
+        assert _matches(want, live) == (_with_unmanaged_from(want, live) == live), (want, live)
