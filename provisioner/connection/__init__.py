@@ -9,13 +9,14 @@ container (`docker.py`), because its forwarders must live there after we are gon
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Protocol
 
 from ..errors import UnreachableError
 from ..inventory import Host, this_machine
 from ..model import Observed
+from ..plan import Kind
 
 LOCAL = "local"
 NETNS = "netns"
@@ -35,7 +36,7 @@ class Connection(Protocol):
 
     def __enter__(self) -> Connection: ...
     def __exit__(self, *exc: object) -> None: ...
-    def observe(self) -> Observed: ...
+    def observe(self, changed: Collection[Kind] | None = None) -> Observed: ...
     def transaction(self, tunnels: bool = True) -> Transaction: ...
 
 

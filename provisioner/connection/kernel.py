@@ -8,7 +8,7 @@ the tunnel supervisors it starts (forked from this thread) live there too.
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
@@ -18,9 +18,10 @@ from ..files import FileError
 from ..kernel import namespace
 from ..kernel.apply import Transaction
 from ..kernel.netlink import Netlink, NetlinkError
-from ..kernel.observe import observe
+from ..kernel.observe import Reading, observe
 from ..lock import host_lock
 from ..model import Observed
+from ..plan import Kind
 from ..tunnel import runtime
 from . import LOCAL, NETNS
 from .identity import identity, state_name
@@ -35,6 +36,7 @@ class KernelConnection:
         self._state_dir, self._lock_wait, self._notify = state_dir, lock_wait, notify
         self._stack = ExitStack()
         self._sock: Netlink | None = None
+        self._last: Reading | None = None
 
     def __enter__(self) -> KernelConnection:
         try:
@@ -59,13 +61,25 @@ class KernelConnection:
         self._sock = None
         self._stack.close()
 
-    def observe(self) -> Observed:
+    def observe(self, changed: Collection[Kind] | None = None) -> Observed:
+        """`changed`: re-read only what changes of these kinds can have moved since this connection's
+        last observation (verification after an apply); None: everything. A device's change can take
+        its addresses and routes with it, an address's a route (a route's preferred source)."""
         assert self._sock is not None, "use the connection as a context manager"
+        since = self._last if changed is not None else None
+        devices = changed is None or Kind.DEVICE in changed
+        addresses = devices or Kind.ADDRESS in changed
         try:
-            live = observe(self._sock)
+            reading = observe(self._sock, since, links=devices, addresses=addresses,
+                              routes=addresses or Kind.ROUTE in changed)
         except NetlinkError as exc:
             raise KernelError(self.host, "reading the kernel's state", exc.errno or errno.EIO) from exc
-        return replace(live, tunnels=runtime.observe(self._state_dir, self.key))
+        if changed is not None and since is not None and Kind.TUNNEL not in changed:
+            tunnels = since.observed.tunnels
+        else:
+            tunnels = runtime.observe(self._state_dir, self.key)
+        self._last = replace(reading, observed=replace(reading.observed, tunnels=tunnels))
+        return self._last.observed
 
     def transaction(self, tunnels: bool = True) -> Transaction:
         """`tunnels`: the steps include a tunnel's. Without, the tunnel code (and cryptography, 50-100

@@ -92,17 +92,22 @@ def attrs(data: memoryview | bytes, offset: int = 0) -> Iterator[tuple[int, memo
 
 def pick(data: memoryview, offset: int, wanted: frozenset[int]) -> dict[int, memoryview]:
     """The payloads of the `wanted` attribute types only: a link carries some 40 attributes
-    and the observer reads 5, so the others are stepped over without being sliced."""
+    and the observer reads 5, so the others are stepped over without being sliced, and the walk
+    stops once each was found (the first found of a type is kept: the kernel sends each once)."""
     out = {}
     end = len(data)
     unpack = RTA.unpack_from
+    left = len(wanted)
     while offset + 4 <= end:
         size, kind = unpack(data, offset)
         if size < 4:
             break
         kind &= 0x3FFF
-        if kind in wanted:
+        if kind in wanted and kind not in out:
             out[kind] = data[offset + 4: offset + size]
+            left -= 1
+            if not left:
+                break
         offset += (size + 3) & ~3
     return out
 

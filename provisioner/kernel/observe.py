@@ -3,12 +3,17 @@
 Three dumps (links without statistics, addresses, routes), decoding only the attributes
 the plan reads. Kernel-made routes (proto kernel: connected and link-local prefixes) and
 the local table are left out: nobody declares them and nothing here may touch them.
+
+Verification after an apply re-reads only the kinds of resource the apply changed
+(`reread`): the links dump is most of the cost, and a change of routes alone cannot move a
+link. What was not re-read is taken from the observation the plan was made against.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+from dataclasses import dataclass, replace
 
 from ..model import OWNER_ALIAS, OWNER_PROTOCOL, Address, Device, DeviceType, LinkState, Observed, Route
 from . import netlink as nl
@@ -18,17 +23,33 @@ NO_OWNER = 0xFFFFFFFF
 LINK_ATTRS = frozenset((nl.IFLA_IFNAME, nl.IFLA_MTU, nl.IFLA_ADDRESS, nl.IFLA_IFALIAS, nl.IFLA_LINKINFO))
 
 
-def observe(sock: nl.Netlink) -> Observed:
-    links = _links(sock)
-    names = {index: name for index, (name, _, _) in links.items()}
-    devices = tuple(sorted(dev for _, _, dev in links.values() if dev is not None))
-    tun_indexes = {index for index, (_, _, dev) in links.items() if dev is not None}
-    return Observed(
-        devices=devices,
-        addresses=_addresses(sock, names, tun_indexes),
-        routes=_routes(sock, names),
-        links=tuple(sorted((name, kind) for name, kind, _ in links.values())),
-    )
+@dataclass(frozen=True)
+class Reading:
+    """One observation, and the interface indexes it named (what a partial re-read needs)."""
+
+    observed: Observed
+    names: dict[int, str]  # every interface's index -> name
+    tun_indexes: frozenset[int]  # the tun/tap devices among them
+
+
+def observe(sock: nl.Netlink, since: Reading | None = None, links: bool = True, addresses: bool = True,
+            routes: bool = True) -> Reading:
+    """The whole state, or (with `since`) only the dumps asked for, the rest taken from `since`.
+    Without a links dump the interface names are `since`'s: only for a caller that moved no link."""
+    if since is None or links:
+        found = _links(sock)
+        names = {index: name for index, (name, _, _) in found.items()}
+        tun_indexes = frozenset(index for index, (_, _, dev) in found.items() if dev is not None)
+        observed = Observed(devices=tuple(sorted(dev for _, _, dev in found.values() if dev is not None)),
+                            links=tuple(sorted((name, kind) for name, kind, _ in found.values())))
+        addresses = routes = True
+    else:
+        observed, names, tun_indexes = since.observed, since.names, since.tun_indexes
+    if since is None or addresses:
+        observed = replace(observed, addresses=_addresses(sock, names, tun_indexes))
+    if since is None or routes:
+        observed = replace(observed, routes=_routes(sock, names))
+    return Reading(observed, names, tun_indexes)
 
 
 def _links(sock: nl.Netlink) -> dict[int, tuple[str, str, Device | None]]:

@@ -211,6 +211,30 @@ all:
     assert kernel(netns) == before
 
 
+def test_verification_of_a_route_only_change_still_reads_the_routes_back(tmp_path: Path, netns: str) -> None:
+    # Verification re-reads only the kinds of resource the apply changed: here the routes alone.
+    # The kernel's metric 1024 for an IPv6 route asked with 0 must still be seen and undone.
+    text = """\
+all:
+  hosts:
+    gw1:
+      ansible_connection: netns
+      ansible_host: {ns}
+      network:
+        devices:
+          - {name: tap5, type: tap, addresses: ["fd00:5::1/64"]}
+        routes: ROUTES
+"""
+    inv = write_inventory(tmp_path / "inv.yaml", text.replace("ROUTES", "[]"), ns=netns)
+    provision("apply", str(inv), state_dir=tmp_path)
+    before = kernel(netns)
+    write_inventory(inv, text.replace("ROUTES", '[{to: "fd00:55::/48", dev: tap5, metric: 0}]'), ns=netns)
+    result = provision("apply", str(inv), state_dir=tmp_path, check_rc=1)
+    assert "after apply the live state still differs" in result.err
+    assert "+ route fd00:55::/48 metric 0" in result.err
+    assert kernel(netns) == before
+
+
 def test_concurrent_applies_take_turns(inv: Path, tmp_path: Path, netns: str) -> None:
     lock = tmp_path / "locks" / f"netns-{netns}.lock"  # the lock is the machine's (connection/identity.py)
     lock.parent.mkdir(parents=True)
