@@ -15,7 +15,7 @@ FUZZ_SECONDS := 60  # per target, for `make fuzz`
 
 TUNNEL_HOSTS := gw1 gw2 site-a site-b hub spoke-east spoke-west  # the bundled inventories' hosts with tunnels
 
-.PHONY: demo test test-fallback unit lint lock fuzz bytecode bench bench-check bench-tunnel bench-baseline bench-fleet bench-hub docker setup system packages clean demo-clean keys chaos soak
+.PHONY: demo test test-fallback unit lint lock fuzz bytecode validators bench bench-check bench-tunnel bench-baseline bench-fleet bench-hub docker setup system packages clean demo-clean keys chaos soak
 
 # Installs come from the lock files (exact versions, every file's hash), never from the ranges in
 # pyproject.toml, so a fresh machine gets what the benchmarks were measured with. `make lock`
@@ -47,6 +47,11 @@ setup: system $(STAMP) keys bytecode
 # often set it) Python compiles them again each time unless the .pyc files are there: 0.1-0.6 s.
 bytecode: $(STAMP)
 	@$(PY) -m compileall -q provisioner
+
+# The inventory schema as Python code (provisioner/compiled_schemas/, in git): after a change to
+# schemas/inventory.schema.json. tests/unit/test_validation.py fails while it is not redone.
+validators: $(STAMP)
+	$(PY) -m provisioner.schema
 
 # Private keys are secrets: never in git. Each bundled host's key pair is made here once:
 # keys/HOST.key (0600) and its public key keys/HOST.pub, which the inventories read through

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from provisioner import schema
 from provisioner.errors import InventoryError
 from provisioner.reconcile import load
 from provisioner.validate import interface_name_problem
@@ -184,3 +185,22 @@ def test_the_compiled_schema_leaves_the_data_as_written() -> None:
     before = json.loads(json.dumps(data))
     assert schema.is_valid(data)
     assert data == before
+
+
+@pytest.mark.parametrize("name", sorted(schema.GENERATED))
+def test_the_generated_validators_are_todays_schema(name: str) -> None:
+    module = schema.GENERATED[name]
+    written = (Path(schema.__file__).parent / "compiled_schemas" / f"{module}.py").read_text()
+    assert written == schema.generate(name), f"schemas/ changed: run `make validators` ({module}.py is stale)"
+    assert schema.compiled(name).__module__ == f"provisioner.compiled_schemas.{module}", "the generated code is used"
+
+
+def test_a_generated_validator_of_another_schema_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    schema.compiled.cache_clear()
+    monkeypatch.setattr(schema, "digest", lambda name: "not the schema it was made from")
+    try:
+        check = schema.compiled(schema.INVENTORY)
+        assert check.__module__ != "provisioner.compiled_schemas.inventory"
+        assert not schema.is_valid({"all": {"hosts": {"h": {"network": {"devices": [{"name": "t", "type": "x"}]}}}}})
+    finally:
+        schema.compiled.cache_clear()

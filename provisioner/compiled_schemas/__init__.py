@@ -1,0 +1,1 @@
+"""fastjsonschema's code for schemas/, made by `make validators`."""
