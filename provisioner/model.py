@@ -14,6 +14,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 MAIN_TABLE = 254
@@ -196,15 +197,19 @@ class Observed:
         return hashlib.sha256(repr(self).encode()).hexdigest()[:16]
 
 
+@lru_cache(maxsize=1 << 16)
 def canonical_interface(text: str) -> str:
-    """'FD00:1:0::1/64' -> 'fd00:1::1/64'; a bare address gets a host prefix."""
+    """'FD00:1:0::1/64' -> 'fd00:1::1/64'; a bare address gets a host prefix. Remembered (bounded):
+    validation, the merge and the desired state each ask for the same few thousand texts."""
     if _ipv4_canonical(text) is not None:
         return text
     return str(ipaddress.ip_interface(text))
 
 
+@lru_cache(maxsize=1 << 16)
 def canonical_network(text: str) -> str:
-    """'10.20.0.0/16' stays; 'default' is 0.0.0.0/0; host bits are an error (strict)."""
+    """'10.20.0.0/16' stays; 'default' is 0.0.0.0/0; host bits are an error (strict). Remembered
+    as canonical_interface is."""
     if text == "default":
         return "0.0.0.0/0"
     v4 = _ipv4_canonical(text)
