@@ -9,6 +9,7 @@ import math
 import random
 import sys
 import warnings
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -331,3 +332,12 @@ def test_random_documents_are_varied() -> None:
     for seed in range(400):
         outcomes[_outcome(_random_document(seed), True)[0]] += 1
     assert outcomes["ok"] > 100 and outcomes["error"] > 20, outcomes
+
+
+ROOT = Path(__file__).resolve().parents[2]
+FILES = sorted(p for d in ("inventories", "tests/inventories", "examples", "contrib") for p in (ROOT / d).rglob("*.y*ml"))
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_yaml_file_of_the_repository(path: Path) -> None:
+    _check(path.read_text())
