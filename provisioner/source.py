@@ -13,6 +13,7 @@ INI files give their positions as they are parsed (ini.py), so they carry them f
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -132,7 +133,9 @@ def parse_nodes(source: Source, fast: bool = True) -> tuple[Any, Any]:
     yaml.Resolver = _resolver() if fast else VersionedResolver
     kept: list[Any] = []
     yaml.Constructor = _keeping(kept, fast)
-    try:
+    collecting = gc.isenabled()
+    gc.disable()  # the node tree is 50 objects a line, all alive: each collection walked it all (half
+    try:  # the parse of 10 000 devices). Whatever is cyclic garbage is broken below or collected after
         data = yaml.load(source.text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -151,6 +154,8 @@ def parse_nodes(source: Source, fast: bool = True) -> tuple[Any, Any]:
         for loader in kept[1:]:
             loader.__dict__.clear()
         kept.clear()
+        if collecting:
+            gc.enable()
     if data is None:
         data = {}
     return data, node
