@@ -156,9 +156,48 @@ def parse_nodes(source: Source, fast: bool = True) -> tuple[Any, Any]:
         kept.clear()
         if collecting:
             gc.enable()
+    if node is not None and "*" in source.text:
+        _check_aliases(node, source.file)
     if data is None:
         data = {}
     return data, node
+
+
+MAX_EXPANSION = 10  # values a document may stand for, per node written (plus MIN_EXPANSION)
+MIN_EXPANSION = 100_000
+
+
+def _check_aliases(root: Any, file: str) -> None:
+    """Refuse a document whose aliases stand for far more values than it writes ("billion laughs":
+    nine lines of nine aliases each are 387 million strings). The parse shares them, but whatever
+    walks the data (the schema, the cache, the merge) walks every one: `provision validate` of
+    such a file never ended, and a pull agent following a hostile repository would hang on it.
+    Counted on the node tree, each node once (a cycle counts once round)."""
+    size: dict[int, int] = {}  # values a node stands for, once known
+    seen: set[int] = set()  # nodes met (a node met again while open is a cycle: it counts 1)
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, closing = stack.pop()
+        if closing:
+            size[id(node)] = 1 + sum(size.get(id(c), 1) for c in _children(node))
+        elif id(node) not in seen:
+            seen.add(id(node))
+            stack.append((node, True))
+            stack.extend((c, False) for c in _children(node) if id(c) not in seen)
+    written = len(seen)
+    limit = MIN_EXPANSION + MAX_EXPANSION * written
+    if size[id(root)] > limit:
+        raise InventoryError([Diagnostic(
+            (), f"its aliases stand for {size[id(root)]:,} values, more than {limit:,} (ten for each of the "
+            f"{written:,} written): refused, as a YAML \"billion laughs\" would exhaust the machine", file, 1, 1)])
+
+
+def _children(node: Any) -> list[Any]:
+    if node.id == "mapping":
+        return [n for pair in node.value for n in pair]
+    if node.id == "sequence":
+        return list(node.value)
+    return []
 
 
 def _keeping(kept: list[Any], fast: bool) -> type:

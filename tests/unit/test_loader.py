@@ -84,3 +84,35 @@ def test_host_patterns(pattern: str, names: list[str], port: int | None) -> None
 def test_a_bad_range_is_an_error() -> None:
     with pytest.raises(ValueError, match="same width"):
         expand("web[01:100]")
+
+
+def _laughs(levels: int) -> str:
+    lines = ["all:", "  vars:", '    a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    lines += [f"    a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, levels)]
+    return "\n".join(lines + ["  hosts:", "    h: {ansible_connection: netns, ansible_host: x}"]) + "\n"
+
+
+def test_a_billion_laughs_is_refused_at_once(tmp_path: Path) -> None:
+    # Nine lines of nine aliases stand for 387 million strings: the walk of the schema, the
+    # cache and the merge never ended (a pull agent following such a repository hung).
+    import time
+
+    inv = tmp_path / "inv.yaml"
+    inv.write_text(_laughs(9))
+    start = time.monotonic()
+    with pytest.raises(InventoryError) as exc:
+        load(str(inv), cache_dir=tmp_path / "cache")
+    assert time.monotonic() - start < 5
+    (d,) = exc.value.diagnostics
+    assert (d.file, d.line, d.column) == (str(inv), 1, 1)
+    assert "billion laughs" in d.message and "490,329,076 values" in d.message
+
+
+@pytest.mark.parametrize("text", [
+    _laughs(3),  # 810 strings from 22 written: aliases as people use them
+    "all:\n  vars:\n    a: &x [1, {b: &y [2, *x]}, *y]\n  hosts:\n    h: {ansible_connection: netns, ansible_host: x}\n",
+])
+def test_aliases_that_stand_for_little_and_cycles_load(tmp_path: Path, text: str) -> None:
+    inv = tmp_path / "inv.yaml"
+    inv.write_text(text)
+    assert [h.name for h in load(str(inv)).hosts] == ["h"]
