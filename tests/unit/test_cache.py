@@ -111,6 +111,9 @@ def test_data_that_json_would_change_is_not_kept(cache_dir) -> None:
     slot = cache.slot(cache_dir, ["x"])
     cache.put(slot, {1: "an integer key becomes a string in JSON"})
     assert cache.get(slot) is None
+    for changed in ({"a": ("a tuple", "becomes a list")}, {"a": [{None: "a null key becomes 'null'"}]}):
+        cache.put(slot, changed)
+        assert cache.get(slot) is None
     cache.put(slot, {"fine": [1, 2.5, True, None]})
     assert cache.get(slot) == {"fine": [1, 2.5, True, None]}
 
