@@ -67,14 +67,15 @@ class KernelConnection:
         its addresses and routes with it, an address's a route (a route's preferred source)."""
         assert self._sock is not None, "use the connection as a context manager"
         since = self._last if changed is not None else None
-        devices = changed is None or Kind.DEVICE in changed
-        addresses = devices or Kind.ADDRESS in changed
+        kinds = frozenset(Kind) if changed is None else frozenset(changed)
+        devices = Kind.DEVICE in kinds
+        addresses = devices or Kind.ADDRESS in kinds
         try:
             reading = observe(self._sock, since, links=devices, addresses=addresses,
-                              routes=addresses or Kind.ROUTE in changed)
+                              routes=addresses or Kind.ROUTE in kinds)
         except NetlinkError as exc:
             raise KernelError(self.host, "reading the kernel's state", exc.errno or errno.EIO) from exc
-        if changed is not None and since is not None and Kind.TUNNEL not in changed:
+        if since is not None and Kind.TUNNEL not in kinds:
             tunnels = since.observed.tunnels
         else:
             tunnels = runtime.observe(self._state_dir, self.key)

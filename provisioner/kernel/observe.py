@@ -94,7 +94,7 @@ def _links(sock: nl.Netlink) -> dict[int, tuple[str, str, Device | None]]:
     return out
 
 
-def _addresses(sock: nl.Netlink, names: dict[int, str], wanted: set[int]) -> tuple[Address, ...]:
+def _addresses(sock: nl.Netlink, names: dict[int, str], wanted: frozenset[int]) -> tuple[Address, ...]:
     out = []
     for kind, msg in sock.dump(nl.RTM_GETADDR, nl.IFADDR.pack(socket.AF_UNSPEC, 0, 0, 0, 0)):
         if kind != nl.RTM_NEWADDR:
