@@ -31,8 +31,8 @@ from typing import Any
 FORMAT = 1
 KEEP = 16  # entries kept; the oldest beyond this are removed when one is written
 JUDGES = ("inventory.py", "loader.py", "source.py", "ini.py", "hostpattern.py", "schema.py", "validate.py",
-          "model.py", "cache.py", "reparse.py", "compiled_schemas/inventory.py",
-          "compiled_schemas/vars.py")  # modules that decide validity
+          "model.py", "cache.py", "reparse.py",
+          "compiled_schemas/inventory.py")  # modules that decide validity
 LIBRARIES = (("ruamel.yaml", "__init__.py"), ("fastjsonschema", "version.py"))  # hold the version
 
 

@@ -66,13 +66,14 @@ def validator(name: str) -> Any:
     return Draft202012Validator(document(name))
 
 
-GENERATED = {INVENTORY: "inventory", VARS: "vars"}  # schema -> its module in compiled_schemas/
+# Where compiled() finds each schema's generated code: one module per schema file (the whole
+# document), and for a definition of it, the function fastjsonschema made for that definition.
+GENERATED = {INVENTORY: ("inventory", "validate"), VARS: ("inventory", "validate_vars")}
 
 
-def digest(name: str) -> str:
-    """Of the schema file's bytes and the definition named: what a generated module was made from."""
-    file = name.partition("#")[0]
-    return hashlib.sha256(name.encode() + b"\0" + (schema_dir() / file).read_bytes()).hexdigest()
+def digest(file: str) -> str:
+    """Of the schema file's bytes: what a generated module was made from."""
+    return hashlib.sha256((schema_dir() / file).read_bytes()).hexdigest()
 
 
 def _fresh(name: str) -> dict[str, Any]:
@@ -84,42 +85,52 @@ def _fresh(name: str) -> dict[str, Any]:
 def compiled(name: str) -> Callable[[Any], Any]:
     """The schema as a Python function that raises on the first problem: the generated one if it
     was made from this very schema, else compiled here."""
-    module = GENERATED.get(name)
-    if module is not None:
+    if name in GENERATED:
         from importlib import import_module
 
+        module, entry = GENERATED[name]
         try:
             code = import_module(f"{__package__}.compiled_schemas.{module}")
         except ImportError:
             code = None
-        if code is not None and getattr(code, "SCHEMA_SHA256", None) == digest(name):
-            return code.validate
+        if code is not None and getattr(code, "SCHEMA_SHA256", None) == digest(name.partition("#")[0]):
+            return getattr(code, entry)
     import fastjsonschema
 
     return fastjsonschema.compile(_fresh(name), use_default=False)  # it would write defaults into the data
 
 
-def generate(name: str) -> str:
-    """The module `compiled()` prefers: fastjsonschema's code for the schema, with its two exception
-    classes defined in place (importing fastjsonschema for them cost 0.01 s)."""
+def generate(file: str) -> str:
+    """The module `compiled()` prefers for the schemas of `file`: fastjsonschema's code for the whole
+    document, with its two exception classes defined in place (importing fastjsonschema for them
+    cost 0.01 s), and a name for each entry GENERATED gives it."""
     import fastjsonschema
 
-    code = fastjsonschema.compile_to_code(_fresh(name), use_default=False)
+    code = fastjsonschema.compile_to_code(_fresh(file), use_default=False)
     imported = "from fastjsonschema import JsonSchemaValueException, JsonSchemaValuesException\n"
     if imported not in code:
         raise RuntimeError("fastjsonschema's generated code changed its imports: update schema.generate")
-    head = (f'"""Generated from schemas/{name} by `make validators` (provisioner/schema.py): do not edit."""\n'
-            f"# ruff: noqa\nSCHEMA_SHA256 = {digest(name)!r}\n")
+    head = (f'"""Generated from schemas/{file} by `make validators` (provisioner/schema.py): do not edit."""\n'
+            f"# ruff: noqa\nSCHEMA_SHA256 = {digest(file)!r}\n")
     mine = ("class JsonSchemaValueException(ValueError):\n"
             "    def __init__(self, message, value=None, name=None, definition=None, rule=None):\n"
             "        super().__init__(message)\n"
             "        self.message, self.value, self.name, self.definition, self.rule = message, value, name, "
             "definition, rule\n\n\n"
             "JsonSchemaValuesException = JsonSchemaValueException\n")
-    entry = re.search(r"^def (validate_\w+)\(", code, re.M)
-    if entry is None:
+    root = re.search(r"^def (validate_\w+)\(", code, re.M)
+    if root is None:
         raise RuntimeError("no validate function in fastjsonschema's generated code")
-    return head + code.replace(imported, mine) + f"\n\nvalidate = {entry[1]}\n"
+    names = []
+    for name, (_, entry) in GENERATED.items():
+        whole, _, pointer = name.partition("#")
+        if whole != file:
+            continue
+        function = root[1] + re.sub(r"[^A-Za-z0-9_]", "_", "#" + pointer) if pointer else root[1]
+        if not re.search(rf"^def {function}\(", code, re.M):
+            raise RuntimeError(f"fastjsonschema made no function {function} for {name}: update schema.generate")
+        names.append(f"{entry} = {function}\n")
+    return head + code.replace(imported, mine) + "\n\n" + "".join(names)
 
 
 def write_generated() -> None:
@@ -127,12 +138,8 @@ def write_generated() -> None:
     out = FsPath(__file__).resolve().parent / "compiled_schemas"
     out.mkdir(exist_ok=True)
     (out / "__init__.py").write_text('"""fastjsonschema\'s code for schemas/, made by `make validators`."""\n')
-    for name, module in GENERATED.items():
-        (out / f"{module}.py").write_text(generate(name))
-
-
-if __name__ == "__main__":
-    write_generated()
+    for file, module in {name.partition("#")[0]: module for name, (module, _) in GENERATED.items()}.items():
+        (out / f"{module}.py").write_text(generate(file))
 
 
 def is_valid(data: Any, name: str = INVENTORY) -> bool:
@@ -191,3 +198,7 @@ def _message(error: Any) -> str:
 
 
 PUBLIC_KEYS = ("public_key", "tunnel_public_key")
+
+
+if __name__ == "__main__":
+    write_generated()

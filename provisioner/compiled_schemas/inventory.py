@@ -1,6 +1,6 @@
 """Generated from schemas/inventory.schema.json by `make validators` (provisioner/schema.py): do not edit."""
 # ruff: noqa
-SCHEMA_SHA256 = '98159a218a4430009f30091973217f9f402a9752eb75325b0215ce81e2583e04'
+SCHEMA_SHA256 = '3ceda835632ac07f93cbd052fec228a7a014022408adf4765222849c4c75371f'
 VERSION = "2.22.3"
 from decimal import Decimal
 import re
@@ -432,3 +432,4 @@ def validate_https___provision_invalid_schemas_inventory_schema_json___defs_netw
     return data
 
 validate = validate_https___provision_invalid_schemas_inventory_schema_json
+validate_vars = validate_https___provision_invalid_schemas_inventory_schema_json___defs_vars

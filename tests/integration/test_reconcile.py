@@ -189,32 +189,7 @@ def test_kernel_refusal_mid_apply_rolls_back(inv: Path, netns: str, tmp_path: Pa
     assert kernel(netns) == before
 
 
-def test_verification_failure_rolls_back(tmp_path: Path, netns: str) -> None:
-    # The kernel accepts an IPv6 route with metric 0 but stores metric 1024: apply "succeeds",
-    # the read-back differs, and everything this run did is undone.
-    inv = write_inventory(tmp_path / "inv.yaml", """\
-all:
-  hosts:
-    gw1:
-      ansible_connection: netns
-      ansible_host: {ns}
-      network:
-        devices:
-          - {name: tap5, type: tap, addresses: ["fd00:5::1/64"]}
-        routes:
-          - {to: "fd00:55::/48", dev: tap5, metric: 0}
-""", ns=netns)
-    before = kernel(netns)
-    result = provision("apply", str(inv), state_dir=tmp_path, check_rc=1)
-    assert "after apply the live state still differs" in result.err
-    assert "+ route fd00:55::/48 metric 0" in result.err
-    assert kernel(netns) == before
-
-
-def test_verification_of_a_route_only_change_still_reads_the_routes_back(tmp_path: Path, netns: str) -> None:
-    # Verification re-reads only the kinds of resource the apply changed: here the routes alone.
-    # The kernel's metric 1024 for an IPv6 route asked with 0 must still be seen and undone.
-    text = """\
+IMPOSSIBLE_ROUTE = """\
 all:
   hosts:
     gw1:
@@ -225,10 +200,20 @@ all:
           - {name: tap5, type: tap, addresses: ["fd00:5::1/64"]}
         routes: ROUTES
 """
-    inv = write_inventory(tmp_path / "inv.yaml", text.replace("ROUTES", "[]"), ns=netns)
-    provision("apply", str(inv), state_dir=tmp_path)
+
+
+@pytest.mark.parametrize("device_first", [False, True], ids=["with-its-device", "route-alone"])
+def test_verification_failure_rolls_back(tmp_path: Path, netns: str, device_first: bool) -> None:
+    # The kernel accepts an IPv6 route with metric 0 but stores metric 1024: apply "succeeds",
+    # the read-back differs, and everything this run did is undone. Verification reads back only
+    # the kinds of resource the run changed: a run of the route alone reads the routes alone,
+    # and must see it as well.
+    inv = tmp_path / "inv.yaml"
+    if device_first:
+        write_inventory(inv, IMPOSSIBLE_ROUTE.replace("ROUTES", "[]"), ns=netns)
+        provision("apply", str(inv), state_dir=tmp_path)
     before = kernel(netns)
-    write_inventory(inv, text.replace("ROUTES", '[{to: "fd00:55::/48", dev: tap5, metric: 0}]'), ns=netns)
+    write_inventory(inv, IMPOSSIBLE_ROUTE.replace("ROUTES", '[{to: "fd00:55::/48", dev: tap5, metric: 0}]'), ns=netns)
     result = provision("apply", str(inv), state_dir=tmp_path, check_rc=1)
     assert "after apply the live state still differs" in result.err
     assert "+ route fd00:55::/48 metric 0" in result.err
