@@ -587,21 +587,33 @@ static int ready(SessionObject *self) {
     return 1;
 }
 
+/* How every Session method starts: keyed, and called with `want` arguments (`usage` names them).
+ * 0, or -1 with the exception set. */
+static int method_start(SessionObject *self, Py_ssize_t nargs, Py_ssize_t want, const char *usage) {
+    if (!ready(self))
+        return -1;
+    if (nargs != want) {
+        PyErr_SetString(PyExc_TypeError, usage);
+        return -1;
+    }
+    return 0;
+}
+
+/* A message counter: an int in u64, checked, never wrapped. 0, or -1 with the exception set. */
+static int counter_of(PyObject *obj, uint64_t *out) {
+    int ok = counter_arg(obj, out);
+    if (ok == 0)
+        PyErr_SetString(PyExc_OverflowError, "counter outside u64");
+    return ok > 0 ? 0 : -1;
+}
+
 /* seal_into(counter, payload, out, pos) -> end */
 static PyObject *Session_seal_into(SessionObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (!ready(self))
+    if (method_start(self, nargs, 4, "seal_into(counter, payload, out, pos)") < 0)
         return NULL;
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "seal_into(counter, payload, out, pos)");
-        return NULL;
-    }
     uint64_t counter;
-    int ok = counter_arg(args[0], &counter);
-    if (ok <= 0) {
-        if (ok == 0)
-            PyErr_SetString(PyExc_OverflowError, "counter outside u64");
+    if (counter_of(args[0], &counter) < 0)
         return NULL;
-    }
     Py_ssize_t pos = PyLong_AsSsize_t(args[3]);
     if (pos == -1 && PyErr_Occurred())
         return NULL;
@@ -649,19 +661,11 @@ static Py_ssize_t padded_len(Py_ssize_t m, Py_ssize_t mtu) {
  * Each unit (mtu > 0: padded with zeros to a multiple of 16, no further than the mtu) sealed
  * into out side by side from pos; stops at the first that does not fit. */
 static PyObject *Session_seal_many(SessionObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (!ready(self))
+    if (method_start(self, nargs, 5, "seal_many(counter, units, out, pos, mtu)") < 0)
         return NULL;
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "seal_many(counter, units, out, pos, mtu)");
-        return NULL;
-    }
     uint64_t counter;
-    int ok = counter_arg(args[0], &counter);
-    if (ok <= 0) {
-        if (ok == 0)
-            PyErr_SetString(PyExc_OverflowError, "counter outside u64");
+    if (counter_of(args[0], &counter) < 0)
         return NULL;
-    }
     Py_ssize_t pos = PyLong_AsSsize_t(args[3]);
     if (pos == -1 && PyErr_Occurred())
         return NULL;
@@ -747,13 +751,9 @@ done:
  * next call. Stops when the device has nothing or out is full; an error before any message is
  * an OSError, after one it ends the batch. */
 static PyObject *Session_read_seal(SessionObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (!ready(self))
+    if (method_start(self, nargs, 10,
+                     "read_seal(fd, counter, count, out, pos, skip, lead, mtu, read_size, segment)") < 0)
         return NULL;
-    if (nargs != 10) {
-        PyErr_SetString(PyExc_TypeError,
-                        "read_seal(fd, counter, count, out, pos, skip, lead, mtu, read_size, segment)");
-        return NULL;
-    }
     long fdl = PyLong_AsLong(args[0]);
     if (fdl == -1 && PyErr_Occurred())
         return NULL;
@@ -763,12 +763,8 @@ static PyObject *Session_read_seal(SessionObject *self, PyObject *const *args, P
     }
     int fd = (int)fdl;
     uint64_t counter;
-    int ok = counter_arg(args[1], &counter);
-    if (ok <= 0) {
-        if (ok == 0)
-            PyErr_SetString(PyExc_OverflowError, "counter outside u64");
+    if (counter_of(args[1], &counter) < 0)
         return NULL;
-    }
     Py_ssize_t nums[7]; /* count, pos, skip, lead, mtu, read_size, segment */
     const int at[7] = {2, 4, 5, 6, 7, 8, 9};
     for (int i = 0; i < 7; i++) {
@@ -913,12 +909,8 @@ done:
  * The caller checked the type and the receiver index; the replay window is checked before the
  * AEAD and moved only after the message authenticated. */
 static PyObject *Session_open_into(SessionObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (!ready(self))
+    if (method_start(self, nargs, 2, "open_into(msg, out)") < 0)
         return NULL;
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "open_into(msg, out)");
-        return NULL;
-    }
     Py_buffer msg, out;
     if (get_in(args[0], &msg, "message") < 0)
         return NULL;
@@ -1215,12 +1207,8 @@ static int ssize_arg(PyObject *obj, Py_ssize_t *out, const char *what) {
 /* open_run(buf, start, end, seg, index, fd, vnet_hdr, scratch)
  * -> (consumed, packets, bytes, bad_inner, refused) */
 static PyObject *Session_open_run(SessionObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (!ready(self))
+    if (method_start(self, nargs, 8, "open_run(buf, start, end, seg, index, fd, vnet_hdr, scratch)") < 0)
         return NULL;
-    if (nargs != 8) {
-        PyErr_SetString(PyExc_TypeError, "open_run(buf, start, end, seg, index, fd, vnet_hdr, scratch)");
-        return NULL;
-    }
     Py_ssize_t start, end, seg, fd;
     uint64_t index = 0;
     int ok = counter_arg(args[4], &index);
