@@ -30,6 +30,8 @@ from provisioner.tunnel.peer import Peer
 from provisioner.tunnel.stats import Stats
 from provisioner.tunnel.udp import UdpCarrier
 
+from ..unit.runs import cut_alike, open_runs
+
 Target = Callable[[bytes], None]
 NOW = 1000.0
 
@@ -200,16 +202,7 @@ def fastpath_segment(data: bytes) -> None:
     """_fastpath.wire_packets (a TSO read cut into checksummed packets) on any bytes and bent valid
     super-packets, for a max packet size the fuzzer picks: exactly vnet.wire_packets, or ValueError."""
     max_packet = (1, 40, 60, 576, 1420, 65535)[data[0] % 6] if data else 1420
-    unit = shaped(data[1:], SUPER_PACKET)
-    try:
-        model: object = vnet.wire_packets(unit, max_packet)
-    except ValueError:
-        model = ValueError
-    try:
-        compiled: object = _fastpath.wire_packets(unit, max_packet)
-    except ValueError:
-        compiled = ValueError
-    assert compiled == model
+    cut_alike(shaped(data[1:], SUPER_PACKET), max_packet)
 
 
 RUN_KEY, RUN_INDEX = bytes(range(7, 39)), 0x0BADF00D
@@ -223,30 +216,6 @@ def _run_segment(seq: int, payload: bytes, ip_id: int, flags: int, v6: bool) -> 
             + tcp + payload
     return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40 + len(payload), ip_id & 0xFFFF, 0x4000, 64, 6, 0, bytes(4),
                        bytes(4)) + tcp + payload
-
-
-def _run_answers(session: object, blob: bytes, seg: int, vnet_hdr: bool) -> tuple[list[object], list[bytes]]:
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 22)
-    answers: list[object] = []
-    writes: list[bytes] = []
-    try:
-        off = 0
-        while off < len(blob):  # as the carrier: what a call stops at is skipped, and the next call goes on
-            answer = session.open_run(blob, off, len(blob), seg, RUN_INDEX, a.fileno(), vnet_hdr,  # type: ignore[attr-defined]
-                                      memoryview(bytearray(len(blob))))
-            answers.append(answer)
-            off += (answer[0] + 1) * seg
-        b.setblocking(False)
-        while True:
-            try:
-                writes.append(b.recv(1 << 17))
-            except BlockingIOError:
-                break
-    finally:
-        a.close()
-        b.close()
-    return answers, writes
 
 
 def fastpath_run(data: bytes) -> None:
@@ -305,8 +274,8 @@ def fastpath_run(data: bytes) -> None:
                 d = bytes(out) if bend == 0 else d.ljust(seg, b"\0")
         datagrams.append(d)
     blob = b"".join(datagrams)
-    compiled = _run_answers(_fastpath.Session(bytes(32), RUN_KEY, 0), blob, seg, vnet_hdr)
-    python = _run_answers(PySession(bytes(32), RUN_KEY, 0), blob, seg, vnet_hdr)
+    compiled = open_runs(_fastpath.Session(bytes(32), RUN_KEY, 0), blob, seg, RUN_INDEX, vnet_hdr)
+    python = open_runs(PySession(bytes(32), RUN_KEY, 0), blob, seg, RUN_INDEX, vnet_hdr)
     assert compiled == python, (compiled[0], python[0])
 
 

@@ -17,6 +17,7 @@ from provisioner.tunnel import _fastpath, fastpath, vnet  # type: ignore[attr-de
 from provisioner.tunnel.device import Device, Gro
 from provisioner.tunnel.fastpath import PySession
 from .inet import checksum as _csum
+from .runs import device_pair, drained, open_runs
 
 A, B = bytes(range(32)), bytes(range(100, 132))
 INDEX = 0x11223344
@@ -93,8 +94,7 @@ def receive(kind: str, datagrams: list[bytes], vnet_hdr: bool = True, session=No
     """open_run over each UDP_GRO run of the datagrams, in a receive buffer with bytes on either
     side; (the answers summed, the device's writes)."""
     s = session if session is not None else IMPLS[kind](B, A, 0)
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 22)
+    a, b = device_pair()
     total = [0] * 5
     try:
         for run in gro_runs(datagrams):
@@ -102,13 +102,7 @@ def receive(kind: str, datagrams: list[bytes], vnet_hdr: bool = True, session=No
             answer = s.open_run(buf, 5, len(buf) - 3, len(run[0]), INDEX, a.fileno(), vnet_hdr,
                                 memoryview(bytearray(len(buf))))
             total = [x + y for x, y in zip(total, answer, strict=True)]
-        b.setblocking(False)
-        writes = []
-        while True:
-            try:
-                writes.append(b.recv(1 << 17))
-            except BlockingIOError:
-                break
+        writes = drained(b)
     finally:
         a.close()
         b.close()
@@ -163,13 +157,7 @@ def test_the_model_writes_what_the_per_datagram_gro_wrote(version: int) -> None:
                 buf[at:at + len(q)] = q
                 assert gro.take(buf, at, len(q)) is None
             gro.flush()
-        b.setblocking(False)
-        old = []
-        while True:
-            try:
-                old.append(b.recv(1 << 17))
-            except BlockingIOError:
-                break
+        old = drained(b)
     finally:
         a.close()
         b.close()
@@ -313,23 +301,4 @@ def test_random_runs_give_the_same_writes_and_counts(seed: int) -> None:
 def receive_blob(kind: str, blob: bytes, seg: int):
     """open_run over a raw receive buffer, then again from where it stopped (past one datagram), as
     the carrier goes on after a datagram Python handled: every call's answer, and all writes."""
-    s = IMPLS[kind](B, A, 0)
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 22)
-    answers, writes = [], []
-    try:
-        off = 0
-        while off < len(blob):
-            answer = s.open_run(blob, off, len(blob), seg, INDEX, a.fileno(), True, memoryview(bytearray(len(blob))))
-            answers.append(answer)
-            off += (answer[0] + 1) * seg
-        b.setblocking(False)
-        while True:
-            try:
-                writes.append(b.recv(1 << 17))
-            except BlockingIOError:
-                break
-    finally:
-        a.close()
-        b.close()
-    return answers, writes
+    return open_runs(IMPLS[kind](B, A, 0), blob, seg, INDEX, True)
