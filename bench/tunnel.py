@@ -370,6 +370,36 @@ def _check(p: subprocess.CompletedProcess[str]) -> None:
         raise SystemExit(f"{' '.join(map(str, p.args))} failed ({p.returncode}):\n{(p.stderr or p.stdout)[-2000:]}")
 
 
+def compare(cases: list[tuple[Checkout, str, str, str]], prefix: str) -> None:
+    """The quick benchmarks (datapath.py, receive_turn.py): each case, (checkout, datapath, transport,
+    inventory flags), through a fresh encrypted tun tunnel beside the bare veth, in one table.
+    `datapath` sets PROVISION_DATAPATH ("": the checkout's own choice); the flags name the inventory
+    used, "default" (no flags, as users write it) or "vnet_hdr"."""
+    global INVENTORY
+    if os.geteuid() != 0:
+        raise SystemExit("the benchmark needs root (network namespaces)")
+    inventories = {"vnet_hdr": INVENTORY, "default": INVENTORY.replace("vnet_hdr: true, ", "")}
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    rows = []
+    setup()
+    try:
+        bare = rtt(UNDERLAY[0])
+        rows.append(measure(BARE, UNDERLAY[0], None))
+        rows[-1].rtt_ms = rows[-1].rtt_median_ms = 0.0
+        for code, datapath, transport, flags in cases:
+            INVENTORY = inventories[flags]
+            os.environ["PROVISION_DATAPATH"] = datapath
+            what = f"{code.name}{f' ({datapath})' if datapath else ''}: {flags} tun, {transport.upper()}, encrypted"
+            with provisioned(code, "tun", transport, True, work):
+                rows.append(measure(what, INNER[0], TUNNEL, bare))
+    finally:
+        os.environ.pop("PROVISION_DATAPATH", None)
+        INVENTORY = inventories["vnet_hdr"]
+        teardown()
+        shutil.rmtree(work, ignore_errors=True)
+    print_table(rows, bare)
+
+
 def checkouts() -> list[Checkout]:
     """The baseline (if BENCH_BASELINE names one) and this checkout."""
     here = Checkout("new", Path(__file__).resolve().parents[1], Path(sys.executable))
