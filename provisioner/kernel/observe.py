@@ -4,9 +4,9 @@ Three dumps (links without statistics, addresses, routes), decoding only the att
 the plan reads. Kernel-made routes (proto kernel: connected and link-local prefixes) and
 the local table are left out: nobody declares them and nothing here may touch them.
 
-Verification after an apply re-reads only the kinds of resource the apply changed
-(`reread`): the links dump is most of the cost, and a change of routes alone cannot move a
-link. What was not re-read is taken from the observation the plan was made against.
+Verification after an apply re-reads only the dumps the apply's changes can have moved
+(`observe(since=...)`): the links dump is most of the cost, and a change of routes alone
+cannot move a link. What is not read again is the observation the plan was made against.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def observe(sock: nl.Netlink, since: Reading | None = None, links: bool = True, 
         tun_indexes = frozenset(index for index, (_, _, dev) in found.items() if dev is not None)
         observed = Observed(devices=tuple(sorted(dev for _, _, dev in found.values() if dev is not None)),
                             links=tuple(sorted((name, kind) for name, kind, _ in found.values())))
-        addresses = routes = True
+        addresses = routes = True  # new indexes: what names them is read again too
     else:
         observed, names, tun_indexes = since.observed, since.names, since.tun_indexes
     if since is None or addresses:
