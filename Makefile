@@ -83,7 +83,9 @@ demo: setup demo-clean
 	echo; echo "== ping across the tunnel: gw1 198.51.100.1 -> gw2 198.51.100.11"; \
 	for i in 1 2 3 4 5 6 7 8 9 10; do ip netns exec provision-demo-gw1 ping -c 1 -W 1 198.51.100.11 >/dev/null && break; sleep 0.3; done; \
 	ip netns exec provision-demo-gw1 ping -c 3 -i 0.2 198.51.100.11 | tail -2; \
-	echo; echo "== provision status inventories/demo.yaml"; $(PROVISION) status inventories/demo.yaml; \
+	sleep 1.1; \
+	echo; echo "== provision status inventories/demo.yaml   (a second later: counters are reported each second)"; \
+	$(PROVISION) status inventories/demo.yaml; \
 	echo; echo "== provision plan inventories/demo.yaml --detailed-exitcode   (second plan: empty)"; \
 	$(PROVISION) plan inventories/demo.yaml --detailed-exitcode; echo "exit code $$?"; \
 	echo; echo "== provision destroy inventories/demo.yaml"; $(PROVISION) destroy inventories/demo.yaml
