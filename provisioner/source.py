@@ -132,7 +132,7 @@ def parse_nodes(source: Source, fast: bool = True) -> tuple[Any, Any]:
     yaml.version = YAML_VERSION
     yaml.Resolver = _resolver() if fast else VersionedResolver
     kept: list[Any] = []
-    yaml.Constructor = _keeping(kept, fast)
+    yaml.Constructor = _keeping(kept, fast, source.file)
     collecting = gc.isenabled()
     gc.disable()  # the node tree is 50 objects a line, all alive: each collection walked it all (half
     try:  # the parse of 10 000 devices). Whatever is cyclic garbage is broken below or collected after
@@ -156,8 +156,6 @@ def parse_nodes(source: Source, fast: bool = True) -> tuple[Any, Any]:
         kept.clear()
         if collecting:
             gc.enable()
-    if node is not None and "*" in source.text:
-        _check_aliases(node, source.file)
     if data is None:
         data = {}
     return data, node
@@ -165,31 +163,39 @@ def parse_nodes(source: Source, fast: bool = True) -> tuple[Any, Any]:
 
 MAX_EXPANSION = 10  # values a document may stand for, per node written (plus MIN_EXPANSION)
 MIN_EXPANSION = 100_000
+MAX_DEPTH = 100  # collections inside collections: an inventory needs ten, Python's recursion limit is 1000
 
 
-def _check_aliases(root: Any, file: str) -> None:
-    """Refuse a document whose aliases stand for far more values than it writes ("billion laughs":
-    nine lines of nine aliases each are 387 million strings). The parse shares them, but whatever
-    walks the data (the schema, the cache, the merge) walks every one: `provision validate` of
-    such a file never ended, and a pull agent following a hostile repository would hang on it.
-    Counted on the node tree, each node once (a cycle counts once round)."""
+def _check_structure(root: Any, file: str) -> None:
+    """Refuse a document that stands for far more values than it writes, or nests deeper than
+    MAX_DEPTH. A "billion laughs" (nine lines of nine aliases each: 387 million strings) is shared
+    by the parse, but whatever walks the data (the schema, the cache, the merge) walked every one:
+    `provision validate` of one never ended, and a pull agent following a hostile repository would
+    hang on it. A list nested 20 000 deep was an internal error (Python's recursion limit).
+    Counted on the node tree, each node once (a cycle counts once round); only for a document
+    _build gave up on, since what it builds has no shared collections and its depth is checked."""
     size: dict[int, int] = {}  # values a node stands for, once known
+    depth: dict[int, int] = {}  # collections down to its deepest, itself included
     seen: set[int] = set()  # nodes met (a node met again while open is a cycle: it counts 1)
     stack: list[tuple[Any, bool]] = [(root, False)]
     while stack:
         node, closing = stack.pop()
         if closing:
-            size[id(node)] = 1 + sum(size.get(id(c), 1) for c in _children(node))
+            children = _children(node)
+            size[id(node)] = 1 + sum(size.get(id(c), 1) for c in children)
+            depth[id(node)] = (node.id != "scalar") + max((depth.get(id(c), 1) for c in children), default=0)
         elif id(node) not in seen:
             seen.add(id(node))
             stack.append((node, True))
             stack.extend((c, False) for c in _children(node) if id(c) not in seen)
-    written = len(seen)
-    limit = MIN_EXPANSION + MAX_EXPANSION * written
+    limit = MIN_EXPANSION + MAX_EXPANSION * len(seen)
     if size[id(root)] > limit:
         raise InventoryError([Diagnostic(
             (), f"its aliases stand for {size[id(root)]:,} values, more than {limit:,} (ten for each of the "
-            f"{written:,} written): refused, as a YAML \"billion laughs\" would exhaust the machine", file, 1, 1)])
+            f"{len(seen):,} written): refused, as a YAML \"billion laughs\" would exhaust the machine", file, 1, 1)])
+    if depth[id(root)] > MAX_DEPTH:
+        raise InventoryError([Diagnostic((), f"nested {depth[id(root)]} levels deep, more than {MAX_DEPTH}",
+                                         file, 1, 1)])
 
 
 def _children(node: Any) -> list[Any]:
@@ -200,7 +206,7 @@ def _children(node: Any) -> list[Any]:
     return []
 
 
-def _keeping(kept: list[Any], fast: bool) -> type:
+def _keeping(kept: list[Any], fast: bool, file: str) -> type:
     """The safe constructor, keeping the root node of the document it builds in `kept`, then itself
     (the loader, whose references parse_nodes breaks). `fast`: it tries _build first, and builds
     the document itself only where _build gives up."""
@@ -212,8 +218,13 @@ def _keeping(kept: list[Any], fast: bool) -> type:
             if fast:
                 try:
                     return _build(node, self)
-                except (_Irregular, RecursionError):  # RecursionError: nesting ruamel builds without recursing
+                except _Irregular:
                     pass
+                except _TooDeep as exc:
+                    mark = exc.node.start_mark
+                    raise InventoryError([Diagnostic((), f"nested more than {MAX_DEPTH} levels deep", file,
+                                                     mark.line + 1, mark.column + 1)]) from None
+                _check_structure(node, file)  # aliases (shared collections) are built by ruamel alone
             return super().construct_document(node)
 
     return Keeping
@@ -221,6 +232,14 @@ def _keeping(kept: list[Any], fast: bool) -> type:
 
 class _Irregular(Exception):
     """_build met something it cannot be sure to build as ruamel's constructor would."""
+
+
+class _TooDeep(Exception):
+    """_build went MAX_DEPTH collections down: `node` is the first one past it."""
+
+    def __init__(self, node: Any):
+        super().__init__()
+        self.node = node
 
 
 _YAML_TAG = "tag:yaml.org,2002:"
@@ -258,10 +277,12 @@ def _build(root: Any, constructor: Any) -> Any:
         except Exception as exc:  # ruamel's build raises it again, or the error it meets first
             raise _Irregular from exc
 
-    def build(node: Any) -> Any:
+    def build(node: Any, depth: int) -> Any:
         tag = node.ctag
         if tag is text:
             return node.value
+        if depth > MAX_DEPTH and (tag is mapping or tag is seq):
+            raise _TooDeep(node)
         if tag is mapping:
             if id(node) in seen:
                 raise _Irregular
@@ -269,7 +290,7 @@ def _build(root: Any, constructor: Any) -> Any:
             items = node.value
             out = {}
             for key, value in items:
-                out[key.value if key.ctag is text else scalar(key)] = build(value)
+                out[key.value if key.ctag is text else scalar(key)] = build(value, depth + 1)
             if len(out) != len(items):  # a duplicate key (or `1` and `true`, equal keys)
                 raise _Irregular
             return out
@@ -277,10 +298,10 @@ def _build(root: Any, constructor: Any) -> Any:
             if id(node) in seen:
                 raise _Irregular
             seen.add(id(node))
-            return [build(item) for item in node.value]
+            return [build(item, depth + 1) for item in node.value]
         return scalar(node)
 
-    return build(root)
+    return build(root, 1)
 
 
 @cache

@@ -116,3 +116,20 @@ def test_aliases_that_stand_for_little_and_cycles_load(tmp_path: Path, text: str
     inv = tmp_path / "inv.yaml"
     inv.write_text(text)
     assert [h.name for h in load(str(inv)).hosts] == ["h"]
+
+
+@pytest.mark.parametrize(("text", "where", "message"), [
+    ("a: " + "[" * 20000 + "]" * 20000 + "\n", (1, 103), "nested more than 100 levels deep"),
+    ("a:" + "".join(f"\n{'  ' * (i + 1)}k{i}:" for i in range(300)) + " v\n", (101, 201),
+     "nested more than 100 levels deep"),
+    ("x: &x [1]\ny: *x\na: " + "[" * 300 + "]" * 300 + "\n", (1, 1), "nested 301 levels deep, more than 100"),
+], ids=["flow", "block", "with-an-alias"])
+def test_a_document_nested_past_any_inventory_is_refused_where_it_goes_too_deep(
+        tmp_path: Path, text: str, where: tuple[int, int], message: str) -> None:
+    # A list nested 20 000 deep was an internal error (Python's recursion limit) in whatever walked it.
+    inv = tmp_path / "inv.yaml"
+    inv.write_text(text)
+    with pytest.raises(InventoryError) as exc:
+        load(str(inv))
+    (d,) = exc.value.diagnostics
+    assert ((d.line, d.column), d.message) == (where, message)
