@@ -1120,10 +1120,22 @@ static void run_append(run_t *r, const uint8_t *payload, Py_ssize_t size) {
     r->bytes += size;
 }
 
+/* One packet to the device as it is, behind a header that asks for no segmentation (and, with
+ * F_NEEDS_CSUM, for the checksum at start + offset). */
+static void run_write_alone(run_t *r, uint8_t *p, Py_ssize_t n, uint8_t flags, uint16_t start, uint16_t offset) {
+    uint8_t vh[VNET_LEN];
+    struct iovec two[2];
+    vnet_hdr(vh, flags, GSO_NONE, 0, 0, start, offset);
+    two[0].iov_base = vh;
+    two[0].iov_len = VNET_LEN;
+    two[1].iov_base = p;
+    two[1].iov_len = (size_t)n;
+    run_write(r, two, 2);
+}
+
 /* One authenticated IP packet p[0:n] (exactly its own length) to the device, or to the run. */
 static void run_take(run_t *r, uint8_t *p, Py_ssize_t n) {
-    uint8_t vh[VNET_LEN];
-    struct iovec one[2];
+    struct iovec one[1];
     Py_ssize_t l4 = 0, end = 0;
     uint64_t pseudo = 0;
     if (!r->vnet) {
@@ -1134,12 +1146,7 @@ static void run_take(run_t *r, uint8_t *p, Py_ssize_t n) {
     }
     if (!as_segment(p, n, &l4, &end, &pseudo)) {
         run_flush(r);
-        vnet_hdr(vh, 0, GSO_NONE, 0, 0, 0, 0);
-        one[0].iov_base = vh;
-        one[0].iov_len = VNET_LEN;
-        one[1].iov_base = p;
-        one[1].iov_len = (size_t)n;
-        run_write(r, one, 2);
+        run_write_alone(r, p, n, 0, 0, 0);
         return;
     }
     if (r->active) {
@@ -1165,12 +1172,7 @@ static void run_take(run_t *r, uint8_t *p, Py_ssize_t n) {
     }
     run_flush(r);
     if (p[l4 + 13] != TCP_ACK) { /* PSH, FIN, SYN, ...: as it is, checksum partial */
-        vnet_hdr(vh, F_NEEDS_CSUM, GSO_NONE, 0, 0, (uint16_t)l4, 16);
-        one[0].iov_base = vh;
-        one[0].iov_len = VNET_LEN;
-        one[1].iov_base = p;
-        one[1].iov_len = (size_t)n;
-        run_write(r, one, 2);
+        run_write_alone(r, p, n, F_NEEDS_CSUM, (uint16_t)l4, 16);
         return;
     }
     r->active = 1;
