@@ -1,6 +1,6 @@
-"""What the open_run tests and the fuzz target both do with a receive turn: step a carrier through
-a receive buffer as udp.py does, and read back what the device was written. One copy, so the
-unit tests and the fuzzer hold both implementations to the same procedure."""
+"""What the receive-path tests and the fuzz target all do: step a carrier through a receive buffer
+as udp.py does, and read back what the device was written. One copy, so the unit tests and the
+fuzzer hold both implementations to the same procedure."""
 
 from __future__ import annotations
 

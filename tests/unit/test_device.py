@@ -13,6 +13,7 @@ from provisioner.tunnel import vnet
 from provisioner.tunnel.device import Device, Gro
 from provisioner.tunnel.drops import Drop
 from .inet import checksum
+from .runs import drained
 
 MSS = 1380
 
@@ -37,16 +38,6 @@ def device_pair():
     theirs.close()
 
 
-def writes(theirs: socket.socket) -> list[bytes]:
-    theirs.setblocking(False)
-    out = []
-    while True:
-        try:
-            out.append(theirs.recv(1 << 17))
-        except BlockingIOError:
-            return out
-
-
 def feed(gro: Gro, packets: list[bytes]) -> None:
     for p in packets:
         buf, at = gro.room(len(p) + 16)
@@ -66,7 +57,7 @@ def test_a_run_of_segments_is_one_write_with_a_partial_checksum(device_pair) -> 
         packets.append(segment(seq, p, vnet.TCP_ACK | (vnet.TCP_PSH if last else 0), ident=i + 1))
         seq += len(p)
     feed(gro, packets)
-    [written] = writes(theirs)
+    [written] = drained(theirs)
     flags, gso, hdr_len, gso_size, csum_start, csum_offset = vnet.HDR.unpack_from(written)
     assert (flags, gso, hdr_len, gso_size, csum_start, csum_offset) == (1, vnet.GSO_TCPV4, 40, MSS, 20, 16)
     pkt = written[vnet.HDR_LEN:]
@@ -88,7 +79,7 @@ def test_what_cannot_be_glued_is_written_as_it_came(device_pair) -> None:
     udp[9] = 17  # not TCP
     ack = segment(1, b"")  # no payload
     feed(gro, [bytes(udp), ack])
-    assert [w[vnet.HDR_LEN:] for w in writes(theirs)] == [bytes(udp), ack]
+    assert [w[vnet.HDR_LEN:] for w in drained(theirs)] == [bytes(udp), ack]
 
 
 @pytest.mark.parametrize("plain", [b"\x45" + bytes(10), b"\x60" + bytes(20), b"\x15" + bytes(40),
@@ -99,7 +90,7 @@ def test_a_decrypted_packet_that_is_not_ip_never_reaches_the_device(device_pair,
     assert dev.deliver(plain) is Drop.BAD_INNER
     assert Gro(Device(ours.fileno(), tap=False, pi=False, vnet_hdr=True, wireguard=True, compress=False)) \
         .take(memoryview(bytearray(16) + plain), 16, len(plain)) is Drop.BAD_INNER
-    assert writes(theirs) == []
+    assert drained(theirs) == []
 
 
 def test_wireguard_padding_is_trimmed_and_a_keepalive_writes_nothing(device_pair) -> None:
@@ -107,4 +98,4 @@ def test_wireguard_padding_is_trimmed_and_a_keepalive_writes_nothing(device_pair
     dev = Device(ours.fileno(), tap=False, pi=False, vnet_hdr=False, wireguard=True, compress=False)
     packet = segment(5, b"hello")
     assert dev.deliver(packet + bytes(11)) is None and dev.deliver(b"") is None
-    assert writes(theirs) == [packet]
+    assert drained(theirs) == [packet]

@@ -15,6 +15,7 @@ from provisioner.tunnel.peer import Peer
 from provisioner.tunnel.stats import Stats
 from provisioner.tunnel.udp import UdpCarrier
 
+from .runs import drained
 from .test_open_run import padded, udp_packet
 
 
@@ -43,15 +44,6 @@ def _setup():
     return carrier, connector, sender, sock, (dev, reader)
 
 
-def _writes(reader: socket.socket) -> list[bytes]:
-    out = []
-    while True:
-        try:
-            out.append(reader.recv(1 << 17))
-        except BlockingIOError:
-            return out
-
-
 def test_a_run_confirms_the_session_and_is_heard_once_with_the_same_counts() -> None:
     carrier, connector, sender, sock, (dev, reader) = _setup()
     try:
@@ -71,7 +63,7 @@ def test_a_run_confirms_the_session_and_is_heard_once_with_the_same_counts() -> 
         assert peer.current.confirmed and peer.handshakes == 1
         assert time.monotonic() - peer.last_heard < 5
         assert carrier.endpoint == sender.getsockname() and carrier.timers_moved
-        assert _writes(reader) == packets
+        assert drained(reader) == packets
         assert carrier.stats.rx_packets == 5
         assert carrier.stats.rx_bytes == sum(len(padded(p)) for p in packets)
         counts = carrier.stats.drops.counts
@@ -94,7 +86,7 @@ def test_data_on_no_session_we_hold_is_dropped_the_old_way() -> None:
         carrier._receive()
         assert carrier.stats.drops.counts[Drop.UNKNOWN_INDEX] == 1
         assert carrier.peer is not None and carrier.peer.current is None and carrier.endpoint is None
-        assert _writes(reader) == []
+        assert drained(reader) == []
     finally:
         for s in (sender, sock, dev, reader):
             s.close()
