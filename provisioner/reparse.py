@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from . import cache
-from .source import Source, parse_nodes
+from .source import Source, parse, parse_nodes
 
 # A one-line flow mapping item and nothing else: printable ASCII without anchors, aliases, tags,
 # comments, quotes, nested mappings, block scalars, directives, complex keys or merge keys.
@@ -43,13 +43,13 @@ def parser(directory: Path | None) -> Callable[[Source], Any]:
     """A `source.parse` that starts from the last parse of a text of the same shape kept under
     `directory` (where cache.py keeps its verdicts), and keeps the new one there."""
     if directory is None:
-        return lambda source: parse_nodes(source)[0]
+        return parse
 
     parses = directory / "parses"  # apart from the verdicts, so neither crowds the other out
 
-    def parse(source: Source) -> Any:
+    def from_last(source: Source) -> Any:
         if len(source.text) < KEEP_FROM:
-            return parse_nodes(source)[0]
+            return parse(source)
         s = cache.slot(parses, ["last parse of a text shaped", shape(source.text)])
         kept = cache.get(s)
         if isinstance(kept, dict):
@@ -69,7 +69,7 @@ def parser(directory: Path | None) -> Callable[[Source], Any]:
         cache.put(s, {"text": source.text, "data": data, "runs": runs})
         return data
 
-    return parse
+    return from_last
 
 
 def shape(text: str) -> str:
