@@ -21,6 +21,28 @@ EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 CONNECTIONS = ("local", "netns", "docker")
 
 
+def run() -> NoReturn:
+    """The `provision` command (and `python -m provisioner`): `main`, then an exit that does not
+    free the run's objects one by one. At 1000 devices a run holds some 200 000 of them (the
+    inventory, the observation, the plan), and the interpreter's teardown took 35-45 ms of a
+    0.25 s no-op plan (measured) to free memory the kernel takes back at once. The exit handlers
+    still run and the output is flushed; while another thread is alive (none is, in the CLI)
+    the ordinary exit is taken, which waits for it."""
+    code = main()
+    threading = sys.modules.get("threading")
+    if threading is not None and threading.active_count() > 1:
+        sys.exit(code)
+    import atexit
+
+    atexit._run_exitfuncs()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:  # the reader went away (a closed pipe): what was not written is lost anyway
+        code = code or EXIT_ERROR
+    os._exit(code)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.color:
@@ -622,4 +644,4 @@ def cmd_facts(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
