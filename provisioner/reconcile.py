@@ -290,7 +290,7 @@ def apply_host(conn: Connection, host: Host, desired: Network, source: Sources, 
     progress(Phase.VERIFY, 0, 0)
     with clock(Phase.VERIFY):
         try:
-            after = _diff(host, desired, conn.observe({c.kind for c in plan.changes}), destroy, owners)
+            after = _diff(host, desired, conn.observe(plan.changes), destroy, owners)
         except KernelError as exc:  # the state could not be read back: undone as a refused step is
             undo(exc)
             raise

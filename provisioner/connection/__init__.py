@@ -16,7 +16,7 @@ from typing import Protocol
 from ..errors import UnreachableError
 from ..inventory import Host, this_machine
 from ..model import Observed
-from ..plan import Kind
+from ..plan import Change
 
 LOCAL = "local"
 NETNS = "netns"
@@ -36,7 +36,7 @@ class Connection(Protocol):
 
     def __enter__(self) -> Connection: ...
     def __exit__(self, *exc: object) -> None: ...
-    def observe(self, changed: Collection[Kind] | None = None) -> Observed: ...
+    def observe(self, changes: Collection[Change] | None = None) -> Observed: ...
     def transaction(self, tunnels: bool = True) -> Transaction: ...
 
 
