@@ -5,6 +5,7 @@ patched (the others parse in full)."""
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,56 @@ def test_a_parse_leaves_no_garbage_cycles_behind() -> None:
     finally:
         gc.enable()
     assert left < 100
+
+
+# What a one-line item may hold, plain and tricky: YAML 1.1 booleans, nulls, octal, sexagesimal,
+# floats, underscores, dates, signs, colons, the `=` value tag, words with dots and dashes.
+SCALARS = ["t1", "tap", "bt-1", "eth0.5", "_x", "1400", "0", "-5", "-0", "+5", "0755", "0x1f", "1_000", "1:20",
+           "1.5", "192.0", "1e3", ".inf", ".nan", "yes", "No", "ON", "off", "y", "N", "true", "False", "null",
+           "NULL", "~", "=", "<<", "2001-12-14", "192.0.2.1/24", "fd00::1/64", "fd00::", "a:b", "a:", ":a",
+           "-", "a/b", "/a", "10.0.0.1", "1/2", "0b101", "$x", "a~b", "(a)", "+", "NaN", "Infinity", "e5"]
+KEYS = ["name", "type", "mtu", "to", "dev", "on", "yes", "null", "Y", "_k", "k2"]
+
+
+def _random_item(rng: random.Random) -> str:
+    def value() -> str:
+        if rng.random() < 0.2:
+            inner = ", ".join(rng.choice(SCALARS) for _ in range(rng.randrange(0, 4)))
+            return f"[{inner}]" if rng.random() < 0.9 else f"[{inner},]"
+        return rng.choice(SCALARS)
+
+    pairs = [f"{rng.choice(KEYS)}{rng.choice([': ', ':  ', ':', ' : '])}{value()}" for _ in range(rng.randrange(0, 4))]
+    sep = rng.choice([", ", ",", " , "])
+    return "{" + rng.choice(["", " "]) + sep.join(pairs) + rng.choice(["", " ", ","]) + "}"
+
+
+def _same(a: object, b: object) -> bool:
+    """Equal, and of the same types all the way down (1 == True, but not here)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)  # type: ignore[index]
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))  # type: ignore[arg-type]
+    return a == b
+
+
+def test_a_plain_item_reads_as_ruamel_reads_it_or_is_left_to_ruamel() -> None:
+    """plain_item, which spares the import of ruamel for the usual edit, against ruamel's parse
+    of the same line (the oracle), on every kind of scalar and spacing, 3000 random items."""
+    rng = random.Random(15)
+    usual = ["{name: t1, type: tap, mtu: 1400}", "{to: 192.0.2.0/24, dev: t1, metric: 5}", "{}",
+             "{name: t0, type: tap, addresses: [192.0.2.1/24, 198.51.100.1/32]}", "{ name: t1 , type: tun }"]
+    read = 0
+    for line in usual + [_random_item(rng) for _ in range(3000)]:
+        if not reparse.ITEM.fullmatch("- " + line):
+            continue
+        mine = reparse.plain_item(line)
+        if mine is None:
+            assert line not in usual, line
+            continue
+        read += 1
+        assert _same(mine, parse(Source("", line))), line
+    assert read > 300  # the random items include plain ones, and those were compared
+    for line in ("{name: b, name: c}", "{a: yes}", "{a: 0755}", "{a: [fd00::1/64]}", "{a: b,}", "{a: }", "{a:b}"):
+        assert reparse.plain_item(line) is None, line  # a duplicate key, YAML 1.1, an error: ruamel's to say
