@@ -118,6 +118,9 @@ def generate(file: str) -> str:
             "        self.message, self.value, self.name, self.definition, self.rule = message, value, name, "
             "definition, rule\n\n\n"
             "JsonSchemaValuesException = JsonSchemaValueException\n")
+    # The data is parsed YAML or JSON, which never holds a Decimal: the isinstance checks that
+    # fastjsonschema writes for numbers need no import of decimal (5 ms of a one-change apply).
+    code = code.replace("from decimal import Decimal\n", "class Decimal:  # never in the data\n    pass\n")
     root = re.search(r"^def (validate_\w+)\(", code, re.M)
     if root is None:
         raise RuntimeError("no validate function in fastjsonschema's generated code")
