@@ -27,10 +27,11 @@ def run() -> NoReturn:
     inventory, the observation, the plan), and the interpreter's teardown took 35-45 ms of a
     0.25 s no-op plan (measured) to free memory the kernel takes back at once. The exit handlers
     still run and the output is flushed; while another thread is alive (none is, in the CLI)
-    the ordinary exit is taken, which waits for it."""
+    the ordinary exit is taken, which waits for it, as it is under a profiler (`python -m
+    cProfile` writes its figures after the program returns)."""
     code = main()
     threading = sys.modules.get("threading")
-    if threading is not None and threading.active_count() > 1:
+    if (threading is not None and threading.active_count() > 1) or sys.getprofile() is not None:
         sys.exit(code)
     import atexit
 

@@ -46,6 +46,15 @@ def test_a_living_thread_is_waited_for(tmp_path: Path) -> None:
     assert r.returncode == 0 and "thread finished" in r.stdout and "exit handler ran" in r.stdout
 
 
+def test_a_profiler_gets_to_write_its_figures(tmp_path: Path) -> None:
+    (tmp_path / "inv.yaml").write_text(INVENTORY)
+    out = tmp_path / "run.prof"
+    r = subprocess.run([sys.executable, "-m", "cProfile", "-o", str(out), "-m", "provisioner", "validate", "inv.yaml"],
+                       capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                       env={**os.environ, "PROVISION_STATE_DIR": str(tmp_path / "state")})
+    assert r.returncode == 0 and out.stat().st_size > 0, r.stderr
+
+
 def test_the_module_and_the_console_script_end_through_run() -> None:
     import provisioner
 
