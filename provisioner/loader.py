@@ -39,14 +39,18 @@ IGNORED = re.compile(r"^\.|^host_vars$|^group_vars$|^vars_plugins$|"
 PRIORITY = "ansible_group_priority"
 
 
+Check = Callable[[Source, Any, str], list[Diagnostic]]  # schema.check's shape
+
+
 def load(path: str, parsed: Mapping[str, Any] | None = None, record: dict[str, Any] | None = None,
-         yaml: Callable[[Source], Any] = parse) -> tuple[Inventory, list[Diagnostic]]:
+         yaml: Callable[[Source], Any] = parse, check: Check = schema.check) -> tuple[Inventory, list[Diagnostic]]:
     """The inventory at `path` and every problem found in its shape (schema); raises
     InventoryError only when a file cannot be read or parsed at all. `parsed`: each file's data
     from an earlier load of the same inputs that found no problem (cache.py), used instead of
     parsing it again, and not judged by the schema again; `record` is given each file's data as
-    it is read, for the cache. `yaml` parses a YAML file (reparse.parser: from its last parse)."""
-    reader = _Reader(path, parsed, record, yaml)
+    it is read, for the cache. `yaml` parses a YAML file and `check` judges it by a schema
+    (reparse.Reparser's: from the last parse and verdict of its shape)."""
+    reader = _Reader(path, parsed, record, yaml, check)
     files = _inventory_files(path)
     for file in files:
         reader.read_inventory(file)
@@ -141,9 +145,10 @@ class _Reader:
     """Accumulates documents, groups and host definitions as the files are read."""
 
     def __init__(self, path: str, parsed: Mapping[str, Any] | None = None, record: dict[str, Any] | None = None,
-                 yaml: Callable[[Source], Any] = parse):
+                 yaml: Callable[[Source], Any] = parse, check: Check = schema.check):
         self.path = path
         self.yaml = yaml
+        self.check = check
         self.parsed = parsed
         self.record = record
         self.base = path if os.path.isdir(path) else os.path.dirname(path) or "."
@@ -171,7 +176,7 @@ class _Reader:
         hit, data = self._cached(file)
         if not hit:
             data, source = self._parse_inventory(file, source)
-            self.problems += schema.check(source, data)
+            self.problems += self.check(source, data, schema.INVENTORY)
         self._keep(file, data)
         index = self._add(source)
         if isinstance(data, Mapping):
@@ -246,7 +251,7 @@ class _Reader:
                 self.problems.append(source.diagnostic((), f"{kind} file: expected a mapping of variables"))
                 continue
             if not hit:
-                self.problems += schema.check(source, data, schema.VARS)
+                self.problems += self.check(source, data, schema.VARS)
             layers.append((data, (self._add(source),)))
         return layers
 

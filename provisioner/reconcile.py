@@ -98,8 +98,12 @@ def _validated(file: str, record: dict[str, Any], cache_dir: Path | None = None
                ) -> tuple[Inventory, list[Diagnostic]]:
     """Parse, schema and the checks that need only the inventory: what cache.py keeps. Raises
     InventoryError with every error; returns the warnings. With `cache_dir`, each YAML file is
-    parsed from its last parse where the edit allows (reparse.py)."""
-    inventory, problems = loader.load(file, record=record, yaml=reparse.parser(cache_dir))
+    parsed and judged from its last parse and verdict where the edit allows (reparse.py)."""
+    if cache_dir is None:
+        inventory, problems = loader.load(file, record=record)
+    else:
+        last = reparse.Reparser(cache_dir)
+        inventory, problems = loader.load(file, record=record, yaml=last.parse, check=last.check)
     source = inventory.source
     try:
         for host in inventory.hosts:

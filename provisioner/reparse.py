@@ -17,16 +17,24 @@ ends on that line is parsed by flow rules alone, which do not depend on where it
 the text after it is the same again. A document with any `&` or `*` keeps no items, since
 an alias would share what the patch replaces. The result is what a full parse gives, which
 tests/unit/test_reparse.py checks edit by edit.
+
+The kept parse also says which schema it passed. The schema then needs to see only the items
+put in place, when each is in a network's list of devices, routes or tunnels: the schema
+reaches those lists through properties alone and sets nothing across their items, so a
+document that differs from a valid one only there is valid exactly when each new item is
+(schema.item_is_valid). Anything else, or a new item that fails, is judged whole, for the
+located messages.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import cache
+from . import cache, schema
+from .errors import Diagnostic
 from .source import Source, parse, parse_nodes
 
 # A one-line flow mapping item and nothing else: printable ASCII without anchors, aliases, tags,
@@ -39,37 +47,63 @@ KEEP_FROM = 32 * 1024
 Run = list[Any]  # [path of the sequence, [[line, column] of each item]] (JSON: no tuples)
 
 
-def parser(directory: Path | None) -> Callable[[Source], Any]:
-    """A `source.parse` that starts from the last parse of a text of the same shape kept under
-    `directory` (where cache.py keeps its verdicts), and keeps the new one there."""
-    if directory is None:
-        return parse
+@dataclass
+class _Parsed:
+    """A parse made by Reparser.parse, waiting for its verdict (Reparser.check) to be kept."""
 
-    parses = directory / "parses"  # apart from the verdicts, so neither crowds the other out
+    slot: cache.Slot
+    text: str
+    data: Any
+    runs: list[Run]
+    judged: str | None  # the schema the parse it was patched from passed; None: not known to pass
+    replaced: list[tuple[list[Any], Any]]  # (path of the list, new item) of each item patched in
 
-    def from_last(source: Source) -> Any:
+
+class Reparser:
+    """`source.parse` and `schema.check` that start from the last parse of a text of the same
+    shape kept under `directory` (where cache.py keeps its verdicts). `parse` reads only the
+    edited lines where it can; `check` judges only the items an edit put in place when the kept
+    parse passed the same schema and every such item is in a network's list, where an item is
+    judged alone (schema.network_list_at), and else the whole document. The new parse is kept
+    with its verdict, in one write, once judged."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.parses = directory / "parses"  # apart from the verdicts, so neither crowds the other out
+        self._waiting: dict[str, _Parsed] = {}
+
+    def parse(self, source: Source) -> Any:
         if len(source.text) < KEEP_FROM:
             return parse(source)
-        s = cache.slot(parses, ["last parse of a text shaped", shape(source.text)])
+        s = cache.slot(self.parses, ["last parse of a text shaped", shape(source.text)])
         kept = cache.get(s)
-        if isinstance(kept, dict):
-            data = patched(kept, source.text)
-            if data is not None and kept["text"] == source.text:
-                return data
-            runs = kept["runs"]
+        patch = patched(kept, source.text) if isinstance(kept, dict) else None
+        if patch is not None:
+            assert isinstance(kept, dict)
+            data, replaced = patch
+            judged = kept.get("valid") if isinstance(kept.get("valid"), str) else None
+            self._waiting[source.file] = _Parsed(s, source.text, data, kept["runs"], judged, replaced)
         else:
-            data = None
-        if data is None:
             data, node = parse_nodes(source)
-            runs = runs_of(source.text, node)
-        try:
-            directory.mkdir(mode=0o700, exist_ok=True)
-        except OSError:
-            return data  # no state directory yet: the verdict is not kept either
-        cache.put(s, {"text": source.text, "data": data, "runs": runs})
+            self._waiting[source.file] = _Parsed(s, source.text, data, runs_of(source.text, node), None, [])
         return data
 
-    return from_last
+    def check(self, source: Source, data: Any, name: str = schema.INVENTORY) -> list[Diagnostic]:
+        parsed = self._waiting.pop(source.file, None)
+        if parsed is None or parsed.data is not data or parsed.text != source.text:
+            return schema.check(source, data, name)
+        if parsed.judged == name and all(schema.item_is_valid(name, path, item) for path, item in parsed.replaced):
+            problems: list[Diagnostic] = []
+        else:
+            problems = schema.check(source, data, name)
+        if parsed.judged != name or parsed.replaced or problems:  # else it is kept as it is
+            try:
+                self.directory.mkdir(mode=0o700, exist_ok=True)
+            except OSError:
+                return problems  # no state directory yet: the verdict is not kept either
+            cache.put(parsed.slot, {"text": parsed.text, "data": parsed.data, "runs": parsed.runs,
+                                    "valid": None if problems else name})
+        return problems
 
 
 def shape(text: str) -> str:
@@ -107,34 +141,36 @@ def runs_of(text: str, node: Any) -> list[Run]:
     return out
 
 
-def patched(kept: dict[str, Any], text: str) -> Any | None:
-    """The parse of `text` made from `kept` (the last parse: its text, data and runs), or None
-    when the edit is not one this can do. `kept` is input: any shape it does not have is None."""
+def patched(kept: dict[str, Any], text: str) -> tuple[Any, list[tuple[list[Any], Any]]] | None:
+    """The parse of `text` made from `kept` (the last parse: its text, data and runs), with the
+    (path of its list, item) of each item put in place; None when the edit is not one this can
+    do. `kept` is input: any shape it does not have is None."""
     old_text, data, runs = kept.get("text"), kept.get("data"), kept.get("runs")
     if not isinstance(old_text, str) or not isinstance(runs, list):
         return None
     if old_text == text:
-        return data
+        return data, []
     old, new = old_text.split("\n"), text.split("\n")
     if len(old) != len(new):
         return None
     changed = [i for i, (a, b) in enumerate(zip(old, new, strict=True)) if a != b]
     if len(changed) > MAX_EDITS:
         return None
-    where: dict[int, tuple[list[Any], int, int]] = {}
+    where: dict[int, tuple[list[Any], list[Any], int, int]] = {}
     try:
         for path, items in runs:
             sequence = _at(data, path)
             if not isinstance(sequence, list) or len(sequence) != len(items):
                 return None
             for index, (line, column) in enumerate(items):
-                where[line] = (sequence, index, column)
+                where[line] = (path, sequence, index, column)
     except (TypeError, ValueError):
         return None
+    replaced = []
     for line in changed:
         if line not in where:
             return None
-        sequence, index, column = where[line]
+        path, sequence, index, column = where[line]
         a, b = ITEM.fullmatch(old[line]), ITEM.fullmatch(new[line])
         if a is None or b is None or len(a[1]) + 2 != column or a[1] != b[1]:
             return None
@@ -147,7 +183,8 @@ def patched(kept: dict[str, Any], text: str) -> Any | None:
         if not isinstance(item, dict):
             return None
         sequence[index] = item
-    return data
+        replaced.append((path, item))
+    return data, replaced
 
 
 # The items an edit writes are nearly always of a few forms: `{name: t1, type: tap, mtu: 1400}`,

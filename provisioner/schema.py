@@ -31,6 +31,7 @@ from .source import Source
 INVENTORY = "inventory.schema.json"
 PLAN = "plan.schema.json"
 VARS = "inventory.schema.json#/$defs/vars"  # a group_vars/ or host_vars/ file: one mapping of variables
+NETWORK = "inventory.schema.json#/$defs/network"  # a host's `network` (reparse.py judges items by it)
 
 
 def schema_dir() -> FsPath:
@@ -68,7 +69,8 @@ def validator(name: str) -> Any:
 
 # Where compiled() finds each schema's generated code: one module per schema file (the whole
 # document), and for a definition of it, the function fastjsonschema made for that definition.
-GENERATED = {INVENTORY: ("inventory", "validate"), VARS: ("inventory", "validate_vars")}
+GENERATED = {INVENTORY: ("inventory", "validate"), VARS: ("inventory", "validate_vars"),
+             NETWORK: ("inventory", "validate_network")}
 
 
 def digest(file: str) -> str:
@@ -151,6 +153,55 @@ def is_valid(data: Any, name: str = INVENTORY) -> bool:
         return True
     except Exception:  # a rejection, or data it cannot handle (keys that are not text): ask jsonschema
         return False
+
+
+# What a schema on the way from a document's root to a network's list may say, for an item of
+# that list to be judged alone: nothing that looks at more than one value at a time.
+_ON_THE_WAY = frozenset({"$schema", "$id", "$defs", "$ref", "title", "description", "type", "properties",
+                         "additionalProperties", "required"})
+_A_LIST = frozenset({"description", "type", "items"})
+
+
+def network_list_at(name: str, path: list[Any]) -> str | None:
+    """`devices`, `routes` or `tunnels` when the list at `path` in a document of schema `name` is
+    that list of a network (NETWORK), reached through properties and references alone; else None."""
+    if not path:
+        return None
+    root = load_schema(name.partition("#")[0])
+    node: Any = document(name)
+    for part in path[:-1]:
+        node = _resolved(root, node)
+        if node is None or not isinstance(part, str) or set(node) - _ON_THE_WAY:
+            return None
+        properties = node.get("properties", {})
+        node = properties[part] if part in properties else node.get("additionalProperties")
+    network = _resolved(root, node)
+    key = path[-1]
+    if network is not root["$defs"]["network"] or set(network) - _ON_THE_WAY or key not in network["properties"]:
+        return None
+    return key if set(network["properties"][key]) <= _A_LIST else None
+
+
+def _resolved(root: dict[str, Any], node: Any) -> dict[str, Any] | None:
+    """`node` with its `$ref` (to a definition of `root`) followed, when that is all it says."""
+    if not isinstance(node, dict):
+        return None
+    ref = node.get("$ref")
+    if ref is None:
+        return node
+    prefix = root.get("$id", "") + "#/$defs/"
+    for start in (prefix, "#/$defs/"):
+        if isinstance(ref, str) and ref.startswith(start) and set(node) <= {"$ref", "description", "$defs", "$schema",
+                                                                              "$id"}:
+            return root["$defs"].get(ref[len(start):])
+    return None
+
+
+def item_is_valid(name: str, path: list[Any], item: Any) -> bool:
+    """Whether `item`, put in the list at `path` of a valid document of schema `name`, leaves it
+    valid; False also when that cannot be told from the item alone (see network_list_at)."""
+    key = network_list_at(name, path)
+    return key is not None and is_valid({key: [item]}, NETWORK)
 
 
 def check(source: Source, data: Any, name: str = INVENTORY) -> list[Diagnostic]:

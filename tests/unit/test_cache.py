@@ -176,8 +176,11 @@ def test_an_edited_copy_is_patched_from_the_last_parse_as_a_fresh_load_reads(wri
     edited = INVENTORY.replace("{to: 198.51.100.0/24, dev: t0}", "{to: 198.51.100.0/24, dev: t0, metric: 7}")
     second = write(edited, "changed.yaml")
     loaded = load(second, cache_dir=cache_dir)
-    assert parsed == ["{to: 198.51.100.0/24, dev: t0, metric: 7}"]  # the changed line alone
+    assert parsed == []  # the changed line alone, read without ruamel (reparse.plain_item)
     assert not loaded.from_cache
     assert loaded.desired == load(second).desired
     assert loaded.desired["h"].routes[0].metric == 7
-    assert len(entries(cache_dir / "parses")) == 1  # one per shape: both texts have the same
+    octal = write(edited.replace("metric: 7}", "metric: 010}"), "octal.yaml")  # YAML 1.1: 8
+    assert load(octal, cache_dir=cache_dir).desired["h"].routes[0].metric == 8
+    assert parsed == ["{to: 198.51.100.0/24, dev: t0, metric: 010}"]  # that line alone, by ruamel
+    assert len(entries(cache_dir / "parses")) == 1  # one per shape: the texts have the same

@@ -4,13 +4,15 @@ patched (the others parse in full)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import random
 from pathlib import Path
 
 import pytest
 
-from provisioner import reparse
+from provisioner import reparse, schema
 from provisioner.errors import InventoryError
 from provisioner.source import Source, parse
 
@@ -56,17 +58,17 @@ def directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_a_short_text_is_parsed_and_not_kept(tmp_path: Path) -> None:
     (tmp_path / "state").mkdir(mode=0o700)
     assert len(BASE) < reparse.KEEP_FROM
-    assert reparse.parser(tmp_path / "state" / "cache")(Source("a.yaml", BASE)) == parse(Source("a.yaml", BASE))
+    assert judged(reparse.Reparser(tmp_path / "state" / "cache"), Source("a.yaml", BASE)) == parse(Source("a.yaml", BASE))
     assert not (tmp_path / "state" / "cache").exists()
 
 
 def test_every_edit_parses_as_a_full_parse(directory: Path) -> None:
     for old, new in EDITS:
-        parse_from_last = reparse.parser(directory)
-        assert parse_from_last(Source("a.yaml", BASE)) == parse(Source("a.yaml", BASE))
+        last = reparse.Reparser(directory)
+        assert judged(last, Source("a.yaml", BASE)) == parse(Source("a.yaml", BASE))
         edited = BASE.replace(old, new, 1)
         assert edited != BASE
-        assert parse_from_last(Source("b.yaml", edited)) == parse(Source("b.yaml", edited)), new
+        assert judged(last, Source("b.yaml", edited)) == parse(Source("b.yaml", edited)), new
 
 
 def test_an_item_edit_is_patched_and_others_are_not(directory: Path) -> None:
@@ -86,23 +88,30 @@ def test_a_document_with_anchors_keeps_no_items() -> None:
 
 
 def test_a_line_that_does_not_parse_alone_is_parsed_in_full_and_located(directory: Path) -> None:
-    parse_from_last = reparse.parser(directory)
-    parse_from_last(Source("a.yaml", BASE))
+    last = reparse.Reparser(directory)
+    judged(last, Source("a.yaml", BASE))
     with pytest.raises(InventoryError) as err:
-        parse_from_last(Source("b.yaml", BASE.replace("{name: t1, type: tap}", "{name: t1, type: tap, x: y: z}")))
+        last.parse(Source("b.yaml", BASE.replace("{name: t1, type: tap}", "{name: t1, type: tap, x: y: z}")))
     assert err.value.diagnostics[0].line == 7
 
 
 def test_a_kept_parse_that_is_not_ours_is_a_full_parse(directory: Path) -> None:
-    parse_from_last = reparse.parser(directory)
-    parse_from_last(Source("a.yaml", BASE))
+    last = reparse.Reparser(directory)
+    judged(last, Source("a.yaml", BASE))
     (kept,) = (directory / "parses").glob("*.json")
     os.chmod(kept, 0o666)  # writable by others: not trusted
     edited = BASE.replace("type: tap}", "type: tun}")
-    assert parse_from_last(Source("b.yaml", edited)) == parse(Source("b.yaml", edited))
+    assert judged(last, Source("b.yaml", edited)) == parse(Source("b.yaml", edited))
     for bad in ({"text": BASE, "data": [], "runs": [[["all"], [[5, 12]]]]}, {"text": 1}, {"runs": "x"},
                 {"text": BASE, "data": {"all": {}}, "runs": [[["all", "hosts"], [[5, 12]]]]}):
         assert reparse.patched(bad, edited) is None
+
+
+def judged(last: reparse.Reparser, source: Source) -> object:
+    """What the loader does with a YAML inventory file: parse it, then judge it by the schema."""
+    data = last.parse(source)
+    last.check(source, data, schema.INVENTORY)
+    return data
 
 
 def _node(text: str) -> object:
@@ -186,3 +195,86 @@ def test_a_plain_item_reads_as_ruamel_reads_it_or_is_left_to_ruamel() -> None:
     assert read > 300  # the random items include plain ones, and those were compared
     for line in ("{name: b, name: c}", "{a: yes}", "{a: 0755}", "{a: [fd00::1/64]}", "{a: b,}", "{a: }", "{a:b}"):
         assert reparse.plain_item(line) is None, line  # a duplicate key, YAML 1.1, an error: ruamel's to say
+
+
+JUDGED = [  # (old line, new line, problems a full check finds): after BASE was judged valid
+    ("- {name: t1, type: tap}", "- {name: t1, type: tun, mtu: 1400}", []),
+    ("- {to: 198.51.101.0/24, dev: t1, metric: 5}", "- {to: 198.51.101.0/24, dev: t2, metric: 6}", []),
+    ("- {name: t1, type: tap}", "- {name: t1, type: tap, mtu: 10}", ["b.yaml:7:40: all.hosts.h.network.devices[1].mtu: 10 is less than the minimum of 68"]),
+    ("- {name: t1, type: tap}", "- {name: t1}", ["b.yaml:7:13: all.hosts.h.network.devices[1]: 'type' is a required property"]),
+    ("- {name: t1, type: tap}", "- {name: t1, type: tap, colour: red}", ["b.yaml:7:35: all.hosts.h.network.devices[1].colour: unknown key 'colour'"]),
+]
+
+
+@pytest.mark.parametrize("old,new,wanted", JUDGED, ids=[n for _, n, _ in JUDGED])
+def test_an_edit_of_network_items_is_judged_by_its_items_with_the_whole_check_s_verdict(
+        directory: Path, monkeypatch: pytest.MonkeyPatch, old: str, new: str, wanted: list[str]) -> None:
+    """After a valid parse is kept, an edit of items of a network's lists is judged by the new
+    items alone when they pass; when one fails, the whole check gives the located messages."""
+    last = reparse.Reparser(directory)
+    assert judged(last, Source("a.yaml", BASE)) is not None
+    whole = []
+    monkeypatch.setattr(schema, "check", lambda *a: whole.append(a) or real_check(*a))
+    edited = Source("b.yaml", BASE.replace(old, new, 1))
+    data = last.parse(edited)
+    problems = last.check(edited, data, schema.INVENTORY)
+    assert [str(p) for p in problems] == [str(p) for p in real_check(edited, parse(edited), schema.INVENTORY)]
+    assert [str(p).split(" (did you")[0] for p in problems] == wanted
+    assert len(whole) == (1 if wanted else 0), "a valid edit of items was judged whole"
+    again = Source("c.yaml", BASE.replace(old, new, 1).replace("t2, type: tun", "t2, type: tap"))
+    last.check(again, last.parse(again), schema.INVENTORY)
+    assert len(whole) == (2 if wanted else 0), "the verdict kept with the parse is not the one found"
+
+
+real_check = schema.check  # the whole check, whatever a test puts in its place
+
+
+@pytest.mark.parametrize("edit", [
+    ("      groups: [a, b]", "      groups: [a, b]\n      things:\n        - {a: 1}\n        - {a: 2}"),
+])
+def test_items_outside_a_network_s_lists_are_judged_whole(directory: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          edit: tuple[str, str]) -> None:
+    text = BASE.replace(*edit)
+    last = reparse.Reparser(directory)
+    judged(last, Source("a.yaml", text))
+    whole = []
+    monkeypatch.setattr(schema, "check", lambda *a: whole.append(a) or real_check(*a))
+    edited = Source("b.yaml", text.replace("- {a: 2}", "- {a: 3}"))
+    assert last.check(edited, last.parse(edited), schema.INVENTORY) == []
+    assert len(whole) == 1
+    assert schema.network_list_at(schema.INVENTORY, ["all", "hosts", "h", "things"]) is None
+    assert schema.network_list_at(schema.INVENTORY, ["all", "hosts", "h", "network", "devices"]) == "devices"
+    assert schema.network_list_at(schema.VARS, ["network", "routes"]) == "routes"
+    assert schema.network_list_at(schema.INVENTORY, ["all", "children", "network", "devices"]) is None
+
+
+def test_a_kept_verdict_of_another_schema_or_of_none_is_not_trusted(directory: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    last = reparse.Reparser(directory)
+    judged(last, Source("a.yaml", BASE))
+    (kept,) = (directory / "parses").glob("*.json")
+    head, body = kept.read_bytes().split(b"\n", 1)
+    whole: list[object] = []
+    monkeypatch.setattr(schema, "check", lambda *a: whole.append(a) or real_check(*a))
+    for valid in (schema.VARS, None, 1, True):
+        doc = json.loads(body)
+        doc["valid"] = valid
+        new_body = json.dumps(doc).encode()
+        header = json.loads(head)
+        header["sha256"] = hashlib.sha256(new_body).hexdigest()
+        kept.write_bytes(json.dumps(header).encode() + b"\n" + new_body)
+        whole.clear()
+        edited = Source("b.yaml", BASE.replace("type: tap}", "type: tun}"))
+        assert last.check(edited, last.parse(edited), schema.INVENTORY) == []
+        assert len(whole) == 1, valid
+
+
+def test_a_list_whose_schema_looks_across_its_items_is_not_judged_by_item(monkeypatch: pytest.MonkeyPatch) -> None:
+    """uniqueItems (or any keyword beyond type and items) relates an item to the others."""
+    import copy
+
+    edited = copy.deepcopy(schema.load_schema(schema.INVENTORY))
+    edited["$defs"]["network"]["properties"]["devices"]["uniqueItems"] = True
+    monkeypatch.setattr(schema, "load_schema", lambda name: edited)
+    assert schema.network_list_at(schema.INVENTORY, ["all", "hosts", "h", "network", "devices"]) is None
+    assert schema.network_list_at(schema.INVENTORY, ["all", "hosts", "h", "network", "routes"]) == "routes"
