@@ -28,7 +28,6 @@ from typing import Any
 from . import schema
 from .errors import Diagnostic, InventoryError, Path
 from .hostpattern import expand
-from .ini import parse_ini
 from .inventory import ALL, UNGROUPED, Inventory, merge_host
 from .source import Source, Sources, load_source, parse
 
@@ -196,6 +195,8 @@ class _Reader:
             if not isinstance(data, Mapping) or not data:
                 data = None
         if data is None:
+            from .ini import parse_ini  # an INI inventory only
+
             data, positions = parse_ini(file, source.text)
             source = Source(file, source.text, positions)
         return data, source

@@ -12,11 +12,11 @@ from collections.abc import Callable, Collection
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import KernelError, LockTimeout, UnreachableError
 from ..files import FileError
 from ..kernel import namespace
-from ..kernel.apply import Transaction
 from ..kernel.netlink import Netlink, NetlinkError
 from ..kernel.observe import Reading, observe
 from ..lock import host_lock
@@ -25,6 +25,9 @@ from ..plan import Change, Kind
 from ..tunnel import runtime
 from . import LOCAL, NETNS
 from .identity import identity, state_name
+
+if TYPE_CHECKING:
+    from ..kernel.apply import Transaction
 
 
 class KernelConnection:
@@ -93,6 +96,8 @@ class KernelConnection:
         """`tunnels`: the steps include a tunnel's. Without, the tunnel code (and cryptography, 50-100
         ms to import) is not loaded: a transaction of devices, addresses and routes never calls it."""
         assert self._sock is not None, "use the connection as a context manager"
+        from ..kernel.apply import Transaction  # here: a plan has no use for it (5 ms of its start)
+
         if not tunnels:
             return Transaction(self.host, self._sock)
         from ..tunnel.control import Tunnels
