@@ -18,6 +18,11 @@ the text after it is the same again. A document with any `&` or `*` keeps no ite
 an alias would share what the patch replaces. The result is what a full parse gives, which
 tests/unit/test_reparse.py checks edit by edit.
 
+A text with no parse of its shape kept is parsed the same way (`first_parse`): its shape, where
+every such item is `{}`, parses in a sixth of the time, and each item is then put in place as
+an edit of the shape. Most items are of a few plain forms (`plain_item`), read without a YAML
+parser; more than MAX_ALONE others, and the whole text is parsed instead.
+
 The kept parse also says which schema it passed. The schema then needs to see only the items
 put in place, when each is in a network's list of devices, routes or tunnels: the schema
 reaches those lists through properties alone and sets nothing across their items, so a
@@ -34,13 +39,13 @@ from pathlib import Path
 from typing import Any
 
 from . import cache, schema
-from .errors import Diagnostic
+from .errors import Diagnostic, InventoryError
 from .source import Source, parse, parse_nodes
 
 # A one-line flow mapping item and nothing else: printable ASCII without anchors, aliases, tags,
 # comments, quotes, nested mappings, block scalars, directives, complex keys or merge keys.
 ITEM = re.compile(r"( *)- (\{[ $()+,\-./0-9:;=A-Z\[\]^_a-z~]*\})[ \r]*")
-MAX_EDITS = 64  # more changed lines than this: a full parse is as cheap
+MAX_ALONE = 64  # more edited lines than this that ruamel must parse one by one: a full parse is cheaper
 # Texts shorter than this are not kept: their full parse costs under 30 ms, and a kept parse takes
 # 2.5 times the text's room in the state directory (a tmpfs, beside the locks and the records).
 KEEP_FROM = 32 * 1024
@@ -75,7 +80,8 @@ class Reparser:
     def parse(self, source: Source) -> Any:
         if len(source.text) < KEEP_FROM:
             return parse(source)
-        s = cache.slot(self.parses, ["last parse of a text shaped", shape(source.text)])
+        form = shape(source.text)
+        s = cache.slot(self.parses, ["last parse of a text shaped", form])
         kept = cache.get(s)
         patch = patched(kept, source.text) if isinstance(kept, dict) else None
         if patch is not None:
@@ -84,8 +90,8 @@ class Reparser:
             judged = kept.get("valid") if isinstance(kept.get("valid"), str) else None
             self._waiting[source.file] = _Parsed(s, source.text, data, kept["runs"], judged, replaced)
         else:
-            data, node = parse_nodes(source)
-            self._waiting[source.file] = _Parsed(s, source.text, data, runs_of(source.text, node), None, [])
+            data, runs = first_parse(source, form)
+            self._waiting[source.file] = _Parsed(s, source.text, data, runs, None, [])
         return data
 
     def check(self, source: Source, data: Any, name: str = schema.INVENTORY) -> list[Diagnostic]:
@@ -104,6 +110,25 @@ class Reparser:
             cache.put(parsed.slot, {"text": parsed.text, "data": parsed.data, "runs": parsed.runs,
                                     "valid": None if problems else name})
         return problems
+
+
+def first_parse(source: Source, form: str) -> tuple[Any, list[Run]]:
+    """The parse of a text with no parse of its shape kept, and its runs: the shape (`form`: its
+    items written `{}`) parsed, a sixth of the time, then each item put in place as an edit of
+    the shape (`patched`); or, for a text with anchors or aliases, or an edit that cannot be
+    made, the whole text (which also reports a syntax error, where it is)."""
+    if "&" not in source.text and "*" not in source.text:
+        try:
+            data, node = parse_nodes(Source(source.file, form))
+        except InventoryError:
+            data = None
+        if data is not None:
+            runs = runs_of(form, node)
+            made = patched({"text": form, "data": data, "runs": runs}, source.text)
+            if made is not None:
+                return made[0], runs
+    data, node = parse_nodes(source)
+    return data, runs_of(source.text, node)
 
 
 def shape(text: str) -> str:
@@ -154,8 +179,6 @@ def patched(kept: dict[str, Any], text: str) -> tuple[Any, list[tuple[list[Any],
     if len(old) != len(new):
         return None
     changed = [i for i, (a, b) in enumerate(zip(old, new, strict=True)) if a != b]
-    if len(changed) > MAX_EDITS:
-        return None
     where: dict[int, tuple[list[Any], list[Any], int, int]] = {}
     try:
         for path, items in runs:
@@ -167,6 +190,7 @@ def patched(kept: dict[str, Any], text: str) -> tuple[Any, list[tuple[list[Any],
     except (TypeError, ValueError):
         return None
     replaced = []
+    alone = 0
     for line in changed:
         if line not in where:
             return None
@@ -176,6 +200,9 @@ def patched(kept: dict[str, Any], text: str) -> tuple[Any, list[tuple[list[Any],
             return None
         item = plain_item(b[2])
         if item is None:
+            alone += 1
+            if alone > MAX_ALONE:
+                return None
             try:
                 item, _ = parse_nodes(Source("", b[2]))
             except Exception:  # noqa: BLE001 - a line that does not parse alone: the full parse says why, and where
@@ -194,8 +221,12 @@ def patched(kept: dict[str, Any], text: str) -> tuple[Any, list[tuple[list[Any],
 # plainly text or a decimal integer (yes, 0755, 1_000, 1.5, ~), a `:` in a scalar (an error in a
 # flow collection, `fd00::1/64` included), other spacing, a trailing comma, an empty value, a
 # repeated key. tests/unit/test_reparse.py holds it to ruamel's parse.
-_PAIR = re.compile(r" *([A-Za-z_][A-Za-z0-9_]*): +(\[[^\[\]]*\]|[^ ,\[\]]+) *")
-_SCALAR = re.compile(r"[^ ,:\[\]]+")  # YAML 1.1 has no `:` in a plain scalar in a flow collection
+_KEY = r"[A-Za-z_][A-Za-z0-9_]*"
+_VALUE = r"(?:\[[^\[\]]*\]|[^ ,:\[\]{}]+)"  # a flat flow sequence, or a scalar without `:` (YAML 1.1 has
+# none in a plain scalar in a flow collection: `fd00::1/64` must be quoted there)
+_PLAIN = re.compile(rf"\{{ *(?:{_KEY}: +{_VALUE} *(?:, *{_KEY}: +{_VALUE} *)*)?\}}")
+_PAIR = re.compile(rf"({_KEY}): +({_VALUE})")
+_SCALAR = re.compile(r"[^ ,:\[\]{}]+")
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 _DECIMAL = re.compile(r"-?(?:0|[1-9][0-9]*)")
 _NOT_TEXT = frozenset(("y", "n", "yes", "no", "true", "false", "on", "off", "null"))  # YAML 1.1, any case
@@ -203,42 +234,23 @@ _NOT_TEXT = frozenset(("y", "n", "yes", "no", "true", "false", "on", "off", "nul
 
 def plain_item(flow: str) -> dict[str, Any] | None:
     """`flow` (a `{...}` that ITEM matched) as a dict, or None when it is not of the plain forms."""
-    pairs = _top_level(flow[1:-1])
-    if pairs is None:
+    if not _PLAIN.fullmatch(flow):
         return None
-    if len(pairs) == 1 and not pairs[0].strip():
-        return {}
     out: dict[str, Any] = {}
-    for pair in pairs:
-        m = _PAIR.fullmatch(pair)
-        if m is None or m[1] in out or m[1].lower() in _NOT_TEXT:
+    for key, raw in _PAIR.findall(flow):  # the pairs _PLAIN matched, in order
+        if key in out or key.lower() in _NOT_TEXT:
             return None
-        raw = m[2]
-        if raw.startswith("["):
+        if raw[0] == "[":
             inner = raw[1:-1]
             value: Any = [_scalar(part.strip()) for part in inner.split(",")] if inner.strip() else []
+            if None in value:
+                return None
         else:
             value = _scalar(raw)
-        if value is None or (isinstance(value, list) and None in value):
-            return None
-        out[m[1]] = value
+            if value is None:
+                return None
+        out[key] = value
     return out
-
-
-def _top_level(body: str) -> list[str] | None:
-    """`body` cut at its commas outside brackets; None for a bracket nested or left open."""
-    parts, depth, start = [], 0, 0
-    for i, ch in enumerate(body):
-        if ch == "[":
-            depth += 1
-        elif ch == "]":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            parts.append(body[start:i])
-            start = i + 1
-        if depth not in (0, 1):
-            return None
-    return None if depth else [*parts, body[start:]]
 
 
 def _scalar(text: str) -> str | int | None:

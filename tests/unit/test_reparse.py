@@ -278,3 +278,37 @@ def test_a_list_whose_schema_looks_across_its_items_is_not_judged_by_item(monkey
     monkeypatch.setattr(schema, "load_schema", lambda name: edited)
     assert schema.network_list_at(schema.INVENTORY, ["all", "hosts", "h", "network", "devices"]) is None
     assert schema.network_list_at(schema.INVENTORY, ["all", "hosts", "h", "network", "routes"]) == "routes"
+
+
+FIRST = [BASE, *(BASE.replace(old, new, 1) for old, new in EDITS),
+         BASE.replace("- {name: t2, type: tun, mtu: 1400}", "- &x {name: t2, type: tun}") + "x: *x\n",
+         BASE.replace("- {name: t1, type: tap}", "- {name: t1, type: tap, up: yes, n: 0x1f, f: 1.5}")]
+
+
+@pytest.mark.parametrize("text", FIRST, ids=range(len(FIRST)))
+def test_a_first_parse_from_the_shape_is_the_full_parse(text: str) -> None:
+    data, runs = reparse.first_parse(Source("a.yaml", text), reparse.shape(text))
+    assert _same(data, parse(Source("a.yaml", text)))
+    assert runs == reparse.runs_of(text, _node(text))
+
+
+def test_a_first_parse_reads_the_shape_and_the_items_not_the_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[str] = []
+    real = reparse.parse_nodes
+    monkeypatch.setattr(reparse, "parse_nodes", lambda source: seen.append(source.text) or real(source))
+    form = reparse.shape(BASE)
+    reparse.first_parse(Source("a.yaml", BASE), form)
+    assert seen == [form]  # every item is of the plain forms: no line parsed alone, no full parse
+    quoted = BASE.replace("- {name: t1, type: tap}", "- {name: t1, type: tap, up: yes}")
+    seen.clear()
+    reparse.first_parse(Source("a.yaml", quoted), reparse.shape(quoted))
+    assert seen == [reparse.shape(quoted), "{name: t1, type: tap, up: yes}"]
+
+
+def test_a_first_parse_of_a_broken_item_fails_where_the_full_parse_fails() -> None:
+    broken = BASE.replace("{name: t1, type: tap}", "{name: t1, type: tap, x: y: z}")
+    with pytest.raises(InventoryError) as full:
+        parse(Source("a.yaml", broken))
+    with pytest.raises(InventoryError) as first:
+        reparse.first_parse(Source("a.yaml", broken), reparse.shape(broken))
+    assert str(first.value) == str(full.value)
