@@ -31,7 +31,7 @@ from .errors import (
 )
 from .inventory import Host, Inventory
 from .model import Network, Observed, Tunnel
-from .plan import Change, Plan, make_plan
+from .plan import Change, Kind, Plan, make_plan, moved_by
 from .render import change_line
 from .resolve import resolve
 from .source import Sources
@@ -208,13 +208,15 @@ def observe_and_plan(conn: Connection, clock: Stopwatch, progress: Progress, hos
     return observed, plan
 
 
-def _diff(host: Host, desired: Network, observed: Observed, destroy: bool, owners: Owners | None) -> Plan:
+def _diff(host: Host, desired: Network, observed: Observed, destroy: bool, owners: Owners | None,
+          kinds: frozenset[Kind] | None = None) -> Plan:
     if owners is None:
-        return make_plan(host.name, desired, observed, destroy=destroy)
+        return make_plan(host.name, desired, observed, destroy=destroy, kinds=kinds)
     from .ownership import hide_foreign, mark_take_overs
 
     mine = hide_foreign(observed, desired, owners.registry, owners.me)
-    return mark_take_overs(make_plan(host.name, desired, mine, destroy=destroy), owners.registry, owners.me)
+    return mark_take_overs(make_plan(host.name, desired, mine, destroy=destroy, kinds=kinds), owners.registry,
+                           owners.me)
 
 
 @dataclass(frozen=True)
@@ -295,7 +297,7 @@ def apply_host(conn: Connection, host: Host, desired: Network, source: Sources, 
     progress(Phase.VERIFY, 0, 0)
     with clock(Phase.VERIFY):
         try:
-            after = _diff(host, desired, conn.observe(plan.changes), destroy, owners)
+            after = _diff(host, desired, conn.observe(plan.changes), destroy, owners, moved_by(plan.changes))
         except KernelError as exc:  # the state could not be read back: undone as a refused step is
             undo(exc)
             raise

@@ -91,8 +91,13 @@ class KernelRunner:
         state_dir = self.reach.state_dir
         if state_dir is None or not self.reach.owner:
             return None
-        return Owners(load_registry(state_dir, key), self.reach.owner, self.reach.take_over,
-                      lambda registry: save_registry(state_dir, key, registry))
+        loaded = load_registry(state_dir, key)
+
+        def save(registry: Mapping[str, str]) -> None:
+            if registry != loaded:  # as it was (a change to what was already this inventory's): no write
+                save_registry(state_dir, key, registry)
+
+        return Owners(loaded, self.reach.owner, self.reach.take_over, save)
 
     def plan(self, desired: Network, destroy: bool, progress: Progress = no_progress) -> Outcome:
         with self._connect() as conn:

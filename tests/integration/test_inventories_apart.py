@@ -125,3 +125,32 @@ def test_versions_of_one_inventory_side_by_side_are_one_inventory(netns: str, tm
 ])
 def test_state_names_are_safe_and_distinct(ident: Identity, name: str) -> None:
     assert state_name(ident) == name
+
+
+ROUTES = """\
+all:
+  hosts:
+    gw1:
+      ansible_connection: netns
+      ansible_host: {ns}
+      network:
+        devices:
+          - {name: tap0, type: tap}
+          - {name: tap1, type: tap}
+        routes:
+          - {to: 192.0.2.0/24, dev: DEV}
+"""
+
+
+def test_the_record_of_who_made_what_is_written_only_when_it_changes(netns: str, tmp_path: Path) -> None:
+    inventory = tmp_path / "routes.yaml"
+    write_inventory(inventory, ROUTES.replace("DEV", "tap0"), ns=netns)
+    provision("apply", str(inventory), state_dir=tmp_path, check_rc=0)
+    (record,) = (tmp_path / "owners").glob("*.json")
+    first = record.stat().st_ino
+    write_inventory(inventory, ROUTES.replace("DEV", "tap1"), ns=netns)  # the same route, through another device
+    assert "changed=1" in provision("apply", str(inventory), state_dir=tmp_path, check_rc=0).out
+    assert record.stat().st_ino == first, "rewritten with nothing new in it"
+    write_inventory(inventory, ROUTES.replace("DEV", "tap1").replace("192.0.2.0", "198.51.100.0"), ns=netns)
+    provision("apply", str(inventory), state_dir=tmp_path, check_rc=0)
+    assert record.stat().st_ino != first and "198.51.100.0/24" in record.read_text()

@@ -9,7 +9,7 @@ import pytest
 
 from provisioner.errors import ConflictError
 from provisioner.model import AbsentRoute, Address, Device, DeviceType, LinkState, Network, Observed, Route
-from provisioner.plan import Action, Kind, make_plan, plan_to_dict
+from provisioner.plan import Action, Kind, make_plan, moved_by, plan_to_dict
 from provisioner.kernel.apply import Verb, steps_for
 from provisioner.render import change_line
 
@@ -99,6 +99,22 @@ def test_route_drift_and_adoption() -> None:
     foreign = replace(LIVE_ROUTE, managed=False)
     (change,) = make_plan("h", DESIRED, replace(CONVERGED, routes=(foreign,))).changes
     assert change.action is Action.UPDATE and "adopt" in change.reason
+
+
+def test_a_verification_compares_only_the_kinds_the_changes_can_have_moved() -> None:
+    """After a change of routes alone the devices and addresses were in sync and were not read
+    again: they are not compared (a drifted MTU read earlier would be the first plan's, not this)."""
+    drifted = replace(CONVERGED, devices=(replace(LIVE_TAP, mtu=1500),),
+                      routes=(replace(LIVE_ROUTE, via="198.51.100.3"),))
+    (route,) = make_plan("h", DESIRED, drifted, kinds=frozenset({Kind.ROUTE})).changes
+    assert route.kind is Kind.ROUTE
+    assert {c.kind for c in make_plan("h", DESIRED, drifted).changes} == {Kind.DEVICE, Kind.ROUTE}
+    assert make_plan("h", DESIRED, drifted, kinds=frozenset({Kind.TUNNEL})).empty
+    device = make_plan("h", DESIRED, replace(CONVERGED, devices=(replace(LIVE_TAP, mtu=1500),))).changes
+    assert moved_by(device) == {Kind.DEVICE, Kind.ADDRESS, Kind.ROUTE}
+    assert moved_by([route]) == {Kind.ROUTE}
+    address = make_plan("h", DESIRED, replace(CONVERGED, addresses=())).changes
+    assert moved_by(address) == {Kind.ADDRESS, Kind.ROUTE}
 
 
 def test_owned_leftovers_are_removed_foreign_ones_untouched() -> None:
