@@ -1,6 +1,7 @@
-"""The one thing pyproject.toml cannot say: the C extension (provisioner/tunnel/_fastpath.c,
-docs/fastpath.md), built with warnings as errors against the system's OpenSSL libcrypto, and
-the schemas carried inside the wheel (schema.py looks for them beside the package)."""
+"""The one thing pyproject.toml cannot say: the C extensions, built with warnings as errors
+(provisioner/tunnel/_fastpath.c, docs/fastpath.md, against the system's OpenSSL libcrypto;
+provisioner/kernel/_rtattr.c, the netlink attribute walk), and the schemas carried inside the
+wheel (schema.py looks for them beside the package). Each has its Python model as a fallback."""
 
 import os
 import shutil
@@ -35,15 +36,13 @@ class BuildExtReplacing(build_ext):
         return outfile, 1
 
 
+FLAGS = ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Werror", "-Wshadow", "-Wvla", "-Wformat=2", "-fno-strict-aliasing"]
+
 setup(
     cmdclass={"build_py": BuildWithSchemas, "build_ext": BuildExtReplacing},
     ext_modules=[
-        Extension(
-            "provisioner.tunnel._fastpath",
-            sources=["provisioner/tunnel/_fastpath.c"],
-            libraries=["crypto"],
-            extra_compile_args=["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Werror", "-Wshadow", "-Wvla",
-                                "-Wformat=2", "-fno-strict-aliasing"],
-        )
+        Extension("provisioner.tunnel._fastpath", sources=["provisioner/tunnel/_fastpath.c"], libraries=["crypto"],
+                  extra_compile_args=FLAGS),
+        Extension("provisioner.kernel._rtattr", sources=["provisioner/kernel/_rtattr.c"], extra_compile_args=FLAGS),
     ],
 )

@@ -90,29 +90,39 @@ def attrs(data: memoryview | bytes, offset: int = 0) -> Iterator[tuple[int, memo
         offset += (size + 3) & ~3
 
 
-def pick(data: memoryview, offset: int, wanted: frozenset[int]) -> dict[int, memoryview]:
-    """The payloads of the `wanted` attribute types only: a link carries some 40 attributes
-    and the observer reads 5, so the others are stepped over without being sliced, and the walk
-    stops once each was found (the first found of a type is kept: the kernel sends each once)."""
-    out = {}
-    end = len(data)
+def _pick(data: memoryview | bytes, offset: int, types: tuple[int, ...]) -> tuple[bytes | None, ...]:
+    """For each of `types`, the payload of the first attribute of that type from `offset` on, or
+    None: a link carries some 40 attributes and the observer reads 5, so the others are stepped
+    over without being sliced, and the walk stops once each was found (the kernel sends each
+    once). The model of kernel/_rtattr.c's pick, and its fallback where that is not built."""
+    if offset < 0:
+        raise ValueError("negative offset")
+    view = memoryview(data)
+    found: list[bytes | None] = [None] * len(types)
+    where: dict[int, list[int]] = {}
+    for i, t in enumerate(types):
+        where.setdefault(t, []).append(i)
+    end, left = len(view), len(types)
     unpack = RTA.unpack_from
-    left = len(wanted)
-    while offset + 4 <= end:
-        size, kind = unpack(data, offset)
+    while left and offset + 4 <= end:
+        size, kind = unpack(view, offset)
         if size < 4:
             break
-        kind &= 0x3FFF
-        if kind in wanted and kind not in out:
-            out[kind] = data[offset + 4: offset + size]
-            left -= 1
-            if not left:
-                break
+        for i in where.get(kind & 0x3FFF, ()):
+            if found[i] is None:
+                found[i] = bytes(view[offset + 4: offset + size])
+                left -= 1
         offset += (size + 3) & ~3
-    return out
+    return tuple(found)
 
 
-def cstr(value: memoryview) -> str:
+try:
+    from ._rtattr import pick  # the same walk in C (kernel/_rtattr.c): a tenth of the time
+except ImportError:  # a checkout or wheel built without it
+    pick = _pick
+
+
+def cstr(value: memoryview | bytes) -> str:
     return bytes(value).split(b"\0", 1)[0].decode(errors="replace")
 
 

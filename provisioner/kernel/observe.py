@@ -23,7 +23,12 @@ from . import netlink as nl
 
 TUN_TYPES = {1: DeviceType.TUN, 2: DeviceType.TAP}
 NO_OWNER = 0xFFFFFFFF
-LINK_ATTRS = frozenset((nl.IFLA_IFNAME, nl.IFLA_MTU, nl.IFLA_ADDRESS, nl.IFLA_IFALIAS, nl.IFLA_LINKINFO))
+LINK_ATTRS = (nl.IFLA_IFNAME, nl.IFLA_MTU, nl.IFLA_ADDRESS, nl.IFLA_IFALIAS, nl.IFLA_LINKINFO)
+INFO_ATTRS = (nl.IFLA_INFO_KIND, nl.IFLA_INFO_DATA)
+TUN_ATTRS = (nl.IFLA_TUN_TYPE, nl.IFLA_TUN_OWNER, nl.IFLA_TUN_GROUP, nl.IFLA_TUN_PI, nl.IFLA_TUN_VNET_HDR,
+             nl.IFLA_TUN_MULTI_QUEUE)
+ADDRESS_ATTRS = (nl.IFA_LOCAL, nl.IFA_ADDRESS)
+ROUTE_ATTRS = (nl.RTA_DST, nl.RTA_GATEWAY, nl.RTA_OIF, nl.RTA_PRIORITY, nl.RTA_TABLE)
 
 
 @dataclass(frozen=True)
@@ -66,37 +71,29 @@ def _links(sock: nl.Netlink) -> dict[int, tuple[str, str, Device | None]]:
         if kind != nl.RTM_NEWLINK:
             continue
         _, _, index, flags, _ = nl.IFINFO.unpack_from(msg)
-        found = nl.pick(msg, nl.IFINFO.size, LINK_ATTRS)
-        name = nl.cstr(found[nl.IFLA_IFNAME]) if nl.IFLA_IFNAME in found else ""
-        mtu = nl.U32.unpack_from(found[nl.IFLA_MTU])[0] if nl.IFLA_MTU in found else 0
-        mac = found[nl.IFLA_ADDRESS].hex(":") if nl.IFLA_ADDRESS in found else ""
-        alias = nl.cstr(found[nl.IFLA_IFALIAS]) if nl.IFLA_IFALIAS in found else ""
-        link_kind = ""
-        tun: dict[int, int] = {}
-        if nl.IFLA_LINKINFO in found:
-            for it, ivalue in nl.attrs(found[nl.IFLA_LINKINFO]):
-                if it == nl.IFLA_INFO_KIND:
-                    link_kind = nl.cstr(ivalue)
-                elif it == nl.IFLA_INFO_DATA:
-                    tun = {dt: int.from_bytes(dv, "little") for dt, dv in nl.attrs(ivalue)}
+        raw_name, raw_mtu, raw_mac, raw_alias, info = nl.pick(msg, nl.IFINFO.size, LINK_ATTRS)
+        name = nl.cstr(raw_name) if raw_name is not None else ""
+        info_kind, info_data = nl.pick(info, 0, INFO_ATTRS) if info is not None else (None, None)
+        link_kind = nl.cstr(info_kind) if info_kind is not None else ""
         device = None
-        if link_kind == "tun" and tun.get(nl.IFLA_TUN_TYPE) in TUN_TYPES:
-            dtype = TUN_TYPES[tun[nl.IFLA_TUN_TYPE]]
-            owner = tun.get(nl.IFLA_TUN_OWNER, NO_OWNER)
-            group = tun.get(nl.IFLA_TUN_GROUP, NO_OWNER)
-            device = Device(
-                name=name,
-                type=dtype,
-                state=LinkState.UP if flags & nl.IFF_UP else LinkState.DOWN,
-                mtu=mtu,
-                mac=mac if dtype is DeviceType.TAP else None,
-                owner=None if owner == NO_OWNER else owner,
-                group=None if group == NO_OWNER else group,
-                pi=bool(tun.get(nl.IFLA_TUN_PI)),
-                vnet_hdr=bool(tun.get(nl.IFLA_TUN_VNET_HDR)),
-                multi_queue=bool(tun.get(nl.IFLA_TUN_MULTI_QUEUE)),
-                managed=alias == OWNER_ALIAS,
-            )
+        if link_kind == "tun" and info_data is not None:
+            tun_type, owner, group, pi, vnet_hdr, multi_queue = (
+                None if v is None else int.from_bytes(v, "little") for v in nl.pick(info_data, 0, TUN_ATTRS))
+            dtype = TUN_TYPES.get(tun_type) if tun_type is not None else None
+            if dtype is not None:
+                device = Device(
+                    name=name,
+                    type=dtype,
+                    state=LinkState.UP if flags & nl.IFF_UP else LinkState.DOWN,
+                    mtu=_u32(raw_mtu, 0),
+                    mac=(raw_mac or b"").hex(":") if dtype is DeviceType.TAP else None,
+                    owner=None if owner in (None, NO_OWNER) else owner,
+                    group=None if group in (None, NO_OWNER) else group,
+                    pi=bool(pi),
+                    vnet_hdr=bool(vnet_hdr),
+                    multi_queue=bool(multi_queue),
+                    managed=raw_alias is not None and nl.cstr(raw_alias) == OWNER_ALIAS,
+                )
         out[index] = (name, link_kind, device)
     return out
 
@@ -109,8 +106,8 @@ def _addresses(sock: nl.Netlink, names: dict[int, str], wanted: frozenset[int]) 
         family, prefixlen, _, _, index = nl.IFADDR.unpack_from(msg)
         if index not in wanted:
             continue
-        found = {t: bytes(v) for t, v in nl.attrs(msg, nl.IFADDR.size) if t in (nl.IFA_ADDRESS, nl.IFA_LOCAL)}
-        raw = found.get(nl.IFA_LOCAL) or found.get(nl.IFA_ADDRESS)
+        local, address = nl.pick(msg, nl.IFADDR.size, ADDRESS_ATTRS)
+        raw = local or address
         if raw is None:
             continue
         out.append(Address(names[index], f"{_ip_text(family, raw)}/{prefixlen}"))
@@ -136,19 +133,8 @@ def _routes(sock: nl.Netlink, names: dict[int, str], oif: int | None = None) -> 
         if (protocol == nl.RTPROT_KERNEL or rtype != nl.RTN_UNICAST or src_len
                 or family not in (socket.AF_INET, socket.AF_INET6)):
             continue
-        dst = gateway = None
-        route_oif = metric = 0
-        for t, value in nl.attrs(msg, nl.RTMSG.size):
-            if t == nl.RTA_DST:
-                dst = bytes(value)
-            elif t == nl.RTA_GATEWAY:
-                gateway = bytes(value)
-            elif t == nl.RTA_OIF:
-                route_oif = nl.U32.unpack_from(value)[0]
-            elif t == nl.RTA_PRIORITY:
-                metric = nl.U32.unpack_from(value)[0]
-            elif t == nl.RTA_TABLE:
-                table = nl.U32.unpack_from(value)[0]
+        dst, gateway, raw_oif, raw_metric, raw_table = nl.pick(msg, nl.RTMSG.size, ROUTE_ATTRS)
+        route_oif, metric, table = _u32(raw_oif, 0), _u32(raw_metric, 0), _u32(raw_table, table)
         if table == nl.RT_TABLE_LOCAL or (oif is not None and route_oif != oif):
             continue
         width = 4 if family == socket.AF_INET else 16
@@ -158,6 +144,10 @@ def _routes(sock: nl.Netlink, names: dict[int, str], oif: int | None = None) -> 
             dev=names.get(route_oif), managed=protocol == OWNER_PROTOCOL,
         ))
     return tuple(sorted(out, key=lambda r: r.key))
+
+
+def _u32(raw: bytes | None, default: int) -> int:
+    return nl.U32.unpack_from(raw)[0] if raw is not None and len(raw) >= 4 else default
 
 
 def _ip_text(family: int, raw: bytes) -> str:

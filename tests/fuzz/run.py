@@ -3,8 +3,8 @@
     python -m tests.fuzz.run --seconds 60            every target (what `make fuzz` does)
     python -m tests.fuzz.run --seconds 5 peer macs   some of them
     python -m tests.fuzz.run --seconds 60 --asan     every target, then those that reach the C
-                                                     extension (targets.NATIVE) again, against a
-                                                     build of it with AddressSanitizer and UBSan
+                                                     extensions (targets.NATIVE) again, against
+                                                     builds of them with AddressSanitizer and UBSan
 
 Under ASan the runtime is preloaded (Python is not built with it), and it brings coverage hooks
 of its own that blind atheris's: libFuzzer there can mutate but not tell a new path. So the
@@ -31,20 +31,22 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 CRASHES = HERE / "crashes"
-EXTENSION = ROOT / "provisioner" / "tunnel" / "_fastpath.c"
-MODULE = "provisioner.tunnel._fastpath"
-ASAN_SO = "PROVISION_FUZZ_ASAN_SO"  # set in a child: load the extension from this file
+EXTENSIONS = {  # module: (source, libraries), as setup.py builds them
+    "provisioner.tunnel._fastpath": (ROOT / "provisioner" / "tunnel" / "_fastpath.c", ["-lcrypto"]),
+    "provisioner.kernel._rtattr": (ROOT / "provisioner" / "kernel" / "_rtattr.c", []),
+}
+ASAN_SO = "PROVISION_FUZZ_ASAN_SO"  # set in a child: a directory holding MODULE.so for each extension
 
 
 def build_asan(into: Path) -> Path:
-    """A second copy of the extension with AddressSanitizer and UBSan (any UB aborts), warnings as
-    errors as in setup.py; gcc's, since that is the compiler the machine has."""
-    out = into / "_fastpath_asan.so"
-    subprocess.run(["gcc", "-shared", "-fPIC", "-std=gnu11", "-O1", "-g", "-Wall", "-Wextra", "-Werror",
-                    "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer",
-                    f"-I{sysconfig.get_paths()['include']}", str(EXTENSION), "-lcrypto", "-o", str(out)],
-                   check=True)
-    return out
+    """A second copy of each extension with AddressSanitizer and UBSan (any UB aborts), warnings as
+    errors as in setup.py; gcc's, since that is the compiler the machine has. Returns their directory."""
+    for module, (source, libraries) in EXTENSIONS.items():
+        subprocess.run(["gcc", "-shared", "-fPIC", "-std=gnu11", "-O1", "-g", "-Wall", "-Wextra", "-Werror",
+                        "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer",
+                        f"-I{sysconfig.get_paths()['include']}", str(source), *libraries,
+                        "-o", str(into / f"{module}.so")], check=True)
+    return into
 
 
 def asan_env(so: Path) -> dict[str, str]:
@@ -59,15 +61,16 @@ def asan_env(so: Path) -> dict[str, str]:
 
 
 def load_asan_extension() -> None:
-    """In a child of --asan: the sanitized build stands in for the extension before anything imports it."""
-    so = os.environ.get(ASAN_SO)
-    if not so:
+    """In a child of --asan: the sanitized builds stand in for the extensions before anything imports them."""
+    directory = os.environ.get(ASAN_SO)
+    if not directory:
         return
-    spec = importlib.util.spec_from_file_location(MODULE, so)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    sys.modules[MODULE] = module
+    for name in EXTENSIONS:
+        spec = importlib.util.spec_from_file_location(name, Path(directory) / f"{name}.so")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[name] = module
 
 
 def fuzz_one(name: str, seconds: int, keep: Path | None = None) -> None:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from provisioner.errors import ProvisionError
+from provisioner.kernel import _rtattr, netlink  # type: ignore[attr-defined]
 from provisioner.model import DeviceType, Role, Transport, Tunnel
 from provisioner.tunnel import _fastpath, noise, tcp, vnet  # type: ignore[attr-defined]
 from provisioner.tunnel.cookie import CookieChecker, CookieGenerator
@@ -431,6 +432,17 @@ def device(data: bytes) -> None:
     assert got is None or isinstance(got, Drop)
 
 
+def netlink_pick(data: bytes) -> None:
+    """kernel/_rtattr.c's attribute walk against its Python model: the same answer for any bytes
+    (an offset, up to 8 types, then the buffer)."""
+    if len(data) < 2:
+        return
+    n = data[1] % 9
+    types, buffer = tuple(b % 16 for b in data[2:2 + n]), data[2 + n:]
+    offset = data[0] % (len(buffer) + 8)
+    assert _rtattr.pick(buffer, offset, types) == netlink._pick(buffer, offset, types)
+
+
 _inventory_dir = Path(tempfile.mkdtemp(prefix="provision-fuzz-"))
 
 
@@ -460,6 +472,7 @@ def supervisor_hears(data: bytes) -> None:
 
 
 TARGETS: dict[str, Target] = {
+    "netlink_pick": netlink_pick,
     "initiation": initiation,
     "response": response,
     "cookie_reply": cookie_reply,
@@ -480,7 +493,8 @@ TARGETS: dict[str, Target] = {
 }
 # The targets that reach the compiled extension: `make fuzz` runs them again against a build of
 # it with AddressSanitizer and UBSan (run.py --asan).
-NATIVE = ["fastpath_open", "fastpath_seal", "fastpath_segment", "fastpath_run", "transport", "peer", "udp_receive"]
+NATIVE = ["fastpath_open", "fastpath_seal", "fastpath_segment", "fastpath_run", "transport", "peer", "udp_receive",
+          "netlink_pick"]
 SEEDS: dict[str, list[bytes]] = {
     "initiation": [b"\x00" + INITIATION, b"\x01", b"\x03\x05\x00"],
     "response": [b"\x00" + RESPONSE, b"\x01"],
@@ -501,4 +515,6 @@ SEEDS: dict[str, list[bytes]] = {
     "fastpath_run": [bytes([7, 0x13]) + bytes([0, 1] * 30 + [4, 9]), bytes([15, 0x25]) + bytes([0, 2, 5, 1, 0, 3, 6, 4]) + b"EEEE",
                      bytes([3, 0]) + bytes([1, 1, 7, 9, 0, 2, 4, 8])],
     "inventory": [p.read_bytes() for p in sorted((Path(__file__).resolve().parents[2] / "inventories").glob("*.yaml"))],
+    "netlink_pick": [bytes([0, 3, 1, 3]) + struct.pack("=HH", 8, 3) + b"bt01" + struct.pack("=HH", 5, 1) + b"x",
+                     bytes([4, 2, 0x81, 0x80])],
 }

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from provisioner.connection.kernel import KernelConnection
 from provisioner.model import Address, Device, DeviceType, Route
 from provisioner.plan import Action, Change, Kind, Resource
@@ -59,3 +61,33 @@ def test_a_route_change_that_names_its_devices_reads_again_only_the_routes_on_th
         everything = conn.observe([anywhere])
         assert ("198.51.100.0/24", "tp2") in [(r.to, r.dev) for r in everything.routes]
         assert everything == conn.observe()
+
+
+def test_the_compiled_and_the_python_walk_read_the_same_state(tmp_path: Path, netns: str,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Devices of every kind of flag and owner, addresses of both families, routes through a
+    device, through a gateway and in another table: one observation through kernel/_rtattr.c,
+    one through netlink._pick."""
+    from provisioner.kernel import netlink
+
+    ip(netns, "tuntap", "add", "dev", "tp0", "mode", "tap", "user", "65534", "group", "65534")
+    ip(netns, "tuntap", "add", "dev", "tn0", "mode", "tun", "pi", "vnet_hdr", "multi_queue")
+    ip(netns, "link", "add", "v0", "type", "veth", "peer", "name", "v1")
+    for dev in ("tp0", "tn0", "v0"):
+        ip(netns, "link", "set", dev, "up")
+    ip(netns, "link", "set", "tp0", "alias", "provision")
+    ip(netns, "addr", "add", "198.51.100.1/24", "dev", "tp0")
+    ip(netns, "addr", "add", "fd00:5::1/64", "dev", "tn0")
+    ip(netns, "route", "add", "192.0.2.0/24", "via", "198.51.100.2", "metric", "7")
+    ip(netns, "route", "add", "203.0.113.0/24", "dev", "tn0", "table", "100")
+    ip(netns, "-6", "route", "add", "fd00:6::/64", "dev", "tn0", "proto", "147")
+    with KernelConnection("h", netns, tmp_path, 5.0, lambda _: None) as conn:
+        compiled = conn.observe()
+        monkeypatch.setattr(netlink, "pick", netlink._pick)
+        modelled = conn.observe()
+    assert compiled == modelled
+    assert {d.name: (d.owner, d.pi, d.vnet_hdr, d.multi_queue, d.managed) for d in compiled.devices} == {
+        "tp0": (65534, False, False, False, True), "tn0": (None, True, True, True, False)}
+    assert {(r.to, r.table, r.metric, r.via, r.dev, r.managed) for r in compiled.routes} >= {
+        ("192.0.2.0/24", 254, 7, "198.51.100.2", "tp0", False), ("203.0.113.0/24", 100, 0, None, "tn0", False),
+        ("fd00:6::/64", 254, 1024, None, "tn0", True)}
