@@ -57,6 +57,8 @@ def _desired_keys(desired: Network) -> set[str]:
 def hide_foreign(observed: Observed, desired: Network, registry: Registry, me: str) -> Observed:
     """The live state as this inventory may act on it: what another inventory owns and this one
     does not name is not ours (devices and routes unmanaged, tunnels unseen)."""
+    if all(owner == me for owner in registry.values()):  # the usual machine, with one inventory: 5 ms less
+        return observed
     named = _desired_keys(desired)
 
     def foreign(key: str) -> bool:

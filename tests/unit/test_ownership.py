@@ -35,3 +35,9 @@ def test_the_registry_after_an_apply() -> None:
     gone = plan(Network(), {device_key("tap0"): "b.yaml"}, destroy=True)
     assert device_key("tap0") not in recorded({device_key("tap0"): "b.yaml"}, "b.yaml", gone.changes, Network(),
                                               True)
+
+
+def test_a_registry_of_this_inventory_alone_hides_nothing() -> None:
+    mine = {device_key("tap0"): "b.yaml", route_key(*ROUTE.key): "b.yaml"}
+    assert hide_foreign(LIVE, Network(), mine, "b.yaml") is LIVE  # nothing to look at, key by key
+    assert hide_foreign(LIVE, Network(), {**mine, device_key("tap0"): "a.yaml"}, "b.yaml").devices[0].managed is False
