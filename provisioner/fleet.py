@@ -62,6 +62,8 @@ def _warm(loaded: Loaded, job: Job) -> None:
 
     if job.snapshots is None:
         from .connection import kernel  # noqa: F401  (and through it the kernel and tunnel modules)
+        if job.apply:
+            from .kernel import apply  # noqa: F401  (a transaction's, imported where a plan has no use for it)
         if any(h.connection == DOCKER for h in loaded.hosts):
             from .connection import docker  # noqa: F401
     gc.freeze()
