@@ -42,7 +42,7 @@ def run(loaded: Loaded, job: Job, forks: int, report: Report, notify: Notify,
     sys.stdout.flush()
     sys.stderr.flush()  # or the workers would print what is still in our buffers again
     try:
-        with ProcessPoolExecutor(min(forks, len(hosts)), multiprocessing.get_context("fork")) as pool:
+        with ProcessPoolExecutor(_workers(loaded, forks), multiprocessing.get_context("fork")) as pool:
             futures = [pool.submit(_run_inherited, i) for i in range(len(hosts))]
             for host, future in zip(hosts, futures, strict=True):
                 try:
@@ -52,6 +52,18 @@ def run(loaded: Loaded, job: Job, forks: int, report: Report, notify: Notify,
                                                                   "this host was done")
     finally:
         _inherited = None
+
+
+def _workers(loaded: Loaded, forks: int) -> int:
+    """`forks`, but no more than the hosts, nor (unless a host is a container, whose run is mostly
+    waiting for it) than the CPUs: a host here is CPU work, and 8 workers on 2 cores made a no-op
+    plan of 50 namespaces slower than one worker did (0.44 s against 0.32 s), by the forks alone."""
+    import os
+
+    workers = min(forks, len(loaded.hosts))
+    if not any(h.connection == DOCKER for h in loaded.hosts):
+        workers = min(workers, os.cpu_count() or 1)
+    return workers
 
 
 def _warm(loaded: Loaded, job: Job) -> None:

@@ -60,3 +60,19 @@ def test_forks_plan_like_one_at_a_time_and_a_failing_host_does_not_stop_the_othe
 def test_forks_must_be_a_positive_number_and_a_usage_error_exits_1_not_2(tmp_path: Path) -> None:
     r = provision("plan", "x.yaml", "--forks", "0", state_dir=tmp_path / "state", check_rc=1)
     assert "argument --forks/-f: expected a whole number of at least 1, got '0'" in r.err and "Traceback" not in r.err
+
+
+def test_workers_are_no_more_than_the_cpus_unless_a_host_is_a_container(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A namespace or local host is CPU work: more workers than CPUs only add forks (on 2 cores,
+    --forks 8 planned 50 namespaces slower than --forks 1). A container's run is mostly waiting."""
+    import os
+    from types import SimpleNamespace
+
+    from provisioner import fleet
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    local = SimpleNamespace(hosts=[SimpleNamespace(connection="netns")] * 50)
+    assert fleet._workers(local, 8) == 2  # type: ignore[arg-type]
+    assert fleet._workers(SimpleNamespace(hosts=local.hosts[:1]), 8) == 1  # type: ignore[arg-type]
+    mixed = SimpleNamespace(hosts=[*local.hosts, SimpleNamespace(connection="docker")])
+    assert fleet._workers(mixed, 8) == 8  # type: ignore[arg-type]
