@@ -17,7 +17,7 @@ import os
 import socket
 import struct
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 NETLINK_ROUTE = 0
@@ -75,19 +75,6 @@ def attr(kind: int, data: bytes) -> bytes:
 
 def u32(kind: int, value: int) -> bytes:
     return attr(kind, U32.pack(value))
-
-
-def attrs(data: memoryview | bytes, offset: int = 0) -> Iterator[tuple[int, memoryview]]:
-    """(type, payload) of each attribute from `offset` on; nested flags are masked off."""
-    view = memoryview(data)
-    end = len(view)
-    unpack = RTA.unpack_from
-    while offset + 4 <= end:
-        size, kind = unpack(view, offset)
-        if size < 4:
-            break
-        yield kind & 0x3FFF, view[offset + 4: offset + size]
-        offset += (size + 3) & ~3
 
 
 def _pick(data: memoryview | bytes, offset: int, types: tuple[int, ...]) -> tuple[bytes | None, ...]:
@@ -268,7 +255,7 @@ def _ack(msg: memoryview, flags: int) -> Ack:
         # error(4) + the original header (payload left out: NETLINK_CAP_ACK), then TLVs
         inner_len = HDR.unpack_from(msg, 4)[0]
         start = 4 + (HDR.size if flags & 0x100 else inner_len)
-        for kind, value in attrs(msg, start):
-            if kind == NLMSGERR_ATTR_MSG:
-                reason = cstr(value)
+        (message,) = pick(msg, start, (NLMSGERR_ATTR_MSG,))
+        if message is not None:
+            reason = cstr(message)
     return Ack(code, reason)
