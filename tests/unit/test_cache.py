@@ -3,6 +3,7 @@ is not exactly what we wrote, where only we can write, is a miss."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 from pathlib import Path
@@ -111,7 +112,8 @@ def test_data_that_json_would_change_is_not_kept(cache_dir) -> None:
     slot = cache.slot(cache_dir, ["x"])
     cache.put(slot, {1: "an integer key becomes a string in JSON"})
     assert cache.get(slot) is None
-    for changed in ({"a": ("a tuple", "becomes a list")}, {"a": [{None: "a null key becomes 'null'"}]}):
+    for changed in ({"a": ("a tuple", "becomes a list")}, {"a": [{None: "a null key becomes 'null'"}]},
+                    {"a": {True: "a true key becomes 'true'"}}, {"a": datetime.date(2026, 12, 2)}):
         cache.put(slot, changed)
         assert cache.get(slot) is None
     cache.put(slot, {"fine": [1, 2.5, True, None]})
