@@ -49,6 +49,11 @@ MAX_ALONE = 64  # more edited lines than this that ruamel must parse one by one:
 # Texts shorter than this are not kept: their full parse costs under 30 ms, and a kept parse takes
 # 2.5 times the text's room in the state directory (a tmpfs, beside the locks and the records).
 KEEP_FROM = 32 * 1024
+# An edit of a few items leaves the kept parse as it is: the next text is patched from it as well,
+# its lines a few more, and the write it saves (a 1000-device parse is 230 KB of JSON, 5-7 ms to
+# make, check and write) was a sixth of what a one-change apply adds to a plan. Past this many
+# items put in place, the new parse is kept instead.
+REKEEP_AFTER = 16
 Run = list[Any]  # [path of the sequence, [[line, column] of each item]] (JSON: no tuples)
 
 
@@ -70,7 +75,8 @@ class Reparser:
     edited lines where it can; `check` judges only the items an edit put in place when the kept
     parse passed the same schema and every such item is in a network's list, where an item is
     judged alone (schema.network_list_at), and else the whole document. The new parse is kept
-    with its verdict, in one write, once judged."""
+    with its verdict, in one write, once judged; not when it is the kept one with no more than
+    REKEEP_AFTER items put in place, and passed."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -102,7 +108,7 @@ class Reparser:
             problems: list[Diagnostic] = []
         else:
             problems = schema.check(source, data, name)
-        if parsed.judged != name or parsed.replaced or problems:  # else it is kept as it is
+        if parsed.judged != name or problems or len(parsed.replaced) > REKEEP_AFTER:  # else kept as it is
             try:
                 self.directory.mkdir(mode=0o700, exist_ok=True)
             except OSError:

@@ -312,3 +312,23 @@ def test_a_first_parse_of_a_broken_item_fails_where_the_full_parse_fails() -> No
     with pytest.raises(InventoryError) as first:
         reparse.first_parse(Source("a.yaml", broken), reparse.shape(broken))
     assert str(first.value) == str(full.value)
+
+
+def test_a_small_edit_leaves_the_kept_parse_and_the_next_edit_is_patched_from_it(
+        directory: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    last = reparse.Reparser(directory)
+    judged(last, Source("a.yaml", BASE))
+    (kept,) = (directory / "parses").glob("*.json")
+    written = kept.read_bytes()
+    one = BASE.replace("- {name: t1, type: tap}", "- {name: t1, type: tun}")
+    assert judged(last, Source("b.yaml", one)) == parse(Source("b.yaml", one))
+    assert kept.read_bytes() == written, "a one-item edit wrote the kept parse again"
+    whole: list[object] = []
+    monkeypatch.setattr(schema, "check", lambda *a: whole.append(a) or real_check(*a))
+    two = one.replace("t2, type: tun", "t2, type: tap")  # two items from the kept text: both patched
+    assert two != one
+    assert judged(last, Source("c.yaml", two)) == parse(Source("c.yaml", two))
+    assert whole == [] and kept.read_bytes() == written
+    monkeypatch.setattr(reparse, "REKEEP_AFTER", 1)  # past it, the new parse is kept
+    assert judged(last, Source("c.yaml", two)) == parse(Source("c.yaml", two))
+    assert kept.read_bytes() != written and json.loads(kept.read_bytes().split(b"\n", 1)[1])["text"] == two
