@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import Diagnostic, InventoryError, Path
+from .model import MAIN_TABLE, canonical_network, default_metric
 from .source import Sources
 
 ALL = "all"
@@ -122,8 +123,6 @@ def _is_ip(text: str) -> bool:
 
 def route_key(route: Mapping[str, Any]) -> tuple[Any, Any, Any]:
     """(table, to, metric) with the defaults filled in, so spellings of one route merge."""
-    from .model import MAIN_TABLE, canonical_network, default_metric
-
     to = route.get("to")
     try:
         to = canonical_network(str(to))
