@@ -286,18 +286,18 @@ class _Reader:
         in_some = {h for g in self.groups.values() if g.name not in (ALL, UNGROUPED) for h in self._members(g.name, set())}
         ungrouped.hosts = [h for h in self.host_defs if h not in in_some]
 
-    def _set_depths(self) -> None:
-        """Depth is the longest path from `all`, as Ansible orders group variables; a cycle is an error."""
-        def visit(name: str, depth: int, trail: tuple[str, ...]) -> None:
-            group = self.groups[name]
-            group.depth = max(group.depth, depth)
-            for child in group.children:
-                if child in trail:
-                    self.problems.append(self._diagnostic(self.groups[child].path, f"group {child} is its own "
-                                                          f"ancestor: {' > '.join((*trail, child))}", True))
-                    continue
-                visit(child, depth + 1, (*trail, child))
-        visit(ALL, 0, (ALL,))
+    def _set_depths(self, name: str = ALL, depth: int = 0, trail: tuple[str, ...] = (ALL,)) -> None:
+        """Depth is the longest path from `all`, as Ansible orders group variables; a cycle is an
+        error. (A method, not a recursive closure: that is a reference cycle, which held this
+        reader and every document it read until a collection.)"""
+        group = self.groups[name]
+        group.depth = max(group.depth, depth)
+        for child in group.children:
+            if child in trail:
+                self.problems.append(self._diagnostic(self.groups[child].path, f"group {child} is its own "
+                                                      f"ancestor: {' > '.join((*trail, child))}", True))
+                continue
+            self._set_depths(child, depth + 1, (*trail, child))
 
     def _members(self, name: str, seen: set[str]) -> Iterator[str]:
         if name in seen:

@@ -146,30 +146,31 @@ def shape(text: str) -> str:
 
 def runs_of(text: str, node: Any) -> list[Run]:
     """Every block sequence whose items are all one-line flow mappings, each on a line of its own."""
+    out: list[Run] = []
+    if "&" not in text and "*" not in text:
+        _walk(node, [], out)
+    return out
+
+
+def _walk(n: Any, path: list[str | int], out: list[Run]) -> None:
+    """runs_of's walk: a function of its own, as a recursive closure is a reference cycle that
+    would keep `out` (and the runs in it) until a collection."""
     from ruamel.yaml.nodes import MappingNode, SequenceNode
 
-    out: list[Run] = []
-    if "&" in text or "*" in text:
-        return out
-
-    def walk(n: Any, path: list[str | int]) -> None:
-        if isinstance(n, MappingNode):
-            for k, v in n.value:
-                if getattr(k, "tag", "") == "tag:yaml.org,2002:str" and isinstance(k.value, str):
-                    walk(v, [*path, k.value])
-        elif isinstance(n, SequenceNode):
-            items = n.value
-            if (not n.flow_style and items
-                    and all(isinstance(i, MappingNode) and i.flow_style and i.start_mark.line == i.end_mark.line
-                            for i in items)
-                    and len({i.start_mark.line for i in items}) == len(items)):
-                out.append([[*path], [[i.start_mark.line, i.start_mark.column] for i in items]])
-                return
-            for index, item in enumerate(items):
-                walk(item, [*path, index])
-
-    walk(node, [])
-    return out
+    if isinstance(n, MappingNode):
+        for k, v in n.value:
+            if getattr(k, "tag", "") == "tag:yaml.org,2002:str" and isinstance(k.value, str):
+                _walk(v, [*path, k.value], out)
+    elif isinstance(n, SequenceNode):
+        items = n.value
+        if (not n.flow_style and items
+                and all(isinstance(i, MappingNode) and i.flow_style and i.start_mark.line == i.end_mark.line
+                        for i in items)
+                and len({i.start_mark.line for i in items}) == len(items)):
+            out.append([[*path], [[i.start_mark.line, i.start_mark.column] for i in items]])
+            return
+        for index, item in enumerate(items):
+            _walk(item, [*path, index], out)
 
 
 def patched(kept: dict[str, Any], text: str) -> tuple[Any, list[tuple[list[Any], Any]]] | None:
