@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import os
 import struct
+from collections.abc import Callable
 
 from .model import Device, DeviceType
 
@@ -52,8 +53,11 @@ def flags_for(kind: DeviceType, pi: bool, vnet_hdr: bool, multi_queue: bool) -> 
     return flags
 
 
-def create(device: Device) -> None:
-    """Raises OSError with the kernel's errno (EBUSY: the name is taken, EPERM: no CAP_NET_ADMIN)."""
+def create(device: Device, made: Callable[[], None] = lambda: None) -> None:
+    """Raises OSError with the kernel's errno (EBUSY: the name is taken, EPERM: no CAP_NET_ADMIN).
+    `made` is called once the device exists and is persistent, before its descriptor is closed:
+    the close waits for an RCU grace period (the tun driver's detach), time a caller can spend
+    on the device (kernel/creations.py reports it then)."""
     fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
     try:
         fcntl.ioctl(fd, TUNSETIFF, IFREQ.pack(device.name.encode(), flags_of(device)))
@@ -62,6 +66,7 @@ def create(device: Device) -> None:
         if device.group is not None:
             fcntl.ioctl(fd, TUNSETGROUP, device.group)
         fcntl.ioctl(fd, TUNSETPERSIST, 1)
+        made()
     finally:
         os.close(fd)
 

@@ -39,18 +39,32 @@ class Creations:
             for step in self._steps:
                 if self._halt.is_set():
                     break
-                try:
-                    tuntap.create(step.subject)  # type: ignore[arg-type]
-                except OSError as exc:
-                    self._made.put((step, exc))
+                error = self._create_one(step)
+                if error is not None:
+                    self._made.put((step, error))
                     if self._stop_at_failure:
                         break
-                    continue
-                self._made.put((step, None))
         except BaseException as exc:  # not the kernel's refusal: our bug, raised where it is reported
             self._made.put(exc)
         finally:
             self._made.put(None)
+
+    def _create_one(self, step: Step) -> OSError | None:
+        """Reports the device as soon as it is persistent, before its descriptor closes: the
+        close waits for an RCU grace period, in which the reader handles the report without
+        holding the GIL this thread wants next (after the report, the reader's Python ran
+        while this thread waited for the GIL to go on: 1000 taps took 30 ms longer)."""
+        told: list[Step] = []
+
+        def made() -> None:
+            self._made.put((step, None))
+            told.append(step)
+
+        try:
+            tuntap.create(step.subject, made)  # type: ignore[arg-type]
+        except OSError as exc:
+            return None if told else exc  # the close alone failed: the device is made
+        return None
 
     def __iter__(self) -> Iterator[Made]:
         while not self._ended:
