@@ -146,6 +146,14 @@ def parse_nodes(source: Source, fast: bool = True) -> tuple[Any, Any]:
         ) from exc
     except YAMLError as exc:
         raise InventoryError([Diagnostic((), f"YAML error: {exc}", source.file)]) from exc
+    except TypeError as exc:  # ruamel makes a list key a tuple, then hashes it: a mapping in it raises
+        if "unhashable" not in str(exc):
+            raise
+        at = _collection_key(kept[0]) if kept else None
+        mark = at.start_mark if at is not None else None
+        raise InventoryError([Diagnostic(
+            (), "a mapping key holds a mapping: a key must be a scalar (Ansible's are names)", source.file,
+            mark.line + 1 if mark else None, mark.column + 1 if mark else None)]) from exc
     finally:
         # The loader refers to itself, and the classes made for this load (ours, ruamel's) to `kept`:
         # cycles, so the loader and the node tree (50 000 objects for 1000 devices) waited for a full
@@ -196,6 +204,22 @@ def _check_structure(root: Any, file: str) -> None:
     if depth[id(root)] > MAX_DEPTH:
         raise InventoryError([Diagnostic((), f"nested {depth[id(root)]} levels deep, more than {MAX_DEPTH}",
                                          file, 1, 1)])
+
+
+def _collection_key(root: Any) -> Any:
+    """The first mapping key, in the node tree, that is itself a collection (None: there is none)."""
+    stack, seen = [root], set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if node.id == "mapping":
+            for key, _ in node.value:
+                if key.id != "scalar":
+                    return key
+        stack.extend(reversed(_children(node)))
+    return None
 
 
 def _children(node: Any) -> list[Any]:

@@ -61,6 +61,10 @@ def problems(write, body: str) -> list[str]:
      "the kernel would refuse the route (ENETUNREACH)"),
     ("        devices:\n          - {name: t0, type: tap, mtuu: 9000}\n",
      "7:35: all.hosts.h.network.devices[0].mtuu: unknown key 'mtuu' (did you mean 'mtu'?)"),
+    # A list key holding a mapping: ruamel makes the list a tuple, then hashes it (a TypeError, a
+    # traceback until the fuzzer found it: tests/fuzz/crashes/inventory/).
+    ("        tunnels:\n        ?  - {name: wan, device: tun0}\n",
+     "7:12: a mapping key holds a mapping: a key must be a scalar (Ansible's are names)"),
 ])
 def test_one_problem(write, body: str, expected: str) -> None:
     assert problems(write, body) == [expected]
