@@ -51,9 +51,8 @@ class Creations:
 
     def _create_one(self, step: Step) -> OSError | None:
         """Reports the device as soon as it is persistent, before its descriptor closes: the
-        close waits for an RCU grace period, in which the reader handles the report without
-        holding the GIL this thread wants next (after the report, the reader's Python ran
-        while this thread waited for the GIL to go on: 1000 taps took 30 ms longer)."""
+        close waits for an RCU grace period, in which the reader can handle the report without
+        holding the GIL this thread wants next."""
         told: list[Step] = []
 
         def made() -> None:
