@@ -243,3 +243,14 @@ def test_a_valid_device_costs_the_compiled_code_no_exception(monkeypatch: pytest
     monkeypatch.setattr(generated.JsonSchemaValueException, "__init__", counted)
     assert schema.is_valid({"devices": [{"name": f"t{i}", "type": "tap"} for i in range(10)]}, schema.NETWORK)
     assert made == []
+
+
+def test_only_schemas_are_said_as_anyof() -> None:
+    # A property may be named `if` or `else`, and data may hold such keys: neither is a schema.
+    node = {"properties": {"if": {"type": "string"}, "else": {"type": "string"}},
+            "const": {"if": 1, "else": 2},
+            "items": {"if": {"required": ["a"]}, "else": {"required": ["b"]}}}
+    assert schema._if_else(node) == {
+        "properties": {"if": {"type": "string"}, "else": {"type": "string"}},
+        "const": {"if": 1, "else": 2},
+        "items": {"anyOf": [{"required": ["b"]}, {"required": ["a"]}]}}
