@@ -237,8 +237,7 @@ class Transaction:
                     if not (failures and stop):
                         self._send(after, requests, on_step, failures)
             else:
-                encoding: list[Failure] = []
-                self._send(run, [self._encoded(s, encoding) for s in run], on_step, failures, encoding)
+                self._send(run, [self._encoded(s, failures) for s in run], on_step, failures)
             k += 1
         return failures
 
@@ -313,10 +312,9 @@ class Transaction:
         return requests
 
     def _send(self, run: Sequence[Step], requests: Sequence[nl.Request | None], on_step: Callable[[Step], None],
-              failures: list[Failure], encoding: Sequence[Failure] = ()) -> None:
+              failures: list[Failure]) -> None:
         """The requests of `run` (None: it could not be encoded), in batches; each acknowledged
         one took effect. A socket that fails takes effect up to its last acknowledgement."""
-        failures += encoding
         sendable = [r for r in requests if r is not None]
         try:
             acks = iter(self.sock.transact(sendable))
