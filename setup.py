@@ -1,7 +1,8 @@
 """The one thing pyproject.toml cannot say: the C extensions, built with warnings as errors
 (provisioner/tunnel/_fastpath.c, docs/fastpath.md, against the system's OpenSSL libcrypto;
-provisioner/kernel/_rtattr.c, the netlink attribute walk), and the schemas carried inside the
-wheel (schema.py looks for them beside the package). Each has its Python model as a fallback."""
+provisioner/kernel/_rtattr.c, the netlink attribute walk; provisioner/kernel/_setns.c, setns(2)),
+and the schemas carried inside the wheel (schema.py looks for them beside the package). Each
+extension has its Python model as a fallback."""
 
 import os
 import shutil
@@ -44,5 +45,6 @@ setup(
         Extension("provisioner.tunnel._fastpath", sources=["provisioner/tunnel/_fastpath.c"], libraries=["crypto"],
                   extra_compile_args=FLAGS),
         Extension("provisioner.kernel._rtattr", sources=["provisioner/kernel/_rtattr.c"], extra_compile_args=FLAGS),
+        Extension("provisioner.kernel._setns", sources=["provisioner/kernel/_setns.c"], extra_compile_args=FLAGS),
     ],
 )
