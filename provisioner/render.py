@@ -9,6 +9,7 @@ from typing import Any, TextIO
 
 from .model import Address, Device, Route, Tunnel
 from .plan import Action, Change, Kind, Plan
+from .terminal import columns
 
 SYMBOL = {Action.CREATE: "+", Action.UPDATE: "~", Action.REPLACE: "-/+", Action.DELETE: "-"}
 COLOUR = {Action.CREATE: "32", Action.UPDATE: "33", Action.REPLACE: "35", Action.DELETE: "31"}
@@ -258,9 +259,7 @@ class ProgressLine:
         now = time.monotonic()
         if not force and now - self._drawn_at < self.INTERVAL:
             return
-        import shutil  # only on a terminal; it pulls in bz2 and lzma
-
-        width = shutil.get_terminal_size().columns - 1
+        width = columns() - 1
         self.stream.write("\r\033[K" + text[:width])
         self.stream.flush()
         self.shown, self._drawn_at = True, now
