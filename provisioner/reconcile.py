@@ -31,7 +31,7 @@ from .errors import (
 )
 from .inventory import Host, Inventory
 from .model import Network, Observed, Tunnel
-from .plan import Change, Kind, Plan, make_plan, moved_by
+from .plan import Change, Moved, Plan, make_plan, moved_by
 from .render import change_line
 from .resolve import resolve
 from .source import Sources
@@ -209,13 +209,13 @@ def observe_and_plan(conn: Connection, clock: Stopwatch, progress: Progress, hos
 
 
 def _diff(host: Host, desired: Network, observed: Observed, destroy: bool, owners: Owners | None,
-          kinds: frozenset[Kind] | None = None) -> Plan:
+          moved: Moved | None = None) -> Plan:
     if owners is None:
-        return make_plan(host.name, desired, observed, destroy=destroy, kinds=kinds)
+        return make_plan(host.name, desired, observed, destroy=destroy, moved=moved)
     from .ownership import hide_foreign, mark_take_overs
 
     mine = hide_foreign(observed, desired, owners.registry, owners.me)
-    return mark_take_overs(make_plan(host.name, desired, mine, destroy=destroy, kinds=kinds), owners.registry,
+    return mark_take_overs(make_plan(host.name, desired, mine, destroy=destroy, moved=moved), owners.registry,
                            owners.me)
 
 

@@ -21,7 +21,7 @@ from ..kernel.netlink import Netlink, NetlinkError
 from ..kernel.observe import Reading, observe
 from ..lock import host_lock
 from ..model import Observed
-from ..plan import Change, Kind, moved_by
+from ..plan import Change, Kind, Moved, moved_by
 from ..tunnel import runtime
 from . import LOCAL, NETNS
 from .identity import identity, state_name
@@ -71,17 +71,13 @@ class KernelConnection:
         route changed names its device (a gateway alone lets the kernel choose one)."""
         assert self._sock is not None, "use the connection as a context manager"
         since = self._last if changes is not None else None
-        kinds = frozenset(Kind) if changes is None else moved_by(changes)
+        moved = moved_by(changes) if changes is not None else Moved(frozenset(Kind))
+        kinds = moved.kinds
         devices = Kind.DEVICE in kinds
         addresses = Kind.ADDRESS in kinds
-        route_devices = None
-        if changes is not None and not addresses:
-            named = {getattr(r, "dev", None) for c in changes if c.kind is Kind.ROUTE for r in (c.before, c.after)
-                     if r is not None}
-            route_devices = frozenset(d for d in named if d is not None) if None not in named else None
         try:
             reading = observe(self._sock, since, links=devices, addresses=addresses, routes=Kind.ROUTE in kinds,
-                              route_devices=route_devices)
+                              route_devices=moved.route_devices)
         except NetlinkError as exc:
             raise KernelError(self.host, "reading the kernel's state", exc.errno or errno.EIO) from exc
         if since is not None and Kind.TUNNEL not in kinds:

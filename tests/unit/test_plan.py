@@ -9,7 +9,7 @@ import pytest
 
 from provisioner.errors import ConflictError
 from provisioner.model import AbsentRoute, Address, Device, DeviceType, LinkState, Network, Observed, Route
-from provisioner.plan import Action, Kind, make_plan, moved_by, plan_to_dict
+from provisioner.plan import Action, Kind, Moved, make_plan, moved_by, plan_to_dict
 from provisioner.kernel.apply import Verb, steps_for
 from provisioner.render import change_line
 
@@ -106,15 +106,38 @@ def test_a_verification_compares_only_the_kinds_the_changes_can_have_moved() -> 
     again: they are not compared (a drifted MTU read earlier would be the first plan's, not this)."""
     drifted = replace(CONVERGED, devices=(replace(LIVE_TAP, mtu=1500),),
                       routes=(replace(LIVE_ROUTE, via="198.51.100.3"),))
-    (route,) = make_plan("h", DESIRED, drifted, kinds=frozenset({Kind.ROUTE})).changes
+    (route,) = make_plan("h", DESIRED, drifted, moved=Moved(frozenset({Kind.ROUTE}))).changes
     assert route.kind is Kind.ROUTE
     assert {c.kind for c in make_plan("h", DESIRED, drifted).changes} == {Kind.DEVICE, Kind.ROUTE}
-    assert make_plan("h", DESIRED, drifted, kinds=frozenset({Kind.TUNNEL})).empty
+    assert make_plan("h", DESIRED, drifted, moved=Moved(frozenset({Kind.TUNNEL}))).empty
     device = make_plan("h", DESIRED, replace(CONVERGED, devices=(replace(LIVE_TAP, mtu=1500),))).changes
-    assert moved_by(device) == {Kind.DEVICE, Kind.ADDRESS, Kind.ROUTE}
-    assert moved_by([route]) == {Kind.ROUTE}
+    assert moved_by(device) == Moved(frozenset({Kind.DEVICE, Kind.ADDRESS, Kind.ROUTE}))
+    assert moved_by([route]) == Moved(frozenset({Kind.ROUTE}), frozenset({"tap0"}))
     address = make_plan("h", DESIRED, replace(CONVERGED, addresses=())).changes
-    assert moved_by(address) == {Kind.ADDRESS, Kind.ROUTE}
+    assert moved_by(address) == Moved(frozenset({Kind.ADDRESS, Kind.ROUTE}))
+    new_gateway_only = Route("10.9.0.0/16", via="192.0.2.9")
+    (created,) = make_plan("h", replace(DESIRED, routes=(ROUTE, new_gateway_only)), CONVERGED).changes
+    assert moved_by([created]) == Moved(frozenset({Kind.ROUTE}))  # the kernel chooses its device: any
+
+
+def test_a_verification_after_route_changes_compares_the_routes_on_the_devices_they_name() -> None:
+    """Those routes, desired or live, with their namesakes (a gateway-only route that lives on a
+    named device is matched, not taken for a leftover); a route elsewhere was not read again."""
+    devices = tuple(Device(n, DeviceType.TAP) for n in ("a", "b", "c"))
+    r1, r2 = Route("10.1.0.0/16", dev="a"), Route("10.2.0.0/16", dev="b")
+    r3 = Route("10.3.0.0/16", via="192.0.2.9")  # the kernel put it on a
+    desired = Network(devices=devices, routes=(r1, r2, r3))
+    live = Observed(devices=devices, routes=(r1, r2, replace(r3, dev="a")))
+    before = replace(live, routes=(replace(r1, dev="c"), r2, replace(r3, dev="a")))
+    (change,) = make_plan("h", desired, before).changes  # r1 moves from c to a
+    moved = moved_by([change])
+    assert moved == Moved(frozenset({Kind.ROUTE}), frozenset({"a", "c"}))
+    assert make_plan("h", desired, live, moved=moved).empty
+    (missing,) = make_plan("h", desired, replace(live, routes=(r2, replace(r3, dev="a"))), moved=moved).changes
+    assert (missing.action, missing.after) == (Action.CREATE, r1)
+    drifted_elsewhere = replace(live, routes=(r1, replace(r2, via="192.0.2.1"), replace(r3, dev="a")))
+    assert make_plan("h", desired, drifted_elsewhere, moved=moved).empty
+    assert not make_plan("h", desired, drifted_elsewhere).empty
 
 
 def test_owned_leftovers_are_removed_foreign_ones_untouched() -> None:
