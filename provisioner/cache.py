@@ -28,6 +28,8 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
+from .files import FileError, atomic_write
+
 FORMAT = 1
 KEEP = 16  # entries kept; the oldest beyond this are removed when one is written
 JUDGES = ("inventory.py", "loader.py", "source.py", "ini.py", "hostpattern.py", "schema.py", "validate.py",
@@ -118,12 +120,9 @@ def put(s: Slot, data: Any) -> None:
         s.directory.mkdir(mode=0o700, exist_ok=True)
         if not _private(s):
             return
-        tmp = s.directory / f".{s.key}.{os.getpid()}.tmp"
-        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600), "wb") as f:
-            f.write(header + b"\n" + body)
-        os.replace(tmp, s.path)
+        atomic_write(s.path, header + b"\n" + body, durable=False)
         _trim(s.directory)
-    except OSError:
+    except (OSError, FileError):
         pass
 
 

@@ -1,12 +1,13 @@
 """Files that root reads and writes: one way to replace a file, one way to read one, and the
 check that a state directory is ours alone.
 
-Everything provision writes as root goes through `atomic_write`: a temporary file made with
-mkstemp (a fresh random name, O_EXCL, so a link planted at a predictable name is never
-followed) in the target's own directory, written, fsynced, renamed over the target (rename
-replaces a symbolic link at the target, it never writes through one), then the directory is
-fsynced so that the rename itself survives a power cut. A reader sees the old file or the new
-one, never half; a full disk leaves the old one and no temporary behind.
+Everything provision writes as root goes through `atomic_write`: a temporary file under a
+fresh random name (O_EXCL and O_NOFOLLOW, as mkstemp makes it, so a link planted at a
+predictable name is never followed) in the target's own directory, written, fsynced, renamed
+over the target (rename replaces a symbolic link at the target, it never writes through one),
+then the directory is fsynced so that the rename itself survives a power cut. A reader sees the
+old file or the new one, never half; a full disk leaves the old one and no temporary behind.
+What is only kept to save time (cache.py) skips the two fsyncs, not the rest.
 
 Everything provision reads that someone else could have put there (inventories, records, key
 files, snapshots) goes through `read_regular`: a FIFO would block a read for ever (while we
@@ -38,13 +39,12 @@ class FileError(ProvisionError):
         super().__init__(f"{self.path}: {message}")
 
 
-def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -> None:
-    """Replace `path` with `data`, whole or not at all (see the module's docstring)."""
-    import tempfile  # with shutil and random: 8 ms that a plan does without
-
+def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o600, *, durable: bool = True) -> None:
+    """Replace `path` with `data`, whole or not at all (see the module's docstring). Not
+    `durable`: no fsync, for a file that costs only time when a power cut loses it."""
     target = Path(path)
     try:
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        fd, tmp = _temporary(target)
     except OSError as exc:
         raise FileError(target, f"cannot write: {exc.strerror}", exc.errno) from None
     try:
@@ -53,7 +53,8 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.rename(tmp, target)
@@ -65,7 +66,20 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -
         if isinstance(exc, OSError):
             raise FileError(target, f"cannot write: {exc.strerror}", exc.errno) from None
         raise
-    sync_directory(target.parent)
+    if durable:
+        sync_directory(target.parent)
+
+
+def _temporary(target: Path) -> tuple[int, Path]:
+    """A new file (mode 0600) beside `target` under a fresh random name: tempfile.mkstemp's
+    way, without importing tempfile (with shutil and random, 8 ms of a command's start)."""
+    for _ in range(100):
+        tmp = target.parent / f".{target.name}.{os.urandom(6).hex()}.tmp"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no unused temporary name")
 
 
 def write_json(path: str | os.PathLike[str], data: Any, indent: int | None = 2) -> None:
