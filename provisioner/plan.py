@@ -277,7 +277,12 @@ def _plan_routes(desired: Network, observed: Observed, devices: _Part, destroy: 
         if live is None:
             out.changes.append(Change(Action.CREATE, Kind.ROUTE, route_key_text(want), None, want, "not present"))
             continue
-        target = want if want.dev is not None else _replace(want, dev=live.dev)
+        if want.dev is not None:
+            target = want
+        elif (want.via, want.managed) == (live.via, live.managed):
+            target = live  # what the replace below would make, without making it (most are in sync)
+        else:
+            target = _replace(want, dev=live.dev)  # a gateway alone: the kernel's choice of device stands
         if target != live:
             why = [f for f in ("via", "dev") if getattr(target, f) != getattr(live, f)]
             if not live.managed:
