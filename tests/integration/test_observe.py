@@ -91,3 +91,38 @@ def test_the_compiled_and_the_python_walk_read_the_same_state(tmp_path: Path, ne
     assert {(r.to, r.table, r.metric, r.via, r.dev, r.managed) for r in compiled.routes} >= {
         ("192.0.2.0/24", 254, 7, "198.51.100.2", "tp0", False), ("203.0.113.0/24", 100, 0, None, "tn0", False),
         ("fd00:6::/64", 254, 1024, None, "tn0", True)}
+
+
+def test_the_routes_read_through_the_kernels_filter_are_pyroute2s_unicast_routes(tmp_path: Path,
+                                                                                 netns: str) -> None:
+    """The route dumps ask the kernel for unicast routes only, one family at a time: what comes
+    back is every unicast route outside the local table not made by the kernel, as pyroute2
+    reads them, with blackhole, local, broadcast and multicast routes left out."""
+    from pyroute2 import NetNS
+
+    ip(netns, "tuntap", "add", "dev", "tp0", "mode", "tap")
+    ip(netns, "link", "set", "tp0", "up")
+    ip(netns, "addr", "add", "198.51.100.1/24", "dev", "tp0")  # local and broadcast routes in table local
+    ip(netns, "link", "add", "v0", "type", "veth", "peer", "name", "v1")
+    ip(netns, "link", "set", "v0", "up")
+    ip(netns, "link", "set", "v1", "up")
+    ip(netns, "addr", "add", "fd00:5::1/64", "dev", "v0", "nodad")  # and a multicast route in table local
+    ip(netns, "route", "add", "192.0.2.0/24", "via", "198.51.100.2", "metric", "7")
+    ip(netns, "route", "add", "203.0.113.0/24", "dev", "tp0", "table", "100", "proto", "147")
+    ip(netns, "route", "add", "blackhole", "203.0.113.128/25")
+    ip(netns, "-6", "route", "add", "fd00:6::/64", "dev", "tp0", "proto", "147")
+    ip(netns, "-6", "route", "add", "fd00:7::/64", "via", "fd00:5::2", "dev", "v0")
+    with KernelConnection("h", netns, tmp_path, 5.0, lambda _: None) as conn:
+        ours = {(r.table, r.to, r.metric, r.via, r.dev, r.managed) for r in conn.observe().routes}
+    with NetNS(netns) as nl:
+        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in nl.get_links()}
+        theirs = set()
+        for r in nl.get_routes():
+            table = r.get_attr("RTA_TABLE") or r["table"]
+            if r["type"] != 1 or r["proto"] == 2 or table == 255:
+                continue
+            dst = r.get_attr("RTA_DST") or ("0.0.0.0" if r["family"] == 2 else "::")
+            theirs.add((table, f"{dst}/{r['dst_len']}", r.get_attr("RTA_PRIORITY") or 0, r.get_attr("RTA_GATEWAY"),
+                        names.get(r.get_attr("RTA_OIF")), r["proto"] == 147))
+    assert ours == theirs
+    assert {t[1] for t in ours} == {"192.0.2.0/24", "203.0.113.0/24", "fd00:6::/64", "fd00:7::/64"}
