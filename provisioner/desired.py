@@ -25,6 +25,7 @@ from .model import (
     Route,
     Transport,
     Tunnel,
+    canonical_address,
     canonical_interface,
     canonical_network,
     default_metric,
@@ -71,7 +72,7 @@ def network_of(host: Host, hosts: Mapping[str, Host] | None = None, source: Sour
         via = r.get("via")
         routes.append(Route(
             to=to, table=table, metric=int(r.get("metric", default_metric(to))),
-            via=str(ipaddress.ip_address(via)) if via is not None else None,
+            via=canonical_address(str(via)) if via is not None else None,
             dev=str(r["dev"]) if r.get("dev") is not None else None,
         ))
     by_name = {d.name: d for d in devices}

@@ -147,13 +147,13 @@ def test_the_compiled_schema_agrees_with_jsonschema(inventory) -> None:
     "10.0.0.0/8", "10.0.0.1/8", "010.0.0.0/8", "10.0.0.0/08", "1.2.3.4/32", "1.2.3.4/33", "256.0.0.0/8",
     "0.0.0.0/0", "1.2.3.4", "\u0663.1.1.1/32", "1.2.3/24", "1.2.3.4.5/32", "1.2.3.4/", "/24", "1.2.3.4/-1",
     "1.2.3.4/ 24", "+1.2.3.4/32", "1.2.3.4/+3", "1..2.3/8", "fd00::/8", "FD00::1/64", "10.0.0.0/255.0.0.0",
-    "255.255.255.255/32", "default",
+    "255.255.255.255/32", "default", "::ffff:192.0.2.1", "1.2.3.04", "0x1.2.3.4", "1.2.3.4 ", "FD00::0:1",
 ])
 def test_canonical_forms_are_what_ipaddress_says(text) -> None:
-    """The IPv4 fast path of canonical_network/canonical_interface gives ipaddress's answer, or its error."""
+    """The IPv4 fast path of canonical_network/_interface/_address gives ipaddress's answer, or its error."""
     import ipaddress
 
-    from provisioner.model import canonical_interface, canonical_network
+    from provisioner.model import canonical_address, canonical_interface, canonical_network
 
     def outcome(f, *args):
         try:
@@ -164,6 +164,8 @@ def test_canonical_forms_are_what_ipaddress_says(text) -> None:
     expected_net = "0.0.0.0/0" if text == "default" else outcome(ipaddress.ip_network, text)
     assert outcome(canonical_network, text) == expected_net
     assert outcome(canonical_interface, text) == outcome(ipaddress.ip_interface, text)
+    address = text.partition("/")[0]
+    assert outcome(canonical_address, address) == outcome(ipaddress.ip_address, address)
 
 
 @pytest.mark.parametrize("name, words", [
