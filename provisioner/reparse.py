@@ -21,7 +21,9 @@ tests/unit/test_reparse.py checks edit by edit.
 A text with no parse of its shape kept is parsed the same way (`first_parse`): its shape, where
 every such item is `{}`, parses in a sixth of the time, and each item is then put in place as
 an edit of the shape. Most items are of a few plain forms (`plain_item`), read without a YAML
-parser; more than MAX_ALONE others, and the whole text is parsed instead.
+parser; more than MAX_ALONE others, and the whole text is parsed instead. Most shapes are plain
+too (`plain_shape`: block mappings of words and plain scalars, sequences of items), read without
+one as well: then a text seen for the first time is read without importing ruamel at all.
 
 The kept parse also says which schema it passed. The schema then needs to see only the items
 put in place, when each is in a network's list of devices, routes or tunnels: the schema
@@ -40,14 +42,15 @@ from typing import Any
 
 from . import cache, schema
 from .errors import Diagnostic, InventoryError
-from .source import Source, parse, parse_nodes
+from .source import Source, parse_nodes
 
 # A one-line flow mapping item and nothing else: printable ASCII without anchors, aliases, tags,
 # comments, quotes, nested mappings, block scalars, directives, complex keys or merge keys.
 ITEM = re.compile(r"( *)- (\{[ $()+,\-./0-9:;=A-Z\[\]^_a-z~]*\})[ \r]*")
 MAX_ALONE = 64  # more edited lines than this that ruamel must parse one by one: a full parse is cheaper
-# Texts shorter than this are not kept: their full parse costs under 30 ms, and a kept parse takes
-# 2.5 times the text's room in the state directory (a tmpfs, beside the locks and the records).
+# Texts shorter than this are not kept (they are still read by first_parse): their parse costs
+# under 30 ms, and a kept parse takes 2.5 times the text's room in the state directory (a tmpfs,
+# beside the locks and the records).
 KEEP_FROM = 32 * 1024
 # An edit of a few items leaves the kept parse as it is: the next text is patched from it as well,
 # its lines a few more, and the write it saves (a 1000-device parse is 230 KB of JSON, 5-7 ms to
@@ -84,9 +87,9 @@ class Reparser:
         self._waiting: dict[str, _Parsed] = {}
 
     def parse(self, source: Source) -> Any:
-        if len(source.text) < KEEP_FROM:
-            return parse(source)
         form = shape(source.text)
+        if len(source.text) < KEEP_FROM:  # not kept; still read without ruamel where it is plain
+            return first_parse(source, form)[0]
         s = cache.slot(self.parses, ["last parse of a text shaped", form])
         kept = cache.get(s)
         patch = patched(kept, source.text) if isinstance(kept, dict) else None
@@ -124,17 +127,98 @@ def first_parse(source: Source, form: str) -> tuple[Any, list[Run]]:
     the shape (`patched`); or, for a text with anchors or aliases, or an edit that cannot be
     made, the whole text (which also reports a syntax error, where it is)."""
     if "&" not in source.text and "*" not in source.text:
-        try:
-            data, node = parse_nodes(Source(source.file, form))
-        except InventoryError:
-            data = None
+        plain = plain_shape(form)
+        if plain is not None:
+            data, runs = plain
+        else:
+            try:
+                data, node = parse_nodes(Source(source.file, form))
+            except InventoryError:
+                data = None
+            runs = runs_of(form, node) if data is not None else []
         if data is not None:
-            runs = runs_of(form, node)
             made = patched({"text": form, "data": data, "runs": runs}, source.text)
             if made is not None:
                 return made[0], runs
     data, node = parse_nodes(source)
     return data, runs_of(source.text, node)
+
+
+# The lines of a plain shape: a key and a plain scalar or nothing, an item placeholder, a comment.
+_SHAPE_KEY = re.compile(r"( *)([A-Za-z_][A-Za-z0-9_.-]*):(?: +([!-\"$-~][!-~]*))? *")  # printable ASCII
+_SHAPE_ITEM = re.compile(r"( *)- \{\} *")
+_SHAPE_SKIP = re.compile(r" *(?:#[\t -~]*)?")  # YAML refuses control characters, in a comment too
+
+
+def plain_shape(form: str) -> tuple[dict[str, Any], list[Run]] | None:
+    """The parse of a shape (`form`) and its runs, read without a YAML parser when the shape is
+    of the plain kind a generated or hand-written inventory has: nested block mappings whose keys
+    are words, whose values are plain scalars of certain YAML 1.1 meaning (`_scalar`) or blocks,
+    and block sequences of `{}` (the items; each sequence a run). Whole-line comments and a first
+    `---` are passed over. Anything else (a quote, a flow collection, a tab, an `&` or `*`
+    anywhere, a control character, a duplicate key, a key YAML 1.1 reads as a boolean, an
+    indentation that opens no block) is None, and ruamel parses the shape: importing ruamel and
+    parsing a 1000-device shape with it was 40 ms of a converge's load. tests/unit/test_reparse.py
+    and the plain_shape fuzz target hold this to ruamel's parse."""
+    if "&" in form or "*" in form:  # no runs where an anchor may be (runs_of), even in a comment
+        return None
+    root: dict[str, Any] = {}
+    runs: list[Run] = []
+    blocks: list[_Block] = [_Block(0, root, [])]  # the open blocks, innermost last
+    opening: tuple[_Block, str] | None = None  # a `key:` with nothing after it: its value opens next
+    for number, line in enumerate(form.split("\n")):
+        if _SHAPE_SKIP.fullmatch(line) or (line == "---" and number == 0):
+            continue
+        item = _SHAPE_ITEM.fullmatch(line)
+        pair = None if item else _SHAPE_KEY.fullmatch(line)
+        if pair is None and item is None:
+            return None
+        indent = len(pair[1] if pair else item[1])  # type: ignore[index]
+        if opening is not None:
+            parent, key = opening
+            opening = None
+            path = [*parent.path, key]
+            if item is not None and indent >= parent.indent:  # a sequence may sit at its key's indent
+                parent.container[key] = []
+                blocks.append(_Block(indent, parent.container[key], path, []))
+                runs.append([path, blocks[-1].items])
+            elif pair is not None and indent > parent.indent:
+                parent.container[key] = {}
+                blocks.append(_Block(indent, parent.container[key], path))
+        while blocks[-1].indent > indent or (pair and blocks[-1].items is not None and blocks[-1].indent == indent):
+            blocks.pop()  # the root's indent is 0 and it is a mapping: it is never popped
+        block = blocks[-1]
+        if block.indent != indent:
+            return None
+        if item is not None:
+            if block.items is None:
+                return None
+            block.items.append([number, indent + 2])
+            block.container.append({})
+            continue
+        assert pair is not None
+        key, raw = pair[2], pair[3]
+        if key in block.container or key.lower() in _NOT_TEXT:
+            return None
+        if raw is None:
+            block.container[key] = None  # unless a block follows
+            opening = (block, key)
+            continue
+        value = _scalar(raw)
+        if value is None:
+            return None
+        block.container[key] = value
+    return (root, runs) if root else None
+
+
+@dataclass
+class _Block:
+    """plain_shape's open mapping (`items` None) or sequence (`items`: its run's positions)."""
+
+    indent: int
+    container: Any
+    path: list[Any]
+    items: list[list[int]] | None = None
 
 
 def shape(text: str) -> str:

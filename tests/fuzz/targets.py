@@ -18,9 +18,11 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from provisioner import reparse
 from provisioner.errors import ProvisionError
 from provisioner.kernel import _rtattr, netlink  # type: ignore[attr-defined]
 from provisioner.model import DeviceType, Role, Transport, Tunnel
+from provisioner.source import Source, parse_nodes
 from provisioner.tunnel import _fastpath, noise, tcp, vnet  # type: ignore[attr-defined]
 from provisioner.tunnel.cookie import CookieChecker, CookieGenerator
 from provisioner.tunnel.device import Device
@@ -458,6 +460,22 @@ def inventory(data: bytes) -> None:
         return
 
 
+def plain_shape(data: bytes) -> None:
+    """reparse.plain_shape, which reads an inventory's shape without ruamel, against ruamel's
+    parse of the same text: where it gives an answer, it is ruamel's (the data and the runs)."""
+    import warnings
+
+    form = reparse.shape(data.decode("utf-8", errors="replace"))
+    mine = reparse.plain_shape(form)
+    if mine is None:
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected, node = parse_nodes(Source("", form))  # raises if ruamel refuses what was read: a crash
+    assert mine == (expected, reparse.runs_of(form, node)), form
+    assert repr(mine[0]) == repr(expected), form  # the same types too: 1 == True, but not here
+
+
 def supervisor_hears(data: bytes) -> None:
     """What an unprivileged data plane (what the network talks to) can say to the root supervisor:
     a channel message and a counter line. Either is refused (None) or comes out in the shapes the
@@ -485,6 +503,7 @@ TARGETS: dict[str, Target] = {
     "virtio_header": virtio_header,
     "device": device,
     "inventory": inventory,
+    "plain_shape": plain_shape,
     "supervisor_hears": supervisor_hears,
     "fastpath_open": fastpath_open,
     "fastpath_seal": fastpath_seal,
@@ -515,6 +534,8 @@ SEEDS: dict[str, list[bytes]] = {
     "fastpath_run": [bytes([7, 0x13]) + bytes([0, 1] * 30 + [4, 9]), bytes([15, 0x25]) + bytes([0, 2, 5, 1, 0, 3, 6, 4]) + b"EEEE",
                      bytes([3, 0]) + bytes([1, 1, 7, 9, 0, 2, 4, 8])],
     "inventory": [p.read_bytes() for p in sorted((Path(__file__).resolve().parents[2] / "inventories").glob("*.yaml"))],
+    "plain_shape": [p.read_bytes() for p in sorted((Path(__file__).resolve().parents[2] / "inventories").glob("*.yaml"))]
+    + [b"---\nall:\n  hosts:\n    h:\n      network:\n        devices:\n        - {name: t0, type: tap}\n"],
     "netlink_pick": [bytes([0, 3, 1, 3]) + struct.pack("=HH", 8, 3) + b"bt01" + struct.pack("=HH", 5, 1) + b"x",
                      bytes([4, 2, 0x81, 0x80])],
 }

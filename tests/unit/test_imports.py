@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.unit.test_cache import INVENTORY
 
 HEAVY = ("ruamel.yaml", "jsonschema", "fastjsonschema", "cryptography", "provisioner.tunnel.supervisor")
@@ -26,7 +28,7 @@ def test_a_cached_load_imports_no_parser_validator_or_cryptography(tmp_path: Pat
     (tmp_path / "state").mkdir(mode=0o700)
     run = [sys.executable, "-c", LOAD, str(path), str(tmp_path / "state" / "cache")]
     first = subprocess.run(run, capture_output=True, text=True, check=True).stdout
-    assert first.startswith("False") and "'ruamel.yaml'" in first  # parsed, and kept
+    assert first.startswith("False")  # parsed (without ruamel: a plain shape, reparse.plain_shape), and kept
     again = subprocess.run(run, capture_output=True, text=True, check=True).stdout
     assert again.startswith("True")
     assert [m for m in HEAVY if f"'{m}'" in again] == []
@@ -45,3 +47,28 @@ def test_the_parser_and_the_namespace_layer_import_neither_shutil_nor_ctypes() -
     # argparse's formatter asked shutil (with bz2, lzma) for the width, 5 ms; setns came through ctypes, 4 ms
     modules = subprocess.run([sys.executable, "-c", START], capture_output=True, text=True, check=True).stdout
     assert [m for m in ("shutil", "ctypes", "bz2", "lzma") if f"'{m}'" in modules] == []
+
+
+FIRST = """
+import sys
+from pathlib import Path
+from provisioner.reconcile import load
+load(sys.argv[1], cache_dir=Path(sys.argv[2]))
+print(sorted(sys.modules))
+"""
+
+
+@pytest.mark.parametrize("devices", [1, 1000])
+def test_an_inventory_read_for_the_first_time_imports_no_yaml_parser_when_it_is_plain(tmp_path: Path,
+                                                                                      devices: int) -> None:
+    # reparse.plain_shape: a converge of a new 1000-device inventory imported ruamel (20-30 ms) to
+    # parse its shape, and a small one (under reparse.KEEP_FROM) to parse all of it
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    import reconcile as bench
+
+    path = tmp_path / "inventory.yaml"
+    path.write_text(bench.inventory(devices, "ns"))
+    (tmp_path / "state").mkdir(mode=0o700)
+    modules = subprocess.run([sys.executable, "-c", FIRST, str(path), str(tmp_path / "state" / "cache")],
+                             capture_output=True, text=True, check=True).stdout
+    assert "'ruamel.yaml'" not in modules

@@ -332,3 +332,94 @@ def test_a_small_edit_leaves_the_kept_parse_and_the_next_edit_is_patched_from_it
     monkeypatch.setattr(reparse, "REKEEP_AFTER", 1)  # past it, the new parse is kept
     assert judged(last, Source("c.yaml", two)) == parse(Source("c.yaml", two))
     assert kept.read_bytes() != written and json.loads(kept.read_bytes().split(b"\n", 1)[1])["text"] == two
+
+
+def _ruamel_shape(form: str) -> tuple[object, list] | None:
+    """The oracle for plain_shape: ruamel's parse of the shape and its runs, or None where it fails."""
+    from provisioner.source import parse_nodes
+
+    try:
+        data, node = parse_nodes(Source("", form))
+    except InventoryError:
+        return None
+    return data, reparse.runs_of(form, node)
+
+
+SHAPE_KEYS = ["all", "hosts", "h1", "web-01.example.com", "vars", "network", "devices", "routes", "a_b", "yes", "No",
+              "on", "null", "Y", "n", "x.1", "_", "e5"]
+
+
+def _random_shape(rng: random.Random) -> str:
+    """Block mappings, values of every kind of scalar, sequences of `{}`, at right and wrong
+    indentations, with comments, `---`, tabs and CRs now and then."""
+    lines = ["---"] if rng.random() < 0.2 else []
+
+    def block(indent: int, depth: int) -> None:
+        for _ in range(rng.randrange(1, 4)):
+            key = rng.choice(SHAPE_KEYS)
+            roll = rng.random()
+            if rng.random() < 0.05:
+                lines.append(" " * indent + "# a comment")
+            if depth < 3 and roll < 0.35:
+                lines.append(f"{' ' * indent}{key}:")
+                block(indent + rng.choice([2, 4, 1]), depth + 1)
+            elif roll < 0.6:
+                lines.append(f"{' ' * indent}{key}:")
+                at = indent + rng.choice([0, 2, 2, 4])
+                lines.extend(" " * at + "- {}" for _ in range(rng.randrange(1, 4)))
+            elif roll < 0.65:
+                lines.append(f"{' ' * indent}{key}:")
+            else:
+                lines.append(f"{' ' * indent}{key}:{rng.choice([' ', '  ', ''])}{rng.choice(SCALARS)}")
+            if rng.random() < 0.03:
+                lines[-1] = rng.choice([lines[-1] + "\r", lines[-1] + "\t", "\t" + lines[-1], lines[-1] + " # c",
+                                        " " + lines[-1], lines[-1].replace(":", ": :", 1)])
+
+    block(0, 0)
+    return "\n".join(lines) + rng.choice(["\n", "", "\n\n"])
+
+
+def test_a_plain_shape_reads_as_ruamel_reads_it_or_is_left_to_ruamel() -> None:
+    """plain_shape, which spares a converge of a new inventory the import of ruamel and its parse
+    of the shape, against ruamel's (the oracle): the same data, of the same types, and the same
+    runs; or None. Every YAML inventory in the repository, the benchmark's, and 4000 random shapes."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    import reconcile as bench  # bench/reconcile.py: the benchmark's inventory
+
+    root = Path(__file__).resolve().parents[2]
+    texts = [p.read_text() for p in sorted(root.glob("**/*.y*ml")) if ".venv" not in p.parts and ".git" not in p.parts]
+    texts.append(bench.inventory(300, "ns"))
+    rng = random.Random(15)
+    texts += [_random_shape(rng) for _ in range(4000)]
+    read = 0
+    for text in texts:
+        form = reparse.shape(text)
+        mine = reparse.plain_shape(form)
+        if mine is None:
+            continue
+        read += 1
+        expected = _ruamel_shape(form)
+        assert expected is not None, form
+        assert _same(mine[0], expected[0]) and mine[1] == expected[1], form
+    assert read > 400
+    assert reparse.plain_shape(reparse.shape(bench.inventory(300, "ns"))) is not None  # the case it is for
+
+
+@pytest.mark.parametrize("form", [
+    "a: yes\n", "yes: 1\n", "a: 0755\n", "a: 1.5\n", "a: ~\n", "a: 'b'\n", "a: b # c\n", "a:b\n", "a: 1\na: 2\n",
+    "a:\n\t- {}\n", "- {}\n", "a:\n  - {}\n  b: 1\n", "# only a comment\n", "", "---\n", "a: b\n---\nc: d\n",
+    "a:\n    b: 1\n  c: 2\n", "  a: 1\n", "a: [1]\n", "a: {}\n", "a: 2001-12-14\n", "a: 192.0.2.1\n",
+])
+def test_what_plain_shape_leaves_to_ruamel(form: str) -> None:
+    """YAML 1.1's booleans, octals, floats and nulls, quotes, comments after a value, flow
+    collections, duplicate keys, tabs, bad indentation, more than one document: not read here."""
+    assert reparse.plain_shape(form) is None
+
+
+def test_a_sequence_at_its_keys_indentation_is_a_plain_shape() -> None:
+    form = "---\nall:\n  hosts:\n    h:\n      devices:\n      - {}\n      - {}\n      routes:\n        - {}\n      up:\n"
+    assert reparse.plain_shape(form) == _ruamel_shape(form) == (
+        {"all": {"hosts": {"h": {"devices": [{}, {}], "routes": [{}], "up": None}}}},
+        [[["all", "hosts", "h", "devices"], [[5, 8], [6, 8]]], [["all", "hosts", "h", "routes"], [[8, 10]]]])
