@@ -282,7 +282,7 @@ def _plan_routes(desired: Network, observed: Observed, devices: _Part, destroy: 
         elif (want.via, want.managed) == (live.via, live.managed):
             target = live  # what the replace below would make, without making it (most are in sync)
         else:
-            target = _replace(want, dev=live.dev)  # a gateway alone: the kernel's choice of device stands
+            target = replace(want, dev=live.dev)  # a gateway alone: the kernel's choice of device stands
         if target != live:
             why = [f for f in ("via", "dev") if getattr(target, f) != getattr(live, f)]
             if not live.managed:
@@ -313,7 +313,7 @@ def _plan_tunnels(desired: Network, observed: Observed, devices: _Part, destroy:
             out.changes.append(Change(Action.CREATE, Kind.TUNNEL, want.name, None, want, "start: not running"))
             continue
         unknown = {f: getattr(have, f) for f in UNKNOWABLE if getattr(want, f) is None and want.secure}
-        want = _replace(want, **unknown)  # not readable here (a plan --facts in CI): assume it is the same
+        want = replace(want, **unknown)  # not readable here (a plan --facts in CI): assume it is the same
         changed = _spec_changes(have, want)
         if changed:
             why = "restart: " + ", ".join(dict.fromkeys(KEY_FIELDS.get(f, f) for f in changed)) + " changed"
@@ -363,7 +363,7 @@ _COMPARED = tuple(f.name for f in fields(Device) if f.compare)
 def _with_unmanaged_from(want: Device, live: Device) -> Device:
     """Attributes the inventory leaves out keep their live values (a subset match, like nmstate)."""
     keep = {f: getattr(live, f) for f in _UNMANAGED if getattr(want, f) is None}
-    return _replace(want, **keep)
+    return replace(want, **keep)
 
 
 def _matches(want: Device, live: Device) -> bool:
@@ -373,12 +373,6 @@ def _matches(want: Device, live: Device) -> bool:
         if w != getattr(live, f) and not (w is None and f in _UNMANAGED):
             return False
     return True
-
-
-def _replace(obj: Any, **changes: Any) -> Any:
-    from dataclasses import replace
-
-    return replace(obj, **changes)
 
 
 def to_dict(value: Resource | None) -> dict[str, Any] | None:

@@ -1,16 +1,16 @@
 """The live kernel state as an `Observed` value, normalised so the diff is plain comparison.
 
 Four dumps (links without statistics, addresses, IPv4 and IPv6 routes), decoding only the
-attributes the plan reads. Kernel-made routes (proto kernel: connected and link-local prefixes) and
-the local table are left out: nobody declares them and nothing here may touch them.
+attributes the plan reads. Kernel-made routes (proto kernel: connected and link-local
+prefixes) and the local table are left out: nobody declares them and nothing here may touch
+them.
 
 Verification after an apply re-reads only the dumps the apply's changes can have moved
 (`observe(since=...)`): the links dump is most of the cost, and a change of routes alone
 cannot move a link. A change of routes alone re-reads only the routes on the devices it
-names, each asked of the kernel by device (a filtered dump: 0.4 ms for one route's device
-against 7 ms, and 15 ms of decoding, for all 2000 routes of 1000 devices). What is not read
-again is the observation the plan was made against.
-"""
+names, each asked of the kernel by device (filtered dumps: under 1 ms for one route's device,
+against 5-10 ms to read all 1000 routes of 1000 devices). What is not read again is the
+observation the plan was made against."""
 
 from __future__ import annotations
 
