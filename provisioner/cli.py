@@ -86,7 +86,7 @@ def _error_text(exc: ProvisionError) -> str:
 
 class _Formatter(argparse.HelpFormatter):
     """argparse's own, with the width from terminal.py: argparse makes one for every argument it
-    adds, and its own lookup imports shutil (5 ms of every command's start)."""
+    adds, and its own lookup imports shutil (3-4 ms of every command's start)."""
 
     def __init__(self, prog: str) -> None:
         super().__init__(prog, width=columns() - 2)

@@ -72,7 +72,8 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o600, *
 
 def _temporary(target: Path) -> tuple[int, Path]:
     """A new file (mode 0600) beside `target` under a fresh random name: tempfile.mkstemp's
-    way, without importing tempfile (with shutil and random, 8 ms of a command's start)."""
+    way, without importing tempfile (with random, and shutil, which nothing else imports: 5 ms
+    of an apply's start)."""
     for _ in range(100):
         tmp = target.parent / f".{target.name}.{os.urandom(6).hex()}.tmp"
         try:

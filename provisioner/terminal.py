@@ -1,6 +1,6 @@
 """The terminal's width, for argparse's help and the progress line.
 
-shutil.get_terminal_size is the usual way, but importing shutil pulls in bz2 and lzma: 5 ms
+shutil.get_terminal_size is the usual way, but importing shutil pulls in bz2 and lzma: 3-4 ms
 of every command's start, since argparse makes a help formatter (which asks for the width) for
 every argument it adds. This is the same lookup without that import.
 """

@@ -1,7 +1,7 @@
 /* setns(2) for kernel/namespace.py, which Python 3.11's os module does not have (3.12's does).
  *
  * Reaching a host in a network namespace is a setns into it and one back, for every host of
- * every command. Through ctypes that call cost 4 ms of each command's start (importing ctypes
+ * every command. Through ctypes that call cost 3-4 ms of each command's start (importing ctypes
  * and opening the C library), more than the rest of a namespace host's reach. namespace.py
  * keeps the ctypes call as the fallback where this is not built, and
  * tests/integration/test_namespace.py holds both to the same effect on a real namespace.

@@ -21,7 +21,7 @@ class NamespaceError(OSError):
 
 
 def _ctypes_setns() -> Callable[[int, int], None]:
-    """setns through ctypes: the fallback where kernel/_setns.c is not built (4 ms more per command)."""
+    """setns through ctypes: the fallback where kernel/_setns.c is not built (3-4 ms more per command)."""
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)

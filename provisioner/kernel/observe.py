@@ -126,7 +126,8 @@ def _routes(sock: nl.Netlink, names: dict[int, str], oif: int | None = None) -> 
     socket's strict checking; without it the kernel sends all, and the checks here keep it
     right): unicast routes only, so not the local table's entry for every address, half of the
     messages at one address per device (a dump of 1000 routes: 4.8 ms to 1.9 ms). One dump per
-    family: asked of every family at once, a family that takes no filter (MPLS) would refuse it."""
+    family: asked of every family at once, a family whose dump takes no such filter (MPLS's,
+    by the kernel's source) would fail the whole dump."""
     out = []
     for asked in (socket.AF_INET, socket.AF_INET6):
         request = (nl.RTMSG.pack(asked, 0, 0, 0, 0, 0, 0, nl.RTN_UNICAST, 0)

@@ -44,7 +44,7 @@ print(sorted(sys.modules))
 
 
 def test_the_parser_and_the_namespace_layer_import_neither_shutil_nor_ctypes() -> None:
-    # argparse's formatter asked shutil (with bz2, lzma) for the width, 5 ms; setns came through ctypes, 4 ms
+    # argparse's formatter asked shutil (with bz2, lzma) for the width, 3-4 ms; setns came through ctypes, 3-4 ms
     modules = subprocess.run([sys.executable, "-c", START], capture_output=True, text=True, check=True).stdout
     assert [m for m in ("shutil", "ctypes", "bz2", "lzma") if f"'{m}'" in modules] == []
 
