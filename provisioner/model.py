@@ -222,12 +222,8 @@ def canonical_network(text: str) -> str:
 def canonical_address(text: str) -> str:
     """'192.0.2.1' stays; 'FD00::0:1' -> 'fd00::1' (ValueError if it is no address). Remembered as
     canonical_interface is: a 50-host inventory's gateways were 1000 ipaddress objects a run."""
-    if ":" not in text:
-        try:
-            if socket.inet_ntop(socket.AF_INET, socket.inet_pton(socket.AF_INET, text)) == text:
-                return text
-        except OSError:
-            pass
+    if _ipv4_canonical(f"{text}/32") is not None:
+        return text
     return str(ipaddress.ip_address(text))
 
 
