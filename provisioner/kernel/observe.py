@@ -23,10 +23,6 @@ from . import netlink as nl
 
 TUN_TYPES = {1: DeviceType.TUN, 2: DeviceType.TAP}
 NO_OWNER = 0xFFFFFFFF
-LINK_ATTRS = (nl.IFLA_IFNAME, nl.IFLA_MTU, nl.IFLA_ADDRESS, nl.IFLA_IFALIAS, nl.IFLA_LINKINFO)
-INFO_ATTRS = (nl.IFLA_INFO_KIND, nl.IFLA_INFO_DATA)
-TUN_ATTRS = (nl.IFLA_TUN_TYPE, nl.IFLA_TUN_OWNER, nl.IFLA_TUN_GROUP, nl.IFLA_TUN_PI, nl.IFLA_TUN_VNET_HDR,
-             nl.IFLA_TUN_MULTI_QUEUE)
 ADDRESS_ATTRS = (nl.IFA_LOCAL, nl.IFA_ADDRESS)
 ROUTE_ATTRS = (nl.RTA_DST, nl.RTA_GATEWAY, nl.RTA_OIF, nl.RTA_PRIORITY, nl.RTA_TABLE)
 
@@ -68,31 +64,27 @@ def _links(sock: nl.Netlink) -> dict[int, tuple[str, str, Device | None]]:
     request = nl.IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + nl.u32(nl.IFLA_EXT_MASK, nl.RTEXT_FILTER_SKIP_STATS)
     out: dict[int, tuple[str, str, Device | None]] = {}
     for kind, msg in sock.dump(nl.RTM_GETLINK, request):
-        if kind != nl.RTM_NEWLINK:
+        fields = nl.link(msg) if kind == nl.RTM_NEWLINK else None
+        if fields is None:
             continue
-        _, _, index, flags, _ = nl.IFINFO.unpack_from(msg)
-        raw_name, raw_mtu, raw_mac, raw_alias, info = nl.pick(msg, nl.IFINFO.size, LINK_ATTRS)
-        name = nl.cstr(raw_name) if raw_name is not None else ""
-        info_kind, info_data = nl.pick(info, 0, INFO_ATTRS) if info is not None else (None, None)
-        link_kind = nl.cstr(info_kind) if info_kind is not None else ""
+        index, flags, name, mtu, mac, alias, link_kind, tun = fields
         device = None
-        if link_kind == "tun" and info_data is not None:
-            tun_type, owner, group, pi, vnet_hdr, multi_queue = (
-                None if v is None else int.from_bytes(v, "little") for v in nl.pick(info_data, 0, TUN_ATTRS))
+        if tun is not None:
+            tun_type, owner, group, pi, vnet_hdr, multi_queue = tun
             dtype = TUN_TYPES.get(tun_type) if tun_type is not None else None
             if dtype is not None:
                 device = Device(
                     name=name,
                     type=dtype,
                     state=LinkState.UP if flags & nl.IFF_UP else LinkState.DOWN,
-                    mtu=_u32(raw_mtu, 0),
-                    mac=(raw_mac or b"").hex(":") if dtype is DeviceType.TAP else None,
+                    mtu=mtu,
+                    mac=(mac or b"").hex(":") if dtype is DeviceType.TAP else None,
                     owner=None if owner in (None, NO_OWNER) else owner,
                     group=None if group in (None, NO_OWNER) else group,
                     pi=bool(pi),
                     vnet_hdr=bool(vnet_hdr),
                     multi_queue=bool(multi_queue),
-                    managed=raw_alias is not None and nl.cstr(raw_alias) == OWNER_ALIAS,
+                    managed=alias == OWNER_ALIAS,
                 )
         out[index] = (name, link_kind, device)
     return out

@@ -445,6 +445,18 @@ def netlink_pick(data: bytes) -> None:
     assert _rtattr.pick(buffer, offset, types) == netlink._pick(buffer, offset, types)
 
 
+def netlink_messages(data: bytes) -> None:
+    """kernel/_rtattr.c's split of a received buffer against its Python model (a sequence number,
+    then the buffer)."""
+    if data:
+        assert _rtattr.messages(data[1:], data[0] % 4) == netlink._messages(data[1:], data[0] % 4)
+
+
+def netlink_link(data: bytes) -> None:
+    """kernel/_rtattr.c's reading of a link message against its Python model."""
+    assert _rtattr.link(data) == netlink._link(data)
+
+
 _inventory_dir = Path(tempfile.mkdtemp(prefix="provision-fuzz-"))
 
 
@@ -491,6 +503,8 @@ def supervisor_hears(data: bytes) -> None:
 
 TARGETS: dict[str, Target] = {
     "netlink_pick": netlink_pick,
+    "netlink_messages": netlink_messages,
+    "netlink_link": netlink_link,
     "initiation": initiation,
     "response": response,
     "cookie_reply": cookie_reply,
@@ -513,7 +527,7 @@ TARGETS: dict[str, Target] = {
 # The targets that reach the compiled extension: `make fuzz` runs them again against a build of
 # it with AddressSanitizer and UBSan (run.py --asan).
 NATIVE = ["fastpath_open", "fastpath_seal", "fastpath_segment", "fastpath_run", "transport", "peer", "udp_receive",
-          "netlink_pick"]
+          "netlink_pick", "netlink_messages", "netlink_link"]
 SEEDS: dict[str, list[bytes]] = {
     "initiation": [b"\x00" + INITIATION, b"\x01", b"\x03\x05\x00"],
     "response": [b"\x00" + RESPONSE, b"\x01"],
@@ -538,4 +552,11 @@ SEEDS: dict[str, list[bytes]] = {
     + [b"---\nall:\n  hosts:\n    h:\n      network:\n        devices:\n        - {name: t0, type: tap}\n"],
     "netlink_pick": [bytes([0, 3, 1, 3]) + struct.pack("=HH", 8, 3) + b"bt01" + struct.pack("=HH", 5, 1) + b"x",
                      bytes([4, 2, 0x81, 0x80])],
+    "netlink_messages": [bytes([1]) + struct.pack("=IHHII", 20, 16, 0x10, 1, 0) + b"abcd"
+                         + struct.pack("=IHHII", 20, 2, 0, 1, 0) + struct.pack("=i", -95),
+                         bytes([2]) + struct.pack("=IHHII", 20, 3, 0, 2, 0) + bytes(4)],
+    "netlink_link": [struct.pack("=BxHiII", 0, 1, 9, 1, 0) + struct.pack("=HH", 8, 3) + b"tp0\0"
+                     + struct.pack("=HH", 8, 4) + struct.pack("=I", 1400) + struct.pack("=HH", 28, 0x8012)
+                     + struct.pack("=HH", 8, 1) + b"tun\0" + struct.pack("=HH", 16, 0x8002)
+                     + struct.pack("=HH", 5, 3) + b"\x02\0\0\0" + struct.pack("=HH", 5, 4) + b"\x01\0\0\0"],
 }

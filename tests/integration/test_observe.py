@@ -67,7 +67,7 @@ def test_the_compiled_and_the_python_walk_read_the_same_state(tmp_path: Path, ne
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """Devices of every kind of flag and owner, addresses of both families, routes through a
     device, through a gateway and in another table: one observation through kernel/_rtattr.c,
-    one through netlink._pick."""
+    one through its Python models (netlink._messages, _link and _pick)."""
     from provisioner.kernel import netlink
 
     ip(netns, "tuntap", "add", "dev", "tp0", "mode", "tap", "user", "65534", "group", "65534")
@@ -83,7 +83,8 @@ def test_the_compiled_and_the_python_walk_read_the_same_state(tmp_path: Path, ne
     ip(netns, "-6", "route", "add", "fd00:6::/64", "dev", "tn0", "proto", "147")
     with KernelConnection("h", netns, tmp_path, 5.0, lambda _: None) as conn:
         compiled = conn.observe()
-        monkeypatch.setattr(netlink, "pick", netlink._pick)
+        for name in ("messages", "link", "pick"):
+            monkeypatch.setattr(netlink, name, getattr(netlink, f"_{name}"))
         modelled = conn.observe()
     assert compiled == modelled
     assert {d.name: (d.owner, d.pi, d.vnet_hdr, d.multi_queue, d.managed) for d in compiled.devices} == {
