@@ -39,11 +39,16 @@ TARGETS = {  # from issue 15: ratio limits, each within one run
 }
 # The regression guard (make bench-check, in CI): not the targets, which this code does not all
 # meet yet (docs/performance.md), but what it reaches on the 2-core CI machine; a ratio fails only
-# when it passes its limit here by more than the margin (BENCH_MARGIN, 0.5 in CI), so at 3.0, 0.9
-# and 2.25. The slide that issue 15 found (no-op plan 0.89 -> 2.08 of ip -batch) is 2.3x: caught.
-GUARD = {  # the worst of 10 runs of the fourth round's code (2026-12-02 08:05, load 0.5-1): 1.78, 0.53, 1.61
-    "converge / ip -batch": 2.0,
-    "no-op plan / ip -batch": 0.6,
+# when it passes its limit here by more than the margin (BENCH_MARGIN, 0.5 in CI), so at 3.75, 1.5
+# and 2.25. The limits must hold in both states this machine's kernel is found in: on a freshly
+# booted machine `ip -batch` takes 0.13-0.3 s and the no-op plan is 0.6-1.2 of it (medians of 5
+# rounds, 2026-12-02 20:15-20:35); after hours of namespaces made and deleted it took 0.5-0.6 s
+# and the same code's no-op plan was 0.3-0.5 of it. The limits of the fourth round (2.0, 0.6, 1.5)
+# came from the slow state and failed 5 of 10 runs in the fast one. The slide that issue 15 found
+# (no-op plan 2.3x) fails here from the fast state, not from the slow one: docs/performance.md.
+GUARD = {  # the worst of 20 runs in the fast state: 2.96, 1.20, 1.29
+    "converge / ip -batch": 2.5,
+    "no-op plan / ip -batch": 1.0,
     "one-change apply / no-op plan": 1.5,
 }
 MEMORY_LIMIT_MB = 100
@@ -172,7 +177,9 @@ def main() -> None:
     checks = [(k, v, "≤", TARGETS[k]) for k, v in measured.items()]
     if margin is not None:  # CI: ratios only (memory is checked by make bench)
         guarded = [(f"{k} (target {TARGETS[k]:g})", v, "≤", GUARD[k]) for k, v in measured.items()]
-        ok = verdict(f"bench-check, {N} devices, median of {REPEAT} rounds", guarded, margin)
+        # the state the kernel was in (see GUARD): what the ratios are to
+        ok = verdict(f"bench-check, {N} devices, median of {REPEAT} rounds, ip -batch {med['ip -batch']:.2f} s",
+                     guarded, margin)
         raise SystemExit(0 if ok else 1)
     print_seconds(f"{N} tap devices, each with one address and one route; median of {REPEAT} rounds", med)
     print(f"| peak memory (max RSS of a provision process) | {memory:.0f} MB |")
