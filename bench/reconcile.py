@@ -42,11 +42,11 @@ TARGETS = {  # from issue 15: ratio limits, each within one run
 # when it passes its limit here by more than the margin (BENCH_MARGIN, 0.5 in CI), so at 3.75, 1.5
 # and 2.25. The limits must hold in both states this machine's kernel is found in: on a freshly
 # booted machine `ip -batch` takes 0.13-0.3 s and the no-op plan is 0.6-1.2 of it (medians of 5
-# rounds, 2026-12-02 20:15-20:35); after hours of namespaces made and deleted it took 0.5-0.6 s
-# and the same code's no-op plan was 0.3-0.5 of it. The limits of the fourth round (2.0, 0.6, 1.5)
-# came from the slow state and failed 5 of 10 runs in the fast one. The slide that issue 15 found
+# rounds, 2026-12-02 20:15-20:35); on a boot some hours old it took 0.5-0.6 s and the same
+# code's no-op plan was 0.3-0.5 of it. The limits of the fourth round (2.0, 0.6, 1.5)
+# came from the slow state and failed 9 of 29 runs in the fast one. The slide that issue 15 found
 # (no-op plan 2.3x) fails here from the fast state, not from the slow one: docs/performance.md.
-GUARD = {  # the worst of 20 runs in the fast state: 2.96, 1.20, 1.29
+GUARD = {  # the worst of 24 fast-state runs (docs/performance.md): 2.96, 1.20, 1.29
     "converge / ip -batch": 2.5,
     "no-op plan / ip -batch": 1.0,
     "one-change apply / no-op plan": 1.5,
