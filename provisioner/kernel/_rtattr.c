@@ -4,7 +4,7 @@
  * carrying some 40 attributes of which the observer reads 5. In Python the walk over each
  * buffer and each message was most of the time a no-op plan spent reading the kernel; here it
  * is a loop over bytes. netlink.py keeps the Python models (`_messages`, `_pick`, `_link`) as
- * the fallback, and tests/unit/test_netlink_pick.py holds each pair to the same answers, on
+ * the fallback, and tests/unit/test_netlink_decode.py holds each pair to the same answers, on
  * real dumps and on random and cut buffers (tests/fuzz: the same, as fuzz targets).
  *
  * messages(buffer, seq) -> (list, done, interrupted, errno): the messages of one received
