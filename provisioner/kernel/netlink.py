@@ -286,16 +286,30 @@ class Netlink:
                     length, kind, flags, mseq, _ = HDR.unpack_from(data, offset)
                     msg = data[offset + HDR.size: offset + length]
                     offset += (length + 3) & ~3
-                    if kind == NLMSG_ERROR and first <= mseq < first + len(chunk):
+                    mine = kind == NLMSG_ERROR and first <= mseq < first + len(chunk)
+                    if length < HDR.size or (mine and len(msg) < ERR.size):
+                        raise _malformed(acks, got)  # a walk that stands still, an ack without its code
+                    if mine:
                         got[mseq - first] = _ack(msg, flags)
             acks.extend(got[i] for i in range(len(chunk)))
         return acks
 
 
+def _malformed(acks: list[Ack], got: dict[int, Ack]) -> NetlinkError:
+    """What a transaction raises for a message it cannot read, with the acknowledgements that
+    came in order before it: what is known of those requests (netlink.NetlinkError)."""
+    exc = NetlinkError(errno.EBADMSG, "malformed netlink message")
+    known = list(acks)
+    while len(known) - len(acks) in got:
+        known.append(got[len(known) - len(acks)])
+    exc.acks = tuple(known)
+    return exc
+
+
 def _ack(msg: memoryview, flags: int) -> Ack:
     code = -ERR.unpack_from(msg)[0]
     reason = ""
-    if flags & NLM_F_ACK_TLVS:
+    if flags & NLM_F_ACK_TLVS and len(msg) >= ERR.size + HDR.size:
         # error(4) + the original header (payload left out: NETLINK_CAP_ACK), then TLVs
         inner_len = HDR.unpack_from(msg, 4)[0]
         start = 4 + (HDR.size if flags & 0x100 else inner_len)

@@ -153,7 +153,10 @@ def netlink(*buffers: bytes) -> nl.Netlink:
 def test_what_the_kernel_never_sends_is_refused_not_a_crash(compiled: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """An error message too short to hold its code and a link message shorter than its header
     were read at fixed offsets without a check (struct.error, a traceback); now the dump raises
-    NetlinkError(EBADMSG) and the observer steps over the link."""
+    NetlinkError(EBADMSG) and the observer steps over the link. A transaction's own walk over
+    the acknowledgements stood still on a header claiming no length (a loop without end) and
+    raised struct.error on an acknowledgement without its code; now both are EBADMSG, carrying
+    the acknowledgements that came before."""
     from provisioner.kernel import observe
 
     if not compiled:
@@ -164,3 +167,11 @@ def test_what_the_kernel_never_sends_is_refused_not_a_crash(compiled: bool, monk
     assert caught.value.errno == errno.EBADMSG
     short = message(nl.RTM_NEWLINK, b"\0" * 8, seq=1) + message(nl.NLMSG_DONE, b"\0" * 4, seq=1)
     assert observe._links(netlink(short)) == {}
+    requests = [nl.Request(nl.RTM_NEWLINK, 0, b""), nl.Request(nl.RTM_NEWLINK, 0, b"")]
+    ok = message(nl.NLMSG_ERROR, struct.pack("=i", 0) + header(16, nl.RTM_NEWLINK, seq=1), seq=1)
+    for bad in (header(0, nl.RTM_NEWLINK, seq=9), header(0, nl.NLMSG_ERROR, seq=2),
+                message(nl.NLMSG_ERROR, b"\x01", seq=2)):
+        with pytest.raises(nl.NetlinkError) as caught:
+            netlink(ok + bad).transact(requests)
+        assert caught.value.errno == errno.EBADMSG
+        assert caught.value.acks == (nl.Ack(0, ""),)
