@@ -71,7 +71,7 @@ def _links(sock: nl.Netlink) -> dict[int, tuple[str, str, Device | None]]:
         device = None
         if tun is not None:
             tun_type, owner, group, pi, vnet_hdr, multi_queue = tun
-            dtype = TUN_TYPES.get(tun_type) if tun_type is not None else None
+            dtype = TUN_TYPES.get(tun_type)
             if dtype is not None:
                 device = Device(
                     name=name,
