@@ -54,7 +54,8 @@ def run() -> NoReturn:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser(command_of(argv)).parse_args(argv)
     if args.color:
         from .render import COLOR_ENV
 
@@ -105,7 +106,15 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(only: str | None = None) -> argparse.ArgumentParser:
+    """Every command's parser, or with `only` (a command's name) the top level and that command's
+    alone. argparse makes a whole parser for each command, each asking gettext for its words (a
+    search of the locale directories every time): building the other eleven cost 5-6 ms of every
+    run's start (tests/unit/test_cli.py holds both forms to the same answers)."""
+
+    def wanted(name: str) -> bool:
+        return only is None or name == only
+
     p = _Parser(prog="provision", description="Declarative tun/tap, address and route provisioning.")
     p.add_argument("--version", action="version", version=f"provision {__version__}")
     p.add_argument("--color", choices=("auto", "always", "never"), default=None,
@@ -146,117 +155,151 @@ def parser() -> argparse.ArgumentParser:
 
     facts_help = ("a `provision facts` snapshot, or a directory of them (one per host; hosts without one "
                   "are skipped); may be given more than once")
-    command("validate", "check an inventory: schema and semantic rules", cmd_validate).add_argument(
-        "--facts", metavar="PATH", action="append", help="check route devices against " + facts_help)
-    c = command("plan", "show what apply would change", cmd_plan)
-    c.add_argument("--format", choices=("text", "json", "markdown"), default="text",
-                   help="text (default); json (schemas/plan.schema.json); markdown (a table per host, for a "
-                        "pull-request comment)")
-    c.add_argument("--json", action="store_true", help="the same as --format json")
-    c.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when there are changes")
-    c.add_argument("--facts", metavar="PATH", action="append", help="plan against " + facts_help +
-                   ", not the live kernel")
-    c.add_argument("--destroy", action="store_true", help="plan what destroy would remove")
-    c.add_argument("--out", metavar="FILE", help="save the plan, for `provision apply FILE` to apply exactly it")
-    owner(c)
-    forks(c)
-    c = command("apply", "change the hosts to match the inventory, or to a plan saved by plan --out", cmd_apply)
-    c.add_argument("--check", action="store_true", help="change nothing: the same as plan")
-    c.add_argument("--detailed-exitcode", action="store_true", help="with --check: exit 2 when there are changes")
-    c.add_argument("--diff", action="store_true", help="show old → new for each change")
-    c.add_argument("--json", action="store_true", help="machine-readable result")
-    c.add_argument("--lock-timeout", type=float, default=60.0, metavar="SECONDS",
-                   help="how long to wait for another run on the same host (default 60)")
-    c.add_argument("--confirm-timeout", type=float, metavar="SECONDS",
-                   help="after applying, wait for `provision confirm` from a new session; without it in time, "
-                        "roll everything back (forwarders included) and exit 1")
-    c.add_argument("--force", action="store_true",
-                   help="apply changes that can cut a host off (the default route, the session's route, address "
-                        "or device) without a confirmation")
-    owner(c, take_over=True)
-    forks(c)
-    c = command("destroy", "remove everything provision owns on the hosts", cmd_destroy)
-    c.add_argument("--json", action="store_true", help="machine-readable result")
-    c.add_argument("--lock-timeout", type=float, default=60.0, metavar="SECONDS")
-    owner(c, take_over=True)
-    forks(c)
-    c = sub.add_parser("confirm", help="keep the changes of an apply --confirm-timeout that waits",
-                       description="Run from a new session (it proves the host is still reachable): every "
-                                   "`apply --confirm-timeout` waiting on this machine keeps its changes.")
-    c.add_argument("--state-dir", metavar="DIR", help="default $PROVISION_STATE_DIR or /run/provision")
-    c.set_defaults(func=cmd_confirm)
-    c = command("status", "show each tunnel's forwarder: state, peer, counters, last error", cmd_status,
-                inventory="optional")
-    c.add_argument("--json", action="store_true", help="machine-readable status")
-    c.add_argument("--persistent-dir", metavar="DIR", help="where the pull agents' records are: default "
-                   "$PROVISION_PERSISTENT_DIR or /var/lib/provision")
-    c = command("inventory", "show the inventory as provision reads it (as ansible-inventory does), with each "
-                             "host's merged network and where each entry was written", cmd_inventory)
-    shown = c.add_mutually_exclusive_group(required=True)
-    shown.add_argument("--list", action="store_true", help="every group and host, as JSON (ansible-inventory --list)")
-    shown.add_argument("--host", metavar="HOST", help="one host's variables")
-    shown.add_argument("--graph", nargs="?", const="all", metavar="GROUP", help="the groups as a tree")
-    c.add_argument("--yaml", action="store_true", help="--host as YAML, each network entry with # FILE:LINE")
-    c.add_argument("--flat", action="store_true", help="--host as a one-file inventory of that host (its network "
-                   "merged, with what its tunnels need of their peers): what the Ansible collection hands its module")
-    c = command("graph", "draw the hosts, their devices and the tunnels between them (with each tunnel's state "
-                         "where this machine can see it)", cmd_graph)
-    c.add_argument("--format", choices=("dot", "mermaid"), default="dot", help="Graphviz DOT (default) or Mermaid")
-    c = command("facts", "print the live state in the inventory's format", cmd_facts, inventory="optional")
-    c.add_argument("--json", action="store_true", help="JSON instead of YAML")
-    c = sub.add_parser("pull", help="keep this host on the inventory in a git branch (a GitOps agent)",
-                       description="Fetch REPO's branch and reconcile this host to the inventory at its commit: "
-                                   "a commit is adopted only if it validates and applies (and verifies); else it "
-                                   "is recorded as rejected and the host stays on the last good commit, whose "
-                                   "drift every run repairs. Only fast-forwards are followed. See `status`.")
-    c.add_argument("repo", metavar="REPO", help="a git URL or a local path")
-    c.add_argument("--branch", "-b", metavar="B", help="default: the repository's default branch")
-    c.add_argument("--inventory", "-i", metavar="PATH", default="inventory.yaml",
-                   help="the inventory's path in the repository (default inventory.yaml)")
-    c.add_argument("--host", metavar="NAME", help="this host's name in the inventory (default: the hostname)")
-    when = c.add_mutually_exclusive_group()
-    when.add_argument("--interval", type=float, metavar="SECONDS", help="run again every SECONDS, until SIGTERM")
-    when.add_argument("--once", action="store_true", help="run once (the default)")
-    c.add_argument("--verify-signatures", action="store_true",
-                   help="apply only commits signed (git SSH signing) by a key in --allowed-signers")
-    c.add_argument("--allowed-signers", metavar="FILE", help="an ssh allowed-signers file (ssh-keygen(1))")
-    c.add_argument("--no-repair", dest="repair", action="store_false",
-                   help="report drift from the last good commit instead of repairing it")
-    c.add_argument("--allow-reset", action="store_true", help="follow a rewritten (force-pushed) branch")
-    c.add_argument("--retry", action="store_true", help="try the branch's commit again even if it was rejected")
-    c.add_argument("--facts-out", metavar="FILE",
-                   help="after each run write this host's `provision facts --json` here (a snapshot for CI)")
-    c.add_argument("--min-commit", metavar="COMMIT",
-                   help="with no record of a last good commit (a new host, a lost disk), adopt only commits that "
-                        "descend from this one; without it and without a record nothing is adopted")
-    c.add_argument("--netns", metavar="NAME",
-                   help="the host is this network namespace (default: this host's own network); the commit's "
-                        "ansible_connection and ansible_host are never used")
-    c.add_argument("--state-dir", metavar="DIR", help="default $PROVISION_STATE_DIR or /run/provision")
-    c.add_argument("--persistent-dir", metavar="DIR", help="where the record that refuses rollbacks is kept: "
-                   "default $PROVISION_PERSISTENT_DIR or /var/lib/provision")
-    c.add_argument("--lock-timeout", type=float, default=60.0, metavar="SECONDS")
-    c.set_defaults(func=cmd_pull)
-    c = sub.add_parser("completion", help="print a shell completion script (bash, zsh, tcsh)",
-                       description="Print a completion script for SHELL; e.g. in ~/.bashrc: "
-                                   "eval \"$(provision completion bash)\"")
-    c.add_argument("shell", choices=("bash", "zsh", "tcsh"), metavar="SHELL", help="bash, zsh or tcsh")
-    c.set_defaults(func=cmd_completion)
-    c = sub.add_parser("keygen", help="write a host's tunnel private key (mode 0600) and print its public key",
-                       description="Write a new X25519 private key (32 bytes in base64, as `wg genkey`) to PATH "
-                                   "with mode 0600, and print its public key as the line to paste into the "
-                                   "host's inventory entry (tunnel_public_key: KEY). Give the host "
-                                   "tunnel_private_key_file: PATH. With --psk, write a pre-shared key for "
-                                   "psk_file instead (the same file on both ends of a tunnel).")
-    c.add_argument("path", metavar="PATH")
-    c.add_argument("--force", action="store_true", help="replace an existing key (plan shows the change)")
-    kind = c.add_mutually_exclusive_group()
-    kind.add_argument("--psk", action="store_true", help="a pre-shared key for a tunnel's psk_file")
-    kind.add_argument("--public-file", metavar="FILE",
-                      help="also write the public key to FILE (for tunnel_public_key_file)")
-    c.set_defaults(func=cmd_keygen)
+    if wanted("validate"):
+        command("validate", "check an inventory: schema and semantic rules", cmd_validate).add_argument(
+            "--facts", metavar="PATH", action="append", help="check route devices against " + facts_help)
+    if wanted("plan"):
+        c = command("plan", "show what apply would change", cmd_plan)
+        c.add_argument("--format", choices=("text", "json", "markdown"), default="text",
+                       help="text (default); json (schemas/plan.schema.json); markdown (a table per host, for a "
+                            "pull-request comment)")
+        c.add_argument("--json", action="store_true", help="the same as --format json")
+        c.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when there are changes")
+        c.add_argument("--facts", metavar="PATH", action="append", help="plan against " + facts_help +
+                       ", not the live kernel")
+        c.add_argument("--destroy", action="store_true", help="plan what destroy would remove")
+        c.add_argument("--out", metavar="FILE", help="save the plan, for `provision apply FILE` to apply exactly it")
+        owner(c)
+        forks(c)
+    if wanted("apply"):
+        c = command("apply", "change the hosts to match the inventory, or to a plan saved by plan --out", cmd_apply)
+        c.add_argument("--check", action="store_true", help="change nothing: the same as plan")
+        c.add_argument("--detailed-exitcode", action="store_true", help="with --check: exit 2 when there are changes")
+        c.add_argument("--diff", action="store_true", help="show old → new for each change")
+        c.add_argument("--json", action="store_true", help="machine-readable result")
+        c.add_argument("--lock-timeout", type=float, default=60.0, metavar="SECONDS",
+                       help="how long to wait for another run on the same host (default 60)")
+        c.add_argument("--confirm-timeout", type=float, metavar="SECONDS",
+                       help="after applying, wait for `provision confirm` from a new session; without it in time, "
+                            "roll everything back (forwarders included) and exit 1")
+        c.add_argument("--force", action="store_true",
+                       help="apply changes that can cut a host off (the default route, the session's route, address "
+                            "or device) without a confirmation")
+        owner(c, take_over=True)
+        forks(c)
+    if wanted("destroy"):
+        c = command("destroy", "remove everything provision owns on the hosts", cmd_destroy)
+        c.add_argument("--json", action="store_true", help="machine-readable result")
+        c.add_argument("--lock-timeout", type=float, default=60.0, metavar="SECONDS")
+        owner(c, take_over=True)
+        forks(c)
+    if wanted("confirm"):
+        c = sub.add_parser("confirm", help="keep the changes of an apply --confirm-timeout that waits",
+                           description="Run from a new session (it proves the host is still reachable): every "
+                                       "`apply --confirm-timeout` waiting on this machine keeps its changes.")
+        c.add_argument("--state-dir", metavar="DIR", help="default $PROVISION_STATE_DIR or /run/provision")
+        c.set_defaults(func=cmd_confirm)
+    if wanted("status"):
+        c = command("status", "show each tunnel's forwarder: state, peer, counters, last error", cmd_status,
+                    inventory="optional")
+        c.add_argument("--json", action="store_true", help="machine-readable status")
+        c.add_argument("--persistent-dir", metavar="DIR", help="where the pull agents' records are: default "
+                       "$PROVISION_PERSISTENT_DIR or /var/lib/provision")
+    if wanted("inventory"):
+        c = command("inventory", "show the inventory as provision reads it (as ansible-inventory does), with each "
+                                 "host's merged network and where each entry was written", cmd_inventory)
+        shown = c.add_mutually_exclusive_group(required=True)
+        shown.add_argument("--list", action="store_true",
+                           help="every group and host, as JSON (ansible-inventory --list)")
+        shown.add_argument("--host", metavar="HOST", help="one host's variables")
+        shown.add_argument("--graph", nargs="?", const="all", metavar="GROUP", help="the groups as a tree")
+        c.add_argument("--yaml", action="store_true", help="--host as YAML, each network entry with # FILE:LINE")
+        c.add_argument("--flat", action="store_true",
+                       help="--host as a one-file inventory of that host (its network merged, with what its tunnels "
+                            "need of their peers): what the Ansible collection hands its module")
+    if wanted("graph"):
+        c = command("graph", "draw the hosts, their devices and the tunnels between them (with each tunnel's state "
+                             "where this machine can see it)", cmd_graph)
+        c.add_argument("--format", choices=("dot", "mermaid"), default="dot", help="Graphviz DOT (default) or Mermaid")
+    if wanted("facts"):
+        c = command("facts", "print the live state in the inventory's format", cmd_facts, inventory="optional")
+        c.add_argument("--json", action="store_true", help="JSON instead of YAML")
+    if wanted("pull"):
+        c = sub.add_parser("pull", help="keep this host on the inventory in a git branch (a GitOps agent)",
+                           description="Fetch REPO's branch and reconcile this host to the inventory at its commit: "
+                                       "a commit is adopted only if it validates and applies (and verifies); else it "
+                                       "is recorded as rejected and the host stays on the last good commit, whose "
+                                       "drift every run repairs. Only fast-forwards are followed. See `status`.")
+        c.add_argument("repo", metavar="REPO", help="a git URL or a local path")
+        c.add_argument("--branch", "-b", metavar="B", help="default: the repository's default branch")
+        c.add_argument("--inventory", "-i", metavar="PATH", default="inventory.yaml",
+                       help="the inventory's path in the repository (default inventory.yaml)")
+        c.add_argument("--host", metavar="NAME", help="this host's name in the inventory (default: the hostname)")
+        when = c.add_mutually_exclusive_group()
+        when.add_argument("--interval", type=float, metavar="SECONDS", help="run again every SECONDS, until SIGTERM")
+        when.add_argument("--once", action="store_true", help="run once (the default)")
+        c.add_argument("--verify-signatures", action="store_true",
+                       help="apply only commits signed (git SSH signing) by a key in --allowed-signers")
+        c.add_argument("--allowed-signers", metavar="FILE", help="an ssh allowed-signers file (ssh-keygen(1))")
+        c.add_argument("--no-repair", dest="repair", action="store_false",
+                       help="report drift from the last good commit instead of repairing it")
+        c.add_argument("--allow-reset", action="store_true", help="follow a rewritten (force-pushed) branch")
+        c.add_argument("--retry", action="store_true", help="try the branch's commit again even if it was rejected")
+        c.add_argument("--facts-out", metavar="FILE",
+                       help="after each run write this host's `provision facts --json` here (a snapshot for CI)")
+        c.add_argument("--min-commit", metavar="COMMIT",
+                       help="with no record of a last good commit (a new host, a lost disk), adopt only commits that "
+                            "descend from this one; without it and without a record nothing is adopted")
+        c.add_argument("--netns", metavar="NAME",
+                       help="the host is this network namespace (default: this host's own network); the commit's "
+                            "ansible_connection and ansible_host are never used")
+        c.add_argument("--state-dir", metavar="DIR", help="default $PROVISION_STATE_DIR or /run/provision")
+        c.add_argument("--persistent-dir", metavar="DIR", help="where the record that refuses rollbacks is kept: "
+                       "default $PROVISION_PERSISTENT_DIR or /var/lib/provision")
+        c.add_argument("--lock-timeout", type=float, default=60.0, metavar="SECONDS")
+        c.set_defaults(func=cmd_pull)
+    if wanted("completion"):
+        c = sub.add_parser("completion", help="print a shell completion script (bash, zsh, tcsh)",
+                           description="Print a completion script for SHELL; e.g. in ~/.bashrc: "
+                                       "eval \"$(provision completion bash)\"")
+        c.add_argument("shell", choices=("bash", "zsh", "tcsh"), metavar="SHELL", help="bash, zsh or tcsh")
+        c.set_defaults(func=cmd_completion)
+    if wanted("keygen"):
+        c = sub.add_parser("keygen", help="write a host's tunnel private key (mode 0600) and print its public key",
+                           description="Write a new X25519 private key (32 bytes in base64, as `wg genkey`) to PATH "
+                                       "with mode 0600, and print its public key as the line to paste into the "
+                                       "host's inventory entry (tunnel_public_key: KEY). Give the host "
+                                       "tunnel_private_key_file: PATH. With --psk, write a pre-shared key for "
+                                       "psk_file instead (the same file on both ends of a tunnel).")
+        c.add_argument("path", metavar="PATH")
+        c.add_argument("--force", action="store_true", help="replace an existing key (plan shows the change)")
+        kind = c.add_mutually_exclusive_group()
+        kind.add_argument("--psk", action="store_true", help="a pre-shared key for a tunnel's psk_file")
+        kind.add_argument("--public-file", metavar="FILE",
+                          help="also write the public key to FILE (for tunnel_public_key_file)")
+        c.set_defaults(func=cmd_keygen)
     return p
 
+
+
+COMMANDS = ("validate", "plan", "apply", "destroy", "confirm", "status", "inventory", "graph", "facts", "pull",
+            "completion", "keygen")
+_TOP_FLAG = re.compile(r"-v+|--verbose|--color=.*")  # the top level's options that take no separate value
+
+
+def command_of(argv: Sequence[str]) -> str | None:
+    """The command `argv` names, when that is plain without a parser: the first word that is not
+    an option (nor --color's value). None for anything else (-h, --version, an abbreviated
+    option, no or no such command): then the whole parser reads it, and says what is wrong."""
+    value = False
+    for word in argv:
+        if value:
+            value = False
+        elif word == "--color":
+            value = True
+        elif not _TOP_FLAG.fullmatch(word):
+            return word if word in COMMANDS else None
+    return None
 
 def _positive(text: str) -> int:
     try:
