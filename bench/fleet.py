@@ -26,7 +26,9 @@ REPEAT = int(os.environ.get("BENCH_REPEAT", "3"))
 FORKS = tuple(int(f) for f in os.environ.get("BENCH_FORKS", "1,8").split(","))
 CONTAINERS = int(os.environ.get("BENCH_CONTAINERS", "8"))
 PREFIX = "pfleet-"
-PROVISION = [sys.executable, "-m", "provisioner"]
+# the `provision` command, as people run it (and ../shared/bench-reconcile.sh): `python -m provisioner`
+# costs 5-7 ms more of each run (runpy, importlib.util)
+PROVISION = [str(Path(sys.executable).with_name("provision"))]
 
 
 def inventory(hosts: int) -> str:

@@ -30,7 +30,9 @@ N = int(os.environ.get("BENCH_DEVICES", "1000"))
 REPEAT = int(os.environ.get("BENCH_REPEAT", "5"))
 LARGE = int(os.environ.get("BENCH_LARGE", "0"))
 LARGE_REPEAT = int(os.environ.get("BENCH_LARGE_REPEAT", "1"))
-PROVISION = [sys.executable, "-m", "provisioner"]
+# the `provision` command, as people run it (and ../shared/bench-reconcile.sh): `python -m provisioner`
+# costs 5-7 ms more of each run (runpy, importlib.util)
+PROVISION = [str(Path(sys.executable).with_name("provision"))]
 TARGETS = {  # from issue 15: ratio limits, each within one run
     "converge / ip -batch": 1.5,
     "no-op plan / ip -batch": 0.5,
