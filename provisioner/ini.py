@@ -91,6 +91,9 @@ def parse_ini(file: str, text: str) -> tuple[dict[str, Any], dict[Path, tuple[in
 
 @dataclass(frozen=True)
 class _HostLine:
+    """One host line of an INI group, kept in file order: Ansible applies the variables line by
+    line, so a later line of any group can override an earlier one (_hosts)."""
+
     group: str
     names: tuple[str, ...]
     variables: dict[str, Any]  # ansible_port first, when the line gives one

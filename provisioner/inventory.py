@@ -63,6 +63,9 @@ class Host:
 
 @dataclass(frozen=True)
 class Inventory:
+    """The whole inventory as read and merged: every host (selected or not, as peers are looked
+    up among all), the groups by their members, and the sources every location points into."""
+
     source: Sources
     hosts: tuple[Host, ...]
     groups: Mapping[str, frozenset[str]]  # group name -> the hosts in it, children included

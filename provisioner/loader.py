@@ -131,6 +131,9 @@ def _dir_vars_files(directory: str) -> Iterator[str]:
 
 @dataclass
 class _Group:
+    """A group while the files are read: mutable, since a group's variables, hosts and children
+    can come from several files; depth and priority give Ansible's order of precedence."""
+
     name: str
     path: Path
     vars: list[tuple[Mapping[str, Any], Path]] = field(default_factory=list)

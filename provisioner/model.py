@@ -73,6 +73,9 @@ class Device:
 
 @dataclass(frozen=True, order=True)
 class Address:
+    """An address on a device, written canonically (canonical_interface): two spellings of one
+    address are one address, so the diff compares strings."""
+
     device: str
     cidr: str  # canonical interface form: "198.51.100.1/24", "fd00:1::1/64"
 
@@ -86,6 +89,9 @@ RouteKey = tuple[int, str, int]  # (table, to, metric): what identifies a route 
 
 @dataclass(frozen=True, order=True)
 class Route:
+    """A route as the kernel keys it (table, destination, metric) and what it carries. Desired
+    and observed routes share the type, so the plan compares them field by field."""
+
     to: str  # canonical network: "10.20.0.0/16", "fd00:20::/48"
     table: int = MAIN_TABLE
     metric: int = IPV4_DEFAULT_METRIC

@@ -59,6 +59,9 @@ Resource = Device | Address | Route | Tunnel
 
 @dataclass(frozen=True)
 class Change:
+    """One resource to create, update or delete, with the state before and after: what a plan
+    shows, what apply turns into steps, and what a saved plan keeps."""
+
     action: Action
     kind: Kind
     key: str
@@ -77,6 +80,9 @@ class Change:
 
 @dataclass(frozen=True)
 class Plan:
+    """One host's changes and the state they were made against: a saved plan is applied only
+    while that state (its digest) still holds."""
+
     host: str
     changes: tuple[Change, ...]
     against: Observed | str = field(repr=False, compare=False)  # the state it was made against, or (JSON) its digest

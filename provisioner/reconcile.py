@@ -40,6 +40,9 @@ from .validate import check_devs_present, check_host, check_peers
 
 @dataclass(frozen=True)
 class Loaded:
+    """An inventory loaded and judged, with the desired state of each selected host: what every
+    command starts from, whatever it does next."""
+
     inventory: Inventory
     hosts: tuple[Host, ...]  # the selected ones
     desired: Mapping[str, Network]
@@ -165,6 +168,9 @@ class Status(StrEnum):
 
 @dataclass
 class Outcome:
+    """How one host's run ended: what the recap line, the JSON output and the exit code are made
+    from."""
+
     host: str
     status: Status
     plan: Plan | None = None

@@ -31,6 +31,9 @@ from .source import Sources
 
 @dataclass(frozen=True)
 class Resolved:
+    """What the inventory names outside itself (public key files, pre-shared keys, users and
+    groups), read once for every host: the desired state is then a pure function of it."""
+
     public_keys: Mapping[str, str | None] = field(default_factory=dict)  # host -> key from tunnel_public_key_file
     psk_ids: Mapping[str, str | None] = field(default_factory=dict)  # absolute psk path -> id (None: unknown)
     users: Mapping[str, tuple[int, int]] = field(default_factory=dict)  # user as written -> (uid, its gid)

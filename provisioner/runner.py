@@ -68,6 +68,8 @@ def runner_for(host: Host, reach: Reach, snapshots: Mapping[str, Observed] | Non
 
 @dataclass(frozen=True)
 class KernelRunner:
+    """A local or netns host: this machine's kernel, through connection/kernel.py."""
+
     host: Host
     reach: Reach
 
@@ -191,6 +193,9 @@ class ContainerRunner:
 
 @dataclass(frozen=True)
 class SnapshotRunner:
+    """A host known only by a `provision facts` snapshot (CI): it can be planned against, not
+    changed."""
+
     host: Host
     reach: Reach
     observed: Observed

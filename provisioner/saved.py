@@ -32,6 +32,9 @@ FORMAT_VERSION = 1
 
 @dataclass(frozen=True)
 class SavedPlan:
+    """A plan written by `plan --out`, with what it was made from: apply refuses it when the
+    inventory (its digest) or a host's live state has moved since."""
+
     file: str  # where it was read from, for messages
     inventory: str
     inventory_digest: str

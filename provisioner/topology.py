@@ -16,6 +16,8 @@ from .model import Network, Tunnel
 
 @dataclass(frozen=True)
 class Link:
+    """One tunnel as a line between two ends, for `provision graph`."""
+
     name: str  # the tunnel's
     a: str  # a host
     b: str  # a host, or an endpoint ("connect 192.0.2.1:4000", "listen 0.0.0.0:4000")
@@ -28,6 +30,8 @@ class Link:
 
 @dataclass(frozen=True)
 class Topology:
+    """The hosts' devices and the tunnels between them, for `provision graph`."""
+
     devices: Mapping[str, tuple[str, ...]]  # host -> its devices
     links: tuple[Link, ...]
 

@@ -17,6 +17,9 @@ SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012345678
 
 @dataclass(frozen=True)
 class Identity:
+    """What a lock and the tunnels' run state are keyed by: the machine a host reaches, not the
+    name an inventory gives it (two inventories, one namespace, one lock)."""
+
     connection: str  # local | netns | docker
     target: str = ""  # the namespace or container; "" for this machine
 

@@ -175,6 +175,9 @@ def cstr(value: memoryview | bytes) -> str:
 
 @dataclass(frozen=True)
 class Request:
+    """One netlink request, encoded but not yet numbered: transact numbers a batch's requests,
+    so each acknowledgement is matched to its request."""
+
     type: int
     flags: int
     body: bytes
@@ -183,6 +186,9 @@ class Request:
 
 @dataclass(frozen=True)
 class Ack:
+    """The kernel's answer to one request: what took effect is exactly what was acknowledged
+    without an error, which a rollback needs to know."""
+
     error: int  # 0, or a positive errno
     reason: str  # the kernel's extended-ack message, when it gave one
 

@@ -43,6 +43,9 @@ STATE = "agent.json"
 
 @dataclass(frozen=True)
 class Options:
+    """What `provision pull` was started with: fixed for the agent's life, so every run of the
+    loop judges a commit by the same rules."""
+
     repo: str
     branch: str | None  # None: the repository's default branch
     inventory: str  # the inventory's path inside the repository

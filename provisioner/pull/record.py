@@ -25,6 +25,9 @@ KEEP_REJECTED = 20  # the most recent rejections kept, with their reasons
 
 @dataclass(frozen=True)
 class Rejection:
+    """A commit the agent turned down, and why: one that failed is not tried again on every
+    run; one that was refused (`refused`) is judged afresh."""
+
     commit: str
     reason: str
     at: str
@@ -33,6 +36,8 @@ class Rejection:
 
 @dataclass(frozen=True)
 class Run:
+    """The agent's last run, as `provision status` shows it."""
+
     at: str  # when the run started (UTC, ISO 8601)
     seconds: float
     ok: bool  # the host is on the branch's commit and in sync with it
@@ -41,6 +46,9 @@ class Run:
 
 @dataclass(frozen=True)
 class Record:
+    """What the agent remembers between runs (its state file): above all the last good commit,
+    from which the next one it adopts must descend."""
+
     repo: str
     branch: str
     inventory: str
@@ -84,6 +92,8 @@ class Verdict(StrEnum):
 
 @dataclass(frozen=True)
 class Decision:
+    """What to do with the branch's commit, and why: the pure half of a run, tested apart from git."""
+
     verdict: Verdict
     reason: str = ""
 

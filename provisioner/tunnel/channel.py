@@ -33,6 +33,9 @@ class Op(StrEnum):
 
 @dataclass(frozen=True)
 class Message:
+    """One message between provision and a tunnel supervisor: an operation on a named tunnel,
+    a JSON body, and the descriptors it hands over."""
+
     op: Op
     name: str
     body: dict[str, Any]

@@ -73,3 +73,26 @@ def test_an_inventory_read_for_the_first_time_imports_no_yaml_parser_when_it_is_
     modules = subprocess.run([sys.executable, "-c", FIRST, str(path), str(tmp_path / "state" / "cache")],
                              capture_output=True, text=True, check=True).stdout
     assert "'ruamel.yaml'" not in modules
+
+
+def test_every_dataclass_has_a_docstring_of_its_own() -> None:
+    """Docstrings say why; and where a dataclass has none, `dataclass` writes one from
+    inspect.signature at import, about 0.1 ms a class: 1.9 ms of an apply's start for the 15
+    (of 24) that had none on its path."""
+    import dataclasses
+    import importlib
+    import inspect
+    import pkgutil
+
+    import provisioner
+
+    missing = []
+    for info in pkgutil.walk_packages(provisioner.__path__, "provisioner."):
+        if info.name.endswith("__main__"):  # runs the command
+            continue
+        module = importlib.import_module(info.name)
+        for cls in vars(module).values():
+            if inspect.isclass(cls) and dataclasses.is_dataclass(cls) and cls.__module__ == module.__name__:
+                if "__doc__" not in cls.__dict__ or (cls.__doc__ or "").startswith(f"{cls.__name__}("):
+                    missing.append(f"{module.__name__}.{cls.__qualname__}")
+    assert missing == []
