@@ -127,10 +127,19 @@ def steps_for(plan: Plan, observed: Observed) -> list[tuple[Change, list[Step]]]
     """Pure: the kernel steps of each change, in the plan's order."""
     deleted_routes = {c.before.key for c in plan.changes
                       if c.kind is Kind.ROUTE and c.action is Action.DELETE and isinstance(c.before, Route)}
+    # by device, read once: looked up for every device deleted, a scan of all routes and addresses
+    # each time made a destroy of 10 000 devices spend 11 s here (and 0.2 s at 1000)
+    routes_on: dict[str, list[Route]] = {}
+    for r in observed.routes:
+        if r.dev is not None and r.key not in deleted_routes:
+            routes_on.setdefault(r.dev, []).append(r)
+    addresses_on: dict[str, list[Address]] = {}
+    for a in observed.addresses:
+        addresses_on.setdefault(a.device, []).append(a)
 
     def kept_routes_on(device: str) -> tuple[Route, ...]:
         """What the kernel may take with the device or its address, and an undo puts back."""
-        return tuple(r for r in observed.routes if r.dev == device and r.key not in deleted_routes)
+        return tuple(routes_on.get(device, ()))
 
     out = []
     for c in plan.changes:
@@ -141,7 +150,7 @@ def steps_for(plan: Plan, observed: Observed) -> list[tuple[Change, list[Step]]]
                 assert isinstance(c.before, Device)
                 name = c.before.name
                 takes: tuple[Address | Route, ...] = tuple(
-                    a for a in observed.addresses if a.device == name and not a.is_link_local_v6)
+                    a for a in addresses_on.get(name, ()) if not a.is_link_local_v6)
                 takes += kept_routes_on(name)
                 steps.append(Step(Verb.DELETE_LINK, c.before, restores=takes))
             if c.action in (Action.CREATE, Action.REPLACE):
@@ -262,8 +271,12 @@ class Transaction:
         that no link in the namespace has (random, checked against a dump of every link's group),
         then that group is deleted: what the kernel deletes is what has the number, ours alone.
         If the group cannot be deleted, each device gets its own group back and the failure is
-        each step's. False, and nothing changed: no free number was found, delete one by one."""
-        groups = _link_groups(self.sock)
+        each step's. False, and nothing changed: no free number was found (or the groups could
+        not be read), delete one by one."""
+        try:
+            groups = _link_groups(self.sock)
+        except nl.NetlinkError:  # the socket: one by one, its failure is told step by step
+            return False
         number = next((n for n in (_random_group() for _ in range(GROUP_TRIES)) if n not in groups.values()), None)
         if number is None:
             return False

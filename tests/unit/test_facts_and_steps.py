@@ -63,3 +63,35 @@ def test_updates_restore_what_they_overwrote() -> None:
     route = OBSERVED.routes[0]
     (inverse,) = Step(Verb.REPLACE_ROUTE, replace(route, via="198.51.100.9"), route).inverse()
     assert inverse.subject == route
+
+
+class _Counted(tuple):  # type: ignore[type-arg]
+    """A tuple that counts the items read from it."""
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        for item in super().__iter__():
+            self.reads += 1
+            yield item
+
+
+def _counted(items: tuple) -> _Counted:  # type: ignore[type-arg]
+    out = _Counted(items)
+    out.reads = 0
+    return out
+
+
+def test_the_steps_of_deleting_many_devices_read_the_state_once() -> None:
+    # Each device deleted looked through every observed address and route for what it takes
+    # with it: a destroy of 10 000 devices spent 11 s of CPU here, more than the kernel's
+    # deletion of them all (2.6 s as one group); 200 devices read 80 000 items.
+    n = 200
+    observed = Observed(devices=tuple(Device(f"t{i}", DeviceType.TAP) for i in range(n)),
+                        addresses=_counted(tuple(Address(f"t{i}", f"10.0.{i // 250}.{i % 250}/32") for i in range(n))),
+                        routes=_counted(tuple(Route(f"172.16.{i}.0/24", dev=f"t{i}") for i in range(n))))
+    plan = make_plan("h", Network(), observed)
+    observed.addresses.reads = observed.routes.reads = 0  # type: ignore[attr-defined]
+    steps = schedule(steps_for(plan, observed))
+    assert observed.addresses.reads + observed.routes.reads <= 4 * n  # type: ignore[attr-defined]
+    deletions = [s for s in steps if s.verb is Verb.DELETE_LINK]
+    assert len(deletions) == n
+    assert all(s.restores == (Address(s.subject.name, f"10.0.0.{i}/32"),) for i, s in enumerate(deletions))
