@@ -284,7 +284,7 @@ class Transaction:
         put = [_set_group(s.subject.name, number) for s in run]  # type: ignore[union-attr]
         for s, ack in zip(run, self._acks(put), strict=True):
             if ack.error:
-                failures.append((s, ack.error, ack.reason))  # gone already, say: as the kernel says
+                failures.append((s, ack.error, ack.reason))  # a device gone already, say: as the kernel says
             else:
                 grouped.append(s)
         if not grouped:
@@ -424,7 +424,8 @@ class Transaction:
 
 Failure = tuple[Step, int, str]  # the step, the kernel's errno (0: none), why
 # From this many link deletions in a row, they go as one group (Transaction._delete_group): the
-# dump of every link's group it needs costs less than one deletion's grace periods.
+# dump of every link's group it needs (9 ms among 1000 links) costs less than one deletion's
+# grace periods (18 ms).
 GROUP_DELETE_FROM = 2
 GROUP_TRIES = 8  # random group numbers tried before deleting one by one (a clash is 1 in 2**31 a try)
 

@@ -1,7 +1,8 @@
 """A transaction against a real kernel, in a fresh namespace: the tun devices of a run are created
 on a thread of their own while the requests that follow are encoded (kernel/creations.py). A
 creation the kernel refuses in the middle, or an exception while the devices are being made,
-must leave `done` holding exactly what was made, so that the rollback removes all of it."""
+must leave `done` holding exactly what was made, so that the rollback removes all of it. Link
+deletions in a row go as one link group, which must reach the transaction's devices alone."""
 
 from __future__ import annotations
 
