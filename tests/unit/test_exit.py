@@ -1,6 +1,6 @@
-"""How a `provision` process starts (command.run) and ends (cli.run): without the interpreter freeing every object, but
-with the exit handlers run, the output flushed, the exit code kept, and a living thread
-waited for."""
+"""How a `provision` process starts (command.run: the collector off before anything is imported)
+and ends (cli.run: without the interpreter freeing every object, but with the exit handlers
+run, the output flushed, the exit code kept, and a living thread waited for)."""
 
 from __future__ import annotations
 
