@@ -16,6 +16,7 @@ import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum, auto
+from itertools import groupby
 from typing import Protocol
 
 from ..errors import ForwarderError, KernelError
@@ -253,16 +254,10 @@ class Transaction:
     def _requests(self, run: Sequence[Step], on_step: Callable[[Step], None], failures: list[Failure]) -> None:
         """A run of netlink requests, in order: a stretch of link deletions as one group (they are
         one phase, so they stand together), the rest in batches."""
-        start = 0
-        while start < len(run):
-            deleting = run[start].verb is Verb.DELETE_LINK
-            end = start
-            while end < len(run) and (run[end].verb is Verb.DELETE_LINK) == deleting:
-                end += 1
-            stretch = run[start:end]
+        for deleting, steps in groupby(run, key=lambda s: s.verb is Verb.DELETE_LINK):
+            stretch = list(steps)
             if not (deleting and len(stretch) >= GROUP_DELETE_FROM and self._delete_group(stretch, on_step, failures)):
                 self._send(stretch, [self._encoded(s, failures) for s in stretch], on_step, failures)
-            start = end
 
     def _delete_group(self, run: Sequence[Step], on_step: Callable[[Step], None], failures: list[Failure]) -> bool:
         """Links deleted together, as `ip link delete group` does. Deleted one by one, each link
@@ -277,7 +272,8 @@ class Transaction:
             groups = _link_groups(self.sock)
         except nl.NetlinkError:  # the socket: one by one, its failure is told step by step
             return False
-        number = next((n for n in (_random_group() for _ in range(GROUP_TRIES)) if n not in groups.values()), None)
+        taken = set(groups.values())
+        number = next((n for n in (_random_group() for _ in range(GROUP_TRIES)) if n not in taken), None)
         if number is None:
             return False
         grouped: list[Step] = []
@@ -439,20 +435,18 @@ def _random_group() -> int:
 
 def _link_groups(sock: nl.Netlink) -> dict[str, int]:
     """Every link's group, by name."""
-    request = nl.IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + nl.u32(nl.IFLA_EXT_MASK, nl.RTEXT_FILTER_SKIP_STATS)
     out: dict[str, int] = {}
-    for kind, msg in sock.dump(nl.RTM_GETLINK, request):
+    for kind, msg in sock.dump(nl.RTM_GETLINK, nl.links_request()):
         if kind != nl.RTM_NEWLINK or len(msg) < nl.IFINFO.size:
             continue
         name, group = nl.pick(msg, nl.IFINFO.size, (nl.IFLA_IFNAME, nl.IFLA_GROUP))
         if name is not None:
-            out[nl.cstr(name)] = int.from_bytes(group[:4], "little") if group is not None and len(group) >= 4 else 0
+            out[nl.cstr(name)] = nl.u32_of(group, 0)
     return out
 
 
 def _set_group(name: str, group: int) -> nl.Request:
-    body = nl.IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + nl.attr(nl.IFLA_IFNAME, name.encode() + b"\0")
-    return nl.Request(nl.RTM_NEWLINK, 0, body + nl.u32(nl.IFLA_GROUP, group))
+    return nl.Request(nl.RTM_NEWLINK, 0, _named_link(name) + nl.u32(nl.IFLA_GROUP, group))
 
 
 class _NotMadeYet(Exception):
@@ -499,8 +493,12 @@ def _link_set(t: Transaction, d: Device) -> nl.Request:
 
 
 def _link_delete(t: Transaction, d: Device) -> nl.Request:
-    body = nl.IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + nl.attr(nl.IFLA_IFNAME, d.name.encode() + b"\0")
-    return nl.Request(nl.RTM_DELLINK, 0, body)
+    return nl.Request(nl.RTM_DELLINK, 0, _named_link(d.name))
+
+
+def _named_link(name: str) -> bytes:
+    """The start of a request on a link named, not numbered: an index may not be known yet."""
+    return nl.IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + nl.attr(nl.IFLA_IFNAME, name.encode() + b"\0")
 
 
 def _addr(msg_type: int, flags: int) -> Callable[[Transaction, Address], nl.Request]:

@@ -78,6 +78,16 @@ def u32(kind: int, value: int) -> bytes:
     return attr(kind, U32.pack(value))
 
 
+def u32_of(raw: bytes | None, default: int) -> int:
+    """A u32 attribute's value, as `pick` found it; `default` when absent or short."""
+    return U32.unpack_from(raw)[0] if raw is not None and len(raw) >= 4 else default
+
+
+def links_request() -> bytes:
+    """The body of a dump of every link, without the statistics nobody here reads."""
+    return IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS)
+
+
 def _pick(data: memoryview | bytes, offset: int, types: tuple[int, ...]) -> tuple[bytes | None, ...]:
     """For each of `types`, the payload of the first attribute of that type from `offset` on, or
     None: a link carries some 40 attributes and the observer reads 5, so the others are stepped

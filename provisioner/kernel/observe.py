@@ -61,9 +61,8 @@ def observe(sock: nl.Netlink, since: Reading | None = None, links: bool = True, 
 
 
 def _links(sock: nl.Netlink) -> dict[int, tuple[str, str, Device | None]]:
-    request = nl.IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + nl.u32(nl.IFLA_EXT_MASK, nl.RTEXT_FILTER_SKIP_STATS)
     out: dict[int, tuple[str, str, Device | None]] = {}
-    for kind, msg in sock.dump(nl.RTM_GETLINK, request):
+    for kind, msg in sock.dump(nl.RTM_GETLINK, nl.links_request()):
         fields = nl.link(msg) if kind == nl.RTM_NEWLINK else None
         if fields is None:
             continue
@@ -132,7 +131,7 @@ def _routes(sock: nl.Netlink, names: dict[int, str], oif: int | None = None) -> 
                     or family not in (socket.AF_INET, socket.AF_INET6)):
                 continue
             dst, gateway, raw_oif, raw_metric, raw_table = nl.pick(msg, nl.RTMSG.size, ROUTE_ATTRS)
-            route_oif, metric, table = _u32(raw_oif, 0), _u32(raw_metric, 0), _u32(raw_table, table)
+            route_oif, metric, table = nl.u32_of(raw_oif, 0), nl.u32_of(raw_metric, 0), nl.u32_of(raw_table, table)
             if table == nl.RT_TABLE_LOCAL or (oif is not None and route_oif != oif):
                 continue
             width = 4 if family == socket.AF_INET else 16
@@ -142,10 +141,6 @@ def _routes(sock: nl.Netlink, names: dict[int, str], oif: int | None = None) -> 
                 dev=names.get(route_oif), managed=protocol == OWNER_PROTOCOL,
             ))
     return tuple(sorted(out, key=lambda r: r.key))
-
-
-def _u32(raw: bytes | None, default: int) -> int:
-    return nl.U32.unpack_from(raw)[0] if raw is not None and len(raw) >= 4 else default
 
 
 def _ip_text(family: int, raw: bytes) -> str:
