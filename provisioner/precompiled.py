@@ -58,14 +58,15 @@ def load(path: str) -> dict[str, CodeType]:
     Read with os alone, as files.read_regular reads (no link, no FIFO, a size checked first):
     provision's own modules, whose classes this is for, are not imported yet."""
     try:
-        if not _trusted(os.lstat(os.path.dirname(path)), stat.S_ISDIR):
+        owners = (0, os.stat(PACKAGE).st_uid)
+        if not _trusted(os.lstat(os.path.dirname(path)), stat.S_ISDIR, owners):
             return {}
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return {}
     try:
         st = os.fstat(fd)
-        if not _trusted(st, stat.S_ISREG) or st.st_size > MAX_SIZE:
+        if not _trusted(st, stat.S_ISREG, owners) or st.st_size > MAX_SIZE:
             return {}
         data = os.read(fd, MAX_SIZE + 1)
     except OSError:
@@ -83,10 +84,10 @@ def load(path: str) -> dict[str, CodeType]:
     return {k: v for k, v in codes.items() if isinstance(k, str) and isinstance(v, CodeType)}
 
 
-def _trusted(st: os.stat_result, kind: Callable[[int], bool]) -> bool:
-    """Of root or of the package directory's owner, writable by no one else, of the kind wanted
-    (a link is no directory and no regular file)."""
-    return kind(st.st_mode) and st.st_uid in (0, os.stat(PACKAGE).st_uid) and not st.st_mode & 0o022
+def _trusted(st: os.stat_result, kind: Callable[[int], bool], owners: tuple[int, ...]) -> bool:
+    """Of one of `owners` (root, the package directory's owner), writable by no one else, of the
+    kind wanted (a link is no directory and no regular file)."""
+    return kind(st.st_mode) and st.st_uid in owners and not st.st_mode & 0o022
 
 
 def record(path: str) -> int:

@@ -4,6 +4,7 @@ classes are the same as without, and a kept file that is not to be trusted is no
 from __future__ import annotations
 
 import json
+import marshal
 import os
 import stat
 import subprocess
@@ -102,7 +103,7 @@ def test_an_unkept_text_is_compiled_as_dataclasses_would(tmp_path: Path) -> None
               "@dataclasses.dataclass(frozen=True)\nclass Fresh:\n    x: int = 3\n"
               "print(Fresh.__init__.__annotations__, Fresh(), Fresh() == Fresh(4))")
     path = tmp_path / "m.marshal"
-    path.write_bytes(precompiled.HEADER + __import__("marshal").dumps({"def f(): pass": compile("1", "s", "exec")}))
+    path.write_bytes(precompiled.HEADER + marshal.dumps({"def f(): pass": compile("1", "s", "exec")}))
     r = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "{'x': <class 'int'>, 'return': None} Fresh(x=3) False"
@@ -112,7 +113,7 @@ def _file(tmp_path: Path, data: bytes | None = None) -> Path:
     d = tmp_path / "__pycache__"
     d.mkdir(mode=0o755, exist_ok=True)
     path = d / "m.marshal"
-    path.write_bytes(precompiled.HEADER + __import__("marshal").dumps({"text": compile("1", "s", "exec")})
+    path.write_bytes(precompiled.HEADER + marshal.dumps({"text": compile("1", "s", "exec")})
                      if data is None else data)
     path.chmod(0o644)
     return path
@@ -123,13 +124,13 @@ def test_a_trusted_file_is_read(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("data", [
-    b"provision dataclass methods cpython-39 30900f0\n" + __import__("marshal").dumps({}),  # another Python's
+    b"provision dataclass methods cpython-39 30900f0\n" + marshal.dumps({}),  # another Python's
     b"",
     b"not ours at all",
     precompiled.HEADER + b"\xff\x00garbage",
-    precompiled.HEADER + __import__("marshal").dumps({"text": compile("1", "s", "exec")})[:-3],  # cut short
-    precompiled.HEADER + __import__("marshal").dumps(["text"]),
-    precompiled.HEADER + __import__("marshal").dumps({1: compile("1", "s", "exec")}),
+    precompiled.HEADER + marshal.dumps({"text": compile("1", "s", "exec")})[:-3],  # cut short
+    precompiled.HEADER + marshal.dumps(["text"]),
+    precompiled.HEADER + marshal.dumps({1: compile("1", "s", "exec")}),
 ])
 def test_a_file_not_of_this_python_or_not_whole_is_not_used(tmp_path: Path, data: bytes) -> None:
     assert precompiled.load(str(_file(tmp_path, data))) == {}
