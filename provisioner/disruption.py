@@ -37,6 +37,8 @@ def mark(plan: Plan, observed: Observed, session: str | None) -> Plan:
     """The plan, each change that can cut the host off saying why."""
     device = _session_device(observed, session) if session else None
     changes = tuple(replace(c, disruptive=why) if (why := _why(c, session, device)) else c for c in plan.changes)
+    if all(new is old for new, old in zip(changes, plan.changes, strict=True)):
+        return plan  # nothing here can cut the host off: the plan as it is, not a copy per host
     return replace(plan, changes=changes)
 
 

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +50,10 @@ class Loaded:
     warnings: tuple[Diagnostic, ...] = ()
     from_cache: bool = False  # the verdict on the inventory came from cache.py
 
-    @property
+    @cached_property
     def everyone(self) -> dict[str, Host]:
-        """Every host of the inventory by name, the selected or not (peers are looked up here)."""
+        """Every host of the inventory by name, the selected or not (peers are looked up here).
+        Made once: every host's run asks for it."""
         return {h.name: h for h in self.inventory.hosts}
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 from collections.abc import Callable, Collection
 from contextlib import ExitStack
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -75,16 +74,15 @@ class KernelConnection:
         kinds = moved.kinds
         devices = Kind.DEVICE in kinds
         addresses = Kind.ADDRESS in kinds
-        try:
-            reading = observe(self._sock, since, links=devices, addresses=addresses, routes=Kind.ROUTE in kinds,
-                              route_devices=moved.route_devices)
-        except NetlinkError as exc:
-            raise KernelError(self.host, "reading the kernel's state", exc.errno or errno.EIO) from exc
         if since is not None and Kind.TUNNEL not in kinds:
             tunnels = since.observed.tunnels
         else:
             tunnels = runtime.observe(self._state_dir, self.key)
-        self._last = replace(reading, observed=replace(reading.observed, tunnels=tunnels))
+        try:
+            self._last = observe(self._sock, since, links=devices, addresses=addresses, routes=Kind.ROUTE in kinds,
+                                 route_devices=moved.route_devices, tunnels=tunnels)
+        except NetlinkError as exc:
+            raise KernelError(self.host, "reading the kernel's state", exc.errno or errno.EIO) from exc
         return self._last.observed
 
     def transaction(self, tunnels: bool = True) -> Transaction:

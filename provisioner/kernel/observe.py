@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-from ..model import OWNER_ALIAS, OWNER_PROTOCOL, Address, Device, DeviceType, LinkState, Observed, Route
+from ..model import OWNER_ALIAS, OWNER_PROTOCOL, Address, Device, DeviceType, LinkState, Observed, Route, Tunnel
 from . import netlink as nl
 
 TUN_TYPES = {1: DeviceType.TUN, 2: DeviceType.TAP}
@@ -37,26 +37,36 @@ class Reading:
 
 
 def observe(sock: nl.Netlink, since: Reading | None = None, links: bool = True, addresses: bool = True,
-            routes: bool = True, route_devices: frozenset[str] | None = None) -> Reading:
+            routes: bool = True, route_devices: frozenset[str] | None = None,
+            tunnels: tuple[Tunnel, ...] = ()) -> Reading:
     """The whole state, or (with `since`) only the dumps asked for, the rest taken from `since`.
     Without a links dump the interface names are `since`'s: only for a caller that moved no link.
     `route_devices` (with `since`, and no links or addresses dump): the routes are read again only
-    on these devices; only for a caller that moved no route on another."""
+    on these devices; only for a caller that moved no route on another. `tunnels`: what the caller
+    read of the host's forwarders (not the kernel's to say). The observation is made once, from
+    its parts, not copied per dump: a fleet's no-op plan observes every host."""
     if since is None or links:
         found = _links(sock)
         names = {index: name for index, (name, _, _) in found.items()}
         tun_indexes = frozenset(index for index, (_, _, dev) in found.items() if dev is not None)
-        observed = Observed(devices=tuple(sorted(dev for _, _, dev in found.values() if dev is not None)),
-                            links=tuple(sorted((name, kind) for name, kind, _ in found.values())))
+        devices = tuple(sorted(dev for _, _, dev in found.values() if dev is not None))
+        link_kinds = tuple(sorted((name, kind) for name, kind, _ in found.values()))
         addresses = routes = True  # new indexes: what names them is read again too
     else:
-        observed, names, tun_indexes = since.observed, since.names, since.tun_indexes
+        names, tun_indexes = since.names, since.tun_indexes
+        devices, link_kinds = since.observed.devices, since.observed.links
     if since is None or addresses:
-        observed = replace(observed, addresses=_addresses(sock, names, tun_indexes))
+        found_addresses = _addresses(sock, names, tun_indexes)
+    else:
+        found_addresses = since.observed.addresses
     if since is not None and routes and not links and not addresses and route_devices is not None:
-        observed = replace(observed, routes=_routes_again(sock, names, observed.routes, route_devices))
+        found_routes = _routes_again(sock, names, since.observed.routes, route_devices)
     elif since is None or routes:
-        observed = replace(observed, routes=_routes(sock, names))
+        found_routes = _routes(sock, names)
+    else:
+        found_routes = since.observed.routes
+    observed = Observed(devices=devices, addresses=found_addresses, routes=found_routes, links=link_kinds,
+                        tunnels=tunnels)
     return Reading(observed, names, tun_indexes)
 
 
