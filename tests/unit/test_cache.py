@@ -124,6 +124,7 @@ def test_the_cache_keeps_only_the_newest_entries(cache_dir) -> None:
     cache_dir.mkdir(mode=0o700)
     for i in range(cache.KEEP + 5):
         cache.put(cache.slot(cache_dir, [str(i)]), {"i": i})
+        assert cache.get(cache.slot(cache_dir, [str(i)])) == {"i": i}  # the entry just written stays
     assert len(entries(cache_dir)) == cache.KEEP
 
 

@@ -95,3 +95,19 @@ def test_the_steps_of_deleting_many_devices_read_the_state_once() -> None:
     deletions = [s for s in steps if s.verb is Verb.DELETE_LINK]
     assert len(deletions) == n
     assert all(s.restores == (Address(s.subject.name, f"10.0.0.{i}/32"),) for i, s in enumerate(deletions))
+
+
+def test_the_steps_of_a_change_that_takes_nothing_with_it_read_no_observed_state() -> None:
+    # A one-change apply (a route moved to another device) indexed all 1000 observed routes and
+    # addresses by device, which only a deleted device or address needs.
+    n = 200
+    devices = tuple(Device(f"t{i}", DeviceType.TAP) for i in range(n))
+    addresses = tuple(Address(f"t{i}", f"10.0.{i // 250}.{i % 250}/32") for i in range(n))
+    routes = tuple(Route(f"172.16.{i}.0/24", dev=f"t{i}") for i in range(n))
+    observed = Observed(devices=devices, addresses=_counted(addresses), routes=_counted(routes))
+    moved = replace(routes[0], dev="t1")
+    plan = make_plan("h", Network(devices=devices, addresses=addresses, routes=(moved, *routes[1:])), observed)
+    observed.addresses.reads = observed.routes.reads = 0  # type: ignore[attr-defined]
+    steps = schedule(steps_for(plan, observed))
+    assert [(s.verb, s.subject) for s in steps] == [(Verb.REPLACE_ROUTE, moved)]
+    assert observed.addresses.reads + observed.routes.reads == 0  # type: ignore[attr-defined]
