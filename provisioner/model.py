@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from functools import lru_cache
+from operator import attrgetter
 from typing import Any
 
 MAIN_TABLE = 254
@@ -82,6 +83,13 @@ class Address:
     @property
     def is_link_local_v6(self) -> bool:
         return ipaddress.ip_interface(self.cidr).ip.is_link_local and ":" in self.cidr
+
+
+# Device's and Address's orders as sort keys: the same order (a host's device names are unique,
+# and name is a device's first field) without a generated __lt__ making two tuples of fields
+# per comparison, 0.2-0.5 ms per 1000 sorted
+DEVICE_ORDER = attrgetter("name")
+ADDRESS_ORDER = attrgetter("device", "cidr")
 
 
 RouteKey = tuple[int, str, int]  # (table, to, metric): what identifies a route in the kernel

@@ -18,7 +18,19 @@ import ipaddress
 import socket
 from dataclasses import dataclass
 
-from ..model import OWNER_ALIAS, OWNER_PROTOCOL, Address, Device, DeviceType, LinkState, Observed, Route, Tunnel
+from ..model import (
+    ADDRESS_ORDER,
+    DEVICE_ORDER,
+    OWNER_ALIAS,
+    OWNER_PROTOCOL,
+    Address,
+    Device,
+    DeviceType,
+    LinkState,
+    Observed,
+    Route,
+    Tunnel,
+)
 from . import netlink as nl
 
 TUN_TYPES = {1: DeviceType.TUN, 2: DeviceType.TAP}
@@ -49,7 +61,7 @@ def observe(sock: nl.Netlink, since: Reading | None = None, links: bool = True, 
         found = _links(sock)
         names = {index: name for index, (name, _, _) in found.items()}
         tun_indexes = frozenset(index for index, (_, _, dev) in found.items() if dev is not None)
-        devices = tuple(sorted(dev for _, _, dev in found.values() if dev is not None))
+        devices = tuple(sorted((dev for _, _, dev in found.values() if dev is not None), key=DEVICE_ORDER))
         link_kinds = tuple(sorted((name, kind) for name, kind, _ in found.values()))
         addresses = routes = True  # new indexes: what names them is read again too
     else:
@@ -112,7 +124,7 @@ def _addresses(sock: nl.Netlink, names: dict[int, str], wanted: frozenset[int]) 
         if raw is None:
             continue
         out.append(Address(names[index], f"{_ip_text(family, raw)}/{prefixlen}"))
-    return tuple(sorted(out))
+    return tuple(sorted(out, key=ADDRESS_ORDER))
 
 
 def _routes_again(sock: nl.Netlink, names: dict[int, str], last: tuple[Route, ...],
