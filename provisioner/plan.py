@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from functools import cached_property
+from operator import attrgetter
 from typing import Any
 
 from .errors import ConflictError
@@ -254,6 +255,9 @@ def _plan_addresses(desired: Network, observed: Observed, devices: _Part) -> _Pa
     for name, want in sorted(wanted.items()):
         fresh = name in devices.gone or name not in live_names
         have = set() if fresh else live.get(name, set())
+        if want == have:  # most devices: nothing to add or remove
+            out.in_sync += len(want)
+            continue
         for a in sorted(want - have):
             out.changes.append(Change(Action.CREATE, Kind.ADDRESS, f"{a.cidr} on {a.device}", None, a,
                                       "new device" if fresh else "not present"))
@@ -364,6 +368,8 @@ def _spec_changes(have: Tunnel, want: Tunnel) -> list[str]:
 
 _UNMANAGED = ("mtu", "mac", "owner", "group")  # None in a desired device: the live value is kept
 _COMPARED = tuple(f.name for f in fields(Device) if f.compare)
+_MANAGED_OF = attrgetter(*(f for f in _COMPARED if f not in _UNMANAGED))
+_UNMANAGED_OF = attrgetter(*(f for f in _UNMANAGED if f in _COMPARED))
 
 
 def _with_unmanaged_from(want: Device, live: Device) -> Device:
@@ -373,12 +379,11 @@ def _with_unmanaged_from(want: Device, live: Device) -> Device:
 
 
 def _matches(want: Device, live: Device) -> bool:
-    """`_with_unmanaged_from(want, live) == live`, without making the device (most are in sync)."""
-    for f in _COMPARED:
-        w = getattr(want, f)
-        if w != getattr(live, f) and not (w is None and f in _UNMANAGED):
-            return False
-    return True
+    """`_with_unmanaged_from(want, live) == live`, without making the device (most are in sync):
+    the managed attributes compared as one tuple, then each unmanaged one the inventory gives."""
+    if _MANAGED_OF(want) != _MANAGED_OF(live):
+        return False
+    return all(w is None or w == v for w, v in zip(_UNMANAGED_OF(want), _UNMANAGED_OF(live), strict=True))
 
 
 def to_dict(value: Resource | None) -> dict[str, Any] | None:
