@@ -148,6 +148,7 @@ def test_the_compiled_schema_agrees_with_jsonschema(inventory) -> None:
     "0.0.0.0/0", "1.2.3.4", "\u0663.1.1.1/32", "1.2.3/24", "1.2.3.4.5/32", "1.2.3.4/", "/24", "1.2.3.4/-1",
     "1.2.3.4/ 24", "+1.2.3.4/32", "1.2.3.4/+3", "1..2.3/8", "fd00::/8", "FD00::1/64", "10.0.0.0/255.0.0.0",
     "255.255.255.255/32", "default", "::ffff:192.0.2.1", "1.2.3.04", "0x1.2.3.4", "1.2.3.4 ", "FD00::0:1",
+    "1.2.3.4\x00/32", "1.2.3.4/3\x00", "\ud800.1.1.1/8", "1.2.3.4/32/32", "1.2.3.4//32", "1.2.3.4/\uff13\uff12",
 ])
 def test_canonical_forms_are_what_ipaddress_says(text) -> None:
     """The IPv4 fast path of canonical_network/_interface/_address gives ipaddress's answer, or its error."""
@@ -166,6 +167,33 @@ def test_canonical_forms_are_what_ipaddress_says(text) -> None:
     assert outcome(canonical_interface, text) == outcome(ipaddress.ip_interface, text)
     address = text.partition("/")[0]
     assert outcome(canonical_address, address) == outcome(ipaddress.ip_address, address)
+
+
+def test_canonical_forms_of_random_near_addresses_are_what_ipaddress_says() -> None:
+    """The same on 20 000 strings made of the pieces of IPv4 addresses and prefixes, most of them
+    nearly one: the fast path must never say yes where ipaddress says otherwise."""
+    import ipaddress
+    import random
+
+    from provisioner.model import canonical_address, canonical_interface, canonical_network
+
+    rng = random.Random(16)
+    pieces = ["0", "1", "9", "10", "25", "255", "256", "01", "00", "300", "1000", "", " ", "+1", "-1", "a", "\u0661",
+              "\x00"]
+
+    def outcome(f, *args):
+        try:
+            return str(f(*args))
+        except ValueError:
+            return "error"
+
+    for _ in range(20_000):
+        octets = [rng.choice(pieces) for _ in range(rng.choice((3, 4, 4, 4, 5)))]
+        text = ".".join(octets) + rng.choice(["/" + rng.choice(pieces + ["32", "33", "24", "8"]), "", "/", "//8"])
+        assert outcome(canonical_network, text) == outcome(ipaddress.ip_network, text), text
+        assert outcome(canonical_interface, text) == outcome(ipaddress.ip_interface, text), text
+        address = text.partition("/")[0]
+        assert outcome(canonical_address, address) == outcome(ipaddress.ip_address, address), address
 
 
 @pytest.mark.parametrize("name, words", [
