@@ -161,7 +161,7 @@ def merge_host(name: str, path: Path, groups: tuple[str, ...],
         for list_key, key_of in MERGE_KEYS.items():
             items = net.get(list_key)
             for i, item in enumerate(items if isinstance(items, list) else ()):  # else the schema said why
-                if isinstance(item, Mapping):
+                if isinstance(item, dict) or isinstance(item, Mapping):  # parsed items are dicts: no ABC check
                     entries = network.setdefault(list_key, {})
                     k = key_of(item)
                     entries.pop(k, None)  # re-insert: a replaced entry takes the later position
