@@ -103,15 +103,17 @@ def get(s: Slot) -> Any | None:
         os.close(fd)
 
 
-def put(s: Slot, data: Any) -> None:
+def put(s: Slot, data: Any, exact: bool = False) -> None:
     """Keep `data` (plain JSON values) under the slot's key; best effort: a cache that cannot be
     written costs time, never a run. Data that would not come back unchanged from JSON (keys that
     are not strings, dates, tuples: json.dumps turns them into text or lists without a word) is
     not kept. Loading the text back and comparing, both in C, costs half of a walk in Python
-    checking each value's type (2 ms against 5 ms for a 1000-device inventory's parse)."""
+    checking each value's type (2 ms against 5 ms for a 1000-device inventory's parse); `exact`:
+    the caller knows the data is made of JSON's own types alone (reparse.Reparser.exact), and
+    that check is not made."""
     try:
         body = json.dumps(data, separators=(",", ":"), allow_nan=False).encode()  # refuses cycles
-        if json.loads(body) != data:  # a number key became text, a tuple a list, ...
+        if not exact and json.loads(body) != data:  # a number key became text, a tuple a list, ...
             return
     except (TypeError, ValueError, RecursionError):
         return

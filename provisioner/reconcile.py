@@ -73,9 +73,9 @@ def load(file: str, limit: str | None = None, connection: str | None = None, act
     problems: list[Diagnostic] = []
     if inventory is None:
         record: dict[str, Any] = {}
-        inventory, problems = _validated(file, record, cache_dir)
+        inventory, problems, exact = _validated(file, record, cache_dir)
         if slot is not None and not problems:
-            cache.put(slot, record)
+            cache.put(slot, record, exact=exact)
     source = inventory.source
     hosts = tuple(_reached(h, connection or h.connection or default_connection) for h in inventory.select(limit))
     acted_on = {h.name for h in hosts if skip_reason(h) is None} if act else set()
@@ -99,17 +99,21 @@ def _from_cache(file: str, parsed: dict[str, Any]) -> Inventory | None:
 
 
 def _validated(file: str, record: dict[str, Any], cache_dir: Path | None = None
-               ) -> tuple[Inventory, list[Diagnostic]]:
+               ) -> tuple[Inventory, list[Diagnostic], bool]:
     """Parse, schema and the checks that need only the inventory: what cache.py keeps. Raises
-    InventoryError with every error; returns the warnings. With `cache_dir`, each YAML file is
-    parsed and judged from its last parse and verdict where the edit allows (reparse.py)."""
+    InventoryError with every error; returns the warnings, and whether every file's data in
+    `record` is made of JSON's own types alone (reparse.Reparser.exact). With `cache_dir`, each
+    YAML file is parsed and judged from its last parse and verdict where the edit allows
+    (reparse.py)."""
     if cache_dir is None:
         inventory, problems = loader.load(file, record=record)
+        exact = False
     else:
         from . import reparse  # only for a text not seen before: 2 ms of a no-op plan's start
 
         last = reparse.Reparser(cache_dir)
         inventory, problems = loader.load(file, record=record, yaml=last.parse, check=last.check)
+        exact = last.all_exact(record)
     source = inventory.source
     try:
         for host in inventory.hosts:
@@ -121,7 +125,7 @@ def _validated(file: str, record: dict[str, Any], cache_dir: Path | None = None
         collect(problems)  # the schema already said what is wrong with the shape
     problems = list(dict.fromkeys(problems))  # dedupe: a group's error is seen by each of its hosts
     collect(problems)
-    return inventory, problems
+    return inventory, problems, exact
 
 
 def _reached(host: Host, connection: str | None) -> Host:

@@ -70,6 +70,7 @@ class _Parsed:
     runs: list[Run]
     judged: str | None  # the schema the parse it was patched from passed; None: not known to pass
     replaced: list[tuple[list[Any], Any]]  # (path of the list, new item) of each item patched in
+    exact: bool  # made of JSON's own types alone (Reparser.exact)
 
 
 class Reparser:
@@ -85,23 +86,43 @@ class Reparser:
         self.directory = directory
         self.parses = directory / "parses"  # apart from the verdicts, so neither crowds the other out
         self._waiting: dict[str, _Parsed] = {}
+        # file -> its parse, when that is made of JSON's own types alone (dicts with text keys,
+        # lists, text, integers, None): a kept parse read back from JSON, and what plain_shape and
+        # plain_item read, are nothing else; ruamel's may be (a date, a key read as a boolean). Such
+        # data goes into the cache without the check that it comes back from JSON unchanged (the
+        # caller holds its record to these very objects: a loader may parse a file and keep
+        # something else, an INI reading).
+        self.exact: dict[str, Any] = {}
 
     def parse(self, source: Source) -> Any:
         form = shape(source.text)
         if len(source.text) < KEEP_FROM:  # not kept; still read without ruamel where it is plain
-            return first_parse(source, form)[0]
+            data, _, exact = first_parse(source, form)
+            self._mark(source.file, data, exact)
+            return data
         s = cache.slot(self.parses, ["last parse of a text shaped", form])
         kept = cache.get(s)
         patch = patched(kept, source.text) if isinstance(kept, dict) else None
         if patch is not None:
             assert isinstance(kept, dict)
-            data, replaced = patch
+            data, replaced, exact = patch  # the kept data came back from JSON (cache.get)
             judged = kept.get("valid") if isinstance(kept.get("valid"), str) else None
-            self._waiting[source.file] = _Parsed(s, source.text, data, kept["runs"], judged, replaced)
+            self._waiting[source.file] = _Parsed(s, source.text, data, kept["runs"], judged, replaced, exact)
         else:
-            data, runs = first_parse(source, form)
-            self._waiting[source.file] = _Parsed(s, source.text, data, runs, None, [])
+            data, runs, exact = first_parse(source, form)
+            self._waiting[source.file] = _Parsed(s, source.text, data, runs, None, [], exact)
+        self._mark(source.file, data, exact)
         return data
+
+    def _mark(self, file: str, data: Any, exact: bool) -> None:
+        if exact:
+            self.exact[file] = data
+        else:
+            self.exact.pop(file, None)
+
+    def all_exact(self, record: dict[str, Any]) -> bool:
+        """Whether every file's data in a loader's record is a parse made here of JSON's types alone."""
+        return all(file in self.exact and self.exact[file] is data for file, data in record.items())
 
     def check(self, source: Source, data: Any, name: str = schema.INVENTORY) -> list[Diagnostic]:
         parsed = self._waiting.pop(source.file, None)
@@ -117,15 +138,16 @@ class Reparser:
             except OSError:
                 return problems  # no state directory yet: the verdict is not kept either
             cache.put(parsed.slot, {"text": parsed.text, "data": parsed.data, "runs": parsed.runs,
-                                    "valid": None if problems else name})
+                                    "valid": None if problems else name}, exact=parsed.exact)
         return problems
 
 
-def first_parse(source: Source, form: str) -> tuple[Any, list[Run]]:
-    """The parse of a text with no parse of its shape kept, and its runs: the shape (`form`: its
-    items written `{}`) parsed, a sixth of the time, then each item put in place as an edit of
-    the shape (`patched`); or, for a text with anchors or aliases, or an edit that cannot be
-    made, the whole text (which also reports a syntax error, where it is)."""
+def first_parse(source: Source, form: str) -> tuple[Any, list[Run], bool]:
+    """The parse of a text with no parse of its shape kept, its runs, and whether it is made of
+    JSON's own types alone (Reparser.exact): the shape (`form`: its items written `{}`) parsed, a
+    sixth of the time, then each item put in place as an edit of the shape (`patched`); or, for
+    a text with anchors or aliases, or an edit that cannot be made, the whole text (which also
+    reports a syntax error, where it is)."""
     if "&" not in source.text and "*" not in source.text:
         plain = plain_shape(form)
         if plain is not None:
@@ -139,9 +161,9 @@ def first_parse(source: Source, form: str) -> tuple[Any, list[Run]]:
         if data is not None:
             made = patched({"text": form, "data": data, "runs": runs}, source.text)
             if made is not None:
-                return made[0], runs
+                return made[0], runs, plain is not None and made[2]
     data, node = parse_nodes(source)
-    return data, runs_of(source.text, node)
+    return data, runs_of(source.text, node), False
 
 
 # The lines of a plain shape: a key and a plain scalar or nothing, an item placeholder, a comment.
@@ -257,15 +279,16 @@ def _walk(n: Any, path: list[str | int], out: list[Run]) -> None:
             _walk(item, [*path, index], out)
 
 
-def patched(kept: dict[str, Any], text: str) -> tuple[Any, list[tuple[list[Any], Any]]] | None:
+def patched(kept: dict[str, Any], text: str) -> tuple[Any, list[tuple[list[Any], Any]], bool] | None:
     """The parse of `text` made from `kept` (the last parse: its text, data and runs), with the
-    (path of its list, item) of each item put in place; None when the edit is not one this can
-    do. `kept` is input: any shape it does not have is None."""
+    (path of its list, item) of each item put in place, and whether plain_item read every one of
+    them; None when the edit is not one this can do. `kept` is input: any shape it does not have
+    is None."""
     old_text, data, runs = kept.get("text"), kept.get("data"), kept.get("runs")
     if not isinstance(old_text, str) or not isinstance(runs, list):
         return None
     if old_text == text:
-        return data, []
+        return data, [], True
     old, new = old_text.split("\n"), text.split("\n")
     if len(old) != len(new):
         return None
@@ -302,7 +325,7 @@ def patched(kept: dict[str, Any], text: str) -> tuple[Any, list[tuple[list[Any],
             return None
         sequence[index] = item
         replaced.append((path, item))
-    return data, replaced
+    return data, replaced, alone == 0
 
 
 # The items an edit writes are nearly always of a few forms: `{name: t1, type: tap, mtu: 1400}`,

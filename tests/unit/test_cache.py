@@ -120,6 +120,21 @@ def test_data_that_json_would_change_is_not_kept(cache_dir) -> None:
     assert cache.get(slot) == {"fine": [1, 2.5, True, None]}
 
 
+def test_data_said_to_be_exact_is_kept_without_reading_it_back(cache_dir, monkeypatch) -> None:
+    """`exact` (reparse.Reparser.exact vouches for the data): no JSON round trip, the same entry."""
+    cache_dir.mkdir(mode=0o700)
+    slot = cache.slot(cache_dir, ["exact"])
+    read_back = []
+    loads = json.loads
+    monkeypatch.setattr(json, "loads", lambda text, *a, **k: read_back.append(1) or loads(text, *a, **k))
+    cache.put(slot, {"a": [1, "b", None]}, exact=True)
+    assert read_back == []
+    cache.put(cache.slot(cache_dir, ["checked"]), {"a": [1, "b", None]})
+    assert read_back == [1]
+    monkeypatch.undo()
+    assert cache.get(slot) == {"a": [1, "b", None]}
+
+
 def test_the_cache_keeps_only_the_newest_entries(cache_dir) -> None:
     cache_dir.mkdir(mode=0o700)
     for i in range(cache.KEEP + 5):

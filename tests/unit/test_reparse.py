@@ -107,6 +107,27 @@ def test_a_kept_parse_that_is_not_ours_is_a_full_parse(directory: Path) -> None:
         assert reparse.patched(bad, edited) is None
 
 
+def test_a_parse_said_to_be_exact_comes_back_from_json_unchanged(directory: Path) -> None:
+    """cache.put skips its JSON round trip for the parses Reparser.exact names: each of them must
+    come back from JSON as it went in; the kept parse and a plain edit of it must be named (else
+    nothing is saved), and a record that holds another object for a file is not."""
+    on_key = ("- {name: t1, type: tap}", "- {name: t1, type: tap, on: 1}")  # YAML 1.1 reads the key as true
+    judged(reparse.Reparser(directory), Source("a.yaml", BASE))  # BASE's shape has a flow list: ruamel's
+    named = []
+    for old, new in [*EDITS, on_key]:
+        last = reparse.Reparser(directory)
+        first = judged(last, Source("a.yaml", BASE))
+        assert last.all_exact({"a.yaml": first})  # the kept parse, read back from JSON
+        data = last.parse(Source("b.yaml", BASE.replace(old, new, 1)))
+        if last.all_exact({"b.yaml": data}):
+            assert json.loads(json.dumps(data)) == data, new
+            named.append(new)
+        assert not last.all_exact({"b.yaml": json.loads(json.dumps(data))})  # not the object parsed
+        assert not last.all_exact({"b.yaml": data, "c.ini": {}})  # a file the reparser never read
+    assert EDITS[0][1] in named and EDITS[4][1] in named
+    assert on_key[1] not in named
+
+
 def judged(last: reparse.Reparser, source: Source) -> object:
     """What the loader does with a YAML inventory file: parse it, then judge it by the schema."""
     data = last.parse(source)
@@ -287,7 +308,7 @@ FIRST = [BASE, *(BASE.replace(old, new, 1) for old, new in EDITS),
 
 @pytest.mark.parametrize("text", FIRST, ids=range(len(FIRST)))
 def test_a_first_parse_from_the_shape_is_the_full_parse(text: str) -> None:
-    data, runs = reparse.first_parse(Source("a.yaml", text), reparse.shape(text))
+    data, runs, _ = reparse.first_parse(Source("a.yaml", text), reparse.shape(text))
     assert _same(data, parse(Source("a.yaml", text)))
     assert runs == reparse.runs_of(text, _node(text))
 
