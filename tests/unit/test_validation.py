@@ -143,6 +143,14 @@ def test_the_compiled_schema_agrees_with_jsonschema(inventory) -> None:
     assert schema.is_valid(data)
 
 
+def _outcome(f, *args) -> str:
+    """What a parser says of its input: its text, or that it refused it."""
+    try:
+        return str(f(*args))
+    except ValueError:
+        return "error"
+
+
 @pytest.mark.parametrize("text", [
     "10.0.0.0/8", "10.0.0.1/8", "010.0.0.0/8", "10.0.0.0/08", "1.2.3.4/32", "1.2.3.4/33", "256.0.0.0/8",
     "0.0.0.0/0", "1.2.3.4", "\u0663.1.1.1/32", "1.2.3/24", "1.2.3.4.5/32", "1.2.3.4/", "/24", "1.2.3.4/-1",
@@ -156,17 +164,11 @@ def test_canonical_forms_are_what_ipaddress_says(text) -> None:
 
     from provisioner.model import canonical_address, canonical_interface, canonical_network
 
-    def outcome(f, *args):
-        try:
-            return str(f(*args))
-        except ValueError:
-            return "error"
-
-    expected_net = "0.0.0.0/0" if text == "default" else outcome(ipaddress.ip_network, text)
-    assert outcome(canonical_network, text) == expected_net
-    assert outcome(canonical_interface, text) == outcome(ipaddress.ip_interface, text)
+    expected_net = "0.0.0.0/0" if text == "default" else _outcome(ipaddress.ip_network, text)
+    assert _outcome(canonical_network, text) == expected_net
+    assert _outcome(canonical_interface, text) == _outcome(ipaddress.ip_interface, text)
     address = text.partition("/")[0]
-    assert outcome(canonical_address, address) == outcome(ipaddress.ip_address, address)
+    assert _outcome(canonical_address, address) == _outcome(ipaddress.ip_address, address)
 
 
 def test_canonical_forms_of_random_near_addresses_are_what_ipaddress_says() -> None:
@@ -181,19 +183,13 @@ def test_canonical_forms_of_random_near_addresses_are_what_ipaddress_says() -> N
     pieces = ["0", "1", "9", "10", "25", "255", "256", "01", "00", "300", "1000", "", " ", "+1", "-1", "a", "\u0661",
               "\x00"]
 
-    def outcome(f, *args):
-        try:
-            return str(f(*args))
-        except ValueError:
-            return "error"
-
     for _ in range(20_000):
         octets = [rng.choice(pieces) for _ in range(rng.choice((3, 4, 4, 4, 5)))]
         text = ".".join(octets) + rng.choice(["/" + rng.choice(pieces + ["32", "33", "24", "8"]), "", "/", "//8"])
-        assert outcome(canonical_network, text) == outcome(ipaddress.ip_network, text), text
-        assert outcome(canonical_interface, text) == outcome(ipaddress.ip_interface, text), text
+        assert _outcome(canonical_network, text) == _outcome(ipaddress.ip_network, text), text
+        assert _outcome(canonical_interface, text) == _outcome(ipaddress.ip_interface, text), text
         address = text.partition("/")[0]
-        assert outcome(canonical_address, address) == outcome(ipaddress.ip_address, address), address
+        assert _outcome(canonical_address, address) == _outcome(ipaddress.ip_address, address), address
 
 
 @pytest.mark.parametrize("name, words", [
