@@ -1,8 +1,8 @@
 """The `provision` process, as the console script and `python -m provisioner` start it: the
-cyclic garbage collector is turned off before anything is imported, dataclasses is handed the
-methods compiled at install (precompiled.py: 30 ms of every run), then cli.run.
+cyclic garbage collector is turned off before anything is imported, dataclasses is imported
+without inspect and handed the methods compiled at install (precompiled.py), then cli.run.
 
-Importing the command (argparse, dataclasses and inspect, pathlib, provision's own modules)
+Importing the command (argparse, dataclasses, pathlib, provision's own modules)
 makes enough objects for 17 passes of the collector, 5 ms of a 0.2 s no-op plan, that find
 nothing to free; cli.run keeps it off for the run (tests/unit/test_garbage.py says why it may),
 and `pull`, which runs for days, turns it on again. Nothing else belongs here: whatever this
