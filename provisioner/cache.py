@@ -112,7 +112,8 @@ def put(s: Slot, data: Any, exact: bool = False) -> None:
     the caller knows the data is made of JSON's own types alone (reparse.Reparser.exact), and
     that check is not made."""
     try:
-        body = json.dumps(data, separators=(",", ":"), allow_nan=False).encode()  # refuses cycles
+        # no check_circular: its bookkeeping is a third of the dump, and a cycle still ends in RecursionError
+        body = json.dumps(data, separators=(",", ":"), allow_nan=False, check_circular=False).encode()
         if not exact and json.loads(body) != data:  # a number key became text, a tuple a list, ...
             return
     except (TypeError, ValueError, RecursionError):

@@ -120,6 +120,17 @@ def test_data_that_json_would_change_is_not_kept(cache_dir) -> None:
     assert cache.get(slot) == {"fine": [1, 2.5, True, None]}
 
 
+@pytest.mark.parametrize("exact", [False, True])
+def test_data_with_a_cycle_is_not_kept(cache_dir, exact: bool) -> None:
+    # the dump runs without check_circular: a cycle must still end the write, not the run
+    cache_dir.mkdir(mode=0o700)
+    slot = cache.slot(cache_dir, ["cycle"])
+    cyclic: dict = {"a": []}
+    cyclic["a"].append(cyclic)
+    cache.put(slot, cyclic, exact=exact)
+    assert cache.get(slot) is None and list(cache_dir.iterdir()) == []
+
+
 def test_data_said_to_be_exact_is_kept_without_reading_it_back(cache_dir, monkeypatch) -> None:
     """`exact` (reparse.Reparser.exact vouches for the data): no JSON round trip, the same entry."""
     cache_dir.mkdir(mode=0o700)
