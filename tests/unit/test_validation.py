@@ -119,6 +119,19 @@ def test_interface_names(name: str, ok: bool) -> None:
     assert (interface_name_problem(name) is None) == ok
 
 
+def test_the_characters_an_interface_name_may_not_hold_are_the_kernels_at_every_code_point() -> None:
+    # validate._NAME_BAD is one regex search; dev_valid_name() refuses isspace(), '/' and ':'
+    import sys
+
+    from provisioner.validate import _NAME_BAD
+
+    assert [c for c in map(chr, range(sys.maxunicode + 1))
+            if bool(_NAME_BAD.fullmatch(c)) != (c.isspace() or c in "/:")] == []
+    name = "a:b c/\u3000:"
+    bad = sorted({c for c in name if c.isspace() or c in "/:"})  # the words as they were
+    assert interface_name_problem(name) == f"interface name {name!r} contains {', '.join(repr(c) for c in bad)}"
+
+
 def test_an_old_key_file_tunnel_gets_the_migration_at_its_line(write) -> None:
     """The shared-key form is gone: the error says exactly what to write instead, where it was."""
     body = ("        devices: [{name: tap0, type: tap}]\n"
