@@ -14,6 +14,7 @@ from typing import Any
 
 from .model import (
     MAIN_TABLE,
+    ROUTE_ORDER,
     Address,
     Device,
     DeviceType,
@@ -143,7 +144,7 @@ def observed_from_vars(vars_: Mapping[str, Any]) -> Observed:
     tunnels = tuple(sorted(tunnel_from_dict(t, RunState(t.get("state", RunState.RUNNING)))
                            for t in meta.get("tunnels") or ()))
     return Observed(tuple(sorted(devices)), tuple(sorted(addresses)),
-                    tuple(sorted(routes, key=lambda r: r.key)), links, tunnels)
+                    tuple(sorted(routes, key=ROUTE_ORDER)), links, tunnels)
 
 
 def load_snapshots(paths: Sequence[str]) -> dict[str, Observed]:

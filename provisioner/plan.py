@@ -27,6 +27,7 @@ from typing import Any
 
 from .errors import ConflictError
 from .model import (
+    ROUTE_ORDER,
     Address,
     Default,
     Device,
@@ -303,7 +304,7 @@ def _plan_routes(desired: Network, observed: Observed, devices: _Part, destroy: 
                                       f"re-asserted: {live.dev} loses an address, which can take the route"))
         else:
             out.in_sync += 1
-    for other in sorted(observed.routes, key=lambda r: r.key):
+    for other in sorted(observed.routes, key=ROUTE_ORDER):
         if other.key in wanted_keys:
             continue
         named_absent = any(a.matches(other.key) for a in desired.absent_routes)

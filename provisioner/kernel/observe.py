@@ -23,6 +23,7 @@ from ..model import (
     DEVICE_ORDER,
     OWNER_ALIAS,
     OWNER_PROTOCOL,
+    ROUTE_ORDER,
     Address,
     Device,
     DeviceType,
@@ -131,7 +132,7 @@ def _routes_again(sock: nl.Netlink, names: dict[int, str], last: tuple[Route, ..
                   devices: frozenset[str]) -> tuple[Route, ...]:
     """`last` with the routes on `devices` read again."""
     fresh = [r for index, name in names.items() if name in devices for r in _routes(sock, names, index)]
-    return tuple(sorted([*(r for r in last if r.dev not in devices), *fresh], key=lambda r: r.key))
+    return tuple(sorted([*(r for r in last if r.dev not in devices), *fresh], key=ROUTE_ORDER))
 
 
 def _routes(sock: nl.Netlink, names: dict[int, str], oif: int | None = None) -> tuple[Route, ...]:
@@ -162,7 +163,7 @@ def _routes(sock: nl.Netlink, names: dict[int, str], oif: int | None = None) -> 
                 via=_ip_text(family, gateway) if gateway else None,
                 dev=names.get(route_oif), managed=protocol == OWNER_PROTOCOL,
             ))
-    return tuple(sorted(out, key=lambda r: r.key))
+    return tuple(sorted(out, key=ROUTE_ORDER))
 
 
 def _ip_text(family: int, raw: bytes) -> str:
