@@ -11,11 +11,11 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from functools import lru_cache
 from operator import attrgetter
-from typing import Any, TypeVar
+from typing import Any
 
 MAIN_TABLE = 254
 IPV4_DEFAULT_METRIC = 0  # what the kernel gives a route added without a metric
@@ -43,33 +43,6 @@ class Default(StrEnum):
     TCP_MTU = "default for a TCP tunnel"
 
 
-_Frozen = TypeVar("_Frozen")
-
-
-def _stored_at_once(cls: type[_Frozen]) -> type[_Frozen]:
-    """A frozen dataclass's __init__ that stores the instance's dict in one call, for the classes
-    a plan makes thousands of. The __init__ dataclasses writes stores each field through
-    object.__setattr__ (the class's own refuses): 2.5 µs for a Device against 1 µs, and a no-op
-    plan of 1000 devices makes 2000 devices and 2000 routes (4% of its instructions). The same
-    parameters, defaults and values (tests/unit/test_plan.py); only for fields with a plain
-    default or none."""
-    params, stores, defaults = [], [], {}
-    for f in fields(cls):  # type: ignore[arg-type]
-        if not f.init or f.default_factory is not MISSING or hasattr(cls, "__post_init__"):
-            raise TypeError(f"{cls.__name__}.{f.name}: not a field a plain __init__ stores")
-        if f.default is not MISSING:
-            defaults[f.name] = f.default
-        params.append(f.name if f.default is MISSING else f"{f.name}=_defaults[{f.name!r}]")
-        stores.append(f"{f.name!r}: {f.name}")
-    text = f"def __init__(self, {', '.join(params)}):\n    _store(self, '__dict__', {{{', '.join(stores)}}})\n"
-    namespace: dict[str, Any] = {"_defaults": defaults, "_store": object.__setattr__}
-    exec(compile(text, f"<{cls.__name__}.__init__>", "exec"), namespace)
-    namespace["__init__"].__qualname__ = f"{cls.__qualname__}.__init__"
-    cls.__init__ = namespace["__init__"]  # type: ignore[method-assign]
-    return cls
-
-
-@_stored_at_once
 @dataclass(frozen=True, order=True)
 class Device:
     """A tun/tap device. `managed` is True when it carries our alias (always True when desired).
@@ -123,7 +96,6 @@ ROUTE_ORDER = attrgetter("table", "to", "metric")
 RouteKey = tuple[int, str, int]  # (table, to, metric): what identifies a route in the kernel
 
 
-@_stored_at_once
 @dataclass(frozen=True, order=True)
 class Route:
     """A route as the kernel keys it (table, destination, metric) and what it carries. Desired

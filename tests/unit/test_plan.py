@@ -232,26 +232,3 @@ def test_the_in_sync_shortcut_agrees_with_the_subset_match() -> None:
         live = Device("d0", rng.choice((DeviceType.TUN, DeviceType.TAP)),
                       **{k: rng.choice(vs) for k, vs in live_values.items()})
         assert _matches(want, live) == (_with_unmanaged_from(want, live) == live), (want, live)
-
-
-@pytest.mark.parametrize("cls", [Device, Route])
-def test_a_class_stored_at_once_takes_and_keeps_what_its_dataclass_init_would(cls: type) -> None:
-    # model._stored_at_once: the plan's two most made classes store their dict in one call; the
-    # same parameters and defaults as the fields, every field stored, still frozen
-    import dataclasses
-    import inspect
-
-    fields = dataclasses.fields(cls)
-    assert [(p.name, p.default) for p in inspect.signature(cls).parameters.values()] == [
-        (f.name, inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default) for f in fields]
-    reference = dataclasses.make_dataclass(f"Plain{cls.__name__}", [(f.name, f.type, f) for f in fields], frozen=True)
-    required = [f.name for f in fields if f.default is dataclasses.MISSING]
-    for given in ({}, {"mtu": 1400, "owner": 0, "pi": True} if cls is Device else {"metric": 7, "dev": "t0"}):
-        args = {name: f"value of {name}" for name in required} | given
-        made = cls(**args)
-        assert vars(made) == vars(reference(**args))
-        assert dataclasses.replace(made, **given) == made
-        with pytest.raises(dataclasses.FrozenInstanceError):
-            setattr(made, fields[0].name, "other")
-    positional = cls(*(f"value {i}" for i in range(len(fields))))
-    assert [getattr(positional, f.name) for f in fields] == [f"value {i}" for i in range(len(fields))]
