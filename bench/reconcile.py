@@ -60,7 +60,10 @@ GUARD = {  # the worst of 24 fast-state runs (docs/performance.md): 2.96, 1.20, 
     # 1.28-1.66 times what this code measures (docs/performance.md).
     "no-op plan / python start (CPU)": 1.9,
 }
-# The standard-library modules a no-op plan imports (sys.modules after one, top-level names).
+# The standard-library modules a no-op plan imported in the eleventh round (sys.modules after one,
+# top-level names). Kept as the yardstick it was calibrated with: since the twelfth round a plan
+# imports dataclasses without inspect (and so without ast, dis, linecache, opcode, string, token,
+# tokenize), which this still imports, so the fourth ratio came down (docs/performance.md).
 PYTHON_START = [sys.executable, "-c", "import argparse, array, ast, base64, binascii, collections, contextlib, copy, "
                 "dataclasses, dis, enum, errno, fcntl, fnmatch, functools, gc, gettext, grp, hashlib, hmac, "
                 "importlib, inspect, ipaddress, itertools, json, keyword, linecache, locale, math, opcode, "
