@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-import shutil
 import subprocess
 import sys
 import sysconfig
@@ -36,6 +35,7 @@ EXTENSIONS = {  # module: (source, libraries), as setup.py builds them
     "provisioner.kernel._rtattr": (ROOT / "provisioner" / "kernel" / "_rtattr.c", []),
 }
 ASAN_SO = "PROVISION_FUZZ_ASAN_SO"  # set in a child: a directory holding MODULE.so for each extension
+WORK = "PROVISION_FUZZ_WORK"  # set in a child of `one`: the directory it may write in (targets.py too)
 
 
 def build_asan(into: Path) -> Path:
@@ -73,28 +73,35 @@ def load_asan_extension() -> None:
         sys.modules[name] = module
 
 
-def fuzz_one(name: str, seconds: int, keep: Path | None = None) -> None:
-    """In this process: instrument provisioner, then hand the target to libFuzzer (never returns).
-    The corpus is `keep` (left there for a later pass) or a directory of its own."""
+def fuzz_one(name: str, seconds: int, work: Path, keep: Path | None = None) -> None:
+    """In this process: instrument provisioner, then hand the target to libFuzzer (never returns:
+    libFuzzer ends the process with exit(), past every `finally`, so whatever it writes goes in
+    `work`, which the parent made and deletes). The corpus is `keep` (left there for a later pass)
+    or a directory in `work`."""
     import atheris
 
     load_asan_extension()
 
     with atheris.instrument_imports(include=["provisioner"]):
         from tests.fuzz import targets
-    corpus = keep or Path(tempfile.mkdtemp(prefix=f"fuzz-{name}-"))
+    corpus = keep or work / "corpus"
     corpus.mkdir(parents=True, exist_ok=True)
     for i, seed in enumerate(targets.SEEDS.get(name, [])):
         (corpus / f"seed{i}").write_bytes(seed)
     (CRASHES / name).mkdir(parents=True, exist_ok=True)
     args = [sys.argv[0], str(corpus), f"-max_total_time={seconds}", "-timeout=10", "-rss_limit_mb=2048",
             f"-artifact_prefix={CRASHES / name}/", "-print_final_stats=1"]
-    try:
-        atheris.Setup(args, targets.TARGETS[name])
-        atheris.Fuzz()
-    finally:
-        if keep is None:
-            shutil.rmtree(corpus, ignore_errors=True)
+    atheris.Setup(args, targets.TARGETS[name])
+    atheris.Fuzz()
+
+
+def one(argv: list[str], env: dict[str, str] | None = None, timeout: float | None = None) -> int:
+    """`--one` as people and the tests run it: the target in a child process, given a directory
+    of its own that is deleted when the child ends, however it ends (the corpus and the
+    targets' scratch files, which libFuzzer's exit() would otherwise leave in /tmp)."""
+    with tempfile.TemporaryDirectory(prefix="fuzz-") as work:
+        return subprocess.run([sys.executable, "-m", "tests.fuzz.run", *argv, "--work", work], cwd=ROOT,
+                              env=(env or dict(os.environ)) | {WORK: work}, timeout=timeout).returncode
 
 
 def run(names: list[str], seconds: int, env: dict[str, str] | None = None,
@@ -104,9 +111,7 @@ def run(names: list[str], seconds: int, env: dict[str, str] | None = None,
     for name in names:
         print(f"== fuzz {name} for {seconds} s{' (ASan)' if env else ''}", flush=True)
         keep = ["--corpus", str(corpora / name)] if corpora else []
-        p = subprocess.run([sys.executable, "-m", "tests.fuzz.run", "--one", name, "--seconds", str(seconds), *keep],
-                           cwd=ROOT, timeout=seconds + 120, env=env)
-        out[name] = p.returncode
+        out[name] = one(["--one", name, "--seconds", str(seconds), *keep], env, timeout=seconds + 120)
     return out
 
 
@@ -126,10 +131,13 @@ def main() -> int:
     parser.add_argument("--asan", action="store_true", help="then the native targets, against a sanitized build")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--corpus", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("targets", nargs="*")
     args = parser.parse_args()
+    if args.one and args.work is None:
+        return one(sys.argv[1:])
     if args.one:
-        fuzz_one(args.one, args.seconds, args.corpus)
+        fuzz_one(args.one, args.seconds, args.work, args.corpus)
         return 0
     from tests.fuzz.targets import NATIVE, TARGETS
 

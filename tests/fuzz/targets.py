@@ -457,7 +457,10 @@ def netlink_link(data: bytes) -> None:
     assert _rtattr.link(data) == netlink._link(data)
 
 
-_inventory_dir = Path(tempfile.mkdtemp(prefix="provision-fuzz-"))
+# Where `inventory` writes its file: the directory a fuzzing child was given (tests/fuzz/run.py's
+# `one` deletes it; libFuzzer's exit() skips any cleanup here), else one deleted at this process's exit.
+_scratch = None if os.environ.get("PROVISION_FUZZ_WORK") else tempfile.TemporaryDirectory(prefix="provision-fuzz-")
+_inventory_dir = Path(_scratch.name if _scratch is not None else os.environ["PROVISION_FUZZ_WORK"])
 
 
 def inventory(data: bytes) -> None:
