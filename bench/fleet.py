@@ -12,6 +12,7 @@ host's work is a `provision` run inside its container: what forks are for.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,7 +26,7 @@ DEVICES = int(os.environ.get("BENCH_DEVICES", "20"))
 REPEAT = int(os.environ.get("BENCH_REPEAT", "3"))
 FORKS = tuple(int(f) for f in os.environ.get("BENCH_FORKS", "1,8").split(","))
 CONTAINERS = int(os.environ.get("BENCH_CONTAINERS", "8"))
-PREFIX = "pfleet-"
+PREFIX = os.environ.get("BENCH_PREFIX", "pfleet-")  # of the namespaces it makes (a test gives its own)
 # the `provision` command, as people run it (and ../shared/bench-reconcile.sh): `python -m provisioner`
 # costs 5-7 ms more of each run (runpy, importlib.util)
 PROVISION = [str(Path(sys.executable).with_name("provision"))]
@@ -105,6 +106,16 @@ def main() -> None:
     if os.geteuid() != 0:
         raise SystemExit("the benchmark needs root (network namespaces)")
     work = Path(tempfile.mkdtemp(prefix="provision-bench-fleet-"))
+    try:
+        fleet_ok = measure(work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if not fleet_ok:
+        raise SystemExit(1)
+
+
+def measure(work: Path) -> bool:
+    """The figures, printed, in `work`; whether the fleet's ratios were met."""
     env = {**os.environ, "PROVISION_STATE_DIR": str(work / "state"), "NO_COLOR": "1"}
     fleet, one = work / "fleet.yaml", work / "one.yaml"
     fleet.write_text(inventory(HOSTS))
@@ -148,14 +159,13 @@ def main() -> None:
             found = containers(work, env)
         except Exception as exc:  # the engine or the image: the netns figures above stand alone
             print(f"\ncontainers skipped: {type(exc).__name__}: {exc}")
-            return
+            return fleet_ok
         med = medians(found)
         print_seconds(f"{CONTAINERS} containers (docker hosts), each 5 taps with an address; "
                       f"median of {REPEAT} rounds", med)
         for what in ("converge", "no-op plan"):
             print(f"| {what}: forks 8 / forks 1 | {med[f'{what}, forks 8'] / med[f'{what}, forks 1']:.2f} |")
-    if not fleet_ok:
-        raise SystemExit(1)
+    return fleet_ok
 
 
 if __name__ == "__main__":

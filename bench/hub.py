@@ -17,6 +17,7 @@ hub does):
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -131,7 +132,10 @@ def main() -> None:
         raise SystemExit("the benchmark needs root (network namespaces)")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     work = Path(tempfile.mkdtemp(prefix="provision-bench-hub-"))
-    results = {n: measure(n, work) for n in SIZES}
+    try:
+        results = {n: measure(n, work) for n in SIZES}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     keys = list(next(iter(results.values())))
     keys += [k for r in results.values() for k in r if k not in keys]
     print("\n| hub of N encrypted UDP tunnels | " + " | ".join(f"N = {n}" for n in SIZES) + " |")
