@@ -1,5 +1,6 @@
 """A transaction against a real kernel, in a fresh namespace: the tun devices of a run are created
-on a thread of their own while the requests that follow are encoded (kernel/creations.py). A
+on a thread of their own while the requests that follow are encoded (kernel/creations.py), by
+kernel/_tuntap.c a chunk at a time or by its fallback one by one (each test of them runs both). A
 creation the kernel refuses in the middle, or an exception while the devices are being made,
 must leave `done` holding exactly what was made, so that the rollback removes all of it. Link
 deletions in a row go as one link group, which must reach the transaction's devices alone."""
@@ -18,7 +19,7 @@ import time
 import pytest
 
 from provisioner.errors import KernelError
-from provisioner.kernel import namespace
+from provisioner.kernel import creations, namespace
 from provisioner.kernel.apply import Step, Transaction, Verb
 from provisioner.kernel.netlink import Netlink
 from provisioner.model import Address, Device, DeviceType
@@ -35,7 +36,17 @@ def threads() -> set[str]:
     return {t.name for t in threading.enumerate()}
 
 
-def test_a_creation_refused_midway_stops_the_run_and_the_rollback_removes_what_was_made(netns: str) -> None:
+@pytest.fixture(params=["compiled", "python"])
+def maker(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Who makes the devices: kernel/_tuntap.c, or tuntap.create where that is not built."""
+    if request.param == "python":
+        monkeypatch.setattr(creations, "_create_chunk", None)
+    else:
+        assert creations._create_chunk is not None  # built by make setup: its absence fails here
+    return str(request.param)
+
+
+def test_a_creation_refused_midway_stops_the_run_and_the_rollback_removes_what_was_made(netns: str, maker: str) -> None:
     # A tun device took the name t20 after the plan was made: the kernel refuses a tap of that
     # name (EINVAL); the devices before it are made, none after it, and no setting is sent.
     subprocess.run(["ip", "-n", netns, "tuntap", "add", "dev", "t20", "mode", "tun"], check=True)
@@ -50,7 +61,7 @@ def test_a_creation_refused_midway_stops_the_run_and_the_rollback_removes_what_w
     assert kernel(netns) == before
 
 
-def test_an_exception_while_devices_are_made_leaves_done_whole(netns: str) -> None:
+def test_an_exception_while_devices_are_made_leaves_done_whole(netns: str, maker: str) -> None:
     # A report that raises (stdout gone, Ctrl-C) ends the run; the thread is stopped after the
     # creation under way, and every device it made is in `done`, reported or not.
     before = kernel(netns)
@@ -73,7 +84,7 @@ def test_an_exception_while_devices_are_made_leaves_done_whole(netns: str) -> No
     assert kernel(netns) == before
 
 
-def test_a_whole_run_makes_every_device_with_its_settings(netns: str) -> None:
+def test_a_whole_run_makes_every_device_with_its_settings(netns: str, maker: str) -> None:
     with namespace.entered(netns), Netlink() as sock:
         tx = Transaction("h", sock)
         tx.run(STEPS)
