@@ -204,6 +204,9 @@ class Ack:
     reason: str  # the kernel's extended-ack message, when it gave one
 
 
+ACKED = Ack(0, "")  # a request that took effect (what the kernel may add to a success is not read)
+
+
 class NetlinkError(OSError):
     """The socket itself failed (not a request: those fail in their Ack). `acks` holds the
     acknowledgements of the requests sent before the failure, in order: exactly those took
@@ -296,18 +299,20 @@ class Netlink:
                 exc.acks = tuple(acks)
                 raise
             got: dict[int, Ack] = {}
+            last = first + len(chunk)
             while len(got) < len(chunk):
                 data = memoryview(self.sock.recv(1 << 20))
-                offset = 0
-                while offset + HDR.size <= len(data):
+                offset, end = 0, len(data)
+                while offset + HDR.size <= end:
                     length, kind, flags, mseq, _ = HDR.unpack_from(data, offset)
-                    msg = data[offset + HDR.size: offset + length]
-                    offset += (length + 3) & ~3
-                    mine = kind == NLMSG_ERROR and first <= mseq < first + len(chunk)
-                    if length < HDR.size or (mine and len(msg) < ERR.size):
+                    start, offset = offset + HDR.size, offset + ((length + 3) & ~3)
+                    mine = kind == NLMSG_ERROR and first <= mseq < last
+                    if length < HDR.size or (mine and min(length, end - start + HDR.size) < HDR.size + ERR.size):
                         raise _malformed(acks, got)  # a walk that stands still, an ack without its code
                     if mine:
-                        got[mseq - first] = _ack(msg, flags)
+                        # most acknowledge success: one shared Ack, not one made and read per request
+                        got[mseq - first] = (ACKED if ERR.unpack_from(data, start)[0] == 0
+                                             else _ack(data[start:start - HDR.size + length], flags))
             acks.extend(got[i] for i in range(len(chunk)))
         return acks
 
