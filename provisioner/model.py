@@ -22,6 +22,7 @@ IPV4_DEFAULT_METRIC = 0  # what the kernel gives a route added without a metric
 IPV6_DEFAULT_METRIC = 1024
 OWNER_ALIAS = "provision"  # the device alias that marks a device as ours, kept by the kernel
 OWNER_PROTOCOL = 147  # the route protocol number that marks a route as ours (like bird=12, bgp=186)
+IFNAMSIZ = 16  # the kernel's limit on an interface name, including the terminating NUL
 
 
 class DeviceType(StrEnum):

@@ -10,12 +10,13 @@ and a tunnel attaches to them, and neither layer has to import the other for it.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import struct
 from collections.abc import Callable
 
-from .model import Device, DeviceType
+from .model import IFNAMSIZ, Device, DeviceType
 
 TUNSETIFF = 0x400454CA
 TUNSETPERSIST = 0x400454CB
@@ -58,9 +59,12 @@ def create(device: Device, made: Callable[[], None] = lambda: None) -> None:
     `made` is called once the device exists and is persistent, before its descriptor is closed:
     the close waits for an RCU grace period (the tun driver's detach), time a caller can spend
     on the device (kernel/creations.py reports it then)."""
+    name = device.name.encode()
+    if not 0 < len(name) < IFNAMSIZ or b"\0" in name or b"%" in name:  # as kernel/_tuntap.c: never a template
+        raise OSError(errno.EINVAL, f"{device.name!r} cannot be a device's own name")
     fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
     try:
-        fcntl.ioctl(fd, TUNSETIFF, IFREQ.pack(device.name.encode(), flags_of(device)))
+        fcntl.ioctl(fd, TUNSETIFF, IFREQ.pack(name, flags_of(device)))
         if device.owner is not None:
             fcntl.ioctl(fd, TUNSETOWNER, device.owner)
         if device.group is not None:

@@ -16,6 +16,7 @@ from .errors import Diagnostic
 from .inventory import Host
 from .resolve import var_path
 from .model import (
+    IFNAMSIZ,
     MAIN_TABLE,
     DeviceType,
     LinkState,
@@ -26,7 +27,6 @@ from .model import (
 )
 from .source import Sources
 
-IFNAMSIZ = 16  # the kernel's limit, including the terminating NUL
 ABSENT = "absent"
 CONNECTIONS = ("local", "netns", "docker")
 LOCAL_TABLE = 255
@@ -45,6 +45,9 @@ def interface_name_problem(name: str) -> str | None:
     bad = _NAME_BAD.findall(name)
     if bad:
         return f"interface name {name!r} contains {', '.join(repr(c) for c in sorted(set(bad)))}"
+    if "%" in name:  # dev_valid_name() lets it through, then the kernel reads the name as a template
+        return (f"interface name {name!r} contains '%': the kernel would make a name of its own from it "
+                "(x%d becomes x0), which provision could not find again")
     return None
 
 

@@ -13,8 +13,9 @@
  *   devices: a sequence of (name: bytes, flags: int, owner: int, group: int); owner and group
  *   are -1 for none. errno 0: made and persistent, with its ifindex (0 if it could not be read);
  *   else the kernel's errno, ifindex 0, and nothing of that device is left. With `stop` true
- *   the list ends at the first failure. A name of IFNAMSIZ bytes or more, or holding a NUL, is
- *   EINVAL without a call; a close that fails after TUNSETPERSIST leaves the device made.
+ *   the list ends at the first failure. A name of IFNAMSIZ bytes or more, or holding a NUL or a
+ *   '%' (which the kernel reads as a template), is EINVAL without a call; a close that fails
+ *   after TUNSETPERSIST leaves the device made.
  * The devices are made in the calling thread's network namespace.
  */
 
@@ -82,7 +83,9 @@ static int read_wanted(PyObject *item, struct wanted *w) {
         return -1;
     }
     memset(w, 0, sizeof *w);
-    w->bad = size <= 0 || size >= IFNAMSIZ || memchr(name, 0, (size_t)size) != NULL;
+    /* '%' would make the name a template (x%d becomes x0): a device no one could find again */
+    w->bad = size <= 0 || size >= IFNAMSIZ || memchr(name, 0, (size_t)size) != NULL ||
+             memchr(name, '%', (size_t)size) != NULL;
     if (!w->bad)
         memcpy(w->name, name, (size_t)size);
     w->flags = (unsigned short)flags;

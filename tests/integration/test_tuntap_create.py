@@ -56,11 +56,16 @@ def test_the_compiled_maker_makes_what_tuntap_create_makes(make_netns: Callable[
 
 
 def test_names_the_kernel_cannot_take_are_refused_without_a_call(netns: str) -> None:
-    bad = [(b"", 2, -1, -1), (b"y" * 16, 2, -1, -1), (b"a\0b", 2, -1, -1)]
+    bad = [(b"", 2, -1, -1), (b"y" * 16, 2, -1, -1), (b"a\0b", 2, -1, -1), (b"x%d", 2, -1, -1)]
     with namespace.entered(netns):
-        assert create(bad + [(b"ok0", 2 | 0x1000, -1, -1)], False) == [(errno.EINVAL, 0)] * 3 + [(0, tun_links(netns)["ok0"][0])]
+        made = create(bad + [(b"ok0", 2 | 0x1000, -1, -1)], False)
+        assert made == [(errno.EINVAL, 0)] * 4 + [(0, tun_links(netns)["ok0"][0])]
         assert create(bad, True) == [(errno.EINVAL, 0)]  # stop: the list ends at the first failure
-    assert set(tun_links(netns)) == {"ok0"}
+        for name in ("", "y" * 16, "a\0b", "x%d"):  # the model refuses the same, before any call
+            with pytest.raises(OSError) as refused:
+                tuntap.create(Device(name, DeviceType.TAP))
+            assert refused.value.errno == errno.EINVAL
+    assert set(tun_links(netns)) == {"ok0"}  # no x0 made from a template
 
 
 def test_a_name_taken_fails_that_device_alone_or_ends_the_batch(netns: str) -> None:

@@ -113,10 +113,18 @@ def test_a_problem_in_a_group_is_reported_once(write) -> None:
 
 @pytest.mark.parametrize("name, ok", [
     ("tap0", True), ("x" * 15, True), ("x" * 16, False), ("é" * 8, False),
-    ("a b", False), ("a/b", False), ("a:b", False), (".", False), ("..", False),
+    ("a b", False), ("a/b", False), ("a:b", False), (".", False), ("..", False), ("x%d", False), ("%", False),
 ])
 def test_interface_names(name: str, ok: bool) -> None:
     assert (interface_name_problem(name) is None) == ok
+
+
+def test_a_name_the_kernel_would_read_as_a_template_is_refused(write) -> None:
+    """dev_valid_name() lets '%' through, and the kernel then makes a name of its own from it:
+    `x%d` became a device x0 that provision could not find again, nor undo (it was left behind)."""
+    path = write(HEAD + "        devices:\n          - {name: 'x%d', type: tap}\n")
+    with pytest.raises(InventoryError, match=r"interface name 'x%d' contains '%': the kernel would make a name"):
+        load(path)
 
 
 def test_the_characters_an_interface_name_may_not_hold_are_the_kernels_at_every_code_point() -> None:
