@@ -108,8 +108,12 @@ class KernelError(HostError):
 
     def __init__(self, host: str, resource: str, code: int, reason: str = ""):
         self.code, self.reason = code, reason or os.strerror(code)
-        name = errno_.errorcode.get(code, str(code))
-        super().__init__(host, f"kernel refused: {self.reason} ({name})", resource)
+        super().__init__(host, f"kernel refused: {kernel_words(code, reason)}", resource)
+
+
+def kernel_words(code: int, reason: str = "") -> str:
+    """The kernel's refusal as people read it: its own words (or the errno's) and the errno's name."""
+    return f"{reason or os.strerror(code)} ({errno_.errorcode.get(code, str(code))})"
 
 
 def collect(diagnostics: Iterable[Diagnostic]) -> None:

@@ -20,7 +20,7 @@ from functools import cache
 from itertools import groupby
 from typing import Protocol
 
-from ..errors import ForwarderError, KernelError
+from ..errors import ForwarderError, KernelError, kernel_words
 from ..model import OWNER_ALIAS, OWNER_PROTOCOL, Address, Device, LinkState, Observed, Route, Tunnel
 from ..plan import Action, Change, Kind, Plan, Resource, is_rekey
 from . import netlink as nl
@@ -232,7 +232,8 @@ class Transaction:
         self.done = []
         failures = self._execute(undo, lambda s: None, stop=False)
         self.done = []
-        return [f"could not undo {step.what}: {reason or code}" for step, code, reason in failures]
+        return [f"could not undo {step.what}: {kernel_words(code, reason) if code else reason or 'no reason given'}"
+                for step, code, reason in failures]
 
     def _execute(self, steps: Sequence[Step], on_step: Callable[[Step], None], stop: bool) -> list[Failure]:
         """Runs of one kind in turn: forwarder steps carried out together, tun devices created,

@@ -204,3 +204,14 @@ def test_a_device_gone_before_the_deletion_fails_alone(netns: str) -> None:
             tx.run(DELETIONS[:6])
         assert tx.done == DELETIONS[:3] + DELETIONS[4:6]
     assert not {"t0", "t1", "t2", "t3", "t4", "t5"} & set(groups(netns))
+
+
+def test_what_a_rollback_could_not_undo_is_told_in_words(netns: str) -> None:
+    """A device gone before the rollback (deleted by someone else) cannot be deleted again: the
+    kernel says ENODEV with no message of its own, which was shown as a bare 'could not undo
+    device t0: 19'."""
+    with namespace.entered(netns), Netlink() as sock:
+        tx = Transaction("h", sock)
+        tx.run(STEPS[:1])
+        subprocess.run(["ip", "-n", netns, "link", "del", "t0"], check=True)
+        assert tx.rollback() == ["could not undo device t0: No such device (ENODEV)"]
