@@ -88,6 +88,9 @@ def change_key(c: Change) -> str | None:
 
 def mark_take_overs(plan: Plan, registry: Registry, me: str) -> Plan:
     """Each change to what another inventory owns says whose it is."""
+    if all(owner == me for owner in registry.values()):  # one inventory on the machine: 5 ms of a 1000-device converge
+        return plan
+
     def marked(c: Change) -> Change:
         key = change_key(c)
         owner = registry.get(key, me) if key else me

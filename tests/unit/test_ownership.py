@@ -40,4 +40,9 @@ def test_the_registry_after_an_apply() -> None:
 def test_a_registry_of_this_inventory_alone_hides_nothing() -> None:
     mine = {device_key("tap0"): "b.yaml", route_key(*ROUTE.key): "b.yaml"}
     assert hide_foreign(LIVE, Network(), mine, "b.yaml") is LIVE  # nothing to look at, key by key
+    creating = make_plan("h", Network(devices=(TAP0, TAP1)), Observed())
+    for registry in ({}, mine):  # and nothing to take over: the plan as it is, no key made per change
+        assert mark_take_overs(creating, registry, "b.yaml") is creating
+    assert [c.taken_from for c in mark_take_overs(creating, {**mine, device_key("tap1"): "a.yaml"},
+                                                  "b.yaml").changes] == ["", "a.yaml"]
     assert hide_foreign(LIVE, Network(), {**mine, device_key("tap0"): "a.yaml"}, "b.yaml").devices[0].managed is False
