@@ -63,7 +63,8 @@ def test_a_creation_refused_midway_stops_the_run_and_the_rollback_removes_what_w
 
 def test_an_exception_while_devices_are_made_leaves_done_whole(netns: str, maker: str) -> None:
     # A report that raises (stdout gone, Ctrl-C) ends the run; the thread is stopped after the
-    # creation under way, and every device it made is in `done`, reported or not.
+    # creation (or the compiled maker's chunk) under way, and every device it made is in `done`,
+    # reported or not.
     before = kernel(netns)
     reported: list[Step] = []
 
