@@ -215,7 +215,6 @@ class Transaction:
     tunnels: TunnelProcesses | None = None
     done: list[Step] = field(default_factory=list)
     _index: dict[str, int] = field(default_factory=dict)
-    _pending: set[str] = field(default_factory=set)  # devices being created: their ifindex is not known yet
 
     def run(self, steps: Sequence[Step], on_step: Callable[[Step], None] = lambda s: None) -> None:
         """Raises KernelError at the first failure; the steps before it stay in `done`."""
@@ -346,28 +345,24 @@ class Transaction:
         device's index comes with its report where kernel/_tuntap.c made it (no lookup by name)."""
         from .creations import Creations  # a thread and a queue: only for a plan that makes devices
 
-        self._pending = {s.subject.name for s in run}  # type: ignore[union-attr]
+        pending = {s.subject.name for s in run}  # type: ignore[union-attr]
         requests: list[nl.Request | None] = [None] * len(after)
-        waiting: dict[str, list[int]] = {}
+        waiting: dict[str, list[int]] = {}  # by device: the requests that carry its index
         encoding: list[Failure] = []
 
         def encode(i: int) -> None:
-            try:
-                requests[i] = self._encoded(after[i], encoding)
-            except _NotMadeYet as wait:
-                waiting.setdefault(wait.name, []).append(i)
+            requests[i] = self._encoded(after[i], encoding)
 
         made = Creations(run, stop)
         try:
             for i, step in enumerate(after):
                 name = _indexed_device(step)
-                if name in self._pending:  # waits for its device, without being tried (and raising) first
+                if name is not None and name in pending:  # its index is known once it is made
                     waiting.setdefault(name, []).append(i)
                 else:
                     encode(i)
             for step, error, index in made:
                 name = step.subject.name  # type: ignore[union-attr]
-                self._pending.discard(name)
                 if error is not None:
                     failures.append((step, error.errno or 0, _tun_reason(error)))
                     continue
@@ -380,7 +375,6 @@ class Transaction:
         finally:
             for step in made.close():  # left by an exception: what was made is still undone by a rollback
                 self._took_effect(step)
-            self._pending = set()
         for i in (i for left in waiting.values() for i in left):  # on a device that failed: as the kernel says
             encode(i)
         if not (failures and stop):
@@ -425,8 +419,6 @@ class Transaction:
 
     def _ifindex(self, name: str) -> int:
         if name not in self._index:
-            if name in self._pending:
-                raise _NotMadeYet(name)
             self._index[name] = socket.if_nametoindex(name)
         return self._index[name]
 
@@ -467,13 +459,6 @@ def _indexed_device(step: Step) -> str | None:
     link's request names its device)."""
     s = step.subject
     return s.device if isinstance(s, Address) else s.dev if isinstance(s, Route) else None
-
-
-class _NotMadeYet(Exception):
-    """A request names a device that is still being created: it is encoded once it is made."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
 
 
 class _Run(Enum):
