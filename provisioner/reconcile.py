@@ -196,6 +196,13 @@ class Owners:
     take_over: bool = False  # may change what another inventory owns
     save: Callable[[Mapping[str, str]], None] = lambda registry: None
 
+    @cached_property
+    def alone(self) -> bool:
+        """Nothing here is another inventory's (the usual machine): there is nothing to hide or take
+        over. Asked by every diff of a run, the plan's and the verification's; found once, as a
+        look through the registry costs 2 ms at 10 000 devices."""
+        return all(owner == self.me for owner in self.registry.values())
+
 
 def plan_for(observed: Observed, host: Host, desired: Network, source: Sources, destroy: bool,
              session: str | None = None, owners: Owners | None = None) -> Plan:
@@ -224,7 +231,7 @@ def observe_and_plan(conn: Connection, clock: Stopwatch, progress: Progress, hos
 
 def _diff(host: Host, desired: Network, observed: Observed, destroy: bool, owners: Owners | None,
           moved: Moved | None = None) -> Plan:
-    if owners is None:
+    if owners is None or owners.alone:
         return make_plan(host.name, desired, observed, destroy=destroy, moved=moved)
     from .ownership import hide_foreign, mark_take_overs
 
