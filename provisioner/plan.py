@@ -171,9 +171,14 @@ def _routes_on(devices: frozenset[str], desired: Network, observed: Observed) ->
     Any other route was in sync in the plan (a change names its devices), and neither its
     desired nor its live form has changed since: comparing it again gives the same answer (2 ms
     of 1000 routes, against 0.5 ms for those on two devices)."""
-    keys = {r.key for r in desired.routes if r.dev in devices} | {r.key for r in observed.routes if r.dev in devices}
-    return (replace(desired, routes=tuple(r for r in desired.routes if r.dev in devices or r.key in keys)),
-            replace(observed, routes=tuple(r for r in observed.routes if r.dev in devices or r.key in keys)))
+    named = [r for r in (*desired.routes, *observed.routes) if r.dev in devices]
+    keys = {r.key for r in named}
+    tos = {r.to for r in named}  # a route elsewhere is a namesake only with one of these destinations: an
+    # attribute read, where its key is a tuple made per route (10 000 routes on each side, at 10 000 devices)
+    return (replace(desired, routes=tuple(r for r in desired.routes
+                                          if r.dev in devices or (r.to in tos and r.key in keys))),
+            replace(observed, routes=tuple(r for r in observed.routes
+                                           if r.dev in devices or (r.to in tos and r.key in keys))))
 
 
 _DEVICE_ORDER = (Action.REPLACE, Action.CREATE, Action.UPDATE)
