@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from bisect import insort
 from dataclasses import dataclass
 
 from ..model import (
@@ -130,9 +131,14 @@ def _addresses(sock: nl.Netlink, names: dict[int, str], wanted: frozenset[int]) 
 
 def _routes_again(sock: nl.Netlink, names: dict[int, str], last: tuple[Route, ...],
                   devices: frozenset[str]) -> tuple[Route, ...]:
-    """`last` with the routes on `devices` read again."""
-    fresh = [r for index, name in names.items() if name in devices for r in _routes(sock, names, index)]
-    return tuple(sorted([*(r for r in last if r.dev not in devices), *fresh], key=ROUTE_ORDER))
+    """`last` (sorted) with the routes on `devices` read again, each put in its place: sorting
+    them all again cost 3 ms at 10 000 routes for the one or two a change moved."""
+    out = [r for r in last if r.dev not in devices]
+    for index, name in names.items():
+        if name in devices:
+            for r in _routes(sock, names, index):
+                insort(out, r, key=ROUTE_ORDER)  # after its equals, as a stable sort would put it
+    return tuple(out)
 
 
 def _routes(sock: nl.Netlink, names: dict[int, str], oif: int | None = None) -> tuple[Route, ...]:
