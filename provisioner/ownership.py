@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 
-from .model import Network, Observed
+from .model import ROUTE_ORDER, Network, Observed
 from .plan import Action, Change, Kind, Plan
 
 Registry = Mapping[str, str]  # resource key -> owning inventory
@@ -50,7 +50,7 @@ def tunnel_key(name: str) -> str:
 
 
 def _desired_keys(desired: Network) -> set[str]:
-    return ({device_key(d.name) for d in desired.devices} | {route_key(*r.key) for r in desired.routes}
+    return ({device_key(d.name) for d in desired.devices} | {route_key(*ROUTE_ORDER(r)) for r in desired.routes}
             | {tunnel_key(t.name) for t in desired.tunnels})
 
 
@@ -109,8 +109,7 @@ def recorded(registry: Registry, me: str, applied: Iterable[Change], desired: Ne
     """The registry after an apply: this inventory's resources are its own, what it deleted is gone."""
     out = dict(registry)
     if not destroy:
-        for key in _desired_keys(desired):
-            out.setdefault(key, me)
+        out.update(dict.fromkeys(_desired_keys(desired) - out.keys(), me))
     for c in applied:
         changed = change_key(c)
         if changed is None or (c.kind is Kind.ADDRESS and c.action is Action.DELETE):
