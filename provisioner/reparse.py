@@ -36,7 +36,9 @@ located messages.
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -293,22 +295,22 @@ def patched(kept: dict[str, Any], text: str) -> tuple[Any, list[tuple[list[Any],
     if len(old) != len(new):
         return None
     changed = [i for i, (a, b) in enumerate(zip(old, new, strict=True)) if a != b]
-    where: dict[int, tuple[list[Any], list[Any], int, int]] = {}
+    located: list[tuple[list[Any], list[Any], list[Any]]] = []
     try:
         for path, items in runs:
             sequence = _at(data, path)
             if not isinstance(sequence, list) or len(sequence) != len(items):
                 return None
-            for index, (line, column) in enumerate(items):
-                where[line] = (path, sequence, index, column)
-    except (TypeError, ValueError):
+            located.append((path, sequence, items))
+        found = [_item_at(located, line) for line in changed]
+    except (TypeError, ValueError, IndexError):
         return None
     replaced = []
     alone = 0
-    for line in changed:
-        if line not in where:
+    for line, at in zip(changed, found, strict=True):
+        if at is None:
             return None
-        path, sequence, index, column = where[line]
+        path, sequence, index, column = at
         a, b = ITEM.fullmatch(old[line]), ITEM.fullmatch(new[line])
         if a is None or b is None or len(a[1]) + 2 != column or a[1] != b[1]:
             return None
@@ -326,6 +328,22 @@ def patched(kept: dict[str, Any], text: str) -> tuple[Any, list[tuple[list[Any],
         sequence[index] = item
         replaced.append((path, item))
     return data, replaced, alone == 0
+
+
+def _item_at(located: list[tuple[list[Any], list[Any], list[Any]]], line: int
+             ) -> tuple[list[Any], list[Any], int, int] | None:
+    """(path of its list, the list, index, column) of the item a run says is on `line`, or None.
+    A run's items are in the order of their lines, so each run is searched by bisection: an edit
+    of one line looked up no more than that, where indexing every item of every run cost 6-8 ms
+    of a one-change apply at 10 000 devices."""
+    for path, sequence, items in located:
+        index = bisect_left(items, line, key=_LINE)
+        if index < len(items) and items[index][0] == line:
+            return path, sequence, index, items[index][1]
+    return None
+
+
+_LINE = itemgetter(0)
 
 
 # The items an edit writes are nearly always of a few forms: `{name: t1, type: tap, mtu: 1400}`,
