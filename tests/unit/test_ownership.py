@@ -46,3 +46,42 @@ def test_a_registry_of_this_inventory_alone_hides_nothing() -> None:
     assert [c.taken_from for c in mark_take_overs(creating, {**mine, device_key("tap1"): "a.yaml"},
                                                   "b.yaml").changes] == ["", "a.yaml"]
     assert hide_foreign(LIVE, Network(), {**mine, device_key("tap0"): "a.yaml"}, "b.yaml").devices[0].managed is False
+
+
+def _recorded_key_by_key(registry: dict[str, str], me: str, applied: tuple, desired: Network,
+                         destroy: bool) -> dict[str, str]:
+    """recorded as it was: every change's key looked at."""
+    out = dict(registry)
+    if not destroy:
+        for d in desired.devices:
+            out.setdefault(device_key(d.name), me)
+        for r in desired.routes:
+            out.setdefault(route_key(*r.key), me)
+    for c in applied:
+        value = c.after if c.after is not None else c.before
+        key = (device_key(value.device) if c.kind == "address" else route_key(*value.key) if c.kind == "route"
+               else device_key(c.key))
+        if c.kind == "address" and c.action is Action.DELETE:
+            continue
+        if c.action is Action.DELETE:
+            out.pop(key, None)
+        else:
+            out[key] = me
+    return out
+
+
+def test_the_registry_after_an_apply_looks_only_at_deletions_when_no_other_inventory_owns_anything() -> None:
+    tap2 = Device("tap2", DeviceType.TAP)
+    desired = Network(devices=(TAP0, tap2), addresses=(Address("tap0", "198.51.100.2/24"),),
+                      routes=(Route("203.0.113.0/24", dev="tap2"), Route("192.0.2.0/24", dev="tap0")))
+    cases = [  # (registry before, destroy)
+        ({}, False),  # nothing recorded yet
+        ({device_key("tap0"): "b.yaml", route_key(*ROUTE.key): "b.yaml", device_key("tap9"): "b.yaml"}, False),
+        ({device_key("tap0"): "a.yaml", route_key(*ROUTE.key): "b.yaml"}, False),  # a take-over
+        ({device_key("tap0"): "b.yaml", route_key(*ROUTE.key): "b.yaml"}, True),
+    ]
+    for registry, destroy in cases:
+        changes = make_plan("h", desired, LIVE, destroy=destroy).changes
+        assert {c.action for c in changes} >= ({Action.DELETE} if destroy else {Action.CREATE, Action.UPDATE})
+        assert recorded(registry, "b.yaml", changes, desired, destroy) == _recorded_key_by_key(
+            registry, "b.yaml", changes, desired, destroy)
