@@ -54,10 +54,16 @@ def _desired_keys(desired: Network) -> set[str]:
             | {tunnel_key(t.name) for t in desired.tunnels})
 
 
+def alone(registry: Registry, me: str) -> bool:
+    """Nothing in the registry is another inventory's (the usual machine): nothing to hide or take
+    over. The owners as a set, made in C: a look entry by entry was 2 ms at 10 000 devices."""
+    return set(registry.values()) <= {me}
+
+
 def hide_foreign(observed: Observed, desired: Network, registry: Registry, me: str) -> Observed:
     """The live state as this inventory may act on it: what another inventory owns and this one
     does not name is not ours (devices and routes unmanaged, tunnels unseen)."""
-    if all(owner == me for owner in registry.values()):  # the usual machine, with one inventory: 5 ms less
+    if alone(registry, me):  # 5 ms less
         return observed
     named = _desired_keys(desired)
 
@@ -88,7 +94,7 @@ def change_key(c: Change) -> str | None:
 
 def mark_take_overs(plan: Plan, registry: Registry, me: str) -> Plan:
     """Each change to what another inventory owns says whose it is."""
-    if all(owner == me for owner in registry.values()):  # one inventory on the machine: 5 ms of a 1000-device converge
+    if alone(registry, me):  # 5 ms of a 1000-device converge
         return plan
 
     def marked(c: Change) -> Change:
@@ -114,7 +120,7 @@ def recorded(registry: Registry, me: str, applied: Iterable[Change], desired: Ne
     out = dict(registry)
     if not destroy:
         out.update(dict.fromkeys(_desired_keys(desired) - out.keys(), me))
-    others = destroy or any(owner != me for owner in out.values())
+    others = destroy or not alone(out, me)
     for c in applied:
         if c.action is not Action.DELETE and not others:
             continue
