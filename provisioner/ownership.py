@@ -63,7 +63,7 @@ def alone(registry: Registry, me: str) -> bool:
 def hide_foreign(observed: Observed, desired: Network, registry: Registry, me: str) -> Observed:
     """The live state as this inventory may act on it: what another inventory owns and this one
     does not name is not ours (devices and routes unmanaged, tunnels unseen)."""
-    if alone(registry, me):  # 5 ms less
+    if alone(registry, me):  # the usual machine, with one inventory: 5 ms less
         return observed
     named = _desired_keys(desired)
 
@@ -94,7 +94,7 @@ def change_key(c: Change) -> str | None:
 
 def mark_take_overs(plan: Plan, registry: Registry, me: str) -> Plan:
     """Each change to what another inventory owns says whose it is."""
-    if alone(registry, me):  # 5 ms of a 1000-device converge
+    if alone(registry, me):  # one inventory on the machine: 5 ms of a 1000-device converge
         return plan
 
     def marked(c: Change) -> Change:

@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from provisioner.model import Address, Device, DeviceType, Network, Observed, Route
-from provisioner.ownership import device_key, hide_foreign, mark_take_overs, recorded, route_key, take_overs
+from provisioner.ownership import (
+    change_key,
+    device_key,
+    hide_foreign,
+    mark_take_overs,
+    recorded,
+    route_key,
+    take_overs,
+)
 from provisioner.plan import Action, make_plan
 
 TAP0, TAP1 = Device("tap0", DeviceType.TAP), Device("tap1", DeviceType.TAP)
@@ -58,10 +66,8 @@ def _recorded_key_by_key(registry: dict[str, str], me: str, applied: tuple, desi
         for r in desired.routes:
             out.setdefault(route_key(*r.key), me)
     for c in applied:
-        value = c.after if c.after is not None else c.before
-        key = (device_key(value.device) if c.kind == "address" else route_key(*value.key) if c.kind == "route"
-               else device_key(c.key))
-        if c.kind == "address" and c.action is Action.DELETE:
+        key = change_key(c)
+        if key is None or (c.kind == "address" and c.action is Action.DELETE):
             continue
         if c.action is Action.DELETE:
             out.pop(key, None)
