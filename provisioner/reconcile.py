@@ -196,13 +196,6 @@ class Owners:
     take_over: bool = False  # may change what another inventory owns
     save: Callable[[Mapping[str, str]], None] = lambda registry: None
 
-    @cached_property
-    def alone(self) -> bool:
-        """ownership.alone, which every diff of a run asks (the plan's and the verification's): found once."""
-        from .ownership import alone
-
-        return alone(self.registry, self.me)
-
 
 def plan_for(observed: Observed, host: Host, desired: Network, source: Sources, destroy: bool,
              session: str | None = None, owners: Owners | None = None) -> Plan:
@@ -231,7 +224,7 @@ def observe_and_plan(conn: Connection, clock: Stopwatch, progress: Progress, hos
 
 def _diff(host: Host, desired: Network, observed: Observed, destroy: bool, owners: Owners | None,
           moved: Moved | None = None) -> Plan:
-    if owners is None or owners.alone:
+    if owners is None:
         return make_plan(host.name, desired, observed, destroy=destroy, moved=moved)
     from .ownership import hide_foreign, mark_take_overs
 
