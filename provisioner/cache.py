@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from functools import cache
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Any
 
 from .files import FileError, atomic_write
+from .hints import Any
 
 FORMAT = 1
 KEEP = 16  # entries kept; the oldest beyond this are removed when one is written

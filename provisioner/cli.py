@@ -12,10 +12,10 @@ import os
 import re
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
 
 from . import __version__
 from .errors import HostError, InventoryError, ProvisionError
+from .hints import Any, NoReturn
 from .lock import persistent_dir, state_dir
 from .terminal import columns
 

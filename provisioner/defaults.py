@@ -24,8 +24,8 @@ names keeps the kernel's defaults (no virtio header, MTU unmanaged).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
 
+from .hints import Any
 from .model import Default, DeviceType, Transport
 
 ETHERNET_MTU = 1500

@@ -9,9 +9,9 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
 
 from . import defaults
+from .hints import Any
 from .inventory import Host
 from .model import (
     ADDRESS_ORDER,

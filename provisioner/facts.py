@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
 
+from .hints import Any
 from .model import (
     MAIN_TABLE,
     ROUTE_ORDER,

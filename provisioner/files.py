@@ -22,9 +22,9 @@ import errno
 import os
 import stat
 from pathlib import Path
-from typing import Any
 
 from .errors import ProvisionError
+from .hints import Any
 
 MAX_READ = 64 * 1024 * 1024  # no file provision reads is anywhere near this
 

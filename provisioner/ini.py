@@ -19,9 +19,9 @@ import re
 import shlex
 import warnings
 from dataclasses import dataclass
-from typing import Any
 
 from .errors import Diagnostic, InventoryError, Path
+from .hints import Any
 from .hostpattern import expand
 
 SECTION = re.compile(r"^\[([^:\]\s]+)(?::(\w+))?\]\s*(?:[#;].*)?$")

@@ -18,9 +18,9 @@ import ipaddress
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from .errors import Diagnostic, InventoryError, Path
+from .hints import Any
 from .model import MAIN_TABLE, canonical_network, default_metric
 from .source import Sources
 

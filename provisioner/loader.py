@@ -23,10 +23,10 @@ import os
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from . import schema
 from .errors import Diagnostic, InventoryError, Path
+from .hints import Any
 from .hostpattern import expand
 from .inventory import ALL, UNGROUPED, Inventory, merge_host
 from .source import Source, Sources, load_source, parse

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from functools import lru_cache
 from operator import attrgetter
-from typing import Any
+
+from .hints import Any
 
 MAIN_TABLE = 254
 IPV4_DEFAULT_METRIC = 0  # what the kernel gives a route added without a metric

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from functools import cached_property
 from operator import attrgetter
-from typing import Any
 
 from .errors import ConflictError
+from .hints import Any
 from .model import (
     ROUTE_ORDER,
     Address,

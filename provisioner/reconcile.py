@@ -12,7 +12,6 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
-from typing import Any
 
 from . import cache, loader
 from .connection import LOCAL, NETNS, Connection, skip_reason
@@ -30,6 +29,7 @@ from .errors import (
     VerificationError,
     collect,
 )
+from .hints import Any
 from .inventory import Host, Inventory
 from .model import Network, Observed, Tunnel
 from .plan import Change, Moved, Plan, make_plan, moved_by

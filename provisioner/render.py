@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Any, TextIO
 
+from .hints import Any, TextIO
 from .model import Address, Device, Route, Tunnel
 from .plan import Action, Change, Kind, Plan
 from .terminal import columns

@@ -40,10 +40,10 @@ from bisect import bisect_left
 from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
-from typing import Any
 
 from . import cache, schema
 from .errors import Diagnostic, InventoryError
+from .hints import Any
 from .source import Source, parse_nodes
 
 # A one-line flow mapping item and nothing else: printable ASCII without anchors, aliases, tags,

@@ -21,10 +21,10 @@ import pwd
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from . import keys
 from .errors import Diagnostic
+from .hints import Any
 from .inventory import Host
 from .source import Sources
 

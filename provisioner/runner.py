@@ -14,11 +14,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
 
 from .connection import DOCKER, connect
 from .connection.identity import identity, state_name
 from .errors import HostError
+from .hints import Any, Protocol
 from .inventory import Host
 from .model import Network, Observed
 from .plan import Change, Plan

@@ -20,9 +20,9 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from .errors import ProvisionError, StalePlanError
+from .hints import Any
 from .plan import Plan, plan_from_dict, plan_to_dict
 from .source import Sources
 

@@ -23,9 +23,9 @@ import re
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path as FsPath
-from typing import Any
 
 from .errors import Diagnostic
+from .hints import Any
 from .source import Source
 
 INVENTORY = "inventory.schema.json"

@@ -18,9 +18,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache, cached_property
-from typing import Any
 
 from .errors import Diagnostic, InventoryError, Path
+from .hints import Any
 
 YAML_VERSION = (1, 1)  # as Ansible (PyYAML) reads inventories and vars files
 

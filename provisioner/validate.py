@@ -9,10 +9,10 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
 
 from . import defaults
 from .errors import Diagnostic
+from .hints import Any
 from .inventory import Host
 from .resolve import var_path
 from .model import (

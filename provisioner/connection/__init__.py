@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import Protocol
 
 from ..errors import UnreachableError
+from ..hints import Protocol
 from ..inventory import Host, this_machine
 from ..model import Observed
 from ..plan import Change

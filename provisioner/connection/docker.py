@@ -16,10 +16,10 @@ import json
 import posixpath
 import tarfile
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 from .. import keys
 from ..errors import HostError, UnreachableError
+from ..hints import Any
 from ..inventory import Host
 
 INBOX = "/var/lib/provision/inbox"  # inventory and keys, in the container (not /run: often a tmpfs, which

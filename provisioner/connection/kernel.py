@@ -11,10 +11,10 @@ import errno
 from collections.abc import Callable, Collection
 from contextlib import ExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..errors import KernelError, LockTimeout, UnreachableError
 from ..files import FileError
+from ..hints import TYPE_CHECKING
 from ..kernel import namespace
 from ..kernel.netlink import Netlink, NetlinkError
 from ..kernel.observe import Reading, observe

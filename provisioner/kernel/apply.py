@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from enum import Enum, StrEnum, auto
 from functools import cache
 from itertools import groupby
-from typing import Protocol
 
 from ..errors import ForwarderError, KernelError, kernel_words
+from ..hints import Protocol
 from ..model import OWNER_ALIAS, OWNER_PROTOCOL, Address, Device, LinkState, Observed, Route, Tunnel
 from ..plan import Action, Change, Kind, Plan, Resource, is_rekey
 from . import netlink as nl

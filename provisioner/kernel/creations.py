@@ -18,9 +18,9 @@ import os
 import queue
 import threading
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
 
 from .. import tuntap
+from ..hints import TYPE_CHECKING
 
 try:
     from ._tuntap import create as _create_chunk

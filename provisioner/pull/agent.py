@@ -26,11 +26,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from ..connection import LOCAL, NETNS
 from ..errors import InventoryError, ProvisionError
 from ..files import atomic_write
+from ..hints import Any
 from ..inventory import Host
 from ..lock import pid_lock
 from ..reconcile import Job, Loaded, Outcome, Status, run_host

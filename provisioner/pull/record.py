@@ -16,9 +16,9 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
 
 from ..files import FileError, atomic_write, read_regular
+from ..hints import Any
 
 KEEP_REJECTED = 20  # the most recent rejections kept, with their reasons
 

@@ -15,7 +15,8 @@ import os
 import socket
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+
+from ..hints import Any
 
 MAX_MESSAGE = 64 * 1024
 MAX_FDS = 2

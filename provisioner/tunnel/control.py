@@ -18,9 +18,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from ..errors import ForwarderError
+from ..hints import Any
 from ..model import Tunnel, tunnel_to_dict
 from . import privileges, runtime
 

@@ -23,10 +23,10 @@ import errno
 import os
 import struct
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import lz4.block
 
+from ..hints import TYPE_CHECKING
 from . import fastpath, vnet
 from .drops import Drop
 

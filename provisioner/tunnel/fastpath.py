@@ -19,11 +19,11 @@ import struct
 from collections.abc import Sequence
 from enum import StrEnum
 from types import ModuleType
-from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
+from ..hints import Protocol
 from . import vnet
 from .drops import Drop
 from .replay import REJECT_AFTER_MESSAGES, ReplayWindow

@@ -25,9 +25,9 @@ import os
 import time
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
 
 from ..files import FileError, atomic_write, read_regular
+from ..hints import Any
 from ..model import RunState, Tunnel, tunnel_from_dict
 
 WANTED, LOCK, SUPERVISOR, STATS, LOG = "tunnels.json", "supervisor.lock", "supervisor.json", "stats.json", "tunnels.log"

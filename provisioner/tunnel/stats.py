@@ -12,8 +12,8 @@ import logging
 import os
 import time
 from enum import StrEnum
-from typing import Any
 
+from ..hints import Any
 from .drops import Drops
 from .fastpath import DATAPATH
 

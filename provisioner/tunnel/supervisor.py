@@ -35,9 +35,9 @@ import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
 
 from .. import keys, tuntap
+from ..hints import Any
 from ..model import DeviceType, Transport, Tunnel, tunnel_from_dict
 from . import dataplane, fastpath, runtime, tcp, udp
 from .channel import Channel, ChannelClosed, Message, Op

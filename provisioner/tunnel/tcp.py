@@ -33,8 +33,8 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
+from ..hints import Any
 from ..model import Role, Tunnel, split_endpoint
 from . import noise
 from .device import MAX_UNIT, NOTHING, Device, DeviceGone

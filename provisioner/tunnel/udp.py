@@ -27,8 +27,8 @@ import struct
 import os
 import time
 from collections.abc import Callable
-from typing import Any
 
+from ..hints import Any
 from ..model import Role, Tunnel, split_endpoint
 from . import fastpath, noise
 from .device import READ_SIZE, Device, DeviceGone, Gro
