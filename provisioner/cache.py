@@ -2,22 +2,21 @@
 
 Parsing, the schema and the checks that need only the inventory (check_host, check_peers)
 cost 0.4-0.7 s for 1000 devices and routes, most of a no-op plan. Their verdict depends only
-on the text of the files read and on the code that judged them, so an entry is keyed by the
-SHA-256 of both: the bytes of every file the load read, the modules and schema that decide
-what is valid, and the YAML and schema libraries' own version files. Another checkout, an
+on the text of the files read and on the code that judged them, so an entry is keyed by a
+hash of both (BLAKE2b, fingerprint.py): the bytes of every file the load read, the modules
+and schema that decide what is valid, and the YAML and schema libraries' own version files. Another checkout, an
 upgrade or an edited file is another key, never a stale verdict. Only a load that found no
 problem at all (not even a warning) is kept; what is looked up from the machine (key files,
 users) is never cached.
 
 A cache file is input like any other: it is JSON (never pickle), read only from a directory
 and file of this user that nobody else can write, and used only if its header names the
-same format and key and the SHA-256 of its data matches. Anything else is a miss and is
+same format and key and the hash of its data matches. Anything else is a miss and is
 written again. Deleting the directory is always safe.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import stat
@@ -28,9 +27,10 @@ from importlib.util import find_spec
 from pathlib import Path
 
 from .files import FileError, atomic_write
+from .fingerprint import hasher
 from .hints import Any
 
-FORMAT = 1
+FORMAT = 2  # 2: BLAKE2b, where 1 had SHA-256
 KEEP = 16  # entries kept; the oldest beyond this are removed when one is written
 JUDGES = ("inventory.py", "loader.py", "source.py", "ini.py", "hostpattern.py", "schema.py", "validate.py",
           "model.py", "cache.py", "reparse.py",
@@ -53,7 +53,7 @@ class Slot:
 def slot(directory: Path, inputs: Iterable[str]) -> Slot:
     """`inputs`: the text of every file the load read, in the order read (a loader that reads
     several files gives their names and its directory listings too)."""
-    h = hashlib.sha256(_judges())
+    h = hasher(_judges())
     for text in inputs:
         data = text.encode()
         h.update(len(data).to_bytes(8, "little") + data)
@@ -65,7 +65,7 @@ def _judges() -> bytes:
     """A digest of the code and schema that decide what is valid: computed once per process."""
     from .schema import INVENTORY, schema_dir
 
-    h = hashlib.sha256(f"format {FORMAT}".encode())
+    h = hasher(f"format {FORMAT}".encode())
     here = Path(__file__).resolve().parent
     files = [here / name for name in JUDGES] + [schema_dir() / INVENTORY]
     for module, name in LIBRARIES:
@@ -94,7 +94,7 @@ def get(s: Slot) -> Any | None:
             head, _, body = f.read().partition(b"\n")
         header = json.loads(head)
         if (not isinstance(header, dict) or header.get("format") != FORMAT or header.get("key") != s.key
-                or header.get("sha256") != hashlib.sha256(body).hexdigest()):
+                or header.get("blake2b") != hasher(body).hexdigest()):
             return None
         return json.loads(body)
     except (OSError, ValueError):
@@ -118,7 +118,7 @@ def put(s: Slot, data: Any, exact: bool = False) -> None:
             return
     except (TypeError, ValueError, RecursionError):
         return
-    header = json.dumps({"format": FORMAT, "key": s.key, "sha256": hashlib.sha256(body).hexdigest()}).encode()
+    header = json.dumps({"format": FORMAT, "key": s.key, "blake2b": hasher(body).hexdigest()}).encode()
     try:
         s.directory.mkdir(mode=0o700, exist_ok=True)
         if not _private(s):

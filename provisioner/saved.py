@@ -14,7 +14,6 @@ A saved plan comes from outside: every field is checked before it is used.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -46,6 +45,8 @@ class SavedPlan:
 
 def inventory_digest(sources: Sources) -> str:
     """Every document's name and text, in the order read: any edit, added or removed vars file changes it."""
+    import hashlib  # here: a plan that saves nothing has no use for it (fingerprint.py)
+
     h = hashlib.sha256()
     for doc in sources.documents:
         for part in (os.path.abspath(doc.file), doc.text):

@@ -17,7 +17,6 @@ on the key's own line, so those are split per key. Every error is collected.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from functools import cache
 from pathlib import Path as FsPath
 
 from .errors import Diagnostic
+from .fingerprint import hasher
 from .hints import Any
 from .source import Source
 
@@ -75,7 +75,7 @@ GENERATED = {INVENTORY: ("inventory", "validate"), VARS: ("inventory", "validate
 
 def digest(file: str) -> str:
     """Of the schema file's bytes: what a generated module was made from."""
-    return hashlib.sha256((schema_dir() / file).read_bytes()).hexdigest()
+    return hasher((schema_dir() / file).read_bytes()).hexdigest()
 
 
 def _fresh(name: str) -> dict[str, Any]:
@@ -122,7 +122,7 @@ def compiled(name: str) -> Callable[[Any], Any]:
             code = import_module(f"{__package__}.compiled_schemas.{module}")
         except ImportError:
             code = None
-        if code is not None and getattr(code, "SCHEMA_SHA256", None) == digest(name.partition("#")[0]):
+        if code is not None and getattr(code, "SCHEMA_DIGEST", None) == digest(name.partition("#")[0]):
             return getattr(code, entry)
     import fastjsonschema
 
@@ -140,7 +140,7 @@ def generate(file: str) -> str:
     if imported not in code:
         raise RuntimeError("fastjsonschema's generated code changed its imports: update schema.generate")
     head = (f'"""Generated from schemas/{file} by `make validators` (provisioner/schema.py): do not edit."""\n'
-            f"# ruff: noqa\nSCHEMA_SHA256 = {digest(file)!r}\n")
+            f"# ruff: noqa\nSCHEMA_DIGEST = {digest(file)!r}\n")
     mine = ("class JsonSchemaValueException(ValueError):\n"
             "    def __init__(self, message, value=None, name=None, definition=None, rule=None):\n"
             "        super().__init__(message)\n"

@@ -1,6 +1,6 @@
 """Generated from schemas/inventory.schema.json by `make validators` (provisioner/schema.py): do not edit."""
 # ruff: noqa
-SCHEMA_SHA256 = 'ceae7b551cbf0611c4b0ee8f17736b5d97127028dfa03d97a3e44d6f5e2dfeef'
+SCHEMA_DIGEST = '59ce0da1583be36e3013737fef19fcf5506b19013656ef557e7e01675771f1fe'
 VERSION = "2.22.3"
 class Decimal:  # never in the data
     pass

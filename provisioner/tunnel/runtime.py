@@ -19,7 +19,6 @@ files.read_regular, never from a FIFO or through a link.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import time
@@ -41,6 +40,8 @@ def host_dir(state_dir: Path, host: str) -> Path:
 
 def spec_hash(spec: dict[str, Any]) -> str:
     """How apply and the supervisor agree on which spec of a tunnel runs."""
+    import hashlib  # here: only with tunnels (fingerprint.py)
+
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from provisioner import cache, loader
 from provisioner.errors import InventoryError
+from provisioner.fingerprint import hasher
 from provisioner.reconcile import load
 
 INVENTORY = """all:
@@ -97,13 +98,12 @@ def test_a_forged_entry_that_does_not_build_is_a_miss(write, cache_dir) -> None:
     """A consistent forgery (digest recomputed) needs write access to the private state
     directory, which already says what runs as root; still, data that is not even the shape
     of an inventory is not used."""
-    import hashlib
-
     path = write(INVENTORY)
     load(path, cache_dir=cache_dir)
     [entry] = entries(cache_dir)
     forged = json.dumps({"all": {"hosts": ["not", "a", "mapping"]}}).encode()
-    tamper(entry, header={"sha256": hashlib.sha256(forged).hexdigest()}, body=forged)
+    tamper(entry, header={"blake2b": hasher(forged).hexdigest()}, body=forged)
+    assert cache.get(cache.slot(cache_dir, loader.inputs(path))) == json.loads(forged)  # consistent: read back
     assert [d.name for d in load(path, cache_dir=cache_dir).desired["h"].devices] == ["t0"]
 
 

@@ -13,8 +13,9 @@ from tests.unit.test_cache import INVENTORY
 
 HEAVY = ("ruamel.yaml", "jsonschema", "fastjsonschema", "cryptography", "provisioner.tunnel.supervisor",
          "provisioner.reparse")  # the last parses of changed texts: 2 ms
-# hints.py: typing, for the hints alone, was 9.5M instructions, 2% of a no-op plan
-STANDARD = ("typing",)
+# hints.py and fingerprint.py: typing for the hints, hashlib (OpenSSL's libcrypto) for the cache's
+# keys were 9.5M and 11M instructions, 5% of a no-op plan
+STANDARD = ("typing", "hashlib", "_hashlib", "hmac")
 # dataclasses imports inspect (with ast, dis, tokenize) for the docstring of a class without one:
 # 30M instructions, 7% of a no-op plan; precompiled.py, the first import of a command, hands it a stand-in
 INSPECT = ("inspect", "ast", "dis", "tokenize")
@@ -30,7 +31,7 @@ print(loaded.from_cache, sorted(sys.modules))
 
 
 def test_a_cached_load_imports_no_parser_validator_or_cryptography(tmp_path: Path) -> None:
-    """Nor, parsed or cached, inspect (INSPECT) or typing (STANDARD)."""
+    """Nor, parsed or cached, inspect (INSPECT), typing or hashlib (STANDARD)."""
     path = tmp_path / "inventory.yaml"
     path.write_text(INVENTORY)
     (tmp_path / "state").mkdir(mode=0o700)
