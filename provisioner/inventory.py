@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import fnmatch
 import ipaddress
-import socket
+from _socket import gethostname  # socket's C half: kernel/netlink.py says why
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -172,7 +172,7 @@ def merge_host(name: str, path: Path, groups: tuple[str, ...],
 
 def this_machine() -> set[str]:
     """Names under which a host without ansible_connection is this machine (as ansible-pull)."""
-    name = socket.gethostname()
+    name = gethostname()
     return {"localhost", name, name.split(".")[0]}
 
 

@@ -9,7 +9,7 @@ In a desired value `None` means "not managed": the live value is left as it is.
 from __future__ import annotations
 
 import ipaddress
-import socket
+from _socket import AF_INET, inet_ntop, inet_pton  # socket's C half: kernel/netlink.py says why
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
@@ -255,10 +255,10 @@ def _ipv4_canonical(text: str) -> tuple[int, int] | None:
     if prefix is None:
         return None
     try:
-        packed = socket.inet_pton(socket.AF_INET, address)
+        packed = inet_pton(AF_INET, address)
     except (OSError, ValueError):  # not an address; a NUL or a character UTF-8 cannot carry
         return None
-    if socket.inet_ntop(socket.AF_INET, packed) != address:  # a leading zero, which inet_pton may take
+    if inet_ntop(AF_INET, packed) != address:  # a leading zero, which inet_pton may take
         return None
     return int.from_bytes(packed, "big"), prefix
 

@@ -12,7 +12,7 @@ undoes those.
 from __future__ import annotations
 
 import errno
-import socket
+from _socket import AF_INET, AF_INET6, AF_UNSPEC, if_nametoindex, inet_pton  # socket's C half: netlink.py says why
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum, auto
@@ -290,7 +290,7 @@ class Transaction:
                 grouped.append(s)
         if not grouped:
             return True
-        body = nl.IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + nl.u32(nl.IFLA_GROUP, number)
+        body = nl.IFINFO.pack(AF_UNSPEC, 0, 0, 0, 0) + nl.u32(nl.IFLA_GROUP, number)
         (ack,) = self._acks([nl.Request(nl.RTM_DELLINK, 0, body)])
         if ack.error:
             back = [_set_group(s.subject.name, groups.get(s.subject.name, 0)) for s in grouped]  # type: ignore[union-attr]
@@ -419,7 +419,7 @@ class Transaction:
 
     def _ifindex(self, name: str) -> int:
         if name not in self._index:
-            self._index[name] = socket.if_nametoindex(name)
+            self._index[name] = if_nametoindex(name)
         return self._index[name]
 
 
@@ -487,7 +487,7 @@ def _tun_reason(exc: OSError) -> str:
 
 
 def _link_set(t: Transaction, d: Device) -> nl.Request:
-    body = nl.IFINFO.pack(socket.AF_UNSPEC, 0, 0, nl.IFF_UP if d.state is LinkState.UP else 0, nl.IFF_UP)
+    body = nl.IFINFO.pack(AF_UNSPEC, 0, 0, nl.IFF_UP if d.state is LinkState.UP else 0, nl.IFF_UP)
     body += nl.attr(nl.IFLA_IFNAME, d.name.encode() + b"\0")
     body += nl.attr(nl.IFLA_IFALIAS, OWNER_ALIAS.encode() if d.managed else b"")
     if d.mtu is not None:
@@ -503,7 +503,7 @@ def _link_delete(t: Transaction, d: Device) -> nl.Request:
 
 def _named_link(name: str) -> bytes:
     """The start of a request on a link named, not numbered: an index may not be known yet."""
-    return nl.IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + nl.attr(nl.IFLA_IFNAME, name.encode() + b"\0")
+    return nl.IFINFO.pack(AF_UNSPEC, 0, 0, 0, 0) + nl.attr(nl.IFLA_IFNAME, name.encode() + b"\0")
 
 
 def _addr(msg_type: int, flags: int) -> Callable[[Transaction, Address], nl.Request]:
@@ -523,7 +523,7 @@ def _route(msg_type: int, flags: int) -> Callable[[Transaction, Route], nl.Reque
         if deleting:
             scope = nl.RT_SCOPE_NOWHERE
         else:
-            scope = nl.RT_SCOPE_LINK if (r.via is None and family == socket.AF_INET) else nl.RT_SCOPE_UNIVERSE
+            scope = nl.RT_SCOPE_LINK if (r.via is None and family == AF_INET) else nl.RT_SCOPE_UNIVERSE
         table_byte = r.table if r.table < 256 else nl.RT_TABLE_UNSPEC
         body = nl.RTMSG.pack(family, prefixlen, 0, 0, table_byte, protocol, scope, nl.RTN_UNICAST, 0)
         body += nl.u32(nl.RTA_TABLE, r.table) + nl.u32(nl.RTA_PRIORITY, r.metric)
@@ -531,7 +531,7 @@ def _route(msg_type: int, flags: int) -> Callable[[Transaction, Route], nl.Reque
             body += nl.attr(nl.RTA_DST, packed)
         if not deleting:
             if r.via is not None:
-                body += nl.attr(nl.RTA_GATEWAY, socket.inet_pton(family, r.via))
+                body += nl.attr(nl.RTA_GATEWAY, inet_pton(family, r.via))
             if r.dev is not None:
                 body += nl.u32(nl.RTA_OIF, t._ifindex(r.dev))
         return nl.Request(msg_type, flags, body)
@@ -542,8 +542,8 @@ def _packed(cidr: str) -> tuple[int, bytes, int]:
     """(family, address bytes, prefix length) of a canonical 'ADDRESS/PREFIX' (model.py made it
     so), by inet_pton: no ipaddress object per request."""
     address, _, prefix = cidr.partition("/")
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    return family, socket.inet_pton(family, address), int(prefix)
+    family = AF_INET6 if ":" in address else AF_INET
+    return family, inet_pton(family, address), int(prefix)
 
 
 # The netlink request of every verb that is one (not create-tun, not the process verbs).

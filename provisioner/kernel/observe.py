@@ -15,7 +15,7 @@ observation the plan was made against."""
 from __future__ import annotations
 
 import ipaddress
-import socket
+from _socket import AF_INET, AF_INET6, AF_UNSPEC, inet_ntop  # socket's C half: netlink.py says why
 from bisect import insort
 from dataclasses import dataclass
 
@@ -115,7 +115,7 @@ def _links(sock: nl.Netlink) -> dict[int, tuple[str, str, Device | None]]:
 
 def _addresses(sock: nl.Netlink, names: dict[int, str], wanted: frozenset[int]) -> tuple[Address, ...]:
     out = []
-    for kind, msg in sock.dump(nl.RTM_GETADDR, nl.IFADDR.pack(socket.AF_UNSPEC, 0, 0, 0, 0)):
+    for kind, msg in sock.dump(nl.RTM_GETADDR, nl.IFADDR.pack(AF_UNSPEC, 0, 0, 0, 0)):
         if kind != nl.RTM_NEWADDR:
             continue
         family, prefixlen, _, _, index = nl.IFADDR.unpack_from(msg)
@@ -149,7 +149,7 @@ def _routes(sock: nl.Netlink, names: dict[int, str], oif: int | None = None) -> 
     family: asked of every family at once, a family whose dump takes no such filter (MPLS's,
     by the kernel's source) would fail the whole dump."""
     out = []
-    for asked in (socket.AF_INET, socket.AF_INET6):
+    for asked in (AF_INET, AF_INET6):
         request = (nl.RTMSG.pack(asked, 0, 0, 0, 0, 0, 0, nl.RTN_UNICAST, 0)
                    + (b"" if oif is None else nl.u32(nl.RTA_OIF, oif)))
         for kind, msg in sock.dump(nl.RTM_GETROUTE, request):
@@ -157,13 +157,13 @@ def _routes(sock: nl.Netlink, names: dict[int, str], oif: int | None = None) -> 
                 continue
             family, dst_len, src_len, _, table, protocol, _, rtype, _ = nl.RTMSG.unpack_from(msg)
             if (protocol == nl.RTPROT_KERNEL or rtype != nl.RTN_UNICAST or src_len
-                    or family not in (socket.AF_INET, socket.AF_INET6)):
+                    or family not in (AF_INET, AF_INET6)):
                 continue
             dst, gateway, raw_oif, raw_metric, raw_table = nl.pick(msg, nl.RTMSG.size, ROUTE_ATTRS)
             route_oif, metric, table = nl.u32_of(raw_oif, 0), nl.u32_of(raw_metric, 0), nl.u32_of(raw_table, table)
             if table == nl.RT_TABLE_LOCAL or (oif is not None and route_oif != oif):
                 continue
-            width = 4 if family == socket.AF_INET else 16
+            width = 4 if family == AF_INET else 16
             out.append(Route(
                 to=f"{_ip_text(family, dst or bytes(width))}/{dst_len}", table=table, metric=metric,
                 via=_ip_text(family, gateway) if gateway else None,
@@ -175,6 +175,6 @@ def _routes(sock: nl.Netlink, names: dict[int, str], oif: int | None = None) -> 
 def _ip_text(family: int, raw: bytes) -> str:
     """The canonical text of an address (as ipaddress prints it). IPv4 through inet_ntop (C, a
     tenth of the cost); IPv6 through ipaddress, whose text for IPv4-mapped addresses differs."""
-    if family == socket.AF_INET and len(raw) == 4:
-        return socket.inet_ntop(socket.AF_INET, raw)
+    if family == AF_INET and len(raw) == 4:
+        return inet_ntop(AF_INET, raw)
     return str(ipaddress.ip_address(raw))

@@ -14,8 +14,8 @@ from tests.unit.test_cache import INVENTORY
 HEAVY = ("ruamel.yaml", "jsonschema", "fastjsonschema", "cryptography", "provisioner.tunnel.supervisor",
          "provisioner.reparse")  # the last parses of changed texts: 2 ms
 # hints.py and fingerprint.py: typing for the hints, hashlib (OpenSSL's libcrypto) for the cache's
-# keys were 9.5M and 11M instructions, 5% of a no-op plan
-STANDARD = ("typing", "hashlib", "_hashlib", "hmac")
+# keys were 9.5M and 11M instructions, 5% of a no-op plan; socket (its constants made IntEnums) 11M
+STANDARD = ("typing", "hashlib", "_hashlib", "hmac", "socket", "selectors")
 # dataclasses imports inspect (with ast, dis, tokenize) for the docstring of a class without one:
 # 30M instructions, 7% of a no-op plan; precompiled.py, the first import of a command, hands it a stand-in
 INSPECT = ("inspect", "ast", "dis", "tokenize")
@@ -31,7 +31,7 @@ print(loaded.from_cache, sorted(sys.modules))
 
 
 def test_a_cached_load_imports_no_parser_validator_or_cryptography(tmp_path: Path) -> None:
-    """Nor, parsed or cached, inspect (INSPECT), typing or hashlib (STANDARD)."""
+    """Nor, parsed or cached, inspect (INSPECT), typing, hashlib or socket (STANDARD)."""
     path = tmp_path / "inventory.yaml"
     path.write_text(INVENTORY)
     (tmp_path / "state").mkdir(mode=0o700)
