@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Container, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from . import schema
@@ -103,19 +103,35 @@ def _content(file: str) -> str:
         return f"unreadable: {exc}"
 
 
-def vars_files(base: str, kind: str, name: str) -> list[str]:
+def vars_files(base: str, kind: str, name: str, present: Container[str] | None = None) -> list[str]:
     """Ansible's DataLoader.find_vars_files for `base/kind/name`; none for a name that is not a
-    file name (`..`, `a/b`): the names come from the inventory, and must not lead out of `kind/`."""
+    file name (`..`, `a/b`): the names come from the inventory, and must not lead out of `kind/`.
+    `present`: the names `base/kind` lists (`listing`), where only those are looked at."""
     if name in ("", ".", "..") or "/" in name or "\0" in name:
         return []
     stem = os.path.normpath(os.path.join(base, kind, name))
     for ext in VARS_EXTENSIONS:
+        if present is not None and name + ext not in present:
+            continue
         candidate = stem + ext
         if os.path.isdir(candidate):
             return list(_dir_vars_files(candidate))
         if os.path.exists(candidate):
             return [candidate]
     return []
+
+
+def listing(base: str, kind: str) -> frozenset[str] | None:
+    """The names in `base/kind` (none where it is missing or no directory), or None where it
+    cannot be listed (then each name is looked for). Listed once per load: a host's vars files
+    were eight lookups (four names, each asked whether a directory, then whether there), for
+    each of a fleet's hosts, in a directory mostly missing."""
+    try:
+        return frozenset(os.listdir(os.path.join(base, kind)))
+    except (FileNotFoundError, NotADirectoryError):
+        return frozenset()
+    except OSError:
+        return None
 
 
 def _dir_vars_files(directory: str) -> Iterator[str]:
@@ -159,6 +175,7 @@ class _Reader:
         self.groups: dict[str, _Group] = {ALL: _Group(ALL, ())}
         self.host_defs: dict[str, list[tuple[Mapping[str, Any], Path]]] = {}
         self.parents: dict[str, set[str]] = {}
+        self.listings: dict[str, frozenset[str] | None] = {}  # group_vars, host_vars: listing()
 
     def _add(self, source: Source) -> int:
         self.documents.append(source)
@@ -243,7 +260,9 @@ class _Reader:
 
     def _vars_layers(self, kind: str, name: str) -> list[tuple[Mapping[str, Any], Path]]:
         layers: list[tuple[Mapping[str, Any], Path]] = []
-        for file in vars_files(self.base, kind, name):
+        if kind not in self.listings:
+            self.listings[kind] = listing(self.base, kind)
+        for file in vars_files(self.base, kind, name, self.listings[kind]):
             source = load_source(file)
             hit, data = self._cached(file)
             if not hit:

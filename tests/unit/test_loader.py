@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,23 @@ def test_host_vars_and_group_vars_are_read(tmp_path: Path, name: str) -> None:
     text = '{"network": {"devices": [{"name": "tap5", "type": "tap"}]}}' if name.endswith(".json") else TAP5
     tree(tmp_path, {"inventory.yaml": NETNS_HOST, name: text})
     assert [d.name for d in load(str(tmp_path / "inventory.yaml")).desired["v1"].devices] == ["tap5"]
+
+
+def test_a_vars_directory_is_listed_once_not_asked_for_each_host(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each host asked for four names, each whether a directory and then whether there: eight
+    lookups a host, for each of a fleet's hosts. Only names the directory lists are looked at now;
+    a dangling link among them is still no file (Ansible: os.path.exists)."""
+    hosts = "".join(f"    v{i}:\n      ansible_connection: netns\n" for i in range(20))
+    tree(tmp_path, {"inventory.yaml": "all:\n  hosts:\n" + hosts, "host_vars/v3.yml": TAP5})
+    (tmp_path / "host_vars" / "v4.yaml").symlink_to(tmp_path / "nowhere")
+    asked: list[str] = []
+    exists = os.path.exists
+    monkeypatch.setattr(os.path, "exists", lambda p: asked.append(str(p)) or exists(p))
+    loaded = load(str(tmp_path / "inventory.yaml"))
+    assert [d.name for d in loaded.desired["v3"].devices] == ["tap5"]
+    assert loaded.desired["v4"].devices == ()
+    assert sorted(Path(p).name for p in asked if Path(p).parent.name.endswith("_vars")) == ["v3.yml", "v4.yaml"]
 
 
 def test_a_directory_inventory_and_an_ini_one(tmp_path: Path) -> None:
