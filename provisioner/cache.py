@@ -4,10 +4,10 @@ Parsing, the schema and the checks that need only the inventory (check_host, che
 cost 0.4-0.7 s for 1000 devices and routes, most of a no-op plan. Their verdict depends only
 on the text of the files read and on the code that judged them, so an entry is keyed by a
 hash of both (BLAKE2b, fingerprint.py): the bytes of every file the load read, the modules
-and schema that decide what is valid, and the YAML and schema libraries' own version files. Another checkout, an
-upgrade or an edited file is another key, never a stale verdict. Only a load that found no
-problem at all (not even a warning) is kept; what is looked up from the machine (key files,
-users) is never cached.
+and schema that decide what is valid, and the YAML and schema libraries' own version files.
+Another checkout, an upgrade or an edited file is another key, never a stale verdict. Only a
+load that found no problem at all (not even a warning) is kept; what is looked up from the
+machine (key files, users) is never cached.
 
 A cache file is input like any other: it is JSON (never pickle), read only from a directory
 and file of this user that nobody else can write, and used only if its header names the
