@@ -50,6 +50,9 @@ class Host:
     vars: Mapping[str, Any]
     network: Mapping[str, tuple[Entry, ...]] = field(default_factory=dict)
     layers: tuple[tuple[Mapping[str, Any], Path], ...] = ()  # the raw variables merged, in order
+    # (path, key, index of the first) of each list item whose key an earlier item of the same list
+    # in the same layer has: a mistake (validate.py says so), where across layers it is an override
+    repeated: tuple[tuple[Path, Any, int], ...] = ()
 
     @property
     def connection(self) -> str | None:
@@ -151,6 +154,8 @@ def merge_host(name: str, path: Path, groups: tuple[str, ...],
     merged, lists by key (MERGE_KEYS), a later entry replacing an earlier one of the same key."""
     merged_vars: dict[str, Any] = {}
     network: dict[str, dict[Any, Entry]] = {}
+    repeated: list[tuple[Path, Any, int]] = []
+    first: dict[tuple[Path, Any], int] = {}  # (list, key) -> index of its first item, once repeated
     for layer, lpath in layers:
         for key, value in layer.items():
             if key != NETWORK:
@@ -160,14 +165,17 @@ def merge_host(name: str, path: Path, groups: tuple[str, ...],
             continue
         for list_key, key_of in MERGE_KEYS.items():
             items = net.get(list_key)
+            here = lpath + (NETWORK, list_key)
             for i, item in enumerate(items if isinstance(items, list) else ()):  # else the schema said why
                 if isinstance(item, dict) or isinstance(item, Mapping):  # parsed items are dicts: no ABC check
                     entries = network.setdefault(list_key, {})
                     k = key_of(item)
-                    entries.pop(k, None)  # re-insert: a replaced entry takes the later position
-                    entries[k] = Entry(item, lpath + (NETWORK, list_key, i))
+                    old = entries.pop(k, None)  # re-insert: a replaced entry takes the later position
+                    if old is not None and old.path[:-1] == here:  # the same list: found here, not looked for
+                        repeated.append((here + (i,), k, first.setdefault((here, k), int(old.path[-1]))))
+                    entries[k] = Entry(item, here + (i,))
     return Host(name, path, groups, merged_vars,
-                {k: tuple(v.values()) for k, v in network.items()}, tuple(layers))
+                {k: tuple(v.values()) for k, v in network.items()}, tuple(layers), tuple(repeated))
 
 
 def this_machine() -> set[str]:

@@ -91,7 +91,9 @@ def check_host(source: Sources, host: Host) -> list[Diagnostic]:
                        f"(supported: {', '.join(CONNECTIONS)})")
     devices = host.network.get("devices", ())
     routes = host.network.get("routes", ())
-    _duplicates(source, host, out)
+    for path, key, first in host.repeated:
+        what = f"route {_route_words(key)}" if path[-2] == "routes" else f"name {key!r}"
+        err(path, f"duplicate {what} (first at index {first})")
 
     owner_of_ip: dict[Any, str] = {}
     declared: dict[str, Mapping[str, Any]] = {}
@@ -350,26 +352,6 @@ def check_devs_present(source: Sources, host: Host, links: Iterable[str]) -> lis
         for e in host.network.get("routes", ())
         if e.value.get("state") != ABSENT and e.value.get("dev") is not None and str(e.value["dev"]) not in present
     ]
-
-
-def _duplicates(source: Sources, host: Host, out: list[Diagnostic]) -> None:
-    """The same key twice within one list is a mistake; across layers it is an override."""
-    from .inventory import MERGE_KEYS, NETWORK
-
-    for layer, layer_path in host.layers:
-        net = layer.get(NETWORK)
-        if not isinstance(net, Mapping):
-            continue
-        for list_key, key_of in MERGE_KEYS.items():
-            seen: dict[Any, int] = {}
-            items = net.get(list_key)
-            for i, item in enumerate(items if isinstance(items, list) else ()):  # else the schema said why
-                k = key_of(item)
-                if k in seen:
-                    what = f"route {_route_words(k)}" if list_key == "routes" else f"name {k!r}"
-                    path = layer_path + (NETWORK, list_key, i)
-                    out.append(source.diagnostic(path, f"duplicate {what} (first at index {seen[k]})"))
-                seen.setdefault(k, i)
 
 
 def _route_words(key: tuple) -> str:

@@ -89,6 +89,32 @@ def test_every_problem_is_reported_at_once(write) -> None:
     ])
 
 
+def test_a_key_repeated_in_one_list_is_reported_each_time_against_its_first_not_across_layers(write) -> None:
+    """Repeats are found while the layers merge (no second pass keying every item again): each
+    repeat names the first item's index, and a group's entry that a host's replaces is no repeat."""
+    path = write("""\
+all:
+  vars:
+    network:
+      devices:
+        - {name: t0, type: tap}
+  hosts:
+    h:
+      ansible_connection: netns
+      network:
+        devices:
+          - {name: t0, type: tun}
+          - {name: t0, type: tun}
+          - {name: t0, type: tun}
+""")
+    with pytest.raises(InventoryError) as info:
+        load(path)
+    assert [str(d).removeprefix(path + ":") for d in info.value.diagnostics] == [
+        "12:13: all.hosts.h.network.devices[1]: duplicate name 't0' (first at index 0)",
+        "13:13: all.hosts.h.network.devices[2]: duplicate name 't0' (first at index 0)",
+    ]
+
+
 def test_yaml_syntax_error_has_a_position(write) -> None:
     path = write("all:\n  hosts:\n    h: {a: 1\n")
     with pytest.raises(InventoryError) as info:
