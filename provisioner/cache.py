@@ -11,8 +11,11 @@ machine (key files, users) is never cached.
 
 A cache file is input like any other: it is JSON (never pickle), read only from a directory
 and file of this user that nobody else can write, and used only if its header names the
-same format and key and the hash of its data matches. Anything else is a miss and is
-written again. Deleting the directory is always safe.
+same format and key and the checksum of its data matches. Anything else is a miss and is
+written again. Deleting the directory is always safe. The checksum is a CRC-32, against a
+file cut short or damaged: whoever could write a forged entry could write any hash of it as
+well, so a cryptographic one would buy nothing, and hashing a 1000-device inventory's kept
+parse (230 KB) with BLAKE2b took 0.35 ms of a one-change apply, where CRC-32 takes 0.05.
 """
 
 from __future__ import annotations
@@ -25,12 +28,13 @@ from dataclasses import dataclass
 from functools import cache
 from importlib.util import find_spec
 from pathlib import Path
+from zlib import crc32
 
 from .files import FileError, atomic_write
 from .fingerprint import hasher
 from .hints import Any
 
-FORMAT = 2  # 2: BLAKE2b, where 1 had SHA-256
+FORMAT = 3  # 3: an entry's data checked by CRC-32, where 2 hashed it (BLAKE2b) and 1 had SHA-256
 KEEP = 16  # entries kept; the oldest beyond this are removed when one is written
 JUDGES = ("inventory.py", "loader.py", "source.py", "ini.py", "hostpattern.py", "schema.py", "validate.py",
           "model.py", "cache.py", "reparse.py",
@@ -94,7 +98,7 @@ def get(s: Slot) -> Any | None:
             head, _, body = f.read().partition(b"\n")
         header = json.loads(head)
         if (not isinstance(header, dict) or header.get("format") != FORMAT or header.get("key") != s.key
-                or header.get("blake2b") != hasher(body).hexdigest()):
+                or header.get("crc32") != crc32(body)):
             return None
         return json.loads(body)
     except (OSError, ValueError):
@@ -118,7 +122,7 @@ def put(s: Slot, data: Any, exact: bool = False) -> None:
             return
     except (TypeError, ValueError, RecursionError):
         return
-    header = json.dumps({"format": FORMAT, "key": s.key, "blake2b": hasher(body).hexdigest()}).encode()
+    header = json.dumps({"format": FORMAT, "key": s.key, "crc32": crc32(body)}).encode()
     try:
         s.directory.mkdir(mode=0o700, exist_ok=True)
         if not _private(s):

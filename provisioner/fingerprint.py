@@ -1,5 +1,5 @@
-"""The hash of what provision compares only with its own records: the cache's keys and entries
-(cache.py), the schema a generated validator was made from (schema.py).
+"""The hash of what provision compares only with its own records: the cache's keys (cache.py),
+the schema a generated validator was made from (schema.py).
 
 BLAKE2b of 32 bytes, from the interpreter's own module, the class `hashlib.blake2b` is:
 `import hashlib` first loads OpenSSL's libcrypto, 11M instructions (2-3 ms) of every run, where
