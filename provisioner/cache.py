@@ -38,7 +38,8 @@ FORMAT = 3  # 3: an entry's data checked by CRC-32, where 2 hashed it (BLAKE2b) 
 KEEP = 16  # entries kept; the oldest beyond this are removed when one is written
 JUDGES = ("inventory.py", "loader.py", "source.py", "ini.py", "hostpattern.py", "schema.py", "validate.py",
           "model.py", "cache.py", "reparse.py",
-          "compiled_schemas/inventory.py")  # modules that decide validity
+          "compiled_schemas/inventory.py", "compiled_schemas/devices_item.py", "compiled_schemas/routes_item.py",
+          "compiled_schemas/tunnels_item.py")  # modules that decide validity
 LIBRARIES = (("ruamel.yaml", "__init__.py"), ("fastjsonschema", "version.py"))  # hold the version
 
 

@@ -14,11 +14,18 @@ class JsonSchemaValueException(ValueError):
 JsonSchemaValuesException = JsonSchemaValueException
 
 
-REGEX_PATTERNS = {
-    '^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$': re.compile('^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=\\Z'),
-    '^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$': re.compile('^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}\\Z'),
-    '^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$': re.compile('^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\\Z')
+class _Patterns(dict):
+    def __missing__(self, pattern):
+        self[pattern] = compiled = re.compile(_PATTERN_SOURCES[pattern])
+        return compiled
+
+
+_PATTERN_SOURCES = {
+    '^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$': '^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=\\Z',
+    '^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$': '^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}\\Z',
+    '^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$': '^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\\Z',
 }
+REGEX_PATTERNS = _Patterns()
 
 NoneType = type(None)
 
