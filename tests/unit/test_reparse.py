@@ -82,6 +82,16 @@ def test_an_item_edit_is_patched_and_others_are_not(directory: Path) -> None:
         assert reparse.patched(_copy(kept), BASE.replace(old, new, 1)) is None, new
 
 
+def test_the_kept_parse_is_found_by_the_lines_no_item_can_be_on() -> None:
+    """The key that finds a kept parse is looser than the shape (0.14 ms for 1000 devices where the
+    shape took 0.73): every edit of a line with `- {` keeps the outline, items or not (patched()
+    then decides, line by line); any other line, or one line more, is another outline."""
+    same = [BASE.replace(old, new, 1) for old, new in EDITS[:9]]
+    assert {reparse.outline(text) for text in same} == {reparse.outline(BASE)}
+    for other in (BASE.replace("groups: [a, b]", "groups: [a, c]"), BASE + "\n", BASE.replace("- {name: t1", "- [t1")):
+        assert reparse.outline(other) != reparse.outline(BASE)
+
+
 def test_a_document_with_anchors_keeps_no_items() -> None:
     text = BASE.replace("- {name: t2, type: tun, mtu: 1400}", "- &x {name: t2, type: tun}") + "x: *x\n"
     assert reparse.runs_of(text, _node(text)) == []
