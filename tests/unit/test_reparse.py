@@ -92,6 +92,63 @@ def test_the_kept_parse_is_found_by_the_lines_no_item_can_be_on() -> None:
         assert reparse.outline(other) != reparse.outline(BASE)
 
 
+def test_random_edits_of_a_kept_text_parse_as_full_parses(directory: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The outline finds a kept parse for any edit of lines with `- {`, whatever they become:
+    random inventories of items, each edited line by line into another item, a comment, a quote,
+    a nested mapping, an alias or a list; the parse from the kept one is the full parse, or fails
+    where it fails."""
+    rng = random.Random(16)
+
+    def plain() -> str:
+        return "{" + ", ".join(f"k{i}: v{rng.randrange(9)}" for i in range(rng.randrange(3))) + "}"
+
+    def item() -> str:
+        return plain() if rng.random() < 0.95 else _random_item(rng)
+
+    def inventory() -> str:
+        lines = ["all:", "  hosts:"]
+        for h in range(rng.randrange(1, 4)):
+            lines += [f"    h{h}:", "      network:"]
+            for key in rng.sample(["devices", "routes", "tunnels"], rng.randrange(1, 4)):
+                indent = rng.choice([8, 10, 10])  # a sequence may sit at its key's indentation
+                lines += [f"        {key}:"] + [" " * indent + "- " + item() for _ in range(rng.randrange(1, 6))]
+        return "\n".join(lines + ["  vars:", "    x: 1"]) + "\n"
+
+    forms = [plain, plain, plain, lambda: _random_item(rng), lambda: "{name: t1}  # a comment",
+             lambda: "{name: 't1'}", lambda: "{name: {a: b}}", lambda: "*x", lambda: "[t1, tap]"]
+    whole: list[str] = []  # the files parsed without a kept parse
+    real_first_parse = reparse.first_parse
+    monkeypatch.setattr(reparse, "first_parse", lambda source, form: whole.append(source.file)
+                        or real_first_parse(source, form))
+    compared = from_kept = 0
+    for _ in range(300):
+        text = inventory()
+        try:
+            parse(Source("a.yaml", text))
+        except InventoryError:
+            continue
+        last = reparse.Reparser(directory)
+        judged(last, Source("a.yaml", text))
+        lines = text.split("\n")
+        mixed = rng.random() < 0.3  # else every edit writes another plain item: patched, not parsed whole
+        for at in range(len(lines)):
+            if "- {" in lines[at] and rng.random() < 0.3:
+                lines[at] = lines[at][:lines[at].index("- {") + 2] + (rng.choice(forms) if mixed else plain)()
+        edited = Source("b.yaml", "\n".join(lines))
+        try:
+            expected = parse(edited)
+        except InventoryError as exc:
+            with pytest.raises(InventoryError) as got:
+                judged(last, edited)
+            assert str(got.value.diagnostics[0]) == str(exc.diagnostics[0]), edited.text
+            continue
+        whole.clear()
+        assert judged(last, edited) == expected, edited.text
+        compared += 1
+        from_kept += "b.yaml" not in whole
+    assert compared > 100 and from_kept > 50, (compared, from_kept)
+
+
 def test_a_document_with_anchors_keeps_no_items() -> None:
     text = BASE.replace("- {name: t2, type: tun, mtu: 1400}", "- &x {name: t2, type: tun}") + "x: *x\n"
     assert reparse.runs_of(text, _node(text)) == []
