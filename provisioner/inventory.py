@@ -39,6 +39,10 @@ class Entry:
     value: Mapping[str, Any]
     path: Path
 
+    def __init__(self, value: Mapping[str, Any], path: Path) -> None:
+        held = self.__dict__  # the fields, set once: model.py says why (above Device)
+        held["value"], held["path"] = value, path
+
 
 @dataclass(frozen=True)
 class Host:
