@@ -92,6 +92,7 @@ def test_the_kept_parse_is_found_by_the_lines_no_item_can_be_on() -> None:
         assert reparse.outline(other) != reparse.outline(BASE)
 
 
+@pytest.mark.filterwarnings("ignore::ruamel.yaml.error.MantissaNoDotYAML1_1Warning")  # 1e3, as Ansible warns
 def test_random_edits_of_a_kept_text_parse_as_full_parses(directory: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The outline finds a kept parse for any edit of lines with `- {`, whatever they become:
     random inventories of items, each edited line by line into another item, a comment, a quote,
