@@ -37,9 +37,7 @@ from .hints import Any
 FORMAT = 3  # 3: an entry's data checked by CRC-32, where 2 hashed it (BLAKE2b) and 1 had SHA-256
 KEEP = 16  # entries kept; the oldest beyond this are removed when one is written
 JUDGES = ("inventory.py", "loader.py", "source.py", "ini.py", "hostpattern.py", "schema.py", "validate.py",
-          "model.py", "cache.py", "reparse.py",
-          "compiled_schemas/inventory.py", "compiled_schemas/devices_item.py", "compiled_schemas/routes_item.py",
-          "compiled_schemas/tunnels_item.py")  # modules that decide validity
+          "model.py", "cache.py", "reparse.py")  # modules that decide validity, with schema.py's generated ones
 LIBRARIES = (("ruamel.yaml", "__init__.py"), ("fastjsonschema", "version.py"))  # hold the version
 
 
@@ -68,11 +66,12 @@ def slot(directory: Path, inputs: Iterable[str]) -> Slot:
 @cache
 def _judges() -> bytes:
     """A digest of the code and schema that decide what is valid: computed once per process."""
-    from .schema import INVENTORY, schema_dir
+    from .schema import INVENTORY, SOURCES, schema_dir
 
     h = hasher(f"format {FORMAT}".encode())
     here = Path(__file__).resolve().parent
-    files = [here / name for name in JUDGES] + [schema_dir() / INVENTORY]
+    files = ([here / name for name in JUDGES] + [here / "compiled_schemas" / f"{module}.py" for module in SOURCES]
+             + [schema_dir() / INVENTORY])
     for module, name in LIBRARIES:
         spec = find_spec(module)
         if spec is not None and spec.origin:
