@@ -52,8 +52,8 @@ setup: system $(STAMP) keys bytecode
 
 # Every run of provision imports its modules; where PYTHONDONTWRITEBYTECODE is set (CI images
 # often set it) Python compiles them again each time unless the .pyc files are there: 0.1-0.6 s.
-# The methods @dataclass writes at import are compiled here too, once (provisioner/precompiled.py):
-# 30 ms of every run.
+# The methods @dataclass writes at import, and the programs of the regular expressions a run
+# compiles, are made here too, once (provisioner/precompiled.py): 30 ms and 2-3 ms of every run.
 bytecode: $(STAMP)
 	@$(PY) -m compileall -q provisioner
 	@$(PY) -m provisioner.precompiled >/dev/null

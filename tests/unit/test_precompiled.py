@@ -1,5 +1,6 @@
-"""The dataclass methods compiled once (precompiled.py): a command compiles none of them, the
-classes are the same as without, and a kept file that is not to be trusted is not read."""
+"""The dataclass methods and regular expressions compiled once (precompiled.py): a command
+compiles none of them, the classes and patterns are the same as without, and a kept file that is
+not to be trusted is not read."""
 
 from __future__ import annotations
 
@@ -25,9 +26,11 @@ module, function = re.search(r'^provision = "([\\w.]+):(\\w+)"', open(sys.argv[1
 from provisioner import precompiled
 precompiled.CACHE = sys.argv[2]
 sys.argv = ["provision", "validate", sys.argv[3]]
-compiled = []
+compiled, patterns = [], []
 sys.addaudithook(lambda event, args: event == "compile" and "__create_fn__" in str(args[0]) and compiled.append(args[0]))
-atexit.register(lambda: print("texts compiled:", len(compiled), file=sys.stderr))
+compiler = re._compiler.compile
+re._compiler.compile = lambda p, flags=0: (patterns.append(p), compiler(p, flags))[1]
+atexit.register(lambda: print("texts compiled:", len(compiled), "patterns compiled:", len(patterns), file=sys.stderr))
 getattr(__import__(module, fromlist=[function]), function)()
 """
 
@@ -74,14 +77,16 @@ def test_a_command_compiles_no_dataclass_method_once_they_are_kept(kept: Path, t
     toml = _package().parent / "pyproject.toml"
     env = {**os.environ, "PROVISION_STATE_DIR": str(tmp_path / "state")}
 
-    def compiled(cache: Path) -> int:
+    def compiled(cache: Path) -> tuple[int, int]:
         r = subprocess.run([sys.executable, "-c", COMMAND, str(toml), str(cache), "inv.yaml"], capture_output=True,
                            text=True, timeout=60, cwd=tmp_path, env=env)
         assert r.returncode == 0, r.stderr
-        return int(r.stderr.rsplit("texts compiled:", 1)[1].split()[0])
+        words = r.stderr.rsplit("texts compiled:", 1)[1].split()
+        return int(words[0]), int(words[3])
 
-    assert compiled(tmp_path / "missing.marshal") > 100  # as before: the file is all that changes
-    assert compiled(kept) == 0
+    methods, patterns = compiled(tmp_path / "missing.marshal")  # as before: the file is all that changes
+    assert methods > 100 and patterns > 10
+    assert compiled(kept) == (0, 0)
 
 
 def test_the_classes_are_the_ones_dataclasses_compiles_itself(kept: Path) -> None:
@@ -103,7 +108,7 @@ def test_an_unkept_text_is_compiled_as_dataclasses_would(tmp_path: Path) -> None
               "@dataclasses.dataclass(frozen=True)\nclass Fresh:\n    x: int = 3\n"
               "print(Fresh.__init__.__annotations__, Fresh(), Fresh() == Fresh(4))")
     path = tmp_path / "m.marshal"
-    path.write_bytes(precompiled.HEADER + marshal.dumps({"def f(): pass": compile("1", "s", "exec")}))
+    path.write_bytes(precompiled.HEADER + marshal.dumps(({"def f(): pass": compile("1", "s", "exec")}, {})))
     r = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "{'x': <class 'int'>, 'return': None} Fresh(x=3) False"
@@ -113,63 +118,95 @@ def _file(tmp_path: Path, data: bytes | None = None) -> Path:
     d = tmp_path / "__pycache__"
     d.mkdir(mode=0o755, exist_ok=True)
     path = d / "m.marshal"
-    path.write_bytes(precompiled.HEADER + marshal.dumps({"text": compile("1", "s", "exec")})
+    path.write_bytes(precompiled.HEADER + marshal.dumps(({"text": compile("1", "s", "exec")}, {}))
                      if data is None else data)
     path.chmod(0o644)
     return path
 
 
 def test_a_trusted_file_is_read(tmp_path: Path) -> None:
-    assert list(precompiled.load(str(_file(tmp_path)))) == ["text"]
+    assert list(precompiled.load(str(_file(tmp_path)))[0]) == ["text"]
 
 
 @pytest.mark.parametrize("data", [
-    b"provision dataclass methods cpython-39 30900f0\n" + marshal.dumps({}),  # another Python's
+    b"provision precompiled 2 cpython-39 30900f0\n" + marshal.dumps(({}, {})),  # another Python's
     b"",
     b"not ours at all",
     precompiled.HEADER + b"\xff\x00garbage",
-    precompiled.HEADER + marshal.dumps({"text": compile("1", "s", "exec")})[:-3],  # cut short
+    precompiled.HEADER + marshal.dumps(({"text": compile("1", "s", "exec")}, {}))[:-3],  # cut short
     precompiled.HEADER + marshal.dumps(["text"]),
-    precompiled.HEADER + marshal.dumps({1: compile("1", "s", "exec")}),
+    precompiled.HEADER + marshal.dumps({"text": compile("1", "s", "exec")}),  # the first form: methods alone
+    precompiled.HEADER + marshal.dumps(({1: compile("1", "s", "exec")}, {("x", "0"): (0, [], 0, {}, ())})),
 ])
 def test_a_file_not_of_this_python_or_not_whole_is_not_used(tmp_path: Path, data: bytes) -> None:
-    assert precompiled.load(str(_file(tmp_path, data))) == {}
+    assert precompiled.load(str(_file(tmp_path, data))) == ({}, {})
 
 
 def test_a_file_someone_else_can_write_is_not_read(tmp_path: Path) -> None:
     path = _file(tmp_path)
     path.chmod(0o666)
-    assert precompiled.load(str(path)) == {}
+    assert precompiled.load(str(path)) == ({}, {})
     path.chmod(0o644)
     path.parent.chmod(0o777)
-    assert precompiled.load(str(path)) == {}
+    assert precompiled.load(str(path)) == ({}, {})
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
 def test_a_file_of_another_user_is_not_read(tmp_path: Path) -> None:
     path = _file(tmp_path)
     os.chown(path, 65534, 65534)
-    assert precompiled.load(str(path)) == {}
+    assert precompiled.load(str(path)) == ({}, {})
     os.chown(path, 0, 0)
     os.chown(path.parent, 65534, 65534)
-    assert precompiled.load(str(path)) == {}
+    assert precompiled.load(str(path)) == ({}, {})
 
 
 def test_a_link_or_a_fifo_is_not_read(tmp_path: Path) -> None:
     real = _file(tmp_path)
     link = real.parent / "link.marshal"
     link.symlink_to(real)
-    assert precompiled.load(str(link)) == {}
+    assert precompiled.load(str(link)) == ({}, {})
     fifo = real.parent / "fifo.marshal"
     os.mkfifo(fifo, 0o644)
     assert stat.S_ISFIFO(fifo.lstat().st_mode)
-    assert precompiled.load(str(fifo)) == {}  # and did not block on it
+    assert precompiled.load(str(fifo)) == ({}, {})  # and did not block on it
     other = tmp_path / "elsewhere"
     other.mkdir(mode=0o755)
     (other / "__pycache__").symlink_to(real.parent)
-    assert precompiled.load(str(other / "__pycache__" / "m.marshal")) == {}
+    assert precompiled.load(str(other / "__pycache__" / "m.marshal")) == ({}, {})
 
 
 def test_a_missing_file_changes_nothing(tmp_path: Path) -> None:
-    assert precompiled.load(str(tmp_path / "none" / "m.marshal")) == {}
+    assert precompiled.load(str(tmp_path / "none" / "m.marshal")) == ({}, {})
     assert precompiled.install(str(tmp_path / "none" / "m.marshal")) == 0
+
+
+def test_each_kept_pattern_is_the_one_re_compiles(kept: Path) -> None:
+    """The same flags, groups and program: `==` of two patterns compares them all."""
+    import _sre
+    import re
+
+    _, programs = precompiled.load(str(kept))
+    assert len(programs) > 40
+    for (pattern, flags), program in programs.items():
+        assert _sre.compile(pattern, *program) == re._compiler.compile(pattern, flags), pattern  # type: ignore[attr-defined]
+
+
+PATTERNS = """
+import re, sys
+from provisioner import precompiled
+precompiled.install(sys.argv[1])
+print(re.compile("(?P<x>a+)b").fullmatch("aab")["x"], bool(re.compile("[0-9]+").fullmatch("12")))
+"""
+
+
+def test_a_program_the_matcher_refuses_is_compiled_by_re_instead(tmp_path: Path) -> None:
+    """A kept program is checked by _sre.compile before it becomes a pattern: one it refuses
+    (here, a program of nonsense, and one of another pattern's groups) is left to re's compiler."""
+    programs = {("(?P<x>a+)b", 0): (32, [999, 1, 2], 0, {}, (None,)),
+                ("[0-9]+", 0): ("not flags", [], 0, {}, (None,))}
+    path = _file(tmp_path, precompiled.HEADER + marshal.dumps(({}, programs)))
+    assert precompiled.load(str(path))[1] == programs
+    r = subprocess.run([sys.executable, "-c", PATTERNS, str(path)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["aa", "True"]
