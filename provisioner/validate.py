@@ -54,6 +54,9 @@ def interface_name_problem(name: str) -> str | None:
 # what dev_valid_name() refuses in a name: whitespace (\s is str.isspace(), every code point:
 # tests/unit/test_validation.py), '/' and ':'. One search in C, not a set made per name.
 _NAME_BAD = re.compile(r"[\s/:]")
+# A name interface_name_problem has nothing to say of: 1-15 printable ASCII characters but
+# space, '%', '/' and ':', and not '.' or '..'. One match in C; only the others are looked at.
+_NAME_FINE = re.compile(r"(?!\.\.?\Z)[!-$&-.0-9;-~]{1,15}").fullmatch
 
 
 HOST_NAME_BYTES = 200  # a file name is at most 255 bytes; room for what provision adds to it
@@ -97,64 +100,72 @@ def check_host(source: Sources, host: Host) -> list[Diagnostic]:
 
     owner_of_ip: dict[Any, str] = {}
     declared: dict[str, Mapping[str, Any]] = {}
-    for entry in devices:
-        d, p = entry.value, entry.path
-        name = str(d.get("name"))
+    for entry in devices:  # the common case tested first, and cheaply: this loop and the next run per item
+        d = entry.value
+        name = d.get("name")
+        name = name if type(name) is str else str(name)
         declared[name] = d
-        problem = interface_name_problem(name)
-        if problem:
-            err(p + ("name",), problem)
+        if not _NAME_FINE(name):
+            problem = interface_name_problem(name)
+            if problem:
+                err(entry.path + ("name",), problem)
         if d.get("state") == ABSENT:
             continue
-        if d.get("type") == DeviceType.TUN and "mac" in d:
-            err(p + ("mac",), "a tun device has no MAC address (mac is for tap devices)")
-        mac = d.get("mac")
-        if isinstance(mac, str) and len(mac) == 17 and int(mac[:2], 16) & 1:
-            err(p + ("mac",), f"{mac} is a multicast address; a device needs a unicast MAC")
-        for i, text in enumerate(d.get("addresses") or ()):
+        if "mac" in d:
+            mac = d["mac"]
+            if d.get("type") == DeviceType.TUN:
+                err(entry.path + ("mac",), "a tun device has no MAC address (mac is for tap devices)")
+            if isinstance(mac, str) and len(mac) == 17 and int(mac[:2], 16) & 1:
+                err(entry.path + ("mac",), f"{mac} is a multicast address; a device needs a unicast MAC")
+        addresses = d.get("addresses")
+        for i, text in enumerate(addresses or ()):
             try:
-                ip = canonical_interface(str(text)).partition("/")[0]  # one spelling per address
+                ip = canonical_interface(text if type(text) is str else str(text)).partition("/")[0]  # one spelling
             except ValueError:
-                err(p + ("addresses", i), f"{text!r} is not an ADDRESS/PREFIX")
+                err(entry.path + ("addresses", i), f"{text!r} is not an ADDRESS/PREFIX")
                 continue
             other = owner_of_ip.get(ip)
             if other is not None:
                 what = "twice on this device" if other == name else f"also on device {other}"
-                err(p + ("addresses", i), f"address {ip} is {what}")
+                err(entry.path + ("addresses", i), f"address {ip} is {what}")
             owner_of_ip[ip] = name
 
     for entry in routes:
-        r, p = entry.value, entry.path
+        r = entry.value
+        to = r.get("to")
         family = None
         try:
-            family = 6 if ":" in canonical_network(str(r.get("to"))) else 4
+            family = 6 if ":" in canonical_network(to if type(to) is str else str(to)) else 4
         except ValueError as exc:
-            err(p + ("to",), f"{r.get('to')!r} is not a network in CIDR form ({_reason(exc)})")
+            err(entry.path + ("to",), f"{to!r} is not a network in CIDR form ({_reason(exc)})")
         if r.get("table") == LOCAL_TABLE:
-            err(p + ("table",), "table 255 (local) belongs to the kernel")
+            err(entry.path + ("table",), "table 255 (local) belongs to the kernel")
         if r.get("state") == ABSENT:
             continue
-        via = r.get("via")
+        via, dev = r.get("via"), r.get("dev")
         if via is not None:
             try:
                 gw = ipaddress.ip_address(via)
                 if family and gw.version != family:
-                    err(p + ("via",), f"gateway {via} is IPv{gw.version} but the route is IPv{family}")
+                    err(entry.path + ("via",), f"gateway {via} is IPv{gw.version} but the route is IPv{family}")
             except ValueError:
-                err(p + ("via",), f"{via!r} is not an IP address")
-        dev = r.get("dev")
-        if via is None and dev is None:
-            err(p, "a route needs `via`, `dev` or both")
-        if via is not None and dev is not None:
-            problem = _gateway_off_subnets(str(via), declared.get(str(dev)))
+                err(entry.path + ("via",), f"{via!r} is not an IP address")
+        if dev is None:
+            if via is None:
+                err(entry.path, "a route needs `via`, `dev` or both")
+            continue
+        target = declared.get(dev if type(dev) is str else str(dev))
+        if target is None:
+            continue
+        if via is not None:
+            problem = _gateway_off_subnets(str(via), target)
             if problem:
-                err(p + ("via",), problem)
-        if dev is not None:
-            target = declared.get(str(dev))
-            if target is not None and target.get("state") == ABSENT:
-                err(p + ("dev",), f"device {dev} is declared absent")
-            elif target is not None and target.get("state") == LinkState.DOWN:
-                err(p + ("dev",), f"device {dev} is declared down; the kernel keeps no route on a down device")
+                err(entry.path + ("via",), problem)
+        state = target.get("state")
+        if state == ABSENT:
+            err(entry.path + ("dev",), f"device {dev} is declared absent")
+        elif state == LinkState.DOWN:
+            err(entry.path + ("dev",), f"device {dev} is declared down; the kernel keeps no route on a down device")
     _check_tunnels(host, declared, err,
                    lambda path, msg: out.append(source.diagnostic(path, msg, severity="warning")))
     _check_host_keys(host, err)
