@@ -166,6 +166,20 @@ def test_the_characters_an_interface_name_may_not_hold_are_the_kernels_at_every_
     assert interface_name_problem(name) == f"interface name {name!r} contains {', '.join(repr(c) for c in bad)}"
 
 
+def test_a_name_passed_by_the_quick_match_is_one_the_full_check_has_nothing_to_say_of() -> None:
+    """check_host words only the names validate._NAME_FINE does not pass: every name it passes
+    must be one interface_name_problem passes too (each code point alone, and the edges)."""
+    import sys
+
+    from provisioner.validate import _NAME_FINE
+
+    names = [chr(c) for c in range(sys.maxunicode + 1)] + [
+        "", ".", "..", "...", ".a", "a.", "x" * 15, "x" * 16, "é" * 7, "é" * 8, "a%d", "a b", "a\tb", "a/b", "a:b"]
+    passed = [n for n in names if _NAME_FINE(n)]
+    assert len(passed) > 80 and "x" * 15 in passed and "..." in passed
+    assert [n for n in passed if interface_name_problem(n) is not None] == []
+
+
 def test_an_old_key_file_tunnel_gets_the_migration_at_its_line(write) -> None:
     """The shared-key form is gone: the error says exactly what to write instead, where it was."""
     body = ("        devices: [{name: tap0, type: tap}]\n"
