@@ -11,6 +11,7 @@ a cut, a patched byte. Coverage then reaches the code behind the checks, not onl
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import struct
@@ -491,6 +492,26 @@ def plain_shape(data: bytes) -> None:
     assert repr(mine[0]) == repr(expected), form  # the same types too: 1 == True, but not here
 
 
+KEPT_TEXT = ("all:\n  hosts:\n    h:\n      network:\n        devices:\n"
+             "          - {name: t0, type: tap}\n          # between\n          - {name: t1, type: tap}\n"
+             "        routes:\n          - {to: 192.0.2.0/24, dev: t0}\n")
+KEPT_EDIT = KEPT_TEXT.replace("t1, type: tap", "t1, type: tun").replace("dev: t0}", "dev: t1}")
+
+
+def kept_parse(data: bytes) -> None:
+    """reparse.patched reads a kept parse back from the state directory (the bytes: an entry's
+    JSON body, forged or damaged as it may be): the answer is a parse or None, never an exception."""
+    import json
+
+    try:
+        kept = json.loads(data)
+    except (ValueError, RecursionError):
+        return
+    if isinstance(kept, dict):
+        made = reparse.patched(kept, KEPT_EDIT)
+        assert made is None or (len(made) == 3 and isinstance(made[1], list)), made
+
+
 def supervisor_hears(data: bytes) -> None:
     """What an unprivileged data plane (what the network talks to) can say to the root supervisor:
     a channel message and a counter line. Either is refused (None) or comes out in the shapes the
@@ -521,6 +542,7 @@ TARGETS: dict[str, Target] = {
     "device": device,
     "inventory": inventory,
     "plain_shape": plain_shape,
+    "kept_parse": kept_parse,
     "supervisor_hears": supervisor_hears,
     "fastpath_open": fastpath_open,
     "fastpath_seal": fastpath_seal,
@@ -553,6 +575,8 @@ SEEDS: dict[str, list[bytes]] = {
     "inventory": [p.read_bytes() for p in sorted((Path(__file__).resolve().parents[2] / "inventories").glob("*.yaml"))],
     "plain_shape": [p.read_bytes() for p in sorted((Path(__file__).resolve().parents[2] / "inventories").glob("*.yaml"))]
     + [b"---\nall:\n  hosts:\n    h:\n      network:\n        devices:\n        - {name: t0, type: tap}\n"],
+    "kept_parse": [json.dumps({"text": KEPT_TEXT, "data": parse_nodes(Source("", KEPT_TEXT))[0],
+                               "runs": reparse.runs_of(KEPT_TEXT, parse_nodes(Source("", KEPT_TEXT))[1])}).encode()],
     "netlink_pick": [bytes([0, 3, 1, 3]) + struct.pack("=HH", 8, 3) + b"bt01" + struct.pack("=HH", 5, 1) + b"x",
                      bytes([4, 2, 0x81, 0x80])],
     "netlink_messages": [bytes([1]) + struct.pack("=IHHII", 20, 16, 0x10, 1, 0) + b"abcd"

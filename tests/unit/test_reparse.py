@@ -170,9 +170,39 @@ def test_a_kept_parse_that_is_not_ours_is_a_full_parse(directory: Path) -> None:
     os.chmod(kept, 0o666)  # writable by others: not trusted
     edited = BASE.replace("type: tap}", "type: tun}")
     assert judged(last, Source("b.yaml", edited)) == parse(Source("b.yaml", edited))
-    for bad in ({"text": BASE, "data": [], "runs": [[["all"], [[5, 12]]]]}, {"text": 1}, {"runs": "x"},
-                {"text": BASE, "data": {"all": {}}, "runs": [[["all", "hosts"], [[5, 12]]]]}):
+    for bad in ({"text": BASE, "data": [], "runs": [[["all"], [[5, 12, 1]]]]}, {"text": 1}, {"runs": "x"},
+                {"text": BASE, "data": {"all": {}}, "runs": [[["all", "hosts"], [[5, 12, 1]]]]},
+                {"text": BASE, "data": parse(Source("a", BASE)), "runs": [[["all"], [[5, 12]]]]}):
         assert reparse.patched(bad, edited) is None
+
+
+def test_items_on_lines_one_after_another_are_kept_as_one_stretch() -> None:
+    assert reparse.stretches([]) == []
+    assert reparse.stretches([[5, 8], [6, 8], [7, 8], [9, 8], [10, 10], [11, 10]]) == [
+        [5, 8, 3], [9, 8, 1], [10, 10, 2]]
+
+
+GAPS = ("all:\n  hosts:\n    h:\n      network:\n        devices:\n"
+        "          - {name: t0, type: tap}\n          - {name: t1, type: tap}\n"
+        "          # a comment between items\n"
+        "          - {name: t2, type: tap}\n\n          - {name: t3, type: tap}\n"
+        "          - {name: t4, type: tap}\n")
+
+
+def test_an_item_after_a_gap_in_its_list_is_found_at_its_index() -> None:
+    runs = reparse.runs_of(GAPS, _node(GAPS))
+    assert runs == [[["all", "hosts", "h", "network", "devices"], [[5, 12, 2], [8, 12, 1], [10, 12, 2]]]]
+    kept = {"text": GAPS, "data": parse(Source("a", GAPS)), "runs": runs}
+    for name in ("t0", "t1", "t2", "t3", "t4"):
+        edited = GAPS.replace(f"{{name: {name}, type: tap}}", f"{{name: {name}, type: tun}}")
+        made = reparse.patched(_copy(kept), edited)
+        assert made is not None and made[0] == parse(Source("b", edited)), name
+    # stretches out of order, overlapping, empty, or counting more items than the list has: not used
+    for stretched in ([[8, 12, 1], [5, 12, 2], [10, 12, 2]], [[5, 12, 4], [8, 12, 1], [10, 12, 2]],
+                      [[5, 12, 2], [8, 12, 0], [10, 12, 3]], [[5, 12, 2], [8, 12, 1], [10, 12, 3]],
+                      [[5, 12, 2], [8, 12, "1"], [10, 12, 2]]):
+        forged = {**_copy(kept), "runs": [[runs[0][0], stretched]]}
+        assert reparse.patched(forged, GAPS.replace("t3, type: tap", "t3, type: tun")) is None, stretched
 
 
 def test_a_parse_said_to_be_exact_comes_back_from_json_unchanged(directory: Path) -> None:
@@ -511,4 +541,4 @@ def test_a_sequence_at_its_keys_indentation_is_a_plain_shape() -> None:
     form = "---\nall:\n  hosts:\n    h:\n      devices:\n      - {}\n      - {}\n      routes:\n        - {}\n      up:\n"
     assert reparse.plain_shape(form) == _ruamel_shape(form) == (
         {"all": {"hosts": {"h": {"devices": [{}, {}], "routes": [{}], "up": None}}}},
-        [[["all", "hosts", "h", "devices"], [[5, 8], [6, 8]]], [["all", "hosts", "h", "routes"], [[8, 10]]]])
+        [[["all", "hosts", "h", "devices"], [[5, 8, 2]]], [["all", "hosts", "h", "routes"], [[8, 10, 1]]]])
