@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
+from itertools import starmap
+from operator import attrgetter
 from pathlib import Path
 
 from .model import ROUTE_ORDER, Network, Observed
@@ -37,21 +39,17 @@ def default_owner(inventory: str) -> str:
     return path if os.path.isdir(path) else os.path.dirname(path)
 
 
-def device_key(name: str) -> str:
-    return f"device {name}"
-
-
-def route_key(table: int, to: str, metric: int) -> str:
-    return f"route {table} {to} {metric}"
-
-
-def tunnel_key(name: str) -> str:
-    return f"tunnel {name}"
+# A resource's key in the registry. str.format's bound methods, so that the keys of a whole
+# desired state are made by map() in C (3000 at 1000 devices: 0.5 ms as a function call each).
+device_key: Callable[[str], str] = "device {}".format
+route_key: Callable[[int, str, int], str] = "route {} {} {}".format  # table, to, metric
+tunnel_key: Callable[[str], str] = "tunnel {}".format
+_NAME = attrgetter("name")
 
 
 def _desired_keys(desired: Network) -> set[str]:
-    return ({device_key(d.name) for d in desired.devices} | {route_key(*ROUTE_ORDER(r)) for r in desired.routes}
-            | {tunnel_key(t.name) for t in desired.tunnels})
+    return {*map(device_key, map(_NAME, desired.devices)), *starmap(route_key, map(ROUTE_ORDER, desired.routes)),
+            *map(tunnel_key, map(_NAME, desired.tunnels))}
 
 
 def alone(registry: Registry, me: str) -> bool:
@@ -148,7 +146,11 @@ def load_registry(state_dir: Path, machine: str) -> dict[str, str]:
         return {}
     if not isinstance(data, dict):
         return {}
-    return {str(k): str(v) for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}
+    # JSON's keys are text; a registry whose values are all text (every one provision writes) is
+    # taken as it is, its types looked at in C: an entry at a time was 0.4 ms at 1000 devices
+    if not data or set(map(type, data.values())) == {str}:
+        return data
+    return {k: v for k, v in data.items() if isinstance(v, str)}
 
 
 def save_registry(state_dir: Path, machine: str, registry: Mapping[str, str]) -> None:

@@ -91,3 +91,19 @@ def test_the_registry_after_an_apply_looks_only_at_deletions_when_no_other_inven
         assert {c.action for c in changes} >= ({Action.DELETE} if destroy else {Action.CREATE, Action.UPDATE})
         assert recorded(registry, "b.yaml", changes, desired, destroy) == _recorded_key_by_key(
             registry, "b.yaml", changes, desired, destroy)
+
+
+def test_a_registry_read_back_keeps_only_text_entries(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The registry is state-directory input: an entry whose owner is not text is dropped, a file
+    that is no mapping is an empty registry, and one provision wrote comes back as it was."""
+    import json
+
+    from provisioner.ownership import load_registry, registry_path, save_registry
+
+    save_registry(tmp_path, "m", THEIRS)
+    assert load_registry(tmp_path, "m") == THEIRS
+    path = registry_path(tmp_path, "m")
+    for written, read in (({"device a": "x", "device b": 1, "device c": None, "device d": ["x"]}, {"device a": "x"}),
+                          ({"device a": {"x": "y"}}, {}), ([["device a", "x"]], {}), ("x", {}), ({}, {})):
+        path.write_text(json.dumps(written))
+        assert load_registry(tmp_path, "m") == read, written
