@@ -49,17 +49,18 @@ def network_of(host: Host, hosts: Mapping[str, Host] | None = None, source: Sour
     addresses: list[Address] = []
     absent_devices: list[str] = []
     carriers = defaults.carriers(e.value for e in host.network.get("tunnels", ()))
-    for entry in host.network.get("devices", ()):
+    for entry in host.network.get("devices", ()):  # per item, as cheaply as it reads: thousands of them
         d = entry.value
         if d.get("state") == ABSENT:
             absent_devices.append(str(d["name"]))
             continue
-        device = _device(d, carriers.get(str(d["name"])))
-        uid, gid = run_as.get(device.name, (None, None))
-        if device.owner is None and uid is not None:
-            device = replace(device, owner=uid)
-        if device.group is None and gid is not None:
-            device = replace(device, group=gid)
+        device = _device(d, carriers.get(str(d["name"])) if carriers else None)
+        if run_as:
+            uid, gid = run_as.get(device.name, (None, None))
+            if device.owner is None and uid is not None:
+                device = replace(device, owner=uid)
+            if device.group is None and gid is not None:
+                device = replace(device, group=gid)
         devices.append(device)
         for a in d.get("addresses") or ():
             addresses.append(Address(device.name, canonical_interface(a)))
@@ -68,16 +69,15 @@ def network_of(host: Host, hosts: Mapping[str, Host] | None = None, source: Sour
     for entry in host.network.get("routes", ()):
         r = entry.value
         to = canonical_network(str(r["to"]))
-        table = int(r.get("table", MAIN_TABLE))
+        table = r.get("table")
+        table = MAIN_TABLE if table is None else int(table)
         if r.get("state") == ABSENT:
             absent_routes.append(AbsentRoute(to, table, r.get("metric")))
             continue
-        via = r.get("via")
-        routes.append(Route(
-            to=to, table=table, metric=int(r.get("metric", default_metric(to))),
-            via=canonical_address(str(via)) if via is not None else None,
-            dev=str(r["dev"]) if r.get("dev") is not None else None,
-        ))
+        metric, via, dev = r.get("metric"), r.get("via"), r.get("dev")
+        routes.append(Route(to, table, default_metric(to) if metric is None else int(metric),
+                            None if via is None else canonical_address(str(via)),
+                            None if dev is None else str(dev)))
     by_name = {d.name: d for d in devices}
     tunnels = tuple(sorted(_tunnel(host, e.value, by_name[str(e.value["device"])], hosts or {}, source, resolved)
                            for e in host.network.get("tunnels", ())))
