@@ -24,6 +24,7 @@ its directory must belong to root or to the package directory's owner (who can c
 link), and the file must be under MAX_SIZE and made by this very Python (HEADER names
 sys.hexversion). Anything else, and it is not read at all.
 """
+
 from __future__ import annotations
 
 import marshal
@@ -101,21 +102,18 @@ def install(path: str | None = None) -> int:
     return len(codes)
 
 
-def _cache_patterns(programs: Programs) -> int:
+def _cache_patterns(programs: Programs) -> None:
     """Each kept program made a pattern and put where re._compile looks first, under the key it
-    would file its own compilation under; how many. _sre.compile checks a program before it makes
-    a pattern of it (a program it refuses is left to re's compiler)."""
+    would file its own compilation under. _sre.compile checks a program before it makes a
+    pattern of it (a program it refuses is left to re's compiler)."""
     cache = getattr(re, "_cache", None)
     if not isinstance(cache, dict):  # another re: nothing kept is used
-        return 0
-    made = 0
+        return
     for (pattern, flags), program in programs.items():
         try:
             cache[type(pattern), pattern, flags] = _sre.compile(pattern, *program)
-            made += 1
         except (TypeError, ValueError, RuntimeError, OverflowError):
             continue
-    return made
 
 
 def program(pattern: str | bytes, flags: int) -> tuple[int, list[int], int, dict[str, int], tuple[str | None, ...]]:

@@ -387,8 +387,6 @@ def stretches(positions: list[list[int]]) -> list[list[int]]:
     return out
 
 
-
-
 # The items an edit writes are nearly always of a few forms: `{name: t1, type: tap, mtu: 1400}`,
 # `{to: 192.0.2.0/24, dev: t1}`. Parsing such a line needs no YAML parser, and importing ruamel
 # for it was 15-20 ms of a one-change apply's 0.4 s. plain_item reads only those forms, and

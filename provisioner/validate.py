@@ -117,8 +117,7 @@ def check_host(source: Sources, host: Host) -> list[Diagnostic]:
                 err(entry.path + ("mac",), "a tun device has no MAC address (mac is for tap devices)")
             if isinstance(mac, str) and len(mac) == 17 and int(mac[:2], 16) & 1:
                 err(entry.path + ("mac",), f"{mac} is a multicast address; a device needs a unicast MAC")
-        addresses = d.get("addresses")
-        for i, text in enumerate(addresses or ()):
+        for i, text in enumerate(d.get("addresses") or ()):
             try:
                 ip = canonical_interface(text if type(text) is str else str(text)).partition("/")[0]  # one spelling
             except ValueError:
