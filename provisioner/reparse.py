@@ -311,17 +311,16 @@ def patched(kept: dict[str, Any], text: str) -> tuple[Any, list[tuple[list[Any],
     try:
         for path, stretched in runs:
             sequence = _at(data, path)
-            firsts, starts, columns, end, count = [], [], [], -1, 0
+            firsts, starts, end, count = [], [], -1, 0
             for first, column, n in stretched:
                 if not (type(first) is int and type(column) is int and type(n) is int and first > end and n > 0):
                     return None  # kept data is input: stretches in order, apart, none empty
                 firsts.append(first)
                 starts.append(count)
-                columns.append(column)
                 end, count = first + n - 1, count + n
             if not isinstance(sequence, list) or len(sequence) != count:
                 return None
-            located.append(_Located(path, sequence, firsts, starts, columns, count))
+            located.append(_Located(path, sequence, stretched, firsts, starts))
         found = [_item_at(located, line) for line in changed]
     except (TypeError, ValueError, IndexError):
         return None
@@ -357,21 +356,19 @@ class _Located:
 
     path: list[Any]
     sequence: list[Any]
+    stretches: list[list[int]]  # [first line, column, count], checked by patched()
     firsts: list[int]
     starts: list[int]
-    columns: list[int]
-    count: int
 
 
 def _item_at(located: list[_Located], line: int) -> tuple[list[Any], list[Any], int, int] | None:
     """(path of its list, the list, index, column) of the item a run says is on `line`, or None."""
     for run in located:
         k = bisect_right(run.firsts, line) - 1
-        if k < 0:
-            continue
-        index = run.starts[k] + line - run.firsts[k]
-        if index < (run.starts[k + 1] if k + 1 < len(run.starts) else run.count):
-            return run.path, run.sequence, index, run.columns[k]
+        if k >= 0:
+            first, column, count = run.stretches[k]
+            if line - first < count:
+                return run.path, run.sequence, run.starts[k] + line - first, column
     return None
 
 
