@@ -30,7 +30,7 @@ from importlib.util import find_spec
 from pathlib import Path
 from zlib import crc32
 
-from .files import FileError, atomic_write
+from .files import FileError, atomic_write, parse_json
 from .fingerprint import hasher
 from .hints import Any
 
@@ -96,11 +96,11 @@ def get(s: Slot) -> Any | None:
             return None
         with os.fdopen(fd, "rb", closefd=False) as f:
             head, _, body = f.read().partition(b"\n")
-        header = json.loads(head)
+        header = parse_json(head)
         if (not isinstance(header, dict) or header.get("format") != FORMAT or header.get("key") != s.key
                 or header.get("crc32") != crc32(body)):
             return None
-        return json.loads(body)
+        return parse_json(body)
     except (OSError, ValueError):
         return None
     finally:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .files import FileError, read_regular, write_json
+from .files import FileError, parse_json, read_regular, write_json
 
 PENDING, CONFIRMED = ".pending", ".confirmed"
 POLL = 0.1
@@ -49,13 +49,11 @@ def wait(state_dir: Path, key: str, host: str, timeout: float, notify: Callable[
 
 def confirm(state_dir: Path) -> list[str]:
     """Answer every apply that waits; the hosts answered."""
-    import json
-
     answered = []
     base = _dir(state_dir)
     for note in sorted(base.glob("*" + PENDING)):
         try:
-            data = json.loads(read_regular(note))  # a note is state: never through a link, never a FIFO
+            data = parse_json(read_regular(note))  # a note is state: never through a link, never a FIFO
             pid, host = int(data["pid"]), str(data["host"])
             os.kill(pid, 0)  # the run that waits is still there
         except (OSError, FileError, ValueError, KeyError, TypeError):

@@ -13,7 +13,7 @@ Everything provision reads that someone else could have put there (inventories, 
 files, snapshots) goes through `read_regular`: a FIFO would block a read for ever (while we
 hold a lock), a device would read for ever, and a link would take us somewhere else, so the
 file is opened without blocking and without following a final link, and fstat must say it is
-a regular file of a sane size before one byte is read.
+a regular file of a sane size before one byte is read. JSON in it goes through `parse_json`.
 """
 
 from __future__ import annotations
@@ -89,6 +89,18 @@ def write_json(path: str | os.PathLike[str], data: Any, indent: int | None = 2) 
     import json
 
     atomic_write(path, (json.dumps(data, indent=indent) + "\n").encode())
+
+
+def parse_json(data: bytes | str) -> Any:
+    """json.loads, for what someone else could have written: a document nested deeper than the
+    decoder recurses is a ValueError, as any other that is not JSON (json.loads raises
+    RecursionError for it, which the readers of state files and records did not expect)."""
+    import json
+
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 def sync_directory(directory: str | os.PathLike[str]) -> None:

@@ -19,7 +19,6 @@ file:
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
@@ -138,10 +137,10 @@ def registry_path(state_dir: Path, machine: str) -> Path:
 
 def load_registry(state_dir: Path, machine: str) -> dict[str, str]:
     """A missing or unreadable registry is an empty one: everything provision made is anyone's."""
-    from .files import FileError, read_regular
+    from .files import FileError, parse_json, read_regular
 
     try:  # state: never through a link, never a FIFO
-        data = json.loads(read_regular(registry_path(state_dir, machine)))
+        data = parse_json(read_regular(registry_path(state_dir, machine)))
     except (OSError, FileError, ValueError):
         return {}
     if not isinstance(data, dict):

@@ -14,7 +14,6 @@ A saved plan comes from outside: every field is checked before it is used.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -77,10 +76,10 @@ def is_saved_plan(path: str) -> bool:
 
 
 def read(path: str) -> SavedPlan:
-    from .files import FileError, read_regular
+    from .files import FileError, parse_json, read_regular
 
     try:
-        data: Any = json.loads(read_regular(path, follow_links=True))
+        data: Any = parse_json(read_regular(path, follow_links=True))
         if data.get("kind") != KIND or data.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"not a saved plan of format {FORMAT_VERSION}")
         limit, connection = data.get("limit"), data.get("connection")

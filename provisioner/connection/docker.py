@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from .. import keys
 from ..errors import HostError, UnreachableError
+from ..files import parse_json
 from ..hints import Any
 from ..inventory import Host
 
@@ -59,7 +60,7 @@ def run_inside(host: Host, inventory_file: str, argv: Sequence[str], everyone: M
     if code in NOT_FOUND or "executable file not found" in out_text + err_text:
         raise UnreachableError(host.name, f"provision is not installed in container {host.address}")
     try:
-        return dict(json.loads(out_text))
+        return dict(parse_json(out_text))
     except ValueError:
         raise HostError(host.name, f"provision in container {host.address} failed (exit {code}): "
                                    f"{err_text or out_text.strip() or 'no output'}") from None

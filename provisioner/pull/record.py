@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 
-from ..files import FileError, atomic_write, read_regular
+from ..files import FileError, atomic_write, parse_json, read_regular
 from ..hints import Any
 
 KEEP_REJECTED = 20  # the most recent rejections kept, with their reasons
@@ -149,7 +149,7 @@ def load(path: Path) -> dict[str, Any] | None:
             return None
         raise
     try:
-        return dict(json.loads(data))
+        return dict(parse_json(data))
     except (ValueError, TypeError) as exc:
         raise FileError(path, f"is not a pull agent record ({exc}); move it away to start afresh") from None
 

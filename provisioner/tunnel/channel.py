@@ -16,6 +16,7 @@ import socket
 from dataclasses import dataclass
 from enum import StrEnum
 
+from ..files import parse_json
 from ..hints import Any
 
 MAX_MESSAGE = 64 * 1024
@@ -106,9 +107,9 @@ def decode(data: bytes) -> Message | None:
     if len(data) > MAX_MESSAGE:
         return None
     try:
-        d = json.loads(data)
+        d = parse_json(data)
         if not isinstance(d, dict) or not isinstance(d.get("name"), str) or not 0 < len(d["name"]) <= 64:
             return None
         return Message(Op(d.pop("op")), d.pop("name"), d)
-    except (ValueError, KeyError, TypeError, RecursionError):
+    except (ValueError, KeyError, TypeError):
         return None

@@ -25,7 +25,7 @@ import time
 from enum import StrEnum
 from pathlib import Path
 
-from ..files import FileError, atomic_write, read_regular
+from ..files import FileError, atomic_write, parse_json, read_regular
 from ..hints import Any
 from ..model import RunState, Tunnel, tunnel_from_dict
 
@@ -61,7 +61,7 @@ def read_json(path: Path) -> Any:
     """None when the file is missing, not (yet) valid JSON, or not a regular file: a FIFO or a
     link put here must neither block the reader nor lead it elsewhere."""
     try:
-        return json.loads(read_regular(path))
+        return parse_json(read_regular(path))
     except (FileError, ValueError):
         return None
 

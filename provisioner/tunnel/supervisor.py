@@ -24,7 +24,6 @@ A data plane gets SIGTERM if its supervisor dies (PR_SET_PDEATHSIG), so none is 
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
 import logging.handlers
 import os
@@ -37,6 +36,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from .. import keys, tuntap
+from ..files import parse_json
 from ..hints import Any
 from ..model import DeviceType, Transport, Tunnel, tunnel_from_dict
 from . import dataplane, fastpath, runtime, tcp, udp
@@ -578,8 +578,8 @@ def counters_of(line: bytes) -> dict[str, Any] | None:
     if len(line) > MAX_LINE:
         return None
     try:
-        d = json.loads(line)
-    except (ValueError, RecursionError):
+        d = parse_json(line)
+    except ValueError:
         return None
     if not isinstance(d, dict) or not isinstance(d.get("tunnel"), str):
         return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import stat
 import subprocess
@@ -187,3 +188,92 @@ def test_tunnel_run_state_is_written_and_read_through_the_files_module(tmp_path:
     finally:
         if reader.is_alive():  # let the old code's blocked open return, so the thread ends
             os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+
+DEEP = b"[" * 100_000 + b"]" * 100_000  # JSON, nested deeper than json.loads recurses
+
+
+def _deep_cache_entry(state: Path) -> bool:
+    from zlib import crc32
+
+    from provisioner import cache
+
+    slot = cache.slot(state, ["deep"])
+    state.mkdir(mode=0o700, exist_ok=True)
+    slot.path.write_bytes(json.dumps({"format": cache.FORMAT, "key": slot.key, "crc32": crc32(DEEP)}).encode()
+                          + b"\n" + DEEP)
+    slot.path.chmod(0o600)
+    return cache.get(slot) is None
+
+
+def _deep_registry(state: Path) -> bool:
+    from provisioner import ownership
+
+    path = ownership.registry_path(state, "m")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(DEEP)
+    return ownership.load_registry(state, "m") == {}
+
+
+def _deep_saved_plan(state: Path) -> bool:
+    from provisioner import saved
+    from provisioner.errors import ProvisionError
+
+    (state / "plan.json").write_bytes(DEEP)
+    with pytest.raises(ProvisionError, match="not a usable saved plan"):
+        saved.read(str(state / "plan.json"))
+    return True
+
+
+def _deep_pull_record(state: Path) -> bool:
+    from provisioner.pull import record
+
+    (state / "record.json").write_bytes(DEEP)
+    with pytest.raises(FileError, match="is not a pull agent record"):
+        record.load(state / "record.json")
+    return True
+
+
+def _deep_confirmation_note(state: Path) -> bool:
+    from provisioner import confirm
+
+    (state / "confirm").mkdir(mode=0o700)
+    (state / "confirm" / f"x{confirm.PENDING}").write_bytes(DEEP)
+    return confirm.confirm(state) == []
+
+
+def _deep_tunnel_state(state: Path) -> bool:
+    (state / runtime.STATS).write_bytes(DEEP)
+    return runtime.read_json(state / runtime.STATS) is None
+
+
+def _deep_container_answer(state: Path) -> bool:
+    from provisioner.connection import docker
+    from provisioner.errors import HostError
+    from provisioner.inventory import Host
+
+    class Container:  # what the Docker SDK's container gives: the answer of `provision` inside it
+        def put_archive(self, path: str, data: bytes) -> None:
+            pass
+
+        def exec_run(self, command: list[str], demux: bool) -> tuple[int, tuple[bytes, bytes]]:
+            return 0, (DEEP, b"")
+
+    host = Host("c1", (), ("all",), {"ansible_connection": "docker", "ansible_host": "c1"})
+    docker._container = lambda h: Container()  # restored by the test
+    with pytest.raises(HostError, match="failed"):
+        docker.run_inside(host, "inventory.yaml", ["plan"], {"c1": host})
+    return True
+
+
+@pytest.mark.parametrize("reader", [_deep_cache_entry, _deep_registry, _deep_saved_plan, _deep_pull_record,
+                                    _deep_confirmation_note, _deep_tunnel_state, _deep_container_answer])
+def test_json_nested_past_the_decoder_s_depth_is_refused_as_bad_json(tmp_path: Path, monkeypatch, reader) -> None:
+    """json.loads raises RecursionError, not ValueError, for a document nested too deeply: a
+    cache entry, an ownership registry, a saved plan, a pull record, a confirmation note, a
+    tunnel's state file or a container's answer of 200 KB of brackets was a traceback (in the
+    supervisor, which reads tunnel state, the end of it). Each is refused as any bad JSON is."""
+    from provisioner.connection import docker
+
+    monkeypatch.setattr(docker, "_container", docker._container)
+    assert reader(tmp_path)
