@@ -67,15 +67,15 @@ def load(file: str, limit: str | None = None, connection: str | None = None, act
     `cache_dir`: keep and reuse the verdict on an unchanged inventory there (cache.py), keyed by
     every file and listing the load may read (loader.inputs)."""
     slot = cache.slot(cache_dir, loader.inputs(file)) if cache_dir is not None else None
-    kept = cache.get(slot) if slot is not None else None
-    inventory = _from_cache(file, kept) if isinstance(kept, dict) else None
+    kept = cache.get_verdict(slot) if slot is not None else None
+    inventory = _from_cache(file, kept) if kept is not None else None
     hit = inventory is not None
     problems: list[Diagnostic] = []
     if inventory is None:
         record: dict[str, Any] = {}
-        inventory, problems, exact = _validated(file, record, cache_dir)
+        inventory, problems, references, exact = _validated(file, record, cache_dir)
         if slot is not None and not problems:
-            cache.put(slot, record, exact=exact)
+            cache.put_verdict(slot, record, references, exact)
     source = inventory.source
     hosts = tuple(_reached(h, connection or h.connection or default_connection) for h in inventory.select(limit))
     acted_on = {h.name for h in hosts if skip_reason(h) is None} if act else set()
@@ -99,21 +99,23 @@ def _from_cache(file: str, parsed: dict[str, Any]) -> Inventory | None:
 
 
 def _validated(file: str, record: dict[str, Any], cache_dir: Path | None = None
-               ) -> tuple[Inventory, list[Diagnostic], bool]:
+               ) -> tuple[Inventory, list[Diagnostic], dict[str, cache.Reference], bool]:
     """Parse, schema and the checks that need only the inventory: what cache.py keeps. Raises
-    InventoryError with every error; returns the warnings, and whether every file's data in
-    `record` is made of JSON's own types alone (reparse.Reparser.exact). With `cache_dir`, each
-    YAML file is parsed and judged from its last parse and verdict where the edit allows
-    (reparse.py)."""
+    InventoryError with every error; returns the warnings, the references to kept parses a
+    verdict holds instead of files' data in `record` (reparse.Reparser.references), and whether
+    every file's data is made of JSON's own types alone (reparse.Reparser.exact). With
+    `cache_dir`, each YAML file is parsed and judged from its last parse and verdict where the
+    edit allows (reparse.py)."""
     if cache_dir is None:
         inventory, problems = loader.load(file, record=record)
+        references: dict[str, cache.Reference] = {}
         exact = False
     else:
-        from . import reparse  # only for a text not seen before: 2 ms of a no-op plan's start
+        from . import reparse  # only for a text not seen before: 0.7 ms of a no-op plan's start
 
         last = reparse.Reparser(cache_dir)
         inventory, problems = loader.load(file, record=record, yaml=last.parse, check=last.check)
-        exact = last.all_exact(record)
+        references, exact = last.references(record), last.all_exact(record)
     source = inventory.source
     try:
         for host in inventory.hosts:
@@ -125,7 +127,7 @@ def _validated(file: str, record: dict[str, Any], cache_dir: Path | None = None
         collect(problems)  # the schema already said what is wrong with the shape
     problems = list(dict.fromkeys(problems))  # dedupe: a group's error is seen by each of its hosts
     collect(problems)
-    return inventory, problems, exact
+    return inventory, problems, references, exact
 
 
 def _reached(host: Host, connection: str | None) -> Host:

@@ -36,6 +36,7 @@ located messages.
 
 from __future__ import annotations
 
+import os
 import re
 from bisect import bisect_right
 from dataclasses import dataclass
@@ -63,6 +64,7 @@ REKEEP_AFTER = 16
 # after another]] (JSON: no tuples). A pair per item was a tenth of a kept parse, and a quarter of
 # the time to read one back (0.25 ms at 1000 devices); items mostly stand on consecutive lines.
 Run = list[Any]
+Replaced = tuple[list[Any], int, Any]  # an item put in place: the path of its list, its index, the item
 
 
 @dataclass
@@ -74,8 +76,9 @@ class _Parsed:
     data: Any
     runs: list[Run]
     judged: str | None  # the schema the parse it was patched from passed; None: not known to pass
-    replaced: list[tuple[list[Any], Any]]  # (path of the list, new item) of each item patched in
+    replaced: list[Replaced]  # each item patched in
     exact: bool  # made of JSON's own types alone (Reparser.exact)
+    kept_id: str | None  # the id of the kept parse it was patched from; None: a first parse
 
 
 class Reparser:
@@ -84,13 +87,17 @@ class Reparser:
     edited lines where it can; `check` judges only the items an edit put in place when the kept
     parse passed the same schema and every such item is in a network's list, where an item is
     judged alone (schema.network_list_at), and else the whole document. The new parse is kept
-    with its verdict, in one write, once judged; not when it is the kept one with no more than
-    REKEEP_AFTER items put in place, and passed."""
+    with its verdict, in one write, once judged, under an id of its own; not when it is the kept
+    one with no more than REKEEP_AFTER items put in place, and passed. Either way the loader's
+    verdict (cache.put_verdict) refers to the kept parse by that id, with the items put in place
+    since (`references`), instead of copying it."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self.parses = directory / "parses"  # apart from the verdicts, so neither crowds the other out
+        self.parses = directory / cache.PARSES
         self._waiting: dict[str, _Parsed] = {}
+        # file -> (its parse, the reference a verdict gives instead of that parse: cache.put_verdict)
+        self._kept: dict[str, tuple[Any, cache.Reference]] = {}
         # file -> its parse, when that is made of JSON's own types alone (dicts with text keys,
         # lists, text, integers, None): a kept parse read back from JSON, and what plain_shape and
         # plain_item read, are nothing else; ruamel's may be (a date, a key read as a boolean). Such
@@ -111,10 +118,11 @@ class Reparser:
             assert isinstance(kept, dict)
             data, replaced, exact = patch  # the kept data came back from JSON (cache.get)
             judged = kept.get("valid") if isinstance(kept.get("valid"), str) else None
-            self._waiting[source.file] = _Parsed(s, source.text, data, kept["runs"], judged, replaced, exact)
+            ident = kept.get("id") if isinstance(kept.get("id"), str) else None
+            self._waiting[source.file] = _Parsed(s, source.text, data, kept["runs"], judged, replaced, exact, ident)
         else:
             data, runs, exact = first_parse(source, shape(source.text))
-            self._waiting[source.file] = _Parsed(s, source.text, data, runs, None, [], exact)
+            self._waiting[source.file] = _Parsed(s, source.text, data, runs, None, [], exact, None)
         self._mark(source.file, data, exact)
         return data
 
@@ -128,11 +136,17 @@ class Reparser:
         """Whether every file's data in a loader's record is a parse made here of JSON's types alone."""
         return all(file in self.exact and self.exact[file] is data for file, data in record.items())
 
+    def references(self, record: dict[str, Any]) -> dict[str, cache.Reference]:
+        """For each file in a loader's record whose data is a parse judged here and kept (as it is,
+        or with the items put in place since), what a verdict keeps instead of the data."""
+        return {file: self._kept[file][1] for file, data in record.items()
+                if file in self._kept and self._kept[file][0] is data}
+
     def check(self, source: Source, data: Any, name: str = schema.INVENTORY) -> list[Diagnostic]:
         parsed = self._waiting.pop(source.file, None)
         if parsed is None or parsed.data is not data or parsed.text != source.text:
             return schema.check(source, data, name)
-        if parsed.judged == name and all(schema.item_is_valid(name, path, item) for path, item in parsed.replaced):
+        if parsed.judged == name and all(schema.item_is_valid(name, path, item) for path, _, item in parsed.replaced):
             problems: list[Diagnostic] = []
         else:
             problems = schema.check(source, data, name)
@@ -141,8 +155,12 @@ class Reparser:
                 self.directory.mkdir(mode=0o700, exist_ok=True)
             except OSError:
                 return problems  # no state directory yet: the verdict is not kept either
-            cache.put(parsed.slot, {"text": parsed.text, "data": parsed.data, "runs": parsed.runs,
-                                    "valid": None if problems else name}, exact=parsed.exact)
+            ident = os.urandom(8).hex()  # another parse kept under this key later is another id
+            if cache.put(parsed.slot, {"text": parsed.text, "data": parsed.data, "runs": parsed.runs,
+                                       "valid": None if problems else name, "id": ident}, exact=parsed.exact):
+                self._kept[source.file] = (data, [parsed.slot.key, ident, []])
+        elif parsed.kept_id is not None:
+            self._kept[source.file] = (data, [parsed.slot.key, parsed.kept_id, [[*r] for r in parsed.replaced]])
         return problems
 
 
@@ -293,9 +311,9 @@ def _walk(n: Any, path: list[str | int], out: list[Run]) -> None:
             _walk(item, [*path, index], out)
 
 
-def patched(kept: dict[str, Any], text: str) -> tuple[Any, list[tuple[list[Any], Any]], bool] | None:
-    """The parse of `text` made from `kept` (the last parse: its text, data and runs), with the
-    (path of its list, item) of each item put in place, and whether plain_item read every one of
+def patched(kept: dict[str, Any], text: str) -> tuple[Any, list[Replaced], bool] | None:
+    """The parse of `text` made from `kept` (the last parse: its text, data and runs), with each
+    item put in place, and whether plain_item read every one of
     them; None when the edit is not one this can do. `kept` is input: any shape it does not have
     is None."""
     old_text, data, runs = kept.get("text"), kept.get("data"), kept.get("runs")
@@ -310,7 +328,7 @@ def patched(kept: dict[str, Any], text: str) -> tuple[Any, list[tuple[list[Any],
     located: list[_Located] = []
     try:
         for path, stretched in runs:
-            sequence = _at(data, path)
+            sequence = cache.at(data, path)
             firsts, starts, end, count = [], [], -1, 0
             for first, column, n in stretched:
                 if not (type(first) is int and type(column) is int and type(n) is int and first > end and n > 0):
@@ -345,7 +363,7 @@ def patched(kept: dict[str, Any], text: str) -> tuple[Any, list[tuple[list[Any],
         if not isinstance(item, dict):
             return None
         sequence[index] = item
-        replaced.append((path, item))
+        replaced.append((path, index, item))
     return data, replaced, alone == 0
 
 
@@ -436,13 +454,3 @@ def _scalar(text: str) -> str | int | None:
         return int(text)
     return None
 
-
-def _at(data: Any, path: list[Any]) -> Any:
-    for part in path:
-        if isinstance(part, str) and isinstance(data, dict) and part in data:
-            data = data[part]
-        elif isinstance(part, int) and not isinstance(part, bool) and isinstance(data, list) and 0 <= part < len(data):
-            data = data[part]
-        else:
-            raise ValueError("not in the data")
-    return data

@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from provisioner import reparse
+from provisioner import cache, reparse
 from provisioner.errors import ProvisionError
 from provisioner.kernel import _rtattr, netlink  # type: ignore[attr-defined]
 from provisioner.model import DeviceType, Role, Transport, Tunnel
@@ -512,6 +512,25 @@ def kept_parse(data: bytes) -> None:
         assert made is None or (len(made) == 3 and isinstance(made[1], list)), made
 
 
+def verdict(data: bytes) -> None:
+    """cache.get_verdict on a verdict whose body is the bytes (forged with a checksum that holds),
+    beside a kept parse its references may name: each file's data, or None; never an exception."""
+    from zlib import crc32
+
+    from provisioner import cache
+
+    directory = _inventory_dir / "verdicts"
+    kept = cache.slot(directory / cache.PARSES, ["kept"])
+    if not kept.path.exists():
+        directory.mkdir(mode=0o700, exist_ok=True)
+        assert cache.put(kept, {"text": KEPT_TEXT, "data": parse_nodes(Source("", KEPT_TEXT))[0], "runs": [],
+                                "valid": "inventory", "id": "1d"})
+    s = cache.slot(directory, ["verdict"])
+    s.path.write_bytes(json.dumps({"format": cache.FORMAT, "key": s.key, "crc32": crc32(data)}).encode() + b"\n" + data)
+    files = cache.get_verdict(s)
+    assert files is None or isinstance(files, dict), files
+
+
 def supervisor_hears(data: bytes) -> None:
     """What an unprivileged data plane (what the network talks to) can say to the root supervisor:
     a channel message and a counter line. Either is refused (None) or comes out in the shapes the
@@ -543,6 +562,7 @@ TARGETS: dict[str, Target] = {
     "inventory": inventory,
     "plain_shape": plain_shape,
     "kept_parse": kept_parse,
+    "verdict": verdict,
     "supervisor_hears": supervisor_hears,
     "fastpath_open": fastpath_open,
     "fastpath_seal": fastpath_seal,
@@ -577,6 +597,10 @@ SEEDS: dict[str, list[bytes]] = {
     + [b"---\nall:\n  hosts:\n    h:\n      network:\n        devices:\n        - {name: t0, type: tap}\n"],
     "kept_parse": [json.dumps({"text": KEPT_TEXT, "data": parse_nodes(Source("", KEPT_TEXT))[0],
                                "runs": reparse.runs_of(KEPT_TEXT, parse_nodes(Source("", KEPT_TEXT))[1])}).encode()],
+    "verdict": [json.dumps({"files": {}, "kept": {"i.yaml": [
+        cache.slot(Path("/") / cache.PARSES, ["kept"]).key, "1d",
+        [[["all", "hosts", "h", "network", "routes"], 0, {"to": "192.0.2.0/24", "dev": "t1"}]]]}}).encode(),
+        json.dumps({"files": {"a.yaml": {"all": {}}}, "kept": {}}).encode()],
     "netlink_pick": [bytes([0, 3, 1, 3]) + struct.pack("=HH", 8, 3) + b"bt01" + struct.pack("=HH", 5, 1) + b"x",
                      bytes([4, 2, 0x81, 0x80])],
     "netlink_messages": [bytes([1]) + struct.pack("=IHHII", 20, 16, 0x10, 1, 0) + b"abcd"
