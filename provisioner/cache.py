@@ -42,7 +42,7 @@ from .files import FileError, atomic_write, parse_json
 from .fingerprint import hasher
 from .hints import Any
 
-FORMAT = 4  # 4: verdicts refer to kept parses; 3: data checked by CRC-32, 2 hashed it (BLAKE2b), 1 by SHA-256
+FORMAT = 5  # 5: a text beside the data; 4: verdicts refer to kept parses; 3: CRC-32; 2: BLAKE2b; 1: SHA-256
 HEX = "0123456789abcdef"
 KEEP = 16  # entries kept; the oldest beyond this are removed when one is written
 JUDGES = ("inventory.py", "loader.py", "source.py", "ini.py", "hostpattern.py", "schema.py", "validate.py",
@@ -99,7 +99,30 @@ def _judges() -> bytes:
 
 
 def get(s: Slot) -> Any | None:
-    """The data kept under the slot's key, or None (missing, or not to be trusted)."""
+    """The data kept under the slot's key, or None (missing, or not to be trusted); not the
+    text kept beside it, if any (get_with_text)."""
+    body = _body(s)
+    try:
+        return None if body is None else parse_json(body.partition(b"\n")[0])
+    except ValueError:
+        return None
+
+
+def get_with_text(s: Slot) -> tuple[Any, str] | None:
+    """The data kept under the slot's key and the text put beside it, or None."""
+    body = _body(s)
+    if body is None:
+        return None
+    data, _, text = body.partition(b"\n")
+    try:
+        return parse_json(data), text.decode()
+    except ValueError:  # UnicodeDecodeError included
+        return None
+
+
+def _body(s: Slot) -> bytes | None:
+    """An entry's body, if the entry is ours as written: a regular file only we could write, in
+    the current format, under its key, its checksum holding."""
     try:
         fd = os.open(s.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
@@ -114,27 +137,30 @@ def get(s: Slot) -> Any | None:
         if (not isinstance(header, dict) or header.get("format") != FORMAT or header.get("key") != s.key
                 or header.get("crc32") != crc32(body)):
             return None
-        return parse_json(body)
+        return body
     except (OSError, ValueError):
         return None
     finally:
         os.close(fd)
 
 
-def put(s: Slot, data: Any, exact: bool = False) -> bool:
+def put(s: Slot, data: Any, exact: bool = False, text: str | None = None) -> bool:
     """Keep `data` (plain JSON values) under the slot's key, and say whether it was; best effort:
     a cache that cannot be written costs time, never a run. Data that would not come back unchanged from JSON (keys that
     are not strings, dates, tuples: json.dumps turns them into text or lists without a word) is
     not kept. Loading the text back and comparing, both in C, costs half of a walk in Python
     checking each value's type (2 ms against 5 ms for a 1000-device inventory's parse); `exact`:
     the caller knows the data is made of JSON's own types alone (reparse.Reparser.exact), and
-    that check is not made."""
+    that check is not made. `text` is kept beside the data, after the JSON's one line, as it is:
+    not as a JSON string, which a reader that needs only the data would have to parse too."""
     try:
         # no check_circular: its bookkeeping is a third of the dump, and a cycle still ends in RecursionError
         body = json.dumps(data, separators=(",", ":"), allow_nan=False, check_circular=False).encode()
         if not exact and json.loads(body) != data:  # a number key became text, a tuple a list, ...
             return False
-    except (TypeError, ValueError, RecursionError):
+        if text is not None:
+            body += b"\n" + text.encode()  # JSON as dumped here has no line break
+    except (TypeError, ValueError, RecursionError):  # ValueError: UnicodeEncodeError too
         return False
     header = json.dumps({"format": FORMAT, "key": s.key, "crc32": crc32(body)}).encode()
     try:

@@ -112,8 +112,9 @@ class Reparser:
             self._mark(source.file, data, exact)
             return data
         s = cache.slot(self.parses, ["last parse of a text outlined", outline(source.text)])
-        kept = cache.get(s)
-        patch = patched(kept, source.text) if isinstance(kept, dict) else None
+        found = cache.get_with_text(s)
+        kept = {**found[0], "text": found[1]} if found is not None and isinstance(found[0], dict) else None
+        patch = patched(kept, source.text) if kept is not None else None
         if patch is not None:
             assert isinstance(kept, dict)
             data, replaced, exact = patch  # the kept data came back from JSON (cache.get)
@@ -156,8 +157,8 @@ class Reparser:
             except OSError:
                 return problems  # no state directory yet: the verdict is not kept either
             ident = os.urandom(8).hex()  # another parse kept under this key later is another id
-            if cache.put(parsed.slot, {"text": parsed.text, "data": parsed.data, "runs": parsed.runs,
-                                       "valid": None if problems else name, "id": ident}, exact=parsed.exact):
+            if cache.put(parsed.slot, {"data": parsed.data, "runs": parsed.runs, "valid": None if problems else name,
+                                       "id": ident}, exact=parsed.exact, text=parsed.text):
                 self._kept[source.file] = (data, [parsed.slot.key, ident, []])
         elif parsed.kept_id is not None:
             self._kept[source.file] = (data, [parsed.slot.key, parsed.kept_id, [[*r] for r in parsed.replaced]])

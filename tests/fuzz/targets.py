@@ -523,8 +523,8 @@ def verdict(data: bytes) -> None:
     kept = cache.slot(directory / cache.PARSES, ["kept"])
     if not kept.path.exists():
         directory.mkdir(mode=0o700, exist_ok=True)
-        assert cache.put(kept, {"text": KEPT_TEXT, "data": parse_nodes(Source("", KEPT_TEXT))[0], "runs": [],
-                                "valid": "inventory", "id": "1d"})
+        assert cache.put(kept, {"data": parse_nodes(Source("", KEPT_TEXT))[0], "runs": [], "valid": "inventory",
+                                "id": "1d"}, text=KEPT_TEXT)
     s = cache.slot(directory, ["verdict"])
     s.path.write_bytes(json.dumps({"format": cache.FORMAT, "key": s.key, "crc32": crc32(data)}).encode() + b"\n" + data)
     files = cache.get_verdict(s)
