@@ -21,9 +21,11 @@ A verdict names each file's data (`put_verdict`). The data of a file whose parse
 keeps in `parses/` is not copied: the verdict refers to that kept parse, by its key and the id
 it was written with, and lists the items an edit put in place since. Copying it was the
 largest write of a one-change apply (98 KB of JSON for 1000 devices, 1.2 ms to make), of
-data that is mostly what the kept parse holds already; reading it back costs the verdict
-0.15 ms more. A reference whose kept parse is gone, rewritten (another id) or does not hold
-the lists its items go into is a miss, like any other entry that is not as written.
+data that is mostly what the kept parse holds already; a no-op plan then reads two entries
+instead of one (0.4% more of its instructions), and not the kept parse's text, which stands
+beside its data rather than in it (`put`'s `text`). A reference whose kept parse is gone,
+rewritten (another id) or does not hold the lists its items go into is a miss, like any other
+entry that is not as written.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from .fingerprint import hasher
 from .hints import Any
 
 FORMAT = 5  # 5: a text beside the data; 4: verdicts refer to kept parses; 3: CRC-32; 2: BLAKE2b; 1: SHA-256
-HEX = "0123456789abcdef"
+HEX = "0123456789abcdef"  # what a key is written in (slot: a hex digest)
 KEEP = 16  # entries kept; the oldest beyond this are removed when one is written
 JUDGES = ("inventory.py", "loader.py", "source.py", "ini.py", "hostpattern.py", "schema.py", "validate.py",
           "model.py", "cache.py", "reparse.py")  # modules that decide validity, with schema.py's generated ones
@@ -146,9 +148,9 @@ def _body(s: Slot) -> bytes | None:
 
 def put(s: Slot, data: Any, exact: bool = False, text: str | None = None) -> bool:
     """Keep `data` (plain JSON values) under the slot's key, and say whether it was; best effort:
-    a cache that cannot be written costs time, never a run. Data that would not come back unchanged from JSON (keys that
-    are not strings, dates, tuples: json.dumps turns them into text or lists without a word) is
-    not kept. Loading the text back and comparing, both in C, costs half of a walk in Python
+    a cache that cannot be written costs time, never a run. Data that would not come back
+    unchanged from JSON (keys that are not strings, dates, tuples: json.dumps turns them into
+    text or lists without a word) is not kept. Loading the text back and comparing, both in C, costs half of a walk in Python
     checking each value's type (2 ms against 5 ms for a 1000-device inventory's parse); `exact`:
     the caller knows the data is made of JSON's own types alone (reparse.Reparser.exact), and
     that check is not made. `text` is kept beside the data, after the JSON's one line, as it is:

@@ -314,9 +314,8 @@ def _walk(n: Any, path: list[str | int], out: list[Run]) -> None:
 
 def patched(kept: dict[str, Any], text: str) -> tuple[Any, list[Replaced], bool] | None:
     """The parse of `text` made from `kept` (the last parse: its text, data and runs), with each
-    item put in place, and whether plain_item read every one of
-    them; None when the edit is not one this can do. `kept` is input: any shape it does not have
-    is None."""
+    item put in place, and whether plain_item read every one of them; None when the edit is not
+    one this can do. `kept` is input: any shape it does not have is None."""
     old_text, data, runs = kept.get("text"), kept.get("data"), kept.get("runs")
     if not isinstance(old_text, str) or not isinstance(runs, list):
         return None

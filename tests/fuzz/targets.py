@@ -517,8 +517,6 @@ def verdict(data: bytes) -> None:
     beside a kept parse its references may name: each file's data, or None; never an exception."""
     from zlib import crc32
 
-    from provisioner import cache
-
     directory = _inventory_dir / "verdicts"
     kept = cache.slot(directory / cache.PARSES, ["kept"])
     if not kept.path.exists():

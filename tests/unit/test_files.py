@@ -193,7 +193,7 @@ def test_tunnel_run_state_is_written_and_read_through_the_files_module(tmp_path:
 DEEP = b"[" * 100_000 + b"]" * 100_000  # JSON, nested deeper than json.loads recurses
 
 
-def _deep_cache_entry(state: Path) -> bool:
+def _deep_cache_entry(state: Path, monkeypatch: pytest.MonkeyPatch) -> bool:
     from zlib import crc32
 
     from provisioner import cache
@@ -206,7 +206,7 @@ def _deep_cache_entry(state: Path) -> bool:
     return cache.get(slot) is None
 
 
-def _deep_registry(state: Path) -> bool:
+def _deep_registry(state: Path, monkeypatch: pytest.MonkeyPatch) -> bool:
     from provisioner import ownership
 
     path = ownership.registry_path(state, "m")
@@ -215,7 +215,7 @@ def _deep_registry(state: Path) -> bool:
     return ownership.load_registry(state, "m") == {}
 
 
-def _deep_saved_plan(state: Path) -> bool:
+def _deep_saved_plan(state: Path, monkeypatch: pytest.MonkeyPatch) -> bool:
     from provisioner import saved
     from provisioner.errors import ProvisionError
 
@@ -225,7 +225,7 @@ def _deep_saved_plan(state: Path) -> bool:
     return True
 
 
-def _deep_pull_record(state: Path) -> bool:
+def _deep_pull_record(state: Path, monkeypatch: pytest.MonkeyPatch) -> bool:
     from provisioner.pull import record
 
     (state / "record.json").write_bytes(DEEP)
@@ -234,7 +234,7 @@ def _deep_pull_record(state: Path) -> bool:
     return True
 
 
-def _deep_confirmation_note(state: Path) -> bool:
+def _deep_confirmation_note(state: Path, monkeypatch: pytest.MonkeyPatch) -> bool:
     from provisioner import confirm
 
     (state / "confirm").mkdir(mode=0o700)
@@ -242,12 +242,12 @@ def _deep_confirmation_note(state: Path) -> bool:
     return confirm.confirm(state) == []
 
 
-def _deep_tunnel_state(state: Path) -> bool:
+def _deep_tunnel_state(state: Path, monkeypatch: pytest.MonkeyPatch) -> bool:
     (state / runtime.STATS).write_bytes(DEEP)
     return runtime.read_json(state / runtime.STATS) is None
 
 
-def _deep_container_answer(state: Path) -> bool:
+def _deep_container_answer(state: Path, monkeypatch: pytest.MonkeyPatch) -> bool:
     from provisioner.connection import docker
     from provisioner.errors import HostError
     from provisioner.inventory import Host
@@ -260,7 +260,7 @@ def _deep_container_answer(state: Path) -> bool:
             return 0, (DEEP, b"")
 
     host = Host("c1", (), ("all",), {"ansible_connection": "docker", "ansible_host": "c1"})
-    docker._container = lambda h: Container()  # restored by the test
+    monkeypatch.setattr(docker, "_container", lambda h: Container())
     with pytest.raises(HostError, match="failed"):
         docker.run_inside(host, "inventory.yaml", ["plan"], {"c1": host})
     return True
@@ -273,7 +273,4 @@ def test_json_nested_past_the_decoder_s_depth_is_refused_as_bad_json(tmp_path: P
     cache entry, an ownership registry, a saved plan, a pull record, a confirmation note, a
     tunnel's state file or a container's answer of 200 KB of brackets was a traceback (in the
     supervisor, which reads tunnel state, the end of it). Each is refused as any bad JSON is."""
-    from provisioner.connection import docker
-
-    monkeypatch.setattr(docker, "_container", docker._container)
-    assert reader(tmp_path)
+    assert reader(tmp_path, monkeypatch)
