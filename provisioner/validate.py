@@ -184,10 +184,10 @@ def _check_host_keys(host: Host, err: Any) -> None:
                        "both: tunnel_private_key_file: PATH and tunnel_public_key: KEY)")
 
 
-def _gateway_off_subnets(via: str, device: Mapping[str, Any] | None) -> str | None:
+def _gateway_off_subnets(via: str, device: Mapping[str, Any]) -> str | None:
     """A gateway must be on a subnet of the device the route leaves by, when the inventory gives
     that device its addresses (else the kernel refuses the route: ENETUNREACH)."""
-    if device is None or device.get("state") == ABSENT:
+    if device.get("state") == ABSENT:
         return None
     try:
         gw = ipaddress.ip_address(via)
