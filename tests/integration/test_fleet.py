@@ -3,11 +3,15 @@ outcome in the recap, and a host that fails does not stop the others."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import signal
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from .helpers import kernel, provision
+from .helpers import PROVISION, env_for, kernel, provision
 
 HOST = """    h{n}:
       ansible_connection: netns
@@ -57,22 +61,46 @@ def test_forks_plan_like_one_at_a_time_and_a_failing_host_does_not_stop_the_othe
     assert all("tap0" not in kernel(ns)["links"] for ns in namespaces)
 
 
+def test_a_worker_killed_from_outside_fails_its_host_alone_and_the_hosts_it_held_go_to_another(
+        make_netns: Callable[[], str], tmp_path: Path) -> None:
+    """Under the old pool (concurrent.futures) a killed worker broke the pool: every host not
+    finished by then was reported failed. Now only the host it was working on fails. h2's and
+    h5's locks are held here, so that both are in work, waiting, when h2's worker is killed."""
+    namespaces = [make_netns() for _ in range(5)]
+    state = tmp_path / "state"
+    inv = fleet(tmp_path / "fleet.yaml", namespaces)
+    provision("apply", str(inv), state_dir=state, check_rc=0)
+    locks = {n: state / "locks" / f"netns-{namespaces[n - 1]}.lock" for n in (2, 5)}
+    held = {n: os.open(path, os.O_RDWR) for n, path in locks.items()}
+    for fd in held.values():
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    run = subprocess.Popen([*PROVISION, "plan", str(inv), "--forks", "2"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env_for(state))
+    try:
+        assert run.stdout is not None
+        seen: list[str] = []
+        while sum("waiting for the lock" in line for line in seen) < 2:
+            seen.append(run.stdout.readline())
+            assert seen[-1] and len(seen) < 8, (seen, run.stderr.read() if run.stderr else "")
+        children = Path(f"/proc/{run.pid}/task/{run.pid}/children").read_text().split()
+        waiting = [int(c) for c in children if any(Path(f"/proc/{c}/fd/{f}").resolve() == locks[2].resolve()
+                                                   for f in os.listdir(f"/proc/{c}/fd"))]
+        assert len(waiting) == 1, children  # a worker of this run's, which we made wait: ours to kill
+        os.kill(waiting[0], signal.SIGKILL)
+        os.close(held.pop(5))
+        out, err = run.communicate(timeout=60)
+    finally:
+        for fd in held.values():
+            os.close(fd)
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert run.returncode == 1, (out, err)
+    assert "h2: FAILED: a worker process died before this host was done" in err, err
+    said = [line.split(":")[0] for line in seen + out.splitlines(keepends=True) if "no changes" in line]
+    assert said == ["h1", "h3", "h4", "h5"], (seen, out, err)  # h3 was sent to the killed worker too
+
+
 def test_forks_must_be_a_positive_number_and_a_usage_error_exits_1_not_2(tmp_path: Path) -> None:
     r = provision("plan", "x.yaml", "--forks", "0", state_dir=tmp_path / "state", check_rc=1)
     assert "argument --forks/-f: expected a whole number of at least 1, got '0'" in r.err and "Traceback" not in r.err
-
-
-def test_workers_are_no_more_than_the_cpus_unless_a_host_is_a_container(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """A namespace or local host is CPU work: more workers than CPUs only add forks (on 2 cores,
-    --forks 8 planned 50 namespaces slower than --forks 1). A container's run is mostly waiting."""
-    import os
-    from types import SimpleNamespace
-
-    from provisioner import fleet
-
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    local = SimpleNamespace(hosts=[SimpleNamespace(connection="netns")] * 50)
-    assert fleet._workers(local, 8) == 2  # type: ignore[arg-type]
-    assert fleet._workers(SimpleNamespace(hosts=local.hosts[:1]), 8) == 1  # type: ignore[arg-type]
-    mixed = SimpleNamespace(hosts=[*local.hosts, SimpleNamespace(connection="docker")])
-    assert fleet._workers(mixed, 8) == 8  # type: ignore[arg-type]

@@ -1,0 +1,94 @@
+"""fleet.py's scheduling, with real forked workers and a stand-in for a host's pipeline (what
+each host does is reconcile.run_host's, tested with the kernel in tests/integration/test_fleet.py)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from provisioner import fleet
+from provisioner.reconcile import Job, Outcome, Status
+
+
+def hosts(n: int, connection: str = "netns") -> SimpleNamespace:
+    return SimpleNamespace(hosts=tuple(SimpleNamespace(name=f"h{i}", connection=connection) for i in range(n)))
+
+
+def run(loaded: SimpleNamespace, forks: int) -> list[Outcome]:
+    return list(fleet.run(loaded, Job("inv.yaml"), forks, lambda h, c: None, lambda m: None))  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def two_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+
+
+@pytest.mark.parametrize("connection", ["netns", "docker"])  # this process works too / only hands out
+@pytest.mark.usefixtures("two_cpus")
+def test_every_host_once_in_inventory_order_with_what_its_worker_found(monkeypatch: pytest.MonkeyPatch,
+                                                                       connection: str) -> None:
+    def pipeline(loaded, host, job, report, notify):  # type: ignore[no-untyped-def]
+        return Outcome(host.name, Status.OK, error=f"pid {os.getpid()}")
+
+    monkeypatch.setattr(fleet, "run_host", pipeline)
+    outcomes = run(hosts(23, connection), 8)
+    assert [o.host for o in outcomes] == [f"h{i}" for i in range(23)]
+    pids = {o.error for o in outcomes}
+    assert len(pids) == (2 if connection == "netns" else 8), pids  # CPU work: the CPUs; containers: --forks
+    assert (f"pid {os.getpid()}" in pids) == (connection == "netns")
+
+
+@pytest.mark.parametrize("connection", ["netns", "docker"])
+@pytest.mark.usefixtures("two_cpus")
+def test_a_worker_that_dies_fails_its_host_alone(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                 connection: str) -> None:
+    """The first worker to begin a host past the third dies (as one killed from outside): that
+    host fails, the one it held next goes to another worker, a new worker is forked."""
+    parent = os.getpid()
+
+    def pipeline(loaded, host, job, report, notify):  # type: ignore[no-untyped-def]
+        if os.getpid() != parent and int(host.name[1:]) > 3:
+            try:
+                os.close(os.open(tmp_path / "died", os.O_CREAT | os.O_EXCL))
+                os._exit(9)
+            except FileExistsError:
+                pass
+        if os.getpid() == parent:
+            time.sleep(0.005)  # or this process, working too, could do every host before a worker answers
+        return Outcome(host.name, Status.OK, error=f"pid {os.getpid()}")
+
+    monkeypatch.setattr(fleet, "run_host", pipeline)
+    outcomes = run(hosts(20, connection), 2)
+    assert [o.host for o in outcomes] == [f"h{i}" for i in range(20)]
+    failed = [o for o in outcomes if o.status is Status.FAILED]
+    assert len(failed) == 1 and failed[0].error == f"{failed[0].host}: a worker process died before this host was done"
+    assert len({o.error for o in outcomes if o.status is Status.OK}) >= 2  # and its successor did the rest
+
+
+@pytest.mark.usefixtures("two_cpus")
+def test_a_bug_in_a_worker_is_raised_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    parent = os.getpid()
+
+    def pipeline(loaded, host, job, report, notify):  # type: ignore[no-untyped-def]
+        if os.getpid() != parent:
+            raise KeyError("a bug")
+        return Outcome(host.name, Status.OK)
+
+    monkeypatch.setattr(fleet, "run_host", pipeline)
+    with pytest.raises(KeyError, match="a bug"):
+        run(hosts(6), 2)
+
+
+def test_workers_are_no_more_than_the_cpus_unless_a_host_is_a_container(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A namespace or local host is CPU work: more workers than CPUs only add forks (on 2 cores,
+    --forks 8 planned 50 namespaces slower than --forks 1). A container's run is mostly waiting."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    local = hosts(50)
+    assert fleet._workers(local, 8) == 2  # type: ignore[arg-type]
+    assert fleet._workers(hosts(1), 8) == 1  # type: ignore[arg-type]
+    mixed = SimpleNamespace(hosts=(*local.hosts, SimpleNamespace(name="c", connection="docker")))
+    assert fleet._workers(mixed, 8) == 8  # type: ignore[arg-type]
