@@ -249,28 +249,31 @@ def _plan_devices(host: str, desired: Network, observed: Observed, destroy: bool
 
 
 def _plan_addresses(desired: Network, observed: Observed, devices: _Part) -> _Part:
-    """Fully managed on the devices the inventory names (kernel-made IPv6 link-local aside)."""
+    """Fully managed on the devices the inventory names (kernel-made IPv6 link-local aside).
+    Compared as each device's set of address texts: a set of Address values hashes and compares
+    each through Python-level methods, three times the cost (a fleet's plan makes thousands)."""
     out = _Part()
     live_names = {d.name for d in observed.devices}
-    live: dict[str, set[Address]] = {}
+    live: dict[str, set[str]] = {}
     for a in observed.addresses:
-        live.setdefault(a.device, set()).add(a)
-    wanted: dict[str, set[Address]] = {d.name: set() for d in desired.devices}
+        live.setdefault(a.device, set()).add(a.cidr)
+    wanted: dict[str, set[str]] = {d.name: set() for d in desired.devices}
     for a in desired.addresses:
-        wanted[a.device].add(a)
+        wanted[a.device].add(a.cidr)
     for name, want in sorted(wanted.items()):
         fresh = name in devices.gone or name not in live_names
         have = set() if fresh else live.get(name, set())
         if want == have:  # most devices: nothing to add or remove
             out.in_sync += len(want)
             continue
-        for a in sorted(want - have):
-            out.changes.append(Change(Action.CREATE, Kind.ADDRESS, f"{a.cidr} on {a.device}", None, a,
+        for cidr in sorted(want - have):
+            out.changes.append(Change(Action.CREATE, Kind.ADDRESS, f"{cidr} on {name}", None, Address(name, cidr),
                                       "new device" if fresh else "not present"))
-        for a in sorted(have - want):
-            if not a.is_link_local_v6:
+        for cidr in sorted(have - want):
+            gone = Address(name, cidr)
+            if not gone.is_link_local_v6:
                 out.readdressed.add(name)
-                out.removals.append(Change(Action.DELETE, Kind.ADDRESS, f"{a.cidr} on {a.device}", a, None,
+                out.removals.append(Change(Action.DELETE, Kind.ADDRESS, f"{cidr} on {name}", gone, None,
                                            "not in the inventory (addresses on managed devices are managed)"))
         out.in_sync += len(want & have)
     return out
@@ -282,12 +285,14 @@ def _plan_routes(desired: Network, observed: Observed, devices: _Part, destroy: 
     (IPv4 flushes them all when the last address goes), so those in sync are re-asserted
     (a replace) after the address changes instead of being trusted."""
     out = _Part()
-    live_routes = {r.key: r for r in observed.routes}
+    live_routes = dict(zip(map(ROUTE_ORDER, observed.routes), observed.routes, strict=True))  # by Route.key, in C
     vanishing = devices.gone | devices.down
     wanted_keys = set()
-    for want in sorted(desired.routes, key=lambda r: (r.via is not None, r.key)):  # direct routes first
-        wanted_keys.add(want.key)
-        live = live_routes.get(want.key)
+    by_key = sorted(desired.routes, key=ROUTE_ORDER)
+    for want in [r for r in by_key if r.via is None] + [r for r in by_key if r.via is not None]:  # direct first
+        key = ROUTE_ORDER(want)
+        wanted_keys.add(key)
+        live = live_routes.get(key)
         if live is not None and live.dev in vanishing:
             live = None  # the kernel takes it away with its device
         if live is None:
@@ -299,7 +304,7 @@ def _plan_routes(desired: Network, observed: Observed, devices: _Part, destroy: 
             target = live  # what the replace below would make, without making it (most are in sync)
         else:
             target = replace(want, dev=live.dev)  # a gateway alone: the kernel's choice of device stands
-        if target != live:
+        if target is not live and target != live:
             why = [f for f in ("via", "dev") if getattr(target, f) != getattr(live, f)]
             if not live.managed:
                 why.append("adopt: not yet owned by provision")
@@ -310,7 +315,7 @@ def _plan_routes(desired: Network, observed: Observed, devices: _Part, destroy: 
         else:
             out.in_sync += 1
     for other in sorted(observed.routes, key=ROUTE_ORDER):
-        if other.key in wanted_keys:
+        if ROUTE_ORDER(other) in wanted_keys:
             continue
         named_absent = any(a.matches(other.key) for a in desired.absent_routes)
         if named_absent or other.managed:
@@ -375,7 +380,8 @@ def _spec_changes(have: Tunnel, want: Tunnel) -> list[str]:
 _UNMANAGED = ("mtu", "mac", "owner", "group")  # None in a desired device: the live value is kept
 _COMPARED = tuple(f.name for f in fields(Device) if f.compare)
 _MANAGED_OF = attrgetter(*(f for f in _COMPARED if f not in _UNMANAGED))
-_UNMANAGED_OF = attrgetter(*(f for f in _UNMANAGED if f in _COMPARED))
+_GIVEN = tuple(f for f in _UNMANAGED if f in _COMPARED)
+_UNMANAGED_OF = attrgetter(*_GIVEN)
 
 
 def _with_unmanaged_from(want: Device, live: Device) -> Device:
@@ -384,12 +390,17 @@ def _with_unmanaged_from(want: Device, live: Device) -> Device:
     return replace(want, **keep)
 
 
+_NONE_GIVEN = (None,) * len(_GIVEN)
+
+
 def _matches(want: Device, live: Device) -> bool:
     """`_with_unmanaged_from(want, live) == live`, without making the device (most are in sync):
-    the managed attributes compared as one tuple, then each unmanaged one the inventory gives."""
+    the managed attributes compared as one tuple, then each unmanaged one the inventory gives
+    (most inventories give none of them: then nothing more to compare)."""
     if _MANAGED_OF(want) != _MANAGED_OF(live):
         return False
-    return all(w is None or w == v for w, v in zip(_UNMANAGED_OF(want), _UNMANAGED_OF(live), strict=True))
+    given = _UNMANAGED_OF(want)
+    return given == _NONE_GIVEN or all(w is None or w == v for w, v in zip(given, _UNMANAGED_OF(live), strict=True))
 
 
 def to_dict(value: Resource | None) -> dict[str, Any] | None:
