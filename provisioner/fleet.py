@@ -17,12 +17,14 @@ threads and queues made `--forks 2` plan 50 namespaces slower than one worker di
 from __future__ import annotations
 
 import os
+import struct
 import sys
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from .connection import DOCKER
+from .hints import Any, NoReturn
 from .plan import Change
 from .reconcile import Job, Loaded, Outcome, Phase, Status, run_host
 
@@ -30,7 +32,9 @@ Report = Callable[[str, Change], None]  # (host, change) as each change takes ef
 Notify = Callable[[str], None]  # a line for a person: waiting for a lock
 HostProgress = Callable[[str, Phase, int, int], None]  # (host, phase, done, total): a line on a terminal
 
-_LENGTH = 4  # a result's length, big-endian, before its pickle; a task is a host's index, as wide
+# The pipes' two messages: a host's index, to a worker; an answer's length, before its pickle
+_INDEX = struct.Struct(">I")
+_SIZE = struct.Struct(">I")
 
 
 def run(loaded: Loaded, job: Job, forks: int, report: Report, notify: Notify,
@@ -45,10 +49,7 @@ def run(loaded: Loaded, job: Job, forks: int, report: Report, notify: Notify,
             yield run_host(loaded, host, job, report, notify, progress)
         return
     _warm(loaded, job)
-    if _waits(loaded):  # this process only hands out hosts and reads what comes back
-        yield from _Pool(loaded, job, report, notify, range(len(hosts)), workers).outcomes()
-    else:  # CPU work: this process is one of the workers
-        yield from _Pool(loaded, job, report, notify, range(len(hosts)), workers - 1, here=True).outcomes()
+    yield from _Pool(loaded, job, report, notify, workers).outcomes()
 
 
 def _waits(loaded: Loaded) -> bool:
@@ -58,19 +59,21 @@ def _waits(loaded: Loaded) -> bool:
 
 def _workers(loaded: Loaded, forks: int) -> int:
     """`forks`, but no more than the hosts, nor (unless a host is a container, whose run is mostly
-    waiting for it) than the CPUs: a host here is CPU work, and more workers than CPUs only add
-    forks and pages copied on write."""
+    waiting for it) than the CPUs this process may use: a host here is CPU work, and more
+    workers than CPUs only add forks and pages copied on write."""
     workers = min(forks, len(loaded.hosts))
     if not _waits(loaded):
-        workers = min(workers, os.cpu_count() or 1)
+        workers = min(workers, len(os.sched_getaffinity(0)))
     return workers
 
 
 def _warm(loaded: Loaded, job: Job) -> None:
     """Import, once and before forking, what every worker would otherwise import for itself:
-    the connections' modules are imported lazily, on first use. And freeze the heap, so the
-    workers' garbage collector does not copy every page it scans."""
+    the connections' modules are imported lazily, on first use, and pickle (3 ms of a worker's
+    start). And freeze the heap, so the workers' garbage collector does not copy every page it
+    scans."""
     import gc
+    import pickle  # noqa: F401
 
     if job.snapshots is None:
         from .connection import kernel  # noqa: F401  (and through it the kernel and tunnel modules)
@@ -83,53 +86,63 @@ def _warm(loaded: Loaded, job: Job) -> None:
 
 @dataclass
 class _Worker:
-    """A forked worker as the parent sees it: where to send it hosts, where its results come."""
+    """A forked worker as this process sees it: where to send it hosts, where its answers come."""
 
     pid: int
     tasks: int  # write end: hosts' indexes; closed, the worker exits once it has done those sent
-    results: int  # read end: length-prefixed pickled Outcomes, in the order the hosts were sent
-    handed: deque[int] = field(default_factory=deque)  # sent and not answered yet, the first in work
+    answers: int  # read end: each answer's size, then its pickle, in the order the hosts were sent
+    handed: deque[int] = field(default_factory=deque)  # sent and not answered yet (the first: begun, or next)
     received: bytearray = field(default_factory=bytearray)
 
 
 class _Pool:
-    """Hosts handed out to the forked workers as they answer, each worker one host ahead when
-    hosts are CPU work (it never waits for this process to hand it the next), and with `here`
-    taken by this process too, between reading answers; outcomes given back in inventory order."""
+    """The hosts, handed to forked workers as they answer. Where hosts are CPU work this process
+    is one of the workers too: it takes the first host itself (so two hosts on two CPUs run at
+    once) and the next whenever no answer is waiting, and each worker holds one host beyond the
+    one in work, so that it seldom waits for this process (busy with a host of its own) to be
+    handed the next. A container's host may take long: then one at a time, and this process
+    only hands out and reads."""
 
-    def __init__(self, loaded: Loaded, job: Job, report: Report, notify: Notify, indexes: range,
-                 workers: int, here: bool = False) -> None:
-        import pickle  # noqa: F401  (here, once: not by each worker, 3 ms of its start)
+    def __init__(self, loaded: Loaded, job: Job, report: Report, notify: Notify, workers: int) -> None:
         import select
 
         self.loaded, self.job, self.report, self.notify = loaded, job, report, notify
-        self.indexes, self.todo = indexes, deque(indexes)
-        self.size = min(workers, len(indexes))
-        self.here = here
-        self.ahead = 1 if _waits(loaded) else 2  # hosts a worker holds (a container's may take long)
-        self.workers: dict[int, _Worker] = {}  # by the fd its results come on
+        self.todo = deque(range(len(loaded.hosts)))
+        self.works_here = not _waits(loaded)
+        self.forked = workers - 1 if self.works_here else workers
+        self.ahead = 2 if self.works_here else 1
+        self.workers: dict[int, _Worker] = {}  # by the fd its answers come on
         self.poll = select.poll()
 
     def outcomes(self) -> Iterator[Outcome]:
+        """In inventory order: an Outcome waits in `done` until those before it are given."""
         done: dict[int, Outcome] = {}
         try:
-            first = self.todo.popleft() if self.here and self.todo else None  # ours: two hosts, both at once
-            for _ in range(self.size):
+            mine = self.todo.popleft() if self.works_here else None
+            for _ in range(min(self.forked, len(self.todo))):
                 self._start()
-            if first is not None:
-                done[first] = self._run(first)
-            for index in self.indexes:
+            if not self.workers:  # none could be forked: this process does every host
+                self.works_here = True
+            for limit in range(1, self.ahead + 1):  # one each first, then one more each
+                for worker in list(self.workers.values()):
+                    self._hand(worker, limit)
+            if mine is not None:
+                done[mine] = self._run(mine)
+            for index in range(len(self.loaded.hosts)):
                 while index not in done:
-                    ours = self.here and bool(self.todo)
-                    for fd, _ in self.poll.poll(0 if ours else None):  # with a host to do here: no wait
+                    free_here = self.works_here and bool(self.todo)
+                    for fd, _ in self.poll.poll(0 if free_here else None):  # with a host to take: no wait
                         self._read(self.workers[fd], done)
-                    if ours and self.todo:
-                        host = self.todo.popleft()
-                        done[host] = self._run(host)
+                    if free_here and self.todo:
+                        mine = self.todo.popleft()
+                        done[mine] = self._run(mine)
                 yield done.pop(index)
-        finally:
-            for worker in list(self.workers.values()):
-                self._stop(worker)
+        finally:  # every worker's ends closed first: a busy one fails to answer, and begins nothing more
+            workers = list(self.workers.values())
+            for worker in workers:
+                self._close(worker)
+            for worker in workers:
+                os.waitpid(worker.pid, 0)
 
     def _run(self, index: int) -> Outcome:
         return run_host(self.loaded, self.loaded.hosts[index], self.job, self.report, self.notify)
@@ -137,61 +150,75 @@ class _Pool:
     def _read(self, worker: _Worker, done: dict[int, Outcome]) -> None:
         import pickle
 
-        chunk = os.read(worker.results, 1 << 16)
+        chunk = os.read(worker.answers, 1 << 16)
         if not chunk:  # it exited: done, or killed from outside (then its host failed, not the others)
+            self._close(worker)
+            _, status = os.waitpid(worker.pid, 0)
             if worker.handed:
                 lost = worker.handed.popleft()
-                done[lost] = _died(self.loaded, lost)
+                done[lost] = _died(self.loaded.hosts[lost].name, status)
                 self.todo.extendleft(reversed(worker.handed))  # sent, never begun: another worker's
-            self._stop(worker)
-            if self.todo:
-                self._start()
+            if self.todo and not self._start():
+                self.works_here = True  # no worker could be forked in its place: this process does the rest
             return
         worker.received += chunk
-        while len(worker.received) >= _LENGTH:
-            size = int.from_bytes(worker.received[:_LENGTH], "big")
-            if len(worker.received) < _LENGTH + size:
+        while len(worker.received) >= _SIZE.size:
+            (size,) = _SIZE.unpack_from(worker.received)
+            if len(worker.received) < _SIZE.size + size:
                 break
             # our own fork's answer, over a pipe only it and we hold: not outside input
-            result = pickle.loads(worker.received[_LENGTH:_LENGTH + size])
-            del worker.received[:_LENGTH + size]
-            if isinstance(result, BaseException):
-                raise result  # our bug, raised as if the host had run here
-            done[worker.handed.popleft()] = result
+            answer = pickle.loads(worker.received[_SIZE.size:_SIZE.size + size])
+            del worker.received[:_SIZE.size + size]
+            if isinstance(answer, _Bug):
+                raise answer.error from answer  # as if the host had run here, with the worker's traceback
+            done[worker.handed.popleft()] = answer
         self._hand(worker)
 
-    def _start(self) -> None:
-        tasks_r, tasks_w = os.pipe2(os.O_CLOEXEC)
-        results_r, results_w = os.pipe2(os.O_CLOEXEC)
-        sys.stdout.flush()
-        sys.stderr.flush()  # or the worker would print what is still in our buffers again
-        pid = os.fork()
+    def _start(self) -> bool:
+        """Fork a worker (False if the system would not: too many processes or open files)."""
+        made: list[int] = []
+        try:
+            tasks_r, tasks_w = os.pipe2(os.O_CLOEXEC)
+            made += (tasks_r, tasks_w)
+            answers_r, answers_w = os.pipe2(os.O_CLOEXEC)
+            made += (answers_r, answers_w)
+            sys.stdout.flush()
+            sys.stderr.flush()  # or the worker would print what is still in our buffers again
+            pid = os.fork()
+        except OSError:
+            for fd in made:
+                os.close(fd)
+            return False
         if pid == 0:
-            for other in self.workers.values():  # or a worker's end of the pipes outlives it
-                if other.tasks >= 0:
-                    os.close(other.tasks)
-                os.close(other.results)
-            os.close(tasks_w)
-            os.close(results_r)
-            _serve(self.loaded, self.job, self.report, self.notify, tasks_r, results_w)
+            try:  # whatever happens here ends here: never back in the caller's code, in a second process
+                for other in list(self.workers.values()):  # or a worker's end of the pipes outlives it
+                    self._close(other)
+                os.close(tasks_w)
+                os.close(answers_r)
+                _serve(self.loaded, self.job, self.report, self.notify, tasks_r, answers_w)
+            finally:
+                os._exit(1)
         os.close(tasks_r)
-        os.close(results_w)
-        worker = _Worker(pid, tasks_w, results_r)
-        self.workers[results_r] = worker
-        self.poll.register(results_r)
-        self._hand(worker)
+        os.close(answers_w)
+        worker = _Worker(pid, tasks_w, answers_r)
+        self.workers[answers_r] = worker
+        import select
 
-    def _hand(self, worker: _Worker) -> None:
-        """Hosts to this worker up to `ahead`; with none left, our end of its tasks pipe, closed."""
+        self.poll.register(answers_r, select.POLLIN)
+        return True
+
+    def _hand(self, worker: _Worker, limit: int | None = None) -> None:
+        """Hosts to this worker until it holds `limit` (`ahead`); with none left, our end of its
+        tasks pipe, closed."""
         if worker.tasks < 0:
             return
         sent: list[int] = []
-        while self.todo and len(worker.handed) + len(sent) < self.ahead:
+        while self.todo and len(worker.handed) + len(sent) < (limit or self.ahead):
             sent.append(self.todo.popleft())
         alive = True
         if sent:
             try:
-                os.write(worker.tasks, b"".join(index.to_bytes(_LENGTH, "big") for index in sent))
+                os.write(worker.tasks, b"".join(_INDEX.pack(index) for index in sent))
                 worker.handed.extend(sent)
             except BrokenPipeError:  # it died since its last answer (its end is read next): another's
                 self.todo.extendleft(reversed(sent))
@@ -200,47 +227,65 @@ class _Pool:
             os.close(worker.tasks)
             worker.tasks = -1
 
-    def _stop(self, worker: _Worker) -> None:
-        """Close our ends (a worker still busy finishes what it was sent, then finds no more) and
-        reap it."""
-        self.poll.unregister(worker.results)
-        del self.workers[worker.results]
+    def _close(self, worker: _Worker) -> None:
+        """Our ends of its pipes: it exits when it has no host left, or fails to answer one."""
+        if worker.answers in self.workers:
+            self.poll.unregister(worker.answers)
+            del self.workers[worker.answers]
         if worker.tasks >= 0:
             os.close(worker.tasks)
-        os.close(worker.results)
-        os.waitpid(worker.pid, 0)
+            worker.tasks = -1
+        if worker.answers >= 0:
+            os.close(worker.answers)
+            worker.answers = -1
 
 
-def _died(loaded: Loaded, index: int) -> Outcome:
-    name = loaded.hosts[index].name
-    return Outcome(name, Status.FAILED, error=f"{name}: a worker process died before this host was done")
+def _died(host: str, status: int) -> Outcome:
+    code = os.waitstatus_to_exitcode(status)
+    how = f"killed by signal {-code}" if code < 0 else f"exited with {code}"
+    return Outcome(host, Status.FAILED, error=f"{host}: a worker process died ({how}) before this host was done")
 
 
-def _serve(loaded: Loaded, job: Job, report: Report, notify: Notify, tasks: int, results: int) -> None:
-    """A worker: each host it is handed, run and answered, until the tasks pipe is closed. Never
-    returns: it leaves by os._exit, so nothing of the parent's (atexit, buffers, the caller's
-    `finally`) runs twice."""
+class _Bug(Exception):
+    """A worker's unexpected exception, with the traceback it had there (pickled, it would lose
+    it). Raised as the cause of that exception, as concurrent.futures shows a worker's."""
+
+    def __init__(self, error: BaseException, text: str) -> None:
+        super().__init__(text)
+        self.error, self.text = error, text
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _Bug, (self.error, self.text)
+
+    def __str__(self) -> str:
+        return f"in a worker process:\n{self.text}"
+
+
+def _serve(loaded: Loaded, job: Job, report: Report, notify: Notify, tasks: int, answers: int) -> NoReturn:
+    """A worker: each host it is handed, run and answered, until the tasks pipe is closed. It
+    leaves by os._exit, so nothing of the parent's (atexit, buffers, the caller's `finally`)
+    runs twice."""
     import pickle
+    import traceback
 
     code = 0
     try:
-        while True:
-            task = os.read(tasks, _LENGTH)
-            if len(task) != _LENGTH:  # closed: no more hosts
-                break
-            index = int.from_bytes(task, "big")
+        while len(task := os.read(tasks, _INDEX.size)) == _INDEX.size:  # else closed: no more hosts
+            (index,) = _INDEX.unpack(task)
             try:
-                result: object = run_host(loaded, loaded.hosts[index], job, report, notify)
+                answer: object = run_host(loaded, loaded.hosts[index], job, report, notify)
             except Exception as exc:  # not an expected failure (those are Outcomes): a bug
-                result = exc
+                answer = _Bug(exc, traceback.format_exc())
             try:
-                data = pickle.dumps(result)
-            except Exception as exc:  # an exception that cannot be pickled: its text goes
-                data = pickle.dumps(RuntimeError(f"{type(result).__name__}: {result} ({exc})"))
-            os.write(results, len(data).to_bytes(_LENGTH, "big"))
-            view = memoryview(data)
+                data = pickle.dumps(answer)
+                pickle.loads(data)  # an exception whose arguments do not rebuild it: its text instead
+            except Exception:
+                error = answer.error if isinstance(answer, _Bug) else answer
+                data = pickle.dumps(_Bug(RuntimeError(f"{type(error).__name__}: {error}"),
+                                         answer.text if isinstance(answer, _Bug) else ""))
+            view = memoryview(_SIZE.pack(len(data)) + data)
             while view:
-                view = view[os.write(results, view):]
+                view = view[os.write(answers, view):]
     except BaseException:  # interrupted, or the parent is gone (a broken pipe)
         code = 1
     finally:

@@ -24,7 +24,7 @@ def run(loaded: SimpleNamespace, forks: int) -> list[Outcome]:
 
 @pytest.fixture
 def two_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
 
 
 @pytest.mark.parametrize("connection", ["netns", "docker"])  # this process works too / only hands out
@@ -65,12 +65,13 @@ def test_a_worker_that_dies_fails_its_host_alone(monkeypatch: pytest.MonkeyPatch
     outcomes = run(hosts(20, connection), 2)
     assert [o.host for o in outcomes] == [f"h{i}" for i in range(20)]
     failed = [o for o in outcomes if o.status is Status.FAILED]
-    assert len(failed) == 1 and failed[0].error == f"{failed[0].host}: a worker process died before this host was done"
+    assert len(failed) == 1 and failed[0].error == (f"{failed[0].host}: a worker process died (exited with 9) before "
+                                                    "this host was done")
     assert len({o.error for o in outcomes if o.status is Status.OK}) >= 2  # and its successor did the rest
 
 
 @pytest.mark.usefixtures("two_cpus")
-def test_a_bug_in_a_worker_is_raised_here(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_bug_in_a_worker_is_raised_here_with_the_worker_s_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
     parent = os.getpid()
 
     def pipeline(loaded, host, job, report, notify):  # type: ignore[no-untyped-def]
@@ -79,14 +80,36 @@ def test_a_bug_in_a_worker_is_raised_here(monkeypatch: pytest.MonkeyPatch) -> No
         return Outcome(host.name, Status.OK)
 
     monkeypatch.setattr(fleet, "run_host", pipeline)
-    with pytest.raises(KeyError, match="a bug"):
+    with pytest.raises(KeyError, match="a bug") as raised:
         run(hosts(6), 2)
+    assert 'raise KeyError("a bug")' in str(raised.value.__cause__)  # where it was raised, in the worker
+
+
+def test_a_run_given_up_early_lets_no_worker_begin_another_host(monkeypatch: pytest.MonkeyPatch,
+                                                                  tmp_path: Path) -> None:
+    """Three CPUs: this process and two workers, each worker sent two hosts. The caller stops
+    after the first outcome; each worker may finish the host it is on, and must begin no other
+    (under a stop that waited for one worker while the other went on, it began its second)."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})
+    began = tmp_path / "began"
+
+    def pipeline(loaded, host, job, report, notify):  # type: ignore[no-untyped-def]
+        with open(began, "a") as log:
+            log.write(host.name + "\n")
+        time.sleep(0.1)
+        return Outcome(host.name, Status.OK)
+
+    monkeypatch.setattr(fleet, "run_host", pipeline)
+    outcomes = fleet.run(hosts(10), Job("inv.yaml"), 3, lambda h, c: None, lambda m: None)  # type: ignore[arg-type]
+    assert next(outcomes).host == "h0"
+    outcomes.close()
+    assert sorted(began.read_text().split()) == ["h0", "h1", "h2"]  # h0 here, h1 and h2 in the two workers
 
 
 def test_workers_are_no_more_than_the_cpus_unless_a_host_is_a_container(monkeypatch: pytest.MonkeyPatch) -> None:
     """A namespace or local host is CPU work: more workers than CPUs only add forks (on 2 cores,
     --forks 8 planned 50 namespaces slower than --forks 1). A container's run is mostly waiting."""
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
     local = hosts(50)
     assert fleet._workers(local, 8) == 2  # type: ignore[arg-type]
     assert fleet._workers(hosts(1), 8) == 1  # type: ignore[arg-type]
