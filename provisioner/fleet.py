@@ -158,8 +158,12 @@ class _Pool:
                 lost = worker.handed.popleft()
                 done[lost] = _died(self.loaded.hosts[lost].name, status)
                 self.todo.extendleft(reversed(worker.handed))  # sent, never begun: another worker's
-            if self.todo and not self._start():
-                self.works_here = True  # no worker could be forked in its place: this process does the rest
+            if self.todo:
+                successor = self._start()
+                if successor is None:
+                    self.works_here = True  # none could be forked in its place: this process does the rest
+                else:
+                    self._hand(successor)
             return
         worker.received += chunk
         while len(worker.received) >= _SIZE.size:
@@ -174,8 +178,10 @@ class _Pool:
             done[worker.handed.popleft()] = answer
         self._hand(worker)
 
-    def _start(self) -> bool:
-        """Fork a worker (False if the system would not: too many processes or open files)."""
+    def _start(self) -> _Worker | None:
+        """Fork a worker (None if the system would not: too many processes or open files)."""
+        import select
+
         made: list[int] = []
         try:
             tasks_r, tasks_w = os.pipe2(os.O_CLOEXEC)
@@ -188,7 +194,7 @@ class _Pool:
         except OSError:
             for fd in made:
                 os.close(fd)
-            return False
+            return None
         if pid == 0:
             try:  # whatever happens here ends here: never back in the caller's code, in a second process
                 for other in list(self.workers.values()):  # or a worker's end of the pipes outlives it
@@ -202,10 +208,8 @@ class _Pool:
         os.close(answers_w)
         worker = _Worker(pid, tasks_w, answers_r)
         self.workers[answers_r] = worker
-        import select
-
         self.poll.register(answers_r, select.POLLIN)
-        return True
+        return worker
 
     def _hand(self, worker: _Worker, limit: int | None = None) -> None:
         """Hosts to this worker until it holds `limit` (`ahead`); with none left, our end of its

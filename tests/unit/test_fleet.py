@@ -4,6 +4,7 @@ each host does is reconcile.run_host's, tested with the kernel in tests/integrat
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -68,6 +69,37 @@ def test_a_worker_that_dies_fails_its_host_alone(monkeypatch: pytest.MonkeyPatch
     assert len(failed) == 1 and failed[0].error == (f"{failed[0].host}: a worker process died (exited with 9) before "
                                                     "this host was done")
     assert len({o.error for o in outcomes if o.status is Status.OK}) >= 2  # and its successor did the rest
+
+
+@pytest.mark.usefixtures("two_cpus")
+def test_when_every_worker_dies_those_forked_in_their_place_do_the_rest(monkeypatch: pytest.MonkeyPatch,
+                                                                         tmp_path: Path) -> None:
+    """Containers' hosts: this process only hands out. Both workers die on their first host; their
+    successors must be handed the hosts left (unhanded, they would wait, and this process with them)."""
+    deaths = tmp_path / "deaths"
+
+    def pipeline(loaded, host, job, report, notify):  # type: ignore[no-untyped-def]
+        with open(deaths, "a+") as log:
+            log.seek(0)
+            if len(log.read()) < 2:
+                log.write("x")
+                log.flush()
+                os._exit(9)
+        return Outcome(host.name, Status.OK)
+
+    def too_long(signum, frame):  # type: ignore[no-untyped-def]
+        raise TimeoutError("the run waits for workers that were never handed a host")
+
+    monkeypatch.setattr(fleet, "run_host", pipeline)
+    old = signal.signal(signal.SIGALRM, too_long)
+    signal.alarm(20)
+    try:
+        outcomes = run(hosts(10, "docker"), 2)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    assert [o.host for o in outcomes] == [f"h{i}" for i in range(10)]
+    assert [o.host for o in outcomes if o.status is Status.FAILED] == ["h0", "h1"]
 
 
 @pytest.mark.usefixtures("two_cpus")
