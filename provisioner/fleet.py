@@ -282,7 +282,8 @@ def _serve(loaded: Loaded, job: Job, report: Report, notify: Notify, tasks: int,
                 answer = _Bug(exc, traceback.format_exc())
             try:
                 data = pickle.dumps(answer)
-                pickle.loads(data)  # an exception whose arguments do not rebuild it: its text instead
+                if isinstance(answer, _Bug):  # an exception whose arguments do not rebuild it: its text instead
+                    pickle.loads(data)  # (an Outcome, our own dataclasses, always does: not read back)
             except Exception:
                 error = answer.error if isinstance(answer, _Bug) else answer
                 data = pickle.dumps(_Bug(RuntimeError(f"{type(error).__name__}: {error}"),
