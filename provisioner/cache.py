@@ -82,12 +82,11 @@ def slot(directory: Path, inputs: Iterable[str]) -> Slot:
 @cache
 def _judges() -> bytes:
     """A digest of the code and schema that decide what is valid: computed once per process."""
-    from .schema import INVENTORY, SOURCES, schema_dir
+    from .schema import INVENTORY, SOURCES, schema_bytes
 
     h = hasher(f"format {FORMAT}".encode())
     here = Path(__file__).resolve().parent
-    files = ([here / name for name in JUDGES] + [here / "compiled_schemas" / f"{module}.py" for module in SOURCES]
-             + [schema_dir() / INVENTORY])
+    files = [here / name for name in JUDGES] + [here / "compiled_schemas" / f"{module}.py" for module in SOURCES]
     for module, name in LIBRARIES:
         spec = find_spec(module)
         if spec is not None and spec.origin:
@@ -97,6 +96,10 @@ def _judges() -> bytes:
             h.update(f.name.encode() + b"\0" + f.read_bytes())
         except OSError:
             h.update(f.name.encode() + b"\0missing")
+    try:  # the bytes the validators will read
+        h.update(INVENTORY.encode() + b"\0" + schema_bytes(INVENTORY))
+    except OSError:
+        h.update(INVENTORY.encode() + b"\0missing")
     return h.digest()
 
 
