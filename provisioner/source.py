@@ -251,6 +251,19 @@ def _keeping(kept: list[Any], fast: bool, file: str) -> type:
                 _check_structure(node, file)  # aliases (shared collections) are built by ruamel alone
             return super().construct_document(node)
 
+        def construct_object(self, node: Any, deep: bool = False) -> Any:
+            """ruamel's, with what its constructors raise for a value they cannot make (a date
+            that is no date, `2001-02-30`; an integer of more digits than Python reads) said where
+            it is written: they raise ValueError, which no caller of a parse expects."""
+            try:
+                return super().construct_object(node, deep)
+            except InventoryError:  # said already, where the value is (and an InventoryError is a ValueError)
+                raise
+            except (ValueError, OverflowError) as exc:
+                mark = node.start_mark
+                raise InventoryError([Diagnostic((), f"a value YAML cannot read: {str(exc)[:200]}", file,
+                                                 mark.line + 1, mark.column + 1)]) from None
+
     return Keeping
 
 

@@ -128,3 +128,22 @@ def test_a_checkout_is_the_committed_bytes_whatever_gitattributes_say(tmp_path: 
             os.environ["HOME"] = saved
     assert (tree / "inventory.yaml").read_text() == text
     assert not marker.exists(), "a filter driver ran"
+
+
+def test_a_value_yaml_cannot_read_is_a_rejected_commit_not_a_dead_agent(repo: Repo, netns: str, tmp_path: Path) -> None:
+    """Found by an attacker's-eye review: ruamel raises ValueError for a date that is no date (or an
+    integer of more digits than Python reads). It escaped the agent, which died on that commit
+    before recording it, and so died again at every restart, never repairing the host."""
+    state = tmp_path / "state"
+    good_commit = repo.commit(inventory(netns), "good")
+    pull(repo, state, rc=0)
+    good = kernel(netns)
+    bad = repo.commit(inventory(netns).replace("      network:\n", "      built: 2001-02-30\n      network:\n"),
+                      "a date that is no date")
+    out = pull(repo, state, rc=1)
+    assert f"{bad[:12]}:inventory.yaml:6:" in out and "a value YAML cannot read" in out, out
+    assert "Traceback" not in out and "internal error" not in out, out
+    assert record(state)["good"] == good_commit
+    assert any(r["commit"] == bad for r in record(state)["rejected"]), record(state)
+    assert "was rejected before" in pull(repo, state, rc=1)
+    assert kernel(netns) == good
