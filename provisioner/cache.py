@@ -127,14 +127,18 @@ def get_with_text(s: Slot) -> tuple[Any, str] | None:
 
 def _body(s: Slot) -> bytes | None:
     """An entry's body, if the entry is ours as written: a regular file only we could write, in
-    the current format, under its key, its checksum holding."""
+    the current format, under its key, its checksum holding. The directory is looked at before
+    the file is opened, and the file opened without waiting: a FIFO put at an entry's name, in a
+    directory others could write, held a run in open() before either was refused."""
+    if not _private(s):
+        return None
     try:
-        fd = os.open(s.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(s.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_mode & 0o022 or st.st_uid != os.geteuid() or not _private(s):
+        if not stat.S_ISREG(st.st_mode) or st.st_mode & 0o022 or st.st_uid != os.geteuid():
             return None
         with os.fdopen(fd, "rb", closefd=False) as f:
             head, _, body = f.read().partition(b"\n")

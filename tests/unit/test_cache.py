@@ -306,3 +306,31 @@ def test_a_reference_that_does_not_lead_to_its_kept_parse_is_a_miss(write, cache
     assert cache.get_verdict(cache.slot(cache_dir, loader.inputs(edited))) is None
     again = load(edited, cache_dir=cache_dir)
     assert not again.from_cache and again.desired == load(edited).desired
+
+
+def test_a_fifo_at_an_entry_s_name_in_a_directory_others_can_write_is_a_miss_at_once(tmp_path: Path) -> None:
+    """Found by an attacker's-eye review: the entry was opened (and open() waits on a FIFO for a
+    writer) before the directory was found not to be private, so a FIFO planted there held the run."""
+    import signal
+
+    class Waited(Exception):  # not an OSError, which the cache would take for a miss
+        pass
+
+    def stuck(*_: object) -> None:
+        raise Waited("cache.get waited on the FIFO")
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)  # not ours alone: every entry in it is a miss
+    s = cache.slot(shared, ["x"])
+    os.mkfifo(s.path)
+    previous = signal.signal(signal.SIGALRM, stuck)
+    try:
+        for mode in (0o777, 0o700):  # ours alone: a FIFO there is still no entry, and not waited on
+            os.chmod(shared, mode)
+            signal.alarm(3)
+            assert cache.get(s) is None
+            signal.alarm(0)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
