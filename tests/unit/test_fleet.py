@@ -121,14 +121,19 @@ def test_a_run_given_up_early_lets_no_worker_begin_another_host(monkeypatch: pyt
                                                                   tmp_path: Path) -> None:
     """Three CPUs: this process and two workers, each worker sent two hosts. The caller stops
     after the first outcome; each worker may finish the host it is on, and must begin no other
-    (under a stop that waited for one worker while the other went on, it began its second)."""
+    (under a stop that waited for one worker while the other went on, it began its second).
+    The workers' hosts outlast this process's, by far: with hosts of one length, a worker that
+    began its host a moment before this process began h0 finished it before the stop, rightly
+    began its second, and failed the test one run in ten. The first worker's host is the longer,
+    so that a stop which waits for it with the second's pipes open lets the second begin again."""
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})
     began = tmp_path / "began"
+    lasts = {"h0": 0.05, "h1": 1.0, "h2": 0.6}
 
     def pipeline(loaded, host, job, report, notify):  # type: ignore[no-untyped-def]
         with open(began, "a") as log:
             log.write(host.name + "\n")
-        time.sleep(0.1)
+        time.sleep(lasts.get(host.name, 0.0))
         return Outcome(host.name, Status.OK)
 
     monkeypatch.setattr(fleet, "run_host", pipeline)
