@@ -75,6 +75,8 @@ def _warm(loaded: Loaded, job: Job) -> None:
     import gc
     import pickle  # noqa: F401
 
+    from . import ownership, runner  # noqa: F401  (every host's run asks them first)
+
     if job.snapshots is None:
         from .connection import kernel  # noqa: F401  (and through it the kernel and tunnel modules)
         if job.apply:

@@ -34,7 +34,7 @@ from .inventory import Host, Inventory
 from .model import Network, Observed, Tunnel
 from .plan import Change, Moved, Plan, make_plan, moved_by
 from .render import change_line
-from .resolve import resolve
+from .resolve import Resolved, resolve
 from .source import Sources
 from .validate import check_devs_present, check_host, check_peers
 
@@ -83,9 +83,31 @@ def load(file: str, limit: str | None = None, connection: str | None = None, act
     resolved, found = resolve(source, inventory.hosts, acted_on, quiet=act, here=here)
     problems = list(dict.fromkeys(problems + found))
     collect(problems)
-    everyone = {h.name: h for h in inventory.hosts}
-    desired = {h.name: network_of(h, everyone, source, resolved) for h in hosts}
+    desired = _Desired({h.name: h for h in hosts}, {h.name: h for h in inventory.hosts}, source, resolved)
     return Loaded(inventory, hosts, desired, tuple(d for d in problems if d.severity != "error"), from_cache=hit)
+
+
+class _Desired(Mapping[str, Network]):
+    """Each selected host's desired state, made the first time it is asked for. A fleet's
+    forked workers then each make their own hosts' side by side, where this process made all
+    of them before forking (0.1 ms a host of 20 devices). Pure: the same value whenever made."""
+
+    def __init__(self, hosts: dict[str, Host], everyone: dict[str, Host], source: Sources,
+                 resolved: Resolved) -> None:
+        self._hosts, self._everyone, self._source, self._resolved = hosts, everyone, source, resolved
+        self._made: dict[str, Network] = {}
+
+    def __getitem__(self, name: str) -> Network:
+        made = self._made.get(name)
+        if made is None:
+            made = self._made[name] = network_of(self._hosts[name], self._everyone, self._source, self._resolved)
+        return made
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._hosts)
+
+    def __len__(self) -> int:
+        return len(self._hosts)
 
 
 def _from_cache(file: str, parsed: dict[str, Any]) -> Inventory | None:
