@@ -123,7 +123,7 @@ def test_peer_churn_under_the_pull_agent(hosts: tuple[str, str], tmp_path: Path)
     """gw2 is kept by a pull agent; its namespace is deleted and made again (with its end of
     the carrier link), and the tunnel must come back through the agent alone."""
     interval = 2.0
-    rounds = 20 if FULL else 2
+    rounds = 20 if FULL else 3  # a median of three: one round may miss an agent run, as in the full form
     inv = pair.inventory(tmp_path, hosts, "udp")
     state = tmp_path / "state"
     provision("apply", str(inv), "--limit", "gw1", state_dir=state, check_rc=0)

@@ -13,6 +13,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,11 @@ def pings(c: Container, address: str, count: int = 3) -> bool:
     return c.exec_run(["ping", "-c", str(count), "-i", "0.2", "-W", "1", address]).exit_code == 0
 
 
+def listening(c: Container, port: int = 5201) -> bool:
+    found = c.exec_run(["ss", "-Hltn", f"sport = :{port}"])
+    return found.exit_code == 0 and bool(found.output.strip())
+
+
 def all_connected(inventory: Path) -> dict[tuple[str, str], dict[str, Any]] | None:
     rows = status(inventory)
     return rows if rows and all(r["state"] == "connected" for r in rows.values()) else None
@@ -102,8 +108,8 @@ def test_example_inventory_on_containers(name: str, containers: Callable[[list[s
     before = status(inventory)
     for p in tunnels:
         server = by_host[p.connector]
-        server.exec_run(["iperf3", "-s", "-1", "-D"])
-        time.sleep(0.3)
+        server.exec_run(["iperf3", "-s", "-1", "-D"])  # it goes to the background before it listens:
+        wait_for("iperf3 listening", partial(listening, server), 10)
         run = by_host[p.listener].exec_run(["iperf3", "-c", p.connector_ip, "-t", "10", "-J"])
         report = json.loads(run.output)
         assert run.exit_code == 0 and "error" not in report, report.get("error")

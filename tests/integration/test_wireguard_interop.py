@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,8 +123,9 @@ def iperf(client_ns: str, server_ns: str, server: str, seconds: int) -> float:
     """Gbit/s of one TCP stream through the tunnel for `seconds`."""
     srv = subprocess.Popen(["ip", "netns", "exec", server_ns, "iperf3", "-s", "-1", "-B", server],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        time.sleep(0.5)
+    try:  # listening, not a fixed sleep: a server slow to start lost the client its only try
+        wait_for("iperf3 listening", lambda: subprocess.run(
+            ["ip", "netns", "exec", server_ns, "ss", "-Hltn", "sport = :5201"], capture_output=True, text=True).stdout, 10)
         out = subprocess.run(["ip", "netns", "exec", client_ns, "iperf3", "-c", server, "-t", str(seconds), "-J"],
                              capture_output=True, text=True, timeout=seconds + 30).stdout
     finally:
