@@ -5,11 +5,12 @@ Each figure is a whole `provision` process (start, imports, inventory, kernel), 
 outside, median of several rounds; peak memory is the process's max RSS (wait4). Every round
 starts from nothing: fresh namespaces and a fresh state directory, so the converge and the
 one-change apply read an inventory they have not seen (no cache), and the no-op plan reads
-the one the converge just validated (the cache of cache.py), as in use. Each tool works on a
-kernel that holds nothing of the other's: `ip -batch`'s devices are deleted (and the kernel given
-time to free them) before provision converges, since devices still held by another namespace made
-the converge of 10 000 devices half as slow again (the kernel allocated and cleared new pages
-where it would have reused freed ones: docs/performance.md, the twenty-first round).
+the one the converge just validated (the cache of cache.py), as in use. Each converge, `ip
+-batch`'s and provision's, starts from the same kernel: one that holds nothing of the other's,
+right after N devices were freed at once (a namespace deleted) and a pause for the kernel to
+finish. What the kernel freed or still holds moves a converge by a third at 10 000 devices (it
+reuses freed memory, or allocates and clears new pages): docs/performance.md, the twenty-first
+round.
 Figures are noisy on a shared VM: compare within one run, which is what the ratios do, each
 the median of its rounds.
 
@@ -129,6 +130,24 @@ def netns(name: str) -> str:
     return name
 
 
+def freed(ns: str, n: int) -> None:
+    """The namespace deleted, with whatever devices it holds (freed at once), and time for the
+    kernel to finish: it frees them in the background, holding the lock every link change takes
+    (the next `ip -batch` ran beside it, 0.5 s became 0.77-1.0 s, and every ratio looked better
+    than it is; 1 s per 1000 devices lets it finish, measured). Each converge starts here: one
+    that began with the other tool's devices still held took 3.3-3.7 s instead of 2.3-2.8 s at
+    10 000 devices, and one that began after they were deleted one by one 6% longer at 1000."""
+    subprocess.run(["ip", "netns", "del", ns], check=True)
+    time.sleep(max(1.0, n / 1000))
+
+
+def fresh_start(n: int, work: Path) -> None:
+    """The state later rounds start from, for the first: N devices made and freed at once."""
+    netns(NS_IP)
+    subprocess.run(["ip", "-n", NS_IP, "-batch", str(work / "batch.txt")], check=True, capture_output=True)
+    freed(NS_IP, n)
+
+
 def rounds(n: int, repeat: int, work: Path, say: bool, destroy: bool = True) -> tuple[dict[str, float], float]:
     """Medians of each figure over `repeat` rounds at `n` devices (and of the CPU time of the
     no-op plan and of PYTHON_START, as "... CPU"), and the peak RSS. Without
@@ -147,35 +166,30 @@ def rounds(n: int, repeat: int, work: Path, say: bool, destroy: bool = True) -> 
         state = work / "state"
         shutil.rmtree(state, ignore_errors=True)
         env = {**os.environ, "PROVISION_STATE_DIR": str(state), "NO_COLOR": "1"}
+        if round_ == 0:  # the state every later round starts from (the last round's devices freed at once)
+            fresh_start(n, work)
         netns(NS_IP), netns(NS_PV)
-        ip_steps = [
-            ("ip -batch", ["ip", "-n", NS_IP, "-batch", str(work / "batch.txt")], ""),
-            ("ip -batch delete", ["ip", "-n", NS_IP, "-batch", str(work / "delete.txt")], ""),
-        ]
+        ip_steps = [("ip -batch", ["ip", "-n", NS_IP, "-batch", str(work / "batch.txt")], "")]
+        if destroy:  # deleted one by one, as ip does; then made again, to be freed at once below
+            ip_steps += [("ip -batch delete", ["ip", "-n", NS_IP, "-batch", str(work / "delete.txt")], ""),
+                         ("", ["ip", "-n", NS_IP, "-batch", str(work / "batch.txt")], "")]
         provision_steps = [
             ("converge", [*PROVISION, "apply", str(inv)], f"changed={3 * n}"),
             ("no-op plan", [*PROVISION, "plan", str(inv), "--detailed-exitcode"], "no changes"),
             ("one-change apply", [*PROVISION, "apply", str(inv_changed)], "changed=1 "),
-            ("destroy", [*PROVISION, "destroy", str(inv_changed)], " failed=0"),
-        ]
+        ] + ([("destroy", [*PROVISION, "destroy", str(inv_changed)], " failed=0")] if destroy else [])
         for tool, ns in ((ip_steps, NS_IP), (provision_steps, NS_PV)):  # one after the other, apart
             for what, cmd, expect in tool:
-                if what not in names:
-                    continue
                 seconds, mb, cpu = timed(cmd, env, expect)
+                if not what:  # not measured
+                    continue
                 results[what].append(seconds)
                 if cmd[0] != "ip":
                     memory = max(memory, mb)
                 if what == "no-op plan":
                     results["no-op plan CPU"].append(cpu)
                     results["python start CPU"].append(timed(PYTHON_START, env)[2])  # right after: the same state
-            subprocess.run(["ip", "netns", "del", ns], check=True)
-            # The kernel frees a deleted namespace's devices in the background, holding the lock
-            # every link change takes: the next `ip -batch` ran beside it, 0.5 s became 0.77-1.0 s,
-            # and every ratio looked better than it is. 1 s per 1000 devices lets it finish
-            # (measured). Before provision's turn too: devices the other namespace still held made
-            # its converge of 10 000 devices 3.3-3.7 s instead of 2.3-2.8 s.
-            time.sleep(max(1.0, n / 1000))
+            freed(ns, n)
         if say:
             print(f"{n} devices, round {round_ + 1}/{repeat}: "
                   + ", ".join(f"{k} {v[-1]:.3f} s" for k, v in results.items()), flush=True)
