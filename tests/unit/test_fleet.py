@@ -151,3 +151,25 @@ def test_workers_are_no_more_than_the_cpus_unless_a_host_is_a_container(monkeypa
     assert fleet._workers(hosts(1), 8) == 1  # type: ignore[arg-type]
     mixed = SimpleNamespace(hosts=(*local.hosts, SimpleNamespace(name="c", connection="docker")))
     assert fleet._workers(mixed, 8) == 8  # type: ignore[arg-type]
+
+
+def test_each_host_s_desired_state_is_made_when_first_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not by the load: a fleet forks after it, and each worker makes its own hosts' side by side."""
+    from provisioner import reconcile
+
+    made: list[str] = []
+    real = reconcile.network_of
+
+    def counted(host, *rest):  # type: ignore[no-untyped-def]
+        made.append(host.name)
+        return real(host, *rest)
+
+    monkeypatch.setattr(reconcile, "network_of", counted)
+    loaded = reconcile.load(str(Path(__file__).resolve().parents[1] / "inventories" / "13-readme-first"
+                                / "inventory.yaml"))
+    assert made == [] and sorted(loaded.desired) == ["gw1", "gw2"] and len(loaded.desired) == 2
+    first = loaded.desired["gw1"]
+    assert loaded.desired["gw1"] is first and made == ["gw1"]  # once
+    assert [d.name for d in loaded.desired["gw2"].devices] == ["tap0"] and made == ["gw1", "gw2"]
+    with pytest.raises(KeyError):
+        loaded.desired["not selected"]
