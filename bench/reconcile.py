@@ -77,6 +77,7 @@ PYTHON_START = [sys.executable, "-c", "import argparse, array, ast, base64, bina
 MEMORY_LIMIT_MB = 100
 LINEAR = 11  # a figure at 10x the devices may cost at most 11x
 NS_IP, NS_PV = "provision-bench-ip", "provision-bench"
+GROUP = 4021  # the link group a round's devices are deleted as, at once (freed)
 
 
 def address(i: int) -> str:
@@ -130,13 +131,16 @@ def netns(name: str) -> str:
     return name
 
 
-def freed(ns: str, n: int) -> None:
-    """The namespace deleted, with whatever devices it holds (freed at once), and time for the
-    kernel to finish: it frees them in the background, holding the lock every link change takes
-    (the next `ip -batch` ran beside it, 0.5 s became 0.77-1.0 s, and every ratio looked better
-    than it is; 1 s per 1000 devices lets it finish, measured). Each converge starts here: one
-    that began with the other tool's devices still held took 3.3-3.7 s instead of 2.3-2.8 s at
-    10 000 devices, and one that began after they were deleted one by one 6% longer at 1000."""
+def freed(ns: str, n: int, work: Path) -> None:
+    """The namespace's devices deleted at once, as one link group (the way provision's destroy
+    deletes them), then the namespace, and time for the kernel to finish. Each converge starts
+    here, the same for both tools: one that began with the other tool's 10 000 devices still
+    held took 3.3-3.7 s instead of 2.3-2.8 s (the kernel allocated new memory where it would have
+    reused what it had freed); a namespace deleted with its devices is freed in the background,
+    holding the lock every link change takes (an `ip -batch` that ran beside it took 0.77-1.0 s
+    instead of 0.5); 1 s per 1000 devices lets the kernel finish (measured)."""
+    subprocess.run(["ip", "-n", ns, "-force", "-batch", str(work / "group.txt")], capture_output=True)
+    subprocess.run(["ip", "-n", ns, "link", "del", "group", str(GROUP)], capture_output=True)
     subprocess.run(["ip", "netns", "del", ns], check=True)
     time.sleep(max(1.0, n / 1000))
 
@@ -145,7 +149,7 @@ def fresh_start(n: int, work: Path) -> None:
     """The state later rounds start from, for the first: N devices made and freed at once."""
     netns(NS_IP)
     subprocess.run(["ip", "-n", NS_IP, "-batch", str(work / "batch.txt")], check=True, capture_output=True)
-    freed(NS_IP, n)
+    freed(NS_IP, n, work)
 
 
 def rounds(n: int, repeat: int, work: Path, say: bool, destroy: bool = True) -> tuple[dict[str, float], float]:
@@ -155,6 +159,7 @@ def rounds(n: int, repeat: int, work: Path, say: bool, destroy: bool = True) -> 
     period, so on a loaded machine they are most of a round)."""
     (work / "batch.txt").write_text(ip_batch(n))
     (work / "delete.txt").write_text(ip_batch_delete(n))
+    (work / "group.txt").write_text("".join(f"link set bt{i} group {GROUP}\n" for i in range(n)))
     inv, inv_changed = work / "bench.yaml", work / "bench-changed.yaml"
     inv.write_text(inventory(n, NS_PV))
     inv_changed.write_text(inventory(n, NS_PV, changed=True))
@@ -189,7 +194,7 @@ def rounds(n: int, repeat: int, work: Path, say: bool, destroy: bool = True) -> 
                 if what == "no-op plan":
                     results["no-op plan CPU"].append(cpu)
                     results["python start CPU"].append(timed(PYTHON_START, env)[2])  # right after: the same state
-            freed(ns, n)
+            freed(ns, n, work)
         if say:
             print(f"{n} devices, round {round_ + 1}/{repeat}: "
                   + ", ".join(f"{k} {v[-1]:.3f} s" for k, v in results.items()), flush=True)
