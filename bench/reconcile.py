@@ -7,8 +7,8 @@ starts from nothing: fresh namespaces and a fresh state directory, so the conver
 one-change apply read an inventory they have not seen (no cache), and the no-op plan reads
 the one the converge just validated (the cache of cache.py), as in use. Each converge, `ip
 -batch`'s and provision's, starts from the same kernel: one that holds nothing of the other's,
-right after N devices were freed at once (a namespace deleted) and a pause for the kernel to
-finish. What the kernel freed or still holds moves a converge by a third at 10 000 devices (it
+right after N devices were freed at once (deleted as one link group, their namespace with
+them) and a pause for the kernel to finish. What the kernel freed or still holds moves a converge by a third at 10 000 devices (it
 reuses freed memory, or allocates and clears new pages): docs/performance.md, the twenty-first
 round.
 Figures are noisy on a shared VM: compare within one run, which is what the ratios do, each

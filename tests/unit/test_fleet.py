@@ -74,8 +74,7 @@ def test_a_worker_that_dies_fails_its_host_alone(monkeypatch: pytest.MonkeyPatch
 
 
 @pytest.mark.usefixtures("two_cpus")
-def test_when_every_worker_dies_those_forked_in_their_place_do_the_rest(monkeypatch: pytest.MonkeyPatch,
-                                                                         tmp_path: Path) -> None:
+def test_when_every_worker_dies_those_forked_in_their_place_do_the_rest(monkeypatch: pytest.MonkeyPatch) -> None:
     """Containers' hosts: this process only hands out. Both workers die on their first host (h0
     and h1, one each: a worker holds one host at a time here); their successors must be handed
     the hosts left (unhanded, they would wait, and this process with them). By host, not by a
