@@ -30,7 +30,7 @@ TEST_LOCK := requirements-test.lock
 PIP_TOOLS := pip-tools==7.6.2
 COMPILE := --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links
 
-$(STAMP): pyproject.toml setup.py provisioner/tunnel/_fastpath.c provisioner/kernel/_rtattr.c provisioner/kernel/_setns.c provisioner/kernel/_tuntap.c $(LOCK) $(TEST_LOCK)
+$(STAMP): pyproject.toml setup.py provisioner/tunnel/_fastpath.c provisioner/kernel/_rtattr.c provisioner/kernel/_setns.c provisioner/kernel/_tuntap.c provisioner/kernel/_readahead.c $(LOCK) $(TEST_LOCK)
 	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || { apt-get update -qq && apt-get install -y -qq python3 python3-venv; }
 	$(PYTHON) -m venv --clear $(VENV)
 	$(VENV)/bin/pip install -q --require-hashes -r $(TEST_LOCK)

@@ -1,6 +1,7 @@
 """The one thing pyproject.toml cannot say: the C extensions, built with warnings as errors
 (provisioner/tunnel/_fastpath.c, docs/fastpath.md, against the system's OpenSSL libcrypto;
-provisioner/kernel/_rtattr.c, the netlink attribute walk; provisioner/kernel/_setns.c, setns(2); provisioner/kernel/_tuntap.c, tun devices made),
+provisioner/kernel/_rtattr.c, the netlink attribute walk; provisioner/kernel/_setns.c, setns(2); provisioner/kernel/_tuntap.c, tun devices made;
+provisioner/kernel/_readahead.c, netlink dumps read on a thread of their own),
 and the schemas carried inside the wheel (schema.py looks for them beside the package). Each
 extension has its Python model as a fallback."""
 
@@ -47,5 +48,7 @@ setup(
         Extension("provisioner.kernel._rtattr", sources=["provisioner/kernel/_rtattr.c"], extra_compile_args=FLAGS),
         Extension("provisioner.kernel._setns", sources=["provisioner/kernel/_setns.c"], extra_compile_args=FLAGS),
         Extension("provisioner.kernel._tuntap", sources=["provisioner/kernel/_tuntap.c"], extra_compile_args=FLAGS),
+        Extension("provisioner.kernel._readahead", sources=["provisioner/kernel/_readahead.c"],
+                  extra_compile_args=[*FLAGS, "-pthread"], extra_link_args=["-pthread"]),
     ],
 )

@@ -24,9 +24,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from .connection import DOCKER
-from .hints import Any, NoReturn
+from .hints import TYPE_CHECKING, Any, NoReturn
 from .plan import Change
 from .reconcile import Job, Loaded, Outcome, Phase, Status, run_host
+
+if TYPE_CHECKING:
+    from .connection.kernel import Ahead
 
 Report = Callable[[str, Change], None]  # (host, change) as each change takes effect
 Notify = Callable[[str], None]  # a line for a person: waiting for a lock
@@ -47,11 +50,34 @@ def run(loaded: Loaded, job: Job, forks: int, report: Report, notify: Notify,
     if workers <= 1:
         for host in hosts:  # in one go, before the first host: each made between two hosts' runs
             loaded.desired[host.name]  # (their caches cold after the kernel's work), 50 took 1-2 ms more
-        for host in hosts:
-            yield run_host(loaded, host, job, report, notify, progress)
+        ahead = _ahead(loaded, job)
+        try:
+            for host in hosts:
+                yield run_host(loaded, host, job, report, notify, progress, ahead)
+        finally:
+            if ahead is not None:
+                ahead.close()
         return
     _warm(loaded, job)
     yield from _Pool(loaded, job, report, notify, workers).outcomes()
+
+
+def _ahead(loaded: Loaded, job: Job) -> Ahead | None:
+    """Hosts planned one after another here read the next one's kernel state on another thread
+    while one is planned (connection.kernel.Ahead). Not an apply: it would hold the next host's
+    lock for as long as this one's apply runs, which may wait minutes for a confirmation."""
+    if job.apply or job.snapshots is not None or job.state_dir is None or len(loaded.hosts) < 2:
+        return None
+    from .kernel.netlink import READ_AHEAD
+
+    if not READ_AHEAD:
+        return None
+    from .connection import LOCAL, NETNS
+    from .connection.kernel import Ahead, machine_key
+
+    kernel = [h.address if h.connection == NETNS else None for h in loaded.hosts
+              if h.connection in (None, LOCAL, NETNS)]
+    return Ahead(job.state_dir, [(machine_key(netns), netns) for netns in kernel])
 
 
 def _waits(loaded: Loaded) -> bool:

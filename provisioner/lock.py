@@ -11,7 +11,7 @@ import fcntl
 import os
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from .errors import LockTimeout
@@ -49,9 +49,6 @@ def host_lock(directory: Path, key: str, host: str, wait: float, notify: Callabl
     """`key` names the machine (connection.identity.state_name: a safe file name), so two
     inventories that reach one namespace under two names still take one lock; `host` is
     the name the messages use."""
-    locks = directory / "locks"
-    locks.mkdir(mode=0o700, exist_ok=True)
-    safe = key.replace("/", "_").lstrip(".") or "_"
 
     def busy(fd: int, holder: str) -> None:
         notify(f"{host}: waiting for the lock held by pid {holder} (another provision run on this host)")
@@ -62,20 +59,36 @@ def host_lock(directory: Path, key: str, host: str, wait: float, notify: Callabl
                                   f"after {wait:g} s; try again later or raise --lock-timeout")
             time.sleep(0.05)
 
-    with pid_lock(locks / f"{safe}.lock", busy):
+    with pid_lock(_lock_file(directory, key), busy):
         yield
 
 
+def free_host_lock(directory: Path, key: str) -> AbstractContextManager[None]:
+    """host_lock's lock, if no one holds it now; else LockTimeout at once, and nothing said: for
+    a lock taken ahead of its turn (connection/kernel.py's Ahead), which is taken in its turn,
+    waiting as always, when it was busy."""
+    return pid_lock(_lock_file(directory, key), None)
+
+
+def _lock_file(directory: Path, key: str) -> Path:
+    locks = directory / "locks"
+    locks.mkdir(mode=0o700, exist_ok=True)
+    return locks / f"{key.replace('/', '_').lstrip('.') or '_'}.lock"
+
+
 @contextmanager
-def pid_lock(path: Path, busy: Callable[[int, str], None]) -> Iterator[None]:
+def pid_lock(path: Path, busy: Callable[[int, str], None] | None) -> Iterator[None]:
     """An flock on `path`, which then holds our pid. When another process has it, `busy(fd, its
-    pid)` decides: wait until `_try(fd)` succeeds, or raise. The kernel drops the lock with its holder."""
+    pid)` decides: wait until `_try(fd)` succeeds, or raise; with no `busy`, LockTimeout at once.
+    The kernel drops the lock with its holder."""
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     except OSError as exc:
         raise FileError(path, f"cannot take the lock: {exc.strerror}", exc.errno) from None
     try:
         if not _try(fd):
+            if busy is None:
+                raise LockTimeout(f"{path} is held")
             busy(fd, _holder(fd))
         try:  # one fixed-width write, never a truncate first: a reader never sees the file empty
             os.pwrite(fd, str(os.getpid()).ljust(PID_WIDTH).encode(), 0)

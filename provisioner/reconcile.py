@@ -29,7 +29,7 @@ from .errors import (
     VerificationError,
     collect,
 )
-from .hints import Any
+from .hints import TYPE_CHECKING, Any
 from .inventory import Host, Inventory
 from .model import Network, Observed, Tunnel
 from .plan import Change, Moved, Plan, make_plan, moved_by
@@ -37,6 +37,9 @@ from .render import change_line
 from .resolve import Resolved, resolve
 from .source import Sources
 from .validate import check_devs_present, check_host, check_peers
+
+if TYPE_CHECKING:
+    from .connection.kernel import Ahead
 
 
 @dataclass(frozen=True)
@@ -382,9 +385,11 @@ class Job:
 
 
 def run_host(loaded: Loaded, host: Host, job: Job, report: Callable[[str, Change], None],
-             notify: Callable[[str], None], progress: Callable[[str, Phase, int, int], None] | None = None) -> Outcome:
+             notify: Callable[[str], None], progress: Callable[[str, Phase, int, int], None] | None = None,
+             ahead: Ahead | None = None) -> Outcome:
     """The whole pipeline for one host, through its runner; every expected error becomes a failed Outcome.
-    `progress` is told of the host's phases (the progress line)."""
+    `progress` is told of the host's phases (the progress line); `ahead`, of the hosts run one
+    after another here (fleet.py: connection.kernel.Ahead)."""
     from .ownership import default_owner
     from .runner import Reach, runner_for
 
@@ -397,7 +402,7 @@ def run_host(loaded: Loaded, host: Host, job: Job, report: Callable[[str, Change
         return failure(host.name, HostError(host.name, f"no facts for this host in {job.snapshots_from}"))
     desired = loaded.desired[host.name]
     reach = Reach(job.inventory_file, loaded.inventory.source, loaded.everyone, job.state_dir, job.lock_timeout,
-                  notify, job.owner or default_owner(job.inventory_file), job.take_over)
+                  notify, job.owner or default_owner(job.inventory_file), job.take_over, ahead)
     try:
         runner = runner_for(host, reach, job.snapshots)
         told: Progress = no_progress if progress is None else (

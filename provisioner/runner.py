@@ -18,13 +18,16 @@ from pathlib import Path
 from .connection import DOCKER, connect
 from .connection.identity import identity, state_name
 from .errors import HostError
-from .hints import Any, Protocol
+from .hints import TYPE_CHECKING, Any, Protocol
 from .inventory import Host
 from .model import Network, Observed
 from .plan import Change, Plan
 from .reconcile import (Outcome, Owners, Progress, Safety, Status, Stopwatch, apply_host, no_progress,
                         observe_and_plan, plan_for)
 from .source import Sources
+
+if TYPE_CHECKING:
+    from .connection.kernel import Ahead
 
 Report = Callable[[Change], None]
 Notify = Callable[[str], None]
@@ -54,6 +57,7 @@ class Reach:
     notify: Notify = lambda message: None
     owner: str = ""  # this inventory (ownership.py)
     take_over: bool = False
+    ahead: Ahead | None = None  # a fleet's next host read while this one is worked on (connection/kernel.py)
 
 
 def runner_for(host: Host, reach: Reach, snapshots: Mapping[str, Observed] | None = None) -> Runner:
@@ -84,7 +88,7 @@ class KernelRunner:
     def _connect(self) -> Any:
         if self.reach.state_dir is None:
             raise HostError(self.host.name, "no state directory to reach the host with")
-        return connect(self.host, self.reach.state_dir, self.reach.lock_timeout, self.reach.notify)
+        return connect(self.host, self.reach.state_dir, self.reach.lock_timeout, self.reach.notify, self.reach.ahead)
 
     def _owners(self, key: str) -> Owners | None:
         """The machine's registry of which inventory made what (ownership.py)."""

@@ -13,10 +13,13 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 
 from ..errors import UnreachableError
-from ..hints import Protocol
+from ..hints import TYPE_CHECKING, Protocol
 from ..inventory import Host, this_machine
 from ..model import Observed
 from ..plan import Change
+
+if TYPE_CHECKING:
+    from .kernel import Ahead
 
 LOCAL = "local"
 NETNS = "netns"
@@ -47,14 +50,17 @@ def skip_reason(host: Host) -> str | None:
     return None
 
 
-def connect(host: Host, state_dir: Path, lock_wait: float, notify: Callable[[str], None]) -> Connection:
+def connect(host: Host, state_dir: Path, lock_wait: float, notify: Callable[[str], None],
+            ahead: Ahead | None = None) -> Connection:
+    """`ahead`: the hosts worked on one after another here, each host's lock and first reading
+    taken while the host before it is worked on (kernel.Ahead)."""
     from .kernel import KernelConnection
 
     kind = host.connection or LOCAL
     if kind == LOCAL:
-        return KernelConnection(host.name, None, state_dir, lock_wait, notify)
+        return KernelConnection(host.name, None, state_dir, lock_wait, notify, ahead)
     if kind == NETNS:
-        return KernelConnection(host.name, host.address, state_dir, lock_wait, notify)
+        return KernelConnection(host.name, host.address, state_dir, lock_wait, notify, ahead)
     if kind == DOCKER:
         raise UnreachableError(host.name, "a docker host is provisioned inside its container (run_inside)")
     raise UnreachableError(host.name, f"ansible_connection {kind!r} is not supported (local, netns, docker)")

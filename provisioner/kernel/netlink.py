@@ -22,6 +22,8 @@ from _socket import AF_NETLINK, AF_UNSPEC, SOCK_RAW, SOL_SOCKET, SO_RCVBUF, SO_S
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..hints import Any
+
 NETLINK_ROUTE = 0
 SOL_NETLINK = 270
 NETLINK_CAP_ACK = 10
@@ -181,6 +183,12 @@ try:  # the same in C (kernel/_rtattr.c)
 except ImportError:  # a checkout or wheel built without it
     link, messages, pick = _link, _messages, _pick
 
+try:  # dumps read on a thread of their own (kernel/_readahead.c); without it, nothing is read ahead
+    from ._readahead import start as _read_ahead
+except ImportError:
+    _read_ahead = None
+READ_AHEAD = _read_ahead is not None
+
 
 def cstr(value: memoryview | bytes) -> str:
     return bytes(value).split(b"\0", 1)[0].decode(errors="replace")
@@ -238,6 +246,11 @@ def send(sock: socket, payload: bytes) -> None:
 class Netlink:
     """One NETLINK_ROUTE socket in whatever network namespace the calling thread was in."""
 
+    _reading: Any = None  # a _readahead.Reading still under way
+    _read: tuple[tuple[bytes, ...], ...] | None = None  # what it read (None: it failed)
+    _ahead: dict[tuple[int, bytes], tuple[int, int]] = {}  # (type, body) -> its index, its seq; never
+    # changed in place but by `dump` taking one of read_ahead's own: else a new one is given
+
     def __init__(self) -> None:
         self.sock = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE)
         for forced, plain, value in ((SO_SNDBUFFORCE, SO_SNDBUF, 1 << 20),
@@ -255,6 +268,7 @@ class Netlink:
         self.seq = 0
 
     def close(self) -> None:
+        self._settle()  # the reading thread uses the descriptor until it ends
         self.sock.close()
 
     def __enter__(self) -> Netlink:
@@ -267,8 +281,55 @@ class Netlink:
         self.seq += 1
         return self.seq
 
+    def read_ahead(self, dumps: Sequence[tuple[int, bytes]]) -> None:
+        """Ask for these dumps (type, body) now, read on a thread of their own (kernel/_readahead.c)
+        while this one does other work: `dump` of the same (type, body) then takes what was read.
+        Any other use of the socket first waits for that thread to end. Without the compiled
+        reader, nothing: each dump is asked for when it is wanted."""
+        if _read_ahead is None:
+            return
+        self._settle()
+        self._ahead = {}  # what an earlier reading left unasked is not this one's
+        requests = []
+        for index, (msg_type, body) in enumerate(dumps):
+            seq = self._next_seq()
+            requests.append(HDR.pack(HDR.size + len(body), msg_type, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body)
+            self._ahead[(msg_type, body)] = (index, seq)
+        self._reading = _read_ahead(self.sock.fileno(), tuple(requests))
+
+    def _settle(self) -> None:
+        """The reading thread ended, and what it read kept (nothing, if it failed)."""
+        if self._reading is not None:
+            try:
+                self._read = self._reading.result()
+            except OSError:
+                self._read = None
+            self._reading = None
+
+    def _taken(self, msg_type: int, body: bytes) -> list[tuple[int, bytes]] | None:
+        """The dump read ahead, when it was and came whole; None: ask the kernel now (it was not
+        asked for, the reading failed, or a change under way interrupted it: the dump is asked
+        for again, as any interrupted dump is)."""
+        index, seq = self._ahead.pop((msg_type, body))
+        if self._read is None:
+            return None
+        out: list[tuple[int, bytes]] = []
+        for datagram in self._read[index]:
+            found, done, cut, error = messages(datagram, seq)
+            out += found
+            if error:
+                raise NetlinkError(error, "malformed netlink message" if error == errno.EBADMSG else os.strerror(error))
+            if done:
+                return None if cut else out
+        return None
+
     def dump(self, msg_type: int, body: bytes) -> list[tuple[int, bytes]]:
         """Every (type, message) of a dump; retried whole if the kernel says it was interrupted."""
+        self._settle()
+        if (msg_type, body) in self._ahead:
+            taken = self._taken(msg_type, body)
+            if taken is not None:
+                return taken
         for _ in range(5):
             seq = self._next_seq()
             send(self.sock, HDR.pack(HDR.size + len(body), msg_type, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body)
@@ -288,6 +349,8 @@ class Netlink:
     def transact(self, requests: Sequence[Request]) -> list[Ack]:
         """Send requests in batches, in order; every one is acknowledged (the kernel keeps
         going after a failure, so the caller learns exactly which ones took effect)."""
+        self._settle()
+        self._ahead = {}  # read before these changes: no longer the kernel's state
         acks: list[Ack] = []
         for start in range(0, len(requests), BATCH):
             chunk = requests[start:start + BATCH]

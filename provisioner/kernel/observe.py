@@ -41,6 +41,19 @@ ADDRESS_ATTRS = (nl.IFA_LOCAL, nl.IFA_ADDRESS)
 ROUTE_ATTRS = (nl.RTA_DST, nl.RTA_GATEWAY, nl.RTA_OIF, nl.RTA_PRIORITY, nl.RTA_TABLE)
 
 
+def _routes_request(family: int, oif: int | None = None) -> bytes:
+    return (nl.RTMSG.pack(family, 0, 0, 0, 0, 0, 0, nl.RTN_UNICAST, 0)
+            + (b"" if oif is None else nl.u32(nl.RTA_OIF, oif)))
+
+
+LINKS = (nl.RTM_GETLINK, nl.links_request())
+ADDRESSES = (nl.RTM_GETADDR, nl.IFADDR.pack(AF_UNSPEC, 0, 0, 0, 0))
+ROUTE_FAMILIES = (AF_INET, AF_INET6)
+# The dumps of a whole observation, as `observe` asks for them: what a connection may ask for
+# ahead of its turn (Netlink.read_ahead; connection/kernel.py's Ahead)
+EVERYTHING = (LINKS, ADDRESSES, *((nl.RTM_GETROUTE, _routes_request(family)) for family in ROUTE_FAMILIES))
+
+
 @dataclass(frozen=True)
 class Reading:
     """One observation, and the interface indexes it named (what a partial re-read needs)."""
@@ -86,7 +99,7 @@ def observe(sock: nl.Netlink, since: Reading | None = None, links: bool = True, 
 
 def _links(sock: nl.Netlink) -> dict[int, tuple[str, str, Device | None]]:
     out: dict[int, tuple[str, str, Device | None]] = {}
-    for kind, msg in sock.dump(nl.RTM_GETLINK, nl.links_request()):
+    for kind, msg in sock.dump(*LINKS):
         fields = nl.link(msg) if kind == nl.RTM_NEWLINK else None
         if fields is None:
             continue
@@ -115,7 +128,7 @@ def _links(sock: nl.Netlink) -> dict[int, tuple[str, str, Device | None]]:
 
 def _addresses(sock: nl.Netlink, names: dict[int, str], wanted: frozenset[int]) -> tuple[Address, ...]:
     out = []
-    for kind, msg in sock.dump(nl.RTM_GETADDR, nl.IFADDR.pack(AF_UNSPEC, 0, 0, 0, 0)):
+    for kind, msg in sock.dump(*ADDRESSES):
         if kind != nl.RTM_NEWADDR:
             continue
         family, prefixlen, _, _, index = nl.IFADDR.unpack_from(msg)
@@ -149,10 +162,8 @@ def _routes(sock: nl.Netlink, names: dict[int, str], oif: int | None = None) -> 
     family: asked of every family at once, a family whose dump takes no such filter (MPLS's,
     by the kernel's source) would fail the whole dump."""
     out = []
-    for asked in (AF_INET, AF_INET6):
-        request = (nl.RTMSG.pack(asked, 0, 0, 0, 0, 0, 0, nl.RTN_UNICAST, 0)
-                   + (b"" if oif is None else nl.u32(nl.RTA_OIF, oif)))
-        for kind, msg in sock.dump(nl.RTM_GETROUTE, request):
+    for asked in ROUTE_FAMILIES:
+        for kind, msg in sock.dump(nl.RTM_GETROUTE, _routes_request(asked, oif)):
             if kind != nl.RTM_NEWROUTE:
                 continue
             family, dst_len, src_len, _, table, protocol, _, rtype, _ = nl.RTMSG.unpack_from(msg)

@@ -1,0 +1,299 @@
+/* Netlink dumps read on a thread of their own, for kernel/netlink.py's Netlink.read_ahead.
+ *
+ * A fleet's plan works on one host after another; each begins with four dumps (links,
+ * addresses, IPv4 and IPv6 routes), some 0.2 ms of the kernel's work for a host of 20 devices,
+ * a third of the host's time, while the machine's other CPU waits. connection/kernel.py's
+ * Ahead takes the next host's lock and asks for its dumps here while this process plans the
+ * host before it. The thread is plain C: it never takes the GIL, so it never waits for the
+ * thread planning (a Python thread would, after every system call).
+ *
+ * start(fd, requests) -> Reading: sends each request (a whole netlink message, a dump asked
+ *   for) on the socket `fd`, one after another, and reads each one's answer up to its end (a
+ *   message of the request's sequence number that is NLMSG_DONE or NLMSG_ERROR), or up to a
+ *   message whose header cannot be walked (netlink.py's messages then says what is wrong).
+ *   The socket must stay open, and nobody else may use it, until result() has returned.
+ * Reading.result() -> one tuple per request of the datagrams read for it, as bytes; OSError with
+ *   the errno of the first send or receive that failed (what was read is then dropped). Waits
+ *   for the thread with the GIL released; the second call gives the same answer.
+ * A Reading that goes away unasked waits for its thread first.
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#define HEADER 16              /* struct nlmsghdr */
+#define NLMSG_ERROR_TYPE 2
+#define NLMSG_DONE_TYPE 3
+#define DATAGRAM (1 << 20)     /* what netlink.py's dump receives at most at once */
+#define MOST (256u << 20)      /* a dump larger than this is not read ahead (10 000 links: 12 MB) */
+#define STACK (64 << 10)
+
+typedef struct {
+    PyObject_HEAD
+    pthread_t thread;
+    int running; /* started and not joined */
+    int fd;
+    Py_ssize_t count;
+    char *requests;   /* the requests, one after another */
+    size_t *request;  /* count + 1 offsets into requests */
+    /* what the thread read: every datagram, one after another, and where each begins */
+    char *data;
+    size_t size, capacity;
+    size_t *datagram; /* ndatagrams + 1 offsets into data */
+    size_t ndatagrams, datagram_capacity;
+    size_t *first; /* count + 1: each request's first datagram */
+    int error;
+    PyObject *answer;
+} Reading;
+
+static uint32_t u32_at(const char *p) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+static uint16_t u16_at(const char *p) {
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return v;
+}
+
+/* Whether this datagram ends the answer to `seq`: its end or error message, or a header that
+ * cannot be walked (nothing more would come that the reader could use). */
+static int ends(const char *p, size_t n, uint32_t seq) {
+    size_t offset = 0;
+    while (offset + HEADER <= n) {
+        uint32_t length = u32_at(p + offset);
+        uint16_t type = u16_at(p + offset + 4);
+        if (length < HEADER || length > n - offset)
+            return 1;
+        if (u32_at(p + offset + 8) == seq && (type == NLMSG_DONE_TYPE || type == NLMSG_ERROR_TYPE))
+            return 1;
+        offset += ((size_t)length + 3) & ~(size_t)3;
+    }
+    return 0;
+}
+
+static int keep(Reading *r, const char *p, size_t n) {
+    if (r->size + n > MOST)
+        return E2BIG;
+    if (r->size + n > r->capacity) {
+        size_t capacity = r->capacity ? r->capacity : 64 << 10;
+        while (capacity < r->size + n)
+            capacity *= 2;
+        char *data = realloc(r->data, capacity);
+        if (data == NULL)
+            return ENOMEM;
+        r->data = data;
+        r->capacity = capacity;
+    }
+    if (r->ndatagrams + 2 > r->datagram_capacity) {
+        size_t capacity = r->datagram_capacity ? r->datagram_capacity * 2 : 64;
+        size_t *datagram = realloc(r->datagram, capacity * sizeof *datagram);
+        if (datagram == NULL)
+            return ENOMEM;
+        r->datagram = datagram;
+        r->datagram_capacity = capacity;
+    }
+    memcpy(r->data + r->size, p, n);
+    r->datagram[r->ndatagrams++] = r->size;
+    r->size += n;
+    r->datagram[r->ndatagrams] = r->size;
+    return 0;
+}
+
+static void *read_all(void *arg) {
+    Reading *r = arg;
+    char *buffer = malloc(DATAGRAM);
+    if (buffer == NULL)
+        r->error = ENOMEM;
+    for (Py_ssize_t i = 0; i < r->count; i++) {
+        r->first[i] = r->ndatagrams;
+        if (r->error)
+            continue;
+        const char *request = r->requests + r->request[i];
+        size_t length = r->request[i + 1] - r->request[i];
+        uint32_t seq = u32_at(request + 8);
+        ssize_t n;
+        do
+            n = send(r->fd, request, length, MSG_NOSIGNAL);
+        while (n < 0 && errno == EINTR);
+        if (n < 0) {
+            r->error = errno;
+            continue;
+        }
+        for (;;) {
+            do
+                n = recv(r->fd, buffer, DATAGRAM, MSG_TRUNC);
+            while (n < 0 && errno == EINTR);
+            if (n < 0) {
+                r->error = errno;
+                break;
+            }
+            if ((size_t)n > DATAGRAM) {
+                r->error = EMSGSIZE;
+                break;
+            }
+            int error = keep(r, buffer, (size_t)n);
+            if (error) {
+                r->error = error;
+                break;
+            }
+            if (n == 0 || ends(buffer, (size_t)n, seq))
+                break;
+        }
+    }
+    r->first[r->count] = r->ndatagrams;
+    free(buffer);
+    return NULL;
+}
+
+static void join(Reading *r) {
+    if (!r->running)
+        return;
+    Py_BEGIN_ALLOW_THREADS
+    pthread_join(r->thread, NULL);
+    Py_END_ALLOW_THREADS
+    r->running = 0;
+}
+
+static PyObject *result(PyObject *self, PyObject *unused) {
+    (void)unused;
+    Reading *r = (Reading *)self;
+    join(r);
+    if (r->error) {
+        errno = r->error;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    if (r->answer == NULL) {
+        PyObject *answer = PyTuple_New(r->count);
+        if (answer == NULL)
+            return NULL;
+        for (Py_ssize_t i = 0; i < r->count; i++) {
+            size_t from = r->first[i], to = r->first[i + 1];
+            PyObject *datagrams = PyTuple_New((Py_ssize_t)(to - from));
+            if (datagrams == NULL) {
+                Py_DECREF(answer);
+                return NULL;
+            }
+            PyTuple_SET_ITEM(answer, i, datagrams);
+            for (size_t d = from; d < to; d++) {
+                PyObject *bytes = PyBytes_FromStringAndSize(r->data + r->datagram[d],
+                                                            (Py_ssize_t)(r->datagram[d + 1] - r->datagram[d]));
+                if (bytes == NULL) {
+                    Py_DECREF(answer);
+                    return NULL;
+                }
+                PyTuple_SET_ITEM(datagrams, (Py_ssize_t)(d - from), bytes);
+            }
+        }
+        r->answer = answer;
+    }
+    Py_INCREF(r->answer);
+    return r->answer;
+}
+
+static void dealloc(PyObject *self) {
+    Reading *r = (Reading *)self;
+    join(r);
+    free(r->requests);
+    free(r->request);
+    free(r->data);
+    free(r->datagram);
+    free(r->first);
+    Py_XDECREF(r->answer);
+    Py_TYPE(self)->tp_free(self);
+}
+
+static PyMethodDef reading_methods[] = {
+    {"result", result, METH_NOARGS, "result() -> one tuple of datagrams per request; OSError if reading failed"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject ReadingType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "provisioner.kernel._readahead.Reading",
+    .tp_basicsize = sizeof(Reading),
+    .tp_dealloc = dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_methods = reading_methods,
+};
+
+static PyObject *start(PyObject *module, PyObject *args) {
+    (void)module;
+    int fd;
+    PyObject *given;
+    if (!PyArg_ParseTuple(args, "iO!:start", &fd, &PyTuple_Type, &given))
+        return NULL;
+    Py_ssize_t count = PyTuple_GET_SIZE(given);
+    size_t total = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *item = PyTuple_GET_ITEM(given, i);
+        if (!PyBytes_Check(item) || PyBytes_GET_SIZE(item) < HEADER) {
+            PyErr_SetString(PyExc_ValueError, "each request is a whole netlink message, as bytes");
+            return NULL;
+        }
+        total += (size_t)PyBytes_GET_SIZE(item);
+    }
+    Reading *r = PyObject_New(Reading, &ReadingType);
+    if (r == NULL)
+        return NULL;
+    r->running = 0;
+    r->fd = fd;
+    r->count = count;
+    r->data = NULL;
+    r->size = r->capacity = r->ndatagrams = r->datagram_capacity = 0;
+    r->datagram = NULL;
+    r->error = 0;
+    r->answer = NULL;
+    r->requests = malloc(total ? total : 1);
+    r->request = malloc((size_t)(count + 1) * sizeof *r->request);
+    r->first = malloc((size_t)(count + 1) * sizeof *r->first);
+    if (r->requests == NULL || r->request == NULL || r->first == NULL) {
+        Py_DECREF(r);
+        return PyErr_NoMemory();
+    }
+    size_t offset = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *item = PyTuple_GET_ITEM(given, i);
+        r->request[i] = offset;
+        memcpy(r->requests + offset, PyBytes_AS_STRING(item), (size_t)PyBytes_GET_SIZE(item));
+        offset += (size_t)PyBytes_GET_SIZE(item);
+    }
+    r->request[count] = offset;
+    /* the thread takes no signal: they are this process's main thread's to handle */
+    sigset_t all, old;
+    pthread_attr_t attr;
+    sigfillset(&all);
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, STACK);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int error = pthread_create(&r->thread, &attr, read_all, r);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&attr);
+    if (error) {
+        Py_DECREF(r);
+        errno = error;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    r->running = 1;
+    return (PyObject *)r;
+}
+
+static PyMethodDef methods[] = {
+    {"start", start, METH_VARARGS, "start(fd, requests) -> Reading: the dumps asked for, read on a thread of their own"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_readahead", NULL, -1, methods, NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__readahead(void) {
+    if (PyType_Ready(&ReadingType) < 0)
+        return NULL;
+    return PyModule_Create(&module);
+}

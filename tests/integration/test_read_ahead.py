@@ -1,0 +1,257 @@
+"""Dumps read ahead (kernel/_readahead.c through Netlink.read_ahead) and a fleet's next host taken
+ahead (connection/kernel.py's Ahead), against the real kernel in fresh namespaces; the reader's
+walk of what it receives against a peer that sends anything (a socket pair in place of the kernel)."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import struct
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from provisioner import fleet, reconcile
+from provisioner.connection.kernel import Ahead, KernelConnection, machine_key
+from provisioner.errors import LockTimeout
+from provisioner.kernel import namespace
+from provisioner.kernel import netlink as nl
+from provisioner.kernel._readahead import start  # built by make setup: its absence fails here, never skips
+from provisioner.kernel.observe import EVERYTHING, observe
+from provisioner.lock import free_host_lock
+from provisioner.reconcile import Job, Status
+
+
+def ip(ns: str, *args: str) -> None:
+    subprocess.run(["ip", "-n", ns, *args], check=True, capture_output=True)
+
+
+def furnished(ns: str, devices: int = 3) -> str:
+    for i in range(devices):
+        ip(ns, "tuntap", "add", "dev", f"tp{i}", "mode", "tap")
+        ip(ns, "link", "set", f"tp{i}", "up")
+        ip(ns, "addr", "add", f"192.0.2.{i + 1}/32", "dev", f"tp{i}")
+        ip(ns, "route", "add", f"198.51.100.{i * 4}/30", "dev", f"tp{i}")
+        ip(ns, "-6", "route", "add", f"fd00:{i + 1}::/64", "dev", f"tp{i}")
+    return ns
+
+
+def socket_in(ns: str) -> nl.Netlink:
+    with namespace.entered(ns):
+        return nl.Netlink()
+
+
+def test_a_reading_asked_for_ahead_is_the_state_when_it_was_asked_for(netns: str) -> None:
+    furnished(netns)
+    with socket_in(netns) as plain:
+        expected = observe(plain)
+    with socket_in(netns) as sock:
+        sock.read_ahead(EVERYTHING)
+        sock._settle()  # the reading has ended: what the kernel holds from now on is not in it
+        ip(netns, "tuntap", "add", "dev", "late", "mode", "tap")
+        assert observe(sock) == expected, "the dumps read ahead, not asked for again"
+        assert "late" in [d.name for d in observe(sock).observed.devices], "then asked for in turn"
+
+
+def test_a_change_made_through_the_socket_drops_what_was_read_ahead(netns: str) -> None:
+    furnished(netns, 1)
+    with socket_in(netns) as sock:
+        sock.read_ahead(EVERYTHING)
+        ip(netns, "tuntap", "add", "dev", "late", "mode", "tap")
+        sock.transact([])  # a transaction: what was read before it is not the kernel's state after it
+        assert "late" in [d.name for d in observe(sock).observed.devices]
+
+
+def test_a_socket_closed_while_its_reading_is_under_way_waits_for_it(netns: str) -> None:
+    furnished(netns)
+    fds = len(os.listdir("/proc/self/fd"))
+    for _ in range(200):
+        socket_in(netns).read_ahead(EVERYTHING)  # dropped at once: closed, its reader waited for
+        sock = socket_in(netns)
+        sock.read_ahead(EVERYTHING)
+        sock.close()
+    assert len(os.listdir("/proc/self/fd")) == fds
+
+
+def test_a_reading_that_fails_leaves_each_dump_to_be_asked_for_in_turn(netns: str,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    furnished(netns)
+    with socket_in(netns) as plain:
+        expected = observe(plain)
+    with pytest.raises(OSError) as failed:
+        start(-1, (message(18, 1),)).result()
+    assert failed.value.errno == 9  # EBADF
+    # a reader given a descriptor it cannot use: each dump is then the live one
+    monkeypatch.setattr(nl, "_read_ahead", lambda fd, requests: start(-1, requests))
+    with socket_in(netns) as sock:
+        sock.read_ahead(EVERYTHING)
+        assert observe(sock) == expected
+
+
+def test_without_the_compiled_reader_nothing_is_read_ahead(netns: str, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    furnished(netns)
+    with socket_in(netns) as plain:
+        expected = observe(plain)
+    monkeypatch.setattr(nl, "_read_ahead", None)
+    monkeypatch.setattr(nl, "READ_AHEAD", False)
+    with socket_in(netns) as sock:
+        sock.read_ahead(EVERYTHING)
+        assert sock._reading is None and observe(sock) == expected
+    inv = tmp_path / "two.yaml"
+    inv.write_text("all:\n  hosts:\n" + "".join(
+        f"    h{i}: {{ansible_connection: netns, ansible_host: {netns}}}\n" for i in range(2)))
+    assert fleet._ahead(reconcile.load(str(inv)), Job(str(inv), state_dir=tmp_path)) is None
+
+
+# --- the reader's walk of what it receives: a peer that answers anything -------------------
+
+HDR = struct.Struct("=IHHII")
+
+
+def ends(datagram: bytes, seq: int) -> bool:
+    """The model of _readahead.c's `ends`: the answer's end, its error, or a header not to be walked."""
+    offset = 0
+    while offset + 16 <= len(datagram):
+        length, kind, _, mseq, _ = HDR.unpack_from(datagram, offset)
+        if length < 16 or length > len(datagram) - offset:
+            return True
+        if mseq == seq and kind in (2, 3):
+            return True
+        offset += (length + 3) & ~3
+    return False
+
+
+def message(kind: int, seq: int, payload: bytes = b"") -> bytes:
+    return HDR.pack(16 + len(payload), kind, 2, seq, 0) + payload + b"\0" * (-len(payload) % 4)
+
+
+def test_the_reader_keeps_every_datagram_up_to_its_answer_s_end_whatever_they_hold() -> None:
+    """Messages of other requests, of other types, cut short or claiming more than they hold:
+    the reader stops at the first datagram that ends the answer, as its model says, and keeps
+    each one whole, never one more (netlink.py's `messages` then reads them)."""
+    rng = random.Random(1)
+    for case in range(300):
+        ours, peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with ours, peer:
+            seqs = [rng.randrange(1, 1 << 32) for _ in range(rng.randrange(1, 4))]
+            requests = tuple(HDR.pack(20, 18, 0x301, seq, 0) + b"\0" * 4 for seq in seqs)
+            reading = start(ours.fileno(), requests)
+            sent: list[list[bytes]] = []
+            for request, seq in zip(requests, seqs, strict=True):
+                assert peer.recv(1 << 16) == request
+                answer: list[bytes] = []
+                while not answer or not ends(answer[-1], seq):
+                    pick = rng.random()
+                    if pick < 0.5:
+                        datagram = b"".join(message(16, rng.choice([seq, seq + 1]), os.urandom(rng.randrange(0, 40)))
+                                            for _ in range(rng.randrange(1, 4)))
+                    elif pick < 0.7:
+                        datagram = os.urandom(rng.randrange(1, 64))
+                    elif pick < 0.85:
+                        datagram = message(16, seq) + message(rng.choice([2, 3]), rng.choice([seq, seq ^ 1]))
+                    else:
+                        datagram = message(3, seq)
+                    peer.send(datagram)
+                    answer.append(datagram)
+                sent.append(answer)
+            assert reading.result() == tuple(tuple(a) for a in sent), case
+
+
+def test_a_reader_whose_peer_goes_away_says_why_and_never_hangs() -> None:
+    ours, peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with ours:
+        reading = start(ours.fileno(), (message(18, 1), message(18, 2)))
+        peer.recv(64)
+        peer.send(message(16, 1))
+        peer.close()  # an end of file: the answer ends there, the next request cannot be sent
+        with pytest.raises(OSError) as failed:
+            reading.result()
+        assert failed.value.errno == 32  # EPIPE, and no SIGPIPE: the thread sends with MSG_NOSIGNAL
+
+
+# --- a fleet's next host, taken ahead --------------------------------------------------------
+
+def test_the_next_host_s_lock_is_taken_and_its_state_read_while_this_one_is_worked_on(
+        make_netns: Callable[[], str], tmp_path: Path) -> None:
+    namespaces = [furnished(make_netns(), n) for n in (1, 2, 3)]
+    keys = [machine_key(ns) for ns in namespaces]
+    expected = []
+    for ns in namespaces:
+        with socket_in(ns) as plain:
+            expected.append(observe(plain).observed)
+    ahead = Ahead(tmp_path, list(zip(keys, namespaces, strict=True)))
+
+    def held(key: str) -> bool:
+        try:
+            with free_host_lock(tmp_path, key):
+                return False
+        except LockTimeout:
+            return True
+
+    try:
+        for i, ns in enumerate(namespaces):
+            with KernelConnection(f"h{i}", ns, tmp_path, 1.0, lambda _: None, ahead) as conn:
+                assert conn.read_ahead == (i > 0)
+                assert conn.observe() == expected[i], "each host's own state, read under its own lock"
+                assert [held(k) for k in keys] == [j in (i, i + 1) for j in range(3)]
+        assert not any(map(held, keys))
+    finally:
+        ahead.close()
+
+
+def test_a_next_host_whose_lock_is_busy_is_left_to_its_own_turn(make_netns: Callable[[], str],
+                                                                 tmp_path: Path) -> None:
+    namespaces = [furnished(make_netns(), n) for n in (1, 2)]
+    keys = [machine_key(ns) for ns in namespaces]
+    ahead = Ahead(tmp_path, list(zip(keys, namespaces, strict=True)))
+    try:
+        with free_host_lock(tmp_path, keys[1]):  # another run holds the second host
+            with KernelConnection("h0", namespaces[0], tmp_path, 1.0, lambda _: None, ahead):
+                assert ahead.take(keys[1]) is None, "not taken: it is not ours yet"
+            told: list[str] = []
+            with pytest.raises(LockTimeout):  # its own turn waits for it, and says so, as always
+                with KernelConnection("h1", namespaces[1], tmp_path, 0.2, told.append, ahead):
+                    pass
+            assert told and "waiting for the lock" in told[0]
+        with KernelConnection("h1", namespaces[1], tmp_path, 1.0, lambda _: None, ahead) as conn:
+            assert not conn.read_ahead and [d.name for d in conn.observe().devices] == ["tp0", "tp1"]
+    finally:
+        ahead.close()
+
+
+def test_a_fleet_plan_reads_each_next_host_ahead_and_gives_back_what_it_holds_when_stopped(
+        make_netns: Callable[[], str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    namespaces = [furnished(make_netns(), n) for n in (1, 2, 3)]
+    inv = tmp_path / "fleet.yaml"
+    inv.write_text("all:\n  hosts:\n" + "".join(
+        f"    h{i}:\n      ansible_connection: netns\n      ansible_host: {ns}\n      network:\n        devices:\n"
+        + "".join(f"          - {{name: tp{j}, type: tap}}\n" for j in range(3))
+        for i, ns in enumerate(namespaces)))
+    loaded = reconcile.load(str(inv))
+    job = Job(str(inv), state_dir=tmp_path)
+    taken: list[bool] = []
+    take = Ahead.take
+    monkeypatch.setattr(Ahead, "take", lambda self, key: _recorded(take(self, key), taken))
+    outcomes = list(fleet.run(loaded, job, 1, lambda *a: None, lambda _: None))
+    assert [o.status for o in outcomes] == [Status.OK] * 3 and taken == [False, True, True]
+    with monkeypatch.context() as plain:
+        plain.setattr(fleet, "_ahead", lambda loaded, job: None)
+        in_turn = list(fleet.run(loaded, job, 1, lambda *a: None, lambda _: None))
+    assert [o.plan for o in outcomes] == [o.plan for o in in_turn], "the same plans as each host read in its turn"
+    assert len({len(o.plan.changes) for o in outcomes if o.plan}) == 3, "each host's own: three different plans"
+    stopped = fleet.run(loaded, job, 1, lambda *a: None, lambda _: None)
+    next(stopped)  # the second host's lock is now held ahead
+    stopped.close()
+    for ns in namespaces:
+        with free_host_lock(tmp_path, machine_key(ns)):
+            pass
+    assert fleet._ahead(loaded, Job(str(inv), apply=True, state_dir=tmp_path)) is None, "an apply takes no lock ahead"
+
+
+def _recorded(held: tuple | None, taken: list[bool]) -> tuple | None:
+    taken.append(held is not None)
+    return held
