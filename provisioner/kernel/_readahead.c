@@ -7,11 +7,13 @@
  * host before it. The thread is plain C: it never takes the GIL, so it never waits for the
  * thread planning (a Python thread would, after every system call).
  *
- * start(fd, requests) -> Reading: sends each request (a whole netlink message, a dump asked
- *   for) on the socket `fd`, one after another, and reads each one's answer up to its end (a
+ * start(sock, requests) -> Reading: sends each request (a whole netlink message, a dump asked
+ *   for) on `sock` (a socket object: its fileno()), one after another, and reads each one's answer up to its end (a
  *   message of the request's sequence number that is NLMSG_DONE or NLMSG_ERROR), or up to a
  *   message whose header cannot be walked (netlink.py's messages then says what is wrong).
- *   The socket must stay open, and nobody else may use it, until result() has returned.
+ *   The Reading holds `sock` until its thread has ended, so the descriptor cannot be closed by
+ *   the socket going away under the thread (Netlink.close waits for it first); nobody else may
+ *   use the socket until result() has returned.
  * Reading.result() -> one tuple per request of the datagrams read for it, as bytes; OSError with
  *   the errno of the first send or receive that failed (what was read is then dropped). Waits
  *   for the thread with the GIL released; the second call gives the same answer.
@@ -38,6 +40,7 @@ typedef struct {
     PyObject_HEAD
     pthread_t thread;
     int running; /* started and not joined */
+    PyObject *sock; /* held while the thread may use its descriptor */
     int fd;
     Py_ssize_t count;
     char *requests;   /* the requests, one after another */
@@ -101,7 +104,8 @@ static int keep(Reading *r, const char *p, size_t n) {
         r->datagram = datagram;
         r->datagram_capacity = capacity;
     }
-    memcpy(r->data + r->size, p, n);
+    if (n)  /* an empty datagram, the first: no buffer yet, and memcpy is not given NULL */
+        memcpy(r->data + r->size, p, n);
     r->datagram[r->ndatagrams++] = r->size;
     r->size += n;
     r->datagram[r->ndatagrams] = r->size;
@@ -202,6 +206,7 @@ static PyObject *result(PyObject *self, PyObject *unused) {
 static void dealloc(PyObject *self) {
     Reading *r = (Reading *)self;
     join(r);
+    Py_XDECREF(r->sock);
     free(r->requests);
     free(r->request);
     free(r->data);
@@ -226,9 +231,15 @@ static PyTypeObject ReadingType = {
 
 static PyObject *start(PyObject *module, PyObject *args) {
     (void)module;
-    int fd;
-    PyObject *given;
-    if (!PyArg_ParseTuple(args, "iO!:start", &fd, &PyTuple_Type, &given))
+    PyObject *sock, *given;
+    if (!PyArg_ParseTuple(args, "OO!:start", &sock, &PyTuple_Type, &given))
+        return NULL;
+    PyObject *number = PyObject_CallMethod(sock, "fileno", NULL);
+    if (number == NULL)
+        return NULL;
+    int fd = _PyLong_AsInt(number);
+    Py_DECREF(number);
+    if (fd == -1 && PyErr_Occurred())
         return NULL;
     Py_ssize_t count = PyTuple_GET_SIZE(given);
     size_t total = 0;
@@ -244,6 +255,8 @@ static PyObject *start(PyObject *module, PyObject *args) {
     if (r == NULL)
         return NULL;
     r->running = 0;
+    Py_INCREF(sock);
+    r->sock = sock;
     r->fd = fd;
     r->count = count;
     r->data = NULL;
@@ -286,7 +299,7 @@ static PyObject *start(PyObject *module, PyObject *args) {
 }
 
 static PyMethodDef methods[] = {
-    {"start", start, METH_VARARGS, "start(fd, requests) -> Reading: the dumps asked for, read on a thread of their own"},
+    {"start", start, METH_VARARGS, "start(sock, requests) -> Reading: the dumps asked for, read on a thread of their own"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -295,7 +295,7 @@ class Netlink:
             seq = self._next_seq()
             requests.append(HDR.pack(HDR.size + len(body), msg_type, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body)
             self._ahead[(msg_type, body)] = (index, seq)
-        self._reading = _read_ahead(self.sock.fileno(), tuple(requests))
+        self._reading = _read_ahead(self.sock, tuple(requests))
 
     def _settle(self) -> None:
         """The reading thread ended, and what it read kept (nothing, if it failed)."""

@@ -33,6 +33,7 @@ CRASHES = HERE / "crashes"
 EXTENSIONS = {  # module: (source, libraries), as setup.py builds them
     "provisioner.tunnel._fastpath": (ROOT / "provisioner" / "tunnel" / "_fastpath.c", ["-lcrypto"]),
     "provisioner.kernel._rtattr": (ROOT / "provisioner" / "kernel" / "_rtattr.c", []),
+    "provisioner.kernel._readahead": (ROOT / "provisioner" / "kernel" / "_readahead.c", ["-pthread"]),
 }
 ASAN_SO = "PROVISION_FUZZ_ASAN_SO"  # set in a child: a directory holding MODULE.so for each extension
 WORK = "PROVISION_FUZZ_WORK"  # set in a child of `one`: the directory it may write in (targets.py too)
@@ -86,7 +87,10 @@ def fuzz_one(name: str, seconds: int, work: Path, keep: Path | None = None) -> N
         from tests.fuzz import targets
     corpus = keep or work / "corpus"
     corpus.mkdir(parents=True, exist_ok=True)
-    for i, seed in enumerate(targets.SEEDS.get(name, [])):
+    # the seeds, and every crash once found: under ASan (a fault the plain build survives, such
+    # as memcpy given NULL for nothing) each is tried again at the start of every pass
+    kept = [p.read_bytes() for p in sorted((CRASHES / name).glob("*")) if p.is_file()]
+    for i, seed in enumerate([*targets.SEEDS.get(name, []), *kept]):
         (corpus / f"seed{i}").write_bytes(seed)
     (CRASHES / name).mkdir(parents=True, exist_ok=True)
     args = [sys.argv[0], str(corpus), f"-max_total_time={seconds}", "-timeout=10", "-rss_limit_mb=2048",

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from provisioner import cache, reparse
 from provisioner.errors import ProvisionError
-from provisioner.kernel import _rtattr, netlink  # type: ignore[attr-defined]
+from provisioner.kernel import _readahead, _rtattr, netlink  # type: ignore[attr-defined]
 from provisioner.model import DeviceType, Role, Transport, Tunnel
 from provisioner.source import Source, parse_nodes
 from provisioner.tunnel import _fastpath, noise, tcp, vnet  # type: ignore[attr-defined]
@@ -458,6 +458,47 @@ def netlink_link(data: bytes) -> None:
     assert _rtattr.link(data) == netlink._link(data)
 
 
+_NLMSGHDR = struct.Struct("=IHHII")
+
+
+def _answer_ends(datagram: bytes, seq: int) -> bool:
+    """The model of kernel/_readahead.c's `ends`: nothing more (an empty datagram), the answer's end
+    or error message, or a header that cannot be walked."""
+    offset = 0
+    while offset + 16 <= len(datagram):
+        length, kind, _, mseq, _ = _NLMSGHDR.unpack_from(datagram, offset)
+        if length < 16 or length > len(datagram) - offset or (mseq == seq and kind in (2, 3)):
+            return True
+        offset += (length + 3) & ~3
+    return not datagram
+
+
+def netlink_read_ahead(data: bytes) -> None:
+    """kernel/_readahead.c's reader against a peer that answers with these datagrams (a sequence
+    number, then datagrams each after its 2-byte length, then the answer's end): it keeps each
+    one whole up to the first that ends the answer by the model, and never one more."""
+    if not data:
+        return
+    seq, datagrams, offset = data[0], [], 1
+    while offset + 2 <= len(data):
+        size = int.from_bytes(data[offset:offset + 2], "little") % 512
+        datagrams.append(data[offset + 2:offset + 2 + size])
+        offset += 2 + size
+    datagrams.append(_NLMSGHDR.pack(16, 3, 2, seq, 0))
+    ours, peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with ours, peer:
+        request = _NLMSGHDR.pack(16, 18, 0x301, seq, 0)
+        reading = _readahead.start(ours, (request,))
+        assert peer.recv(64) == request
+        answer = []
+        for datagram in datagrams:
+            peer.send(datagram)
+            answer.append(datagram)
+            if _answer_ends(datagram, seq):
+                break
+        assert reading.result() == (tuple(answer),)
+
+
 # Where `inventory` writes its file: the directory a fuzzing child was given (tests/fuzz/run.py's
 # `one` deletes it; libFuzzer's exit() skips any cleanup here), else one deleted at this process's exit.
 _scratch = None if os.environ.get("PROVISION_FUZZ_WORK") else tempfile.TemporaryDirectory(prefix="provision-fuzz-")
@@ -546,6 +587,7 @@ TARGETS: dict[str, Target] = {
     "netlink_pick": netlink_pick,
     "netlink_messages": netlink_messages,
     "netlink_link": netlink_link,
+    "netlink_read_ahead": netlink_read_ahead,
     "initiation": initiation,
     "response": response,
     "cookie_reply": cookie_reply,
@@ -570,7 +612,7 @@ TARGETS: dict[str, Target] = {
 # The targets that reach the compiled extension: `make fuzz` runs them again against a build of
 # it with AddressSanitizer and UBSan (run.py --asan).
 NATIVE = ["fastpath_open", "fastpath_seal", "fastpath_segment", "fastpath_run", "transport", "peer", "udp_receive",
-          "netlink_pick", "netlink_messages", "netlink_link"]
+          "netlink_pick", "netlink_messages", "netlink_link", "netlink_read_ahead"]
 SEEDS: dict[str, list[bytes]] = {
     "initiation": [b"\x00" + INITIATION, b"\x01", b"\x03\x05\x00"],
     "response": [b"\x00" + RESPONSE, b"\x01"],
@@ -604,6 +646,9 @@ SEEDS: dict[str, list[bytes]] = {
     "netlink_messages": [bytes([1]) + struct.pack("=IHHII", 20, 16, 0x10, 1, 0) + b"abcd"
                          + struct.pack("=IHHII", 20, 2, 0, 1, 0) + struct.pack("=i", -95),
                          bytes([2]) + struct.pack("=IHHII", 20, 3, 0, 2, 0) + bytes(4)],
+    "netlink_read_ahead": [bytes([5]) + (36).to_bytes(2, "little") + _NLMSGHDR.pack(20, 16, 2, 5, 0) + bytes(4)
+                           + _NLMSGHDR.pack(16, 16, 2, 6, 0) + (16).to_bytes(2, "little") + _NLMSGHDR.pack(16, 2, 0, 5, 0),
+                           bytes([1]) + (20).to_bytes(2, "little") + _NLMSGHDR.pack(40, 16, 2, 1, 0) + bytes(4)],
     "netlink_link": [struct.pack("=BxHiII", 0, 1, 9, 1, 0) + struct.pack("=HH", 8, 3) + b"tp0\0"
                      + struct.pack("=HH", 8, 4) + struct.pack("=I", 1400) + struct.pack("=HH", 28, 0x8012)
                      + struct.pack("=HH", 8, 1) + b"tun\0" + struct.pack("=HH", 16, 0x8002)

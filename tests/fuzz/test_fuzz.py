@@ -43,7 +43,7 @@ def test_a_short_pass_against_the_sanitized_extension_finds_no_crash(tmp_path) -
     runs every native target, longer, from the corpora a guided pass grew)."""
     env = asan_env(build_asan(tmp_path))
     for name in ("fastpath_open", "fastpath_seal", "fastpath_segment", "fastpath_run", "netlink_pick",
-                 "netlink_messages", "netlink_link"):
+                 "netlink_messages", "netlink_link", "netlink_read_ahead"):
         assert name in NATIVE
         before = set(CRASHES.glob(f"{name}/*"))
         p = subprocess.run([sys.executable, "-m", "tests.fuzz.run", "--one", name, "--seconds", str(SHORT)],

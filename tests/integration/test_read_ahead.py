@@ -81,11 +81,13 @@ def test_a_reading_that_fails_leaves_each_dump_to_be_asked_for_in_turn(netns: st
     furnished(netns)
     with socket_in(netns) as plain:
         expected = observe(plain)
+    closed = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW)
+    closed.close()
     with pytest.raises(OSError) as failed:
-        start(-1, (message(18, 1),)).result()
+        start(closed, (message(18, 1),)).result()
     assert failed.value.errno == 9  # EBADF
-    # a reader given a descriptor it cannot use: each dump is then the live one
-    monkeypatch.setattr(nl, "_read_ahead", lambda fd, requests: start(-1, requests))
+    # a reader given a socket it cannot use: each dump is then the live one
+    monkeypatch.setattr(nl, "_read_ahead", lambda sock, requests: start(closed, requests))
     with socket_in(netns) as sock:
         sock.read_ahead(EVERYTHING)
         assert observe(sock) == expected
@@ -139,7 +141,7 @@ def test_the_reader_keeps_every_datagram_up_to_its_answer_s_end_whatever_they_ho
         with ours, peer:
             seqs = [rng.randrange(1, 1 << 32) for _ in range(rng.randrange(1, 4))]
             requests = tuple(HDR.pack(20, 18, 0x301, seq, 0) + b"\0" * 4 for seq in seqs)
-            reading = start(ours.fileno(), requests)
+            reading = start(ours, requests)
             sent: list[list[bytes]] = []
             for request, seq in zip(requests, seqs, strict=True):
                 assert peer.recv(1 << 16) == request
@@ -164,7 +166,7 @@ def test_the_reader_keeps_every_datagram_up_to_its_answer_s_end_whatever_they_ho
 def test_a_reader_whose_peer_goes_away_says_why_and_never_hangs() -> None:
     ours, peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     with ours:
-        reading = start(ours.fileno(), (message(18, 1), message(18, 2)))
+        reading = start(ours, (message(18, 1), message(18, 2)))
         peer.recv(64)
         peer.send(message(16, 1))
         peer.close()  # an end of file: the answer ends there, the next request cannot be sent
