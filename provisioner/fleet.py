@@ -72,12 +72,10 @@ def _ahead(loaded: Loaded, job: Job) -> Ahead | None:
 
     if not READ_AHEAD:
         return None
-    from .connection import LOCAL, NETNS
-    from .connection.kernel import Ahead, machine_key
+    from .connection import namespace_of
+    from .connection.kernel import Ahead
 
-    kernel = [h.address if h.connection == NETNS else None for h in loaded.hosts
-              if h.connection in (None, LOCAL, NETNS)]
-    return Ahead(job.state_dir, [(machine_key(netns), netns) for netns in kernel])
+    return Ahead(job.state_dir, [(h.name, namespace_of(h)) for h in loaded.hosts])
 
 
 def _waits(loaded: Loaded) -> bool:

@@ -7,6 +7,7 @@ leaves a stale lock behind. The file records the holder's pid for the waiting me
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import time
@@ -64,8 +65,8 @@ def host_lock(directory: Path, key: str, host: str, wait: float, notify: Callabl
 
 
 def free_host_lock(directory: Path, key: str) -> AbstractContextManager[None]:
-    """host_lock's lock, if no one holds it now; else LockTimeout at once, and nothing said: for
-    a lock taken ahead of its turn (connection/kernel.py's Ahead), which is taken in its turn,
+    """host_lock's lock, if no one holds it now; else BlockingIOError at once, and nothing said:
+    for a lock taken ahead of its turn (connection/kernel.py's Ahead), which is taken in its turn,
     waiting as always, when it was busy."""
     return pid_lock(_lock_file(directory, key), None)
 
@@ -79,7 +80,7 @@ def _lock_file(directory: Path, key: str) -> Path:
 @contextmanager
 def pid_lock(path: Path, busy: Callable[[int, str], None] | None) -> Iterator[None]:
     """An flock on `path`, which then holds our pid. When another process has it, `busy(fd, its
-    pid)` decides: wait until `_try(fd)` succeeds, or raise; with no `busy`, LockTimeout at once.
+    pid)` decides: wait until `_try(fd)` succeeds, or raise; with no `busy`, BlockingIOError at once.
     The kernel drops the lock with its holder."""
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
@@ -88,7 +89,7 @@ def pid_lock(path: Path, busy: Callable[[int, str], None] | None) -> Iterator[No
     try:
         if not _try(fd):
             if busy is None:
-                raise LockTimeout(f"{path} is held")
+                raise BlockingIOError(errno.EWOULDBLOCK, f"{path} is held")
             busy(fd, _holder(fd))
         try:  # one fixed-width write, never a truncate first: a reader never sees the file empty
             os.pwrite(fd, str(os.getpid()).ljust(PID_WIDTH).encode(), 0)

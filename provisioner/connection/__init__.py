@@ -50,9 +50,14 @@ def skip_reason(host: Host) -> str | None:
     return None
 
 
+def namespace_of(host: Host) -> str | None:
+    """The network namespace a netns host is reached in (its ansible_host); None for another kind."""
+    return host.address if host.connection == NETNS else None
+
+
 def connect(host: Host, state_dir: Path, lock_wait: float, notify: Callable[[str], None],
             ahead: Ahead | None = None) -> Connection:
-    """`ahead`: the hosts worked on one after another here, each host's lock and first reading
+    """`ahead`: the hosts are worked on one after another here, each one's lock and first reading
     taken while the host before it is worked on (kernel.Ahead)."""
     from .kernel import KernelConnection
 
@@ -60,7 +65,7 @@ def connect(host: Host, state_dir: Path, lock_wait: float, notify: Callable[[str
     if kind == LOCAL:
         return KernelConnection(host.name, None, state_dir, lock_wait, notify, ahead)
     if kind == NETNS:
-        return KernelConnection(host.name, host.address, state_dir, lock_wait, notify, ahead)
+        return KernelConnection(host.name, namespace_of(host), state_dir, lock_wait, notify, ahead)
     if kind == DOCKER:
         raise UnreachableError(host.name, "a docker host is provisioned inside its container (run_inside)")
     raise UnreachableError(host.name, f"ansible_connection {kind!r} is not supported (local, netns, docker)")

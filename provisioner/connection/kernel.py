@@ -10,6 +10,8 @@ from __future__ import annotations
 import errno
 from collections.abc import Callable, Collection, Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 from ..errors import KernelError, LockTimeout, UnreachableError
@@ -34,46 +36,79 @@ def machine_key(netns: str | None) -> str:
     return state_name(identity(NETNS if netns is not None else LOCAL, netns or ""))
 
 
+@dataclass(frozen=True)
+class _Held:
+    """A host's lock and socket, taken ahead of its turn."""
+
+    host: str
+    stack: ExitStack  # the lock, and the socket (closed first)
+    sock: Netlink  # its dumps asked for
+    namespace: int  # the namespace the socket was made in (namespace.current)
+
+
 class Ahead:
     """The next host's lock, and its kernel state read on a thread of its own, taken while this
     process works on the host before it: a plan of many namespaces here, one host at a time,
     reads each host's four dumps (0.2 ms of the kernel's work for 20 devices, a third of the
-    host's time) on the CPU the planning does not use. Only the host right after the one being
-    worked on, only a netns host (made in its namespace, the socket stays there), and only if its
-    lock is free at that moment: else it is taken in its turn, waiting as always. What is read is
-    read under that host's lock, as its own turn would read it."""
+    host's time) on the CPU the planning does not use. Only a netns host right after the host
+    being worked on, and only if its lock is free at that moment: else it is taken in its turn,
+    waiting as always. What is read is read under that host's lock, as its own turn would read
+    it. One host at most is held ahead, and given back before any other lock is waited for."""
 
     def __init__(self, state_dir: Path, order: Sequence[tuple[str, str | None]]) -> None:
-        """`order`: (key, netns) of each host, in the order they are worked on."""
+        """`order`: each host's name and, for a netns host, its namespace, in the order they are
+        worked on (a host of another kind is never read ahead, nor the one after it)."""
         self._state_dir = state_dir
-        self._after = {key: (next_key, netns) for (key, _), (next_key, netns) in zip(order, order[1:], strict=False)
+        self._after = {host: (following, netns) for (host, _), (following, netns) in pairwise(order)
                        if netns is not None}
-        self._held: dict[str, tuple[ExitStack, Netlink]] = {}
+        self._held: _Held | None = None
 
-    def begin_after(self, key: str) -> None:
-        """Take the lock of the host after `key`'s and ask for its dumps, if it can be at once."""
-        after = self._after.get(key)
-        if after is None or after[0] in self._held:
+    def begin_after(self, host: str) -> None:
+        """Take the lock of the host after `host` and ask for its dumps, if that can be done at once."""
+        after = self._after.get(host)
+        if after is None:
             return
+        following, netns = after
         stack = ExitStack()
         try:
-            stack.enter_context(free_host_lock(self._state_dir, after[0]))
-            with namespace.entered(after[1]):
-                sock = stack.enter_context(Netlink())
-            sock.read_ahead(EVERYTHING)
-        except (OSError, FileError):  # busy, or not reachable: its own turn says so, or waits
+            stack.enter_context(free_host_lock(self._state_dir, machine_key(netns)))
+        except (OSError, FileError):  # busy, or the state directory's: its own turn waits, or says why
             stack.close()
             return
-        self._held[after[0]] = (stack, sock)
+        inside = False
+        try:
+            with namespace.entered(netns):
+                inside = True
+                try:
+                    sock = stack.enter_context(Netlink())
+                    sock.read_ahead(EVERYTHING)
+                    held = _Held(following, stack, sock, namespace.current())
+                except OSError:
+                    held = None
+        except OSError:
+            if inside:  # could not come back from the namespace: this thread is not where it was
+                stack.close()
+                raise
+            held = None  # could not go in: its own turn says why
+        if held is None:
+            stack.close()
+        self._held = held
 
-    def take(self, key: str) -> tuple[ExitStack, Netlink] | None:
-        """The lock and the socket (its dumps asked for) of host `key`, if they were taken ahead."""
-        return self._held.pop(key, None)
+    def take(self, host: str) -> _Held | None:
+        """What was taken ahead for `host`. What was held for another (a host that never came to
+        connect: skipped, or failed before) is given back, so that no lock is held while another
+        is waited for."""
+        held = self._held
+        if held is not None and held.host == host:
+            self._held = None
+            return held
+        self.close()
+        return None
 
     def close(self) -> None:
-        for stack, _ in self._held.values():
-            stack.close()
-        self._held.clear()
+        held, self._held = self._held, None
+        if held is not None:
+            held.stack.close()
 
 
 class KernelConnection:
@@ -85,22 +120,22 @@ class KernelConnection:
         self._stack = ExitStack()
         self._sock: Netlink | None = None
         self._last: Reading | None = None
-        self.read_ahead = False  # its lock and its first observation were taken ahead (Ahead)
 
     def __enter__(self) -> KernelConnection:
         try:
-            held = self._ahead.take(self.key) if self._ahead is not None else None
+            held = self._ahead.take(self.host) if self._ahead is not None else None
             if held is not None:
-                self._stack.enter_context(held[0])  # the lock, and the socket closed before it
-                self._stack.enter_context(namespace.entered(self.netns))
-                self._sock, self.read_ahead = held[1], True
+                self._stack.enter_context(held.stack)  # the lock, and the socket closed before it
             else:
                 self._stack.enter_context(host_lock(self._state_dir, self.key, self.host, self._lock_wait,
                                                     self._notify))
-                self._stack.enter_context(namespace.entered(self.netns))
+            self._stack.enter_context(namespace.entered(self.netns))
+            if held is not None and held.namespace == namespace.current():
+                self._sock = held.sock
+            else:  # not taken ahead, or the namespace was made anew since: read in turn
                 self._sock = self._stack.enter_context(Netlink())
             if self._ahead is not None:
-                self._ahead.begin_after(self.key)
+                self._ahead.begin_after(self.host)
         except LockTimeout:  # a TimeoutError, so an OSError: but the host is fine, only busy
             self._stack.close()
             raise

@@ -7,16 +7,22 @@
  * host before it. The thread is plain C: it never takes the GIL, so it never waits for the
  * thread planning (a Python thread would, after every system call).
  *
- * start(sock, requests) -> Reading: sends each request (a whole netlink message, a dump asked
- *   for) on `sock` (a socket object: its fileno()), one after another, and reads each one's answer up to its end (a
- *   message of the request's sequence number that is NLMSG_DONE or NLMSG_ERROR), or up to a
- *   message whose header cannot be walked (netlink.py's messages then says what is wrong).
+ * start(sock, requests[, most]) -> Reading: sends each request (a whole netlink message, a dump
+ *   asked for) on `sock` (a socket object), one after another, and reads each one's answer up to
+ *   its end (a message of the request's sequence number that is NLMSG_DONE or NLMSG_ERROR), or up
+ *   to a message whose header cannot be walked (netlink.py's messages then says what is wrong).
+ *   Answers of more than `most` bytes in all (256 MB) are not kept: E2BIG, as memory refused is
+ *   ENOMEM. Then the answer under way is still read to its end (and dropped) and nothing more is
+ *   asked, so the kernel is not left in the middle of a dump, which would refuse the next one
+ *   asked for on the socket (EBUSY). A failed send or receive stops the reader at once, and so
+ *   does a datagram larger than its 1 MB buffer (EMSGSIZE; the end it held is not seen).
  *   The Reading holds `sock` until its thread has ended, so the descriptor cannot be closed by
  *   the socket going away under the thread (Netlink.close waits for it first); nobody else may
  *   use the socket until result() has returned.
  * Reading.result() -> one tuple per request of the datagrams read for it, as bytes; OSError with
- *   the errno of the first send or receive that failed (what was read is then dropped). Waits
- *   for the thread with the GIL released; the second call gives the same answer.
+ *   the errno of the first failure (what was read is then dropped). Waits for the thread with the
+ *   GIL released; the second call gives the same answer. One caller at a time (Netlink is used by
+ *   one thread): two threads waiting at once would both join the reader.
  * A Reading that goes away unasked waits for its thread first.
  */
 
@@ -28,12 +34,13 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #define HEADER 16              /* struct nlmsghdr */
 #define NLMSG_ERROR_TYPE 2
 #define NLMSG_DONE_TYPE 3
 #define DATAGRAM (1 << 20)     /* what netlink.py's dump receives at most at once */
-#define MOST (256u << 20)      /* a dump larger than this is not read ahead (10 000 links: 12 MB) */
+#define MOST (256u << 20)      /* what is kept of the answers at most, unless asked otherwise (10 000 links: 12 MB) */
 #define STACK (64 << 10)
 
 typedef struct {
@@ -51,6 +58,7 @@ typedef struct {
     size_t *datagram; /* ndatagrams + 1 offsets into data */
     size_t ndatagrams, datagram_capacity;
     size_t *first; /* count + 1: each request's first datagram */
+    size_t most;
     int error;
     PyObject *answer;
 } Reading;
@@ -84,7 +92,7 @@ static int ends(const char *p, size_t n, uint32_t seq) {
 }
 
 static int keep(Reading *r, const char *p, size_t n) {
-    if (r->size + n > MOST)
+    if (n > r->most - r->size)
         return E2BIG;
     if (r->size + n > r->capacity) {
         size_t capacity = r->capacity ? r->capacity : 64 << 10;
@@ -117,10 +125,8 @@ static void *read_all(void *arg) {
     char *buffer = malloc(DATAGRAM);
     if (buffer == NULL)
         r->error = ENOMEM;
-    for (Py_ssize_t i = 0; i < r->count; i++) {
+    for (Py_ssize_t i = 0; i < r->count && !r->error; i++) {  /* after a failure, nothing more asked */
         r->first[i] = r->ndatagrams;
-        if (r->error)
-            continue;
         const char *request = r->requests + r->request[i];
         size_t length = r->request[i + 1] - r->request[i];
         uint32_t seq = u32_at(request + 8);
@@ -130,7 +136,7 @@ static void *read_all(void *arg) {
         while (n < 0 && errno == EINTR);
         if (n < 0) {
             r->error = errno;
-            continue;
+            break;
         }
         for (;;) {
             do
@@ -140,20 +146,17 @@ static void *read_all(void *arg) {
                 r->error = errno;
                 break;
             }
-            if ((size_t)n > DATAGRAM) {
-                r->error = EMSGSIZE;
-                break;
+            if (!r->error) {  /* after a failure, only read on to this answer's end */
+                int error = (size_t)n > DATAGRAM ? EMSGSIZE : keep(r, buffer, (size_t)n);
+                if (error)
+                    r->error = error;
             }
-            int error = keep(r, buffer, (size_t)n);
-            if (error) {
-                r->error = error;
-                break;
-            }
-            if (n == 0 || ends(buffer, (size_t)n, seq))
+            /* an empty datagram (the peer gone), or one cut short (its end unseen): nothing more to wait for */
+            if (n == 0 || (size_t)n > DATAGRAM || ends(buffer, (size_t)n, seq))
                 break;
         }
     }
-    r->first[r->count] = r->ndatagrams;
+    r->first[r->count] = r->ndatagrams;  /* (after a failure the rest is not read: result() raises) */
     free(buffer);
     return NULL;
 }
@@ -232,15 +235,16 @@ static PyTypeObject ReadingType = {
 static PyObject *start(PyObject *module, PyObject *args) {
     (void)module;
     PyObject *sock, *given;
-    if (!PyArg_ParseTuple(args, "OO!:start", &sock, &PyTuple_Type, &given))
+    unsigned long long most = MOST;
+    if (!PyArg_ParseTuple(args, "OO!|K:start", &sock, &PyTuple_Type, &given, &most))
         return NULL;
-    PyObject *number = PyObject_CallMethod(sock, "fileno", NULL);
-    if (number == NULL)
-        return NULL;
-    int fd = _PyLong_AsInt(number);
-    Py_DECREF(number);
-    if (fd == -1 && PyErr_Occurred())
-        return NULL;
+    int fd = PyObject_AsFileDescriptor(sock);
+    if (fd < 0) {
+        if (!PyErr_ExceptionMatches(PyExc_ValueError))  /* a closed socket: -1, its reading fails (EBADF) */
+            return NULL;
+        PyErr_Clear();
+        fd = -1;
+    }
     Py_ssize_t count = PyTuple_GET_SIZE(given);
     size_t total = 0;
     for (Py_ssize_t i = 0; i < count; i++) {
@@ -262,6 +266,7 @@ static PyObject *start(PyObject *module, PyObject *args) {
     r->data = NULL;
     r->size = r->capacity = r->ndatagrams = r->datagram_capacity = 0;
     r->datagram = NULL;
+    r->most = (size_t)most;
     r->error = 0;
     r->answer = NULL;
     r->requests = malloc(total ? total : 1);
@@ -284,7 +289,8 @@ static PyObject *start(PyObject *module, PyObject *args) {
     pthread_attr_t attr;
     sigfillset(&all);
     pthread_attr_init(&attr);
-    pthread_attr_setstacksize(&attr, STACK);
+    long least = sysconf(_SC_THREAD_STACK_MIN);
+    pthread_attr_setstacksize(&attr, least > STACK ? (size_t)least : STACK);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     int error = pthread_create(&r->thread, &attr, read_all, r);
     pthread_sigmask(SIG_SETMASK, &old, NULL);

@@ -54,6 +54,12 @@ def path_of(name: str) -> str:
     raise NamespaceError(errno.ENOENT, f"no network namespace named {name!r} (see `ip netns list`)")
 
 
+def current() -> int:
+    """This thread's network namespace, as the kernel numbers it (the inode of its nsfs file):
+    two namespaces alive at once never share one."""
+    return os.stat("/proc/thread-self/ns/net").st_ino
+
+
 @contextmanager
 def entered(name: str | None) -> Iterator[None]:
     """Inside network namespace `name` for the duration (None: stay where we are)."""

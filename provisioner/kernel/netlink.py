@@ -19,10 +19,10 @@ import time
 # socket's C half, whose names these are: `import socket` makes four IntEnums of its constants, 11M
 # instructions (3 ms) of every run
 from _socket import AF_NETLINK, AF_UNSPEC, SOCK_RAW, SOL_SOCKET, SO_RCVBUF, SO_SNDBUF, socket
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from ..hints import Any
+from ..hints import Protocol
 
 NETLINK_ROUTE = 0
 SOL_NETLINK = 270
@@ -190,6 +190,23 @@ except ImportError:
 READ_AHEAD = _read_ahead is not None
 
 
+def _answer(datagrams: Iterable[bytes], seq: int) -> list[tuple[int, bytes]] | None:
+    """The messages of the answer to request `seq`, from datagrams taken up to its end; None if
+    the kernel marked any of them interrupted (a change under way: the dump is asked for again)
+    or they ended before it did. An error message is NetlinkError."""
+    out: list[tuple[int, bytes]] = []
+    interrupted = False
+    for datagram in datagrams:
+        found, done, cut, error = messages(datagram, seq)
+        out += found
+        interrupted |= cut  # the kernel marks the first message after a change, not the last
+        if error:
+            raise NetlinkError(error, "malformed netlink message" if error == errno.EBADMSG else os.strerror(error))
+        if done:
+            return None if interrupted else out
+    return None
+
+
 def cstr(value: memoryview | bytes) -> str:
     return bytes(value).split(b"\0", 1)[0].decode(errors="replace")
 
@@ -243,13 +260,14 @@ def send(sock: socket, payload: bytes) -> None:
             time.sleep(0.01 * attempt * attempt)
 
 
+class Reading(Protocol):
+    """What kernel/_readahead.c's start gives: the thread reading, and what it read."""
+
+    def result(self) -> tuple[tuple[bytes, ...], ...]: ...  # per request its datagrams; OSError if it failed
+
+
 class Netlink:
     """One NETLINK_ROUTE socket in whatever network namespace the calling thread was in."""
-
-    _reading: Any = None  # a _readahead.Reading still under way
-    _read: tuple[tuple[bytes, ...], ...] | None = None  # what it read (None: it failed)
-    _ahead: dict[tuple[int, bytes], tuple[int, int]] = {}  # (type, body) -> its index, its seq; never
-    # changed in place but by `dump` taking one of read_ahead's own: else a new one is given
 
     def __init__(self) -> None:
         self.sock = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE)
@@ -266,6 +284,9 @@ class Netlink:
                 pass
         self.sock.bind((0, 0))
         self.seq = 0
+        self._reading: Reading | None = None  # a thread reading dumps asked for ahead, still under way
+        self._read: tuple[tuple[bytes, ...], ...] | None = None  # what it read (None: it failed)
+        self._ahead: dict[tuple[int, bytes], tuple[int, int]] = {}  # (type, body) -> its index, its seq
 
     def close(self) -> None:
         self._settle()  # the reading thread uses the descriptor until it ends
@@ -298,7 +319,8 @@ class Netlink:
         self._reading = _read_ahead(self.sock, tuple(requests))
 
     def _settle(self) -> None:
-        """The reading thread ended, and what it read kept (nothing, if it failed)."""
+        """The reading thread ended, and what it read kept (nothing, if it failed: the reader has
+        then read its answers to their ends, so the socket is free to ask again)."""
         if self._reading is not None:
             try:
                 self._read = self._reading.result()
@@ -306,51 +328,38 @@ class Netlink:
                 self._read = None
             self._reading = None
 
-    def _taken(self, msg_type: int, body: bytes) -> list[tuple[int, bytes]] | None:
-        """The dump read ahead, when it was and came whole; None: ask the kernel now (it was not
-        asked for, the reading failed, or a change under way interrupted it: the dump is asked
-        for again, as any interrupted dump is)."""
-        index, seq = self._ahead.pop((msg_type, body))
-        if self._read is None:
-            return None
-        out: list[tuple[int, bytes]] = []
-        for datagram in self._read[index]:
-            found, done, cut, error = messages(datagram, seq)
-            out += found
-            if error:
-                raise NetlinkError(error, "malformed netlink message" if error == errno.EBADMSG else os.strerror(error))
-            if done:
-                return None if cut else out
-        return None
+    def _received(self) -> Iterator[bytes]:
+        while True:
+            yield self.sock.recv(1 << 20)
 
     def dump(self, msg_type: int, body: bytes) -> list[tuple[int, bytes]]:
-        """Every (type, message) of a dump; retried whole if the kernel says it was interrupted."""
+        """Every (type, message) of a dump; retried whole if the kernel says it was interrupted.
+        A dump read ahead is taken from what was read, unless that reading failed or was
+        interrupted: then it is asked for again, here."""
         self._settle()
-        if (msg_type, body) in self._ahead:
-            taken = self._taken(msg_type, body)
-            if taken is not None:
-                return taken
+        ahead = self._ahead.pop((msg_type, body), None)
+        if ahead is not None:
+            index, seq = ahead
+            read = self._read
+            if not self._ahead:
+                self._read = None  # the last one taken: what was read is not kept (10 000 links: 12 MB)
+            if read is not None:
+                whole = _answer(read[index], seq)
+                if whole is not None:
+                    return whole
         for _ in range(5):
             seq = self._next_seq()
             send(self.sock, HDR.pack(HDR.size + len(body), msg_type, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body)
-            out: list[tuple[int, bytes]] = []
-            done = interrupted = False
-            while not done:
-                found, done, cut, error = messages(self.sock.recv(1 << 20), seq)
-                out += found
-                interrupted |= cut
-                if error:
-                    raise NetlinkError(error, "malformed netlink message" if error == errno.EBADMSG
-                                       else os.strerror(error))
-            if not interrupted:
-                return out
+            whole = _answer(self._received(), seq)
+            if whole is not None:
+                return whole
         raise NetlinkError(errno.EINTR, "dump kept being interrupted by concurrent changes")
 
     def transact(self, requests: Sequence[Request]) -> list[Ack]:
         """Send requests in batches, in order; every one is acknowledged (the kernel keeps
         going after a failure, so the caller learns exactly which ones took effect)."""
         self._settle()
-        self._ahead = {}  # read before these changes: no longer the kernel's state
+        self._ahead, self._read = {}, None  # read before these changes: no longer the kernel's state
         acks: list[Ack] = []
         for start in range(0, len(requests), BATCH):
             chunk = requests[start:start + BATCH]

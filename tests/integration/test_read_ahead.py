@@ -25,6 +25,13 @@ from provisioner.lock import free_host_lock
 from provisioner.reconcile import Job, Status
 
 
+HDR = struct.Struct("=IHHII")
+
+
+def message(kind: int, seq: int, payload: bytes = b"") -> bytes:
+    return HDR.pack(16 + len(payload), kind, 2, seq, 0) + payload + b"\0" * (-len(payload) % 4)
+
+
 def ip(ns: str, *args: str) -> None:
     subprocess.run(["ip", "-n", ns, *args], check=True, capture_output=True)
 
@@ -93,6 +100,49 @@ def test_a_reading_that_fails_leaves_each_dump_to_be_asked_for_in_turn(netns: st
         assert observe(sock) == expected
 
 
+def test_a_dump_read_ahead_that_a_change_interrupted_anywhere_is_asked_for_again(
+        netns: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel marks only the first message after a change (NLM_F_DUMP_INTR), here in the first
+    of two datagrams: the dump is asked for again. (Taken whole while only the flag of the
+    datagram holding the end was looked at.)"""
+    furnished(netns)
+    with socket_in(netns) as plain:
+        live = plain.dump(*EVERYTHING[0])
+
+    class Interrupted:
+        def __init__(self, sock: object, requests: tuple[bytes, ...]) -> None:
+            seqs = [HDR.unpack_from(r)[3] for r in requests]
+            self.answer = tuple((HDR.pack(20, 16, 0x2 | 0x10, seq, 0) + bytes(4), message(3, seq)) for seq in seqs)
+
+        def result(self) -> tuple[tuple[bytes, ...], ...]:
+            return self.answer
+
+    monkeypatch.setattr(nl, "_read_ahead", Interrupted)
+    with socket_in(netns) as sock:
+        sock.read_ahead(EVERYTHING)
+        assert sock.dump(*EVERYTHING[0]) == live
+
+
+def test_a_reader_that_cannot_keep_an_answer_reads_it_to_its_end_and_asks_nothing_more() -> None:
+    """Else the kernel would be left in the middle of a dump, and refuse the one asked for again
+    in turn (EBUSY)."""
+    ours, peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with ours, peer:
+        reading = start(ours, (message(18, 1), message(22, 2)), 100)
+        assert peer.recv(64) == message(18, 1)
+        for _ in range(3):
+            peer.send(message(16, 1, bytes(44)))  # 60 bytes each: the second is past 100
+        peer.send(message(3, 1))
+        with pytest.raises(OSError) as failed:
+            reading.result()
+        assert failed.value.errno == 7  # E2BIG
+        peer.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            peer.recv(64)  # the second request was never sent
+        peer.send(b"next")
+        assert ours.recv(64) == b"next", "every datagram of the answer was read"
+
+
 def test_without_the_compiled_reader_nothing_is_read_ahead(netns: str, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     furnished(netns)
@@ -111,9 +161,6 @@ def test_without_the_compiled_reader_nothing_is_read_ahead(netns: str, tmp_path:
 
 # --- the reader's walk of what it receives: a peer that answers anything -------------------
 
-HDR = struct.Struct("=IHHII")
-
-
 def ends(datagram: bytes, seq: int) -> bool:
     """The model of _readahead.c's `ends`: the answer's end, its error, or a header not to be walked."""
     offset = 0
@@ -125,10 +172,6 @@ def ends(datagram: bytes, seq: int) -> bool:
             return True
         offset += (length + 3) & ~3
     return False
-
-
-def message(kind: int, seq: int, payload: bytes = b"") -> bytes:
-    return HDR.pack(16 + len(payload), kind, 2, seq, 0) + payload + b"\0" * (-len(payload) % 4)
 
 
 def test_the_reader_keeps_every_datagram_up_to_its_answer_s_end_whatever_they_hold() -> None:
@@ -177,30 +220,44 @@ def test_a_reader_whose_peer_goes_away_says_why_and_never_hangs() -> None:
 
 # --- a fleet's next host, taken ahead --------------------------------------------------------
 
+def held(state: Path, ns: str) -> bool:
+    """Whether a namespace host's lock is held (by this process or another) right now."""
+    try:
+        with free_host_lock(state, machine_key(ns)):
+            return False
+    except BlockingIOError:
+        return True
+
+
+def spied(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Whether each connection's lock and first reading were taken ahead, in order."""
+    taken: list[bool] = []
+    take = Ahead.take
+
+    def spy(self: Ahead, host: str) -> object:
+        got = take(self, host)
+        taken.append(got is not None)
+        return got
+
+    monkeypatch.setattr(Ahead, "take", spy)
+    return taken
+
+
 def test_the_next_host_s_lock_is_taken_and_its_state_read_while_this_one_is_worked_on(
-        make_netns: Callable[[], str], tmp_path: Path) -> None:
+        make_netns: Callable[[], str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     namespaces = [furnished(make_netns(), n) for n in (1, 2, 3)]
-    keys = [machine_key(ns) for ns in namespaces]
     expected = []
     for ns in namespaces:
         with socket_in(ns) as plain:
             expected.append(observe(plain).observed)
-    ahead = Ahead(tmp_path, list(zip(keys, namespaces, strict=True)))
-
-    def held(key: str) -> bool:
-        try:
-            with free_host_lock(tmp_path, key):
-                return False
-        except LockTimeout:
-            return True
-
+    taken = spied(monkeypatch)
+    ahead = Ahead(tmp_path, [(f"h{i}", ns) for i, ns in enumerate(namespaces)])
     try:
         for i, ns in enumerate(namespaces):
             with KernelConnection(f"h{i}", ns, tmp_path, 1.0, lambda _: None, ahead) as conn:
-                assert conn.read_ahead == (i > 0)
                 assert conn.observe() == expected[i], "each host's own state, read under its own lock"
-                assert [held(k) for k in keys] == [j in (i, i + 1) for j in range(3)]
-        assert not any(map(held, keys))
+                assert [held(tmp_path, n) for n in namespaces] == [j in (i, i + 1) for j in range(3)]
+        assert taken == [False, True, True] and not any(held(tmp_path, n) for n in namespaces)
     finally:
         ahead.close()
 
@@ -208,19 +265,62 @@ def test_the_next_host_s_lock_is_taken_and_its_state_read_while_this_one_is_work
 def test_a_next_host_whose_lock_is_busy_is_left_to_its_own_turn(make_netns: Callable[[], str],
                                                                  tmp_path: Path) -> None:
     namespaces = [furnished(make_netns(), n) for n in (1, 2)]
-    keys = [machine_key(ns) for ns in namespaces]
-    ahead = Ahead(tmp_path, list(zip(keys, namespaces, strict=True)))
+    ahead = Ahead(tmp_path, [("h0", namespaces[0]), ("h1", namespaces[1])])
     try:
-        with free_host_lock(tmp_path, keys[1]):  # another run holds the second host
+        with free_host_lock(tmp_path, machine_key(namespaces[1])):  # another run holds the second host
             with KernelConnection("h0", namespaces[0], tmp_path, 1.0, lambda _: None, ahead):
-                assert ahead.take(keys[1]) is None, "not taken: it is not ours yet"
+                assert ahead.take("h1") is None, "not taken: it is not ours yet"
             told: list[str] = []
             with pytest.raises(LockTimeout):  # its own turn waits for it, and says so, as always
                 with KernelConnection("h1", namespaces[1], tmp_path, 0.2, told.append, ahead):
                     pass
             assert told and "waiting for the lock" in told[0]
         with KernelConnection("h1", namespaces[1], tmp_path, 1.0, lambda _: None, ahead) as conn:
-            assert not conn.read_ahead and [d.name for d in conn.observe().devices] == ["tp0", "tp1"]
+            assert [d.name for d in conn.observe().devices] == ["tp0", "tp1"]
+    finally:
+        ahead.close()
+
+
+def test_only_the_host_right_after_is_taken_and_given_back_before_another_lock_is_waited_for(
+        make_netns: Callable[[], str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine named twice (x, y, x): each turn takes the host right after it, not a later one
+    of the same name's. A host that never comes to connect (skipped, or failed before): what was
+    taken for it is given back when the next one connects, before that one waits for its lock."""
+    x, y, z = (furnished(make_netns(), 1) for _ in range(3))
+    taken = spied(monkeypatch)
+    ahead = Ahead(tmp_path, [("x1", x), ("y", y), ("x2", x), ("z", z)])
+    try:
+        for name, ns in (("x1", x), ("y", y), ("x2", x)):
+            with KernelConnection(name, ns, tmp_path, 1.0, lambda _: None, ahead):
+                pass
+        assert taken == [False, True, True] and held(tmp_path, z), "z taken while x2 was worked on"
+        ahead.close()
+        ahead2 = Ahead(tmp_path, [("a", x), ("b", y), ("c", z)])
+        with KernelConnection("a", x, tmp_path, 1.0, lambda _: None, ahead2):
+            assert held(tmp_path, y)
+        # b never comes (skipped): c connects, and y's lock is given back first
+        with KernelConnection("c", z, tmp_path, 1.0, lambda _: None, ahead2) as conn:
+            assert not held(tmp_path, y) and conn.observe().devices
+        ahead2.close()
+    finally:
+        ahead.close()
+
+
+def test_a_namespace_made_anew_since_it_was_read_ahead_is_read_again(make_netns: Callable[[], str],
+                                                                     tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    first, second = furnished(make_netns(), 1), furnished(make_netns(), 2)
+    taken = spied(monkeypatch)
+    ahead = Ahead(tmp_path, [("a", first), ("b", second)])
+    try:
+        with KernelConnection("a", first, tmp_path, 1.0, lambda _: None, ahead):
+            pass  # b's lock and dumps taken ahead, in the namespace `second` names now
+        subprocess.run(["ip", "netns", "del", second], check=True)
+        subprocess.run(["ip", "netns", "add", second], check=True)
+        ip(second, "tuntap", "add", "dev", "anew", "mode", "tap")
+        with KernelConnection("b", second, tmp_path, 1.0, lambda _: None, ahead) as conn:
+            assert [d.name for d in conn.observe().devices] == ["anew"], "the namespace it names now"
+        assert taken == [False, True]
     finally:
         ahead.close()
 
@@ -235,9 +335,7 @@ def test_a_fleet_plan_reads_each_next_host_ahead_and_gives_back_what_it_holds_wh
         for i, ns in enumerate(namespaces)))
     loaded = reconcile.load(str(inv))
     job = Job(str(inv), state_dir=tmp_path)
-    taken: list[bool] = []
-    take = Ahead.take
-    monkeypatch.setattr(Ahead, "take", lambda self, key: _recorded(take(self, key), taken))
+    taken = spied(monkeypatch)
     outcomes = list(fleet.run(loaded, job, 1, lambda *a: None, lambda _: None))
     assert [o.status for o in outcomes] == [Status.OK] * 3 and taken == [False, True, True]
     with monkeypatch.context() as plain:
@@ -246,14 +344,8 @@ def test_a_fleet_plan_reads_each_next_host_ahead_and_gives_back_what_it_holds_wh
     assert [o.plan for o in outcomes] == [o.plan for o in in_turn], "the same plans as each host read in its turn"
     assert len({len(o.plan.changes) for o in outcomes if o.plan}) == 3, "each host's own: three different plans"
     stopped = fleet.run(loaded, job, 1, lambda *a: None, lambda _: None)
-    next(stopped)  # the second host's lock is now held ahead
+    next(stopped)
+    assert held(tmp_path, namespaces[1]), "the second host's lock, held ahead"
     stopped.close()
-    for ns in namespaces:
-        with free_host_lock(tmp_path, machine_key(ns)):
-            pass
+    assert not any(held(tmp_path, ns) for ns in namespaces)
     assert fleet._ahead(loaded, Job(str(inv), apply=True, state_dir=tmp_path)) is None, "an apply takes no lock ahead"
-
-
-def _recorded(held: tuple | None, taken: list[bool]) -> tuple | None:
-    taken.append(held is not None)
-    return held

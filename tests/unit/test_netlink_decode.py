@@ -144,8 +144,9 @@ class Replies:
 
 
 def netlink(*buffers: bytes) -> nl.Netlink:
-    sock = nl.Netlink.__new__(nl.Netlink)
-    sock.sock, sock.seq = Replies(*buffers), 0  # type: ignore[assignment]
+    sock = nl.Netlink()
+    sock.sock.close()
+    sock.sock = Replies(*buffers)  # type: ignore[assignment]
     return sock
 
 
