@@ -68,13 +68,21 @@ class Ahead:
         after = self._after.get(host)
         if after is None:
             return
-        following, netns = after
         stack = ExitStack()
+        held = None
+        try:
+            held = self._begin(*after, stack)
+        finally:
+            if held is None:
+                stack.close()
+        self._held = held
+
+    def _begin(self, host: str, netns: str, stack: ExitStack) -> _Held | None:
+        """None where it cannot be done at once: the host's own turn waits for it, or says why."""
         try:
             stack.enter_context(free_host_lock(self._state_dir, machine_key(netns)))
-        except (OSError, FileError):  # busy, or the state directory's: its own turn waits, or says why
-            stack.close()
-            return
+        except (OSError, FileError):  # busy, or the state directory's
+            return None
         inside = False
         try:
             with namespace.entered(netns):
@@ -82,17 +90,13 @@ class Ahead:
                 try:
                     sock = stack.enter_context(Netlink())
                     sock.read_ahead(EVERYTHING)
-                    held = _Held(following, stack, sock, namespace.current())
+                    return _Held(host, stack, sock, namespace.current())
                 except OSError:
-                    held = None
+                    return None
         except OSError:
             if inside:  # could not come back from the namespace: this thread is not where it was
-                stack.close()
                 raise
-            held = None  # could not go in: its own turn says why
-        if held is None:
-            stack.close()
-        self._held = held
+            return None  # could not go in
 
     def take(self, host: str) -> _Held | None:
         """What was taken ahead for `host`. What was held for another (a host that never came to

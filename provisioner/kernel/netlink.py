@@ -260,7 +260,7 @@ def send(sock: socket, payload: bytes) -> None:
             time.sleep(0.01 * attempt * attempt)
 
 
-class Reading(Protocol):
+class ReadAhead(Protocol):
     """What kernel/_readahead.c's start gives: the thread reading, and what it read."""
 
     def result(self) -> tuple[tuple[bytes, ...], ...]: ...  # per request its datagrams; OSError if it failed
@@ -284,7 +284,7 @@ class Netlink:
                 pass
         self.sock.bind((0, 0))
         self.seq = 0
-        self._reading: Reading | None = None  # a thread reading dumps asked for ahead, still under way
+        self._reading: ReadAhead | None = None  # a thread reading dumps asked for ahead, still under way
         self._read: tuple[tuple[bytes, ...], ...] | None = None  # what it read (None: it failed)
         self._ahead: dict[tuple[int, bytes], tuple[int, int]] = {}  # (type, body) -> its index, its seq
 
@@ -329,6 +329,7 @@ class Netlink:
             self._reading = None
 
     def _received(self) -> Iterator[bytes]:
+        """The socket's datagrams as they come, for a dump's answer to be walked to its end."""
         while True:
             yield self.sock.recv(1 << 20)
 
