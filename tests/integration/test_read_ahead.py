@@ -16,7 +16,7 @@ import pytest
 
 from provisioner import fleet, reconcile
 from provisioner.connection.kernel import Ahead, KernelConnection, machine_key
-from provisioner.errors import LockTimeout
+from provisioner.errors import LockTimeout, UnreachableError
 from provisioner.kernel import namespace
 from provisioner.kernel import netlink as nl
 from provisioner.kernel._readahead import start  # built by make setup: its absence fails here, never skips
@@ -302,6 +302,19 @@ def test_only_the_host_right_after_is_taken_and_given_back_before_another_lock_i
         with KernelConnection("c", z, tmp_path, 1.0, lambda _: None, ahead2) as conn:
             assert not held(tmp_path, y) and conn.observe().devices
         ahead2.close()
+    finally:
+        ahead.close()
+
+
+def test_a_next_host_that_cannot_be_reached_is_left_to_say_why_in_its_own_turn(netns: str, tmp_path: Path) -> None:
+    missing = f"{netns}-gone"  # no such namespace: entering it fails
+    ahead = Ahead(tmp_path, [("a", netns), ("b", missing)])
+    try:
+        with KernelConnection("a", netns, tmp_path, 1.0, lambda _: None, ahead):
+            assert not held(tmp_path, missing), "nothing kept of a host that could not be read"
+        with pytest.raises(UnreachableError, match="no network namespace named"):
+            with KernelConnection("b", missing, tmp_path, 1.0, lambda _: None, ahead):
+                pass
     finally:
         ahead.close()
 
