@@ -64,9 +64,11 @@ def run(loaded: Loaded, job: Job, forks: int, report: Report, notify: Notify,
 
 def _ahead(loaded: Loaded, job: Job) -> Ahead | None:
     """Hosts planned one after another here read the next one's kernel state on another thread
-    while one is planned (connection.kernel.Ahead). Not an apply: it would hold the next host's
-    lock for as long as this one's apply runs, which may wait minutes for a confirmation."""
-    if job.apply or job.snapshots is not None or job.state_dir is None or len(loaded.hosts) < 2:
+    while one is planned (connection.kernel.Ahead), where there is another CPU for it. Not an
+    apply: it would hold the next host's lock for as long as this one's apply runs, which may
+    wait minutes for a confirmation."""
+    if (job.apply or job.snapshots is not None or job.state_dir is None or len(loaded.hosts) < 2
+            or len(os.sched_getaffinity(0)) < 2):
         return None
     from .kernel.netlink import READ_AHEAD
 

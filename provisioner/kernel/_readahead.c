@@ -10,7 +10,8 @@
  * start(sock, requests[, most]) -> Reading: sends each request (a whole netlink message, a dump
  *   asked for) on `sock` (a socket object), one after another, and reads each one's answer up to
  *   its end (a message of the request's sequence number that is NLMSG_DONE or NLMSG_ERROR), or up
- *   to a message whose header cannot be walked (netlink.py's messages then says what is wrong).
+ *   to a message whose header cannot be walked (netlink.py's walk of the answer then finds it
+ *   without its end, and the dump is asked for again in turn).
  *   Answers of more than `most` bytes in all (256 MB) are not kept: E2BIG, as memory refused is
  *   ENOMEM. Then the answer under way is still read to its end (and dropped) and nothing more is
  *   asked, so the kernel is not left in the middle of a dump, which would refuse the next one
@@ -191,7 +192,7 @@ static PyObject *result(PyObject *self, PyObject *unused) {
             }
             PyTuple_SET_ITEM(answer, i, datagrams);
             for (size_t d = from; d < to; d++) {
-                PyObject *bytes = PyBytes_FromStringAndSize(r->data + r->datagram[d],
+                PyObject *bytes = PyBytes_FromStringAndSize(r->data ? r->data + r->datagram[d] : "",  /* all empty: no buffer */
                                                             (Py_ssize_t)(r->datagram[d + 1] - r->datagram[d]));
                 if (bytes == NULL) {
                     Py_DECREF(answer);

@@ -67,13 +67,15 @@ def entered(name: str | None) -> Iterator[None]:
         yield
         return
     target = os.open(path_of(name), os.O_RDONLY | os.O_CLOEXEC)
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        _setns(target)
+        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
-            yield
+            _setns(target)
+            try:
+                yield
+            finally:
+                _setns(home)
         finally:
-            _setns(home)
+            os.close(home)
     finally:
         os.close(target)
-        os.close(home)

@@ -289,7 +289,9 @@ class Netlink:
         self._ahead: dict[tuple[int, bytes], tuple[int, int]] = {}  # (type, body) -> its index, its seq
 
     def close(self) -> None:
-        self._settle()  # the reading thread uses the descriptor until it ends
+        # the reading thread uses the descriptor until it ends: the Reading, let go, waits for it
+        # (without making what it read into bytes, as result() would)
+        self._reading = None
         self.sock.close()
 
     def __enter__(self) -> Netlink:
@@ -310,17 +312,20 @@ class Netlink:
         if _read_ahead is None:
             return
         self._settle()
-        self._ahead = {}  # what an earlier reading left unasked is not this one's
-        requests = []
+        self._ahead, self._read = {}, None  # what an earlier reading left unasked is not this one's
+        requests, ahead = [], {}
         for index, (msg_type, body) in enumerate(dumps):
             seq = self._next_seq()
             requests.append(HDR.pack(HDR.size + len(body), msg_type, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body)
-            self._ahead[(msg_type, body)] = (index, seq)
+            ahead[(msg_type, body)] = (index, seq)
         self._reading = _read_ahead(self.sock, tuple(requests))
+        self._ahead = ahead  # only once they are asked for
 
     def _settle(self) -> None:
-        """The reading thread ended, and what it read kept (nothing, if it failed: the reader has
-        then read its answers to their ends, so the socket is free to ask again)."""
+        """The reading thread ended, and what it read kept (nothing, if it failed: each dump is then
+        asked for in turn. An answer too large to keep was read to its end first; after a failed
+        receive the kernel may still be in the middle of the dump, and the one asked in turn then
+        fails as any refused dump does)."""
         if self._reading is not None:
             try:
                 self._read = self._reading.result()

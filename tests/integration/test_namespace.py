@@ -44,3 +44,29 @@ def test_a_descriptor_that_is_not_a_namespace_is_refused(call: Callable[[int, in
         os.close(fd)
     assert info.value.errno == errno.EINVAL
     assert here() == os.stat("/proc/self/ns/net").st_ino
+
+
+def test_a_namespace_entered_while_this_thread_s_own_cannot_be_opened_leaves_no_descriptor(
+        netns: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Out of descriptors (EMFILE) at the second open: the first one was left open, once for
+    every host a fleet's run then tried (it enters each next host's namespace ahead)."""
+    opened: list[int] = []
+    real = os.open
+
+    def open_(path: str, flags: int, *args: int) -> int:
+        if path == "/proc/thread-self/ns/net":
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+        fd = real(path, flags, *args)
+        opened.append(fd)
+        return fd
+
+    monkeypatch.setattr(namespace.os, "open", open_)
+    with pytest.raises(OSError):
+        with namespace.entered(netns):
+            pass
+    monkeypatch.undo()
+    assert opened
+    for fd in opened:  # closed again (nothing else opened since)
+        with pytest.raises(OSError):
+            os.fstat(fd)
+    assert here() == os.stat("/proc/self/ns/net").st_ino

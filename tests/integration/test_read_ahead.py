@@ -362,3 +362,5 @@ def test_a_fleet_plan_reads_each_next_host_ahead_and_gives_back_what_it_holds_wh
     stopped.close()
     assert not any(held(tmp_path, ns) for ns in namespaces)
     assert fleet._ahead(loaded, Job(str(inv), apply=True, state_dir=tmp_path)) is None, "an apply takes no lock ahead"
+    monkeypatch.setattr(fleet.os, "sched_getaffinity", lambda pid: {0})
+    assert fleet._ahead(loaded, job) is None, "one CPU: no other to read on"
