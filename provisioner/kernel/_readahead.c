@@ -24,6 +24,8 @@
  *   the errno of the first failure (what was read is then dropped). Waits for the thread with the
  *   GIL released; the second call gives the same answer. One caller at a time (Netlink is used by
  *   one thread): two threads waiting at once would both join the reader.
+ * Reading.wait() -> None: waits for the thread, as result() does, without making anything of what
+ *   it read (a socket closed with its answers unread).
  * A Reading that goes away unasked waits for its thread first.
  */
 
@@ -207,6 +209,12 @@ static PyObject *result(PyObject *self, PyObject *unused) {
     return r->answer;
 }
 
+static PyObject *wait_for(PyObject *self, PyObject *unused) {
+    (void)unused;
+    join((Reading *)self);
+    Py_RETURN_NONE;
+}
+
 static void dealloc(PyObject *self) {
     Reading *r = (Reading *)self;
     join(r);
@@ -222,6 +230,7 @@ static void dealloc(PyObject *self) {
 
 static PyMethodDef reading_methods[] = {
     {"result", result, METH_NOARGS, "result() -> one tuple of datagrams per request; OSError if reading failed"},
+    {"wait", wait_for, METH_NOARGS, "wait(): the thread ended, nothing of what it read made into objects"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -264,6 +264,7 @@ class ReadAhead(Protocol):
     """What kernel/_readahead.c's start gives: the thread reading, and what it read."""
 
     def result(self) -> tuple[tuple[bytes, ...], ...]: ...  # per request its datagrams; OSError if it failed
+    def wait(self) -> None: ...  # the thread ended, nothing made of what it read
 
 
 class Netlink:
@@ -289,9 +290,9 @@ class Netlink:
         self._ahead: dict[tuple[int, bytes], tuple[int, int]] = {}  # (type, body) -> its index, its seq
 
     def close(self) -> None:
-        # the reading thread uses the descriptor until it ends: the Reading, let go, waits for it
-        # (without making what it read into bytes, as result() would)
-        self._reading = None
+        if self._reading is not None:  # its thread uses the descriptor until it ends
+            self._reading.wait()
+            self._reading = None
         self.sock.close()
 
     def __enter__(self) -> Netlink:
