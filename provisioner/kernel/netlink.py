@@ -305,6 +305,11 @@ class Netlink:
         self.seq += 1
         return self.seq
 
+    def _dump_request(self, msg_type: int, body: bytes) -> tuple[int, bytes]:
+        """A dump asked for: its sequence number, and the message that asks."""
+        seq = self._next_seq()
+        return seq, HDR.pack(HDR.size + len(body), msg_type, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
+
     def read_ahead(self, dumps: Sequence[tuple[int, bytes]]) -> None:
         """Ask for these dumps (type, body) now, read on a thread of their own (kernel/_readahead.c)
         while this one does other work: `dump` of the same (type, body) then takes what was read.
@@ -316,8 +321,8 @@ class Netlink:
         self._ahead, self._read = {}, None  # what an earlier reading left unasked is not this one's
         requests, ahead = [], {}
         for index, (msg_type, body) in enumerate(dumps):
-            seq = self._next_seq()
-            requests.append(HDR.pack(HDR.size + len(body), msg_type, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body)
+            seq, request = self._dump_request(msg_type, body)
+            requests.append(request)
             ahead[(msg_type, body)] = (index, seq)
         self._reading = _read_ahead(self.sock, tuple(requests))
         self._ahead = ahead  # only once they are asked for
@@ -355,8 +360,8 @@ class Netlink:
                 if whole is not None:
                     return whole
         for _ in range(5):
-            seq = self._next_seq()
-            send(self.sock, HDR.pack(HDR.size + len(body), msg_type, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body)
+            seq, request = self._dump_request(msg_type, body)
+            send(self.sock, request)
             whole = _answer(self._received(), seq)
             if whole is not None:
                 return whole

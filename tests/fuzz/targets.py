@@ -458,15 +458,12 @@ def netlink_link(data: bytes) -> None:
     assert _rtattr.link(data) == netlink._link(data)
 
 
-_NLMSGHDR = struct.Struct("=IHHII")
-
-
-def _answer_ends(datagram: bytes, seq: int) -> bool:
+def answer_ends(datagram: bytes, seq: int) -> bool:
     """The model of kernel/_readahead.c's `ends`: nothing more (an empty datagram), the answer's end
-    or error message, or a header that cannot be walked."""
+    or error message, or a header that cannot be walked (tests/integration/test_read_ahead.py too)."""
     offset = 0
     while offset + 16 <= len(datagram):
-        length, kind, _, mseq, _ = _NLMSGHDR.unpack_from(datagram, offset)
+        length, kind, _, mseq, _ = netlink.HDR.unpack_from(datagram, offset)
         if length < 16 or length > len(datagram) - offset or (mseq == seq and kind in (2, 3)):
             return True
         offset += (length + 3) & ~3
@@ -484,17 +481,17 @@ def netlink_read_ahead(data: bytes) -> None:
         size = int.from_bytes(data[offset:offset + 2], "little") % 512
         datagrams.append(data[offset + 2:offset + 2 + size])
         offset += 2 + size
-    datagrams.append(_NLMSGHDR.pack(16, 3, 2, seq, 0))
+    datagrams.append(netlink.HDR.pack(16, 3, 2, seq, 0))
     ours, peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     with ours, peer:
-        request = _NLMSGHDR.pack(16, 18, 0x301, seq, 0)
+        request = netlink.HDR.pack(16, 18, 0x301, seq, 0)
         reading = _readahead.start(ours, (request,))
         assert peer.recv(64) == request
         answer = []
         for datagram in datagrams:
             peer.send(datagram)
             answer.append(datagram)
-            if _answer_ends(datagram, seq):
+            if answer_ends(datagram, seq):
                 break
         assert reading.result() == (tuple(answer),)
 
@@ -646,9 +643,9 @@ SEEDS: dict[str, list[bytes]] = {
     "netlink_messages": [bytes([1]) + struct.pack("=IHHII", 20, 16, 0x10, 1, 0) + b"abcd"
                          + struct.pack("=IHHII", 20, 2, 0, 1, 0) + struct.pack("=i", -95),
                          bytes([2]) + struct.pack("=IHHII", 20, 3, 0, 2, 0) + bytes(4)],
-    "netlink_read_ahead": [bytes([5]) + (36).to_bytes(2, "little") + _NLMSGHDR.pack(20, 16, 2, 5, 0) + bytes(4)
-                           + _NLMSGHDR.pack(16, 16, 2, 6, 0) + (16).to_bytes(2, "little") + _NLMSGHDR.pack(16, 2, 0, 5, 0),
-                           bytes([1]) + (20).to_bytes(2, "little") + _NLMSGHDR.pack(40, 16, 2, 1, 0) + bytes(4)],
+    "netlink_read_ahead": [bytes([5]) + (36).to_bytes(2, "little") + netlink.HDR.pack(20, 16, 2, 5, 0) + bytes(4)
+                           + netlink.HDR.pack(16, 16, 2, 6, 0) + (16).to_bytes(2, "little") + netlink.HDR.pack(16, 2, 0, 5, 0),
+                           bytes([1]) + (20).to_bytes(2, "little") + netlink.HDR.pack(40, 16, 2, 1, 0) + bytes(4)],
     "netlink_link": [struct.pack("=BxHiII", 0, 1, 9, 1, 0) + struct.pack("=HH", 8, 3) + b"tp0\0"
                      + struct.pack("=HH", 8, 4) + struct.pack("=I", 1400) + struct.pack("=HH", 28, 0x8012)
                      + struct.pack("=HH", 8, 1) + b"tun\0" + struct.pack("=HH", 16, 0x8002)

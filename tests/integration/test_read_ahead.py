@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import random
 import socket
-import struct
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -24,12 +23,11 @@ from provisioner.kernel.observe import EVERYTHING, observe
 from provisioner.lock import free_host_lock
 from provisioner.reconcile import Job, Status
 
-
-HDR = struct.Struct("=IHHII")
+from ..fuzz.targets import answer_ends
 
 
 def message(kind: int, seq: int, payload: bytes = b"") -> bytes:
-    return HDR.pack(16 + len(payload), kind, 2, seq, 0) + payload + b"\0" * (-len(payload) % 4)
+    return nl.HDR.pack(16 + len(payload), kind, 2, seq, 0) + payload + b"\0" * (-len(payload) % 4)
 
 
 def ip(ns: str, *args: str) -> None:
@@ -111,8 +109,8 @@ def test_a_dump_read_ahead_that_a_change_interrupted_anywhere_is_asked_for_again
 
     class Interrupted:
         def __init__(self, sock: object, requests: tuple[bytes, ...]) -> None:
-            seqs = [HDR.unpack_from(r)[3] for r in requests]
-            self.answer = tuple((HDR.pack(20, 16, 0x2 | 0x10, seq, 0) + bytes(4), message(3, seq)) for seq in seqs)
+            seqs = [nl.HDR.unpack_from(r)[3] for r in requests]
+            self.answer = tuple((nl.HDR.pack(20, 16, 0x2 | 0x10, seq, 0) + bytes(4), message(3, seq)) for seq in seqs)
 
         def result(self) -> tuple[tuple[bytes, ...], ...]:
             return self.answer
@@ -161,19 +159,6 @@ def test_without_the_compiled_reader_nothing_is_read_ahead(netns: str, tmp_path:
 
 # --- the reader's walk of what it receives: a peer that answers anything -------------------
 
-def ends(datagram: bytes, seq: int) -> bool:
-    """The model of _readahead.c's `ends`: the answer's end, its error, or a header not to be walked."""
-    offset = 0
-    while offset + 16 <= len(datagram):
-        length, kind, _, mseq, _ = HDR.unpack_from(datagram, offset)
-        if length < 16 or length > len(datagram) - offset:
-            return True
-        if mseq == seq and kind in (2, 3):
-            return True
-        offset += (length + 3) & ~3
-    return False
-
-
 def test_the_reader_keeps_every_datagram_up_to_its_answer_s_end_whatever_they_hold() -> None:
     """Messages of other requests, of other types, cut short or claiming more than they hold:
     the reader stops at the first datagram that ends the answer, as its model says, and keeps
@@ -183,13 +168,13 @@ def test_the_reader_keeps_every_datagram_up_to_its_answer_s_end_whatever_they_ho
         ours, peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         with ours, peer:
             seqs = [rng.randrange(1, 1 << 32) for _ in range(rng.randrange(1, 4))]
-            requests = tuple(HDR.pack(20, 18, 0x301, seq, 0) + b"\0" * 4 for seq in seqs)
+            requests = tuple(nl.HDR.pack(20, 18, 0x301, seq, 0) + b"\0" * 4 for seq in seqs)
             reading = start(ours, requests)
             sent: list[list[bytes]] = []
             for request, seq in zip(requests, seqs, strict=True):
                 assert peer.recv(1 << 16) == request
                 answer: list[bytes] = []
-                while not answer or not ends(answer[-1], seq):
+                while not answer or not answer_ends(answer[-1], seq):
                     pick = rng.random()
                     if pick < 0.5:
                         datagram = b"".join(message(16, rng.choice([seq, seq + 1]), os.urandom(rng.randrange(0, 40)))
