@@ -11,6 +11,7 @@ a cut, a patched byte. Coverage then reaches the code behind the checks, not onl
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -496,6 +497,55 @@ def netlink_read_ahead(data: bytes) -> None:
         assert reading.result() == (tuple(answer),)
 
 
+class _Answers:
+    """A netlink socket's place in netlink.Netlink that answers with the datagrams given."""
+
+    def __init__(self, datagrams: list[bytes]) -> None:
+        self.datagrams = datagrams
+
+    def send(self, payload: bytes) -> int:
+        return len(payload)
+
+    def recv(self, size: int) -> bytes:
+        if not self.datagrams:
+            raise _Unanswered
+        return self.datagrams.pop(0)
+
+    def close(self) -> None:
+        pass
+
+
+class _Unanswered(Exception):
+    """The datagrams ran out before the batch's fence was answered: a kernel would send it."""
+
+
+def netlink_transact(data: bytes) -> None:
+    """A batch's answers (netlink.transact): up to 8 requests numbered from 1, their fence after
+    them, then datagrams each after its 2-byte length, answered in order. It ends with one
+    answer per request, each a success or the error an answer named, or EBADMSG carrying what
+    is known of a prefix of them, or it waits for more (the fence not answered yet)."""
+    if not data:
+        return
+    requests = [netlink.Request(netlink.RTM_NEWADDR, 0, b"") for _ in range(data[0] % 8 + 1)]
+    datagrams, offset = [], 1
+    while offset + 2 <= len(data):
+        size = int.from_bytes(data[offset:offset + 2], "little") % 512
+        datagrams.append(data[offset + 2:offset + 2 + size])
+        offset += 2 + size
+    sock = netlink.Netlink()
+    sock.sock.close()
+    sock.sock = _Answers(datagrams)  # type: ignore[assignment]
+    try:
+        acks = sock.transact(requests)
+    except netlink.NetlinkError as exc:
+        assert exc.errno == errno.EBADMSG and len(exc.acks) <= len(requests), exc
+        assert all(isinstance(a, netlink.Ack) for a in exc.acks)
+        return
+    except _Unanswered:
+        return
+    assert len(acks) == len(requests) and all(isinstance(a, netlink.Ack) and a.error >= 0 for a in acks)
+
+
 # Where `inventory` writes its file: the directory a fuzzing child was given (tests/fuzz/run.py's
 # `one` deletes it; libFuzzer's exit() skips any cleanup here), else one deleted at this process's exit.
 _scratch = None if os.environ.get("PROVISION_FUZZ_WORK") else tempfile.TemporaryDirectory(prefix="provision-fuzz-")
@@ -585,6 +635,7 @@ TARGETS: dict[str, Target] = {
     "netlink_messages": netlink_messages,
     "netlink_link": netlink_link,
     "netlink_read_ahead": netlink_read_ahead,
+    "netlink_transact": netlink_transact,
     "initiation": initiation,
     "response": response,
     "cookie_reply": cookie_reply,
@@ -643,6 +694,9 @@ SEEDS: dict[str, list[bytes]] = {
     "netlink_messages": [bytes([1]) + struct.pack("=IHHII", 20, 16, 0x10, 1, 0) + b"abcd"
                          + struct.pack("=IHHII", 20, 2, 0, 1, 0) + struct.pack("=i", -95),
                          bytes([2]) + struct.pack("=IHHII", 20, 3, 0, 2, 0) + bytes(4)],
+    "netlink_transact": [bytes([2]) + (36).to_bytes(2, "little") + netlink.HDR.pack(36, 2, 0x100, 2, 0)
+                         + struct.pack("=i", -17) + netlink.HDR.pack(16, 20, 0, 2, 0)
+                         + (36).to_bytes(2, "little") + netlink.HDR.pack(36, 2, 0x100, 4, 0) + bytes(20)],
     "netlink_read_ahead": [bytes([5]) + (36).to_bytes(2, "little") + netlink.HDR.pack(20, 16, 2, 5, 0) + bytes(4)
                            + netlink.HDR.pack(16, 16, 2, 6, 0) + (16).to_bytes(2, "little") + netlink.HDR.pack(16, 2, 0, 5, 0),
                            bytes([1]) + (20).to_bytes(2, "little") + netlink.HDR.pack(40, 16, 2, 1, 0) + bytes(4)],

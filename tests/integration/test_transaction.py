@@ -8,10 +8,12 @@ deletions in a row go as one link group, which must reach the transaction's devi
 from __future__ import annotations
 
 import errno
+import ipaddress
 import json
 import os
 import re
 import select
+import socket
 import subprocess
 import threading
 import time
@@ -20,7 +22,8 @@ import pytest
 
 from provisioner.errors import KernelError
 from provisioner.kernel import creations, namespace
-from provisioner.kernel.apply import Step, Transaction, Verb
+from provisioner.kernel import netlink as nl
+from provisioner.kernel.apply import _ENCODERS, Step, Transaction, Verb
 from provisioner.kernel.netlink import Netlink
 from provisioner.model import Address, Device, DeviceType
 
@@ -216,3 +219,27 @@ def test_what_a_rollback_could_not_undo_is_told_in_words(netns: str) -> None:
         tx.run(STEPS[:1])
         subprocess.run(["ip", "-n", netns, "link", "del", "t0"], check=True)
         assert tx.rollback() == ["could not undo device t0: No such device (ENODEV)"]
+
+
+def test_the_kernel_s_refusals_name_exactly_the_requests_that_did_not_take_effect(netns: str) -> None:
+    """A batch's requests ask for no answer, and the kernel sends one only for a request it
+    refuses; a NOOP after each batch asks for the answer that ends it (netlink.transact). 600
+    addresses go in three batches: the refusals (an address there already, the first of the
+    second batch a copy of the last of the first, the last on a device that does not exist)
+    are told for those requests alone, with the kernel's reasons, and every other address is
+    what pyroute2 then finds on the device."""
+    subprocess.run(["ip", "-n", netns, "tuntap", "add", "dev", "t0", "mode", "tap"], check=True)
+    subprocess.run(["ip", "-n", netns, "addr", "add", "fd00:23::7/128", "dev", "t0"], check=True)
+    cidrs = [f"{ipaddress.IPv6Address(0xFD000023 << 96 | i)}/128" for i in range(600)]
+    cidrs[256] = cidrs[255]
+    with namespace.entered(netns), Netlink() as sock:
+        encode = _ENCODERS[Verb.ADD_ADDR]
+        tx = Transaction("h", sock)
+        requests = [encode(tx, Address("t0", c)) for c in cidrs]
+        head = nl.IFADDR.pack(socket.AF_INET6, 128, 0, 0, 0x7FFFFFFF)  # an index no device has
+        requests[599] = nl.Request(requests[599].type, requests[599].flags, head + requests[599].body[nl.IFADDR.size:])
+        acks = sock.transact(requests)
+    refused = {i: ack.error for i, ack in enumerate(acks) if ack.error}
+    assert refused == {7: errno.EEXIST, 256: errno.EEXIST, 599: errno.ENODEV}
+    assert len(acks) == 600
+    assert {a for a in kernel(netns)["addrs"] if a[0] == "t0"} == {("t0", c) for c in cidrs[:599]}
