@@ -303,7 +303,9 @@ class Transaction:
         return True
 
     def _acks(self, requests: Sequence[nl.Request]) -> list[nl.Ack]:
-        """Every request's acknowledgement; a socket that fails answers for those it did not reach."""
+        """What became of every request. Where the socket fails, its error is the answer of each
+        request it did not send (those it sent but could not hear about count as done:
+        netlink.transact)."""
         try:
             return self.sock.transact(requests)
         except nl.NetlinkError as exc:
@@ -383,8 +385,8 @@ class Transaction:
 
     def _send(self, run: Sequence[Step], requests: Sequence[nl.Request | None], on_step: Callable[[Step], None],
               failures: list[Failure]) -> None:
-        """The requests of `run` (None: it could not be encoded), in batches; each acknowledged
-        one took effect. A socket that fails takes effect up to its last acknowledgement."""
+        """The requests of `run` (None: it could not be encoded), in batches; each one the kernel
+        did not refuse took effect."""
         acks = iter(self._acks([r for r in requests if r is not None]))
         for s, r in zip(run, requests, strict=True):
             if r is None:

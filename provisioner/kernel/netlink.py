@@ -18,7 +18,7 @@ import struct
 import time
 # socket's C half, whose names these are: `import socket` makes four IntEnums of its constants, 11M
 # instructions (3 ms) of every run
-from _socket import AF_NETLINK, AF_UNSPEC, SOCK_RAW, SOL_SOCKET, SO_RCVBUF, SO_SNDBUF, socket
+from _socket import AF_NETLINK, AF_UNSPEC, SOCK_RAW, SOL_SOCKET, SO_RCVBUF, SO_RCVTIMEO, SO_SNDBUF, socket
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -214,8 +214,8 @@ def cstr(value: memoryview | bytes) -> str:
 
 @dataclass(frozen=True)
 class Request:
-    """One netlink request, encoded but not yet numbered: transact numbers a batch's requests,
-    so each acknowledgement is matched to its request."""
+    """One netlink request that changes something, encoded but not yet numbered: transact numbers
+    a batch's requests, so each error the kernel answers is matched to its request."""
 
     type: int
     flags: int
@@ -225,8 +225,8 @@ class Request:
 
 @dataclass(frozen=True)
 class Ack:
-    """The kernel's answer to one request: what took effect is exactly what was acknowledged
-    without an error, which a rollback needs to know."""
+    """What became of one request: what took effect is exactly what the kernel did not refuse,
+    which a rollback needs to know."""
 
     error: int  # 0, or a positive errno
     reason: str  # the kernel's extended-ack message, when it gave one
@@ -236,15 +236,31 @@ ACKED = Ack(0, "")  # a request that took effect (what the kernel may add to a s
 
 
 class NetlinkError(OSError):
-    """The socket itself failed (not a request: those fail in their Ack). `acks` holds the
-    acknowledgements of the requests sent before the failure, in order: exactly those took
-    effect, so a transaction can undo them."""
+    """The socket itself failed (not a request: those fail in their Ack). `acks` holds what is
+    known of the requests from the first on, in order, so a transaction can undo what took
+    effect; the requests after them were not sent, or what became of them is unknown."""
 
     acks: tuple[Ack, ...] = ()
 
 
 TRANSIENT = frozenset({errno.ENOBUFS, errno.EAGAIN, errno.EINTR, errno.ENOMEM})
 SEND_TRIES = 4  # a send the kernel refuses for want of memory is tried again after 0, 10, 40, 90 ms
+# How long a receive may wait. The kernel queues a send's answers before the send returns, and makes
+# the next part of a dump in the receive before: a receive that waits is for an answer that was lost
+# (dropped from a full receive buffer), and without a limit it would wait, holding the host's lock,
+# for ever.
+RECEIVE_TIMEOUT = 10
+TIMEVAL = struct.Struct("@ll")  # struct timeval, native: two longs
+
+
+def receive(sock: socket) -> bytes:
+    """One datagram; a failure, or no answer within RECEIVE_TIMEOUT, is a NetlinkError."""
+    try:
+        return sock.recv(1 << 20)
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
+            raise NetlinkError(exc.errno, f"no answer from the kernel within {RECEIVE_TIMEOUT} s") from None
+        raise NetlinkError(exc.errno, f"netlink receive failed: {exc.strerror}") from None
 
 
 def send(sock: socket, payload: bytes) -> None:
@@ -284,7 +300,11 @@ class Netlink:
                 self.sock.setsockopt(SOL_NETLINK, opt, 1)
             except OSError:
                 pass
+        self.sock.setsockopt(SOL_SOCKET, SO_RCVTIMEO, TIMEVAL.pack(RECEIVE_TIMEOUT, 0))
         self.sock.bind((0, 0))
+        # connected to the kernel: a datagram from any other socket is refused (ECONNREFUSED at its
+        # sender), so a process with CAP_NET_ADMIN in the namespace cannot answer for the kernel
+        self.sock.connect((0, 0))
         self.seq = 0
         self._reading: ReadAhead | None = None  # a thread reading dumps asked for ahead, still under way
         self._read: tuple[tuple[bytes, ...], ...] | None = None  # what it read (None: it failed)
@@ -343,7 +363,7 @@ class Netlink:
     def _received(self) -> Iterator[bytes]:
         """The socket's datagrams as they come, for a dump's answer to be walked to its end."""
         while True:
-            yield self.sock.recv(1 << 20)
+            yield receive(self.sock)
 
     def dump(self, msg_type: int, body: bytes) -> list[tuple[int, bytes]]:
         """Every (type, message) of a dump; retried whole if the kernel says it was interrupted.
@@ -393,7 +413,13 @@ class Netlink:
                 raise
             failed: dict[int, Ack] = {}  # by index in the chunk: the requests an error names
             while True:
-                data = memoryview(self.sock.recv(1 << 20))
+                try:
+                    data = memoryview(receive(self.sock))
+                except NetlinkError as exc:  # the kernel ran the whole batch, its refusals may be lost:
+                    # what it did not refuse counts as done, for a rollback to undo (an undo of what
+                    # did not happen fails alone); an apply's verification reads what is there
+                    exc.acks = (*acks, *(failed.get(i, ACKED) for i in range(len(chunk))))
+                    raise
                 if _errors(data, first, fence, failed, acks):
                     break
             acks.extend(failed.get(i, ACKED) for i in range(len(chunk)))
@@ -403,8 +429,8 @@ class Netlink:
 def _errors(data: memoryview, first: int, fence: int, failed: dict[int, Ack], acks: list[Ack]) -> bool:
     """The errors in a datagram that name a request of the batch numbered `first` up to its
     `fence`, put in `failed`; True once the fence is answered. A header claiming less than
-    itself, or an error message too short for its code or with a positive one, is EBADMSG
-    (with what is known)."""
+    itself, or an error message too short for its code or with one that is no errno, is
+    EBADMSG (with what is known)."""
     offset, end = 0, len(data)
     while offset + HDR.size <= end:
         length, kind, flags, mseq, _ = HDR.unpack_from(data, offset)
@@ -416,7 +442,7 @@ def _errors(data: memoryview, first: int, fence: int, failed: dict[int, Ack], ac
             if mseq == fence:
                 return True
             code = ERR.unpack_from(data, start)[0]
-            if code > 0:  # an error is negative: no errno to tell (found by fuzzing, as in `_messages`)
+            if not -4096 < code <= 0:  # an errno is under 4096, told negative (found by fuzzing; as `_messages`)
                 raise _malformed(acks, failed)
             # a success told all the same (a kernel that acknowledged anyway) is the shared Ack
             failed[mseq - first] = ACKED if code == 0 else _ack(data[start:start - HDR.size + length], flags)

@@ -14,6 +14,7 @@ import os
 import re
 import select
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -243,3 +244,49 @@ def test_the_kernel_s_refusals_name_exactly_the_requests_that_did_not_take_effec
     assert refused == {7: errno.EEXIST, 256: errno.EEXIST, 599: errno.ENODEV}
     assert len(acks) == 600
     assert {a for a in kernel(netns)["addrs"] if a[0] == "t0"} == {("t0", c) for c in cidrs[:599]}
+
+
+def test_only_the_kernel_can_answer_on_the_socket(netns: str) -> None:
+    """A batch's requests ask for no answer, so one forged "batch over" from another netlink
+    socket (any process with CAP_NET_ADMIN in the namespace can send to ours) would pass every
+    refusal in it for done. The socket is connected to the kernel: what another sends is refused,
+    and the refusal of the batch that follows is the kernel's."""
+    with namespace.entered(netns), Netlink() as sock:
+        port = sock.sock.getsockname()[0]
+        forged = nl.HDR.pack(36, nl.NLMSG_ERROR, 0, sock.seq + 2, 0) + struct.pack("=i", 0) + nl.HDR.pack(16, 1, 5, 2, 0)
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, nl.NETLINK_ROUTE) as other:
+            other.bind((0, 0))
+            with pytest.raises(ConnectionRefusedError):
+                other.sendto(forged, (port, 0))
+        nowhere = nl.IFADDR.pack(socket.AF_INET6, 128, 0, 0, 0x7FFFFFFF) + nl.attr(nl.IFA_LOCAL, bytes(15) + b"\1")
+        (ack,) = sock.transact([nl.Request(nl.RTM_NEWADDR, nl.NLM_F_CREATE | nl.NLM_F_EXCL, nowhere)])
+    assert ack.error == errno.ENODEV  # the kernel's refusal, not the forged "batch over" taken for it
+
+
+def test_an_answer_that_never_comes_is_waited_for_a_while_not_for_ever(netns: str,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel queues a send's answers before the send returns: a receive that waits is for an
+    answer lost (dropped from a full buffer), and was waited for, the host's lock held, for ever.
+    Now a receive waits netlink.RECEIVE_TIMEOUT at most (1 s here) and fails as the socket's
+    error; the batch it could not hear about counts as done (the kernel ran it), for a rollback."""
+    monkeypatch.setattr(nl, "RECEIVE_TIMEOUT", 1)
+    monkeypatch.setattr(nl, "send", lambda sock, payload: None)  # the batch, and its fence, lost
+    caught: list[BaseException] = []
+
+    def run() -> None:
+        with namespace.entered(netns), Netlink() as sock:
+            try:
+                sock.transact([nl.Request(nl.RTM_NEWLINK, 0, nl.IFINFO.pack(0, 0, 0, 0, 0))] * 3)
+            except BaseException as exc:  # noqa: BLE001 - what the test looks at
+                caught.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    started = time.monotonic()
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive(), "still waiting for an answer that will not come"
+    assert 0.9 < time.monotonic() - started < 5
+    (exc,) = caught
+    assert isinstance(exc, nl.NetlinkError) and exc.errno == errno.EAGAIN, exc
+    assert "no answer from the kernel within 1 s" in str(exc)
+    assert exc.acks == (nl.ACKED,) * 3
