@@ -394,8 +394,9 @@ class Netlink:
         without NLM_F_ACK only if it fails. So a batch is its requests without that flag and a
         fence after them, a NOOP that asks for one: its answer says the batch is over, and each
         request that no error names took effect. Acknowledged one by one, 1000 devices' 3000
-        settings cost the kernel 3000 answers and this process 3000 receives: 38-41 ms of a
-        converge, now 20-21 (docs/performance.md, the twenty-third round)."""
+        settings cost the kernel 3000 answers and this process 3000 receives: `transact` took
+        38-42 ms of a converge, now 30-31 (20-30 of it the kernel's; docs/performance.md, the
+        twenty-third round)."""
         self._settle()
         self._ahead, self._read = {}, None  # read before these changes: no longer the kernel's state
         acks: list[Ack] = []
