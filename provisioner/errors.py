@@ -104,11 +104,13 @@ class ForwarderError(HostError):
 
 
 class KernelError(HostError):
-    """The kernel refused an operation; `code` keeps the errno and `reason` its own words."""
+    """The kernel refused an operation (or, not `refused`, its socket failed); `code` keeps the
+    errno and `reason` its own words."""
 
-    def __init__(self, host: str, resource: str, code: int, reason: str = ""):
+    def __init__(self, host: str, resource: str, code: int, reason: str = "", refused: bool = True):
         self.code, self.reason = code, reason or os.strerror(code)
-        super().__init__(host, f"kernel refused: {kernel_words(code, reason)}", resource)
+        super().__init__(host, f"kernel refused: {kernel_words(code, reason)}" if refused else kernel_words(code, reason),
+                         resource)
 
 
 def kernel_words(code: int, reason: str = "") -> str:

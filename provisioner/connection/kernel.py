@@ -177,7 +177,8 @@ class KernelConnection:
             self._last = observe(self._sock, since, links=devices, addresses=addresses, routes=Kind.ROUTE in kinds,
                                  route_devices=moved.route_devices, tunnels=tunnels)
         except NetlinkError as exc:
-            raise KernelError(self.host, "reading the kernel's state", exc.errno or errno.EIO, exc.strerror or "") from exc
+            raise KernelError(self.host, "reading the kernel's state", exc.errno or errno.EIO, exc.strerror or "",
+                              refused=False) from exc
         return self._last.observed
 
     def transaction(self, tunnels: bool = True) -> Transaction:

@@ -214,6 +214,8 @@ class Transaction:
     sock: nl.Netlink
     tunnels: TunnelProcesses | None = None
     done: list[Step] = field(default_factory=list)
+    # steps counted as done whose answer the kernel's socket lost, and how (netlink.Ack.heard)
+    unconfirmed: list[tuple[Step, str]] = field(default_factory=list)
     _index: dict[str, int] = field(default_factory=dict)
 
     def run(self, steps: Sequence[Step], on_step: Callable[[Step], None] = lambda s: None) -> None:
@@ -226,13 +228,16 @@ class Transaction:
             raise KernelError(self.host, step.what, code, reason)
 
     def rollback(self) -> list[str]:
-        """Undo `done` in reverse order; returns what could not be undone (best effort)."""
+        """Undo `done` in reverse order; returns what could not be undone (best effort), and what
+        may not have been: an undo whose answer was lost is no undo known to have worked."""
         undo = [inv for step in reversed(self.done) for inv in step.inverse()]
-        self.done = []
+        self.done, self.unconfirmed = [], []
         failures = self._execute(undo, lambda s: None, stop=False)
         self.done = []
-        return [f"could not undo {step.what}: {kernel_words(code, reason) if code else reason or 'no reason given'}"
-                for step, code, reason in failures]
+        return ([f"could not undo {step.what}: {kernel_words(code, reason) if code else reason or 'no reason given'}"
+                 for step, code, reason in failures]
+                + [f"could not confirm the undo of {step.what}: the kernel's answer was lost ({why})"
+                   for step, why in self.unconfirmed])
 
     def _execute(self, steps: Sequence[Step], on_step: Callable[[Step], None], stop: bool) -> list[Failure]:
         """Runs of one kind in turn: forwarder steps carried out together, tun devices created,
@@ -283,11 +288,14 @@ class Transaction:
             return False
         grouped: list[Step] = []
         put = [_set_group(s.subject.name, number) for s in run]  # type: ignore[union-attr]
+        unheard: dict[int, str] = {}  # by step: a number given whose answer was lost
         for s, ack in zip(run, self._acks(put), strict=True):
             if ack.error:
                 failures.append((s, ack.error, ack.reason))  # a device gone already, say: as the kernel says
             else:
                 grouped.append(s)
+                if not ack.heard:
+                    unheard[id(s)] = ack.reason
         if not grouped:
             return True
         body = nl.IFINFO.pack(AF_UNSPEC, 0, 0, 0, 0) + nl.u32(nl.IFLA_GROUP, number)
@@ -298,7 +306,7 @@ class Transaction:
             failures += [(s, ack.error, ack.reason) for s in grouped]
             return True
         for s in grouped:
-            self._took_effect(s)
+            self._took_effect(s, ack if id(s) not in unheard else nl.Ack(0, unheard[id(s)], heard=False))
             on_step(s)
         return True
 
@@ -309,7 +317,8 @@ class Transaction:
         try:
             return self.sock.transact(requests)
         except nl.NetlinkError as exc:
-            return [*exc.acks, *([nl.Ack(exc.errno or errno.EIO, exc.strerror or "")] * (len(requests) - len(exc.acks)))]
+            unsent = nl.Ack(exc.errno or errno.EIO, f"not sent: {exc.strerror or ''}", heard=False)
+            return [*exc.acks, *([unsent] * (len(requests) - len(exc.acks)))]
 
     def _processes(self, run: Sequence[Step], on_step: Callable[[Step], None], failures: list[Failure],
                    stop: bool) -> None:
@@ -395,7 +404,7 @@ class Transaction:
             if ack.error:
                 failures.append((s, ack.error, ack.reason))
             else:
-                self._took_effect(s)
+                self._took_effect(s, ack)
                 on_step(s)
 
     def _encoded(self, step: Step, failures: list[Failure]) -> nl.Request | None:
@@ -414,8 +423,10 @@ class Transaction:
         else:
             self.tunnels.stop(step.subject)
 
-    def _took_effect(self, step: Step) -> None:
+    def _took_effect(self, step: Step, ack: nl.Ack = nl.ACKED) -> None:
         self.done.append(step)
+        if not ack.heard:
+            self.unconfirmed.append((step, ack.reason))
         if step.verb is Verb.DELETE_LINK:
             self._index.pop(step.subject.name, None)  # type: ignore[union-attr]
 

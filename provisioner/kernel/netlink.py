@@ -18,7 +18,7 @@ import struct
 import time
 # socket's C half, whose names these are: `import socket` makes four IntEnums of its constants, 11M
 # instructions (3 ms) of every run
-from _socket import AF_NETLINK, AF_UNSPEC, SOCK_RAW, SOL_SOCKET, SO_RCVBUF, SO_RCVTIMEO, SO_SNDBUF, socket
+from _socket import AF_NETLINK, AF_UNSPEC, MSG_DONTWAIT, SOCK_RAW, SOL_SOCKET, SO_RCVBUF, SO_RCVTIMEO, SO_SNDBUF, socket
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -230,6 +230,9 @@ class Ack:
 
     error: int  # 0, or a positive errno
     reason: str  # the kernel's extended-ack message, when it gave one
+    # False: the kernel never answered for it, its socket failed (`reason` says how). With error 0
+    # the kernel ran it and its refusal, if any, was lost: it counts as done; else it was not sent.
+    heard: bool = True
 
 
 ACKED = Ack(0, "")  # a request that took effect (what the kernel may add to a success is not read)
@@ -246,11 +249,13 @@ class NetlinkError(OSError):
 TRANSIENT = frozenset({errno.ENOBUFS, errno.EAGAIN, errno.EINTR, errno.ENOMEM})
 SEND_TRIES = 4  # a send the kernel refuses for want of memory is tried again after 0, 10, 40, 90 ms
 # How long a receive may wait. The kernel queues a send's answers before the send returns, and makes
-# the next part of a dump in the receive before: a receive that waits is for an answer that was lost
-# (dropped from a full receive buffer), and without a limit it would wait, holding the host's lock,
-# for ever.
+# the next part of a dump in the receive before: a receive that waits is for an answer that will not
+# come. One dropped from a full receive buffer sets the socket's error (ENOBUFS), which the next
+# receive raises, but not one dropped while the buffer is still marked full, nor what follows a
+# message the kernel could not read; without a limit that wait would hold the host's lock for ever.
 RECEIVE_TIMEOUT = 10
-TIMEVAL = struct.Struct("@ll")  # struct timeval, native: two longs
+TIMEVALS = (struct.Struct("@ll"), struct.Struct("@qq"))  # struct timeval: two longs, or a 64-bit time_t
+DRAIN = 2 * BATCH + 2  # datagrams read at most after a failed receive: a batch's answers, and more
 
 
 def receive(sock: socket) -> bytes:
@@ -289,6 +294,17 @@ class Netlink:
 
     def __init__(self) -> None:
         self.sock = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE)
+        try:
+            self._setup()
+        except BaseException:
+            self.sock.close()
+            raise
+        self.seq = 0
+        self._reading: ReadAhead | None = None  # a thread reading dumps asked for ahead, still under way
+        self._read: tuple[tuple[bytes, ...], ...] | None = None  # what it read (None: it failed)
+        self._ahead: dict[tuple[int, bytes], tuple[int, int]] = {}  # (type, body) -> its index, its seq
+
+    def _setup(self) -> None:
         for forced, plain, value in ((SO_SNDBUFFORCE, SO_SNDBUF, 1 << 20),
                                      (SO_RCVBUFFORCE, SO_RCVBUF, 8 << 20)):
             try:
@@ -300,15 +316,16 @@ class Netlink:
                 self.sock.setsockopt(SOL_NETLINK, opt, 1)
             except OSError:
                 pass
-        self.sock.setsockopt(SOL_SOCKET, SO_RCVTIMEO, TIMEVAL.pack(RECEIVE_TIMEOUT, 0))
+        for timeval in TIMEVALS:  # the one this C library's struct timeval is
+            try:
+                self.sock.setsockopt(SOL_SOCKET, SO_RCVTIMEO, timeval.pack(RECEIVE_TIMEOUT, 0))
+                break
+            except OSError:
+                continue
         self.sock.bind((0, 0))
         # connected to the kernel: a datagram from any other socket is refused (ECONNREFUSED at its
         # sender), so a process with CAP_NET_ADMIN in the namespace cannot answer for the kernel
         self.sock.connect((0, 0))
-        self.seq = 0
-        self._reading: ReadAhead | None = None  # a thread reading dumps asked for ahead, still under way
-        self._read: tuple[tuple[bytes, ...], ...] | None = None  # what it read (None: it failed)
-        self._ahead: dict[tuple[int, bytes], tuple[int, int]] = {}  # (type, body) -> its index, its seq
 
     def close(self) -> None:
         if self._reading is not None:  # its thread uses the descriptor until it ends
@@ -416,15 +433,32 @@ class Netlink:
             while True:
                 try:
                     data = memoryview(receive(self.sock))
-                except NetlinkError as exc:  # the kernel ran the whole batch, its refusals may be lost:
-                    # what it did not refuse counts as done, for a rollback to undo (an undo of what
-                    # did not happen fails alone); an apply's verification reads what is there
-                    exc.acks = (*acks, *(failed.get(i, ACKED) for i in range(len(chunk))))
+                except NetlinkError as exc:
+                    if self._drained(first, fence, failed, acks):
+                        break  # what was still queued held the fence: the batch is known whole
+                    # the kernel ran the whole batch, and refusals may be lost: what it did not refuse
+                    # counts as done, unheard (a rollback undoes it, which is harmless under the lock:
+                    # it fails, or sets what is there; an apply's verification reads what is there)
+                    lost = Ack(0, exc.strerror or "", heard=False)
+                    exc.acks = (*acks, *(failed.get(i, lost) for i in range(len(chunk))))
                     raise
                 if _errors(data, first, fence, failed, acks):
                     break
             acks.extend(failed.get(i, ACKED) for i in range(len(chunk)))
         return acks
+
+    def _drained(self, first: int, fence: int, failed: dict[int, Ack], acks: list[Ack]) -> bool:
+        """After a failed receive, what is still queued, read without waiting (so the socket's
+        buffer is empty for what it is used for next, a rollback say: while it is marked full,
+        answers are dropped without a word): True if it held the batch's fence."""
+        for _ in range(DRAIN):
+            try:
+                data = memoryview(self.sock.recv(1 << 20, MSG_DONTWAIT))
+            except OSError:  # nothing more (EAGAIN), or the socket's error again
+                return False
+            if _errors(data, first, fence, failed, acks):
+                return True
+        return False
 
 
 def _errors(data: memoryview, first: int, fence: int, failed: dict[int, Ack], acks: list[Ack]) -> bool:

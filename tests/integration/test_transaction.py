@@ -289,4 +289,23 @@ def test_an_answer_that_never_comes_is_waited_for_a_while_not_for_ever(netns: st
     (exc,) = caught
     assert isinstance(exc, nl.NetlinkError) and exc.errno == errno.EAGAIN, exc
     assert "no answer from the kernel within 1 s" in str(exc)
-    assert exc.acks == (nl.ACKED,) * 3
+    assert exc.acks == (nl.Ack(0, "no answer from the kernel within 1 s", heard=False),) * 3  # done, unheard
+
+
+def test_a_rollback_whose_answers_are_lost_says_it_could_not_confirm_them(netns: str,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rollback's batch whose answers were lost counted as undone, and the run said "rolled
+    back" with nothing to add. Now each undo the kernel never answered for is told: "could not
+    confirm the undo of ...", with the socket's error (the requests here never reach the
+    kernel at all, which the transaction cannot tell from answers lost)."""
+    monkeypatch.setattr(nl, "RECEIVE_TIMEOUT", 1)  # set on the socket as it is made
+    with namespace.entered(netns), Netlink() as sock:
+        tx = Transaction("h", sock)
+        tx.run(STEPS[:2] + STEPS[N:N + 2])  # two devices, each set up
+        monkeypatch.setattr(nl, "send", lambda sock, payload: None)  # sent into the void: no answer comes
+        started = time.monotonic()
+        problems = tx.rollback()
+    assert time.monotonic() - started < 8
+    assert problems and all(p.startswith("could not") for p in problems), problems
+    assert any(p.startswith("could not confirm the undo of device t0: the kernel's answer was lost (no answer from the "
+                            "kernel within 1 s)") for p in problems), problems

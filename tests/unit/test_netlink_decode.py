@@ -175,7 +175,8 @@ def test_what_the_kernel_never_sends_is_refused_not_a_crash(compiled: bool, monk
     ok = message(nl.NLMSG_ERROR, struct.pack("=i", 0) + header(16, nl.RTM_NEWLINK, seq=1), seq=1)
     for bad in (header(0, nl.RTM_NEWLINK, seq=9), header(0, nl.NLMSG_ERROR, seq=2),
                 message(nl.NLMSG_ERROR, b"\x01", seq=2),
-                message(nl.NLMSG_ERROR, struct.pack("=i", 17), seq=2)):  # an error is negative (fuzzing)
+                message(nl.NLMSG_ERROR, struct.pack("=i", 17), seq=2),  # an error is negative (fuzzing)
+                message(nl.NLMSG_ERROR, struct.pack("=i", -5000), seq=2)):  # and an errno, under 4096
         with pytest.raises(nl.NetlinkError) as caught:
             netlink(ok + bad).transact(requests)
         assert caught.value.errno == errno.EBADMSG
@@ -220,3 +221,41 @@ def test_a_batch_asks_no_answer_of_each_request_and_ends_with_a_fence(monkeypatc
     with pytest.raises(nl.NetlinkError) as caught:
         netlink(refused + header(0, nl.NLMSG_ERROR, seq=3)).transact(requests[:3])
     assert caught.value.acks == (nl.ACKED, nl.Ack(errno.EEXIST, ""))
+
+
+class Faltering(Replies):
+    """A socket whose first blocking receive fails (ENOBUFS), with datagrams still queued."""
+
+    def __init__(self, *buffers: bytes) -> None:
+        super().__init__(*buffers)
+        self.failed = False
+
+    def recv(self, size: int, flags: int = 0) -> bytes:
+        if not self.failed and not flags:
+            self.failed = True
+            raise OSError(errno.ENOBUFS, "No buffer space available")
+        if not self.buffers:
+            raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+        return self.buffers.pop(0)
+
+
+def test_a_failed_receive_reads_what_is_still_queued_before_it_gives_up() -> None:
+    """A receive that fails leaves what the kernel queued: read without waiting, it may hold the
+    batch's fence, and then the batch is known whole; without it, the requests no error named
+    count as done but unheard (Ack.heard), with the socket's error, for a rollback to tell."""
+    requests = [nl.Request(nl.RTM_NEWADDR, 0, b"\0" * 8)] * 3
+    refused = message(nl.NLMSG_ERROR, struct.pack("=i", -errno.EEXIST) + header(16, nl.RTM_NEWADDR, seq=2),
+                      flags=0x100, seq=2)
+    fence = message(nl.NLMSG_ERROR, struct.pack("=i", 0) + header(16, nl.NLMSG_NOOP, seq=4), flags=0x100, seq=4)
+    for whole in (True, False):
+        sock = nl.Netlink()
+        sock.sock.close()
+        sock.sock = Faltering(refused, *([fence] if whole else []))  # type: ignore[assignment]
+        if whole:
+            assert sock.transact(requests) == [nl.ACKED, nl.Ack(errno.EEXIST, ""), nl.ACKED]
+            continue
+        with pytest.raises(nl.NetlinkError) as caught:
+            sock.transact(requests)
+        lost = nl.Ack(0, "netlink receive failed: No buffer space available", heard=False)
+        assert caught.value.errno == errno.ENOBUFS
+        assert caught.value.acks == (lost, nl.Ack(errno.EEXIST, ""), lost)
