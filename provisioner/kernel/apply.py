@@ -286,27 +286,24 @@ class Transaction:
         number = next((n for n in (_random_group() for _ in range(GROUP_TRIES)) if n not in taken), None)
         if number is None:
             return False
-        grouped: list[Step] = []
+        grouped: list[tuple[Step, nl.Ack]] = []  # each with the answer to its number
         put = [_set_group(s.subject.name, number) for s in run]  # type: ignore[union-attr]
-        unheard: dict[int, str] = {}  # by step: a number given whose answer was lost
         for s, ack in zip(run, self._acks(put), strict=True):
             if ack.error:
                 failures.append((s, ack.error, ack.reason))  # a device gone already, say: as the kernel says
             else:
-                grouped.append(s)
-                if not ack.heard:
-                    unheard[id(s)] = ack.reason
+                grouped.append((s, ack))
         if not grouped:
             return True
         body = nl.IFINFO.pack(AF_UNSPEC, 0, 0, 0, 0) + nl.u32(nl.IFLA_GROUP, number)
         (ack,) = self._acks([nl.Request(nl.RTM_DELLINK, 0, body)])
         if ack.error:
-            back = [_set_group(s.subject.name, groups.get(s.subject.name, 0)) for s in grouped]  # type: ignore[union-attr]
+            back = [_set_group(s.subject.name, groups.get(s.subject.name, 0)) for s, _ in grouped]  # type: ignore[union-attr]
             self._acks(back)  # best effort: a device left in the group is still ours, and whole
-            failures += [(s, ack.error, ack.reason) for s in grouped]
+            failures += [(s, ack.error, ack.reason) for s, _ in grouped]
             return True
-        for s in grouped:
-            self._took_effect(s, ack if id(s) not in unheard else nl.Ack(0, unheard[id(s)], heard=False))
+        for s, numbered in grouped:  # an answer lost, to its number or to the deletion: unconfirmed
+            self._took_effect(s, ack if numbered.heard else numbered)
             on_step(s)
         return True
 
