@@ -81,7 +81,8 @@ def test_a_worker_killed_from_outside_fails_its_host_alone_and_the_hosts_it_held
         seen: list[str] = []
         while sum("waiting for the lock" in line for line in seen) < 2:
             seen.append(run.stdout.readline())
-            assert seen[-1] and len(seen) < 8, (seen, run.stderr.read() if run.stderr else "")
+            # a text, not a tuple: pytest shortens a tuple's repr in the middle, where stderr says why
+            assert seen[-1] and len(seen) < 8, f"stdout: {seen!r}\nstderr: {run.stderr.read() if run.stderr else ''}"
         children = Path(f"/proc/{run.pid}/task/{run.pid}/children").read_text().split()
         waiting = [int(c) for c in children if any(Path(f"/proc/{c}/fd/{f}").resolve() == locks[2].resolve()
                                                    for f in os.listdir(f"/proc/{c}/fd"))]
