@@ -134,12 +134,7 @@ class Tunnels:
         return failures
 
     def _poke(self) -> None:
-        pid = runtime.read_dict(self.base / runtime.SUPERVISOR).get("pid")
-        if isinstance(pid, int) and pid > 1:
-            try:
-                os.kill(pid, signal.SIGHUP)
-            except ProcessLookupError:
-                pass
+        runtime.signal_supervisor(self.base, signal.SIGHUP)
 
     def _spawn(self) -> None:
         self.base.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -147,7 +142,7 @@ class Tunnels:
         self._stop_older_layout()
         for stale in (runtime.SUPERVISOR, runtime.STATS):
             (self.base / stale).unlink(missing_ok=True)
-        self.spawned = subprocess.Popen([sys.executable, "-m", "provisioner.tunnel.supervisor", str(self.base)],
+        self.spawned = subprocess.Popen([sys.executable, "-m", runtime.SUPERVISOR_MODULE, str(self.base)],
                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True,
                                         env=_child_env())
@@ -157,12 +152,7 @@ class Tunnels:
         hold the devices the new supervisor attaches to) and remove what they kept."""
         for run_dir in [d for d in self.base.iterdir() if d.is_dir() and not d.is_symlink()]:
             if runtime.supervisor_alive(run_dir):
-                pid = runtime.read_dict(run_dir / runtime.SUPERVISOR).get("pid")
-                if isinstance(pid, int) and pid > 1:
-                    try:
-                        os.kill(pid, signal.SIGTERM)
-                    except ProcessLookupError:
-                        pass
+                runtime.signal_supervisor(run_dir, signal.SIGTERM)
                 deadline = time.monotonic() + SETTLE_TIMEOUT
                 while runtime.supervisor_alive(run_dir) and time.monotonic() < deadline:
                     time.sleep(POLL)

@@ -88,6 +88,35 @@ def supervisor_alive(base: Path) -> bool:
         os.close(fd)
 
 
+SUPERVISOR_MODULE = "provisioner.tunnel.supervisor"  # how control.py starts it: python -m SUPERVISOR_MODULE BASE
+
+
+def signal_supervisor(base: Path, sig: int) -> None:
+    """Send `sig` to the supervisor by the pid it recorded, once that pid is known to be a
+    supervisor. The record outlives a supervisor killed outright, and the pid may since be
+    another process's, which a SIGHUP would end (this machine wraps at 32 768). The pidfd holds
+    the process checked, so a process that takes the pid between the check and the signal is
+    never sent it."""
+    pid = read_dict(base / SUPERVISOR).get("pid")
+    if type(pid) is not int or pid <= 1:
+        return
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:  # gone
+        return
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            args = f.read(4096).split(b"\0")
+        if args[1:3] == [b"-m", SUPERVISOR_MODULE.encode()]:
+            import signal
+
+            signal.pidfd_send_signal(pidfd, sig)
+    except OSError:  # it ended meanwhile
+        pass
+    finally:
+        os.close(pidfd)
+
+
 def tunnel_records(base: Path) -> dict[str, dict[str, Any]]:
     tunnels = read_dict(base / SUPERVISOR).get("tunnels")
     return {k: v for k, v in tunnels.items() if isinstance(v, dict)} if isinstance(tunnels, dict) else {}

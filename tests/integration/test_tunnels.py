@@ -93,6 +93,30 @@ def test_repeated_applies_run_one_forwarder_changes_restart_and_destroy_leaves_n
     assert list((state / "tunnels").glob("*/*")) == []
 
 
+def test_a_supervisor_killed_outright_leaves_a_pid_that_is_never_signalled_as_if_it_were_still_it(
+        tmp_path: Path, hosts: tuple[str, str]) -> None:
+    """supervisor.json outlives a supervisor killed with SIGKILL, and its pid may since be another
+    process's (this machine's pids wrap at 32 768). Apply signalled the recorded pid unchecked:
+    a SIGHUP, which ends most processes, to whatever held it. Here it is a `sleep` of ours."""
+    inv, state = up(tmp_path, hosts, "udp", security=INSECURE)
+    records = sorted((state / "tunnels").glob("*/supervisor.json"))
+    assert len(records) == 2, records
+    bystander = subprocess.Popen(["sleep", "60"])
+    try:
+        for record in records:
+            pid = json.loads(record.read_text())["pid"]
+            os.kill(pid, signal.SIGKILL)  # the supervisors are ours: this test's namespaces' only ones
+            wait_for("the supervisor gone", lambda p=pid: not Path(f"/proc/{p}").exists(), 5)
+            record.write_text(json.dumps({"pid": bystander.pid, "planes": [], "tunnels": {}}))
+        out = provision("destroy", str(inv), state_dir=state, check_rc=0).out
+        assert "gw1: - tunnel core" in out
+        time.sleep(0.2)  # a signal sent is delivered at once; what it does, by then
+        assert bystander.poll() is None, f"the process that took the pid ended: {bystander.returncode}"
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
 def test_a_forwarder_that_keeps_crashing_is_failed_until_apply_repairs_it(tmp_path: Path,
                                                                            hosts: tuple[str, str]) -> None:
     state = tmp_path / "state"
