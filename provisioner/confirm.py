@@ -15,16 +15,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .files import FileError, parse_json, read_regular, write_json
+from .files import FileError, parse_json, private_subdirectory, read_regular, write_json
 
 PENDING, CONFIRMED = ".pending", ".confirmed"
+PID_MAX = 1 << 22  # the kernel's largest pid_max
 POLL = 0.1
 
 
 def _dir(state_dir: Path) -> Path:
-    path = state_dir / "confirm"
-    path.mkdir(mode=0o700, exist_ok=True)
-    return path
+    return private_subdirectory(state_dir, "confirm")
 
 
 def wait(state_dir: Path, key: str, host: str, timeout: float, notify: Callable[[str], None]) -> bool:
@@ -54,7 +53,9 @@ def confirm(state_dir: Path) -> list[str]:
     for note in sorted(base.glob("*" + PENDING)):
         try:
             data = parse_json(read_regular(note))  # a note is state: never through a link, never a FIFO
-            pid, host = int(data["pid"]), str(data["host"])
+            pid, host = data["pid"], str(data["host"])
+            if type(pid) is not int or not 1 < pid <= PID_MAX:
+                continue
             os.kill(pid, 0)  # the run that waits is still there
         except (OSError, FileError, ValueError, KeyError, TypeError):
             continue

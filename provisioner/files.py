@@ -34,7 +34,7 @@ class FileError(ProvisionError):
     `errno` is the system's reason when there is one (ENOSPC for a full disk)."""
 
     def __init__(self, path: str | os.PathLike[str], message: str, code: int | None = None):
-        self.path = str(path)
+        self.path, self.reason = str(path), message
         self.errno = code
         super().__init__(f"{self.path}: {message}")
 
@@ -191,6 +191,65 @@ def private_directory(path: str | os.PathLike[str]) -> Path:
         raise StateDirError(target, f"may be written by other users (mode {stat.S_IMODE(previous.st_mode):04o}); "
                                     "use a private one (chmod 700)")
     return target
+
+
+def private_subdirectory(parent: Path, *names: str) -> Path:
+    """`parent/names...`, each level made (0700) where missing and checked as private_directory
+    checks a component: a real directory (never a link), root's or ours, that nobody else may
+    write. `parent` is a checked private directory: only the levels below it are looked at, one
+    lstat each. What a state directory holds was put there by whoever could write it: a
+    `tunnels` or `locks` that leads elsewhere would have root write, chmod and delete there."""
+    here = parent
+    for name in names:
+        here = here / name
+        try:
+            os.mkdir(here, 0o700)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise FileError(here, f"cannot create it: {exc.strerror}", exc.errno) from None
+        try:
+            st = os.lstat(here)
+        except OSError as exc:
+            raise FileError(here, exc.strerror or "cannot be read", exc.errno) from None
+        if stat.S_ISLNK(st.st_mode):
+            raise FileError(here, "is a symbolic link; refusing to follow it", errno.ELOOP)
+        if not stat.S_ISDIR(st.st_mode):
+            raise FileError(here, f"is not a directory ({_kind(st.st_mode)})", errno.ENOTDIR)
+        _owned(here, st)
+    return here
+
+
+def open_private(path: str | os.PathLike[str], flags: int, mode: int = 0o600) -> int:
+    """A descriptor of the regular file at `path`, opened with `flags` (O_CREAT to make it),
+    for a file of a state directory that root writes to: never through a link, never blocking
+    (a FIFO or a device planted there), and refused when it is not a regular file of root's or
+    ours with one name, so that a hard link to a file elsewhere (/etc/shadow, on the same file
+    system) is not written through."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise FileError(path, "is a symbolic link; refusing to follow it", exc.errno) from None
+        raise FileError(path, exc.strerror or "cannot be opened", exc.errno) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise FileError(path, f"is not a regular file ({_kind(st.st_mode)})")
+        if st.st_nlink != 1:
+            raise FileError(path, f"has {st.st_nlink} names (a hard link); refusing to write to it")
+        _owned(path, st)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _owned(path: str | os.PathLike[str], st: os.stat_result) -> None:
+    if st.st_uid not in (0, os.geteuid()):
+        raise FileError(path, f"is owned by uid {st.st_uid}, not by root or by us")
+    if st.st_mode & 0o022:
+        raise FileError(path, f"may be written by group or others (mode {stat.S_IMODE(st.st_mode):04o})")
 
 
 class StateDirError(ProvisionError):

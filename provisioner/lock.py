@@ -16,7 +16,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from .errors import LockTimeout
-from .files import FileError, StateDirError, private_directory
+from .files import FileError, StateDirError, open_private, private_directory, private_subdirectory
 
 DEFAULT_STATE_DIR = "/run/provision"  # what should vanish with a reboot: locks, tunnels' run state
 STATE_DIR_ENV = "PROVISION_STATE_DIR"
@@ -72,9 +72,7 @@ def free_host_lock(directory: Path, key: str) -> AbstractContextManager[None]:
 
 
 def _lock_file(directory: Path, key: str) -> Path:
-    locks = directory / "locks"
-    locks.mkdir(mode=0o700, exist_ok=True)
-    return locks / f"{key.replace('/', '_').lstrip('.') or '_'}.lock"
+    return private_subdirectory(directory, "locks") / f"{key.replace('/', '_').lstrip('.') or '_'}.lock"
 
 
 @contextmanager
@@ -83,9 +81,9 @@ def pid_lock(path: Path, busy: Callable[[int, str], None] | None) -> Iterator[No
     pid)` decides: wait until `_try(fd)` succeeds, or raise; with no `busy`, BlockingIOError at once.
     The kernel drops the lock with its holder."""
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-    except OSError as exc:
-        raise FileError(path, f"cannot take the lock: {exc.strerror}", exc.errno) from None
+        fd = open_private(path, os.O_RDWR | os.O_CREAT)  # its pid is written into it: never through a link
+    except FileError as exc:
+        raise FileError(path, f"cannot take the lock: {exc.reason}", exc.errno) from None
     try:
         if not _try(fd):
             if busy is None:
