@@ -15,11 +15,11 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from ..errors import ForwarderError
+from ..files import private_subdirectory
 from ..hints import Any
 from ..model import Tunnel, tunnel_to_dict
 from . import privileges, runtime
@@ -74,8 +74,7 @@ class Tunnels:
         if not self.pending:
             return {}
         pending, self.pending = self.pending, {}
-        self.base.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(self.base.parent, 0o700)
+        self._made()
         runtime.write_json(self.base / runtime.WANTED, self._wanted())
         spawns = 1 if self.spawned is not None else 0
         self._await_start()
@@ -84,7 +83,8 @@ class Tunnels:
                 self._spawn()
                 self._await_start()
                 spawns += 1
-        self._poke()
+        if runtime.supervisor_alive(self.base):  # else no pid it recorded is its any more
+            self._poke()
         deadline = time.monotonic() + SETTLE_TIMEOUT
         poked = time.monotonic()
         failures: dict[str, str] = {}
@@ -136,13 +136,17 @@ class Tunnels:
     def _poke(self) -> None:
         runtime.signal_supervisor(self.base, signal.SIGHUP)
 
+    def _made(self) -> None:
+        """The host's directory, made where missing; refused where it, or `tunnels` above it, is a
+        link: apply writes, deletes and starts root's supervisor in it."""
+        private_subdirectory(self.base.parent.parent, self.base.parent.name, self.base.name)
+
     def _spawn(self) -> None:
-        self.base.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(self.base.parent, 0o700)
+        self._made()
         self._stop_older_layout()
         for stale in (runtime.SUPERVISOR, runtime.STATS):
             (self.base / stale).unlink(missing_ok=True)
-        self.spawned = subprocess.Popen([sys.executable, "-m", runtime.SUPERVISOR_MODULE, str(self.base)],
+        self.spawned = subprocess.Popen(runtime.supervisor_command(self.base),
                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True,
                                         env=_child_env())

@@ -21,6 +21,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import sys
 import time
 from enum import StrEnum
 from pathlib import Path
@@ -88,33 +89,57 @@ def supervisor_alive(base: Path) -> bool:
         os.close(fd)
 
 
-SUPERVISOR_MODULE = "provisioner.tunnel.supervisor"  # how control.py starts it: python -m SUPERVISOR_MODULE BASE
+SUPERVISOR_MODULE = "provisioner.tunnel.supervisor"
+PID_MAX = 1 << 22  # the kernel's largest pid_max
 
 
-def signal_supervisor(base: Path, sig: int) -> None:
-    """Send `sig` to the supervisor by the pid it recorded, once that pid is known to be a
-    supervisor. The record outlives a supervisor killed outright, and the pid may since be
-    another process's, which a SIGHUP would end (this machine wraps at 32 768). The pidfd holds
-    the process checked, so a process that takes the pid between the check and the signal is
-    never sent it."""
+def supervisor_command(base: Path) -> list[str]:
+    """How control.py starts a host's supervisor, and so how signal_supervisor knows one."""
+    return [sys.executable, "-m", SUPERVISOR_MODULE, str(base)]
+
+
+def signal_supervisor(base: Path, sig: int) -> bool:
+    """Send `sig` to the supervisor by the pid it recorded, once that pid is known to be this
+    host's supervisor (its command line names this directory); True when sent. The record
+    outlives a supervisor killed outright, and the pid may since be any other process's, which
+    a SIGHUP would end (this machine wraps at 32 768), or another host's supervisor's. A pidfd
+    holds the process checked, so one that takes the pid between the check and the signal is
+    never sent it; where there are no pidfds (a kernel before 5.3, a seccomp filter) the check
+    is made just before a kill."""
     pid = read_dict(base / SUPERVISOR).get("pid")
-    if type(pid) is not int or pid <= 1:
-        return
+    if type(pid) is not int or not 1 < pid <= PID_MAX:
+        return False
     try:
         pidfd = os.pidfd_open(pid)
-    except OSError:  # gone
-        return
+    except ProcessLookupError:  # gone
+        return False
+    except OSError:
+        pidfd = -1
     try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            args = f.read(4096).split(b"\0")
-        if args[1:3] == [b"-m", SUPERVISOR_MODULE.encode()]:
+        if not _supervises(pid, base):
+            return False
+        if pidfd < 0:
+            os.kill(pid, sig)
+        else:
             import signal
 
             signal.pidfd_send_signal(pidfd, sig)
+        return True
     except OSError:  # it ended meanwhile
-        pass
+        return False
     finally:
-        os.close(pidfd)
+        if pidfd >= 0:
+            os.close(pidfd)
+
+
+def _supervises(pid: int, base: Path) -> bool:
+    """The process was started by supervisor_command for `base`: the same directory, whichever
+    way its command line spelt it (an older version's may be relative to its working directory)."""
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        args = f.read(8192).split(b"\0")
+    if args[1:3] != [b"-m", SUPERVISOR_MODULE.encode()] or len(args) < 4 or not args[3]:
+        return False
+    return os.path.samefile(os.path.join(f"/proc/{pid}/cwd", os.fsdecode(args[3])), base)
 
 
 def tunnel_records(base: Path) -> dict[str, dict[str, Any]]:

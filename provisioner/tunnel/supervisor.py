@@ -36,7 +36,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from .. import keys, tuntap
-from ..files import parse_json
+from ..files import open_private, parse_json
 from ..hints import Any
 from ..model import DeviceType, Transport, Tunnel, tunnel_from_dict
 from . import dataplane, fastpath, runtime, tcp, udp
@@ -627,14 +627,24 @@ class _LogFormat(logging.Formatter):
         return super().format(record)
 
 
+class _PrivateLog(logging.handlers.RotatingFileHandler):
+    """The log, opened as the state directory's files are (files.open_private): root appends the
+    data plane's lines to it, so a link planted at its name must not lead them into another
+    file, nor a FIFO block the supervisor."""
+
+    def _open(self) -> Any:
+        return os.fdopen(open_private(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644), "a",
+                         encoding=self.encoding, errors=self.errors)
+
+
 def main(argv: list[str]) -> int:
     host_dir = Path(argv[0])
-    lock = os.open(host_dir / runtime.LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    lock = open_private(host_dir / runtime.LOCK, os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return 0  # another supervisor runs this host's tunnels: never two
-    handler = logging.handlers.RotatingFileHandler(host_dir / runtime.LOG, maxBytes=runtime.LOG_BYTES, backupCount=1)
+    handler = _PrivateLog(host_dir / runtime.LOG, maxBytes=runtime.LOG_BYTES, backupCount=1)
     handler.setFormatter(_LogFormat("%(asctime)s supervisor[%(process)d] %(levelname)s %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     return Supervisor(host_dir).run()
