@@ -29,7 +29,7 @@ from pathlib import Path
 
 from ..connection import LOCAL, NETNS
 from ..errors import InventoryError, ProvisionError
-from ..files import atomic_write
+from ..files import FileError, atomic_write, private_subdirectory
 from ..hints import Any
 from ..inventory import Host
 from ..lock import pid_lock
@@ -77,14 +77,19 @@ class Agent:
         def busy(fd: int, holder: str) -> None:
             raise ProvisionError(f"another pull agent (pid {holder}) is running for this repository and host")
 
-        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_subdirectory(self.o.persistent_dir, "pull", self.dir.name)
         with pid_lock(self.dir / "agent.lock", busy):
             yield
 
     def record(self) -> rec.Record:
-        saved = rec.load(self.dir / STATE)
-        fresh = rec.Record(self.o.repo, self.o.branch or "HEAD", self.o.inventory, self.o.host)
-        return rec.Record.from_dict(saved) if saved else fresh
+        path = self.dir / STATE
+        saved = rec.load(path)
+        if not saved:
+            return rec.Record(self.o.repo, self.o.branch or "HEAD", self.o.inventory, self.o.host)
+        try:
+            return rec.Record.from_dict(saved)
+        except (ValueError, TypeError) as exc:  # not a fresh record: that would lift the rollback protection
+            raise FileError(path, f"is not a pull agent record ({exc}); move it away to start afresh") from None
 
     def run_once(self) -> rec.Run:
         """One fetch → decide → adopt or repair; the record is saved whatever happens."""
@@ -173,7 +178,8 @@ class Agent:
     def _reconcile(self, commit: str, apply: bool) -> Outcome:
         """The commit's inventory, for this host, through the same pipeline as `provision apply`."""
         try:
-            tree = self.repo.extract(commit, self.dir / "trees" / commit, os.path.dirname(self.o.inventory) or ".")
+            tree = self.repo.extract(commit, private_subdirectory(self.dir, "trees") / commit,
+                                     os.path.dirname(self.o.inventory) or ".")
         except GitError as exc:  # the commit itself is at fault (a link out of the tree)
             return Outcome(self.o.host, Status.FAILED, error=str(exc))
         file = tree / self.o.inventory
@@ -221,8 +227,11 @@ class Agent:
     def _prune(self, record: rec.Record) -> None:
         """Trees of commits other than the good one and the latest are not needed again."""
         keep = {record.good, record.fetched}
-        trees = self.dir / "trees"
-        for tree in trees.iterdir() if trees.is_dir() else ():
+        try:
+            trees = private_subdirectory(self.dir, "trees")  # never a link's target's entries
+        except FileError:  # the run that extracted into it said why
+            return
+        for tree in trees.iterdir():
             if tree.name not in keep:  # and trees a kill left half-extracted
                 shutil.rmtree(tree, ignore_errors=True)
 

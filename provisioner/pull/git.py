@@ -16,7 +16,7 @@ import tarfile
 from pathlib import Path
 
 from ..errors import ProvisionError
-from ..files import atomic_write
+from ..files import FileError, atomic_write, private_subdirectory, read_regular
 
 TIMEOUT = 120.0
 GOOD_REF = "refs/provision/good"  # keeps the last good commit from being garbage-collected
@@ -39,11 +39,16 @@ class Repository:
             shutil.rmtree(tmp, ignore_errors=True)
             self._git("init", "--quiet", "--bare", str(tmp), cwd=self.path.parent)
             tmp.rename(self.path)
-        for stale in [*self.path.glob("*.lock"), *(self.path / "refs").rglob("*.lock")]:  # index, FETCH_HEAD, refs
+        # what is deleted and written below is inside the repository, never where a link leads
+        refs = private_subdirectory(self.path.parent, self.path.name, "refs")
+        for stale in [*self.path.glob("*.lock"), *refs.rglob("*.lock")]:  # index, FETCH_HEAD, refs
             stale.unlink(missing_ok=True)
-        attributes = self.path / "info" / "attributes"  # outranks the commit's own .gitattributes
-        attributes.parent.mkdir(mode=0o700, exist_ok=True)
-        if not attributes.is_file() or attributes.read_text() != NEUTRAL_ATTRIBUTES:
+        attributes = private_subdirectory(self.path, "info") / "attributes"  # outranks the commit's .gitattributes
+        try:
+            current = read_regular(attributes)
+        except FileError:
+            current = b""
+        if current != NEUTRAL_ATTRIBUTES.encode():
             atomic_write(attributes, NEUTRAL_ATTRIBUTES.encode())
 
     def fetch(self, url: str, branch: str | None) -> str:

@@ -76,9 +76,49 @@ class Record:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Record:
-        run = d.get("last_run")
-        return cls(**{**d, "rejected": tuple(Rejection(**r) for r in d.get("rejected") or ()),
+        """A record read back, which is input like any file of the state directory: its commits
+        become paths (the trees) and git's arguments, so each must be a commit id, and every
+        field must be of its type. ValueError for anything else."""
+        _fields(d, cls, ("repo", "branch", "inventory", "host"))
+        for key in ("fetched", "good"):
+            if d.get(key) is not None:
+                _commit(d[key])
+        _optional(d, "good_at", str)
+        rejected, run = d.get("rejected") or [], d.get("last_run")
+        if not isinstance(rejected, list) or len(rejected) > KEEP_REJECTED:
+            raise ValueError(f"rejected: not a list of at most {KEEP_REJECTED}")
+        for r in rejected:
+            _fields(r, Rejection, ("commit", "reason", "at"))
+            _commit(r["commit"])
+            _optional(r, "refused", bool)
+        if run is not None:
+            _fields(run, Run, ("at", "result"))
+            if type(run.get("ok")) is not bool or type(run.get("seconds")) not in (int, float):
+                raise ValueError("last_run: ok and seconds")
+        if type(d.get("runs", 0)) is not int:
+            raise ValueError("runs: not a whole number")
+        return cls(**{**d, "rejected": tuple(Rejection(**r) for r in rejected),
                       "last_run": Run(**run) if run else None})
+
+
+def _fields(d: Any, kind: type, texts: tuple[str, ...]) -> None:
+    """`d` holds only `kind`'s fields, and those named in `texts` are text."""
+    if not isinstance(d, dict) or not set(d) <= set(kind.__dataclass_fields__):  # type: ignore[attr-defined]
+        raise ValueError(f"not a {kind.__name__.lower()} of this version")
+    for key in texts:
+        if type(d.get(key)) is not str:
+            raise ValueError(f"{key}: not text")
+
+
+def _optional(d: dict[str, Any], key: str, kind: type) -> None:
+    if d.get(key) is not None and type(d[key]) is not kind:
+        raise ValueError(f"{key}: not {kind.__name__}")
+
+
+def _commit(value: Any) -> None:
+    """A commit id as git prints it: 40 (SHA-1) or 64 (SHA-256) lowercase hex digits."""
+    if type(value) is not str or len(value) not in (40, 64) or value.strip("0123456789abcdef"):
+        raise ValueError(f"{str(value)[:80]!r} is not a commit id")
 
 
 BRANCH_TRAILER = "Provision-Branch"
