@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import socket
+import stat
 import struct
 import subprocess
 import time
@@ -91,6 +92,24 @@ def test_repeated_applies_run_one_forwarder_changes_restart_and_destroy_leaves_n
     assert "gw1: - tunnel core" in out and "gw1: - device tap0" in out
     assert not any("provisioner.tunnel" in p for ns in hosts for p in processes(ns))
     assert list((state / "tunnels").glob("*/*")) == []
+
+
+def test_a_tunnels_directory_that_is_a_link_is_refused_and_where_it_leads_is_left_alone(
+        tmp_path: Path, hosts: tuple[str, str]) -> None:
+    """Apply made <state>/tunnels/<host>/ with mkdir, chmod and rmtree, each through whatever link
+    was there: `tunnels -> /usr` would have had root chmod /usr 0700 and delete the directories
+    of /usr/<host>. Here it leads to a directory of the test's own."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "kept").mkdir(parents=True)
+    elsewhere.chmod(0o755)
+    (state / "tunnels").symlink_to(elsewhere)
+    inv = inventory(tmp_path, hosts, "udp", security=INSECURE)
+    r = provision("apply", str(inv), state_dir=state, check_rc=1)
+    assert f"{state}/tunnels: is a symbolic link; refusing to follow it" in r.err, r.err
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["kept"] and stat.S_IMODE(elsewhere.stat().st_mode) == 0o755
+    assert not any("provisioner.tunnel" in p for ns in hosts for p in processes(ns))
 
 
 def test_a_supervisor_killed_outright_leaves_a_pid_that_is_never_signalled_as_if_it_were_still_it(

@@ -1,0 +1,228 @@
+"""What root does inside the state directories, when whoever could write them planted links,
+hard links and odd values there: it never acts where they lead (files.private_subdirectory,
+files.open_private, and the checks of the values records hold).
+
+Each case failed on the code before: root wrote its pid over a hard-linked file, wrote a
+registry and a confirmation into a linked directory, emptied a linked `trees`, unlinked lock
+files under a linked `refs`, crashed on a huge pid, and took any text for a commit id."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from provisioner import confirm, ownership
+from provisioner.files import FileError
+from provisioner.lock import host_lock
+from provisioner.pull.agent import Agent, Options
+from provisioner.pull.git import Repository
+from provisioner.pull.record import Record
+from provisioner.tunnel import runtime
+
+
+@pytest.fixture
+def victim(tmp_path: Path) -> Path:
+    """A directory elsewhere, with what root must leave alone: a file and a subdirectory."""
+    place = tmp_path / "elsewhere"
+    (place / "kept").mkdir(parents=True)
+    (place / "secret").write_text("root:$6$not-yours\n")
+    return place
+
+
+def _untouched(place: Path) -> None:
+    assert (place / "kept").is_dir() and (place / "secret").read_text() == "root:$6$not-yours\n"
+    assert sorted(p.name for p in place.iterdir()) == ["kept", "secret"], list(place.iterdir())
+
+
+def test_a_lock_file_hard_linked_elsewhere_is_not_written_through(tmp_path: Path, victim: Path) -> None:
+    state = tmp_path / "state"
+    (state / "locks").mkdir(parents=True, mode=0o700)
+    os.link(victim / "secret", state / "locks" / "netns-x.lock")
+    with pytest.raises(FileError, match="hard link"):
+        with host_lock(state, "netns-x", "x", 0, print):
+            pass
+    assert (victim / "secret").read_text() == "root:$6$not-yours\n"
+
+
+@pytest.mark.parametrize("directory", ["locks", "owners", "confirm"])
+def test_a_linked_directory_of_the_state_directory_is_refused(tmp_path: Path, victim: Path, directory: str) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    (state / directory).symlink_to(victim)
+    with pytest.raises(FileError, match="symbolic link"):
+        if directory == "locks":
+            with host_lock(state, "netns-x", "x", 0, print):
+                pass
+        elif directory == "owners":
+            ownership.save_registry(state, "netns-x", {"link tap0": "me"})
+        else:
+            confirm.wait(state, "netns-x", "x", 0.0, print)
+    _untouched(victim)
+
+
+def test_a_confirmation_note_with_a_pid_out_of_range_is_skipped_not_a_crash(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    (state / "confirm").mkdir(parents=True, mode=0o700)
+    for key, pid in (("a", 2 ** 70), ("b", True), ("c", "1"), ("d", os.getpid())):
+        (state / "confirm" / f"{key}{confirm.PENDING}").write_text(json.dumps({"host": key, "pid": pid}))
+    assert confirm.confirm(state) == ["d"]
+
+
+def _agent(persistent: Path) -> Agent:
+    return Agent(Options("file:///nowhere", "main", "inv.yaml", "h", persistent / "run", persistent), lambda s: None)
+
+
+def test_the_pull_agent_never_empties_where_a_linked_trees_leads(tmp_path: Path, victim: Path) -> None:
+    agent = _agent(tmp_path)
+    agent.dir.mkdir(parents=True, mode=0o700)
+    (agent.dir / "trees").symlink_to(victim)
+    agent._prune(Record("r", "main", "inv.yaml", "h"))
+    _untouched(victim)
+
+
+def test_the_pull_agent_s_own_directory_may_not_be_a_link(tmp_path: Path, victim: Path) -> None:
+    agent = _agent(tmp_path)
+    agent.dir.parent.mkdir(parents=True, mode=0o700)
+    agent.dir.symlink_to(victim)
+    with pytest.raises(FileError, match="symbolic link"):
+        with agent.locked():
+            pass
+    _untouched(victim)
+
+
+def test_git_s_stale_locks_are_removed_only_inside_the_repository(tmp_path: Path, victim: Path) -> None:
+    repo = tmp_path / "repo.git"
+    repo.mkdir(mode=0o700)
+    (repo / "HEAD").write_text("ref: refs/heads/main\n")
+    (repo / "refs").symlink_to(victim)
+    (victim / "kept" / "dpkg.lock").write_text("")
+    with pytest.raises(FileError, match="symbolic link"):
+        Repository(repo).ensure()
+    assert (victim / "kept" / "dpkg.lock").exists()
+
+
+@pytest.mark.parametrize("good", ["--output=/etc/shadow", "/tmp/x", "../../..", "a" * 39, "A" * 40, 7])
+def test_a_pull_record_s_commits_must_be_commit_ids(tmp_path: Path, good: object) -> None:
+    """`good` becomes a path (the trees) and an argument of git (`git archive --output=F`
+    truncates F, even when the command then fails)."""
+    record = {"repo": "r", "branch": "main", "inventory": "inv.yaml", "host": "h", "good": good}
+    with pytest.raises(ValueError):
+        Record.from_dict(record)
+    agent = _agent(tmp_path)
+    agent.dir.mkdir(parents=True, mode=0o700)
+    (agent.dir / "agent.json").write_text(json.dumps(record))
+    with pytest.raises(FileError, match="is not a pull agent record"):
+        agent.record()
+
+
+def test_a_pull_record_of_another_shape_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    good = "0123456789abcdef" * 2 + "01234567"
+    assert Record.from_dict({"repo": "r", "branch": "main", "inventory": "i", "host": "h", "good": good}).good == good
+    for extra in ({"surprise": 1}, {"rejected": [{"commit": good}]}, {"last_run": {"at": "now"}}, {"runs": "1"}):
+        with pytest.raises(ValueError):
+            Record.from_dict({"repo": "r", "branch": "main", "inventory": "i", "host": "h", **extra})
+
+
+@pytest.fixture
+def stand_in(tmp_path: Path):
+    """A process started as supervisor_command starts a supervisor (`python -m
+    provisioner.tunnel.supervisor BASE`), from a stand-in package that only sleeps, so that the
+    signal it gets, or not, is what is seen: a SIGHUP ends it. It runs in `tmp_path`, which `-m`
+    puts first on its path."""
+    package = tmp_path / "provisioner" / "tunnel"
+    package.mkdir(parents=True)
+    (package.parent / "__init__.py").write_text("")
+    (package / "__init__.py").write_text("")
+    (package / "supervisor.py").write_text(textwrap.dedent("""
+        import sys, time
+        print("up", flush=True)
+        time.sleep(30)
+    """))
+    made: list[subprocess.Popen[str]] = []
+
+    def start(base: Path) -> subprocess.Popen[str]:
+        p = subprocess.Popen([sys.executable, "-m", runtime.SUPERVISOR_MODULE, str(base)], text=True,
+                             stdout=subprocess.PIPE, cwd=tmp_path, env={**os.environ, "PYTHONPATH": ""})
+        made.append(p)
+        assert p.stdout is not None and p.stdout.readline() == "up\n"
+        return p
+
+    yield start
+    for p in made:
+        p.kill()
+        p.wait()
+
+
+def _record(base: Path, pid: object) -> None:
+    base.mkdir(parents=True, exist_ok=True)
+    (base / runtime.SUPERVISOR).write_text(json.dumps({"pid": pid}))
+
+
+def test_the_supervisor_is_signalled_only_by_its_own_pid_and_directory(tmp_path: Path, stand_in) -> None:
+    mine, other = tmp_path / "tunnels" / "netns-a", tmp_path / "tunnels" / "netns-b"
+    theirs = stand_in(other)
+    _record(mine, theirs.pid)  # a's supervisor died; b's took its pid
+    assert not runtime.signal_supervisor(mine, 1)
+    time.sleep(0.1)
+    assert theirs.poll() is None
+
+    sleeper = subprocess.Popen(["sleep", "30"])  # any other process that took the pid
+    try:
+        _record(mine, sleeper.pid)
+        assert not runtime.signal_supervisor(mine, 1)
+        time.sleep(0.1)
+        assert sleeper.poll() is None
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+    for pid in (2 ** 40, -1, 0, 1, True, "1", None):
+        _record(mine, pid)
+        assert not runtime.signal_supervisor(mine, 1)
+
+    own = stand_in(mine)
+    _record(mine, own.pid)
+    assert runtime.signal_supervisor(mine, 1)
+    assert own.wait(5) == -1  # the stand-in has no handler: the SIGHUP ended it
+
+
+def test_a_supervisor_started_with_a_relative_directory_is_still_known(tmp_path: Path, stand_in) -> None:
+    """An older version started it with the state directory as given, relative to its working directory."""
+    base = tmp_path / "tunnels" / "netns-a"
+    base.mkdir(parents=True)
+    own = stand_in(Path("tunnels/netns-a"))  # it runs in tmp_path
+    _record(base, own.pid)
+    assert runtime.signal_supervisor(base, 1)
+    assert own.wait(5) == -1
+
+
+@pytest.mark.parametrize("planted", ["symlink", "hard link", "fifo"])
+def test_the_supervisor_refuses_a_log_planted_in_its_directory(tmp_path: Path, victim: Path, planted: str) -> None:
+    """Root appends the data plane's lines to tunnels.log: through a link they would go into
+    another file; a FIFO there blocked the supervisor for good, holding the host's lock (so no
+    other could start). It now ends at once, and an apply says the supervisor died."""
+    base = tmp_path / "tunnels" / "netns-a"
+    base.mkdir(parents=True, mode=0o700)
+    log = base / runtime.LOG
+    if planted == "symlink":
+        log.symlink_to(victim / "secret")
+    elif planted == "hard link":
+        os.link(victim / "secret", log)
+    else:
+        os.mkfifo(log)
+    p = subprocess.Popen([sys.executable, "-m", "provisioner.tunnel.supervisor", str(base)], stderr=subprocess.PIPE,
+                         text=True)
+    try:
+        _, err = p.communicate(timeout=5)
+    finally:
+        p.kill()
+        p.wait()
+    assert p.returncode != 0 and f"{log}: " in err, err
+    _untouched(victim)
