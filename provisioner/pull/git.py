@@ -43,13 +43,16 @@ class Repository:
         refs = private_subdirectory(self.path.parent, self.path.name, "refs")
         for stale in [*self.path.glob("*.lock"), *refs.rglob("*.lock")]:  # index, FETCH_HEAD, refs
             stale.unlink(missing_ok=True)
-        attributes = private_subdirectory(self.path, "info") / "attributes"  # outranks the commit's .gitattributes
-        try:
-            current = read_regular(attributes)
-        except FileError:
-            current = b""
-        if current != NEUTRAL_ATTRIBUTES.encode():
-            atomic_write(attributes, NEUTRAL_ATTRIBUTES.encode())
+        # the repository's own configuration is git's too (a credential helper, an ssh command):
+        # what it says is what `git init --bare` wrote, nothing a file put here since could add
+        for path, text in ((self.path / "config", BARE_CONFIG),
+                           (private_subdirectory(self.path, "info") / "attributes", NEUTRAL_ATTRIBUTES)):
+            try:
+                current = read_regular(path)
+            except FileError:
+                current = b""
+            if current != text.encode():
+                atomic_write(path, text.encode())
 
     def fetch(self, url: str, branch: str | None) -> str:
         """The branch's commit in `url` (its default branch if None), fetched with its history."""
@@ -101,7 +104,7 @@ class Repository:
         lexical check of it is fooled by `z -> .` followed by `z/../../..`."""
         if into.is_dir():
             return into
-        p = subprocess.run(["git", "-C", str(self.path), "-c", "core.attributesFile=/dev/null", "archive",
+        p = subprocess.run(["git", *NO_HOOKS, "-C", str(self.path), "-c", "core.attributesFile=/dev/null", "archive",
                             "--format=tar", commit, "--", under],
                            capture_output=True, timeout=TIMEOUT, env=_bare_env())
         if p.returncode != 0:
@@ -124,7 +127,7 @@ class Repository:
 
     def _run(self, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
         try:
-            return subprocess.run(["git", *(("-C", str(self.path)) if cwd is None else ()), *args],
+            return subprocess.run(["git", *NO_HOOKS, *(("-C", str(self.path)) if cwd is None else ()), *args],
                                   capture_output=True, text=True, timeout=TIMEOUT, env=_env(), cwd=cwd)
         except FileNotFoundError:
             raise GitError("git is not installed (apt-get install git)") from None
@@ -153,6 +156,9 @@ def _env() -> dict[str, str]:
             "GIT_SSH_COMMAND": os.environ.get("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")}
 
 
+BARE_CONFIG = "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = true\n"  # as git init --bare
+# no hook runs: the repository's hooks directory is in the state directory, not ours to trust
+NO_HOOKS = ("-c", f"core.hooksPath={os.devnull}")
 NEUTRAL_ATTRIBUTES = "* -filter -export-subst -export-ignore -ident -text -eol -working-tree-encoding\n"
 
 

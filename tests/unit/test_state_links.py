@@ -226,3 +226,24 @@ def test_the_supervisor_refuses_a_log_planted_in_its_directory(tmp_path: Path, v
         p.wait()
     assert p.returncode != 0 and f"{log}: " in err, err
     _untouched(victim)
+
+
+def test_nothing_planted_in_the_agent_s_repository_runs_as_root(tmp_path: Path) -> None:
+    """A hook (reference-transaction runs on every fetch) or a configuration (an ssh command, a
+    credential helper) planted in the agent's clone ran as root on the next fetch."""
+    source = tmp_path / "source"
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@example.org"}
+    subprocess.run(["git", "init", "-q", "-b", "main", str(source)], check=True)
+    subprocess.run(["git", "-C", str(source), "commit", "-q", "--allow-empty", "-m", "one"], check=True, env=env)
+    clone = Repository(tmp_path / "repo.git")
+    clone.ensure()
+    marker = tmp_path / "ran"
+    hook = clone.path / "hooks" / "reference-transaction"
+    hook.write_text(f"#!/bin/sh\ntouch {marker}\n")
+    hook.chmod(0o755)
+    with open(clone.path / "config", "a") as f:
+        f.write(f"[core]\n\tfsmonitor = touch {marker}.fsmonitor\n[alias]\n\tfetch = !touch {marker}.alias\n")
+    clone.ensure()
+    assert len(clone.fetch(str(source), "main")) == 40
+    assert not list(tmp_path.glob("ran*"))
