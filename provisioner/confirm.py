@@ -22,13 +22,14 @@ PID_MAX = 1 << 22  # the kernel's largest pid_max
 POLL = 0.1
 
 
-def _dir(state_dir: Path) -> Path:
+def notes_directory(state_dir: Path) -> Path:
+    """Where the notes are: a real directory of the state directory's, never where a link leads."""
     return private_subdirectory(state_dir, "confirm")
 
 
 def wait(state_dir: Path, key: str, host: str, timeout: float, notify: Callable[[str], None]) -> bool:
     """True when confirmed within `timeout` seconds."""
-    base = _dir(state_dir)
+    base = notes_directory(state_dir)
     pending, confirmed = base / (key + PENDING), base / (key + CONFIRMED)
     confirmed.unlink(missing_ok=True)  # an answer to an earlier run is no answer to this one
     write_json(pending, {"host": host, "pid": os.getpid(), "deadline": time.time() + timeout})
@@ -49,7 +50,7 @@ def wait(state_dir: Path, key: str, host: str, timeout: float, notify: Callable[
 def confirm(state_dir: Path) -> list[str]:
     """Answer every apply that waits; the hosts answered."""
     answered = []
-    base = _dir(state_dir)
+    base = notes_directory(state_dir)
     for note in sorted(base.glob("*" + PENDING)):
         try:
             data = parse_json(read_regular(note))  # a note is state: never through a link, never a FIFO

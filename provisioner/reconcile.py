@@ -272,6 +272,7 @@ class Safety:
         from . import confirm
 
         timeout = self.confirm_timeout or 0.0
+        confirm.notes_directory(state_dir)  # one that cannot be used is refused now, before any change
         return replace(self, confirm=lambda: confirm.wait(state_dir, key, host, timeout, notify))
 
 
@@ -349,11 +350,16 @@ def apply_host(conn: Connection, host: Host, desired: Network, source: Sources, 
             host.name, "after apply the live state still differs from the inventory; rolled back",
             details=[change_line(c, colour=False) for c in after.changes]
             + [f"rolled back {undone} step(s)", *problems])
-    if safety.confirm_timeout is not None and not (safety.confirm is not None and safety.confirm()):
-        undone = len(tx.done)
-        problems = tx.rollback()
-        raise HostError(host.name, f"not confirmed within {safety.confirm_timeout:g} s: rolled back {undone} "
-                        "step(s)", details=problems)
+    if safety.confirm_timeout is not None:
+        why = f"not confirmed within {safety.confirm_timeout:g} s"
+        try:
+            confirmed = safety.confirm is not None and safety.confirm()
+        except ProvisionError as exc:  # no note could be left for `provision confirm`: none can come
+            confirmed, why = False, f"cannot wait for a confirmation ({exc})"
+        if not confirmed:
+            undone = len(tx.done)
+            problems = tx.rollback()
+            raise HostError(host.name, f"{why}: rolled back {undone} step(s)", details=problems)
     if owners is not None:
         from .ownership import recorded
 

@@ -108,3 +108,16 @@ def test_a_change_that_cuts_the_access_is_rolled_back(make_netns: Callable[[], s
     assert time.monotonic() - started < 10
     assert ping(controller, "192.0.2.2")  # and given back
     assert "tap0" not in kernel(host)["links"]
+
+
+def test_a_confirmation_that_cannot_be_waited_for_is_refused_before_any_change(tmp_path: Path, netns: str) -> None:
+    """Its notes' directory is checked when the apply is bound to wait: refused, it was found
+    only after the risky changes were made, and they were kept unconfirmed."""
+    inv = write_inventory(tmp_path / "inv.yaml", DEFAULT_ROUTE, ns=netns)
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    (tmp_path / "elsewhere").mkdir()
+    (state / "confirm").symlink_to(tmp_path / "elsewhere")
+    r = provision("apply", str(inv), "--confirm-timeout", "5", state_dir=state, check_rc=1)
+    assert f"{state}/confirm: is a symbolic link; refusing to follow it" in r.err, r.err
+    assert "tap0" not in kernel(netns)["links"] and list((tmp_path / "elsewhere").iterdir()) == []
