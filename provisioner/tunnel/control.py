@@ -143,6 +143,8 @@ class Tunnels:
 
     def _spawn(self) -> None:
         self._made()
+        for open_file in (runtime.open_lock, runtime.open_log):  # refused here, saying why: in the
+            os.close(open_file(self.base))  # supervisor, nobody would read it
         self._stop_older_layout()
         for stale in (runtime.SUPERVISOR, runtime.STATS):
             (self.base / stale).unlink(missing_ok=True)

@@ -26,7 +26,7 @@ import time
 from enum import StrEnum
 from pathlib import Path
 
-from ..files import FileError, atomic_write, parse_json, read_regular
+from ..files import FileError, atomic_write, open_private, parse_json, read_regular
 from ..hints import Any
 from ..model import RunState, Tunnel, tunnel_from_dict
 
@@ -113,7 +113,7 @@ def signal_supervisor(base: Path, sig: int) -> bool:
         pidfd = os.pidfd_open(pid)
     except ProcessLookupError:  # gone
         return False
-    except OSError:
+    except (OSError, AttributeError):  # no pidfds here (AttributeError: a Python built without them)
         pidfd = -1
     try:
         if not _supervises(pid, base):
@@ -140,6 +140,17 @@ def _supervises(pid: int, base: Path) -> bool:
     if args[1:3] != [b"-m", SUPERVISOR_MODULE.encode()] or len(args) < 4 or not args[3]:
         return False
     return os.path.samefile(os.path.join(f"/proc/{pid}/cwd", os.fsdecode(args[3])), base)
+
+
+def open_lock(base: Path) -> int:
+    """supervisor.lock, as the supervisor opens it to hold it (and apply, before starting one,
+    to say why it cannot be: the supervisor's own stderr goes nowhere)."""
+    return open_private(base / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+
+
+def open_log(base: Path) -> int:
+    """tunnels.log, for appending: root writes the data plane's lines into it."""
+    return open_private(base / LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
 
 def tunnel_records(base: Path) -> dict[str, dict[str, Any]]:

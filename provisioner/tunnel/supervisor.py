@@ -36,7 +36,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from .. import keys, tuntap
-from ..files import open_private, parse_json
+from ..files import parse_json
 from ..hints import Any
 from ..model import DeviceType, Transport, Tunnel, tunnel_from_dict
 from . import dataplane, fastpath, runtime, tcp, udp
@@ -633,13 +633,13 @@ class _PrivateLog(logging.handlers.RotatingFileHandler):
     file, nor a FIFO block the supervisor."""
 
     def _open(self) -> Any:
-        return os.fdopen(open_private(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644), "a",
-                         encoding=self.encoding, errors=self.errors)
+        return os.fdopen(runtime.open_log(Path(self.baseFilename).parent), "a", encoding=self.encoding,
+                         errors=self.errors)
 
 
 def main(argv: list[str]) -> int:
     host_dir = Path(argv[0])
-    lock = open_private(host_dir / runtime.LOCK, os.O_RDWR | os.O_CREAT)
+    lock = runtime.open_lock(host_dir)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
