@@ -36,28 +36,34 @@ class Repository:
         (we hold the agent's lock, so no other git runs here)."""
         if not (self.path / "HEAD").exists():
             tmp = self.path.with_name(self.path.name + ".new")
-            shutil.rmtree(tmp, ignore_errors=True)
+            _remove(tmp)
             self._git("init", "--quiet", "--bare", str(tmp), cwd=self.path.parent)
             tmp.rename(self.path)
-        # what is deleted and written below is inside the repository, never where a link leads
+        # What git writes and what is deleted below are inside the repository, never where a link
+        # planted here leads: the directories it writes into are real ones, FETCH_HEAD is never
+        # written (git truncated whatever it led to), and a bare clone keeps no reflogs.
         refs = private_subdirectory(self.path.parent, self.path.name, "refs")
-        for stale in [*self.path.glob("*.lock"), *refs.rglob("*.lock")]:  # index, FETCH_HEAD, refs
+        private_subdirectory(refs, "provision")
+        private_subdirectory(self.path, "objects", "pack")
+        for stale in [*self.path.glob("*.lock"), *refs.rglob("*.lock"), self.path / "FETCH_HEAD"]:
             stale.unlink(missing_ok=True)
-        # the repository's own configuration is git's too (a credential helper, an ssh command):
-        # what it says is what `git init --bare` wrote, nothing a file put here since could add
-        for path, text in ((self.path / "config", BARE_CONFIG),
-                           (private_subdirectory(self.path, "info") / "attributes", NEUTRAL_ATTRIBUTES)):
+        _remove(self.path / "logs")
+        # The repository's own configuration is git's too (a credential helper, an ssh command):
+        # it says only what `git init --bare` wrote, nothing a file put here since could add.
+        for path, want in ((self.path / "config", _trusted_config),
+                           (private_subdirectory(self.path, "info") / "attributes", lambda _: NEUTRAL_ATTRIBUTES)):
             try:
                 current = read_regular(path)
             except FileError:
                 current = b""
+            text = want(current.decode(errors="replace"))
             if current != text.encode():
                 atomic_write(path, text.encode())
 
     def fetch(self, url: str, branch: str | None) -> str:
         """The branch's commit in `url` (its default branch if None), fetched with its history."""
         try:
-            self._git("fetch", "--quiet", "--no-tags", "--force", "--", url,
+            self._git("fetch", "--quiet", "--no-tags", "--force", "--no-write-fetch-head", "--", url,
                       f"+{'refs/heads/' + branch if branch else 'HEAD'}:{FETCHED_REF}")
         except GitError as exc:
             text = str(exc)
@@ -128,7 +134,8 @@ class Repository:
     def _run(self, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
         try:
             return subprocess.run(["git", *NO_HOOKS, *(("-C", str(self.path)) if cwd is None else ()), *args],
-                                  capture_output=True, text=True, timeout=TIMEOUT, env=_env(), cwd=cwd)
+                                  capture_output=True, text=True, timeout=TIMEOUT, env=_env(), cwd=cwd,
+                                  umask=0o077)  # what it makes is ours alone, as the checks above want
         except FileNotFoundError:
             raise GitError("git is not installed (apt-get install git)") from None
         except subprocess.TimeoutExpired:
@@ -139,6 +146,15 @@ class Repository:
         if p.returncode != 0:
             raise GitError(_last_line(p.stderr) or f"git {args[0]} failed (exit {p.returncode})")
         return p.stdout
+
+
+def _remove(path: Path) -> None:
+    """Whatever is at `path`: a link itself, never what it leads to (rmtree refuses a link, and
+    would leave it in place)."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _plain(member: tarfile.TarInfo) -> None:
@@ -156,7 +172,31 @@ def _env() -> dict[str, str]:
             "GIT_SSH_COMMAND": os.environ.get("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")}
 
 
-BARE_CONFIG = "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = true\n"  # as git init --bare
+# What a bare repository's config may say: what `git init --bare` writes, with the formats it
+# chooses (GIT_DEFAULT_HASH=sha256, init.defaultRefFormat), and nothing else.
+_KEPT = {("core", "repositoryformatversion"): ("0", "1"), ("extensions", "objectformat"): ("sha1", "sha256"),
+         ("extensions", "refstorage"): ("files", "reftable")}
+
+
+def _trusted_config(text: str) -> str:
+    """The config git init wrote, from `text` (the file as found, which anyone who could write
+    the state directory may have changed): its formats kept, every other line dropped."""
+    section, kept = "", {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1].strip().lower()
+            continue
+        key, _, value = line.partition("=")
+        key, value = key.strip().lower(), value.strip().lower()
+        if value in _KEPT.get((section, key), ()):
+            kept[(section, key)] = value
+    out = (f"[core]\n\trepositoryformatversion = {kept.get(('core', 'repositoryformatversion'), '0')}\n"
+           "\tfilemode = true\n\tbare = true\n")
+    extensions = [f"\t{key} = {value}\n" for (section, key), value in kept.items() if section == "extensions"]
+    return out + ("[extensions]\n" + "".join(extensions) if extensions else "")
+
+
 # no hook runs: the repository's hooks directory is in the state directory, not ours to trust
 NO_HOOKS = ("-c", f"core.hooksPath={os.devnull}")
 NEUTRAL_ATTRIBUTES = "* -filter -export-subst -export-ignore -ident -text -eol -working-tree-encoding\n"

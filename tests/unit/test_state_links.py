@@ -247,3 +247,79 @@ def test_nothing_planted_in_the_agent_s_repository_runs_as_root(tmp_path: Path) 
     clone.ensure()
     assert len(clone.fetch(str(source), "main")) == 40
     assert not list(tmp_path.glob("ran*"))
+
+
+def test_apply_says_why_it_cannot_start_a_supervisor_where_one_would_die_unheard(tmp_path: Path,
+                                                                               victim: Path) -> None:
+    """A lock or log the supervisor refuses ends it at once, its traceback in a stderr nobody
+    reads: apply checks them first, and says which and why."""
+    from provisioner.tunnel.control import Tunnels
+
+    tunnels = Tunnels(tmp_path / "state", "netns-a")
+    tunnels.base.mkdir(parents=True)
+    (tunnels.base / runtime.LOG).symlink_to(victim / "secret")
+    with pytest.raises(FileError, match="tunnels.log: is a symbolic link"):
+        tunnels._spawn()
+    assert tunnels.spawned is None
+    _untouched(victim)
+
+
+def _source_repository(path: Path, *init: str) -> None:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@example.org"}
+    subprocess.run(["git", "init", "-q", *init, "-b", "main", str(path)], check=True)
+    subprocess.run(["git", "-C", str(path), "commit", "-q", "--allow-empty", "-m", "one"], check=True, env=env)
+
+
+def test_git_writes_nothing_where_a_link_planted_in_the_clone_leads(tmp_path: Path, victim: Path) -> None:
+    """FETCH_HEAD through a link truncated its target on every fetch; refs/provision through one
+    put the refs there."""
+    _source_repository(tmp_path / "source")
+    clone = Repository(tmp_path / "repo.git")
+    clone.ensure()
+    (clone.path / "FETCH_HEAD").symlink_to(victim / "secret")
+    (clone.path / "logs").symlink_to(victim)
+    clone.fetch(str(tmp_path / "source"), "main")
+    _untouched(victim)
+    (clone.path / "refs" / "provision").rename(tmp_path / "moved")
+    (clone.path / "refs" / "provision").symlink_to(victim)
+    with pytest.raises(FileError, match="provision: is a symbolic link"):
+        clone.ensure()
+    _untouched(victim)
+
+
+def test_the_clone_keeps_the_formats_git_chose(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its config is put back to what git init wrote, formats included: a SHA-256 clone whose
+    config lost its objectformat could fetch nothing more."""
+    _source_repository(tmp_path / "source", "--object-format=sha256")
+    monkeypatch.setenv("GIT_DEFAULT_HASH", "sha256")
+    clone = Repository(tmp_path / "repo.git")
+    clone.ensure()
+    clone.ensure()
+    assert len(clone.fetch(str(tmp_path / "source"), "main")) == 64
+
+
+def test_the_clone_is_private_whatever_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o002)
+    try:
+        clone = Repository(tmp_path / "repo.git")
+        clone.ensure()
+        clone.ensure()
+    finally:
+        os.umask(old)
+
+
+@pytest.mark.parametrize("found, kept", [
+    ("[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = true\n", ""),
+    ("[core]\n\trepositoryformatversion = 1\n\tfilemode = true\n\tbare = true\n[extensions]\n\tobjectformat = sha256\n",
+     "[extensions]\n\tobjectformat = sha256\n"),
+    ("[core]\n\tsshCommand = touch /x\n\trepositoryformatversion = 1\n[credential]\n\thelper = !touch /y\n"
+     "[extensions]\n\tobjectformat = sha256\n\tworktreeconfig = true\n\trefstorage = reftable\n[x]\nobjectformat = sha1\n",
+     "[extensions]\n\tobjectformat = sha256\n\trefstorage = reftable\n"),
+])
+def test_only_the_formats_of_a_found_config_are_kept(found: str, kept: str) -> None:
+    from provisioner.pull.git import _trusted_config
+
+    version = "1" if kept else "0"
+    assert _trusted_config(found) == (f"[core]\n\trepositoryformatversion = {version}\n\tfilemode = true\n"
+                                      f"\tbare = true\n{kept}")
