@@ -20,6 +20,7 @@ from .disruption import mark
 from .errors import (
     ConflictError,
     Diagnostic,
+    ForwarderError,
     HostError,
     InventoryError,
     KernelError,
@@ -326,14 +327,14 @@ def apply_host(conn: Connection, host: Host, desired: Network, source: Sources, 
         progress(Phase.APPLY, 0, total)
         tx = conn.transaction(tunnels=any(isinstance(s.subject, Tunnel) for s in steps))
 
-        def undo(exc: KernelError) -> None:
+        def undo(exc: HostError) -> None:
             undone = len(tx.done)
             problems = tx.rollback()
             exc.details = (*exc.details, f"rolled back the {undone} step(s) already made in this run", *problems)
 
         try:
             tx.run(steps, on_step)
-        except KernelError as exc:
+        except (KernelError, ForwarderError) as exc:  # a tunnel that would not start is undone as a refused step
             undo(exc)
             raise
     progress(Phase.VERIFY, 0, 0)
@@ -354,7 +355,7 @@ def apply_host(conn: Connection, host: Host, desired: Network, source: Sources, 
         why = f"not confirmed within {safety.confirm_timeout:g} s"
         try:
             confirmed = safety.confirm is not None and safety.confirm()
-        except ProvisionError as exc:  # no note could be left for `provision confirm`: none can come
+        except (ProvisionError, OSError) as exc:  # no note could be left for `provision confirm`: none can come
             confirmed, why = False, f"cannot wait for a confirmation ({exc})"
         if not confirmed:
             undone = len(tx.done)

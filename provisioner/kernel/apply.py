@@ -334,7 +334,10 @@ class Transaction:
             written.append(s)
         if not written:
             return
-        why = self.tunnels.settle()
+        try:
+            why = self.tunnels.settle()
+        except ForwarderError as exc:  # none of them known to have taken effect (nor the undo of any)
+            why = {s.subject.name: exc.message for s in written}  # type: ignore[union-attr]
         for s in written:
             self._took_effect(s)
             if s.subject.name in why:  # type: ignore[union-attr]

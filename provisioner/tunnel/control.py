@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from ..errors import ForwarderError
-from ..files import private_subdirectory
+from ..files import FileError, private_subdirectory
 from ..hints import Any
 from ..model import Tunnel, tunnel_to_dict
 from . import privileges, runtime
@@ -139,12 +139,19 @@ class Tunnels:
     def _made(self) -> None:
         """The host's directory, made where missing; refused where it, or `tunnels` above it, is a
         link: apply writes, deletes and starts root's supervisor in it."""
-        private_subdirectory(self.base.parent.parent, self.base.parent.name, self.base.name)
+        try:
+            private_subdirectory(self.base.parent.parent, self.base.parent.name, self.base.name)
+        except FileError as exc:
+            raise ForwarderError(self.host, str(exc), resource="tunnels") from None
 
     def _spawn(self) -> None:
         self._made()
-        for open_file in (runtime.open_lock, runtime.open_log):  # refused here, saying why: in the
-            os.close(open_file(self.base))  # supervisor, nobody would read it
+        try:  # what the supervisor opens first, refused here and saying why (its stderr goes nowhere)
+            for open_file in (runtime.open_lock, runtime.open_log):
+                os.close(open_file(self.base))
+        except FileError as exc:
+            raise ForwarderError(self.host, f"cannot start the tunnels' supervisor: {exc}", resource="tunnels") \
+                from None
         self._stop_older_layout()
         for stale in (runtime.SUPERVISOR, runtime.STATS):
             (self.base / stale).unlink(missing_ok=True)

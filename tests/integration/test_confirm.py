@@ -121,3 +121,16 @@ def test_a_confirmation_that_cannot_be_waited_for_is_refused_before_any_change(t
     r = provision("apply", str(inv), "--confirm-timeout", "5", state_dir=state, check_rc=1)
     assert f"{state}/confirm: is a symbolic link; refusing to follow it" in r.err, r.err
     assert "tap0" not in kernel(netns)["links"] and list((tmp_path / "elsewhere").iterdir()) == []
+
+
+def test_a_confirmation_that_fails_while_it_waits_rolls_the_changes_back(tmp_path: Path, netns: str) -> None:
+    """An error of the wait itself (here the answer's name is a directory, which unlink refuses)
+    escaped the rollback: the risky changes were kept, unconfirmed."""
+    inv = write_inventory(tmp_path / "inv.yaml", DEFAULT_ROUTE, ns=netns)
+    state = tmp_path / "state"
+    (state / "confirm" / f"netns-{netns}.confirmed").mkdir(parents=True)
+    state.chmod(0o700)
+    (state / "confirm").chmod(0o700)
+    r = provision("apply", str(inv), "--confirm-timeout", "5", state_dir=state, check_rc=1)
+    assert "cannot wait for a confirmation" in r.err and "rolled back" in r.err, r.err
+    assert "tap0" not in kernel(netns)["links"]

@@ -24,7 +24,7 @@ from jsonschema import Draft202012Validator
 from provisioner.tunnel.drops import Drop
 from provisioner.tunnel.tcp import MAX_MESSAGE
 
-from .helpers import provision, wait_for
+from .helpers import kernel, provision, wait_for
 from .pair import INSECURE, SECURE, connected, hosts, inventory, pings, processes, status, up
 
 __all__ = ["hosts"]  # a fixture
@@ -110,6 +110,8 @@ def test_a_tunnels_directory_that_is_a_link_is_refused_and_where_it_leads_is_lef
     assert f"{state}/tunnels: is a symbolic link; refusing to follow it" in r.err, r.err
     assert sorted(p.name for p in elsewhere.iterdir()) == ["kept"] and stat.S_IMODE(elsewhere.stat().st_mode) == 0o755
     assert not any("provisioner.tunnel" in p for ns in hosts for p in processes(ns))
+    # a tunnel that could not be started fails the apply as a refused step does: what it made is undone
+    assert "rolled back the" in r.err and not any("tap0" in kernel(ns)["links"] for ns in hosts), r.err
 
 
 def test_a_supervisor_killed_outright_leaves_a_pid_that_is_never_signalled_as_if_it_were_still_it(
