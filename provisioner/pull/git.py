@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import stat
 import subprocess
 import tarfile
 from pathlib import Path
@@ -44,10 +45,14 @@ class Repository:
         # written (git truncated whatever it led to), and a bare clone keeps no reflogs.
         refs = private_subdirectory(self.path.parent, self.path.name, "refs")
         private_subdirectory(refs, "provision")
-        private_subdirectory(self.path, "objects", "pack")
-        for stale in [*self.path.glob("*.lock"), *refs.rglob("*.lock"), self.path / "FETCH_HEAD"]:
-            stale.unlink(missing_ok=True)
-        _remove(self.path / "logs")
+        objects = private_subdirectory(self.path, "objects")
+        with os.scandir(objects) as found:  # loose objects' XX/, info/, pack/: git makes them, or writes in them
+            for entry in found:
+                if entry.is_symlink():
+                    _remove(Path(entry.path))
+        private_subdirectory(objects, "pack")
+        for stale in [*self.path.glob("*.lock"), *refs.rglob("*.lock"), self.path / "FETCH_HEAD", self.path / "logs"]:
+            _remove(stale)
         # The repository's own configuration is git's too (a credential helper, an ssh command):
         # it says only what `git init --bare` wrote, nothing a file put here since could add.
         for path, want in ((self.path / "config", _trusted_config),
@@ -149,12 +154,18 @@ class Repository:
 
 
 def _remove(path: Path) -> None:
-    """Whatever is at `path`: a link itself, never what it leads to (rmtree refuses a link, and
-    would leave it in place)."""
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    else:
+    """Whatever is at `path` (a link itself, never what it leads to; a FIFO; a directory), or
+    nothing. rmtree refuses a link and leaves it, and unlink a directory."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise FileError(path, exc.strerror or "cannot be removed", exc.errno) from None
+    if stat.S_ISDIR(st.st_mode):
         shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _plain(member: tarfile.TarInfo) -> None:
@@ -191,14 +202,16 @@ def _trusted_config(text: str) -> str:
         key, value = key.strip().lower(), value.strip().lower()
         if value in _KEPT.get((section, key), ()):
             kept[(section, key)] = value
-    out = (f"[core]\n\trepositoryformatversion = {kept.get(('core', 'repositoryformatversion'), '0')}\n"
-           "\tfilemode = true\n\tbare = true\n")
     extensions = [f"\t{key} = {value}\n" for (section, key), value in kept.items() if section == "extensions"]
+    version = "1" if extensions else kept.get(("core", "repositoryformatversion"), "0")  # git reads extensions in 1
+    out = f"[core]\n\trepositoryformatversion = {version}\n\tfilemode = true\n\tbare = true\n"
     return out + ("[extensions]\n" + "".join(extensions) if extensions else "")
 
 
-# no hook runs: the repository's hooks directory is in the state directory, not ours to trust
-NO_HOOKS = ("-c", f"core.hooksPath={os.devnull}")
+# What no configuration of git's may change here: no hook runs (the repository's hooks directory
+# is in the state directory, not ours to trust), and what git makes follows the umask (077), so
+# it passes the checks of ensure() (core.sharedRepository=group in /etc/gitconfig would not).
+NO_HOOKS = ("-c", f"core.hooksPath={os.devnull}", "-c", "core.sharedRepository=umask")
 NEUTRAL_ATTRIBUTES = "* -filter -export-subst -export-ignore -ident -text -eol -working-tree-encoding\n"
 
 

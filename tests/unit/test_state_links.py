@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from provisioner import confirm, ownership
+from provisioner.errors import ForwarderError
 from provisioner.files import FileError
 from provisioner.lock import host_lock
 from provisioner.pull.agent import Agent, Options
@@ -258,7 +259,7 @@ def test_apply_says_why_it_cannot_start_a_supervisor_where_one_would_die_unheard
     tunnels = Tunnels(tmp_path / "state", "netns-a")
     tunnels.base.mkdir(parents=True)
     (tunnels.base / runtime.LOG).symlink_to(victim / "secret")
-    with pytest.raises(FileError, match="tunnels.log: is a symbolic link"):
+    with pytest.raises(ForwarderError, match="cannot start the tunnels' supervisor: .*tunnels.log: is a symbolic link"):
         tunnels._spawn()
     assert tunnels.spawned is None
     _untouched(victim)
@@ -323,3 +324,41 @@ def test_only_the_formats_of_a_found_config_are_kept(found: str, kept: str) -> N
     version = "1" if kept else "0"
     assert _trusted_config(found) == (f"[core]\n\trepositoryformatversion = {version}\n\tfilemode = true\n"
                                       f"\tbare = true\n{kept}")
+
+
+def test_git_writes_no_object_where_a_linked_object_directory_leads(tmp_path: Path, victim: Path) -> None:
+    """A fetch of a few objects writes them loose into objects/XX/, made if missing: a link
+    planted at each name had root write them where it led."""
+    _source_repository(tmp_path / "source")
+    clone = Repository(tmp_path / "repo.git")
+    clone.ensure()
+    for i in range(256):
+        (clone.path / "objects" / f"{i:02x}").symlink_to(victim / "kept")
+    clone.ensure()
+    clone.fetch(str(tmp_path / "source"), "main")
+    _untouched(victim)
+    assert list((victim / "kept").iterdir()) == []
+
+
+def test_the_clone_is_private_whatever_git_s_own_configuration_says(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """core.sharedRepository=group (from /etc/gitconfig, say) made git's directories group-writable
+    whatever the umask, and the checks refused the clone on every run."""
+    monkeypatch.setenv("GIT_CONFIG_COUNT", "1")
+    monkeypatch.setenv("GIT_CONFIG_KEY_0", "core.sharedRepository")
+    monkeypatch.setenv("GIT_CONFIG_VALUE_0", "group")
+    _source_repository(tmp_path / "source")
+    clone = Repository(tmp_path / "repo.git")
+    clone.ensure()
+    clone.fetch(str(tmp_path / "source"), "main")
+    clone.ensure()
+
+
+def test_what_git_left_in_the_way_is_removed_whatever_it_is(tmp_path: Path) -> None:
+    """A FIFO where the new clone is made, a directory where a lock file was: each stopped every run."""
+    os.mkfifo(tmp_path / "repo.git.new")
+    clone = Repository(tmp_path / "repo.git")
+    clone.ensure()
+    (clone.path / "packed-refs.lock").mkdir()
+    clone.ensure()
+    assert not (clone.path / "packed-refs.lock").exists()
