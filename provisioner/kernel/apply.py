@@ -20,6 +20,7 @@ from functools import cache
 from itertools import groupby
 
 from ..errors import ForwarderError, KernelError, kernel_words
+from ..files import FileError
 from ..hints import Protocol
 from ..model import OWNER_ALIAS, OWNER_PROTOCOL, Address, Device, LinkState, Observed, Route, Tunnel
 from ..plan import Action, Change, Kind, Plan, Resource, is_rekey
@@ -336,8 +337,9 @@ class Transaction:
             return
         try:
             why = self.tunnels.settle()
-        except ForwarderError as exc:  # none of them known to have taken effect (nor the undo of any)
-            why = {s.subject.name: exc.message for s in written}  # type: ignore[union-attr]
+        except (ForwarderError, FileError) as exc:  # none known to have taken effect (a full disk, say)
+            reason = exc.message if isinstance(exc, ForwarderError) else str(exc)
+            why = {s.subject.name: reason for s in written}  # type: ignore[union-attr]
         for s in written:
             self._took_effect(s)
             if s.subject.name in why:  # type: ignore[union-attr]

@@ -11,6 +11,7 @@ from dataclasses import replace
 import pytest
 
 from provisioner.errors import ForwarderError
+from provisioner.files import FileError
 from provisioner.kernel.apply import (
     _ENCODERS,
     INVERSES,
@@ -147,3 +148,26 @@ def test_a_transaction_runs_and_undoes_tunnel_steps_through_the_protocol() -> No
                                ("start", "edge", None), ("settle", "", None),  # settled together
                                ("stop", "edge", None), ("rekey", "core", None), ("start", "core", None),
                                ("settle", "", None)]  # its undo, in reverse, settled together
+
+
+class Unsettled(Processes):
+    """A supervisor that cannot be told: the state directory full, or its lock refused."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(refuse="")
+        self.error = error
+
+    def settle(self) -> dict[str, str]:
+        super().settle()
+        raise self.error
+
+
+@pytest.mark.parametrize("error", [FileError("/run/provision/tunnels/h/tunnels.json", "cannot write: No space left"),
+                                   ForwarderError("h", "cannot start the tunnels' supervisor", resource="tunnels")])
+def test_a_settle_that_raises_fails_its_steps_and_the_transaction_can_still_be_undone(error: Exception) -> None:
+    """It raised past the transaction: not a step's failure, so the apply did not roll back what
+    it had made before (the devices), and the undo itself raised the same way."""
+    tx = Transaction("h", sock=None, tunnels=Unsettled(error))  # type: ignore[arg-type]  # no netlink step here
+    with pytest.raises(ForwarderError, match="No space left|cannot start the tunnels' supervisor"):
+        tx.run([Step(Verb.START_FORWARDER, TUN)])
+    assert [p for p in tx.rollback() if p.startswith("could not undo tunnel core")], "the undo's failure, said"
