@@ -116,13 +116,7 @@ def read_regular(path: str | os.PathLike[str], max_size: int = MAX_READ, *, foll
     """The bytes of a regular file of at most `max_size` bytes; FileError for anything else
     (a FIFO, a device, a directory, a link unless `follow_links`: a file named by the person
     running the command may be a link; one found in a state directory or a checkout may not)."""
-    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow_links else os.O_NOFOLLOW)
-    try:
-        fd = os.open(path, flags)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a link
-            raise FileError(path, "is a symbolic link; refusing to follow it", exc.errno) from None
-        raise FileError(path, exc.strerror or "cannot be read", exc.errno) from None
+    fd = _opened(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow_links else os.O_NOFOLLOW))
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -144,6 +138,16 @@ def read_regular(path: str | os.PathLike[str], max_size: int = MAX_READ, *, foll
     if len(data) > max_size:  # it grew while we read it
         raise FileError(path, f"is more than {max_size} bytes")
     return data
+
+
+def _opened(path: str | os.PathLike[str], flags: int, mode: int = 0o600) -> int:
+    """os.open, its failure a FileError: a link that O_NOFOLLOW met said as such."""
+    try:
+        return os.open(path, flags, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and flags & os.O_NOFOLLOW:
+            raise FileError(path, "is a symbolic link; refusing to follow it", exc.errno) from None
+        raise FileError(path, exc.strerror or "cannot be opened", exc.errno) from None
 
 
 def _kind(mode: int) -> str:
@@ -226,12 +230,7 @@ def open_private(path: str | os.PathLike[str], flags: int, mode: int = 0o600) ->
     (a FIFO or a device planted there), and refused when it is not a regular file of root's or
     ours with one name, so that a hard link to a file elsewhere (/etc/shadow, on the same file
     system) is not written through."""
-    try:
-        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise FileError(path, "is a symbolic link; refusing to follow it", exc.errno) from None
-        raise FileError(path, exc.strerror or "cannot be opened", exc.errno) from None
+    fd = _opened(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
