@@ -83,8 +83,7 @@ class Tunnels:
                 self._spawn()
                 self._await_start()
                 spawns += 1
-        if runtime.supervisor_alive(self.base):  # else no pid it recorded is its any more
-            self._poke()
+        self._poke()
         deadline = time.monotonic() + SETTLE_TIMEOUT
         poked = time.monotonic()
         failures: dict[str, str] = {}
