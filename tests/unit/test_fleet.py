@@ -50,18 +50,27 @@ def test_a_worker_that_dies_fails_its_host_alone(monkeypatch: pytest.MonkeyPatch
     """The first worker to begin a host dies (as one killed from outside): that host fails, the
     one it held next goes to another worker, a new worker is forked. (On its first host: had it
     to reach a later one, a worker slow to start left every host to this process, which works
-    too, and no worker died.)"""
+    too, and no worker died.) Where this process only hands out (containers), the worker left
+    holds its host until the successor has begun one: its stand-in hosts take no time, and it
+    could otherwise do every host before the death is seen (CI saw it, the dying worker slow to
+    end), leaving the successor none."""
     parent = os.getpid()
+    begun = tmp_path / "begun"  # a file for each worker that has begun a host, named by its pid
+    begun.mkdir()
 
     def pipeline(loaded, host, job, report, notify):  # type: ignore[no-untyped-def]
-        if os.getpid() != parent:
-            try:
-                os.close(os.open(tmp_path / "died", os.O_CREAT | os.O_EXCL))
-                os._exit(9)
-            except FileExistsError:
-                pass
         if os.getpid() == parent:
             time.sleep(0.005)  # or this process, working too, could do every host before a worker answers
+            return Outcome(host.name, Status.OK, error=f"pid {os.getpid()}")
+        (begun / str(os.getpid())).touch()
+        try:
+            os.close(os.open(tmp_path / "died", os.O_CREAT | os.O_EXCL))
+            os._exit(9)
+        except FileExistsError:
+            pass
+        deadline = time.monotonic() + 30
+        while connection == "docker" and len(os.listdir(begun)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)  # the one that died, this one, and its successor
         return Outcome(host.name, Status.OK, error=f"pid {os.getpid()}")
 
     monkeypatch.setattr(fleet, "run_host", pipeline)
