@@ -89,7 +89,7 @@ def up(tmp_path: Path, hosts: tuple[str, str], transport: str = "tcp", security:
     state = tmp_path / "state"
     inv = inventory(tmp_path, hosts, transport, security=security)
     provision("apply", str(inv), state_dir=state, check_rc=0)
-    wait_for("both ends connected", lambda: connected(inv, state), 10)
+    wait_for("both ends connected", lambda: connected(inv, state), 30)
     return inv, state
 
 

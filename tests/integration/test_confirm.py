@@ -93,19 +93,19 @@ def test_a_change_that_cuts_the_access_is_rolled_back(make_netns: Callable[[], s
     command = ["ip", "netns", "exec", host, *PROVISION, "apply", str(inv)]
     refused = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
     assert refused.returncode == 1 and "the route to this session's address 192.0.2.1" in refused.stdout + refused.stderr
-    run = subprocess.Popen([*command, "--confirm-timeout", "4"], env=env, stdout=subprocess.PIPE,
+    run = subprocess.Popen([*command, "--confirm-timeout", "10"], env=env, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True)
     try:
         wait_for("the apply to wait for a confirmation", lambda: list((tmp_path / "confirm").glob("*.pending")),
                  timeout=20)
-        assert not ping(controller, "192.0.2.2")  # the access is really cut
+        assert not ping(controller, "192.0.2.2")  # the access is really cut (checked well within the 10 s)
         started = time.monotonic()
         out, err = run.communicate(timeout=30)
     finally:
         run.kill()
     assert run.returncode == 1, out + err
-    assert "not confirmed within 4 s: rolled back" in out + err
-    assert time.monotonic() - started < 10
+    assert "not confirmed within 10 s: rolled back" in out + err
+    assert time.monotonic() - started < 20
     assert ping(controller, "192.0.2.2")  # and given back
     assert "tap0" not in kernel(host)["links"]
 

@@ -56,7 +56,7 @@ def test_a_tunnels_device_without_flags_is_made_fast_and_stays_in_sync(
         in plan, plan
 
     provision("apply", str(inv), state_dir=state, check_rc=0)
-    wait_for("both ends connected", lambda: connected(inv, state), 10)
+    wait_for("both ends connected", lambda: connected(inv, state), 30)
     for ns in hosts:
         info = link(ns, "tap0")
         assert (info["mtu"], info["linkinfo"]["info_data"]["vnet_hdr"]) == (mtu, True), info
@@ -81,7 +81,7 @@ def test_explicit_values_are_obeyed(tmp_path: Path, hosts: tuple[str, str]) -> N
     inv.write_text(inv.read_text().replace("name: tap0, type: tap, vnet_hdr: true",
                                            "name: tap0, type: tun, vnet_hdr: false, mtu: 1300"))
     provision("apply", str(inv), state_dir=state, check_rc=0)
-    wait_for("both ends connected", lambda: connected(inv, state), 10)
+    wait_for("both ends connected", lambda: connected(inv, state), 30)
     info = link(hosts[0], "tap0")
     assert (info["mtu"], info["linkinfo"]["info_data"]["vnet_hdr"]) == (1300, False), info
     assert not tun_flags(hosts[0], "tap0") & IFF_VNET_HDR

@@ -48,15 +48,19 @@ def test_a_hub_of_100_tunnels_pings_changes_one_alone_and_survives_a_kill(tmp_pa
                 f"{name} was disturbed by another tunnel's change"
 
         plane = h.data_plane()
-        t0, t0_wall = time.monotonic(), time.time()
+        t0_wall = time.time()
         os.kill(plane, signal.SIGKILL)
-        wait("a new data plane", lambda: h.data_plane() not in (0, plane), 2)
+        wait("a new data plane", lambda: h.data_plane() not in (0, plane), 30)
+        back: list[dict] = []
 
-        def back() -> bool:
+        def every_tunnel_back() -> bool:
             rows = h.status()
+            back[:] = rows.values()
             return all(r["state"] == "connected" and (r["started"] or 0) > t0_wall for r in rows.values())
 
-        wait("every tunnel back", back, 10)
-        took = time.monotonic() - t0
+        wait("every tunnel back", every_tunnel_back, 30)
+        # by the times the new data plane recorded (each tunnel's `since`: when it connected), not by
+        # when this test looked: on a loaded machine its polls, not the tunnels, were late
+        took = max(r["since"] for r in back) - t0_wall
         assert took < 2.0, f"every tunnel back after {took:.2f} s"
         assert h.pings() == []

@@ -283,9 +283,9 @@ def test_an_answer_that_never_comes_is_waited_for_a_while_not_for_ever(netns: st
     worker = threading.Thread(target=run, daemon=True)
     started = time.monotonic()
     worker.start()
-    worker.join(10)
+    worker.join(30)
     assert not worker.is_alive(), "still waiting for an answer that will not come"
-    assert 0.9 < time.monotonic() - started < 5
+    assert 0.9 < time.monotonic() - started < 9.5  # it gave up after its timeout, and never hung
     (exc,) = caught
     assert isinstance(exc, nl.NetlinkError) and exc.errno == errno.EAGAIN, exc
     assert "no answer from the kernel within 1 s" in str(exc)

@@ -45,16 +45,18 @@ def test_a_tunnel_carries_packets_and_a_killed_forwarder_comes_back(tmp_path: Pa
     change = doc["hosts"][0]["plan"]["changes"][-1]
     assert (change["kind"], change["action"], change["after"]["role"]) == ("tunnel", "create", "listen")
     provision("apply", str(inv), state_dir=state, check_rc=0)
-    wait_for("both ends connected", lambda: connected(inv, state), 10)
+    wait_for("both ends connected", lambda: connected(inv, state), 30)
     assert pings(hosts[0], "198.51.100.2")
     assert "no changes, 3 resources in sync" in provision("plan", str(inv), state_dir=state, check_rc=0).out
 
     before = status(inv, state)["gw2"]
+    killed = time.time()
     os.kill(before["pid"], signal.SIGKILL)
-    t0 = time.monotonic()
     after = wait_for("a new forwarder", lambda: (r := status(inv, state)["gw2"])["pid"] not in (None, before["pid"])
-                     and r, 2.0)
-    assert time.monotonic() - t0 < 2.0 and after["restarts"] == 1
+                     and (r["started"] or 0) > killed and r, 30)
+    # timed by when the new data plane began (its own `started`), not by this test's polls: each is
+    # a `provision status`, a Python start that a loaded machine made longer than the restart itself
+    assert after["started"] - killed < 2.0 and after["restarts"] == 1, after
     wait_for("ping across again", lambda: pings(hosts[0], "198.51.100.2", 1), 15)
     assert "data plane killed by signal 9" in status(inv, state)["gw2"]["last_error"]
     assert provision("plan", str(inv), "--detailed-exitcode", state_dir=state).rc == 0
@@ -76,7 +78,7 @@ def test_repeated_applies_run_one_forwarder_changes_restart_and_destroy_leaves_n
     plan = provision("plan", str(moved), state_dir=state, check_rc=0).out
     assert "-/+ tunnel core  (endpoint: 0.0.0.0:40839 → 0.0.0.0:40850)  [restart: endpoint changed]" in plan
     provision("apply", str(moved), state_dir=state, check_rc=0)
-    rows = wait_for("reconnected on the new port", lambda: connected(moved, state), 10)
+    rows = wait_for("reconnected on the new port", lambda: connected(moved, state), 30)
     assert rows["gw1"]["endpoint"] == "0.0.0.0:40850" and rows["gw1"]["started"] != old["started"]
     assert rows["gw1"]["pid"] == old["pid"], "a changed tunnel is replaced within the data plane, not restarted"
 
@@ -144,7 +146,7 @@ def test_a_forwarder_that_keeps_crashing_is_failed_until_apply_repairs_it(tmp_pa
     inv = inventory(tmp_path, hosts)
     provision("apply", str(inv), state_dir=state, check_rc=0)
     subprocess.run(["ip", "-n", hosts[1], "link", "del", "tap0"], check=True)  # its forwarder loses the device
-    row = wait_for("failed", lambda: (r := status(inv, state)["gw2"])["state"] == "failed" and r, 15)
+    row = wait_for("failed", lambda: (r := status(inv, state)["gw2"])["state"] == "failed" and r, 30)
     assert row["restarts"] >= 5 and "device tap0 does not exist" in row["last_error"]
     text = provision("status", str(inv), state_dir=state, check_rc=0).out
     assert re.search(r"^gw2\s+core\s+failed\s", text, re.M) and "gw2/core: last error (at " in text
@@ -152,18 +154,18 @@ def test_a_forwarder_that_keeps_crashing_is_failed_until_apply_repairs_it(tmp_pa
     assert "+ device tap0" in plan
     assert "-/+ tunnel core" in plan and "state: failed → running" in plan
     provision("apply", str(inv), state_dir=state, check_rc=0)
-    wait_for("connected again", lambda: connected(inv, state), 10)
+    wait_for("connected again", lambda: connected(inv, state), 30)
     assert pings(hosts[0], "198.51.100.2")
 
 
 def test_a_peer_that_vanishes_is_noticed_and_found_again(tmp_path: Path, hosts: tuple[str, str]) -> None:
     inv, state = up(tmp_path, hosts)
     subprocess.run(["ip", "-n", hosts[1], "link", "set", "u2", "down"], check=True)  # no FIN, no RST: silence
-    t0 = time.monotonic()
-    wait_for("gw1 notices", lambda: status(inv, state)["gw1"]["state"] == "connecting", 12)
-    assert time.monotonic() - t0 < 10.5
+    t0 = time.time()
+    row = wait_for("gw1 notices", lambda: (r := status(inv, state)["gw1"])["state"] == "connecting" and r, 30)
+    assert row["since"] - t0 < 10.5, row  # when its data plane noticed, not when this test's polls saw it
     subprocess.run(["ip", "-n", hosts[1], "link", "set", "u2", "up"], check=True)
-    wait_for("connected again", lambda: connected(inv, state), 20)
+    wait_for("connected again", lambda: connected(inv, state), 30)
     assert pings(hosts[0], "198.51.100.2")
     assert status(inv, state)["gw1"]["restarts"] == 0, "reconnected inside the same forwarder"
 
@@ -187,7 +189,7 @@ def test_garbage_on_an_insecure_tunnel_is_counted_and_dropped(tmp_path: Path, ho
             attacker.sendall(struct.pack(">I", len(unit)) + unit)
         attacker.sendall(struct.pack(">I", MAX_MESSAGE + 1) + bytes(1000))
         drops = wait_for("drops counted", lambda: (d := status(inv, state)["gw1"]["drops"])
-                         and sum(d.values()) >= 4 and d, 5)
+                         and sum(d.values()) >= 4 and d, 30)
     assert drops[Drop.BAD_VNET.value] == 2 and drops[Drop.BAD_INNER.value] == 1
     assert drops[Drop.BAD_FRAME.value] == 1
     assert status(inv, state)["gw1"]["pid"] == listener["pid"], "the forwarder did not crash"
@@ -245,7 +247,7 @@ def test_devices_with_other_flags_carry_packets_intact(tmp_path: Path, hosts: tu
     inv.write_text(inv.read_text().replace("name: tap0, type: tap, vnet_hdr: true", f"name: dev0, {flags}")
                    .replace("device: tap0", "device: dev0"))
     provision("apply", str(inv), state_dir=state, check_rc=0)
-    wait_for("both ends connected", lambda: connected(inv, state), 10)
+    wait_for("both ends connected", lambda: connected(inv, state), 30)
     assert pings(hosts[0], "198.51.100.2")
     assert transfer_intact(hosts[1], hosts[0], "198.51.100.2")
     rows = status(inv, state)

@@ -84,7 +84,7 @@ def test_read_regular_refuses_what_would_hang_or_mislead_instead_of_blocking(tmp
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
-    reader.join(5)
+    reader.join(30)
     assert not reader.is_alive(), "read_regular blocked on a FIFO"
     assert "not a regular file (a FIFO)" in str(result[0])
     with pytest.raises(FileError, match="a character device"):
@@ -181,7 +181,7 @@ def test_tunnel_run_state_is_written_and_read_through_the_files_module(tmp_path:
     outcome: list[object] = []
     reader = threading.Thread(target=lambda: outcome.append(runtime.read_json(fifo)), daemon=True)
     reader.start()
-    reader.join(2.0)
+    reader.join(30)
     try:
         assert not reader.is_alive(), "read_json blocked on a FIFO"
         assert outcome == [None]

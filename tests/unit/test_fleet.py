@@ -129,20 +129,28 @@ def test_a_run_given_up_early_lets_no_worker_begin_another_host(monkeypatch: pyt
     """Three CPUs: this process and two workers, each worker sent two hosts. The caller stops
     after the first outcome; each worker may finish the host it is on, and must begin no other
     (under a stop that waited for one worker while the other went on, it began its second).
-    The workers' hosts outlast this process's, by far: with hosts of one length, a worker that
-    began its host a moment before this process began h0 finished it before the stop, rightly
-    began its second, and failed the test one run in ten. The first worker's host is the longer,
-    so that a stop which waits for it with the second's pipes open lets the second begin again."""
+    The workers' hosts end only once the stop has begun (its first waitpid): timed hosts were
+    at the mercy of a loaded machine, a worker that ended its host before the stop rightly
+    beginning its second. Then the first worker's host lasts longer, so that a stop which waits
+    for it with the second's pipes open lets the second answer and begin again."""
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})
-    began = tmp_path / "began"
-    lasts = {"h0": 0.05, "h1": 1.0, "h2": 0.6}
+    began, stopped = tmp_path / "began", tmp_path / "stopped"
+    waitpid = os.waitpid
+
+    def stopping(pid: int, options: int) -> tuple[int, int]:
+        stopped.touch()
+        return waitpid(pid, options)
 
     def pipeline(loaded, host, job, report, notify):  # type: ignore[no-untyped-def]
         with open(began, "a") as log:
             log.write(host.name + "\n")
-        time.sleep(lasts.get(host.name, 0.0))
+        deadline = time.monotonic() + 30
+        while host.name in ("h1", "h2") and not stopped.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep({"h0": 0.05, "h1": 0.3}.get(host.name, 0.0))
         return Outcome(host.name, Status.OK)
 
+    monkeypatch.setattr(os, "waitpid", stopping)
     monkeypatch.setattr(fleet, "run_host", pipeline)
     outcomes = fleet.run(hosts(10), Job("inv.yaml"), 3, lambda h, c: None, lambda m: None)  # type: ignore[arg-type]
     assert next(outcomes).host == "h0"
