@@ -321,8 +321,10 @@ def _serve(loaded: Loaded, job: Job, report: Report, notify: Notify, tasks: int,
             view = memoryview(_SIZE.pack(len(data)) + data)
             while view:
                 view = view[os.write(answers, view):]
-    except BaseException:  # interrupted, or the parent is gone (a broken pipe)
+    except BaseException as exc:  # interrupted, or the parent is gone (a broken pipe)
         code = 1
+        if not isinstance(exc, KeyboardInterrupt | BrokenPipeError):  # else the parent's host fails unexplained
+            print(f"provision: a worker process stopped: {type(exc).__name__}: {exc}", file=sys.stderr)
     finally:
         try:
             sys.stdout.flush()

@@ -189,3 +189,21 @@ def test_each_host_s_desired_state_is_made_when_first_asked_for(monkeypatch: pyt
     assert [d.name for d in loaded.desired["gw2"].devices] == ["tap0"] and made == ["gw1", "gw2"]
     with pytest.raises(KeyError):
         loaded.desired["not selected"]
+
+
+@pytest.mark.usefixtures("two_cpus")
+def test_a_worker_stopped_by_what_no_host_catches_says_why(monkeypatch: pytest.MonkeyPatch,
+                                                           capfd: pytest.CaptureFixture[str]) -> None:
+    """Its host fails as "a worker process died (exited with 1)"; without this line on stderr,
+    what stopped it (a SystemExit, a GeneratorExit) was lost with the process."""
+    parent = os.getpid()
+
+    def pipeline(loaded, host, job, report, notify):  # type: ignore[no-untyped-def]
+        if os.getpid() != parent:
+            raise SystemExit("stopped from within")
+        return Outcome(host.name, Status.OK)
+
+    monkeypatch.setattr(fleet, "run_host", pipeline)
+    outcomes = run(hosts(2, "docker"), 2)
+    assert {o.status for o in outcomes} == {Status.FAILED}
+    assert "provision: a worker process stopped: SystemExit: stopped from within" in capfd.readouterr().err
