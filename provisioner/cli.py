@@ -38,6 +38,7 @@ def run() -> NoReturn:
     the inventory's size (tests/unit/test_garbage.py). `pull`, which runs until it is stopped,
     turns it on again."""
     gc.disable()
+    whole_lines(sys.stdout, sys.stderr)
     code = main()
     threading = sys.modules.get("threading")
     if (threading is not None and threading.active_count() > 1) or sys.getprofile() is not None:
@@ -51,6 +52,18 @@ def run() -> NoReturn:
     except OSError:  # the reader went away (a closed pipe): what was not written is lost anyway
         code = code or EXIT_ERROR
     os._exit(code)
+
+
+def whole_lines(*streams: Any) -> None:
+    """Every line in one write. Under PYTHONUNBUFFERED (or -u) print() writes a line's text and
+    its newline in two, and a fleet's forked workers write to the same stdout as this process:
+    a worker's "waiting for the lock" line ran into another's, and a reader that takes the
+    output line by line (a CI log, a test) saw neither. Line buffering keeps each line as
+    prompt as unbuffered output was, one write each (a pipe keeps a write of up to 4096 bytes
+    whole)."""
+    for stream in streams:
+        if getattr(stream, "write_through", False):
+            stream.reconfigure(write_through=False, line_buffering=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -560,7 +573,8 @@ def _run(args: argparse.Namespace, apply: bool, destroy: bool, saved: Any = None
         print(plan_markdown(outcomes, destroy=destroy), end="")
     elif apply:
         width = max((len(o.host) for o in outcomes), default=0)
-        print("\nRECAP")
+        print()
+        print("RECAP")
         for o in outcomes:
             in_sync = o.plan.in_sync if o.plan else 0
             failed_here = o.status is Status.FAILED

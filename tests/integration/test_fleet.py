@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import signal
 import subprocess
 from collections.abc import Callable
@@ -74,8 +75,9 @@ def test_a_worker_killed_from_outside_fails_its_host_alone_and_the_hosts_it_held
     held = {n: os.open(path, os.O_RDWR) for n, path in locks.items()}
     for fd in held.values():
         fcntl.flock(fd, fcntl.LOCK_EX)
-    run = subprocess.Popen([*PROVISION, "plan", str(inv), "--forks", "2"],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env_for(state))
+    # PYTHONUNBUFFERED, as CI had it: a worker's line and this process's ran into one another (test_cli.py)
+    run = subprocess.Popen([*PROVISION, "plan", str(inv), "--forks", "2"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, env={**env_for(state), "PYTHONUNBUFFERED": "1"})
     try:
         assert run.stdout is not None
         seen: list[str] = []
@@ -105,3 +107,22 @@ def test_a_worker_killed_from_outside_fails_its_host_alone_and_the_hosts_it_held
 def test_forks_must_be_a_positive_number_and_a_usage_error_exits_1_not_2(tmp_path: Path) -> None:
     r = provision("plan", "x.yaml", "--forks", "0", state_dir=tmp_path / "state", check_rc=1)
     assert "argument --forks/-f: expected a whole number of at least 1, got '0'" in r.err and "Traceback" not in r.err
+
+
+def test_each_line_of_a_fleet_is_one_write_where_python_is_unbuffered(make_netns: Callable[[], str],
+                                                                       tmp_path: Path) -> None:
+    """The workers and this process share stdout and stderr; under PYTHONUNBUFFERED print() wrote
+    a line's text and its newline apart, and one process's line ran into another's. Every
+    write of the run, the workers' too (strace -f), must end a line."""
+    namespaces = [make_netns() for _ in range(3)]
+    state = tmp_path / "state"
+    inv = fleet(tmp_path / "fleet.yaml", namespaces)
+    trace = tmp_path / "writes"
+    r = subprocess.run(["strace", "-f", "-qq", "-s", "4096", "-e", "trace=write", "-o", str(trace), *PROVISION,
+                        "apply", str(inv), "--forks", "2"], capture_output=True, text=True, timeout=60,
+                       env={**env_for(state), "PYTHONUNBUFFERED": "1"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    writes = [line for line in trace.read_text().splitlines() if re.search(r"write\([12], ", line)]
+    assert len(writes) > 10, writes  # each change, the recap
+    torn = [line for line in writes if not re.search(r'\\n"(\.\.\.)?, \d+\) += \d+$', line)]
+    assert not torn, torn

@@ -4,10 +4,12 @@ answer exactly as the parser of every command does, for what it accepts and what
 from __future__ import annotations
 
 import argparse
+import io
 
 import pytest
 
 from provisioner import cli
+from provisioner.hints import Any
 
 ARGVS = [
     ["plan", "inv.yaml"],
@@ -81,3 +83,33 @@ def test_every_command_is_known_to_command_of() -> None:
 ])
 def test_command_of_names_a_command_only_when_that_is_plain(argv: list[str], command: str | None) -> None:
     assert cli.command_of(argv) == command
+
+
+class _Writes(io.RawIOBase):
+    """A file that keeps each write it is given."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.writes.append(bytes(data))
+        return len(data)
+
+
+def test_every_line_is_one_write_even_where_python_is_unbuffered() -> None:
+    """PYTHONUNBUFFERED's stdout, as Python makes it: the text layer writing straight through.
+    There print() writes the text and its newline apart, and another process sharing the pipe
+    (a fleet's worker) can write between them."""
+    raw = _Writes()
+    stream = io.TextIOWrapper(raw, write_through=True)
+    print("h2: waiting", file=stream)
+    assert raw.writes == [b"h2: waiting", b"\n"]  # what the process did before
+    raw.writes.clear()
+    cli.whole_lines(stream)
+    print("h2: waiting", file=stream)
+    print("h5: waiting", file=stream, flush=True)
+    stream.write("two\nlines\n")
+    assert raw.writes == [b"h2: waiting\n", b"h5: waiting\n", b"two\nlines\n"]
