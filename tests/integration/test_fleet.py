@@ -75,7 +75,8 @@ def test_a_worker_killed_from_outside_fails_its_host_alone_and_the_hosts_it_held
     held = {n: os.open(path, os.O_RDWR) for n, path in locks.items()}
     for fd in held.values():
         fcntl.flock(fd, fcntl.LOCK_EX)
-    # PYTHONUNBUFFERED, as CI had it: a worker's line and this process's ran into one another (test_cli.py)
+    # PYTHONUNBUFFERED (this machine's shell sets it; CI's failure on record has its torn lines): a worker's
+    # line and this process's ran into one another (test_cli.py)
     run = subprocess.Popen([*PROVISION, "plan", str(inv), "--forks", "2"], stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True, env={**env_for(state), "PYTHONUNBUFFERED": "1"})
     try:
