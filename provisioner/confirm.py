@@ -16,9 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .files import FileError, parse_json, private_subdirectory, read_regular, write_json
+from .lock import is_pid
 
 PENDING, CONFIRMED = ".pending", ".confirmed"
-PID_MAX = 1 << 22  # the kernel's largest pid_max
 POLL = 0.1
 
 
@@ -55,7 +55,7 @@ def confirm(state_dir: Path) -> list[str]:
         try:
             data = parse_json(read_regular(note))  # a note is state: never through a link, never a FIFO
             pid, host = data["pid"], str(data["host"])
-            if type(pid) is not int or not 1 < pid <= PID_MAX:
+            if not is_pid(pid):
                 continue
             os.kill(pid, 0)  # the run that waits is still there
         except (OSError, FileError, ValueError, KeyError, TypeError):

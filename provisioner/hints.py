@@ -11,6 +11,7 @@ TYPE_CHECKING = False
 
 if TYPE_CHECKING:
     from typing import Any as Any, NoReturn as NoReturn, Protocol as Protocol, TextIO as TextIO
+    from typing import TypeGuard as TypeGuard
 else:
-    Any = NoReturn = TextIO = object
+    Any = NoReturn = TextIO = TypeGuard = object
     Protocol = object

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .errors import LockTimeout
 from .files import FileError, StateDirError, open_private, private_directory, private_subdirectory
+from .hints import TypeGuard
 
 DEFAULT_STATE_DIR = "/run/provision"  # what should vanish with a reboot: locks, tunnels' run state
 STATE_DIR_ENV = "PROVISION_STATE_DIR"
@@ -99,6 +100,14 @@ def pid_lock(path: Path, busy: Callable[[int, str], None] | None) -> Iterator[No
 
 
 PID_WIDTH = 16
+PID_MAX = 1 << 22  # the kernel's largest pid_max
+
+
+def is_pid(value: object) -> TypeGuard[int]:
+    """A pid read back from a file of the state directory (whoever could write it chose it):
+    a whole number the kernel could give a process other than init. 2**40 made os.kill raise
+    OverflowError, and 1 or less names init, a process group or every process."""
+    return type(value) is int and 1 < value <= PID_MAX
 
 
 def _holder(fd: int) -> str:

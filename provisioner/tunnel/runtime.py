@@ -28,6 +28,7 @@ from pathlib import Path
 
 from ..files import FileError, atomic_write, open_private, parse_json, read_regular
 from ..hints import Any
+from ..lock import is_pid
 from ..model import RunState, Tunnel, tunnel_from_dict
 
 WANTED, LOCK, SUPERVISOR, STATS, LOG = "tunnels.json", "supervisor.lock", "supervisor.json", "stats.json", "tunnels.log"
@@ -90,7 +91,6 @@ def supervisor_alive(base: Path) -> bool:
 
 
 SUPERVISOR_MODULE = "provisioner.tunnel.supervisor"
-PID_MAX = 1 << 22  # the kernel's largest pid_max
 
 
 def supervisor_command(base: Path) -> list[str]:
@@ -107,7 +107,7 @@ def signal_supervisor(base: Path, sig: int) -> bool:
     never sent it; where there are no pidfds (a kernel before 5.3, a seccomp filter) the check
     is made just before a kill."""
     pid = read_dict(base / SUPERVISOR).get("pid")
-    if type(pid) is not int or not 1 < pid <= PID_MAX:
+    if not is_pid(pid):
         return False
     try:
         pidfd = os.pidfd_open(pid)
