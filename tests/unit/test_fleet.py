@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,6 +22,19 @@ def hosts(n: int, connection: str = "netns") -> SimpleNamespace:
 
 def run(loaded: SimpleNamespace, forks: int) -> list[Outcome]:
     return list(fleet.run(loaded, Job("inv.yaml"), forks, lambda h, c: None, lambda m: None))  # type: ignore[arg-type]
+
+
+def raising_in_workers(error: BaseException) -> Callable[..., Outcome]:
+    """A stand-in for a host's pipeline: the hosts this process runs are fine, a forked worker's
+    raise `error`."""
+    parent = os.getpid()
+
+    def pipeline(loaded, host, job, report, notify):  # type: ignore[no-untyped-def]
+        if os.getpid() != parent:
+            raise error
+        return Outcome(host.name, Status.OK)
+
+    return pipeline
 
 
 @pytest.fixture
@@ -111,17 +125,10 @@ def test_when_every_worker_dies_those_forked_in_their_place_do_the_rest(monkeypa
 
 @pytest.mark.usefixtures("two_cpus")
 def test_a_bug_in_a_worker_is_raised_here_with_the_worker_s_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
-    parent = os.getpid()
-
-    def pipeline(loaded, host, job, report, notify):  # type: ignore[no-untyped-def]
-        if os.getpid() != parent:
-            raise KeyError("a bug")
-        return Outcome(host.name, Status.OK)
-
-    monkeypatch.setattr(fleet, "run_host", pipeline)
+    monkeypatch.setattr(fleet, "run_host", raising_in_workers(KeyError("a bug")))
     with pytest.raises(KeyError, match="a bug") as raised:
         run(hosts(6), 2)
-    assert 'raise KeyError("a bug")' in str(raised.value.__cause__)  # where it was raised, in the worker
+    assert "in pipeline\n    raise error\n" in str(raised.value.__cause__)  # where it was raised, in the worker
 
 
 def test_a_run_given_up_early_lets_no_worker_begin_another_host(monkeypatch: pytest.MonkeyPatch,
@@ -196,14 +203,7 @@ def test_a_worker_stopped_by_what_no_host_catches_says_why(monkeypatch: pytest.M
                                                            capfd: pytest.CaptureFixture[str]) -> None:
     """Its host fails as "a worker process died (exited with 1)"; without this line on stderr,
     what stopped it (a SystemExit, a GeneratorExit) was lost with the process."""
-    parent = os.getpid()
-
-    def pipeline(loaded, host, job, report, notify):  # type: ignore[no-untyped-def]
-        if os.getpid() != parent:
-            raise SystemExit("stopped from within")
-        return Outcome(host.name, Status.OK)
-
-    monkeypatch.setattr(fleet, "run_host", pipeline)
+    monkeypatch.setattr(fleet, "run_host", raising_in_workers(SystemExit("stopped from within")))
     outcomes = run(hosts(2, "docker"), 2)
     assert {o.status for o in outcomes} == {Status.FAILED}
     assert "provision: a worker process stopped: SystemExit: stopped from within" in capfd.readouterr().err
