@@ -72,16 +72,41 @@ def _inventory_files(path: str) -> list[str]:
     return out
 
 
-def inputs(path: str) -> list[str]:
-    """What a load of `path` may read, as text for cache.slot: every inventory file and the whole
-    `group_vars/` and `host_vars/` trees beside it, names, listings and contents (more than one
-    load reads: which vars files it reads depends on the names in the inventory)."""
+@dataclass(frozen=True)
+class Inputs:
+    """What a load of `path` may read, as text for cache.slot (`texts`): every inventory file and
+    the whole `group_vars/` and `host_vars/` trees beside it, names, listings and contents (more
+    than one load reads: which vars files it reads depends on the names in the inventory)."""
+
+    path: str
+    texts: list[str]
+    at: dict[str, int] = field(default_factory=dict)  # file -> where its content is in `texts`
+
+    def without(self, file: str) -> list[str] | None:
+        """`texts` with `file`'s content left out: what says that everything else a load reads is as
+        it was (recheck.py). When `file` is the one inventory file, its name is left out as well,
+        all but its directory: a copy of it beside it (`inventory-changed.yml`) is read alike, since
+        a file's name means nothing to a load but where its vars are (the directory) and how it
+        is parsed (its extension), and recheck.py keeps notes on YAML files alone."""
+        i = self.at.get(file)
+        if i is None:
+            return None
+        out = list(self.texts)
+        out[i] = "the file edited"
+        if file == self.path and i == 1:
+            out[0] = "the inventory file in " + (os.path.dirname(file) or ".")
+        return out
+
+
+def inputs(path: str) -> Inputs:
     try:
         files = _inventory_files(path)
     except InventoryError:
-        return [f"unreadable inventory {path}"]
+        return Inputs(path, [f"unreadable inventory {path}"])
     out: list[str] = []
+    at: dict[str, int] = {}
     for file in files:
+        at[file] = len(out) + 1
         out += [file, _content(file)]
     base = path if os.path.isdir(path) else os.path.dirname(path) or "."
     for kind in ("group_vars", "host_vars"):
@@ -90,8 +115,9 @@ def inputs(path: str) -> list[str]:
             out.append("listing " + directory + "\0" + "\0".join(sorted(dirs + names)))
             for name in sorted(names):
                 full = os.path.join(directory, name)
+                at[full] = len(out) + 1
                 out += [full, _content(full)]
-    return out
+    return Inputs(path, out, at)
 
 
 def _content(file: str) -> str:

@@ -70,16 +70,23 @@ def load(file: str, limit: str | None = None, connection: str | None = None, act
     users must be there; otherwise (validate, plan --facts, destroy) what is missing is a warning.
     `cache_dir`: keep and reuse the verdict on an unchanged inventory there (cache.py), keyed by
     every file and listing the load may read (loader.inputs)."""
-    slot = cache.slot(cache_dir, loader.inputs(file)) if cache_dir is not None else None
-    kept = cache.get_verdict(slot) if slot is not None else None
+    inputs = slot = kept = None
+    if cache_dir is not None:
+        inputs = loader.inputs(file)
+        slot = cache.slot(cache_dir, inputs.texts)
+        kept = cache.get_verdict(slot)
     inventory = _from_cache(file, kept) if kept is not None else None
     hit = inventory is not None
     problems: list[Diagnostic] = []
     if inventory is None:
         record: dict[str, Any] = {}
-        inventory, problems, references, exact = _validated(file, record, cache_dir)
-        if slot is not None and not problems:
+        inventory, problems, references, exact = _validated(file, record, cache_dir, inputs)
+        if slot is not None and inputs is not None and not problems:
             cache.put_verdict(slot, record, references, exact)
+            if references:
+                from . import recheck
+
+                recheck.note(slot.directory, inputs, references)
     source = inventory.source
     hosts = tuple(_reached(h, connection or h.connection or default_connection) for h in inventory.select(limit))
     acted_on = {h.name for h in hosts if skip_reason(h) is None} if act else set()
@@ -124,14 +131,16 @@ def _from_cache(file: str, parsed: dict[str, Any]) -> Inventory | None:
     return inventory if not problems else None
 
 
-def _validated(file: str, record: dict[str, Any], cache_dir: Path | None = None
+def _validated(file: str, record: dict[str, Any], cache_dir: Path | None = None, inputs: loader.Inputs | None = None
                ) -> tuple[Inventory, list[Diagnostic], dict[str, cache.Reference], bool]:
     """Parse, schema and the checks that need only the inventory: what cache.py keeps. Raises
     InventoryError with every error; returns the warnings, the references to kept parses a
     verdict holds instead of files' data in `record` (reparse.Reparser.references), and whether
     every file's data is made of JSON's own types alone (reparse.Reparser.exact). With
     `cache_dir`, each YAML file is parsed and judged from its last parse and verdict where the
-    edit allows (reparse.py)."""
+    edit allows (reparse.py), and where the edit changed only routes of an inventory that passed,
+    only those routes are checked again (recheck.py; `inputs`: what the load may read)."""
+    routes_only = None
     if cache_dir is None:
         inventory, problems = loader.load(file, record=record)
         references: dict[str, cache.Reference] = {}
@@ -142,11 +151,16 @@ def _validated(file: str, record: dict[str, Any], cache_dir: Path | None = None
         last = reparse.Reparser(cache_dir)
         inventory, problems = loader.load(file, record=record, yaml=last.parse, check=last.check)
         references, exact = last.references(record), last.all_exact(record)
+        if last.edits and inputs is not None and not problems:
+            from . import recheck
+
+            routes_only = recheck.routes_to_check(cache_dir, inputs, last.edits, record, inventory.hosts)
     source = inventory.source
     try:
         for host in inventory.hosts:
-            problems += check_host(source, host)
-        problems += check_peers(source, inventory.hosts)
+            problems += check_host(source, host, routes_only[host.name] if routes_only is not None else None)
+        if routes_only is None:  # else no tunnel, device or variable changed: recheck.py
+            problems += check_peers(source, inventory.hosts)
     except (TypeError, ValueError, AttributeError, KeyError):
         if not problems:  # a shape the schema lets through but we cannot read: our bug
             raise

@@ -75,7 +75,8 @@ REKEEP_AFTER = 16
 # after another]] (JSON: no tuples). A pair per item was a tenth of a kept parse, and a quarter of
 # the time to read one back (0.25 ms at 1000 devices); items mostly stand on consecutive lines.
 Run = list[Any]
-Replaced = tuple[list[Any], int, Any]  # an item put in place: the path of its list, its index, the item
+# an item put in place: the path of its list, its index, the item, and the item it took the place of
+Replaced = tuple[list[Any], int, Any, Any]
 
 
 @dataclass
@@ -90,6 +91,17 @@ class _Parsed:
     replaced: list[Replaced]  # each item patched in
     exact: bool  # made of JSON's own types alone (Reparser.exact)
     kept_id: str | None  # the id of the kept parse it was patched from; None: a first parse
+
+
+@dataclass(frozen=True)
+class Edit:
+    """A file's parse made from a kept parse with items put in place, as judged: what recheck.py
+    compares with the note of a clean load made from the same kept parse."""
+
+    kept: str  # the key of the kept parse
+    kept_id: str  # and its id
+    data: Any  # the parse, as the loader was given it
+    replaced: list[Replaced]
 
 
 class Reparser:
@@ -116,6 +128,7 @@ class Reparser:
         # caller holds its record to these very objects: a loader may parse a file and keep
         # something else, an INI reading).
         self.exact: dict[str, Any] = {}
+        self.edits: dict[str, Edit] = {}  # file -> its parse made from a kept one, when it passed the schema
 
     def parse(self, source: Source) -> Any:
         if len(source.text) < KEEP_FROM:  # not kept; still read without ruamel where it is plain
@@ -158,10 +171,12 @@ class Reparser:
         parsed = self._waiting.pop(source.file, None)
         if parsed is None or parsed.data is not data or parsed.text != source.text:
             return schema.check(source, data, name)
-        if parsed.judged == name and all(schema.item_is_valid(name, path, item) for path, _, item in parsed.replaced):
+        if parsed.judged == name and all(schema.item_is_valid(name, path, item) for path, _, item, _ in parsed.replaced):
             problems: list[Diagnostic] = []
         else:
             problems = schema.check(source, data, name)
+        if parsed.kept_id is not None and not problems:
+            self.edits[source.file] = Edit(parsed.slot.key, parsed.kept_id, data, parsed.replaced)
         if parsed.judged != name or problems or len(parsed.replaced) > REKEEP_AFTER:  # else kept as it is
             try:
                 self.directory.mkdir(mode=0o700, exist_ok=True)
@@ -172,7 +187,7 @@ class Reparser:
                                        "id": ident}, exact=parsed.exact, text=parsed.text):
                 self._kept[source.file] = (data, [parsed.slot.key, ident, []])
         elif parsed.kept_id is not None:
-            self._kept[source.file] = (data, [parsed.slot.key, parsed.kept_id, [[*r] for r in parsed.replaced]])
+            self._kept[source.file] = (data, [parsed.slot.key, parsed.kept_id, [[path, index, item] for path, index, item, _ in parsed.replaced]])
         return problems
 
 
@@ -374,8 +389,8 @@ def patched(kept: dict[str, Any], text: str) -> tuple[Any, list[Replaced], bool]
                 return None
         if not isinstance(item, dict):
             return None
+        replaced.append((path, index, item, sequence[index]))
         sequence[index] = item
-        replaced.append((path, index, item))
     return data, replaced, alone == 0
 
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping
+from operator import attrgetter, methodcaller
 
 from . import defaults
 from .errors import Diagnostic
 from .hints import Any
-from .inventory import Host
+from .inventory import Entry, Host
 from .resolve import var_path
 from .model import (
     IFNAMSIZ,
@@ -57,6 +58,7 @@ _NAME_BAD = re.compile(r"[\s/:]")
 # A name interface_name_problem has nothing to say of: 1-15 printable ASCII characters but
 # space, '%', '/' and ':', and not '.' or '..'. One match in C; only the others are looked at.
 _NAME_FINE = re.compile(r"(?!\.\.?\Z)[!-$&-.0-9;-~]{1,15}").fullmatch
+_VALUE, _GET_NAME = attrgetter("value"), methodcaller("get", "name")
 
 
 HOST_NAME_BYTES = 200  # a file name is at most 255 bytes; room for what provision adds to it
@@ -78,7 +80,10 @@ def host_name_problem(name: str) -> str | None:
     return None
 
 
-def check_host(source: Sources, host: Host) -> list[Diagnostic]:
+def check_host(source: Sources, host: Host, routes_only: tuple[Entry, ...] | None = None) -> list[Diagnostic]:
+    """`routes_only`: the host's routes to check, where it differs from a host that passed only in
+    those (recheck.py says when that is known); of the rest, only what is checked of the host as
+    a whole is checked again."""
     out: list[Diagnostic] = []
 
     def err(path: tuple, msg: str) -> None:
@@ -94,12 +99,16 @@ def check_host(source: Sources, host: Host) -> list[Diagnostic]:
                        f"(supported: {', '.join(CONNECTIONS)})")
     devices = host.network.get("devices", ())
     routes = host.network.get("routes", ())
+    declared: dict[str, Mapping[str, Any]] = {}
+    if routes_only is not None:  # the devices passed: here only what a route is checked against
+        values = tuple(map(_VALUE, devices))
+        declared = dict(zip(map(str, map(_GET_NAME, values)), values, strict=True))  # in C
+        devices, routes = (), routes_only
     for path, key, first in host.repeated:
         what = f"route {_route_words(key)}" if path[-2] == "routes" else f"name {key!r}"
         err(path, f"duplicate {what} (first at index {first})")
 
     owner_of_ip: dict[Any, str] = {}
-    declared: dict[str, Mapping[str, Any]] = {}
     for entry in devices:  # the common case tested first, and cheaply: this loop and the next run per item
         d = entry.value
         name = d.get("name")
@@ -165,8 +174,9 @@ def check_host(source: Sources, host: Host) -> list[Diagnostic]:
             err(entry.path + ("dev",), f"device {dev} is declared absent")
         elif state == LinkState.DOWN:
             err(entry.path + ("dev",), f"device {dev} is declared down; the kernel keeps no route on a down device")
-    _check_tunnels(host, declared, err,
-                   lambda path, msg: out.append(source.diagnostic(path, msg, severity="warning")))
+    if routes_only is None:
+        _check_tunnels(host, declared, err,
+                       lambda path, msg: out.append(source.diagnostic(path, msg, severity="warning")))
     _check_host_keys(host, err)
     return out
 

@@ -88,7 +88,7 @@ def test_an_entry_that_is_not_ours_as_written_is_a_miss(write, cache_dir, spoil)
     load(path, cache_dir=cache_dir)
     [entry] = entries(cache_dir)
     spoil(entry)
-    slot = cache.slot(cache_dir, loader.inputs(path))
+    slot = cache.slot(cache_dir, loader.inputs(path).texts)
     assert slot.path == entry
     assert cache.get(slot) is None
     assert [d.name for d in load(path, cache_dir=cache_dir).desired["h"].devices] == ["t0"]
@@ -103,7 +103,7 @@ def test_a_forged_entry_that_does_not_build_is_a_miss(write, cache_dir) -> None:
     [entry] = entries(cache_dir)
     forged = json.dumps({"all": {"hosts": ["not", "a", "mapping"]}}).encode()
     tamper(entry, header={"crc32": crc32(forged)}, body=forged)
-    assert cache.get(cache.slot(cache_dir, loader.inputs(path))) == json.loads(forged)  # consistent: read back
+    assert cache.get(cache.slot(cache_dir, loader.inputs(path).texts)) == json.loads(forged)  # consistent: read back
     assert [d.name for d in load(path, cache_dir=cache_dir).desired["h"].devices] == ["t0"]
 
 
@@ -236,7 +236,7 @@ def test_an_edited_copy_is_patched_from_the_last_parse_as_a_fresh_load_reads(wri
 
 
 def _verdict(cache_dir: Path, path: str) -> tuple[Path, dict]:
-    entry = cache.slot(cache_dir, loader.inputs(path)).path
+    entry = cache.slot(cache_dir, loader.inputs(path).texts).path
     return entry, json.loads(entry.read_bytes().partition(b"\n")[2])
 
 
@@ -303,7 +303,7 @@ def test_a_reference_that_does_not_lead_to_its_kept_parse_is_a_miss(write, cache
     edited = _edited(write, cache_dir, monkeypatch)
     entry, verdict = _verdict(cache_dir, edited)
     spoil(entry, verdict)
-    assert cache.get_verdict(cache.slot(cache_dir, loader.inputs(edited))) is None
+    assert cache.get_verdict(cache.slot(cache_dir, loader.inputs(edited).texts)) is None
     again = load(edited, cache_dir=cache_dir)
     assert not again.from_cache and again.desired == load(edited).desired
 
