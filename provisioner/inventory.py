@@ -57,6 +57,7 @@ class Host:
     # (path, key, index of the first) of each list item whose key an earlier item of the same list
     # in the same layer has: a mistake (validate.py says so), where across layers it is an override
     repeated: tuple[tuple[Path, Any, int], ...] = ()
+    route_keys: tuple[Any, ...] = ()  # the merge key of each of network["routes"], in its order (recheck.py)
 
     @property
     def connection(self) -> str | None:
@@ -178,8 +179,8 @@ def merge_host(name: str, path: Path, groups: tuple[str, ...],
                     if old is not None and old.path[:-1] == here:  # the same list: found here, not looked for
                         repeated.append((here + (i,), k, first.setdefault((here, k), int(old.path[-1]))))
                     entries[k] = Entry(item, here + (i,))
-    return Host(name, path, groups, merged_vars,
-                {k: tuple(v.values()) for k, v in network.items()}, tuple(layers), tuple(repeated))
+    return Host(name, path, groups, merged_vars, {k: tuple(v.values()) for k, v in network.items()}, tuple(layers),
+                tuple(repeated), tuple(network.get("routes", ())))
 
 
 def this_machine() -> set[str]:
