@@ -83,12 +83,12 @@ def _temporary(target: Path) -> tuple[int, Path]:
     raise FileExistsError(errno.EEXIST, "no unused temporary name")
 
 
-def write_json(path: str | os.PathLike[str], data: Any, indent: int | None = 2) -> None:
+def write_json(path: str | os.PathLike[str], data: Any, indent: int | None = 2, *, durable: bool = True) -> None:
     """A JSON document through atomic_write (saved plans, confirmation notes, ownership records).
     `indent=None`: one line, by json's C encoder (an indent takes its Python one, 10x slower)."""
     import json
 
-    atomic_write(path, (json.dumps(data, indent=indent) + "\n").encode())
+    atomic_write(path, (json.dumps(data, indent=indent) + "\n").encode(), durable=durable)
 
 
 def parse_json(data: bytes | str) -> Any:

@@ -107,3 +107,18 @@ def test_a_registry_read_back_keeps_only_text_entries(tmp_path) -> None:  # type
                           ({"device a": {"x": "y"}}, {}), ([["device a", "x"]], {}), ("x", {}), ({}, {})):
         path.write_text(json.dumps(written))
         assert load_registry(tmp_path, "m") == read, written
+
+
+def test_the_registry_is_written_whole_without_an_fsync(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """What a power cut would lose of it the cut takes from the kernel too (ownership.save_registry):
+    the two fsyncs were half a millisecond of every apply that changed a key, on a disk."""
+    import os
+
+    from provisioner.ownership import load_registry, registry_path, save_registry
+
+    synced: list[int] = []
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd))
+    save_registry(tmp_path, "m", THEIRS)
+    save_registry(tmp_path, "m", {**THEIRS, "device z": "mine"})
+    assert synced == [] and load_registry(tmp_path, "m") == {**THEIRS, "device z": "mine"}
+    assert [p.name for p in registry_path(tmp_path, "m").parent.iterdir()] == ["m.json"]  # no temporary left
