@@ -617,6 +617,34 @@ def verdict(data: bytes) -> None:
     assert files is None or isinstance(files, dict), files
 
 
+def recheck_note(data: bytes) -> None:
+    """A note of recheck.py read back from the state directory (the bytes: its JSON body, forged or
+    damaged) against an edit of a kept parse: each host's routes to check again, or None (check
+    every host whole); never an exception."""
+    from provisioner import recheck
+    from provisioner.loader import load
+
+    try:
+        entry = json.loads(data)
+    except (ValueError, RecursionError):
+        return
+    noted = recheck._noted(entry)
+    if noted is None:
+        return
+    kept_data, node = parse_nodes(Source("", KEPT_TEXT))
+    made = reparse.patched({"text": KEPT_TEXT, "data": kept_data, "runs": reparse.runs_of(KEPT_TEXT, node)}, KEPT_EDIT)
+    assert made is not None
+    edit = reparse.Edit("k" * 64, "1d", made[0], made[1])
+    changed = recheck._changed(edit, noted)
+    if changed is None:
+        return
+    path = _inventory_dir / "note.yaml"
+    path.write_text(KEPT_EDIT)
+    hosts = load(str(path), yaml=lambda source: made[0], check=lambda *a: [])[0].hosts
+    out = recheck._touched(changed, hosts)
+    assert out is None or (set(out) == {"h"} and all(isinstance(e.value, dict) for e in out["h"])), out
+
+
 def supervisor_hears(data: bytes) -> None:
     """What an unprivileged data plane (what the network talks to) can say to the root supervisor:
     a channel message and a counter line. Either is refused (None) or comes out in the shapes the
@@ -651,6 +679,7 @@ TARGETS: dict[str, Target] = {
     "plain_shape": plain_shape,
     "kept_parse": kept_parse,
     "verdict": verdict,
+    "recheck_note": recheck_note,
     "supervisor_hears": supervisor_hears,
     "fastpath_open": fastpath_open,
     "fastpath_seal": fastpath_seal,
@@ -689,6 +718,9 @@ SEEDS: dict[str, list[bytes]] = {
         cache.slot(Path("/") / cache.PARSES, ["kept"]).key, "1d",
         [[["all", "hosts", "h", "network", "routes"], 0, {"to": "192.0.2.0/24", "dev": "t1"}]]]}}).encode(),
         json.dumps({"files": {"a.yaml": {"all": {}}}, "kept": {}}).encode()],
+    "recheck_note": [json.dumps({"replaced": []}).encode(),
+                     json.dumps({"replaced": [[["all", "hosts", "h", "network", "routes"], 0,
+                                               {"to": "192.0.2.0/24", "dev": "t0", "metric": 5}]]}).encode()],
     "netlink_pick": [bytes([0, 3, 1, 3]) + struct.pack("=HH", 8, 3) + b"bt01" + struct.pack("=HH", 5, 1) + b"x",
                      bytes([4, 2, 0x81, 0x80])],
     "netlink_messages": [bytes([1]) + struct.pack("=IHHII", 20, 16, 0x10, 1, 0) + b"abcd"
