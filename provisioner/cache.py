@@ -48,7 +48,7 @@ FORMAT = 5  # 5: a text beside the data; 4: verdicts refer to kept parses; 3: CR
 HEX = "0123456789abcdef"  # what a key is written in (slot: a hex digest)
 KEEP = 16  # entries kept; the oldest beyond this are removed when one is written
 JUDGES = ("inventory.py", "loader.py", "source.py", "ini.py", "hostpattern.py", "schema.py", "validate.py",
-          "model.py", "cache.py", "reparse.py")  # modules that decide validity, with schema.py's generated ones
+          "model.py", "cache.py", "reparse.py", "recheck.py")  # modules that decide validity, with schema.py's generated ones
 LIBRARIES = (("ruamel.yaml", "__init__.py"), ("fastjsonschema", "version.py"))  # hold the version
 PARSES = "parses"  # where reparse.py keeps the last parse of each outline: apart, so neither crowds the other out
 

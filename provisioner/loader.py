@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Container, Iterator, Mapping
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from . import schema
@@ -80,21 +80,33 @@ class Inputs:
 
     path: str
     texts: list[str]
-    at: dict[str, int] = field(default_factory=dict)  # file -> where its content is in `texts`
+    at: dict[str, int] = field(default_factory=dict)  # file (normalised) -> where its content is in `texts`
+
+    def read_alike(self, documents: Iterable[Source]) -> bool:
+        """Whether every document a load read is one of these files, with these very bytes: only
+        then does a verdict or a note keyed by them speak of what the load judged. A file that
+        changed between the two reads (saved, or pulled, in between), or one the load read that
+        the listing did not show (a directory that can be entered but not listed), is not."""
+        for document in documents:
+            i = self.at.get(os.path.normpath(document.file))
+            if i is None or document.text.encode() != self.texts[i].encode("latin-1"):
+                return False
+        return True
 
     def without(self, file: str) -> list[str] | None:
         """`texts` with `file`'s content left out: what says that everything else a load reads is as
         it was (recheck.py). When `file` is the one inventory file, its name is left out as well,
         all but its directory: a copy of it beside it (`inventory-changed.yml`) is read alike, since
-        a file's name means nothing to a load but where its vars are (the directory) and how it
-        is parsed (its extension), and recheck.py keeps notes on YAML files alone."""
-        i = self.at.get(file)
+        its name means nothing to a load but where its vars are (the directory) and which parser
+        reads it (its extension: recheck.py's notes are of parses reparse.py made, YAML's alone).
+        What stands in their place begins with a NUL, which no name holds."""
+        i = self.at.get(os.path.normpath(file))
         if i is None:
             return None
         out = list(self.texts)
-        out[i] = "the file edited"
+        out[i] = "\0the file edited"
         if file == self.path and i == 1:
-            out[0] = "the inventory file in " + (os.path.dirname(file) or ".")
+            out[0] = "\0the inventory file in " + (os.path.dirname(file) or ".")
         return out
 
 
@@ -106,7 +118,7 @@ def inputs(path: str) -> Inputs:
     out: list[str] = []
     at: dict[str, int] = {}
     for file in files:
-        at[file] = len(out) + 1
+        at[os.path.normpath(file)] = len(out) + 1
         out += [file, _content(file)]
     base = path if os.path.isdir(path) else os.path.dirname(path) or "."
     for kind in ("group_vars", "host_vars"):
@@ -115,7 +127,7 @@ def inputs(path: str) -> Inputs:
             out.append("listing " + directory + "\0" + "\0".join(sorted(dirs + names)))
             for name in sorted(names):
                 full = os.path.join(directory, name)
-                at[full] = len(out) + 1
+                at[os.path.normpath(full)] = len(out) + 1
                 out += [full, _content(full)]
     return Inputs(path, out, at)
 
@@ -294,6 +306,7 @@ class _Reader:
             if not hit:
                 data = self.yaml(source)
             self._keep(file, data)
+            index = self._add(source)  # every file read is a document, an empty one too (Inputs.read_alike)
             if data == {}:
                 continue  # an empty file, as Ansible, adds nothing
             if not isinstance(data, Mapping):
@@ -301,7 +314,7 @@ class _Reader:
                 continue
             if not hit:
                 self.problems += self.check(source, data, schema.VARS)
-            layers.append((data, (self._add(source),)))
+            layers.append((data, (index,)))
         return layers
 
     def build(self) -> Inventory:

@@ -1,33 +1,37 @@
 """Which host checks an edited inventory needs: where it differs from one that passed them only
-in some routes, only those routes are checked again.
+in some routes, only the routes of those routes' keys are checked again.
 
 check_host and check_peers read every item of every host: 2-3 ms of a one-change apply of a
 1000-device inventory, the largest part of what it paid over a no-op plan (whose verdict
 cache.py keeps). When the verdict of a load is kept, a note is kept beside it (`note`) for each
 file reparse.py read from a kept parse: that parse (its key and id), the items put in place in
 it since, and everything else the load read (loader.Inputs.without: every other file, listing
-and name). Only a load that found no problem at all is kept, so a note says: the inventory made
-of this kept parse with these items, and of everything else as it is here, passed every check.
+and name). Only a load that found no problem at all is kept, and only when what it read is what
+its inputs were hashed from (loader.Inputs.read_alike: no file saved in between, none read that
+the listing did not show), so a note says: the inventory made of this kept parse with these
+items, and of everything else as it is here, passed every check.
 
 A later load that reads a file from the same kept parse, with everything else as it was, finds
 that note (`routes_to_check`). Its inventory and the noted one differ at most at the items
-either put in place: the rest of that file is the kept parse's in both. When every item that
-differs keeps its merge key as a route (table, to, metric) and is a route some host holds (the
-very object in the host's merged network: so a route of a network, and not one a layer above
-hides, whose edit could show or hide another), the two inventories' hosts have the same
-variables, devices and tunnels, and the same routes in the same places but those items. What
+either put in place: the rest of that file is the kept parse's in both. When each item that
+differs is now a route some host holds (the very object in a host's merged network: so the
+item is in a list of routes, and was in the noted load), the two inventories' hosts have the
+same variables, devices and tunnels. Their routes differ only in the keys (table, to, metric)
+those items had or have: the merge's winner for any other key is the same item in both. What
 check_host says of a route depends on the route and its host's devices alone, and check_peers
-reads no route: so check_host need look at those routes (and at what it checks of the host as
-a whole), and check_peers at nothing.
+reads no route: so check_host need look only at each host's routes of those keys (and at what
+it checks of the host as a whole), and check_peers at nothing.
 
-Anything else (a device, a tunnel, a route that moves to another key, a route no host holds, no
-note, a note not as written) and every host is checked whole, as before. A note is input like
-any cache entry (cache.get checks its file and checksum; here its shape), and deleting the
-directory is always safe. tests/unit/test_recheck.py holds loads with notes to loads without a
-cache, problem for problem, over random edits.
+Anything else (a device, a tunnel, an item no host holds now, no note, a note not as written)
+and every host is checked whole, as before. A note is input like any cache entry (cache.get
+checks its file and checksum; here its shape), and deleting the directory is always safe.
+tests/unit/test_recheck.py holds loads with notes to loads without a cache, problem for
+problem, over random edits; tests/fuzz/targets.py reads forged notes.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable
 from itertools import compress
 from operator import attrgetter
 from pathlib import Path
@@ -37,6 +41,7 @@ from .hints import Any
 from .inventory import MERGE_KEYS, Entry, Host
 from .loader import Inputs
 from .reparse import Edit
+from .source import Source
 
 NOTES = "checked"  # beside cache.py's verdicts, apart so neither crowds the other out
 _ROUTE_KEY = MERGE_KEYS["routes"]
@@ -65,10 +70,12 @@ def note(cache_dir: Path, inputs: Inputs, kept: dict[str, cache.Reference]) -> N
 
 
 def routes_to_check(cache_dir: Path, inputs: Inputs, edits: dict[str, Edit], record: dict[str, Any],
-                    hosts: tuple[Host, ...]) -> dict[str, tuple[Entry, ...]] | None:
+                    documents: Iterable[Source], hosts: tuple[Host, ...]) -> dict[str, tuple[Entry, ...]] | None:
     """Each host's routes that check_host must look at again, where a noted clean load differs
     from this one only there; None: check every host whole. `edits`: the files reparse.py made
     from kept parses (Reparser.edits); `record`: each file's data as the loader used it."""
+    if not inputs.read_alike(documents):  # what was read is not what the notes are keyed by
+        return None
     for file, edit in edits.items():
         if record.get(file) is not edit.data:
             continue
@@ -85,8 +92,8 @@ def routes_to_check(cache_dir: Path, inputs: Inputs, edits: dict[str, Edit], rec
 
 def _touched(changed: list[tuple[Any, Any]], hosts: tuple[Host, ...]) -> dict[str, tuple[Entry, ...]] | None:
     """Each host's routes whose merge key a changed item had or has, in the host's order (its
-    problems are said in it); None when an item now is no host's route (a device, or a route a
-    layer above hides): then what it was is not told here."""
+    problems are said in it); None when an item is now no host's route: a device or a tunnel,
+    or a route a layer above hides, of which nothing here tells that it is a route."""
     try:
         keys = {_ROUTE_KEY(item) for pair in changed for item in pair}
     except TypeError:  # a key of something unhashable (a noted item is input): no route's

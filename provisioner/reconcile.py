@@ -81,7 +81,7 @@ def load(file: str, limit: str | None = None, connection: str | None = None, act
     if inventory is None:
         record: dict[str, Any] = {}
         inventory, problems, references, exact = _validated(file, record, cache_dir, inputs)
-        if slot is not None and inputs is not None and not problems:
+        if slot is not None and inputs is not None and not problems and inputs.read_alike(inventory.source.documents):
             cache.put_verdict(slot, record, references, exact)
             if references:
                 from . import recheck
@@ -154,7 +154,8 @@ def _validated(file: str, record: dict[str, Any], cache_dir: Path | None = None,
         if last.edits and inputs is not None and not problems:
             from . import recheck
 
-            routes_only = recheck.routes_to_check(cache_dir, inputs, last.edits, record, inventory.hosts)
+            routes_only = recheck.routes_to_check(cache_dir, inputs, last.edits, record, inventory.source.documents,
+                                                  inventory.hosts)
     source = inventory.source
     try:
         for host in inventory.hosts:
