@@ -351,3 +351,68 @@ def test_a_vars_file_named_relative_to_the_working_directory_is_noted(tmp_path: 
     vars_file.write_text(vars_file.read_text().replace("dev: t0", "dev: t4"))
     assert outcome(Path("a.yaml"), cache_dir) == []
     assert spy.routes[0] == ({"to": "10.30.0.0/16", "dev": "t4"},)
+
+
+def test_random_route_edits_in_every_layer_are_judged_as_a_load_without_a_cache_judges_them(
+        tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Routes in every layer a host's network merges (the all group's vars, a child group's, a
+    grandchild's host, host_vars/, group_vars/ as a file and as a directory), keys that meet
+    across layers, and edits of one to three routes at a time, each from the clean start or
+    from the last clean edit: each load with the cache says what one without it says (the
+    reviewer's differential fuzz, kept)."""
+    rng = random.Random(4)
+    spy = Spy(monkeypatch)
+    devices = ["{name: t0, type: tap, addresses: [192.0.2.1/24]}", "{name: t1, type: tap, addresses: [198.51.100.1/24]}",
+               "{name: t2, type: tap, state: down}", "{name: t3, type: tap, state: absent}"]
+
+    def route() -> str:
+        fields = {"to": rng.choice(["10.1.0.0/16", "10.2.0.0/16", "10.3.0.0/16", "default", "10.4.0.1/16"])}
+        for key, odds, choices in (("dev", 0.8, ["t0", "t1", "t2", "t3", "eth9"]),
+                                   ("via", 0.3, ["192.0.2.9", "198.51.100.9", "203.0.113.9", "zz"]),
+                                   ("metric", 0.2, ["5", "100", "1024"]), ("table", 0.1, ["100", "255"]),
+                                   ("state", 0.1, ["absent", "present"])):
+            if rng.random() < odds:
+                fields[key] = rng.choice(choices)
+        return "{" + ", ".join(f"{k}: {v}" for k, v in fields.items()) + "}"
+
+    def items(indent: str, lines: list[str]) -> list[str]:
+        return [indent + "- " + line for line in lines]
+
+    def write(r: dict[str, list[str]]) -> None:
+        inv = (["all:", "  vars:", "    network:", "      routes:"] + items(" " * 8, r["all"])
+               + ["  hosts:", "    h2:", "      network:", "        devices:"] + items(" " * 10, devices)
+               + ["        routes:"] + items(" " * 10, r["h2"])
+               + ["  children:", "    g1:", "      vars:", "        network:", "          routes:"] + items(" " * 12, r["g1"])
+               + ["      hosts:", "        h1:", "          network:", "            devices:"] + items(" " * 14, devices)
+               + ["            routes:"] + items(" " * 14, r["h1"])
+               + ["      children:", "        g2:", "          hosts:", "            h0:", "              network:",
+                  "                devices:"] + items(" " * 18, devices) + ["                routes:"]
+               + items(" " * 18, r["h0"]))
+        (tmp_path / "inv.yml").write_text("\n".join(inv) + "\n")
+        for name, key in (("group_vars/g2.yml", "gv2"), ("host_vars/h1.yml", "hv1"), ("group_vars/all/x.yml", "gva")):
+            (tmp_path / name).write_text("network:\n  routes:\n" + "\n".join(items("    ", r[key])) + "\n")
+
+    for sub in ("group_vars/all", "host_vars"):
+        (tmp_path / sub).mkdir(parents=True)
+    base = {k: [f"{{to: 10.{50 + n * 5 + i}.0.0/16, dev: t{i % 2}}}" for i in range(3)]
+            for n, k in enumerate(["all", "h2", "g1", "h1", "h0", "gv2", "hv1", "gva"])}
+    write(base)
+    assert outcome(tmp_path / "inv.yml", cache_dir) == []
+    last = base
+    checked: dict[str, int] = {}
+    for _ in range(150):
+        r = {k: list(v) for k, v in (base if rng.random() < 0.5 else last).items()}
+        for _ in range(rng.randrange(1, 4)):
+            k = rng.choice(list(r))
+            i = rng.randrange(len(r[k]))
+            r[k][i] = (route() if rng.random() < 0.7 else r[k][(i + 1) % len(r[k])] if rng.random() < 0.5
+                       else rng.choice([line for lines in r.values() for line in lines]))
+        write(r)
+        spy.clear()
+        with_cache = outcome(tmp_path / "inv.yml", cache_dir)
+        how = "cached" if not spy.routes else "whole" if spy.routes[0] is None else "routes"
+        assert with_cache == outcome(tmp_path / "inv.yml", None), r
+        checked[how] = checked.get(how, 0) + 1
+        if not with_cache and rng.random() < 0.5:
+            last = r
+    assert checked.get("routes", 0) > 30 and checked.get("whole", 0) > 30, checked
