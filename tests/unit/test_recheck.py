@@ -416,3 +416,10 @@ def test_random_route_edits_in_every_layer_are_judged_as_a_load_without_a_cache_
         if not with_cache and rng.random() < 0.5:
             last = r
     assert checked.get("routes", 0) > 30 and checked.get("whole", 0) > 30, checked
+
+
+def test_a_text_that_is_not_ascii_is_read_alike_and_kept(tmp_path: Path, cache_dir: Path) -> None:
+    """The inputs are hashed as Latin-1, the loader reads UTF-8: the same bytes, compared as bytes."""
+    (tmp_path / "a.yaml").write_text("# réseau de l'équipe\n" + BASE, encoding="utf-8")
+    assert not load(str(tmp_path / "a.yaml"), cache_dir=cache_dir).from_cache
+    assert load(str(tmp_path / "a.yaml"), cache_dir=cache_dir).from_cache
