@@ -187,7 +187,8 @@ class Reparser:
                                        "id": ident}, exact=parsed.exact, text=parsed.text):
                 self._kept[source.file] = (data, [parsed.slot.key, ident, []])
         elif parsed.kept_id is not None:
-            self._kept[source.file] = (data, [parsed.slot.key, parsed.kept_id, [[path, index, item] for path, index, item, _ in parsed.replaced]])
+            since = [[path, index, item] for path, index, item, _ in parsed.replaced]
+            self._kept[source.file] = (data, [parsed.slot.key, parsed.kept_id, since])
         return problems
 
 
