@@ -1,6 +1,6 @@
 """Host checks after an edit (recheck.py): an inventory that differs from one that passed only in
-some routes has those routes checked again, and nothing else; whatever the edit, a load says
-what a load with no cache says, problem for problem."""
+some routes has the routes of their keys checked again, and nothing else; whatever the edit, a
+load says what a load with no cache says, problem for problem."""
 
 from __future__ import annotations
 
