@@ -207,13 +207,9 @@ def private_subdirectory(parent: Path, *names: str) -> Path:
     for name in names:
         here = here / name
         try:
-            os.mkdir(here, 0o700)
-        except FileExistsError:
-            pass
-        except OSError as exc:
-            raise FileError(here, f"cannot create it: {exc.strerror}", exc.errno) from None
-        try:
-            st = os.lstat(here)
+            st = os.lstat(here)  # before a mkdir: most levels are there (a fleet takes a lock a host)
+        except FileNotFoundError:
+            st = _made(here)
         except OSError as exc:
             raise FileError(here, exc.strerror or "cannot be read", exc.errno) from None
         if stat.S_ISLNK(st.st_mode):
@@ -222,6 +218,21 @@ def private_subdirectory(parent: Path, *names: str) -> Path:
             raise FileError(here, f"is not a directory ({_kind(st.st_mode)})", errno.ENOTDIR)
         _owned(here, st)
     return here
+
+
+def _made(path: Path) -> os.stat_result:
+    """A missing level of private_subdirectory made (0700), and what is there then: another
+    process may have made it (or something else) in the meantime."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise FileError(path, f"cannot create it: {exc.strerror}", exc.errno) from None
+    try:
+        return os.lstat(path)
+    except OSError as exc:
+        raise FileError(path, exc.strerror or "cannot be read", exc.errno) from None
 
 
 def open_private(path: str | os.PathLike[str], flags: int, mode: int = 0o600) -> int:
