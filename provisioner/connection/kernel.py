@@ -18,7 +18,7 @@ from ..errors import KernelError, LockTimeout, UnreachableError
 from ..files import FileError
 from ..hints import TYPE_CHECKING
 from ..kernel import namespace
-from ..kernel.netlink import Netlink, NetlinkError
+from ..kernel.netlink import Netlink, NetlinkError, Opening
 from ..kernel.observe import EVERYTHING, Reading, observe
 from ..lock import free_host_lock, host_lock
 from ..model import Observed
@@ -38,22 +38,23 @@ def machine_key(netns: str | None) -> str:
 
 @dataclass(frozen=True)
 class _Held:
-    """A host's lock and socket, taken ahead of its turn."""
+    """A host's lock, and its socket being made and read, taken ahead of its turn."""
 
     host: str
-    stack: ExitStack  # the lock, and the socket (closed first)
-    sock: Netlink  # its dumps asked for
-    namespace: int  # the namespace the socket was made in (namespace.current)
+    stack: ExitStack  # the lock, and the opening (ended first)
+    opening: Opening  # in the namespace the host's name gave then
 
 
 class Ahead:
     """The next host's lock, and its kernel state read on a thread of its own, taken while this
     process works on the host before it: a plan of many namespaces here, one host at a time,
     reads each host's four dumps (0.2 ms of the kernel's work for 20 devices, a third of the
-    host's time) on the CPU the planning does not use. Only a netns host right after the host
-    being worked on, and only if its lock is free at that moment: else it is taken in its turn,
-    waiting as always. What is read is read under that host's lock, as its own turn would read
-    it. One host at most is held ahead, and given back before any other lock is waited for."""
+    host's time) on the CPU the planning does not use. That thread makes the socket too, in the
+    host's namespace (netlink.Opening), so this one does not enter it ahead. Only a netns host
+    right after the host being worked on, and only if its lock is free at that moment: else it
+    is taken in its turn, waiting as always. What is read is read under that host's lock, as its
+    own turn would read it. One host at most is held ahead, and given back before any other lock
+    is waited for."""
 
     def __init__(self, state_dir: Path, order: Sequence[tuple[str, str | None]]) -> None:
         """`order`: each host's name and, for a netns host, its namespace, in the order they are
@@ -78,25 +79,14 @@ class Ahead:
         self._held = held
 
     def _begin(self, host: str, netns: str, stack: ExitStack) -> _Held | None:
-        """None where it cannot be done at once: the host's own turn waits for it, or says why."""
+        """None where it cannot be done at once: the host's own turn waits for it, or says why. A
+        namespace that is there but cannot be read (entered, a socket made) is found in the turn,
+        which then reads it itself, and says why if it cannot either."""
         try:
             stack.enter_context(free_host_lock(self._state_dir, machine_key(netns)))
-        except (OSError, FileError):  # busy, or the state directory's
+            return _Held(host, stack, stack.enter_context(Opening(namespace.path_of(netns), EVERYTHING)))
+        except (OSError, FileError):  # busy, the state directory's, no such namespace, or no thread
             return None
-        inside = False
-        try:
-            with namespace.entered(netns):
-                inside = True
-                try:
-                    sock = stack.enter_context(Netlink())
-                    sock.read_ahead(EVERYTHING)
-                    return _Held(host, stack, sock, namespace.current())
-                except OSError:
-                    return None
-        except OSError:
-            if inside:  # could not come back from the namespace: this thread is not where it was
-                raise
-            return None  # could not go in
 
     def take(self, host: str) -> _Held | None:
         """What was taken ahead for `host`. What was held for another (a host that never came to
@@ -134,10 +124,9 @@ class KernelConnection:
                 self._stack.enter_context(host_lock(self._state_dir, self.key, self.host, self._lock_wait,
                                                     self._notify))
             self._stack.enter_context(namespace.entered(self.netns))
-            if held is not None and held.namespace == namespace.current():
-                self._sock = held.sock
-            else:  # not taken ahead, or the namespace was made anew since: read in turn
-                self._sock = self._stack.enter_context(Netlink())
+            made = held.opening.socket(namespace.current()) if held is not None else None
+            # not taken ahead, or it could not be read then, or the namespace was made anew since: read in turn
+            self._sock = self._stack.enter_context(made if made is not None else Netlink())
             if self._ahead is not None:
                 self._ahead.begin_after(self.host)
         except LockTimeout:  # a TimeoutError, so an OSError: but the host is fine, only busy

@@ -20,6 +20,19 @@
  *   The Reading holds `sock` until its thread has ended, so the descriptor cannot be closed by
  *   the socket going away under the thread (Netlink.close waits for it first); nobody else may
  *   use the socket until result() has returned.
+ * start_in(path, requests[, most]) -> Reading: the same, on a socket the thread makes itself in the
+ *   network namespace whose file is `path` (/run/netns/NAME): it opens the file, enters the
+ *   namespace (setns(2) moves only the calling thread, and this one ends there), makes a
+ *   NETLINK_ROUTE socket set up as netlink.py's Netlink makes one (buffers, strict checking,
+ *   extended acks, a receive timeout, bound and connected to the kernel), then reads. So the
+ *   thread planning does none of it: entering the namespace and back, the socket and its
+ *   settings were 40-50 us of the 130 us a fleet's next host cost that thread (docs/performance.md).
+ *   The socket is the Reading's until opened() hands it over; one never handed over is closed
+ *   with the Reading.
+ * Reading.opened() -> (fd, namespace): start_in's socket, and the inode of the namespace it was
+ *   made in (as os.stat of /proc/thread-self/ns/net names it: two namespaces alive at once never
+ *   share one). Waits for the thread; OSError with the errno of the first failure; from then on
+ *   the descriptor is the caller's (a second call: ValueError).
  * Reading.result() -> one tuple per request of the datagrams read for it, as bytes; OSError with
  *   the errno of the first failure (what was read is then dropped). Waits for the thread with the
  *   GIL released; the second call gives the same answer. One caller at a time (Netlink is used by
@@ -35,8 +48,13 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
+#include <fcntl.h>
+#include <linux/netlink.h>
+#include <sched.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #define HEADER 16              /* struct nlmsghdr */
@@ -45,13 +63,30 @@
 #define DATAGRAM (1 << 20)     /* what netlink.py's dump receives at most at once */
 #define MOST (256u << 20)      /* what is kept of the answers at most, unless asked otherwise (10 000 links: 12 MB) */
 #define STACK (64 << 10)
+/* start_in's socket, as netlink.py's Netlink._setup sets one up (tests/integration/test_read_ahead.py
+ * compares the two, option by option) */
+#define SEND_BUFFER (1 << 20)
+#define RECEIVE_BUFFER (8 << 20)
+#define RECEIVE_TIMEOUT 10     /* seconds: netlink.py's RECEIVE_TIMEOUT says why */
+#ifndef NETLINK_CAP_ACK
+#define NETLINK_CAP_ACK 10
+#endif
+#ifndef NETLINK_EXT_ACK
+#define NETLINK_EXT_ACK 11
+#endif
+#ifndef NETLINK_GET_STRICT_CHK
+#define NETLINK_GET_STRICT_CHK 12
+#endif
 
 typedef struct {
     PyObject_HEAD
     pthread_t thread;
     int running; /* started and not joined */
-    PyObject *sock; /* held while the thread may use its descriptor */
+    PyObject *sock; /* held while the thread may use its descriptor (start's; start_in has none) */
     int fd;
+    char *path;       /* start_in: the namespace's file, for the thread to enter */
+    int owned;        /* fd is a socket the thread made, not yet handed over by opened() */
+    unsigned long long namespace;  /* the inode of the namespace it was made in */
     Py_ssize_t count;
     char *requests;   /* the requests, one after another */
     size_t *request;  /* count + 1 offsets into requests */
@@ -123,8 +158,59 @@ static int keep(Reading *r, const char *p, size_t n) {
     return 0;
 }
 
+/* The socket start_in asked for, in the namespace at r->path: 0, or the errno of what failed. */
+static int make_socket(Reading *r) {
+    int ns = open(r->path, O_RDONLY | O_CLOEXEC);
+    if (ns < 0)
+        return errno;
+    struct stat st;
+    if (fstat(ns, &st) < 0 || setns(ns, CLONE_NEWNET) < 0) {
+        int error = errno;
+        close(ns);
+        return error;
+    }
+    close(ns);
+    r->namespace = (unsigned long long)st.st_ino;
+    int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+    if (fd < 0)
+        return errno;
+    r->fd = fd;
+    r->owned = 1;
+    static const int buffers[][3] = {{SO_SNDBUFFORCE, SO_SNDBUF, SEND_BUFFER},
+                                     {SO_RCVBUFFORCE, SO_RCVBUF, RECEIVE_BUFFER}};
+    for (size_t i = 0; i < sizeof buffers / sizeof *buffers; i++) {
+        /* the forced size needs CAP_NET_ADMIN; without, the capped one still does for reading */
+        if (setsockopt(fd, SOL_SOCKET, buffers[i][0], &buffers[i][2], sizeof(int)) < 0 &&
+            (errno != EPERM || setsockopt(fd, SOL_SOCKET, buffers[i][1], &buffers[i][2], sizeof(int)) < 0))
+            return errno;
+    }
+    static const int flags[] = {NETLINK_EXT_ACK, NETLINK_CAP_ACK, NETLINK_GET_STRICT_CHK};
+    const int one = 1;
+    for (size_t i = 0; i < sizeof flags / sizeof *flags; i++)
+        (void)setsockopt(fd, SOL_NETLINK, flags[i], &one, sizeof one);  /* an older kernel: done without */
+    const struct timeval timeout = {RECEIVE_TIMEOUT, 0};
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout) < 0)
+        return errno;
+    /* connected to the kernel: a datagram from any other socket is refused */
+    struct sockaddr_nl kernel;
+    memset(&kernel, 0, sizeof kernel);
+    kernel.nl_family = AF_NETLINK;
+    if (bind(fd, (struct sockaddr *)&kernel, sizeof kernel) < 0 ||
+        connect(fd, (struct sockaddr *)&kernel, sizeof kernel) < 0)
+        return errno;
+    return 0;
+}
+
 static void *read_all(void *arg) {
     Reading *r = arg;
+    if (r->path != NULL) {
+        r->error = make_socket(r);
+        if (r->error) {
+            for (Py_ssize_t i = 0; i <= r->count; i++)
+                r->first[i] = 0;
+            return NULL;
+        }
+    }
     char *buffer = malloc(DATAGRAM);
     if (buffer == NULL)
         r->error = ENOMEM;
@@ -209,6 +295,28 @@ static PyObject *result(PyObject *self, PyObject *unused) {
     return r->answer;
 }
 
+static PyObject *opened(PyObject *self, PyObject *unused) {
+    (void)unused;
+    Reading *r = (Reading *)self;
+    join(r);
+    if (r->path == NULL) {
+        PyErr_SetString(PyExc_ValueError, "a reading on a socket it was given: nothing opened");
+        return NULL;
+    }
+    if (r->error) {
+        errno = r->error;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    if (!r->owned) {
+        PyErr_SetString(PyExc_ValueError, "the socket was handed over already");
+        return NULL;
+    }
+    PyObject *answer = Py_BuildValue("(iK)", r->fd, r->namespace);
+    if (answer != NULL)
+        r->owned = 0;
+    return answer;
+}
+
 static PyObject *wait_for(PyObject *self, PyObject *unused) {
     (void)unused;
     join((Reading *)self);
@@ -218,7 +326,10 @@ static PyObject *wait_for(PyObject *self, PyObject *unused) {
 static void dealloc(PyObject *self) {
     Reading *r = (Reading *)self;
     join(r);
+    if (r->owned)
+        close(r->fd);
     Py_XDECREF(r->sock);
+    free(r->path);
     free(r->requests);
     free(r->request);
     free(r->data);
@@ -231,6 +342,7 @@ static void dealloc(PyObject *self) {
 static PyMethodDef reading_methods[] = {
     {"result", result, METH_NOARGS, "result() -> one tuple of datagrams per request; OSError if reading failed"},
     {"wait", wait_for, METH_NOARGS, "wait(): the thread ended, nothing of what it read made into objects"},
+    {"opened", opened, METH_NOARGS, "opened() -> (fd, namespace inode): start_in's socket, handed over"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -242,19 +354,9 @@ static PyTypeObject ReadingType = {
     .tp_methods = reading_methods,
 };
 
-static PyObject *start(PyObject *module, PyObject *args) {
-    (void)module;
-    PyObject *sock, *given;
-    unsigned long long most = MOST;
-    if (!PyArg_ParseTuple(args, "OO!|K:start", &sock, &PyTuple_Type, &given, &most))
-        return NULL;
-    int fd = PyObject_AsFileDescriptor(sock);
-    if (fd < 0) {
-        if (!PyErr_ExceptionMatches(PyExc_ValueError))  /* a closed socket: -1, its reading fails (EBADF) */
-            return NULL;
-        PyErr_Clear();
-        fd = -1;
-    }
+/* The Reading of `given` requests on `sock` (start) or on a socket made in the namespace at `path`
+ * (start_in), its thread started. */
+static PyObject *begin(PyObject *sock, int fd, const char *path, PyObject *given, unsigned long long most) {
     Py_ssize_t count = PyTuple_GET_SIZE(given);
     size_t total = 0;
     for (Py_ssize_t i = 0; i < count; i++) {
@@ -269,9 +371,12 @@ static PyObject *start(PyObject *module, PyObject *args) {
     if (r == NULL)
         return NULL;
     r->running = 0;
-    Py_INCREF(sock);
+    Py_XINCREF(sock);
     r->sock = sock;
     r->fd = fd;
+    r->owned = 0;
+    r->namespace = 0;
+    r->path = NULL;
     r->count = count;
     r->data = NULL;
     r->size = r->capacity = r->ndatagrams = r->datagram_capacity = 0;
@@ -282,7 +387,9 @@ static PyObject *start(PyObject *module, PyObject *args) {
     r->requests = malloc(total ? total : 1);
     r->request = malloc((size_t)(count + 1) * sizeof *r->request);
     r->first = malloc((size_t)(count + 1) * sizeof *r->first);
-    if (r->requests == NULL || r->request == NULL || r->first == NULL) {
+    if (path != NULL)
+        r->path = strdup(path);
+    if (r->requests == NULL || r->request == NULL || r->first == NULL || (path != NULL && r->path == NULL)) {
         Py_DECREF(r);
         return PyErr_NoMemory();
     }
@@ -314,8 +421,41 @@ static PyObject *start(PyObject *module, PyObject *args) {
     return (PyObject *)r;
 }
 
+static PyObject *start(PyObject *module, PyObject *args) {
+    (void)module;
+    PyObject *sock, *given;
+    unsigned long long most = MOST;
+    if (!PyArg_ParseTuple(args, "OO!|K:start", &sock, &PyTuple_Type, &given, &most))
+        return NULL;
+    int fd = PyObject_AsFileDescriptor(sock);
+    if (fd < 0) {
+        if (!PyErr_ExceptionMatches(PyExc_ValueError))  /* a closed socket: -1, its reading fails (EBADF) */
+            return NULL;
+        PyErr_Clear();
+        fd = -1;
+    }
+    return begin(sock, fd, NULL, given, most);
+}
+
+static PyObject *start_in(PyObject *module, PyObject *args) {
+    (void)module;
+    const char *path;
+    Py_ssize_t length;
+    PyObject *given;
+    unsigned long long most = MOST;
+    if (!PyArg_ParseTuple(args, "s#O!|K:start_in", &path, &length, &PyTuple_Type, &given, &most))
+        return NULL;
+    if ((size_t)length != strlen(path)) {
+        PyErr_SetString(PyExc_ValueError, "a path with a NUL in it");
+        return NULL;
+    }
+    return begin(NULL, -1, path, given, most);
+}
+
 static PyMethodDef methods[] = {
     {"start", start, METH_VARARGS, "start(sock, requests) -> Reading: the dumps asked for, read on a thread of their own"},
+    {"start_in", start_in, METH_VARARGS,
+     "start_in(path, requests) -> Reading: the same, on a socket the thread makes in the namespace at path"},
     {NULL, NULL, 0, NULL},
 };
 

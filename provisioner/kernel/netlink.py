@@ -184,11 +184,11 @@ try:  # the same in C (kernel/_rtattr.c)
 except ImportError:  # a checkout or wheel built without it
     link, messages, pick = _link, _messages, _pick
 
-try:  # dumps read on a thread of their own (kernel/_readahead.c); without it, nothing is read ahead
-    from ._readahead import start as _read_ahead
+try:  # a socket made and dumps read on a thread of their own (kernel/_readahead.c); without it, nothing is
+    from ._readahead import start_in as _start_in  # read ahead
 except ImportError:
-    _read_ahead = None
-READ_AHEAD = _read_ahead is not None
+    _start_in = None
+READ_AHEAD = _start_in is not None
 
 
 def _answer(datagrams: Iterable[bytes], seq: int) -> list[tuple[int, bytes]] | None:
@@ -283,26 +283,36 @@ def send(sock: socket, payload: bytes) -> None:
 
 
 class ReadAhead(Protocol):
-    """What kernel/_readahead.c's start gives: the thread reading, and what it read."""
+    """What kernel/_readahead.c's start_in gives: the thread making a socket and reading, and what it read."""
 
+    def opened(self) -> tuple[int, int]: ...  # the socket, handed over, and its namespace; OSError if it failed
     def result(self) -> tuple[tuple[bytes, ...], ...]: ...  # per request its datagrams; OSError if it failed
     def wait(self) -> None: ...  # the thread ended, nothing made of what it read
 
 
 class Netlink:
-    """One NETLINK_ROUTE socket in whatever network namespace the calling thread was in."""
+    """One NETLINK_ROUTE socket in whatever network namespace the calling thread was in, or
+    (`made`) one an Opening's thread made and read dumps on."""
 
-    def __init__(self) -> None:
+    def __init__(self, made: Opening | None = None) -> None:
+        self.seq = 0
+        self._reading: ReadAhead | None = None  # a thread reading dumps asked for ahead, still under way
+        self._read: tuple[tuple[bytes, ...], ...] | None = None  # what it read (None: it failed)
+        self._ahead: dict[tuple[int, bytes], tuple[int, int]] = {}  # (type, body) -> its index, its seq
+        if made is not None:
+            try:
+                self.sock = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE, made.fd)
+            except BaseException:
+                os.close(made.fd)
+                raise
+            self.seq, self._reading, self._ahead = len(made.ahead), made.reading, dict(made.ahead)
+            return
         self.sock = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE)
         try:
             self._setup()
         except BaseException:
             self.sock.close()
             raise
-        self.seq = 0
-        self._reading: ReadAhead | None = None  # a thread reading dumps asked for ahead, still under way
-        self._read: tuple[tuple[bytes, ...], ...] | None = None  # what it read (None: it failed)
-        self._ahead: dict[tuple[int, bytes], tuple[int, int]] = {}  # (type, body) -> its index, its seq
 
     def _setup(self) -> None:
         for forced, plain, value in ((SO_SNDBUFFORCE, SO_SNDBUF, 1 << 20),
@@ -346,24 +356,7 @@ class Netlink:
     def _dump_request(self, msg_type: int, body: bytes) -> tuple[int, bytes]:
         """A dump asked for: its sequence number, and the message that asks."""
         seq = self._next_seq()
-        return seq, HDR.pack(HDR.size + len(body), msg_type, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
-
-    def read_ahead(self, dumps: Sequence[tuple[int, bytes]]) -> None:
-        """Ask for these dumps (type, body) now, read on a thread of their own (kernel/_readahead.c)
-        while this one does other work: `dump` of the same (type, body) then takes what was read.
-        Any other use of the socket first waits for that thread to end. Without the compiled
-        reader, nothing: each dump is asked for when it is wanted."""
-        if _read_ahead is None:
-            return
-        self._settle()
-        self._ahead, self._read = {}, None  # what an earlier reading left unasked is not this one's
-        requests, ahead = [], {}
-        for index, (msg_type, body) in enumerate(dumps):
-            seq, request = self._dump_request(msg_type, body)
-            requests.append(request)
-            ahead[(msg_type, body)] = (index, seq)
-        self._reading = _read_ahead(self.sock, tuple(requests))
-        self._ahead = ahead  # only once they are asked for
+        return seq, dump_request(msg_type, body, seq)
 
     def _settle(self) -> None:
         """The reading thread ended, and what it read kept (nothing, if it failed: each dump is then
@@ -459,6 +452,48 @@ class Netlink:
             if _errors(data, first, fence, failed, acks):
                 return True
         return False
+
+
+def dump_request(msg_type: int, body: bytes, seq: int) -> bytes:
+    return HDR.pack(HDR.size + len(body), msg_type, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
+
+
+class Opening:
+    """A socket being made in the network namespace whose file is `path`, and these dumps (type,
+    body) read on it, on a thread of their own (kernel/_readahead.c's start_in) while this one
+    does other work. The thread enters the namespace itself, so this one need not (a fleet's
+    next host: connection/kernel.py's Ahead). `socket` then gives it as a Netlink whose `dump`
+    of the same (type, body) takes what was read. Only with the compiled reader (READ_AHEAD)."""
+
+    def __init__(self, path: str, dumps: Sequence[tuple[int, bytes]]) -> None:
+        assert _start_in is not None, "no compiled reader: see READ_AHEAD"
+        self.ahead = {(msg_type, body): (index, index + 1) for index, (msg_type, body) in enumerate(dumps)}
+        self.reading: ReadAhead = _start_in(path, tuple(dump_request(t, b, seq) for (t, b), (_, seq)
+                                                        in self.ahead.items()))
+        self.fd = -1
+
+    def socket(self, namespace: int) -> Netlink | None:
+        """The socket, if it was made and in `namespace` (namespace.current: the one this thread
+        is in now); else None, and nothing is left open (the namespace was made anew since, say)."""
+        try:
+            self.fd, made_in = self.reading.opened()
+        except OSError:
+            return None
+        sock = Netlink(self)
+        if made_in != namespace:
+            sock.close()
+            return None
+        return sock
+
+    def close(self) -> None:
+        """The thread ended; a socket never handed over is closed with it."""
+        self.reading.wait()
+
+    def __enter__(self) -> Opening:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _errors(data: memoryview, first: int, fence: int, failed: dict[int, Ack], acks: list[Ack]) -> bool:

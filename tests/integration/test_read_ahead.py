@@ -1,6 +1,7 @@
-"""Dumps read ahead (kernel/_readahead.c through Netlink.read_ahead) and a fleet's next host taken
-ahead (connection/kernel.py's Ahead), against the real kernel in fresh namespaces; the reader's
-walk of what it receives against a peer that sends anything (a socket pair in place of the kernel)."""
+"""A socket made and dumps read ahead on a thread of their own (kernel/_readahead.c through
+netlink.Opening) and a fleet's next host taken ahead (connection/kernel.py's Ahead), against the
+real kernel in fresh namespaces; the reader's walk of what it receives against a peer that sends
+anything (a socket pair in place of the kernel)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from provisioner.connection.kernel import Ahead, KernelConnection, machine_key
 from provisioner.errors import LockTimeout, UnreachableError
 from provisioner.kernel import namespace
 from provisioner.kernel import netlink as nl
-from provisioner.kernel._readahead import start  # built by make setup: its absence fails here, never skips
+from provisioner.kernel._readahead import start, start_in  # built by make setup: its absence fails here, never skips
 from provisioner.kernel.observe import EVERYTHING, observe
 from provisioner.lock import free_host_lock
 from provisioner.reconcile import Job, Status
@@ -49,36 +50,89 @@ def socket_in(ns: str) -> nl.Netlink:
         return nl.Netlink()
 
 
+def made_ahead(ns: str) -> nl.Netlink:
+    """A socket made in `ns` and its dumps read, on the reader's thread."""
+    with namespace.entered(ns):
+        here = namespace.current()
+    sock = nl.Opening(namespace.path_of(ns), EVERYTHING).socket(here)
+    assert sock is not None
+    return sock
+
+
 def test_a_reading_asked_for_ahead_is_the_state_when_it_was_asked_for(netns: str) -> None:
     furnished(netns)
     with socket_in(netns) as plain:
         expected = observe(plain)
-    with socket_in(netns) as sock:
-        sock.read_ahead(EVERYTHING)
+    outside = namespace.current()
+    with made_ahead(netns) as sock:
+        assert namespace.current() == outside, "the reader entered the namespace, not this thread"
         sock._settle()  # the reading has ended: what the kernel holds from now on is not in it
         ip(netns, "tuntap", "add", "dev", "late", "mode", "tap")
         assert observe(sock) == expected, "the dumps read ahead, not asked for again"
-        assert "late" in [d.name for d in observe(sock).observed.devices], "then asked for in turn"
+        assert "late" in [d.name for d in observe(sock).observed.devices], "then asked for in turn, on that socket"
+
+
+def test_the_reader_s_socket_is_set_up_as_a_netlink_socket_made_here(netns: str) -> None:
+    """start_in makes its socket in C: each option netlink.py's Netlink sets, the same."""
+    options = [(socket.SOL_SOCKET, socket.SO_SNDBUF), (socket.SOL_SOCKET, socket.SO_RCVBUF),
+               *((270, option) for option in (nl.NETLINK_EXT_ACK, nl.NETLINK_CAP_ACK, nl.NETLINK_GET_STRICT_CHK)),
+               (socket.SOL_SOCKET, socket.SO_TYPE), (socket.SOL_SOCKET, socket.SO_PROTOCOL)]
+    with socket_in(netns) as plain, made_ahead(netns) as ahead:
+        for level, option in options:
+            assert ahead.sock.getsockopt(level, option) == plain.sock.getsockopt(level, option), (level, option)
+        timeout = (socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16)
+        assert ahead.sock.getsockopt(*timeout) == plain.sock.getsockopt(*timeout) != bytes(16)
+        assert ahead.sock.getpeername() == plain.sock.getpeername() == (0, 0), "connected to the kernel"
+        assert ahead.sock.getsockname()[0] > 0, "bound"
+        assert not os.get_inheritable(ahead.sock.fileno())
 
 
 def test_a_change_made_through_the_socket_drops_what_was_read_ahead(netns: str) -> None:
     furnished(netns, 1)
-    with socket_in(netns) as sock:
-        sock.read_ahead(EVERYTHING)
+    with made_ahead(netns) as sock:
         ip(netns, "tuntap", "add", "dev", "late", "mode", "tap")
         sock.transact([])  # a transaction: what was read before it is not the kernel's state after it
         assert "late" in [d.name for d in observe(sock).observed.devices]
 
 
-def test_a_socket_closed_while_its_reading_is_under_way_waits_for_it(netns: str) -> None:
+def test_a_socket_never_handed_over_is_closed_with_its_reading(netns: str) -> None:
     furnished(netns)
+    path = namespace.path_of(netns)
+    with namespace.entered(netns):
+        here = namespace.current()
     fds = len(os.listdir("/proc/self/fd"))
     for _ in range(200):
-        socket_in(netns).read_ahead(EVERYTHING)  # dropped at once: closed, its reader waited for
-        sock = socket_in(netns)
-        sock.read_ahead(EVERYTHING)
+        nl.Opening(path, EVERYTHING)  # dropped at once: its reader waited for, its socket closed
+        nl.Opening(path, EVERYTHING).close()
+        assert nl.Opening(path, EVERYTHING).socket(here + 1) is None, "made in another namespace: closed"
+        sock = nl.Opening(path, EVERYTHING).socket(here)
+        assert sock is not None
         sock.close()
     assert len(os.listdir("/proc/self/fd")) == fds
+
+
+def test_a_socket_is_handed_over_once() -> None:
+    reading = start_in("/proc/thread-self/ns/net", (nl.dump_request(*EVERYTHING[0], 1),))
+    fd, _ = reading.opened()
+    os.close(fd)
+    with pytest.raises(ValueError):
+        reading.opened()
+    with pytest.raises(ValueError):
+        start(socket.socket(socket.AF_UNIX), ()).opened()
+
+
+def test_a_reading_that_cannot_make_its_socket_leaves_the_turn_to_make_one(netns: str, tmp_path: Path) -> None:
+    """Not a namespace, or no such file: the reader fails (and leaves nothing open); a host whose
+    socket was not made ahead is read in its turn, as it would have been without."""
+    fds = len(os.listdir("/proc/self/fd"))
+    for path, code in (("/dev/null", 22), (str(tmp_path / "gone"), 2)):  # EINVAL from setns, ENOENT
+        with pytest.raises(OSError) as failed:
+            start_in(path, (message(18, 1),)).opened()
+        assert failed.value.errno == code
+        assert nl.Opening(path, EVERYTHING).socket(namespace.current()) is None
+    assert len(os.listdir("/proc/self/fd")) == fds
+    with pytest.raises(ValueError):
+        start_in("a\0b", ())
 
 
 def test_a_reading_that_fails_leaves_each_dump_to_be_asked_for_in_turn(netns: str,
@@ -91,11 +145,33 @@ def test_a_reading_that_fails_leaves_each_dump_to_be_asked_for_in_turn(netns: st
     with pytest.raises(OSError) as failed:
         start(closed, (message(18, 1),)).result()
     assert failed.value.errno == 9  # EBADF
-    # a reader given a socket it cannot use: each dump is then the live one
-    monkeypatch.setattr(nl, "_read_ahead", lambda sock, requests: start(closed, requests))
-    with socket_in(netns) as sock:
-        sock.read_ahead(EVERYTHING)
-        assert observe(sock) == expected
+
+    class Failed:
+        """A socket made, whose reading failed."""
+
+        def __init__(self, path: str, requests: tuple[bytes, ...]) -> None:
+            self.reading = start_in(path, requests)
+            self.reading.opened()  # the thread ended
+            with socket_in(netns) as made:
+                self.fd = os.dup(made.sock.fileno())
+
+        def opened(self) -> tuple[int, int]:
+            return self.fd, namespace_of(netns)
+
+        def result(self) -> tuple[tuple[bytes, ...], ...]:
+            raise OSError(5, "failed")
+
+        def wait(self) -> None:
+            pass
+
+    monkeypatch.setattr(nl, "_start_in", Failed)
+    with made_ahead(netns) as sock:
+        assert observe(sock) == expected, "each dump is then the live one"
+
+
+def namespace_of(ns: str) -> int:
+    with namespace.entered(ns):
+        return namespace.current()
 
 
 def test_a_dump_read_ahead_that_a_change_interrupted_anywhere_is_asked_for_again(
@@ -108,16 +184,23 @@ def test_a_dump_read_ahead_that_a_change_interrupted_anywhere_is_asked_for_again
         live = plain.dump(*EVERYTHING[0])
 
     class Interrupted:
-        def __init__(self, sock: object, requests: tuple[bytes, ...]) -> None:
+        def __init__(self, path: str, requests: tuple[bytes, ...]) -> None:
             seqs = [nl.HDR.unpack_from(r)[3] for r in requests]
             self.answer = tuple((nl.HDR.pack(20, 16, 0x2 | 0x10, seq, 0) + bytes(4), message(3, seq)) for seq in seqs)
+            with socket_in(netns) as made:
+                self.fd = os.dup(made.sock.fileno())
+
+        def opened(self) -> tuple[int, int]:
+            return self.fd, namespace_of(netns)
 
         def result(self) -> tuple[tuple[bytes, ...], ...]:
             return self.answer
 
-    monkeypatch.setattr(nl, "_read_ahead", Interrupted)
-    with socket_in(netns) as sock:
-        sock.read_ahead(EVERYTHING)
+        def wait(self) -> None:
+            pass
+
+    monkeypatch.setattr(nl, "_start_in", Interrupted)
+    with made_ahead(netns) as sock:
         assert sock.dump(*EVERYTHING[0]) == live
 
 
@@ -143,14 +226,8 @@ def test_a_reader_that_cannot_keep_an_answer_reads_it_to_its_end_and_asks_nothin
 
 def test_without_the_compiled_reader_nothing_is_read_ahead(netns: str, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    furnished(netns)
-    with socket_in(netns) as plain:
-        expected = observe(plain)
-    monkeypatch.setattr(nl, "_read_ahead", None)
+    monkeypatch.setattr(nl, "_start_in", None)
     monkeypatch.setattr(nl, "READ_AHEAD", False)
-    with socket_in(netns) as sock:
-        sock.read_ahead(EVERYTHING)
-        assert sock._reading is None and observe(sock) == expected
     inv = tmp_path / "two.yaml"
     inv.write_text("all:\n  hosts:\n" + "".join(
         f"    h{i}: {{ansible_connection: netns, ansible_host: {netns}}}\n" for i in range(2)))
