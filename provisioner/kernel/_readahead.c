@@ -1,11 +1,19 @@
-/* Netlink dumps read on a thread of their own, for kernel/netlink.py's Netlink.read_ahead.
+/* Netlink dumps read on a thread of their own, for kernel/netlink.py's Opening.
  *
  * A fleet's plan works on one host after another; each begins with four dumps (links,
  * addresses, IPv4 and IPv6 routes), some 0.2 ms of the kernel's work for a host of 20 devices,
  * a third of the host's time, while the machine's other CPU waits. connection/kernel.py's
- * Ahead takes the next host's lock and asks for its dumps here while this process plans the
- * host before it. The thread is plain C: it never takes the GIL, so it never waits for the
- * thread planning (a Python thread would, after every system call).
+ * Ahead takes the next host's lock and asks for its socket and dumps here while this process
+ * plans the host before it. The thread is plain C: it never takes the GIL, so it never waits
+ * for the thread planning (a Python thread would, after every system call).
+ *
+ * One reader thread does every reading, in the order they were asked for: started with the
+ * first, it waits for the next one after each and lives as long as the process (a thread made
+ * for each reading cost the thread asking 15-40 us of a host's 0.5 ms). After a reading in
+ * another namespace it goes back to the one this module was loaded in, so that it never keeps
+ * a host's namespace alive. A process forked while it runs has no reader: the child's
+ * readings under way or waiting then fail (ECANCELED), and its next one starts a reader of its
+ * own.
  *
  * start(sock, requests[, most]) -> Reading: sends each request (a whole netlink message, a dump
  *   asked for) on `sock` (a socket object), one after another, and reads each one's answer up to
@@ -22,7 +30,7 @@
  *   use the socket until result() has returned.
  * start_in(path, requests[, most]) -> Reading: the same, on a socket the thread makes itself in the
  *   network namespace whose file is `path` (/run/netns/NAME): it opens the file, enters the
- *   namespace (setns(2) moves only the calling thread, and this one ends there), makes a
+ *   namespace (setns(2) moves only the calling thread), makes a
  *   NETLINK_ROUTE socket set up as netlink.py's Netlink makes one (buffers, strict checking,
  *   extended acks, a receive timeout, bound and connected to the kernel), then reads. So the
  *   thread planning does none of it: entering the namespace and back, the socket and its
@@ -35,11 +43,10 @@
  *   the descriptor is the caller's (a second call: ValueError).
  * Reading.result() -> one tuple per request of the datagrams read for it, as bytes; OSError with
  *   the errno of the first failure (what was read is then dropped). Waits for the thread with the
- *   GIL released; the second call gives the same answer. One caller at a time (Netlink is used by
- *   one thread): two threads waiting at once would both join the reader.
+ *   GIL released; the second call gives the same answer.
  * Reading.wait() -> None: waits for the thread, as result() does, without making anything of what
  *   it read (a socket closed with its answers unread).
- * A Reading that goes away unasked waits for its thread first.
+ * A Reading that goes away unasked waits for the thread to be done with it first.
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -78,10 +85,10 @@
 #define NETLINK_GET_STRICT_CHK 12
 #endif
 
-typedef struct {
+typedef struct Reading {
     PyObject_HEAD
-    pthread_t thread;
-    int running; /* started and not joined */
+    struct Reading *next; /* the one queued after it */
+    int done;  /* the reader is done with it (under `lock`) */
     PyObject *sock; /* held while the thread may use its descriptor (start's; start_in has none) */
     int fd;
     char *path;       /* start_in: the namespace's file, for the thread to enter */
@@ -201,17 +208,16 @@ static int make_socket(Reading *r) {
     return 0;
 }
 
-static void *read_all(void *arg) {
-    Reading *r = arg;
+/* Everything a reading asks for, read with `buffer` (DATAGRAM bytes; NULL: none could be had). */
+static void read_all(Reading *r, char *buffer) {
     if (r->path != NULL) {
         r->error = make_socket(r);
         if (r->error) {
             for (Py_ssize_t i = 0; i <= r->count; i++)
                 r->first[i] = 0;
-            return NULL;
+            return;
         }
     }
-    char *buffer = malloc(DATAGRAM);
     if (buffer == NULL)
         r->error = ENOMEM;
     for (Py_ssize_t i = 0; i < r->count && !r->error; i++) {  /* after a failure, nothing more asked */
@@ -246,17 +252,104 @@ static void *read_all(void *arg) {
         }
     }
     r->first[r->count] = r->ndatagrams;  /* (after a failure the rest is not read: result() raises) */
-    free(buffer);
+}
+
+/* The reader thread and its queue. `lock` guards all of them, and each Reading's `done`. */
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t queued = PTHREAD_COND_INITIALIZER;    /* a reading to do */
+static pthread_cond_t finished = PTHREAD_COND_INITIALIZER;  /* a reading done */
+static Reading *head, *tail;  /* queued, not begun */
+static Reading *current;      /* the one under way */
+static int started;           /* the reader thread runs (in this process) */
+static int home = -1;         /* the namespace the module was loaded in: where the reader waits */
+
+static void *reader(void *unused) {
+    (void)unused;
+    char *buffer = malloc(DATAGRAM);
+    pthread_mutex_lock(&lock);
+    for (;;) {
+        while (head == NULL)
+            pthread_cond_wait(&queued, &lock);
+        Reading *r = head;
+        head = r->next;
+        if (head == NULL)
+            tail = NULL;
+        current = r;
+        pthread_mutex_unlock(&lock);
+        read_all(r, buffer);
+        if (r->path != NULL && home >= 0)
+            (void)setns(home, CLONE_NEWNET);  /* else it stays there until the next: only keeping it alive */
+        pthread_mutex_lock(&lock);
+        current = NULL;
+        r->done = 1;
+        pthread_cond_broadcast(&finished);
+    }
     return NULL;
 }
 
+/* `r` queued for the reader, started if it is not yet: 0, or the errno of pthread_create. */
+static int submit(Reading *r) {
+    int error = 0;
+    pthread_mutex_lock(&lock);
+    if (!started) {
+        /* it takes no signal: they are this process's main thread's to handle */
+        sigset_t all, old;
+        pthread_attr_t attr;
+        pthread_t thread;
+        sigfillset(&all);
+        pthread_attr_init(&attr);
+        long least = sysconf(_SC_THREAD_STACK_MIN);
+        pthread_attr_setstacksize(&attr, least > STACK ? (size_t)least : STACK);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        error = pthread_create(&thread, &attr, reader, NULL);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        pthread_attr_destroy(&attr);
+        started = !error;
+    }
+    if (!error) {
+        r->next = NULL;
+        if (tail != NULL)
+            tail->next = r;
+        else
+            head = r;
+        tail = r;
+        pthread_cond_signal(&queued);
+    }
+    pthread_mutex_unlock(&lock);
+    return error;
+}
+
+/* In the child of a fork: no reader runs there. What it was doing or had queued is canceled. */
+static void forked(void) {
+    pthread_mutex_init(&lock, NULL);
+    pthread_cond_init(&queued, NULL);
+    pthread_cond_init(&finished, NULL);
+    if (current != NULL) {
+        current->next = head;
+        head = current;
+    }
+    for (Reading *r = head; r != NULL; r = r->next) {
+        if (!r->error)
+            r->error = ECANCELED;
+        r->done = 1;
+    }
+    head = tail = current = NULL;
+    started = 0;
+}
+
 static void join(Reading *r) {
-    if (!r->running)
+    pthread_mutex_lock(&lock);  /* never held by the reader for long, nor while it waits for the GIL */
+    int done = r->done;
+    pthread_mutex_unlock(&lock);
+    if (done)
         return;
     Py_BEGIN_ALLOW_THREADS
-    pthread_join(r->thread, NULL);
+    pthread_mutex_lock(&lock);
+    while (!r->done)
+        pthread_cond_wait(&finished, &lock);
+    pthread_mutex_unlock(&lock);
     Py_END_ALLOW_THREADS
-    r->running = 0;
 }
 
 static PyObject *result(PyObject *self, PyObject *unused) {
@@ -370,7 +463,8 @@ static PyObject *begin(PyObject *sock, int fd, const char *path, PyObject *given
     Reading *r = PyObject_New(Reading, &ReadingType);
     if (r == NULL)
         return NULL;
-    r->running = 0;
+    r->next = NULL;
+    r->done = 1;  /* until it is queued: a Reading that fails before goes away at once */
     Py_XINCREF(sock);
     r->sock = sock;
     r->fd = fd;
@@ -401,23 +495,14 @@ static PyObject *begin(PyObject *sock, int fd, const char *path, PyObject *given
         offset += (size_t)PyBytes_GET_SIZE(item);
     }
     r->request[count] = offset;
-    /* the thread takes no signal: they are this process's main thread's to handle */
-    sigset_t all, old;
-    pthread_attr_t attr;
-    sigfillset(&all);
-    pthread_attr_init(&attr);
-    long least = sysconf(_SC_THREAD_STACK_MIN);
-    pthread_attr_setstacksize(&attr, least > STACK ? (size_t)least : STACK);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    int error = pthread_create(&r->thread, &attr, read_all, r);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    pthread_attr_destroy(&attr);
+    r->done = 0;
+    int error = submit(r);
     if (error) {
+        r->done = 1;
         Py_DECREF(r);
         errno = error;
         return PyErr_SetFromErrno(PyExc_OSError);
     }
-    r->running = 1;
     return (PyObject *)r;
 }
 
@@ -464,5 +549,14 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_readahead", NULL, -
 PyMODINIT_FUNC PyInit__readahead(void) {
     if (PyType_Ready(&ReadingType) < 0)
         return NULL;
+    static int loaded;
+    if (!loaded) {  /* once a process (a second interpreter loads it again) */
+        if (pthread_atfork(NULL, NULL, forked) != 0) {
+            PyErr_SetString(PyExc_OSError, "pthread_atfork failed");
+            return NULL;
+        }
+        home = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);  /* none: the reader stays where it read */
+        loaded = 1;
+    }
     return PyModule_Create(&module);
 }

@@ -5,8 +5,10 @@ anything (a socket pair in place of the kernel)."""
 
 from __future__ import annotations
 
+import errno
 import os
 import random
+import signal
 import socket
 import subprocess
 from collections.abc import Callable
@@ -278,6 +280,42 @@ def test_a_reader_whose_peer_goes_away_says_why_and_never_hangs() -> None:
         with pytest.raises(OSError) as failed:
             reading.result()
         assert failed.value.errno == 32  # EPIPE, and no SIGPIPE: the thread sends with MSG_NOSIGNAL
+
+
+def test_one_reader_does_the_readings_in_turn_and_a_forked_child_gets_its_own(netns: str) -> None:
+    """Readings wait for the one under way (here on a peer that has not answered yet). A process
+    forked meanwhile has no reader: there they fail, and its next reading starts one of its own."""
+    furnished(netns, 2)
+    ours, peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with ours, peer:
+        blocked = start(ours, (message(18, 1),))
+        assert peer.recv(64) == message(18, 1)  # the reader waits for the answer now
+        queued = nl.Opening(namespace.path_of(netns), EVERYTHING)
+        pid = os.fork()
+        if pid == 0:  # the child: whatever happens, it ends here, and says how by its exit status
+            code = 1
+            try:
+                signal.alarm(10)  # a reading that waits for a reader the child does not have: killed
+                failed = []
+                for reading in (blocked, queued.reading):
+                    try:
+                        reading.result()
+                    except OSError as exc:
+                        failed.append(exc.errno)
+                with made_ahead(netns) as sock:
+                    names = [d.name for d in observe(sock).observed.devices]
+                code = 0 if failed == [errno.ECANCELED] * 2 and names == ["tp0", "tp1"] else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        peer.send(message(3, 1))
+        assert blocked.result() == ((message(3, 1),),)
+        with namespace.entered(netns):
+            sock = queued.socket(namespace.current())
+        assert sock is not None
+        with sock:
+            assert [d.name for d in observe(sock).observed.devices] == ["tp0", "tp1"], "then the one queued"
 
 
 # --- a fleet's next host, taken ahead --------------------------------------------------------
