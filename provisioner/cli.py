@@ -20,6 +20,11 @@ from .lock import persistent_dir, state_dir
 from .terminal import columns
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
+# What a plan or apply made (the inventory, each host's observation and plan), held until the
+# process ends when `run` is its caller, which then exits without freeing it (as `run` says why):
+# freed one object at a time as the command's function returned, it took 0.8 ms of a 50-host
+# plan's 70 and 0.55 ms of a 1000-device plan's. None: `main` called by something that goes on.
+_kept: list[object] | None = None
 CONNECTIONS = ("local", "netns", "docker")
 
 
@@ -37,8 +42,10 @@ def run() -> NoReturn:
     refcounting would not have freed but some 1000 objects of argparse and the imports, whatever
     the inventory's size (tests/unit/test_garbage.py). `pull`, which runs until it is stopped,
     turns it on again."""
+    global _kept
     gc.disable()
     whole_lines(sys.stdout, sys.stderr)
+    _kept = []
     code = main()
     threading = sys.modules.get("threading")
     if (threading is not None and threading.active_count() > 1) or sys.getprofile() is not None:
@@ -541,6 +548,8 @@ def _run(args: argparse.Namespace, apply: bool, destroy: bool, saved: Any = None
         line.update(progress_text(host, phase, done, total, time.monotonic() - started), force=done == total)
 
     outcomes: list[Outcome] = []
+    if _kept is not None:
+        _kept.extend((loaded, outcomes))
     for outcome in fleet.run(loaded, job, args.forks, report, notify, progress if line is not None else None):
         if line is not None:
             line.clear()
