@@ -3,7 +3,9 @@ tap devices, addresses and routes, with `--forks 1` and `--forks 8`, in one run.
 
 Each figure is a whole `provision` process timed from outside (start, imports, the 50-host
 inventory, every host), median of several rounds. Each round makes fresh namespaces, so a
-converge starts from nothing. Compare the ratios: they come from the same run.
+converge starts from nothing. After each converge the fleet's no-op plan and one host's are
+timed in turn, PLANS times, so that both see the same machine (the kernel still freeing the
+namespaces a round deleted, say). Compare the ratios: they come from the same run.
 
 Then the same on containers (docker hosts, BENCH_CONTAINERS of them, 0 to skip), where a
 host's work is a `provision` run inside its container: what forks are for.
@@ -24,6 +26,7 @@ from report import medians, print_seconds, verdict
 HOSTS = int(os.environ.get("BENCH_HOSTS", "50"))
 DEVICES = int(os.environ.get("BENCH_DEVICES", "20"))
 REPEAT = int(os.environ.get("BENCH_REPEAT", "3"))
+PLANS = int(os.environ.get("BENCH_PLANS", "3"))  # no-op plans of the fleet and of one host, in turn, a converge
 FORKS = tuple(int(f) for f in os.environ.get("BENCH_FORKS", "1,8").split(","))
 CONTAINERS = int(os.environ.get("BENCH_CONTAINERS", "8"))
 PREFIX = os.environ.get("BENCH_PREFIX", "pfleet-")  # of the namespaces it makes (a test gives its own)
@@ -129,19 +132,20 @@ def measure(work: Path) -> bool:
                 f = ["--forks", str(forks)] if forks != 1 else []
                 results.setdefault(f"converge, forks {forks}", []).append(
                     timed([*PROVISION, "apply", str(fleet), *f], env, f"changed={per_host} "))
-                results.setdefault(f"no-op plan, forks {forks}", []).append(
-                    timed([*PROVISION, "plan", str(fleet), "--detailed-exitcode", *f], env, "no changes"))
-            if round_ == 0:  # its first plan reads a text not seen before (cache.py): no no-op plan's work
-                timed([*PROVISION, "plan", str(one), "--detailed-exitcode"], env, "no changes")
-            results.setdefault("no-op plan, one host", []).append(
-                timed([*PROVISION, "plan", str(one), "--detailed-exitcode"], env, "no changes"))
+                if round_ == 0 and forks == FORKS[0]:  # its first plan reads a text not seen before (cache.py)
+                    timed([*PROVISION, "plan", str(one), "--detailed-exitcode"], env, "no changes")
+                for _ in range(PLANS):
+                    results.setdefault(f"no-op plan, forks {forks}", []).append(
+                        timed([*PROVISION, "plan", str(fleet), "--detailed-exitcode", *f], env, "no changes"))
+                    results.setdefault("no-op plan, one host", []).append(
+                        timed([*PROVISION, "plan", str(one), "--detailed-exitcode"], env, "no changes"))
             print(f"round {round_ + 1}/{REPEAT}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in results.items()),
                   flush=True)
     finally:
         namespaces("del")
     med = medians(results)
     print_seconds(f"{HOSTS} hosts (network namespaces), each {DEVICES} taps with an address and a route; "
-                  f"median of {REPEAT} rounds, on {os.cpu_count()} cores", med)
+                  f"median of {REPEAT} rounds ({PLANS} no-op plans each a converge), on {os.cpu_count()} cores", med)
     checks = [(name, med[a] / med[b], target) for name, a, b, target in (
         ("converge: forks 8 / forks 1", "converge, forks 8", "converge, forks 1", 0.6),
         ("no-op plan: forks 8 / forks 1", "no-op plan, forks 8", "no-op plan, forks 1", 0.6),
