@@ -5,7 +5,10 @@ Each figure is a whole `provision` process (start, imports, inventory, kernel), 
 outside, median of several rounds; peak memory is the process's max RSS (wait4). Every round
 starts from nothing: fresh namespaces and a fresh state directory, so the converge and the
 one-change apply read an inventory they have not seen (no cache), and the no-op plan reads
-the one the converge just validated (the cache of cache.py), as in use. Each converge, `ip
+the one the converge just validated (the cache of cache.py), as in use. After the converge a
+round times CHANGES pairs in turn: a no-op plan, then a one-change apply of an edit not seen
+before (each moves another route to another device), put back untimed; so each ratio's two
+figures come from the same minutes of the machine, and several of each. Each converge, `ip
 -batch`'s and provision's, starts from the same kernel: one that holds nothing of the other's,
 right after N devices were freed at once (deleted as one link group, their namespace with
 them) and a pause for the kernel to finish. What the kernel freed or still holds moves a converge by a third at 10 000 devices (it
@@ -14,7 +17,7 @@ round.
 Figures are noisy on a shared VM: compare within one run, which is what the ratios do, each
 the median of its rounds.
 
-BENCH_DEVICES (1000), BENCH_REPEAT (5); BENCH_LARGE=10000 also runs at that size (with
+BENCH_DEVICES (1000), BENCH_REPEAT (5), BENCH_CHANGES (3); BENCH_LARGE=10000 also runs at that size (with
 BENCH_LARGE_REPEAT rounds, 1) and checks that each figure grows at most linearly.
 `--check MARGIN` (a fraction): only the ratios against GUARD and one PASS/FAIL line, exit 1 on FAIL.
 """
@@ -33,6 +36,7 @@ from report import medians, print_seconds, verdict
 
 N = int(os.environ.get("BENCH_DEVICES", "1000"))
 REPEAT = int(os.environ.get("BENCH_REPEAT", "5"))
+CHANGES = int(os.environ.get("BENCH_CHANGES", "3"))  # (no-op plan, one-change apply) pairs a round
 LARGE = int(os.environ.get("BENCH_LARGE", "0"))
 LARGE_REPEAT = int(os.environ.get("BENCH_LARGE_REPEAT", "1"))
 # the `provision` command, as people run it (and ../shared/bench-reconcile.sh): `python -m provisioner`
@@ -88,13 +92,14 @@ def route(i: int) -> str:
     return f"172.{16 + i // 250 % 250}.{i % 250}.0/24" if i < 62500 else f"fd00:2:{i:x}::/64"
 
 
-def inventory(n: int, ns: str, changed: bool = False) -> str:
+def inventory(n: int, ns: str, moved: int | None = None) -> str:
+    """`moved`: the index of a route moved to the next device (a one-change edit)."""
     lines = ["all:", "  hosts:", "    bench:", "      ansible_connection: netns", f"      ansible_host: {ns}",
              "      network:", "        devices:"]
     lines += [f"          - {{name: bt{i}, type: tap, addresses: [{address(i)}]}}" for i in range(n)]
     lines.append("        routes:")
     for i in range(n):
-        dev = f"bt{(i + 1) % n}" if (changed and i == n // 2) else f"bt{i}"
+        dev = f"bt{(i + 1) % n}" if i == moved else f"bt{i}"
         lines.append(f"          - {{to: {route(i)}, dev: {dev}}}")
     return "\n".join(lines) + "\n"
 
@@ -153,16 +158,18 @@ def fresh_start(n: int, work: Path) -> None:
 
 
 def rounds(n: int, repeat: int, work: Path, say: bool, destroy: bool = True) -> tuple[dict[str, float], float]:
-    """Medians of each figure over `repeat` rounds at `n` devices (and of the CPU time of the
-    no-op plan and of PYTHON_START, as "... CPU"), and the peak RSS. Without
-    `destroy` the two deletions are left out (CI: a tap's deletion waits for an RCU grace
+    """Medians of each figure over `repeat` rounds at `n` devices, CHANGES of the no-op plan and
+    of the one-change apply a round (and of the CPU time of the no-op plan and of PYTHON_START,
+    as "... CPU"), and the peak RSS. Without `destroy` the two deletions are left out (CI: a tap's deletion waits for an RCU grace
     period, so on a loaded machine they are most of a round)."""
     (work / "batch.txt").write_text(ip_batch(n))
     (work / "delete.txt").write_text(ip_batch_delete(n))
     (work / "group.txt").write_text("".join(f"link set bt{i} group {GROUP}\n" for i in range(n)))
-    inv, inv_changed = work / "bench.yaml", work / "bench-changed.yaml"
+    inv = work / "bench.yaml"
     inv.write_text(inventory(n, NS_PV))
-    inv_changed.write_text(inventory(n, NS_PV, changed=True))
+    edits = [work / f"bench-changed-{k}.yaml" for k in range(CHANGES)]
+    for k, edit in enumerate(edits):
+        edit.write_text(inventory(n, NS_PV, moved=(n // 2 + k) % n))
     names = ("ip -batch", "converge", "no-op plan", "one-change apply") + (
         ("ip -batch delete", "destroy") if destroy else ())
     results: dict[str, list[float]] = {k: [] for k in (*names, "no-op plan CPU", "python start CPU")}
@@ -178,11 +185,12 @@ def rounds(n: int, repeat: int, work: Path, say: bool, destroy: bool = True) -> 
         if destroy:  # deleted one by one, as ip does; then made again, to be freed at once below
             ip_steps += [("ip -batch delete", ["ip", "-n", NS_IP, "-batch", str(work / "delete.txt")], ""),
                          ("", ["ip", "-n", NS_IP, "-batch", str(work / "batch.txt")], "")]
-        provision_steps = [
-            ("converge", [*PROVISION, "apply", str(inv)], f"changed={3 * n}"),
-            ("no-op plan", [*PROVISION, "plan", str(inv), "--detailed-exitcode"], "no changes"),
-            ("one-change apply", [*PROVISION, "apply", str(inv_changed)], "changed=1 "),
-        ] + ([("destroy", [*PROVISION, "destroy", str(inv_changed)], " failed=0")] if destroy else [])
+        provision_steps = [("converge", [*PROVISION, "apply", str(inv)], f"changed={3 * n}")]
+        for edit in edits:
+            provision_steps += [("no-op plan", [*PROVISION, "plan", str(inv), "--detailed-exitcode"], "no changes"),
+                                ("one-change apply", [*PROVISION, "apply", str(edit)], "changed=1 "),
+                                ("", [*PROVISION, "apply", str(inv)], "changed=1 ")]  # put back
+        provision_steps += [("destroy", [*PROVISION, "destroy", str(inv)], " failed=0")] if destroy else []
         for tool, ns in ((ip_steps, NS_IP), (provision_steps, NS_PV)):  # one after the other, apart
             for what, cmd, expect in tool:
                 seconds, mb, cpu = timed(cmd, env, expect)
@@ -231,10 +239,12 @@ def main() -> None:
         guarded = [(f"{k} (target {TARGETS[k]:g})" if k in TARGETS else k, v, "≤", GUARD[k])
                    for k, v in measured.items()]
         # the state the kernel was in (see GUARD): what the ratios are to
-        ok = verdict(f"bench-check, {N} devices, median of {REPEAT} rounds, ip -batch {med['ip -batch']:.2f} s",
+        ok = verdict(f"bench-check, {N} devices, median of {REPEAT} rounds ({CHANGES} no-op plans and one-change "
+                     f"applies each), ip -batch {med['ip -batch']:.2f} s",
                      guarded, margin)
         raise SystemExit(0 if ok else 1)
-    print_seconds(f"{N} tap devices, each with one address and one route; median of {REPEAT} rounds", med)
+    print_seconds(f"{N} tap devices, each with one address and one route; median of {REPEAT} rounds "
+                  f"({CHANGES} no-op plans and one-change applies each)", med)
     print(f"| peak memory (max RSS of a provision process) | {memory:.0f} MB |")
     key = "no-op plan / python start (CPU)"
     print(f"\n{key}: {measured[key]:.2f} (not a target: make bench-check's guard, ≤ {GUARD[key]:g} with its margin)")
