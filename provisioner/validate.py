@@ -97,6 +97,12 @@ def check_host(source: Sources, host: Host, routes_only: tuple[Entry, ...] | Non
     if connection is not None and connection not in CONNECTIONS:
         err(host.path, f"host {host.name}: ansible_connection {connection!r} is not supported "
                        f"(supported: {', '.join(CONNECTIONS)})")
+    if connection == "netns":
+        from .kernel.namespace import name_problem  # here: a plan against snapshots reaches no namespace
+
+        problem = name_problem(host.address)
+        if problem:
+            err(var_path(host, "ansible_host"), f"host {host.name}: ansible_host {problem}")
     devices = host.network.get("devices", ())
     routes = host.network.get("routes", ())
     declared: dict[str, Mapping[str, Any]] = {}

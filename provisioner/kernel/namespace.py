@@ -14,6 +14,9 @@ from contextlib import contextmanager
 
 CLONE_NEWNET = 0x40000000
 NETNS_DIRS = ("/run/netns", "/var/run/netns")
+# a namespace's file is opened without waiting (a FIFO put in its place must not hold the run) and
+# never as a terminal; kernel/_readahead.c opens it so too
+OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
 
 
 class NamespaceError(OSError):
@@ -46,7 +49,24 @@ def _setns(fd: int) -> None:
         raise NamespaceError(exc.errno, exc.strerror) from None
 
 
+NAME_MAX = 255
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot be a network namespace's name, as `ip netns` decides it: the name of a
+    file in /run/netns, so never a path (`/`, `.`, `..`: a name from an inventory would have root
+    open a file elsewhere, a FIFO or a device) nor empty, nor longer than a file's name may be."""
+    if name in ("", ".", "..") or "/" in name or "\0" in name:
+        return f"{name!r} is not a network namespace's name (a file name in /run/netns, as `ip netns` makes it)"
+    if len(name.encode(errors="surrogateescape")) > NAME_MAX:
+        return f"a network namespace's name is at most {NAME_MAX} bytes; {name[:20]!r}... is longer"
+    return None
+
+
 def path_of(name: str) -> str:
+    problem = name_problem(name)
+    if problem is not None:
+        raise NamespaceError(errno.EINVAL, problem)
     for directory in NETNS_DIRS:
         candidate = os.path.join(directory, name)
         if os.path.exists(candidate):
@@ -66,7 +86,7 @@ def entered(name: str | None) -> Iterator[None]:
     if name is None:
         yield
         return
-    target = os.open(path_of(name), os.O_RDONLY | os.O_CLOEXEC)
+    target = os.open(path_of(name), OPEN_FLAGS)
     try:
         home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:

@@ -366,3 +366,16 @@ def test_only_schemas_are_said_as_anyof() -> None:
         "properties": {"if": {"type": "string"}, "else": {"type": "string"}},
         "const": {"if": 1, "else": 2},
         "items": {"anyOf": [{"required": ["b"]}, {"required": ["a"]}]}}
+
+
+@pytest.mark.parametrize("name", ["../../tmp/fifo", "/dev/watchdog", "a/b", "..", "x" * 256])
+def test_a_netns_host_s_namespace_name_is_a_file_name_in_run_netns(write, name: str) -> None:
+    """A namespace is reached by opening /run/netns/NAME as root: a name with `/` or `..` had root
+    open any file (a FIFO, a device), found in review. Refused where it is written."""
+    path = write("all:\n  hosts:\n    h:\n      ansible_connection: netns\n"
+                 f"      ansible_host: {json.dumps(name)}\n")
+    with pytest.raises(InventoryError) as info:
+        load(path)
+    (d,) = info.value.diagnostics
+    assert d.line == 5 and "ansible_host" in str(d), d
+    assert "is not a network namespace's name" in d.message or "at most 255 bytes" in d.message, d
