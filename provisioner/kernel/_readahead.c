@@ -16,7 +16,8 @@
  * own.
  *
  * start(sock, requests[, most]) -> Reading: sends each request (a whole netlink message, a dump
- *   asked for) on `sock` (a socket object), one after another, and reads each one's answer up to
+ *   asked for) on a copy of `sock`'s descriptor (dup: the socket may be closed meanwhile), one
+ *   after another, and reads each one's answer up to
  *   its end (a message of the request's sequence number that is NLMSG_DONE or NLMSG_ERROR), or up
  *   to a message whose header cannot be walked (netlink.py's walk of the answer then finds it
  *   without its end, and the dump is asked for again in turn).
@@ -25,11 +26,11 @@
  *   asked, so the kernel is not left in the middle of a dump, which would refuse the next one
  *   asked for on the socket (EBUSY). A failed send or receive stops the reader at once, and so
  *   does a datagram larger than its 1 MB buffer (EMSGSIZE; the end it held is not seen).
- *   The Reading holds `sock` until its thread has ended, so the descriptor cannot be closed by
- *   the socket going away under the thread (Netlink.close waits for it first); nobody else may
- *   use the socket until result() has returned.
+ *   Nobody else may use the socket until result() has returned. (The reader as a test drives it,
+ *   against a peer that sends anything; provision itself uses start_in.)
  * start_in(path, requests[, most]) -> Reading: the same, on a socket the thread makes itself in the
- *   network namespace whose file is `path` (/run/netns/NAME): it opens the file, enters the
+ *   network namespace whose file is `path` (/run/netns/NAME): it opens the file (without waiting:
+ *   a FIFO put there must not hold the reader), enters the
  *   namespace (setns(2) moves only the calling thread), makes a
  *   NETLINK_ROUTE socket set up as netlink.py's Netlink makes one (buffers, strict checking,
  *   extended acks, a receive timeout, bound and connected to the kernel), then reads. So the
@@ -39,14 +40,16 @@
  *   with the Reading.
  * Reading.opened() -> (fd, namespace): start_in's socket, and the inode of the namespace it was
  *   made in (as os.stat of /proc/thread-self/ns/net names it: two namespaces alive at once never
- *   share one). Waits for the thread; OSError with the errno of the first failure; from then on
+ *   share one). Waits for the reader; OSError with the errno of the first failure; from then on
  *   the descriptor is the caller's (a second call: ValueError).
  * Reading.result() -> one tuple per request of the datagrams read for it, as bytes; OSError with
- *   the errno of the first failure (what was read is then dropped). Waits for the thread with the
- *   GIL released; the second call gives the same answer.
- * Reading.wait() -> None: waits for the thread, as result() does, without making anything of what
- *   it read (a socket closed with its answers unread).
- * A Reading that goes away unasked waits for the thread to be done with it first.
+ *   the errno of the first failure (what was read is then dropped). Waits for the reader with the
+ *   GIL released, a signal's handler run every 0.1 s meanwhile (Ctrl-C: KeyboardInterrupt); the
+ *   second call gives the same answer.
+ * Reading.wait() -> None: waits for the reader, as result() does, without making anything of what
+ *   it read, and closes a socket it made that was never handed over.
+ * A Reading that goes away waits for the reader to be done with it first (without a signal's
+ *   handler: a reading ends within the socket's receive timeout), then closes what it holds.
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -62,6 +65,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #define HEADER 16              /* struct nlmsghdr */
@@ -89,10 +93,9 @@ typedef struct Reading {
     PyObject_HEAD
     struct Reading *next; /* the one queued after it */
     int done;  /* the reader is done with it (under `lock`) */
-    PyObject *sock; /* held while the thread may use its descriptor (start's; start_in has none) */
-    int fd;
-    char *path;       /* start_in: the namespace's file, for the thread to enter */
-    int owned;        /* fd is a socket the thread made, not yet handed over by opened() */
+    int fd;           /* start's copy of its socket's descriptor, or the socket start_in's reader made */
+    char *path;       /* start_in: the namespace's file, for the reader to enter */
+    int owned;        /* fd is the Reading's to close: start's copy, or a socket not handed over by opened() */
     unsigned long long namespace;  /* the inode of the namespace it was made in */
     Py_ssize_t count;
     char *requests;   /* the requests, one after another */
@@ -167,7 +170,7 @@ static int keep(Reading *r, const char *p, size_t n) {
 
 /* The socket start_in asked for, in the namespace at r->path: 0, or the errno of what failed. */
 static int make_socket(Reading *r) {
-    int ns = open(r->path, O_RDONLY | O_CLOEXEC);
+    int ns = open(r->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);  /* namespace.py's OPEN_FLAGS */
     if (ns < 0)
         return errno;
     struct stat st;
@@ -320,12 +323,19 @@ static int submit(Reading *r) {
     return error;
 }
 
-/* In the child of a fork: no reader runs there. What it was doing or had queued is canceled. */
+/* Around a fork: the lock is taken first, so the child never has the queue half-changed (the reader
+ * holds it only between two steps, never while it waits for anything). In the child no reader
+ * runs: what it was doing or had queued is canceled. The one under way may have been half-way
+ * through growing its buffers: they are left to the child's exit, not freed. */
+static void forking(void) { pthread_mutex_lock(&lock); }
+static void forked_parent(void) { pthread_mutex_unlock(&lock); }
 static void forked(void) {
-    pthread_mutex_init(&lock, NULL);
+    pthread_mutex_unlock(&lock);
     pthread_cond_init(&queued, NULL);
     pthread_cond_init(&finished, NULL);
     if (current != NULL) {
+        current->data = NULL;
+        current->datagram = NULL;
         current->next = head;
         head = current;
     }
@@ -338,24 +348,38 @@ static void forked(void) {
     started = 0;
 }
 
-static void join(Reading *r) {
+/* Waits until the reader is done with `r`, the GIL released; with `signals`, a signal's handler is
+ * run every 0.1 s meanwhile, and -1 is an exception it raised (the reading goes on). */
+static int join(Reading *r, int signals) {
     pthread_mutex_lock(&lock);  /* never held by the reader for long, nor while it waits for the GIL */
     int done = r->done;
     pthread_mutex_unlock(&lock);
-    if (done)
-        return;
-    Py_BEGIN_ALLOW_THREADS
-    pthread_mutex_lock(&lock);
-    while (!r->done)
-        pthread_cond_wait(&finished, &lock);
-    pthread_mutex_unlock(&lock);
-    Py_END_ALLOW_THREADS
+    while (!done) {
+        Py_BEGIN_ALLOW_THREADS
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 100 * 1000 * 1000;
+        if (until.tv_nsec >= 1000 * 1000 * 1000) {
+            until.tv_sec += 1;
+            until.tv_nsec -= 1000 * 1000 * 1000;
+        }
+        pthread_mutex_lock(&lock);
+        while (!r->done && pthread_cond_timedwait(&finished, &lock, &until) == 0) {
+        }
+        done = r->done;
+        pthread_mutex_unlock(&lock);
+        Py_END_ALLOW_THREADS
+        if (!done && signals && PyErr_CheckSignals() < 0)
+            return -1;
+    }
+    return 0;
 }
 
 static PyObject *result(PyObject *self, PyObject *unused) {
     (void)unused;
     Reading *r = (Reading *)self;
-    join(r);
+    if (join(r, 1) < 0)
+        return NULL;
     if (r->error) {
         errno = r->error;
         return PyErr_SetFromErrno(PyExc_OSError);
@@ -391,7 +415,8 @@ static PyObject *result(PyObject *self, PyObject *unused) {
 static PyObject *opened(PyObject *self, PyObject *unused) {
     (void)unused;
     Reading *r = (Reading *)self;
-    join(r);
+    if (join(r, 1) < 0)
+        return NULL;
     if (r->path == NULL) {
         PyErr_SetString(PyExc_ValueError, "a reading on a socket it was given: nothing opened");
         return NULL;
@@ -412,16 +437,21 @@ static PyObject *opened(PyObject *self, PyObject *unused) {
 
 static PyObject *wait_for(PyObject *self, PyObject *unused) {
     (void)unused;
-    join((Reading *)self);
+    Reading *r = (Reading *)self;
+    if (join(r, 1) < 0)
+        return NULL;
+    if (r->owned) {
+        close(r->fd);
+        r->owned = 0;
+    }
     Py_RETURN_NONE;
 }
 
 static void dealloc(PyObject *self) {
     Reading *r = (Reading *)self;
-    join(r);
+    join(r, 0);
     if (r->owned)
         close(r->fd);
-    Py_XDECREF(r->sock);
     free(r->path);
     free(r->requests);
     free(r->request);
@@ -434,7 +464,7 @@ static void dealloc(PyObject *self) {
 
 static PyMethodDef reading_methods[] = {
     {"result", result, METH_NOARGS, "result() -> one tuple of datagrams per request; OSError if reading failed"},
-    {"wait", wait_for, METH_NOARGS, "wait(): the thread ended, nothing of what it read made into objects"},
+    {"wait", wait_for, METH_NOARGS, "wait(): the reader done with it, a socket never handed over closed"},
     {"opened", opened, METH_NOARGS, "opened() -> (fd, namespace inode): start_in's socket, handed over"},
     {NULL, NULL, 0, NULL},
 };
@@ -447,28 +477,27 @@ static PyTypeObject ReadingType = {
     .tp_methods = reading_methods,
 };
 
-/* The Reading of `given` requests on `sock` (start) or on a socket made in the namespace at `path`
- * (start_in), its thread started. */
-static PyObject *begin(PyObject *sock, int fd, const char *path, PyObject *given, unsigned long long most) {
+/* The Reading of `given` requests on `fd` (start's copy, which it then owns, or -1: a closed
+ * socket, whose reading fails) or on a socket made in the namespace at `path` (start_in), queued. */
+static PyObject *begin(int fd, const char *path, PyObject *given, unsigned long long most) {
     Py_ssize_t count = PyTuple_GET_SIZE(given);
     size_t total = 0;
+    Reading *r = NULL;
     for (Py_ssize_t i = 0; i < count; i++) {
         PyObject *item = PyTuple_GET_ITEM(given, i);
         if (!PyBytes_Check(item) || PyBytes_GET_SIZE(item) < HEADER) {
             PyErr_SetString(PyExc_ValueError, "each request is a whole netlink message, as bytes");
-            return NULL;
+            goto refused;
         }
         total += (size_t)PyBytes_GET_SIZE(item);
     }
-    Reading *r = PyObject_New(Reading, &ReadingType);
+    r = PyObject_New(Reading, &ReadingType);
     if (r == NULL)
-        return NULL;
+        goto refused;
     r->next = NULL;
     r->done = 1;  /* until it is queued: a Reading that fails before goes away at once */
-    Py_XINCREF(sock);
-    r->sock = sock;
     r->fd = fd;
-    r->owned = 0;
+    r->owned = fd >= 0;  /* start's copy */
     r->namespace = 0;
     r->path = NULL;
     r->count = count;
@@ -504,6 +533,10 @@ static PyObject *begin(PyObject *sock, int fd, const char *path, PyObject *given
         return PyErr_SetFromErrno(PyExc_OSError);
     }
     return (PyObject *)r;
+refused:  /* no Reading to own the copy */
+    if (fd >= 0)
+        close(fd);
+    return NULL;
 }
 
 static PyObject *start(PyObject *module, PyObject *args) {
@@ -517,9 +550,10 @@ static PyObject *start(PyObject *module, PyObject *args) {
         if (!PyErr_ExceptionMatches(PyExc_ValueError))  /* a closed socket: -1, its reading fails (EBADF) */
             return NULL;
         PyErr_Clear();
-        fd = -1;
+    } else if ((fd = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0) {
+        return PyErr_SetFromErrno(PyExc_OSError);
     }
-    return begin(sock, fd, NULL, given, most);
+    return begin(fd < 0 ? -1 : fd, NULL, given, most);
 }
 
 static PyObject *start_in(PyObject *module, PyObject *args) {
@@ -534,7 +568,7 @@ static PyObject *start_in(PyObject *module, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "a path with a NUL in it");
         return NULL;
     }
-    return begin(NULL, -1, path, given, most);
+    return begin(-1, path, given, most);
 }
 
 static PyMethodDef methods[] = {
@@ -551,7 +585,7 @@ PyMODINIT_FUNC PyInit__readahead(void) {
         return NULL;
     static int loaded;
     if (!loaded) {  /* once a process (a second interpreter loads it again) */
-        if (pthread_atfork(NULL, NULL, forked) != 0) {
+        if (pthread_atfork(forking, forked_parent, forked) != 0) {
             PyErr_SetString(PyExc_OSError, "pthread_atfork failed");
             return NULL;
         }

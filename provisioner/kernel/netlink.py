@@ -287,7 +287,7 @@ class ReadAhead(Protocol):
 
     def opened(self) -> tuple[int, int]: ...  # the socket, handed over, and its namespace; OSError if it failed
     def result(self) -> tuple[tuple[bytes, ...], ...]: ...  # per request its datagrams; OSError if it failed
-    def wait(self) -> None: ...  # the thread ended, nothing made of what it read
+    def wait(self) -> None: ...  # the reader done with it, nothing made of what it read, a socket not handed over closed
 
 
 class Netlink:
@@ -467,7 +467,7 @@ class Opening:
 
     def __init__(self, path: str, dumps: Sequence[tuple[int, bytes]]) -> None:
         assert _start_in is not None, "no compiled reader: see READ_AHEAD"
-        self.ahead = {(msg_type, body): (index, index + 1) for index, (msg_type, body) in enumerate(dumps)}
+        self.ahead = {dump: (index, index + 1) for index, dump in enumerate(dict.fromkeys(dumps))}  # each once
         self.reading: ReadAhead = _start_in(path, tuple(dump_request(t, b, seq) for (t, b), (_, seq)
                                                         in self.ahead.items()))
         self.fd = -1
@@ -486,7 +486,7 @@ class Opening:
         return sock
 
     def close(self) -> None:
-        """The thread ended; a socket never handed over is closed with it."""
+        """The reader done with it; a socket never handed over closed."""
         self.reading.wait()
 
     def __enter__(self) -> Opening:
