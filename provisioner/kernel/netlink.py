@@ -184,8 +184,9 @@ try:  # the same in C (kernel/_rtattr.c)
 except ImportError:  # a checkout or wheel built without it
     link, messages, pick = _link, _messages, _pick
 
-try:  # a socket made and dumps read on a thread of their own (kernel/_readahead.c); without it, nothing is
-    from ._readahead import start_in as _start_in  # read ahead
+# a socket made and dumps read on a thread of their own (kernel/_readahead.c); without it, nothing is read ahead
+try:
+    from ._readahead import start_in as _start_in
 except ImportError:
     _start_in = None
 READ_AHEAD = _start_in is not None
