@@ -553,7 +553,7 @@ static PyObject *start(PyObject *module, PyObject *args) {
     } else if ((fd = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0) {
         return PyErr_SetFromErrno(PyExc_OSError);
     }
-    return begin(fd < 0 ? -1 : fd, NULL, given, most);
+    return begin(fd, NULL, given, most);
 }
 
 static PyObject *start_in(PyObject *module, PyObject *args) {

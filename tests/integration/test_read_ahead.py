@@ -53,13 +53,38 @@ def socket_in(ns: str) -> nl.Netlink:
         return nl.Netlink()
 
 
+def namespace_of(ns: str) -> int:
+    with namespace.entered(ns):
+        return namespace.current()
+
+
 def made_ahead(ns: str) -> nl.Netlink:
     """A socket made in `ns` and its dumps read, on the reader's thread."""
-    with namespace.entered(ns):
-        here = namespace.current()
-    sock = nl.Opening(namespace.path_of(ns), EVERYTHING).socket(here)
+    sock = nl.Opening(namespace.path_of(ns), EVERYTHING).socket(namespace_of(ns))
     assert sock is not None
     return sock
+
+
+def faked(ns: str, read: Callable[[tuple[bytes, ...]], tuple[tuple[bytes, ...], ...]]) -> type:
+    """A stand-in for start_in: a socket made here in `ns`, and what `read` makes of the requests
+    as what the reader read (raising: the reading failed)."""
+
+    class Reading:
+        def __init__(self, path: str, requests: tuple[bytes, ...]) -> None:
+            self.requests = requests
+            with socket_in(ns) as made:
+                self.fd = os.dup(made.sock.fileno())
+
+        def opened(self) -> tuple[int, int]:
+            return self.fd, namespace_of(ns)
+
+        def result(self) -> tuple[tuple[bytes, ...], ...]:
+            return read(self.requests)
+
+        def wait(self) -> None:
+            pass
+
+    return Reading
 
 
 def test_a_reading_asked_for_ahead_is_the_state_when_it_was_asked_for(netns: str) -> None:
@@ -100,9 +125,7 @@ def test_a_change_made_through_the_socket_drops_what_was_read_ahead(netns: str) 
 
 def test_a_socket_never_handed_over_is_closed_with_its_reading(netns: str) -> None:
     furnished(netns)
-    path = namespace.path_of(netns)
-    with namespace.entered(netns):
-        here = namespace.current()
+    path, here = namespace.path_of(netns), namespace_of(netns)
     fds = len(os.listdir("/proc/self/fd"))
     for _ in range(200):
         nl.Opening(path, EVERYTHING)  # dropped at once: its reader waited for, its socket closed
@@ -241,32 +264,12 @@ def test_a_reading_that_fails_leaves_each_dump_to_be_asked_for_in_turn(netns: st
         start(closed, (message(18, 1),)).result()
     assert failed.value.errno == 9  # EBADF
 
-    class Failed:
-        """A socket made, whose reading failed."""
+    def failed_reading(requests: tuple[bytes, ...]) -> tuple[tuple[bytes, ...], ...]:
+        raise OSError(errno.EIO, "failed")
 
-        def __init__(self, path: str, requests: tuple[bytes, ...]) -> None:
-            self.reading = start_in(path, requests)
-            self.reading.opened()  # the thread ended
-            with socket_in(netns) as made:
-                self.fd = os.dup(made.sock.fileno())
-
-        def opened(self) -> tuple[int, int]:
-            return self.fd, namespace_of(netns)
-
-        def result(self) -> tuple[tuple[bytes, ...], ...]:
-            raise OSError(5, "failed")
-
-        def wait(self) -> None:
-            pass
-
-    monkeypatch.setattr(nl, "_start_in", Failed)
+    monkeypatch.setattr(nl, "_start_in", faked(netns, failed_reading))  # a socket made, its reading failed
     with made_ahead(netns) as sock:
         assert observe(sock) == expected, "each dump is then the live one"
-
-
-def namespace_of(ns: str) -> int:
-    with namespace.entered(ns):
-        return namespace.current()
 
 
 def test_a_dump_read_ahead_that_a_change_interrupted_anywhere_is_asked_for_again(
@@ -278,23 +281,11 @@ def test_a_dump_read_ahead_that_a_change_interrupted_anywhere_is_asked_for_again
     with socket_in(netns) as plain:
         live = plain.dump(*EVERYTHING[0])
 
-    class Interrupted:
-        def __init__(self, path: str, requests: tuple[bytes, ...]) -> None:
-            seqs = [nl.HDR.unpack_from(r)[3] for r in requests]
-            self.answer = tuple((nl.HDR.pack(20, 16, 0x2 | 0x10, seq, 0) + bytes(4), message(3, seq)) for seq in seqs)
-            with socket_in(netns) as made:
-                self.fd = os.dup(made.sock.fileno())
+    def interrupted(requests: tuple[bytes, ...]) -> tuple[tuple[bytes, ...], ...]:
+        seqs = [nl.HDR.unpack_from(r)[3] for r in requests]
+        return tuple((nl.HDR.pack(20, 16, 0x2 | 0x10, seq, 0) + bytes(4), message(3, seq)) for seq in seqs)
 
-        def opened(self) -> tuple[int, int]:
-            return self.fd, namespace_of(netns)
-
-        def result(self) -> tuple[tuple[bytes, ...], ...]:
-            return self.answer
-
-        def wait(self) -> None:
-            pass
-
-    monkeypatch.setattr(nl, "_start_in", Interrupted)
+    monkeypatch.setattr(nl, "_start_in", faked(netns, interrupted))
     with made_ahead(netns) as sock:
         assert sock.dump(*EVERYTHING[0]) == live
 
@@ -404,8 +395,7 @@ def test_one_reader_does_the_readings_in_turn_and_a_forked_child_gets_its_own(ne
         assert os.waitstatus_to_exitcode(status) == 0
         peer.send(message(3, 1))
         assert blocked.result() == ((message(3, 1),),)
-        with namespace.entered(netns):
-            sock = queued.socket(namespace.current())
+        sock = queued.socket(namespace_of(netns))
         assert sock is not None
         with sock:
             assert [d.name for d in observe(sock).observed.devices] == ["tp0", "tp1"], "then the one queued"
